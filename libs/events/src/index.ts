@@ -1,0 +1,6 @@
+export * from './event-types';
+export * from './uuidv7';
+export * from './signing';
+export * from './chain';
+export * from './wire';
+export * from './verifier';

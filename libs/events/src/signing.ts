@@ -1,0 +1,56 @@
+import { KeyObject, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+
+// DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** An Ed25519 key pair; the raw public key is what events carry and configs pin. */
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  readonly rawPublicKey: Buffer;
+}
+
+export function generateSigningKey(): SigningKey {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  return signingKeyFrom(privateKey);
+}
+
+export function signingKeyFromPem(pem: string): SigningKey {
+  return signingKeyFrom(createPrivateKey(pem));
+}
+
+export function signingKeyToPem(key: SigningKey): string {
+  return key.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+}
+
+function signingKeyFrom(privateKey: KeyObject): SigningKey {
+  if (privateKey.asymmetricKeyType !== 'ed25519') {
+    throw new Error(`expected an Ed25519 private key, got ${privateKey.asymmetricKeyType ?? 'unknown'}`);
+  }
+  const publicKey = createPublicKey(privateKey);
+  return { privateKey, publicKey, rawPublicKey: rawPublicKey(publicKey) };
+}
+
+export function rawPublicKey(key: KeyObject): Buffer {
+  const der = key.export({ format: 'der', type: 'spki' });
+  return Buffer.from(der.subarray(der.length - 32));
+}
+
+export function publicKeyFromRaw(raw: Uint8Array): KeyObject {
+  if (raw.length !== 32) throw new Error(`an Ed25519 public key has 32 bytes, got ${raw.length}`);
+  return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+}
+
+export function signHash(key: SigningKey, hash: Uint8Array): Buffer {
+  return sign(null, hash, key.privateKey);
+}
+
+export function verifyHash(publicKey: KeyObject, hash: Uint8Array, signature: Uint8Array): boolean {
+  if (signature.length !== 64) return false;
+  return verify(null, hash, publicKey, signature);
+}
+
+/** Short, stable name for a key in messages: the first 16 hex digits of the raw key. */
+export function keyFingerprint(raw: Uint8Array): string {
+  return Buffer.from(raw).toString('hex').slice(0, 16);
+}
