@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import { Admin, Kafka, logLevel } from 'kafkajs';
+
+export interface LogRecord {
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Buffer | null;
+  timestamp: number;
+}
+
+export interface ReadRangeOptions {
+  kafka: Kafka;
+  topic: string;
+  /** Start at the first record at or after this time (ms); default: each partition's beginning. */
+  fromTimestamp?: number;
+  /** Stop a partition at the first record later than this time (ms); default: its end when the read began. */
+  untilTimestamp?: number;
+  onRecord(record: LogRecord): void | Promise<void>;
+  /** Gives up when the read takes longer (ms). */
+  timeoutMs?: number;
+}
+
+/**
+ * Reads a bounded stretch of a topic, every partition, up to the end offsets it had when the
+ * read began, then stops. kafkajs has no manual assignment, so this joins a throw-away group
+ * (never committing) and seeks each partition.
+ */
+export async function readRange(opts: ReadRangeOptions): Promise<{ records: number }> {
+  const { kafka, topic } = opts;
+  const admin = kafka.admin();
+  await admin.connect();
+  let starts: Map<number, string>;
+  let ends: Map<number, string>;
+  try {
+    ({ starts, ends } = await rangeOffsets(admin, topic, opts.fromTimestamp));
+  } finally {
+    await admin.disconnect();
+  }
+  const todo = new Set([...ends].filter(([p, end]) => BigInt(starts.get(p)!) < BigInt(end)).map(([p]) => p));
+  if (todo.size === 0) return { records: 0 };
+
+  const groupId = `rebootless-reader-${randomUUID()}`;
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100, retry: { retries: 3 } });
+  let records = 0;
+  let settle!: (err?: unknown) => void;
+  const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
+  const timer = setTimeout(
+    () => settle(new Error(`reading ${topic} took longer than ${opts.timeoutMs ?? 60_000} ms; partitions left: ${[...todo].join(', ')}`)),
+    opts.timeoutMs ?? 60_000,
+  );
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: async ({ batch, resolveOffset, heartbeat }) => {
+        const p = batch.partition;
+        if (!todo.has(p)) return;
+        const end = BigInt(ends.get(p)!);
+        for (const m of batch.messages) {
+          const ts = Number(m.timestamp);
+          if (BigInt(m.offset) >= end || (opts.untilTimestamp !== undefined && ts > opts.untilTimestamp)) {
+            todo.delete(p);
+            break;
+          }
+          records += 1;
+          await opts.onRecord({ partition: p, offset: m.offset, key: m.key?.toString() ?? null, value: m.value, timestamp: ts });
+          resolveOffset(m.offset);
+          if (BigInt(m.offset) + 1n >= end) todo.delete(p);
+        }
+        await heartbeat();
+        if (todo.size === 0) settle();
+      },
+    });
+    for (const [partition, offset] of starts) consumer.seek({ topic, partition, offset });
+    await done;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
+    await dropGroup(kafka, groupId);
+  }
+  return { records };
+}
+
+async function rangeOffsets(admin: Admin, topic: string, fromTimestamp?: number) {
+  const watermarks = await admin.fetchTopicOffsets(topic);
+  const ends = new Map(watermarks.map((w) => [w.partition, w.high]));
+  const starts = new Map(watermarks.map((w) => [w.partition, w.low]));
+  if (fromTimestamp !== undefined) {
+    for (const { partition, offset } of await admin.fetchTopicOffsetsByTimestamp(topic, fromTimestamp)) {
+      // -1: no record at or after that time.
+      starts.set(partition, offset === '-1' ? ends.get(partition)! : offset);
+    }
+  }
+  return { starts, ends };
+}
+
+async function dropGroup(kafka: Kafka, groupId: string): Promise<void> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    await admin.deleteGroups([groupId]);
+  } catch {
+    // A leftover empty group is harmless; the broker expires it.
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** A kafkajs client with the project's defaults: quiet logs, loopback-friendly timeouts. */
+export function kafkaClient(brokers: string[], clientId: string): Kafka {
+  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, retry: { retries: 8, initialRetryTime: 200 } });
+}
