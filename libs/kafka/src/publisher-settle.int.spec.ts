@@ -1,0 +1,86 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ChainVerifier, EventDraft, StaticKeyTrust, appendToChain, signingKeyFromPem } from '@rebootless/events';
+import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
+import { ChainStateFile } from './chain-state';
+import { EventPublisher } from './publisher';
+
+const kafka = testKafka('publisher-settle-test');
+
+const drift = (n: number): EventDraft => ({
+  stream: `host/h${n % 3}`,
+  payload: { type: 'DriftDetected', data: { hostId: `h${n % 3}`, kind: 'test', detail: `n=${n}`, expected: [], observed: [] } },
+});
+
+/**
+ * Leaves a producer's state as a crash in the middle of a send would: a batch written ahead,
+ * of which `landed` records reached the log.
+ */
+async function crashMidSend(landed: (seq: number) => boolean) {
+  const topic = await freshEventsTopic('settle', 3);
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'settle-'));
+  const first = await EventPublisher.open({ kafka, producerId: 'builder', stateDir, topic });
+  await first.publish([drift(1), drift(2)]);
+  await first.close();
+
+  const files = new ChainStateFile(stateDir, 'builder');
+  const key = signingKeyFromPem(fs.readFileSync(files.keyPath, 'utf8'));
+  const before = files.load()!.head;
+  const batch = appendToChain(before, [3, 4, 5, 6, 7, 8].map(drift), key);
+  const at = Date.now();
+  files.save(before, {
+    at,
+    before: { seq: before.seq, hash: before.hash.toString('hex') },
+    records: batch.events.map((e) => ({ seq: e.seq, key: e.stream, value: Buffer.from(e.envelope).toString('base64') })),
+  });
+  const raw = kafka.producer();
+  await raw.connect();
+  const arrived = batch.events.filter((e) => landed(e.seq));
+  if (arrived.length > 0) {
+    await raw.send({ topic, acks: -1, messages: arrived.map((e) => ({ key: e.stream, value: Buffer.from(e.envelope), timestamp: String(at) })) });
+  }
+  await raw.disconnect();
+  return { topic, stateDir, key, before };
+}
+
+async function reopenAndVerify(topic: string, stateDir: string, rawKey: Buffer) {
+  const logs: string[] = [];
+  const pub = await EventPublisher.open({ kafka, producerId: 'builder', stateDir, topic, log: (l) => logs.push(l) });
+  const opened = pub.head.seq;
+  await pub.publish(drift(99));
+  await pub.close();
+  const v = new ChainVerifier(new StaticKeyTrust().vouch('builder', rawKey));
+  (await readWholeTopic(kafka, topic)).forEach((r) => v.ingest(r.value, { partition: r.partition, offset: r.offset }));
+  return { opened, logs, report: v.finish() };
+}
+
+describe('settling a batch whose send was cut short', () => {
+  it('keeps a batch that fully reached the log, without sending it twice', async () => {
+    const { topic, stateDir, key } = await crashMidSend(() => true);
+    const { opened, logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey);
+    expect(logs).toEqual(['builder: settled seq 4-9: 6 in the log, 0 re-sent']);
+    expect(opened).toBe(9);
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]).toMatchObject({ lastSeq: 10, events: 10 });
+  });
+
+  it('re-sends, byte for byte, the part of a batch that did not arrive', async () => {
+    // Kafka appends a partition's share of a request whole or not at all: what arrives of a
+    // batch is a prefix per partition. Here the first request of the batch went through.
+    const { topic, stateDir, key } = await crashMidSend((seq) => seq <= 6);
+    const { logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey);
+    expect(logs).toEqual(['builder: settled seq 4-9: 3 in the log, 3 re-sent']);
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]).toMatchObject({ lastSeq: 10, events: 10, sealed: 10 });
+  });
+
+  it('withdraws a batch of which nothing arrived, and continues from before it', async () => {
+    const { topic, stateDir, key, before } = await crashMidSend(() => false);
+    const { opened, logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey);
+    expect(logs).toEqual(['builder: withdrew seq 4-9: none reached the log']);
+    expect(opened).toBe(before.seq);
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]).toMatchObject({ lastSeq: 4, events: 4 });
+  });
+});
