@@ -2,6 +2,19 @@ import { randomFillSync } from 'node:crypto';
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
+// Random bytes are drawn in bulk: one randomFillSync per id costs more than the rest of an event.
+const POOL = new Uint8Array(4096);
+let poolAt = POOL.length;
+
+function random10(into: Uint8Array): void {
+  if (poolAt + 10 > POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  into.set(POOL.subarray(poolAt, poolAt + 10), 6);
+  poolAt += 10;
+}
+
 /**
  * A UUIDv7 (RFC 9562): 48-bit unix milliseconds, then random bits, so ids sort by time.
  * `random` may be passed in for deterministic tests.
@@ -9,7 +22,7 @@ const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padSt
 export function uuidv7(nowMs: number = Date.now(), random?: Uint8Array): string {
   const b = new Uint8Array(16);
   if (random) b.set(random.subarray(0, 10), 6);
-  else randomFillSync(b, 6, 10);
+  else random10(b);
   let ms = Math.floor(nowMs);
   for (let i = 5; i >= 0; i--) {
     b[i] = ms % 256;

@@ -81,8 +81,47 @@ interface Arrival {
 }
 
 interface Seen {
-  hash: Buffer;
+  hash: Uint8Array;
   pos: RecordPosition;
+}
+
+/**
+ * Hashes and places of a chain's recent events, for telling a duplicate from a conflict.
+ * A ring indexed by seq that grows with the chain up to SEEN_WINDOW: no object per event,
+ * so a long replay does not feed the garbage collector.
+ */
+class SeenRing {
+  private seqs = new Float64Array(256);
+  private hashes = Buffer.alloc(256 * 32);
+  private partitions = new Int32Array(256);
+  private offsets: string[] = new Array<string>(256);
+
+  add(seq: number, hash: Uint8Array, pos: RecordPosition): void {
+    if (seq >= this.seqs.length && this.seqs.length < SEEN_WINDOW) this.grow();
+    const i = seq % this.seqs.length;
+    this.seqs[i] = seq;
+    this.hashes.set(hash.subarray(0, 32), i * 32);
+    this.partitions[i] = pos.partition;
+    this.offsets[i] = pos.offset;
+  }
+
+  get(seq: number): Seen | undefined {
+    const i = seq % this.seqs.length;
+    if (this.seqs[i] !== seq) return undefined;
+    return { hash: this.hashes.subarray(i * 32, i * 32 + 32), pos: { partition: this.partitions[i]!, offset: this.offsets[i]! } };
+  }
+
+  private grow(): void {
+    const old = { seqs: this.seqs, hashes: this.hashes, partitions: this.partitions, offsets: this.offsets };
+    const size = old.seqs.length * 2;
+    this.seqs = new Float64Array(size);
+    this.hashes = Buffer.alloc(size * 32);
+    this.partitions = new Int32Array(size);
+    this.offsets = new Array<string>(size);
+    old.seqs.forEach((seq, i) => {
+      if (seq > 0) this.add(seq, old.hashes.subarray(i * 32, i * 32 + 32), { partition: old.partitions[i]!, offset: old.offsets[i]! });
+    });
+  }
 }
 
 interface ChainTrack {
@@ -90,20 +129,20 @@ interface ChainTrack {
   epoch: number;
   next: number;
   /** Hash the next event must link to; null right after a gap, where the link cannot be checked. */
-  expectedPrev: Buffer | null;
+  expectedPrev: Uint8Array | null;
   /** undefined: not known yet; null: nobody vouches for it (reported once). */
   key: KeyObject | null | undefined;
   keyRaw?: Uint8Array;
   pending: Map<number, Arrival>;
   lastSeqByPartition: Map<number, number>;
-  seen: Map<number, Seen>;
+  seen: SeenRing;
   unsealedFrom: Arrival | null;
   lastProcessed: Arrival | null;
   events: number;
   sealed: number;
 }
 
-const SEEN_WINDOW = 200_000;
+const SEEN_WINDOW = 65_536;
 
 const at = (p: RecordPosition | undefined): string => (p ? `partition ${p.partition} offset ${p.offset}` : 'unknown position');
 
@@ -221,7 +260,7 @@ export class ChainVerifier {
         key: undefined,
         pending: new Map(),
         lastSeqByPartition: new Map(),
-        seen: new Map(),
+        seen: new SeenRing(),
         unsealedFrom: null,
         lastProcessed: null,
         events: 0,
@@ -235,9 +274,9 @@ export class ChainVerifier {
   private place(t: ChainTrack, a: Arrival): void {
     const { view, pos } = a;
     const waiting = t.pending.get(view.seq);
-    const earlier: Seen | undefined = view.seq < t.next ? t.seen.get(view.seq) : waiting && { hash: Buffer.from(waiting.view.hash), pos: waiting.pos };
+    const earlier: Seen | undefined = view.seq < t.next ? t.seen.get(view.seq) : waiting && { hash: waiting.view.hash, pos: waiting.pos };
     if (earlier || view.seq < t.next) {
-      const same = earlier ? earlier.hash.equals(view.hash) : undefined;
+      const same = earlier ? sameBytes(earlier.hash, view.hash) : undefined;
       this.report({
         kind: same === false ? 'conflict' : 'duplicate',
         ...where(view),
@@ -261,7 +300,7 @@ export class ChainVerifier {
     } else t.lastSeqByPartition.set(pos.partition, view.seq);
 
     if (view.seq > t.next) {
-      t.pending.set(view.seq, { view, pos: { ...pos } });
+      t.pending.set(view.seq, a);
       return;
     }
     this.process(t, a);
@@ -277,7 +316,7 @@ export class ChainVerifier {
 
   private process(t: ChainTrack, a: Arrival): void {
     const { view, pos } = a;
-    if (!chainHash(view.prevHash, view.body).equals(view.hash)) {
+    if (!sameBytes(chainHash(view.prevHash, view.body), view.hash)) {
       this.report({
         kind: 'altered-body',
         ...where(view),
@@ -285,7 +324,7 @@ export class ChainVerifier {
         detail: `${who(view)} at ${at(pos)}: the body does not hash to the recorded hash; it was altered after it was written`,
       });
     }
-    if (t.expectedPrev && !t.expectedPrev.equals(view.prevHash)) {
+    if (t.expectedPrev && !sameBytes(t.expectedPrev, view.prevHash)) {
       this.report({
         kind: 'broken-link',
         ...where(view),
@@ -300,12 +339,10 @@ export class ChainVerifier {
     t.unsealedFrom ??= a;
     if (view.signature.length > 0) this.checkSeal(t, a);
 
-    const hash = Buffer.from(view.hash);
-    t.seen.set(view.seq, { hash, pos: { ...pos } });
-    if (t.seen.size > SEEN_WINDOW) t.seen.delete(t.seen.keys().next().value!);
-    t.expectedPrev = hash;
+    t.seen.add(view.seq, view.hash, pos);
+    t.expectedPrev = view.hash;
     t.next = view.seq + 1;
-    t.lastProcessed = { view: { ...view, body: EMPTY, signature: EMPTY }, pos: { ...pos } };
+    t.lastProcessed = a;
     t.events += 1;
   }
 
@@ -384,7 +421,9 @@ export class ChainVerifier {
   }
 }
 
-const EMPTY = new Uint8Array(0);
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
 
 function who(v: EnvelopeView): string {
   return `${v.producerId} epoch ${v.epoch} seq ${v.seq}`;

@@ -8,21 +8,24 @@ export interface PendingBatch {
   at: number;
   /** The head before the batch, to withdraw it when none of it reached the log. */
   before: { seq: number; hash: string };
-  records: { seq: number; key: string; value: string }[];
+  records: { seq: number; key: string; value: Buffer }[];
 }
 
+/** The JSON head of the state file; pending record values follow it as raw bytes. */
 interface StoredChain {
   version: 1;
   producerId: string;
   epoch: number;
   seq: number;
   hash: string;
-  pending?: PendingBatch;
+  pending?: Omit<PendingBatch, 'records'> & { records: { seq: number; key: string; bytes: number }[] };
 }
 
 /**
  * A producer's chain state and signing key in its data directory. Written atomically
  * (temp file, fsync, rename) so a crash leaves either the old state or the new one.
+ * Layout: a 4-byte big-endian length, that many bytes of JSON (StoredChain), then the values
+ * of the pending records back to back (binary, so writing ahead costs no encoding).
  */
 export class ChainStateFile {
   readonly statePath: string;
@@ -33,7 +36,7 @@ export class ChainStateFile {
     readonly producerId: string,
   ) {
     const safe = producerId.replace(/[^A-Za-z0-9_.-]/g, '_');
-    this.statePath = path.join(dir, `chain-${safe}.json`);
+    this.statePath = path.join(dir, `chain-${safe}.state`);
     this.keyPath = path.join(dir, `chain-${safe}.key`);
   }
 
@@ -49,40 +52,56 @@ export class ChainStateFile {
   }
 
   load(): { head: ChainHead; pending?: PendingBatch } | undefined {
-    let text: string;
+    let raw: Buffer;
     try {
-      text = fs.readFileSync(this.statePath, 'utf8');
+      raw = fs.readFileSync(this.statePath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+    const broken = (why: string) =>
+      new Error(`chain state ${this.statePath} is unreadable (${why}); move it away to start a new epoch`);
+    const headLen = raw.length >= 4 ? raw.readUInt32BE(0) : -1;
+    if (headLen < 0 || 4 + headLen > raw.length) throw broken('truncated');
     let s: StoredChain;
     try {
-      s = JSON.parse(text) as StoredChain;
+      s = JSON.parse(raw.toString('utf8', 4, 4 + headLen)) as StoredChain;
     } catch (err) {
-      throw new Error(`chain state ${this.statePath} is not valid JSON (${(err as Error).message}); move it away to start a new epoch`);
+      throw broken((err as Error).message);
     }
     if (s.version !== 1 || s.producerId !== this.producerId || !Number.isInteger(s.epoch) || !Number.isInteger(s.seq)) {
       throw new Error(`chain state ${this.statePath} does not belong to producer ${this.producerId} or has an unknown format`);
     }
-    return {
-      head: { producerId: s.producerId, epoch: s.epoch, seq: s.seq, hash: Buffer.from(s.hash, 'hex') },
-      ...(s.pending ? { pending: s.pending } : {}),
-    };
+    const head = { producerId: s.producerId, epoch: s.epoch, seq: s.seq, hash: Buffer.from(s.hash, 'hex') };
+    if (!s.pending) return { head };
+    let at = 4 + headLen;
+    const records = s.pending.records.map((r) => {
+      const value = raw.subarray(at, at + r.bytes);
+      at += r.bytes;
+      if (value.length !== r.bytes) throw broken('pending records truncated');
+      return { seq: r.seq, key: r.key, value };
+    });
+    return { head, pending: { ...s.pending, records } };
   }
 
   save(head: ChainHead, pending?: PendingBatch): void {
     const s: StoredChain = { version: 1, producerId: head.producerId, epoch: head.epoch, seq: head.seq, hash: head.hash.toString('hex') };
-    if (pending) s.pending = pending;
-    writeAtomic(this.statePath, JSON.stringify(s), 0o600);
+    if (pending) {
+      s.pending = { ...pending, records: pending.records.map((r) => ({ seq: r.seq, key: r.key, bytes: r.value.length })) };
+    }
+    const json = Buffer.from(JSON.stringify(s));
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(json.length);
+    writeAtomic(this.statePath, [len, json, ...(pending?.records.map((r) => r.value) ?? [])], 0o600);
   }
 }
 
-function writeAtomic(file: string, data: string, mode: number): void {
+function writeAtomic(file: string, data: string | Buffer[], mode: number): void {
   const tmp = `${file}.${process.pid}.tmp`;
   const fd = fs.openSync(tmp, 'w', mode);
   try {
-    fs.writeSync(fd, data);
+    if (typeof data === 'string') fs.writeSync(fd, data);
+    else fs.writevSync(fd, data);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

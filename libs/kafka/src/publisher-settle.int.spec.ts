@@ -32,7 +32,7 @@ async function crashMidSend(landed: (seq: number) => boolean) {
   files.save(before, {
     at,
     before: { seq: before.seq, hash: before.hash.toString('hex') },
-    records: batch.events.map((e) => ({ seq: e.seq, key: e.stream, value: Buffer.from(e.envelope).toString('base64') })),
+    records: batch.events.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
   });
   const raw = kafka.producer();
   await raw.connect();

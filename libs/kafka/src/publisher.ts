@@ -120,13 +120,13 @@ export class EventPublisher {
     const pending: PendingBatch = {
       at,
       before: { seq: this.chainHead.seq, hash: this.chainHead.hash.toString('hex') },
-      records: written.map((e) => ({ seq: e.seq, key: e.stream, value: Buffer.from(e.envelope).toString('base64') })),
+      records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
     };
     // Written ahead: after a crash the batch is settled from the log, never re-numbered.
     this.state.save(this.chainHead, pending);
     this.unsettled = pending;
     try {
-      await this.send(pending.records.map((r) => ({ key: r.key, value: Buffer.from(r.value, 'base64') })), at);
+      await this.send(pending.records, at);
     } catch (err) {
       throw new PublishError(
         `Kafka did not acknowledge ${written.length} event(s) of ${this.opts.producerId} (seq ${written[0]!.seq} to ${head.seq}): ${(err as Error).message}; ` +
@@ -144,7 +144,7 @@ export class EventPublisher {
       topic: this.opts.topic,
       acks: -1,
       compression: CompressionTypes.None,
-      messages: messages.map((m) => ({ ...m, timestamp: String(at) })),
+      messages: messages.map((m) => ({ key: m.key, value: m.value, timestamp: String(at) })),
     });
   }
 
@@ -180,10 +180,10 @@ export class EventPublisher {
     } else {
       const missing = batch.records.filter((r) => !found.has(r.seq));
       if (missing.length > 0) {
-        await this.send(missing.map((r) => ({ key: r.key, value: Buffer.from(r.value, 'base64') })), this.opts.now());
+        await this.send(missing, this.opts.now());
       }
       this.opts.log(`${this.opts.producerId}: settled seq ${batch.records[0]!.seq}-${last.seq}: ${found.size} in the log, ${missing.length} re-sent`);
-      this.chainHead = { ...this.chainHead, seq: last.seq, hash: Buffer.from(readEnvelope(Buffer.from(last.value, 'base64')).hash) };
+      this.chainHead = { ...this.chainHead, seq: last.seq, hash: Buffer.from(readEnvelope(last.value).hash) };
     }
     this.state.save(this.chainHead);
     this.unsettled = undefined;

@@ -1,0 +1,5 @@
+import { Module } from '@nestjs/common';
+import { AgentControlController } from './agent-control.controller';
+
+@Module({ controllers: [AgentControlController] })
+export class AppModule {}

@@ -1,0 +1,5 @@
+import { Module } from '@nestjs/common';
+import { BuildController } from './build.controller';
+
+@Module({ controllers: [BuildController] })
+export class AppModule {}

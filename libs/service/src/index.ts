@@ -1,0 +1,13 @@
+export * from './config';
+export * from './service-settings';
+export {
+  bootService,
+  SERVICE_CONFIG,
+  EXIT_CONFIG,
+  EXIT_CANTCREAT,
+  SHUTDOWN_TIMEOUT_MS,
+  DRAIN_GRACE_MS,
+  type BootServiceOptions,
+  type ServiceContext,
+  type StopReason,
+} from './boot-service';
