@@ -6,6 +6,8 @@ import { ChainHead, SigningKey, generateSigningKey, signingKeyFromPem, signingKe
 export interface PendingBatch {
   /** When the batch was handed to Kafka (ms); bounds the read that settles it after a crash. */
   at: number;
+  /** When the newest of them was handed over, if several batches were under way. */
+  lastAt?: number;
   /** The head before the batch, to withdraw it when none of it reached the log. */
   before: { seq: number; hash: string };
   records: { seq: number; key: string; value: Buffer }[];

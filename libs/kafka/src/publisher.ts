@@ -37,8 +37,16 @@ const SETTLE_AFTER_MS = 120_000;
  * announced by ChainEpochStarted.
  */
 export class EventPublisher {
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Serialises preparation and settling: the chain order is the order of publish calls. */
+  private gate: Promise<void> = Promise.resolve();
+  /** Sends run one after another, behind the preparation of the next batch. */
+  private sending: Promise<void> = Promise.resolve();
+  /** Prepared (hashed, signed, written ahead) but not yet acknowledged, oldest first. */
+  private inflight: { at: number; records: PendingBatch['records']; head: ChainHead }[] = [];
+  /** Left by a crash (found at open) or a failed send: settled from the log before anything else. */
   private unsettled: PendingBatch | undefined;
+  private failure: unknown;
+  private preparedHead: ChainHead;
   private closed = false;
 
   private constructor(
@@ -46,8 +54,10 @@ export class EventPublisher {
     private readonly producer: Producer,
     private readonly state: ChainStateFile,
     readonly key: SigningKey,
-    private chainHead: ChainHead,
-  ) {}
+    private ackedHead: ChainHead,
+  ) {
+    this.preparedHead = ackedHead;
+  }
 
   static async open(options: EventPublisherOptions): Promise<EventPublisher> {
     const opts = { topic: EVENTS_TOPIC, now: Date.now, log: () => undefined, ...options };
@@ -87,56 +97,85 @@ export class EventPublisher {
     }
   }
 
+  /** The last event Kafka acknowledged. */
   get head(): ChainHead {
-    return this.chainHead;
+    return this.ackedHead;
   }
 
   /**
    * Writes the drafts, in order, as one batch; resolves once Kafka acknowledged all of them.
-   * Calls are serialised: the chain order is the order of calls.
+   * Calls may overlap: each batch is prepared as soon as the one before it is, and sent
+   * after that one is acknowledged, so preparing hides behind the broker's round trip.
    */
   publish(drafts: EventDraft | readonly EventDraft[]): Promise<ChainedEvent[]> {
     const list = Array.isArray(drafts) ? (drafts as readonly EventDraft[]) : [drafts as EventDraft];
-    const run = this.queue.then(() => this.write(list));
-    this.queue = run.catch(() => undefined);
-    return run;
+    if (this.closed) return Promise.reject(new PublishError(`publisher ${this.opts.producerId} is closed`));
+    const run = this.gate.then(() => this.prepare(list));
+    this.gate = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run.then((prepared) => prepared.acknowledged);
   }
 
-  /** Waits for what is queued, records a clean state (nothing pending) and disconnects. */
+  /** Waits for what is under way, records a clean state (nothing pending) and disconnects. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.queue;
-    if (!this.unsettled) this.state.save(this.chainHead);
+    await this.gate;
+    await this.sending;
+    if (!this.failure && this.inflight.length === 0) this.state.save(this.ackedHead);
     await this.producer.disconnect();
   }
 
-  private async write(drafts: readonly EventDraft[]): Promise<ChainedEvent[]> {
-    if (this.closed) throw new PublishError(`publisher ${this.opts.producerId} is closed`, undefined);
-    if (drafts.length === 0) return [];
-    if (this.unsettled) await this.settle();
-    const { events: written, head } = appendToChain(this.chainHead, drafts, this.key, this.opts.now);
-    const at = this.opts.now();
-    const pending: PendingBatch = {
-      at,
-      before: { seq: this.chainHead.seq, hash: this.chainHead.hash.toString('hex') },
-      records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
-    };
-    // Written ahead: after a crash the batch is settled from the log, never re-numbered.
-    this.state.save(this.chainHead, pending);
-    this.unsettled = pending;
-    try {
-      await this.send(pending.records, at);
-    } catch (err) {
-      throw new PublishError(
-        `Kafka did not acknowledge ${written.length} event(s) of ${this.opts.producerId} (seq ${written[0]!.seq} to ${head.seq}): ${(err as Error).message}; ` +
-          'the next publish or restart settles them from the log',
-        err,
-      );
+  /**
+   * Runs in call order, behind the gate. Resolves once the batch is prepared and written
+   * ahead; its acknowledgement is awaited outside the gate, so the next batch can be prepared.
+   */
+  private async prepare(drafts: readonly EventDraft[]): Promise<{ acknowledged: Promise<ChainedEvent[]> }> {
+    if (this.failure !== undefined) {
+      await this.sending;
+      this.unsettled = this.pendingFromInflight();
+      this.inflight = [];
+      this.failure = undefined;
     }
-    this.unsettled = undefined;
-    this.chainHead = head;
-    return written;
+    if (this.unsettled) await this.settle();
+    if (drafts.length === 0) return { acknowledged: Promise.resolve([]) };
+    const { events: written, head } = appendToChain(this.preparedHead, drafts, this.key, this.opts.now);
+    const batch = { at: this.opts.now(), records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })), head };
+    this.inflight.push(batch);
+    this.preparedHead = head;
+    // Written ahead: after a crash every unacknowledged batch is settled from the log, never re-numbered.
+    this.state.save(this.ackedHead, this.pendingFromInflight());
+    const sent = this.sending.then(async () => {
+      if (this.failure !== undefined) {
+        throw new PublishError(`seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: an earlier batch failed; the next publish settles them`);
+      }
+      try {
+        await this.send(batch.records, batch.at);
+      } catch (err) {
+        this.failure = err;
+        throw new PublishError(
+          `Kafka did not acknowledge ${written.length} event(s) of ${this.opts.producerId} (seq ${written[0]!.seq} to ${head.seq}): ${(err as Error).message}; ` +
+            'the next publish or restart settles them from the log',
+          err,
+        );
+      }
+      this.inflight.shift();
+      this.ackedHead = batch.head;
+    });
+    this.sending = sent.catch(() => undefined);
+    return { acknowledged: sent.then(() => written) };
+  }
+
+  private pendingFromInflight(): PendingBatch {
+    const records = this.inflight.flatMap((b) => b.records);
+    return {
+      at: this.inflight[0]?.at ?? this.opts.now(),
+      lastAt: this.inflight[this.inflight.length - 1]?.at ?? this.opts.now(),
+      before: { seq: this.ackedHead.seq, hash: this.ackedHead.hash.toString('hex') },
+      records,
+    };
   }
 
   private send(messages: { key: string; value: Buffer }[], at: number) {
@@ -156,18 +195,22 @@ export class EventPublisher {
   private async settle(): Promise<void> {
     const batch = this.unsettled;
     if (!batch) return;
+    if (batch.records.length === 0) {
+      this.unsettled = undefined;
+      return;
+    }
     const wanted = new Set(batch.records.map((r) => r.seq));
     const found = new Set<number>();
     await readRange({
       kafka: this.opts.kafka,
       topic: this.opts.topic,
       fromTimestamp: batch.at - SETTLE_BEFORE_MS,
-      untilTimestamp: batch.at + SETTLE_AFTER_MS,
+      untilTimestamp: (batch.lastAt ?? batch.at) + SETTLE_AFTER_MS,
       onRecord: (r) => {
         if (!r.value) return;
         try {
           const v = readEnvelope(r.value);
-          if (v.producerId === this.chainHead.producerId && v.epoch === this.chainHead.epoch && wanted.has(v.seq)) found.add(v.seq);
+          if (v.producerId === this.ackedHead.producerId && v.epoch === this.ackedHead.epoch && wanted.has(v.seq)) found.add(v.seq);
         } catch {
           // Not an envelope: someone else's problem; the verifier reports it.
         }
@@ -176,16 +219,17 @@ export class EventPublisher {
     const last = batch.records[batch.records.length - 1]!;
     if (found.size === 0) {
       this.opts.log(`${this.opts.producerId}: withdrew seq ${batch.records[0]!.seq}-${last.seq}: none reached the log`);
-      this.chainHead = { ...this.chainHead, seq: batch.before.seq, hash: Buffer.from(batch.before.hash, 'hex') };
+      this.ackedHead = { ...this.ackedHead, seq: batch.before.seq, hash: Buffer.from(batch.before.hash, 'hex') };
     } else {
       const missing = batch.records.filter((r) => !found.has(r.seq));
       if (missing.length > 0) {
         await this.send(missing, this.opts.now());
       }
       this.opts.log(`${this.opts.producerId}: settled seq ${batch.records[0]!.seq}-${last.seq}: ${found.size} in the log, ${missing.length} re-sent`);
-      this.chainHead = { ...this.chainHead, seq: last.seq, hash: Buffer.from(readEnvelope(last.value).hash) };
+      this.ackedHead = { ...this.ackedHead, seq: last.seq, hash: Buffer.from(readEnvelope(last.value).hash) };
     }
-    this.state.save(this.chainHead);
+    this.preparedHead = this.ackedHead;
+    this.state.save(this.ackedHead);
     this.unsettled = undefined;
   }
 }

@@ -1,0 +1,5 @@
+export * from './topic';
+export * from './log-reader';
+export * from './chain-state';
+export * from './publisher';
+export * from './consumer';
