@@ -109,7 +109,10 @@ async function dropGroup(kafka: Kafka, groupId: string): Promise<void> {
   }
 }
 
-/** A kafkajs client with the project's defaults: quiet logs, loopback-friendly timeouts. */
-export function kafkaClient(brokers: string[], clientId: string): Kafka {
-  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, retry: { retries: 8, initialRetryTime: 200 } });
+/**
+ * A kafkajs client with the project's defaults: errors only in the logs, and retries that ride
+ * out a broker restart (`retries` lower for a quick yes/no, as at a service's start).
+ */
+export function kafkaClient(brokers: string[], clientId: string, retries = 8): Kafka {
+  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, retry: { retries, initialRetryTime: 200 } });
 }

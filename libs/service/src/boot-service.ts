@@ -17,6 +17,8 @@ import {
   type ConfigSpec,
   type Env,
 } from './config';
+import type { EventPublisher } from '@rebootless/kafka';
+import { EVENT_PUBLISHER, openServiceEventLog, serviceStarted, serviceStopped } from './event-log';
 import { ServiceHealth } from './health';
 import { createServiceLogger } from './logger';
 import type { ServiceConfig, serviceSettings } from './service-settings';
@@ -25,6 +27,8 @@ import type { ServiceConfig, serviceSettings } from './service-settings';
 export const EXIT_CONFIG = 78;
 /** sysexits.h: a file or directory the service needs cannot be created. */
 export const EXIT_CANTCREAT = 73;
+/** sysexits.h: a service it depends on (Kafka) is unavailable. */
+export const EXIT_UNAVAILABLE = 69;
 /** From the first signal to a forced exit(1). */
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** How long in-flight calls (long-lived streams included) may run on after a stop signal. */
@@ -41,6 +45,8 @@ export interface ServiceContext<C> {
   /** The running Nest application: `ctx.app.get(SomeProvider)`. */
   readonly app: INestMicroservice;
   readonly logger: LoggerService;
+  /** The service's publisher into the event log. */
+  readonly events: EventPublisher;
 }
 
 export type StopReason = 'SIGTERM' | 'SIGINT' | 'start-failed';
@@ -57,6 +63,8 @@ export interface BootServiceOptions<S extends ConfigSpec & ServiceSpec> {
   readonly config: S;
   /** Defaults to process.env. */
   readonly env?: Env;
+  /** The producer id of the service's hash chain; defaults to its name. */
+  readonly producerId?: (config: ConfigOf<S>) => string;
   /**
    * Runs once the server listens, before health turns SERVING and the ready line is written.
    * If it throws, the service stops and exits 1.
@@ -72,13 +80,16 @@ export interface BootServiceOptions<S extends ConfigSpec & ServiceSpec> {
 @Module({})
 class ServiceRootModule {}
 
-function rootModule(module: Type<unknown>, config: unknown): DynamicModule {
+function rootModule(module: Type<unknown>, config: unknown, publisher: EventPublisher): DynamicModule {
   return {
     module: ServiceRootModule,
     global: true,
     imports: [module],
-    providers: [{ provide: SERVICE_CONFIG, useValue: config }],
-    exports: [SERVICE_CONFIG],
+    providers: [
+      { provide: SERVICE_CONFIG, useValue: config },
+      { provide: EVENT_PUBLISHER, useValue: publisher },
+    ],
+    exports: [SERVICE_CONFIG, EVENT_PUBLISHER],
   };
 }
 
@@ -136,6 +147,21 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   // operators rely on them.
   const lifecycle = createServiceLogger(name, { level: 'info', format: common.logFormat });
 
+  const producerId = options.producerId?.(config) ?? name;
+  let publisher: EventPublisher;
+  try {
+    publisher = await openServiceEventLog({
+      name,
+      producerId,
+      brokers: common.kafkaBrokers,
+      dataDir: common.dataDir,
+      topic: common.eventsTopic,
+    });
+  } catch (error) {
+    lifecycle.error(`${name}: cannot write to the event log: ${messageOf(error)}`);
+    process.exit(EXIT_UNAVAILABLE);
+  }
+
   const health = new ServiceHealth(options.grpc.map((service) => `${service.packageName}.${service.serviceName}`));
   let grpcServer: Server | undefined;
   let app: INestMicroservice | undefined;
@@ -158,6 +184,8 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
       if (grpcServer) await drainGrpc(grpcServer, DRAIN_GRACE_MS);
       if (ctx && options.onStopping) await options.onStopping(ctx, reason);
       if (app) await app.close();
+      await publisher.publish(serviceStopped(name, producerId, reason));
+      await publisher.close();
     } catch (error) {
       lifecycle.error(`${name}: failed to stop cleanly: ${messageOf(error)}`, stackOf(error));
       process.exit(1);
@@ -186,7 +214,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   };
 
   try {
-    app = await NestFactory.createMicroservice(rootModule(options.module, config), {
+    app = await NestFactory.createMicroservice(rootModule(options.module, config, publisher), {
       ...transport,
       logger,
       abortOnError: false,
@@ -208,8 +236,9 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   }
   if (stopping) return;
 
-  ctx = { name, config, address, app, logger };
+  ctx = { name, config, address, app, logger, events: publisher };
   try {
+    await publisher.publish(serviceStarted(name, producerId, address));
     await options.onStarted?.(ctx);
   } catch (error) {
     lifecycle.error(`${name}: start hook failed: ${messageOf(error)}`, stackOf(error));

@@ -5,9 +5,11 @@ export {
   SERVICE_CONFIG,
   EXIT_CONFIG,
   EXIT_CANTCREAT,
+  EXIT_UNAVAILABLE,
   SHUTDOWN_TIMEOUT_MS,
   DRAIN_GRACE_MS,
   type BootServiceOptions,
   type ServiceContext,
   type StopReason,
 } from './boot-service';
+export * from './event-log';

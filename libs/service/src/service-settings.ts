@@ -9,6 +9,7 @@ import {
   port,
   rawValue,
   setting,
+  text,
   type ConfigProblem,
   type ConfigSpec,
   type Env,
@@ -84,7 +85,14 @@ export function serviceSettings(service: ServiceIdentity) {
     kafkaBrokers: setting({
       env: 'KAFKA_BROKERS',
       parser: hostPortList(),
-      description: 'Kafka bootstrap brokers; not used by this service yet',
+      default: '127.0.0.1:9092',
+      description: 'Kafka bootstrap brokers (host:port, comma-separated) where the service writes its events',
+    }),
+    eventsTopic: setting({
+      env: 'EVENTS_TOPIC',
+      parser: text(),
+      default: 'rebootless.events.v1',
+      description: 'the event log topic (created beforehand with npm run kafka:topic; never auto-created)',
     }),
     logLevel: setting({
       env: 'LOG_LEVEL',
@@ -105,7 +113,8 @@ export function serviceSettings(service: ServiceIdentity) {
 export interface ServiceConfig {
   readonly grpcListen: HostPort;
   readonly dataDir: string;
-  readonly kafkaBrokers: readonly HostPort[] | undefined;
+  readonly kafkaBrokers: readonly HostPort[];
+  readonly eventsTopic: string;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
 }

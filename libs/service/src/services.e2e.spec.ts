@@ -9,6 +9,10 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { grpcServices, protoLoaderOptions, type GrpcServiceContract } from '@rebootless/contracts';
+import { ChainVerifier, StaticKeyTrust, decodeEvent, signingKeyFromPem } from '@rebootless/events';
+import { ChainStateFile } from '@rebootless/kafka';
+import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
+import { readFileSync } from 'node:fs';
 
 const REPO_ROOT = resolve(__dirname, '../../..');
 const READY_TIMEOUT_MS = 30_000;
@@ -30,6 +34,15 @@ const APPS: readonly AppUnderTest[] = [
   { name: 'ledger', envPrefix: 'LEDGER', services: [grpcServices.ledger] },
   { name: 'agent', envPrefix: 'AGENT', services: [grpcServices.agentControl] },
 ];
+
+/** The producer id each service signs as (the agent speaks for its host). */
+const producerOf = (app: AppUnderTest) => (app.name === 'agent' ? 'agent/e2e-host' : app.name);
+
+// Every service process in this file writes to one fresh topic, so runs never see each other.
+let topic: string;
+beforeAll(async () => {
+  topic = await freshEventsTopic('services', 3);
+});
 
 function fullName(service: GrpcServiceContract): string {
   return `${service.packageName}.${service.serviceName}`;
@@ -62,7 +75,7 @@ class ServiceProcess {
     );
     this.child = spawn(process.execPath, [mainOf(app)], {
       cwd: REPO_ROOT,
-      env: { ...inherited, NO_COLOR: '1', ...env },
+      env: { ...inherited, NO_COLOR: '1', EVENTS_TOPIC: topic, AGENT_HOST_ID: 'e2e-host', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
@@ -259,6 +272,47 @@ describe.each(APPS)('the $name service', (app) => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(service.stdout).toContain(`${app.name} stopped`);
     await closeServer(await listenOn(port));
+  });
+
+  it('wrote its run into the event log: a new signed chain with ServiceStarted and ServiceStopped', async () => {
+    // The key the service keeps in its data dir is the one an operator vouches for.
+    const files = new ChainStateFile(join(dataDir, 'state', 'chain'), producerOf(app));
+    const key = signingKeyFromPem(readFileSync(files.keyPath, 'utf8'));
+    const all = await readWholeTopic(testKafka(), topic);
+    const records = all.filter(
+      (r) => decodeEvent(r.value!).body.producer?.producerId === producerOf(app),
+    );
+    const verifier = new ChainVerifier(new StaticKeyTrust().vouch(producerOf(app), key.rawPublicKey));
+    records.forEach((r) => verifier.ingest(r.value, { partition: r.partition, offset: r.offset }));
+    const report = verifier.finish();
+
+    expect(report.findings).toEqual([]);
+    const bodies = records.map((r) => decodeEvent(r.value!).body).sort((a, b) => Number(a.producer!.seq) - Number(b.producer!.seq));
+    expect(bodies.map((b) => b.type)).toEqual(['ChainEpochStarted', 'ServiceStarted', 'ServiceStopped']);
+    expect(bodies[1]!.serviceStarted).toMatchObject({ service: app.name, listenAddress: address });
+    expect(bodies[2]!.serviceStopped).toMatchObject({ service: app.name, reason: 'SIGTERM' });
+    expect(bodies.every((b) => b.actor?.id === app.name)).toBe(true);
+  });
+});
+
+describe('a service whose event log is missing', () => {
+  const app = APPS[0]!;
+
+  it('exits 69 naming the topic when it does not exist', async () => {
+    const service = new ServiceProcess(app, { [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()), EVENTS_TOPIC: 'no.such.topic' });
+    const exit = await service.waitForExit(READY_TIMEOUT_MS);
+
+    expect(exit.code).toBe(69);
+    expect(service.stderr).toContain('topic no.such.topic (EVENTS_TOPIC) does not exist');
+  });
+
+  it('exits 69 naming the brokers when Kafka cannot be reached', async () => {
+    const nobody = await freePort();
+    const service = new ServiceProcess(app, { [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()), KAFKA_BROKERS: `127.0.0.1:${nobody}` });
+    const exit = await service.waitForExit(READY_TIMEOUT_MS);
+
+    expect(exit.code).toBe(69);
+    expect(service.stderr).toContain(`cannot reach Kafka at 127.0.0.1:${nobody} (KAFKA_BROKERS)`);
   });
 });
 
