@@ -118,6 +118,11 @@ export default [
     },
   },
   {
+    // With noUncheckedIndexedAccess, `!` after a checked index is the honest spelling.
+    files: TS_JS,
+    rules: { '@typescript-eslint/no-non-null-assertion': 'off' },
+  },
+  {
     // CommonJS files: Node's module scope.
     files: ['**/*.cjs', 'jest.config.js'],
     languageOptions: { sourceType: 'commonjs' },

@@ -165,7 +165,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   const health = new ServiceHealth(options.grpc.map((service) => `${service.packageName}.${service.serviceName}`));
   let grpcServer: Server | undefined;
   let app: INestMicroservice | undefined;
-  let ctx: ServiceContext<Config> | undefined;
+  let ctx: ServiceContext<Config> | undefined = undefined;
   let stopping = false;
 
   const stop = async (reason: StopReason, exitCode: 0 | 1): Promise<void> => {
