@@ -21,7 +21,8 @@ describe('serviceSettings', () => {
     expect(config).toEqual({
       grpcListen: { host: '127.0.0.1', port: 50053 },
       dataDir: '.data/ledger',
-      kafkaBrokers: undefined,
+      kafkaBrokers: [{ host: '127.0.0.1', port: 9092 }],
+      eventsTopic: 'rebootless.events.v1',
       logLevel: 'info',
       logFormat: 'text',
     });
