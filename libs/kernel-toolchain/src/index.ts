@@ -1,0 +1,10 @@
+export * from './errors';
+export * from './validate';
+export { currentDebianCloudRelease, debianCloudReleases, parseDepends, parseStanzas } from './apt';
+export type { Dependency, Stanza } from './apt';
+export * from './headers-cache';
+export * from './compile';
+export * from './diagnostics';
+export * from './modinfo';
+export * from './diff-tool';
+export * from './livepatch-sample';
