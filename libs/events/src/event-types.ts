@@ -1,3 +1,4 @@
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { events } from '@rebootless/contracts';
 
 type Body = events.EventBody;
@@ -54,6 +55,20 @@ export function payloadFieldNumber(type: string): number | undefined {
 
 export function isEventType(name: string): name is EventType {
   return Object.prototype.hasOwnProperty.call(EVENT_TYPES, name);
+}
+
+/** A payload message's generated encoder. */
+interface PayloadCodec<T> {
+  encode(message: T, writer?: BinaryWriter): BinaryWriter;
+}
+
+// Each payload message is named after its event type; the compiler checks every one is there.
+const PAYLOAD_CODECS: { readonly [T in EventType]: PayloadCodec<PayloadOf<T>> } = events;
+
+/** Appends the payload as its EventBody oneof field (tag, length, message) with the generated encoder. */
+export function encodePayloadField<T extends EventType>(payload: { type: T; data: PayloadOf<T> }, writer: BinaryWriter): void {
+  const { number } = EVENT_TYPES[payload.type];
+  PAYLOAD_CODECS[payload.type].encode(payload.data, writer.uint32(number * 8 + 2).fork()).join();
 }
 
 /** Puts a tagged payload into the oneof of an EventBody. */

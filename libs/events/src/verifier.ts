@@ -1,9 +1,10 @@
 import { KeyObject } from 'node:crypto';
 import { events } from '@rebootless/contracts';
-import { GENESIS_HASH, chainHash } from './chain';
-import { isEventType, payloadFieldNumber } from './event-types';
+import { GENESIS_HASH } from './chain';
+import { EVENT_TYPES, isEventType, payloadFieldNumber } from './event-types';
+import { chainHashMatches } from './sha256';
 import { keyFingerprint, publicKeyFromRaw, verifyHash } from './signing';
-import { EnvelopeView, WireError, readEnvelope } from './wire';
+import { EnvelopeLayout, WireError, asBuffer, scanEnvelope, textAt } from './wire';
 
 export type FindingKind =
   | 'undecodable'
@@ -75,9 +76,65 @@ export interface VerificationReport {
   findings: Finding[];
 }
 
-interface Arrival {
-  view: EnvelopeView;
-  pos: RecordPosition;
+/**
+ * One record as the verifier keeps it: its bytes and where the chain fields lie in them.
+ * Nothing is copied or decoded up front; most records only ever need their hashes compared.
+ */
+class Arrival {
+  readonly seq: number;
+  readonly bodyStart: number;
+  readonly bodyEnd: number;
+  readonly hashStart: number;
+  readonly hashEnd: number;
+  readonly prevHashStart: number;
+  readonly prevHashEnd: number;
+  readonly signatureStart: number;
+  readonly signatureEnd: number;
+  readonly typeStart: number;
+  readonly typeEnd: number;
+  // The position's parts, not the caller's object: nothing of it is kept, and it is at hand.
+  readonly partition: number;
+  readonly offset: string;
+
+  constructor(
+    readonly bytes: Buffer,
+    l: EnvelopeLayout,
+    pos: RecordPosition,
+  ) {
+    this.partition = pos.partition;
+    this.offset = pos.offset;
+    this.seq = l.seq;
+    this.bodyStart = l.bodyStart;
+    this.bodyEnd = l.bodyEnd;
+    this.hashStart = l.hashStart;
+    this.hashEnd = l.hashEnd;
+    this.prevHashStart = l.prevHashStart;
+    this.prevHashEnd = l.prevHashEnd;
+    this.signatureStart = l.signatureStart;
+    this.signatureEnd = l.signatureEnd;
+    this.typeStart = l.typeStart;
+    this.typeEnd = l.typeEnd;
+  }
+
+  get pos(): RecordPosition {
+    return { partition: this.partition, offset: this.offset };
+  }
+
+  get hash(): Buffer {
+    return this.bytes.subarray(this.hashStart, this.hashEnd);
+  }
+
+  get signature(): Buffer {
+    return this.bytes.subarray(this.signatureStart, this.signatureEnd);
+  }
+
+  get body(): Buffer {
+    return this.bytes.subarray(this.bodyStart, this.bodyEnd);
+  }
+
+  get type(): string {
+    return textAt(this.bytes, this.typeStart, this.typeEnd);
+  }
 }
 
 interface Seen {
@@ -92,15 +149,20 @@ interface Seen {
  */
 class SeenRing {
   private seqs = new Float64Array(256);
+  /** Up to 32 bytes of each hash (a sha256), and how many. */
   private hashes = Buffer.alloc(256 * 32);
+  private hashLengths = new Uint8Array(256);
   private partitions = new Int32Array(256);
   private offsets: string[] = new Array<string>(256);
 
-  add(seq: number, hash: Uint8Array, pos: RecordPosition): void {
+  /** Keeps the hash `bytes[start, end)` of `seq`, copied: the record itself is not kept. */
+  add(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
     if (seq >= this.seqs.length && this.seqs.length < SEEN_WINDOW) this.grow();
     const i = seq % this.seqs.length;
+    const len = Math.min(32, end - start);
     this.seqs[i] = seq;
-    this.hashes.set(hash.subarray(0, 32), i * 32);
+    for (let k = 0; k < len; k++) this.hashes[i * 32 + k] = bytes[start + k]!;
+    this.hashLengths[i] = len;
     this.partitions[i] = pos.partition;
     this.offsets[i] = pos.offset;
   }
@@ -108,32 +170,97 @@ class SeenRing {
   get(seq: number): Seen | undefined {
     const i = seq % this.seqs.length;
     if (this.seqs[i] !== seq) return undefined;
-    return { hash: this.hashes.subarray(i * 32, i * 32 + 32), pos: { partition: this.partitions[i]!, offset: this.offsets[i]! } };
+    return { hash: this.hashes.subarray(i * 32, i * 32 + this.hashLengths[i]!), pos: { partition: this.partitions[i]!, offset: this.offsets[i]! } };
   }
 
   private grow(): void {
-    const old = { seqs: this.seqs, hashes: this.hashes, partitions: this.partitions, offsets: this.offsets };
+    const old = { seqs: this.seqs, hashes: this.hashes, hashLengths: this.hashLengths, partitions: this.partitions, offsets: this.offsets };
     const size = old.seqs.length * 2;
     this.seqs = new Float64Array(size);
     this.hashes = Buffer.alloc(size * 32);
+    this.hashLengths = new Uint8Array(size);
     this.partitions = new Int32Array(size);
     this.offsets = new Array<string>(size);
     old.seqs.forEach((seq, i) => {
-      if (seq > 0) this.add(seq, old.hashes.subarray(i * 32, i * 32 + 32), { partition: old.partitions[i]!, offset: old.offsets[i]! });
+      if (seq > 0) this.add(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, { partition: old.partitions[i]!, offset: old.offsets[i]! });
     });
   }
 }
 
+/**
+ * Records waiting for an earlier seq of their chain. A chain spans partitions, which are read
+ * one batch at a time, so most records wait a little: they sit in a ring indexed by seq (no
+ * hashing, no allocation). One far ahead of the chain's next seq (past a gap, or a forged seq)
+ * goes to a Map instead, so the ring stays bounded.
+ */
+class PendingArrivals {
+  // Small to start with: a fleet's log has a chain per host. It grows to the window needed.
+  private ring: (Arrival | undefined)[] = new Array<Arrival | undefined>(64).fill(undefined);
+  private readonly far = new Map<number, Arrival>();
+  size = 0;
+
+  get(seq: number): Arrival | undefined {
+    const a = this.ring[seq % this.ring.length];
+    if (a?.seq === seq) return a;
+    return this.far.size > 0 ? this.far.get(seq) : undefined;
+  }
+
+  /** Adds `a`, which waits for `next` (a.seq > next; nothing below next is ever held). */
+  add(a: Arrival, next: number): void {
+    this.size += 1;
+    const ahead = a.seq - next;
+    if (ahead >= this.ring.length && ahead < PENDING_RING_MAX) this.grow(ahead);
+    if (ahead < this.ring.length) this.ring[a.seq % this.ring.length] = a;
+    else this.far.set(a.seq, a);
+  }
+
+  delete(a: Arrival): void {
+    this.size -= 1;
+    const i = a.seq % this.ring.length;
+    if (this.ring[i] === a) this.ring[i] = undefined;
+    else this.far.delete(a.seq);
+  }
+
+  /** The lowest seq held (the caller checks size > 0 first). */
+  lowest(next: number): number {
+    let low = Infinity;
+    for (let seq = next; seq < next + this.ring.length; seq++) {
+      if (this.ring[seq % this.ring.length]?.seq === seq) {
+        low = seq;
+        break;
+      }
+    }
+    for (const seq of this.far.keys()) low = Math.min(low, seq);
+    return low;
+  }
+
+  /** Every held seq lies in [next, next + ring length), so each keeps its own slot in a bigger ring. */
+  private grow(ahead: number): void {
+    let size = this.ring.length * 2;
+    while (size <= ahead) size *= 2;
+    const old = this.ring;
+    this.ring = new Array<Arrival | undefined>(size).fill(undefined);
+    for (const a of old) if (a) this.ring[a.seq % size] = a;
+  }
+}
+
+const PENDING_RING_MAX = 1 << 17;
+
 interface ChainTrack {
   producerId: string;
+  /** producerId as written on the wire: recognises the chain's next record without decoding it. */
+  producerIdBytes: Buffer;
   epoch: number;
   next: number;
-  /** Hash the next event must link to; null right after a gap, where the link cannot be checked. */
-  expectedPrev: Uint8Array | null;
+  /**
+   * What the next event must link to: the last event processed (its hash), the genesis hash,
+   * or null right after a gap, where the link cannot be checked.
+   */
+  linkTo: Arrival | 'genesis' | null;
   /** undefined: not known yet; null: nobody vouches for it (reported once). */
   key: KeyObject | null | undefined;
   keyRaw?: Uint8Array;
-  pending: Map<number, Arrival>;
+  pending: PendingArrivals;
   lastSeqByPartition: Map<number, number>;
   seen: SeenRing;
   unsealedFrom: Arrival | null;
@@ -143,6 +270,9 @@ interface ChainTrack {
 }
 
 const SEEN_WINDOW = 65_536;
+
+/** Each payload field number's type name, as its bytes, to check a record's type without decoding it. */
+const TYPE_NAMES = new Map<number, Buffer>(Object.entries(EVENT_TYPES).map(([type, { number }]) => [number, Buffer.from(type)]));
 
 const at = (p: RecordPosition | undefined): string => (p ? `partition ${p.partition} offset ${p.offset}` : 'unknown position');
 
@@ -156,6 +286,10 @@ export class ChainVerifier {
   private readonly tracks = new Map<string, ChainTrack>();
   private readonly findings: Finding[] = [];
   private records = 0;
+  /** The chain of the previous record: consecutive records mostly share one. */
+  private lastTrack: ChainTrack | undefined;
+  /** Reused for every record; what outlives ingest() is copied into an Arrival. */
+  private readonly layout = new EnvelopeLayout();
 
   constructor(private readonly trust: KeyTrust) {}
 
@@ -163,11 +297,13 @@ export class ChainVerifier {
   ingest(value: Uint8Array | null, pos: RecordPosition): Finding[] {
     const before = this.findings.length;
     this.records += 1;
-    let view: EnvelopeView;
+    const l = this.layout;
+    let bytes: Buffer;
     try {
       if (!value) throw new WireError('record has no value');
-      view = readEnvelope(value);
-      if (!view.producerId || view.epoch < 1 || view.seq < 1) {
+      bytes = asBuffer(value);
+      scanEnvelope(bytes, l);
+      if (l.producerIdStart === l.producerIdEnd || l.epoch < 1 || l.seq < 1) {
         throw new WireError('body has no producer position (producer id, epoch >= 1, seq >= 1)');
       }
     } catch (err) {
@@ -175,8 +311,10 @@ export class ChainVerifier {
       this.report({ kind: 'undecodable', position: pos, detail: `record at ${at(pos)} is not an event envelope: ${err.message}` });
       return this.findings.slice(before);
     }
-    this.checkType(view, pos);
-    this.place(this.track(view), { view, pos });
+    const t = this.track(bytes, l);
+    const a = new Arrival(bytes, l, pos);
+    this.checkType(t, a, l.payloadField);
+    this.place(t, a);
     return this.findings.slice(before);
   }
 
@@ -188,7 +326,7 @@ export class ChainVerifier {
     const before = this.findings.length;
     for (const t of this.tracks.values()) {
       while (t.pending.size > 0) {
-        const resume = Math.min(...t.pending.keys());
+        const resume = t.pending.lowest(t.next);
         const after = t.lastProcessed;
         this.report({
           kind: 'gap',
@@ -199,12 +337,12 @@ export class ChainVerifier {
           position: t.pending.get(resume)!.pos,
           detail:
             `${t.producerId} epoch ${t.epoch}: ${span(t.next, resume - 1)} missing` +
-            (after ? ` after seq ${after.view.seq} at ${at(after.pos)}` : ' at the start of the epoch') +
+            (after ? ` after seq ${after.seq} at ${at(after.pos)}` : ' at the start of the epoch') +
             `; the chain resumes with seq ${resume} at ${at(t.pending.get(resume)!.pos)}`,
         });
         this.closeUnsealed(t, 'its seal lies beyond a gap');
         t.next = resume;
-        t.expectedPrev = null;
+        t.linkTo = null;
         this.drain(t);
       }
     }
@@ -234,31 +372,43 @@ export class ChainVerifier {
   }
 
   private report(f: Finding): void {
-    this.findings.push(f);
+    // A caller may pass a richer object as the position (a whole log record): keep only the position.
+    const p = f.position;
+    this.findings.push(p ? { ...f, position: { partition: p.partition, offset: p.offset } } : f);
   }
 
-  private checkType(view: EnvelopeView, pos: RecordPosition): void {
-    const expected = payloadFieldNumber(view.type);
-    if (expected !== undefined && expected === view.payloadField) return;
-    const why = !isEventType(view.type)
-      ? `type "${view.type}" is not an event type this build knows`
-      : view.payloadField === 0
-        ? `type ${view.type} carries no payload`
-        : `type ${view.type} carries the payload of field ${view.payloadField}, not ${expected}`;
-    this.report({ kind: 'unknown-event-type', ...where(view), position: pos, detail: `${who(view)} at ${at(pos)}: ${why}` });
+  private checkType(t: ChainTrack, a: Arrival, payloadField: number): void {
+    // The common case, without decoding: the type is the name of the payload's field.
+    const name = TYPE_NAMES.get(payloadField);
+    if (name && rangesEqual(a.bytes, a.typeStart, a.typeEnd, name, 0, name.length)) return;
+    const type = a.type;
+    const expected = payloadFieldNumber(type);
+    if (expected !== undefined && expected === payloadField) return;
+    const why = !isEventType(type)
+      ? `type "${type}" is not an event type this build knows`
+      : payloadField === 0
+        ? `type ${type} carries no payload`
+        : `type ${type} carries the payload of field ${payloadField}, not ${expected}`;
+    this.report({ kind: 'unknown-event-type', ...where(t, a), position: a.pos, detail: `${who(t, a)} at ${at(a.pos)}: ${why}` });
   }
 
-  private track(view: EnvelopeView): ChainTrack {
-    const id = `${view.producerId}\u0000${view.epoch}`;
+  private track(bytes: Buffer, l: EnvelopeLayout): ChainTrack {
+    const last = this.lastTrack;
+    if (last && last.epoch === l.epoch && rangesEqual(bytes, l.producerIdStart, l.producerIdEnd, last.producerIdBytes, 0, last.producerIdBytes.length)) {
+      return last;
+    }
+    const producerId = textAt(bytes, l.producerIdStart, l.producerIdEnd);
+    const id = `${producerId}\u0000${l.epoch}`;
     let t = this.tracks.get(id);
     if (!t) {
       t = {
-        producerId: view.producerId,
-        epoch: view.epoch,
+        producerId,
+        producerIdBytes: Buffer.from(bytes.subarray(l.producerIdStart, l.producerIdEnd)),
+        epoch: l.epoch,
         next: 1,
-        expectedPrev: GENESIS_HASH,
+        linkTo: 'genesis',
         key: undefined,
-        pending: new Map(),
+        pending: new PendingArrivals(),
         lastSeqByPartition: new Map(),
         seen: new SeenRing(),
         unsealedFrom: null,
@@ -268,39 +418,40 @@ export class ChainVerifier {
       };
       this.tracks.set(id, t);
     }
+    this.lastTrack = t;
     return t;
   }
 
   private place(t: ChainTrack, a: Arrival): void {
-    const { view, pos } = a;
-    const waiting = t.pending.get(view.seq);
-    const earlier: Seen | undefined = view.seq < t.next ? t.seen.get(view.seq) : waiting && { hash: waiting.view.hash, pos: waiting.pos };
-    if (earlier || view.seq < t.next) {
-      const same = earlier ? sameBytes(earlier.hash, view.hash) : undefined;
+    const { seq } = a;
+    const waiting = t.pending.get(seq);
+    const earlier: Seen | undefined = seq < t.next ? t.seen.get(seq) : waiting && { hash: waiting.hash, pos: waiting.pos };
+    if (earlier || seq < t.next) {
+      const same = earlier ? sameBytes(earlier.hash, a.hash) : undefined;
       this.report({
         kind: same === false ? 'conflict' : 'duplicate',
-        ...where(view),
-        position: pos,
+        ...where(t, a),
+        position: a.pos,
         detail:
           same === false
-            ? `${who(view)} at ${at(pos)} differs from the seq ${view.seq} already at ${at(earlier!.pos)}: two events claim one place in the chain`
-            : `${who(view)} at ${at(pos)} is a copy of the one ` +
+            ? `${who(t, a)} at ${at(a.pos)} differs from the seq ${seq} already at ${at(earlier!.pos)}: two events claim one place in the chain`
+            : `${who(t, a)} at ${at(a.pos)} is a copy of the one ` +
               (earlier ? `at ${at(earlier.pos)}` : 'verified earlier (beyond the retained window)'),
       });
       return;
     }
-    const lastHere = t.lastSeqByPartition.get(pos.partition);
-    if (lastHere !== undefined && lastHere > view.seq) {
+    const lastHere = t.lastSeqByPartition.get(a.partition);
+    if (lastHere !== undefined && lastHere > seq) {
       this.report({
         kind: 'reorder',
-        ...where(view),
-        position: pos,
-        detail: `${who(view)} at ${at(pos)} comes after seq ${lastHere} in the same partition: the producer wrote them in the other order`,
+        ...where(t, a),
+        position: a.pos,
+        detail: `${who(t, a)} at ${at(a.pos)} comes after seq ${lastHere} in the same partition: the producer wrote them in the other order`,
       });
-    } else t.lastSeqByPartition.set(pos.partition, view.seq);
+    } else t.lastSeqByPartition.set(a.partition, seq);
 
-    if (view.seq > t.next) {
-      t.pending.set(view.seq, a);
+    if (seq > t.next) {
+      t.pending.add(a, t.next);
       return;
     }
     this.process(t, a);
@@ -309,57 +460,57 @@ export class ChainVerifier {
 
   private drain(t: ChainTrack): void {
     for (let a = t.pending.get(t.next); a; a = t.pending.get(t.next)) {
-      t.pending.delete(a.view.seq);
+      t.pending.delete(a);
       this.process(t, a);
     }
   }
 
   private process(t: ChainTrack, a: Arrival): void {
-    const { view, pos } = a;
-    if (!sameBytes(chainHash(view.prevHash, view.body), view.hash)) {
+    const { seq, bytes } = a;
+    if (!chainHashMatches(bytes, a.prevHashStart, a.prevHashEnd, a.bodyStart, a.bodyEnd, a.hashStart, a.hashEnd)) {
       this.report({
         kind: 'altered-body',
-        ...where(view),
-        position: pos,
-        detail: `${who(view)} at ${at(pos)}: the body does not hash to the recorded hash; it was altered after it was written`,
+        ...where(t, a),
+        position: a.pos,
+        detail: `${who(t, a)} at ${at(a.pos)}: the body does not hash to the recorded hash; it was altered after it was written`,
       });
     }
-    if (t.expectedPrev && !sameBytes(t.expectedPrev, view.prevHash)) {
+    if (!linksTo(t.linkTo, a)) {
       this.report({
         kind: 'broken-link',
-        ...where(view),
-        position: pos,
+        ...where(t, a),
+        position: a.pos,
         detail:
-          view.seq === 1
-            ? `${who(view)} at ${at(pos)} does not start from the genesis hash`
-            : `${who(view)} at ${at(pos)} does not link to seq ${view.seq - 1}: its prev_hash differs from that event's hash`,
+          seq === 1
+            ? `${who(t, a)} at ${at(a.pos)} does not start from the genesis hash`
+            : `${who(t, a)} at ${at(a.pos)} does not link to seq ${seq - 1}: its prev_hash differs from that event's hash`,
       });
     }
-    if (view.seq === 1) this.adoptEpochKey(t, a);
+    if (seq === 1) this.adoptEpochKey(t, a);
     t.unsealedFrom ??= a;
-    if (view.signature.length > 0) this.checkSeal(t, a);
+    if (a.signatureEnd > a.signatureStart) this.checkSeal(t, a);
 
-    t.seen.add(view.seq, view.hash, pos);
-    t.expectedPrev = view.hash;
-    t.next = view.seq + 1;
+    t.seen.add(seq, bytes, a.hashStart, a.hashEnd, a);
+    t.linkTo = a;
+    t.next = seq + 1;
     t.lastProcessed = a;
     t.events += 1;
   }
 
   private adoptEpochKey(t: ChainTrack, a: Arrival): void {
-    const { view, pos } = a;
+    const { pos, type } = a;
     let started: events.ChainEpochStarted | undefined;
     try {
-      started = events.EventBody.decode(view.body).chainEpochStarted;
+      started = events.EventBody.decode(a.body).chainEpochStarted;
     } catch {
       started = undefined;
     }
-    if (view.type !== 'ChainEpochStarted' || !started) {
+    if (type !== 'ChainEpochStarted' || !started) {
       this.report({
         kind: 'missing-epoch-start',
-        ...where(view),
+        ...where(t, a),
         position: pos,
-        detail: `${who(view)} at ${at(pos)} opens the epoch with ${view.type || 'no type'}, not ChainEpochStarted`,
+        detail: `${who(t, a)} at ${at(pos)} opens the epoch with ${type || 'no type'}, not ChainEpochStarted`,
       });
       return;
     }
@@ -382,25 +533,25 @@ export class ChainVerifier {
   }
 
   private checkSeal(t: ChainTrack, a: Arrival): void {
-    const { view, pos } = a;
+    const { pos, hash, signature } = a;
     if (t.key === undefined) {
       // No epoch start seen: accept a key vouched for the producer directly, if one verifies.
-      const match = this.trust.keysFor(t.producerId).find((k) => verifyHash(publicKeyFromRaw(k), view.hash, view.signature));
+      const match = this.trust.keysFor(t.producerId).find((k) => verifyHash(publicKeyFromRaw(k), hash, signature));
       if (!match) return this.rejectKey(t, pos, 'has no ChainEpochStarted and no vouched key verifies its seal');
       t.keyRaw = match;
       t.key = publicKeyFromRaw(match);
     }
     if (t.key === null) return;
-    if (!verifyHash(t.key, view.hash, view.signature)) {
+    if (!verifyHash(t.key, hash, signature)) {
       this.report({
         kind: 'bad-signature',
-        ...where(view),
+        ...where(t, a),
         position: pos,
-        detail: `${who(view)} at ${at(pos)}: the seal does not verify with the epoch's key ${keyFingerprint(t.keyRaw!)}`,
+        detail: `${who(t, a)} at ${at(pos)}: the seal does not verify with the epoch's key ${keyFingerprint(t.keyRaw!)}`,
       });
       return;
     }
-    t.sealed += view.seq - t.unsealedFrom!.view.seq + 1;
+    t.sealed += a.seq - t.unsealedFrom!.seq + 1;
     t.unsealedFrom = null;
   }
 
@@ -413,10 +564,10 @@ export class ChainVerifier {
       kind: 'unsealed',
       producerId: t.producerId,
       epoch: t.epoch,
-      seq: from.view.seq,
-      toSeq: to.view.seq,
+      seq: from.seq,
+      toSeq: to.seq,
       position: from.pos,
-      detail: `${t.producerId} epoch ${t.epoch}: ${span(from.view.seq, to.view.seq)} (from ${at(from.pos)}) carry no valid seal: ${why}`,
+      detail: `${t.producerId} epoch ${t.epoch}: ${span(from.seq, to.seq)} (from ${at(from.pos)}) carry no valid seal: ${why}`,
     });
   }
 }
@@ -425,12 +576,29 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }
 
-function who(v: EnvelopeView): string {
-  return `${v.producerId} epoch ${v.epoch} seq ${v.seq}`;
+/** Whether a[aStart, aEnd) and b[bStart, bEnd) hold the same bytes, compared in place (no views). */
+function rangesEqual(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): boolean {
+  if (aEnd - aStart !== bEnd - bStart) return false;
+  for (let i = 0; i < aEnd - aStart; i++) {
+    if (a[aStart + i] !== b[bStart + i]) return false;
+  }
+  return true;
 }
 
-function where(v: EnvelopeView): Pick<Finding, 'producerId' | 'epoch' | 'seq'> {
-  return { producerId: v.producerId, epoch: v.epoch, seq: v.seq };
+/** Whether the prev_hash of `a` is what the chain expects (anything, right after a gap). */
+function linksTo(to: ChainTrack['linkTo'], a: Arrival): boolean {
+  if (to === null) return true;
+  if (to === 'genesis') return rangesEqual(a.bytes, a.prevHashStart, a.prevHashEnd, GENESIS_HASH, 0, GENESIS_HASH.length);
+  return rangesEqual(to.bytes, to.hashStart, to.hashEnd, a.bytes, a.prevHashStart, a.prevHashEnd);
+}
+
+/** The record's chain position, for findings: the track names the producer and epoch. */
+function who(t: ChainTrack, a: Arrival): string {
+  return `${t.producerId} epoch ${t.epoch} seq ${a.seq}`;
+}
+
+function where(t: ChainTrack, a: Arrival): Pick<Finding, 'producerId' | 'epoch' | 'seq'> {
+  return { producerId: t.producerId, epoch: t.epoch, seq: a.seq };
 }
 
 function span(from: number, to: number): string {

@@ -22,17 +22,38 @@ export interface EnvelopeView {
   payloadField: number;
 }
 
-const EMPTY = new Uint8Array(0);
+/**
+ * Where the parts of one envelope lie in its bytes: offsets, no copies and no text decoded,
+ * so that scanning a record allocates nothing. A field that is absent has start === end.
+ */
+export class EnvelopeLayout {
+  bodyStart = 0;
+  bodyEnd = 0;
+  hashStart = 0;
+  hashEnd = 0;
+  signatureStart = 0;
+  signatureEnd = 0;
+  eventIdStart = 0;
+  eventIdEnd = 0;
+  typeStart = 0;
+  typeEnd = 0;
+  streamStart = 0;
+  streamEnd = 0;
+  producerIdStart = 0;
+  producerIdEnd = 0;
+  prevHashStart = 0;
+  prevHashEnd = 0;
+  epoch = 0;
+  seq = 0;
+  /** The EventBody field number of the payload, 0 when none is set. */
+  payloadField = 0;
+}
 
+/** A cursor over `buf[pos, end)`. */
 class Reader {
-  pos: number;
-  constructor(
-    readonly buf: Buffer,
-    start: number,
-    readonly end: number,
-  ) {
-    this.pos = start;
-  }
+  buf: Uint8Array = EMPTY;
+  pos = 0;
+  end = 0;
 
   varint(): number {
     let result = 0;
@@ -50,13 +71,13 @@ class Reader {
     throw new WireError('varint longer than 10 bytes');
   }
 
-  /** Start and end of a length-delimited field's content. */
-  span(): [number, number] {
+  /** Moves past a length-delimited field's content; returns where it starts (it ends at pos). */
+  span(): number {
     const len = this.varint();
     const start = this.pos;
     if (start + len > this.end) throw new WireError('length-delimited field runs past the end');
     this.pos = start + len;
-    return [start, start + len];
+    return start;
   }
 
   skip(wireType: number): void {
@@ -80,78 +101,129 @@ class Reader {
   }
 }
 
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+const EMPTY = new Uint8Array(0);
+// Scanning is synchronous and never re-entered, so one cursor serves every call.
+const reader = new Reader();
+
+/**
+ * Finds the parts of an encoded Envelope and the chain fields of its body, into `into`.
+ * Throws WireError on malformed input.
+ */
+export function scanEnvelope(bytes: Uint8Array, into: EnvelopeLayout): EnvelopeLayout {
+  const l = into;
+  l.bodyStart = l.bodyEnd = l.hashStart = l.hashEnd = l.signatureStart = l.signatureEnd = -1;
+  l.eventIdStart = l.eventIdEnd = l.typeStart = l.typeEnd = l.streamStart = l.streamEnd = 0;
+  l.producerIdStart = l.producerIdEnd = l.prevHashStart = l.prevHashEnd = 0;
+  l.epoch = l.seq = l.payloadField = 0;
+  const r = reader;
+  r.buf = bytes;
+  r.pos = 0;
+  r.end = bytes.length;
+  try {
+    while (r.pos < r.end) {
+      const tag = r.varint();
+      const field = Math.floor(tag / 8);
+      const wt = tag & 7;
+      if (wt !== 2 || field < 1 || field > 3) {
+        r.skip(wt);
+        continue;
+      }
+      const start = r.span();
+      if (field === 1) {
+        l.bodyStart = start;
+        l.bodyEnd = r.pos;
+      } else if (field === 2) {
+        l.hashStart = start;
+        l.hashEnd = r.pos;
+      } else {
+        l.signatureStart = start;
+        l.signatureEnd = r.pos;
+      }
+    }
+    if (l.bodyStart < 0) throw new WireError('envelope has no body');
+    if (l.hashStart < 0) l.hashStart = l.hashEnd = 0;
+    if (l.signatureStart < 0) l.signatureStart = l.signatureEnd = 0;
+    scanBody(r, l);
+  } finally {
+    r.buf = EMPTY; // keep no record alive
+  }
+  return l;
 }
 
-/** Reads an encoded Envelope and the chain fields of its body. Throws WireError on malformed input. */
-export function readEnvelope(bytes: Uint8Array): EnvelopeView {
-  const buf = asBuffer(bytes);
-  const view: EnvelopeView = {
-    body: EMPTY,
-    hash: EMPTY,
-    signature: EMPTY,
-    eventId: '',
-    type: '',
-    stream: '',
-    producerId: '',
-    epoch: 0,
-    seq: 0,
-    prevHash: EMPTY,
-    payloadField: 0,
-  };
-  const env = new Reader(buf, 0, buf.length);
-  let bodyStart = -1;
-  let bodyEnd = -1;
-  while (env.pos < env.end) {
-    const tag = env.varint();
+function scanBody(r: Reader, l: EnvelopeLayout): void {
+  r.pos = l.bodyStart;
+  r.end = l.bodyEnd;
+  while (r.pos < r.end) {
+    const tag = r.varint();
     const field = Math.floor(tag / 8);
     const wt = tag & 7;
     if (wt === 2 && field >= 1 && field <= 3) {
-      const [s, e] = env.span();
-      if (field === 1) [bodyStart, bodyEnd] = [s, e];
-      else if (field === 2) view.hash = buf.subarray(s, e);
-      else view.signature = buf.subarray(s, e);
-    } else env.skip(wt);
-  }
-  if (bodyStart < 0) throw new WireError('envelope has no body');
-  view.body = buf.subarray(bodyStart, bodyEnd);
-
-  const body = new Reader(buf, bodyStart, bodyEnd);
-  while (body.pos < body.end) {
-    const tag = body.varint();
-    const field = Math.floor(tag / 8);
-    const wt = tag & 7;
-    if (wt === 2 && (field === 1 || field === 2 || field === 3)) {
-      const [s, e] = body.span();
-      const text = buf.toString('utf8', s, e);
-      if (field === 1) view.eventId = text;
-      else if (field === 2) view.type = text;
-      else view.stream = text;
+      const start = r.span();
+      if (field === 1) {
+        l.eventIdStart = start;
+        l.eventIdEnd = r.pos;
+      } else if (field === 2) {
+        l.typeStart = start;
+        l.typeEnd = r.pos;
+      } else {
+        l.streamStart = start;
+        l.streamEnd = r.pos;
+      }
     } else if (wt === 2 && field === 8) {
-      const [s, e] = body.span();
-      readProducer(new Reader(buf, s, e), view);
+      const start = r.span();
+      const bodyEnd = r.end;
+      r.end = r.pos;
+      r.pos = start;
+      scanProducer(r, l);
+      r.end = bodyEnd;
     } else {
-      if (field >= 100) view.payloadField = field;
-      body.skip(wt);
+      if (field >= 100) l.payloadField = field;
+      r.skip(wt);
     }
   }
-  return view;
 }
 
-function readProducer(r: Reader, view: EnvelopeView): void {
+function scanProducer(r: Reader, l: EnvelopeLayout): void {
   while (r.pos < r.end) {
     const tag = r.varint();
     const field = Math.floor(tag / 8);
     const wt = tag & 7;
     if (field === 1 && wt === 2) {
-      const [s, e] = r.span();
-      view.producerId = r.buf.toString('utf8', s, e);
-    } else if (field === 2 && wt === 0) view.epoch = r.varint();
-    else if (field === 3 && wt === 0) view.seq = r.varint();
+      l.producerIdStart = r.span();
+      l.producerIdEnd = r.pos;
+    } else if (field === 2 && wt === 0) l.epoch = r.varint();
+    else if (field === 3 && wt === 0) l.seq = r.varint();
     else if (field === 4 && wt === 2) {
-      const [s, e] = r.span();
-      view.prevHash = r.buf.subarray(s, e);
+      l.prevHashStart = r.span();
+      l.prevHashEnd = r.pos;
     } else r.skip(wt);
   }
+}
+
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Text of a field the layout located. */
+export function textAt(bytes: Uint8Array, start: number, end: number): string {
+  return start === end ? '' : asBuffer(bytes).toString('utf8', start, end);
+}
+
+/** Reads an encoded Envelope and the chain fields of its body. Throws WireError on malformed input. */
+export function readEnvelope(bytes: Uint8Array): EnvelopeView {
+  const buf = asBuffer(bytes);
+  const l = scanEnvelope(buf, new EnvelopeLayout());
+  return {
+    body: buf.subarray(l.bodyStart, l.bodyEnd),
+    hash: buf.subarray(l.hashStart, l.hashEnd),
+    signature: buf.subarray(l.signatureStart, l.signatureEnd),
+    eventId: textAt(buf, l.eventIdStart, l.eventIdEnd),
+    type: textAt(buf, l.typeStart, l.typeEnd),
+    stream: textAt(buf, l.streamStart, l.streamEnd),
+    producerId: textAt(buf, l.producerIdStart, l.producerIdEnd),
+    epoch: l.epoch,
+    seq: l.seq,
+    prevHash: buf.subarray(l.prevHashStart, l.prevHashEnd),
+    payloadField: l.payloadField,
+  };
 }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainHead, SigningKey, generateSigningKey, signingKeyFromPem, signingKeyToPem } from '@rebootless/events';
+import { Worker } from 'node:worker_threads';
+import { ChainHead, EnvelopeView, SigningKey, generateSigningKey, readEnvelope, signingKeyFromPem, signingKeyToPem } from '@rebootless/events';
 
 /** Records sent but not yet known to be in the log (the write-ahead part of the state). */
 export interface PendingBatch {
@@ -10,17 +11,23 @@ export interface PendingBatch {
   lastAt?: number;
   /** The head before the batch, to withdraw it when none of it reached the log. */
   before: { seq: number; hash: string };
+  /** Encoded envelopes; each one's Kafka key is its event's stream. */
   records: { seq: number; key: string; value: Buffer }[];
 }
 
 /** The JSON head of the state file; pending record values follow it as raw bytes. */
 interface StoredChain {
-  version: 1;
+  version: 1 | 2;
   producerId: string;
   epoch: number;
   seq: number;
   hash: string;
-  pending?: Omit<PendingBatch, 'records'> & { records: { seq: number; key: string; bytes: number }[] };
+  pending?: Omit<PendingBatch, 'records'> & {
+    /** Version 2: the size of each record value; its seq and key are read from the envelope. */
+    sizes?: number[];
+    /** Version 1 (still read): each record's seq, key and size. */
+    records?: { seq: number; key: string; bytes: number }[];
+  };
 }
 
 /**
@@ -32,6 +39,8 @@ interface StoredChain {
 export class ChainStateFile {
   readonly statePath: string;
   readonly keyPath: string;
+  /** saveAsync() writes not yet done; save() must not race them for the file. */
+  private writesUnderWay = 0;
 
   constructor(
     readonly dir: string,
@@ -71,31 +80,67 @@ export class ChainStateFile {
     } catch (err) {
       throw broken((err as Error).message);
     }
-    if (s.version !== 1 || s.producerId !== this.producerId || !Number.isInteger(s.epoch) || !Number.isInteger(s.seq)) {
+    if (![1, 2].includes(s.version) || s.producerId !== this.producerId || !Number.isInteger(s.epoch) || !Number.isInteger(s.seq)) {
       throw new Error(`chain state ${this.statePath} does not belong to producer ${this.producerId} or has an unknown format`);
     }
     const head = { producerId: s.producerId, epoch: s.epoch, seq: s.seq, hash: Buffer.from(s.hash, 'hex') };
     if (!s.pending) return { head };
+    const { sizes, records: stored, ...batch } = s.pending;
     let at = 4 + headLen;
-    const records = s.pending.records.map((r) => {
-      const value = raw.subarray(at, at + r.bytes);
-      at += r.bytes;
-      if (value.length !== r.bytes) throw broken('pending records truncated');
-      return { seq: r.seq, key: r.key, value };
-    });
-    return { head, pending: { ...s.pending, records } };
+    const next = (size: number): Buffer => {
+      const value = raw.subarray(at, at + size);
+      at += size;
+      if (value.length !== size) throw broken('pending records truncated');
+      return value;
+    };
+    const records =
+      s.version === 1
+        ? (stored ?? []).map((r) => ({ seq: r.seq, key: r.key, value: next(r.bytes) }))
+        : (sizes ?? []).map((size) => {
+            const value = next(size);
+            let envelope: EnvelopeView;
+            try {
+              envelope = readEnvelope(value);
+            } catch (err) {
+              throw broken(`a pending record is not an envelope: ${(err as Error).message}`);
+            }
+            return { seq: envelope.seq, key: envelope.stream, value };
+          });
+    return { head, pending: { ...batch, records } };
   }
 
   save(head: ChainHead, pending?: PendingBatch): void {
-    const s: StoredChain = { version: 1, producerId: head.producerId, epoch: head.epoch, seq: head.seq, hash: head.hash.toString('hex') };
-    if (pending) {
-      s.pending = { ...pending, records: pending.records.map((r) => ({ seq: r.seq, key: r.key, bytes: r.value.length })) };
-    }
-    const json = Buffer.from(JSON.stringify(s));
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(json.length);
-    writeAtomic(this.statePath, [len, json, ...(pending?.records.map((r) => r.value) ?? [])], 0o600);
+    if (this.writesUnderWay > 0) throw new Error(`chain state ${this.statePath}: save() while saveAsync() writes are under way`);
+    writeAtomic(this.statePath, encodeState(head, pending), 0o600);
   }
+
+  /**
+   * Saves as save() does, taking the state as it is now, but writes and syncs the file on a
+   * worker thread, so the caller's thread keeps working while the disk syncs. Writes happen one
+   * at a time in call order: the file always ends up with the latest state.
+   */
+  saveAsync(head: ChainHead, pending?: PendingBatch): Promise<void> {
+    const data = encodeState(head, pending);
+    this.writesUnderWay += 1;
+    const done = () => void (this.writesUnderWay -= 1);
+    const written = StateWriter.get().write(this.statePath, data, 0o600);
+    written.then(done, done);
+    return written;
+  }
+}
+
+function encodeState(head: ChainHead, pending?: PendingBatch): Buffer[] {
+  const s: StoredChain = { version: 2, producerId: head.producerId, epoch: head.epoch, seq: head.seq, hash: head.hash.toString('hex') };
+  if (pending) {
+    // Sizes only: every record's seq and key are in its envelope, and a list of numbers costs
+    // a tenth of a list of objects to write, which is done before every send.
+    const { records, ...batch } = pending;
+    s.pending = { ...batch, sizes: records.map((r) => r.value.length) };
+  }
+  const json = Buffer.from(JSON.stringify(s));
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(json.length);
+  return [len, json, ...coalesce(pending?.records.map((r) => r.value) ?? [])];
 }
 
 function writeAtomic(file: string, data: string | Buffer[], mode: number): void {
@@ -114,5 +159,99 @@ function writeAtomic(file: string, data: string | Buffer[], mode: number): void 
     fs.fsyncSync(dirFd);
   } finally {
     fs.closeSync(dirFd);
+  }
+}
+
+// writeAtomic's steps, for the worker. Inline, so that it runs the same from compiled output
+// and from the TypeScript sources under Jest.
+const WRITER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const path = require('node:path');
+parentPort.on('message', ({ id, file, data, mode }) => {
+  try {
+    const tmp = file + '.' + process.pid + '.tmp';
+    const fd = fs.openSync(tmp, 'w', mode);
+    try {
+      fs.writevSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    const dirFd = fs.openSync(path.dirname(file), 'r');
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
+    parentPort.postMessage({ id });
+  } catch (err) {
+    parentPort.postMessage({ id, error: String((err && err.message) || err) });
+  }
+});
+`;
+
+/**
+ * Joins buffers that lie back to back in memory into one view. A batch's records do (the chain
+ * writes them into one buffer), so the file gets a few large writes, and the message that
+ * hands them to the writer thread a few views to copy, not one per record.
+ */
+function coalesce(parts: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  let i = 0;
+  while (i < parts.length) {
+    const first = parts[i]!;
+    let end = first.byteOffset + first.length;
+    for (i++; i < parts.length && parts[i]!.buffer === first.buffer && parts[i]!.byteOffset === end; i++) end += parts[i]!.length;
+    out.push(Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset));
+  }
+  return out;
+}
+
+/**
+ * Writes state files on a worker thread, one at a time, in the order asked. Doing it there
+ * costs the caller one turn of its event loop per write; done with fs.promises from this
+ * thread, each of the seven file operations waits for a turn of a busy loop. One per process,
+ * started on first use; it keeps the process alive only while writes are under way.
+ */
+class StateWriter {
+  private static current: StateWriter | undefined;
+  private readonly worker = new Worker(WRITER_SOURCE, { eval: true });
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private nextId = 0;
+
+  static get(): StateWriter {
+    StateWriter.current ??= new StateWriter();
+    return StateWriter.current;
+  }
+
+  private constructor() {
+    this.worker.unref();
+    this.worker.on('message', ({ id, error }: { id: number; error?: string }) => {
+      const w = this.waiting.get(id);
+      this.waiting.delete(id);
+      if (this.waiting.size === 0) this.worker.unref();
+      if (error === undefined) w?.resolve();
+      else w?.reject(new Error(error));
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`state writer thread exited with code ${code}`)));
+  }
+
+  write(file: string, data: Buffer[], mode: number): Promise<void> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage({ id, file, data, mode });
+    });
+  }
+
+  /** Fails what is under way; the next write starts a new thread. */
+  private fail(err: Error): void {
+    if (StateWriter.current === this) StateWriter.current = undefined;
+    for (const w of this.waiting.values()) w.reject(err);
+    this.waiting.clear();
   }
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Admin, Kafka, logLevel } from 'kafkajs';
+import { Admin, Kafka, logCreator, logLevel } from 'kafkajs';
 
 export interface LogRecord {
   partition: number;
@@ -114,5 +114,16 @@ async function dropGroup(kafka: Kafka, groupId: string): Promise<void> {
  * out a broker restart (`retries` lower for a quick yes/no, as at a service's start).
  */
 export function kafkaClient(brokers: string[], clientId: string, retries = 8): Kafka {
-  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, retry: { retries, initialRetryTime: 200 } });
+  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, logCreator: quietRetriables, retry: { retries, initialRetryTime: 200 } });
 }
+
+// Errors kafkajs logs and then retries by itself, common right after a broker starts: noise.
+const RETRIABLE = /group coordinator is not available|leadership election|not the leader for that topic-partition/i;
+
+const quietRetriables: logCreator = () => ({ level, log }) => {
+  const { message, ...extra } = log;
+  if (RETRIABLE.test(String(extra['error'] ?? ''))) return;
+  const line = JSON.stringify({ level: logLevel[level], logger: 'kafkajs', message, ...extra });
+  if (level <= logLevel.ERROR) process.stderr.write(line + '\n');
+  else process.stdout.write(line + '\n');
+};

@@ -124,7 +124,7 @@ export class EventPublisher {
     this.closed = true;
     await this.gate;
     await this.sending;
-    if (!this.failure && this.inflight.length === 0) this.state.save(this.ackedHead);
+    if (!this.failure && this.inflight.length === 0) await this.state.saveAsync(this.ackedHead);
     await this.producer.disconnect();
   }
 
@@ -145,9 +145,17 @@ export class EventPublisher {
     const batch = { at: this.opts.now(), records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })), head };
     this.inflight.push(batch);
     this.preparedHead = head;
-    // Written ahead: after a crash every unacknowledged batch is settled from the log, never re-numbered.
-    this.state.save(this.ackedHead, this.pendingFromInflight());
+    // Written ahead: after a crash every unacknowledged batch is settled from the log, never
+    // re-numbered. The file is written and synced on another thread; the send waits for it.
+    const writtenAhead = this.state.saveAsync(this.ackedHead, this.pendingFromInflight());
+    writtenAhead.catch(() => undefined); // awaited below, possibly after it failed
     const sent = this.sending.then(async () => {
+      try {
+        await writtenAhead;
+      } catch (err) {
+        this.failure ??= err;
+        throw new PublishError(`seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: writing them ahead failed: ${(err as Error).message}`, err);
+      }
       if (this.failure !== undefined) {
         throw new PublishError(`seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: an earlier batch failed; the next publish settles them`);
       }
@@ -169,7 +177,7 @@ export class EventPublisher {
   }
 
   private pendingFromInflight(): PendingBatch {
-    const records = this.inflight.flatMap((b) => b.records);
+    const records = ([] as PendingBatch['records']).concat(...this.inflight.map((b) => b.records));
     return {
       at: this.inflight[0]?.at ?? this.opts.now(),
       lastAt: this.inflight[this.inflight.length - 1]?.at ?? this.opts.now(),
@@ -179,11 +187,12 @@ export class EventPublisher {
   }
 
   private send(messages: { key: string; value: Buffer }[], at: number) {
+    const timestamp = String(at);
     return this.producer.send({
       topic: this.opts.topic,
       acks: -1,
       compression: CompressionTypes.None,
-      messages: messages.map((m) => ({ key: m.key, value: m.value, timestamp: String(at) })),
+      messages: messages.map((m) => ({ key: m.key, value: m.value, timestamp })),
     });
   }
 
@@ -229,7 +238,7 @@ export class EventPublisher {
       this.ackedHead = { ...this.ackedHead, seq: last.seq, hash: Buffer.from(readEnvelope(last.value).hash) };
     }
     this.preparedHead = this.ackedHead;
-    this.state.save(this.ackedHead);
+    await this.state.saveAsync(this.ackedHead);
     this.unsettled = undefined;
   }
 }
