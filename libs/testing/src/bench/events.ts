@@ -106,7 +106,6 @@ async function consume(kafka: Kafka, t: string, verify?: { producerId: string; k
 
 async function withBroker<T>(run: (brokers: string[]) => Promise<T>): Promise<T> {
   if (process.env['KAFKA_BROKERS']?.trim()) return run(kafkaBrokersFromEnv());
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const runtime = require(path.join(REPO_ROOT, 'scripts', 'kafka-runtime.cjs'));
   const [port, controllerPort] = await runtime.findFreePorts(2);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-kafka-'));
