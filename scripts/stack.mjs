@@ -133,7 +133,9 @@ async function waitHealthy(svc, pid, timeoutMs = 60_000) {
     const status = await health(svc, svc.service);
     if (status === 'SERVING') return status;
     if (!alive(pid)) {
-      throw new StackError(`${svc.name} exited before it was healthy. Last lines of ${logFile(svc)}:\n${tail(logFile(svc))}`);
+      throw new StackError(
+        `${svc.name} exited before it was healthy. Last lines of ${logFile(svc)}:\n${tail(logFile(svc))}`,
+      );
     }
     if (Date.now() > deadline) throw new StackError(`${svc.name} not healthy within ${timeoutMs / 1000} s: ${status}`);
     await new Promise((r) => setTimeout(r, 250));
@@ -178,7 +180,12 @@ async function verifyLog(brokers, pids) {
       const body = decodeEvent(r.value).body;
       const svc = SERVICES.find((s) => producerOf.get(s.name) === body.producer?.producerId);
       if (svc && body.serviceStarted && body.serviceStarted.pid === pids.get(svc.name)) {
-        started.set(svc.name, { partition: r.partition, offset: r.offset, seq: Number(body.producer.seq), eventId: body.eventId });
+        started.set(svc.name, {
+          partition: r.partition,
+          offset: r.offset,
+          seq: Number(body.producer.seq),
+          eventId: body.eventId,
+        });
       }
     },
   });
@@ -187,7 +194,14 @@ async function verifyLog(brokers, pids) {
   // are reported, but only the services' own chains decide the outcome.
   const ours = new Set(producerOf.values());
   const findings = report.findings.filter((f) => ours.has(f.producerId));
-  return { records: report.records, chains: report.chains.filter((c) => ours.has(c.producerId)), findings, started, producerOf, others: report.findings.length - findings.length };
+  return {
+    records: report.records,
+    chains: report.chains.filter((c) => ours.has(c.producerId)),
+    findings,
+    started,
+    producerOf,
+    others: report.findings.length - findings.length,
+  };
 }
 
 async function up() {
@@ -228,13 +242,21 @@ async function up() {
   if (json) process.stdout.write(JSON.stringify(result) + '\n');
   else {
     for (const s of services) {
-      const ev = s.service_started ? `ServiceStarted at partition ${s.service_started.partition} offset ${s.service_started.offset}` : 'no ServiceStarted found';
-      process.stdout.write(`${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid).padEnd(7)} ${s.health}  ${s.producer} epoch ${s.chain?.epoch} seq ${s.chain?.last_seq}  ${ev}\n`);
+      const ev = s.service_started
+        ? `ServiceStarted at partition ${s.service_started.partition} offset ${s.service_started.offset}`
+        : 'no ServiceStarted found';
+      process.stdout.write(
+        `${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid).padEnd(7)} ${s.health}  ${s.producer} epoch ${s.chain?.epoch} seq ${s.chain?.last_seq}  ${ev}\n`,
+      );
     }
-    process.stdout.write(`event log: ${log.records} records verified, ${log.findings.length} findings on the services' chains\n`);
+    process.stdout.write(
+      `event log: ${log.records} records verified, ${log.findings.length} findings on the services' chains\n`,
+    );
   }
-  if (missing.length > 0) throw new StackError(`no ServiceStarted event of the running ${missing.join(', ')} in the log`);
-  if (log.findings.length > 0) throw new StackError(`the event log has findings: ${log.findings.map((f) => f.detail).join('; ')}`);
+  if (missing.length > 0)
+    throw new StackError(`no ServiceStarted event of the running ${missing.join(', ')} in the log`);
+  if (log.findings.length > 0)
+    throw new StackError(`the event log has findings: ${log.findings.map((f) => f.detail).join('; ')}`);
   return result;
 }
 
@@ -262,7 +284,12 @@ async function status() {
   const services = [];
   for (const svc of SERVICES) {
     const pid = runningPid(svc);
-    services.push({ name: svc.name, address: address(svc), pid: pid ?? null, health: pid ? await health(svc, svc.service) : 'STOPPED' });
+    services.push({
+      name: svc.name,
+      address: address(svc),
+      pid: pid ?? null,
+      health: pid ? await health(svc, svc.service) : 'STOPPED',
+    });
   }
   return { services };
 }
@@ -290,14 +317,17 @@ async function main() {
   } else if (command === 'status') {
     const r = await status();
     if (json) process.stdout.write(JSON.stringify(r) + '\n');
-    else for (const s of r.services) process.stdout.write(`${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid ?? '-').padEnd(7)} ${s.health}\n`);
+    else
+      for (const s of r.services)
+        process.stdout.write(`${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid ?? '-').padEnd(7)} ${s.health}\n`);
   } else {
     throw new StackError('usage: node scripts/stack.mjs <up [--detach]|down|status> [--json]');
   }
 }
 
 main().catch((err) => {
-  const message = err instanceof StackError || err instanceof runtime.KafkaRuntimeError ? err.message : err.stack || String(err);
+  const message =
+    err instanceof StackError || err instanceof runtime.KafkaRuntimeError ? err.message : err.stack || String(err);
   process.stderr.write(`stack: error: ${message}\n`);
   if (json) process.stdout.write(JSON.stringify({ ok: false, error: err.message }) + '\n');
   process.exit(1);

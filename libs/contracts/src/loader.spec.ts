@@ -139,7 +139,9 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
     const bytes = ledger.VerifyIntegrityResponse.encode(report).finish();
 
     // When the runtime loader deserializes it
-    const received = method(loadService(grpcServices.ledger), 'VerifyIntegrity').responseDeserialize(Buffer.from(bytes));
+    const received = method(loadService(grpcServices.ledger), 'VerifyIntegrity').responseDeserialize(
+      Buffer.from(bytes),
+    );
 
     // Then the enum is its number, 64-bit values are strings, and the empty detail is present
     expect(received).toMatchObject({
@@ -204,7 +206,11 @@ describe('an event body round trip through the generated codec', () => {
 describe('timestamps', () => {
   it.each([
     ['an instant after 1970', '2001-09-09T01:46:40.123Z', { seconds: '1000000000', nanos: 123_000_000 }],
-    ['an instant before 1970, with non-negative nanos', '1969-12-31T23:59:59.250Z', { seconds: '-1', nanos: 250_000_000 }],
+    [
+      'an instant before 1970, with non-negative nanos',
+      '1969-12-31T23:59:59.250Z',
+      { seconds: '-1', nanos: 250_000_000 },
+    ],
   ])('converts %s both ways', (_name, iso, timestamp) => {
     expect(toTimestamp(new Date(iso))).toEqual(timestamp);
     expect(fromTimestamp(timestamp).toISOString()).toBe(iso);

@@ -38,7 +38,11 @@ function contract(packageName: string, serviceName: string, file: string): GrpcS
 export const grpcServices = {
   build: contract('rebootless.builder.v1', BUILD_SERVICE_NAME, 'rebootless/builder/v1/builder.proto'),
   rollout: contract('rebootless.dispatcher.v1', ROLLOUT_SERVICE_NAME, 'rebootless/dispatcher/v1/rollout.proto'),
-  agentGateway: contract('rebootless.dispatcher.v1', AGENT_GATEWAY_SERVICE_NAME, 'rebootless/dispatcher/v1/agent_gateway.proto'),
+  agentGateway: contract(
+    'rebootless.dispatcher.v1',
+    AGENT_GATEWAY_SERVICE_NAME,
+    'rebootless/dispatcher/v1/agent_gateway.proto',
+  ),
   agentControl: contract('rebootless.agent.v1', AGENT_CONTROL_SERVICE_NAME, 'rebootless/agent/v1/agent_control.proto'),
   ledger: contract('rebootless.ledger.v1', LEDGER_SERVICE_NAME, 'rebootless/ledger/v1/ledger.proto'),
 } as const satisfies Record<string, GrpcServiceContract>;

@@ -62,50 +62,57 @@ function fullPayload(type: EventType): EventPayload {
 describe('encoding events for the chain', () => {
   const key = generateSigningKey();
 
-  it.each(Object.keys(EVENT_TYPES) as EventType[])('writes a %s body that decodes, and encodes, exactly as the generated code', (type) => {
-    // Given drafts of this type: every field set, then the fewest fields
-    const payload = fullPayload(type);
-    const drafts: EventDraft[] = [
-      {
-        stream: `host/h-ü-${'s'.repeat(200)}`,
-        payload,
-        actor: { kind: events.ActorKind.ACTOR_KIND_HOST, id: 'h1 ✓', origin: '10.0.0.1' },
-        correlationId: 'rollout-1',
-        causationId: 'cmd-9',
-        occurredAt: new Date('1969-07-20T20:17:40.123Z'),
-        eventId: 'e-1',
-      },
-      { stream: 's', payload },
-      { stream: 's', payload, actor: { kind: events.ActorKind.ACTOR_KIND_UNSPECIFIED, id: '', origin: '' } },
-    ];
-    const head = startEpoch(`agent/${'p'.repeat(130)}`, 0xffffffff);
-    const { events: written } = appendToChain({ ...head, seq: 2 ** 40 }, drafts, key, () => 1_700_000_000_456);
+  it.each(Object.keys(EVENT_TYPES) as EventType[])(
+    'writes a %s body that decodes, and encodes, exactly as the generated code',
+    (type) => {
+      // Given drafts of this type: every field set, then the fewest fields
+      const payload = fullPayload(type);
+      const drafts: EventDraft[] = [
+        {
+          stream: `host/h-ü-${'s'.repeat(200)}`,
+          payload,
+          actor: { kind: events.ActorKind.ACTOR_KIND_HOST, id: 'h1 ✓', origin: '10.0.0.1' },
+          correlationId: 'rollout-1',
+          causationId: 'cmd-9',
+          occurredAt: new Date('1969-07-20T20:17:40.123Z'),
+          eventId: 'e-1',
+        },
+        { stream: 's', payload },
+        { stream: 's', payload, actor: { kind: events.ActorKind.ACTOR_KIND_UNSPECIFIED, id: '', origin: '' } },
+      ];
+      const head = startEpoch(`agent/${'p'.repeat(130)}`, 0xffffffff);
+      const { events: written } = appendToChain({ ...head, seq: 2 ** 40 }, drafts, key, () => 1_700_000_000_456);
 
-    let prevHash: Uint8Array = head.hash;
-    written.forEach((e, i) => {
-      const draft = drafts[i]!;
-      // When the generated code encodes the same event
-      const expected = events.EventBody.encode({
-        eventId: draft.eventId ?? e.eventId,
-        type,
-        stream: draft.stream,
-        occurredAt: toTimestamp(draft.occurredAt?.getTime() ?? 1_700_000_000_456),
-        actor: draft.actor,
-        correlationId: draft.correlationId ?? '',
-        causationId: draft.causationId ?? '',
-        producer: { producerId: head.producerId, epoch: head.epoch, seq: String(2 ** 40 + i + 1), prevHash },
-        ...payloadFields(payload),
-      }).finish();
-      // Then both decode to the same event, and the bytes are the same too
-      const { body } = decodeEvent(e.envelope);
-      expect(body).toEqual(events.EventBody.decode(Buffer.from(expected)));
-      expect(Buffer.from(readEnvelope(e.envelope).body)).toEqual(Buffer.from(expected));
-      prevHash = e.hash;
-    });
-  });
+      let prevHash: Uint8Array = head.hash;
+      written.forEach((e, i) => {
+        const draft = drafts[i]!;
+        // When the generated code encodes the same event
+        const expected = events.EventBody.encode({
+          eventId: draft.eventId ?? e.eventId,
+          type,
+          stream: draft.stream,
+          occurredAt: toTimestamp(draft.occurredAt?.getTime() ?? 1_700_000_000_456),
+          actor: draft.actor,
+          correlationId: draft.correlationId ?? '',
+          causationId: draft.causationId ?? '',
+          producer: { producerId: head.producerId, epoch: head.epoch, seq: String(2 ** 40 + i + 1), prevHash },
+          ...payloadFields(payload),
+        }).finish();
+        // Then both decode to the same event, and the bytes are the same too
+        const { body } = decodeEvent(e.envelope);
+        expect(body).toEqual(events.EventBody.decode(Buffer.from(expected)));
+        expect(Buffer.from(readEnvelope(e.envelope).body)).toEqual(Buffer.from(expected));
+        prevHash = e.hash;
+      });
+    },
+  );
 
   it('hands out envelopes and hashes that stay put when the next batch is written', () => {
-    const first = appendToChain(startEpoch('x', 1), [fullPayload('ServiceStarted')].map((payload) => ({ stream: 's', payload })), key);
+    const first = appendToChain(
+      startEpoch('x', 1),
+      [fullPayload('ServiceStarted')].map((payload) => ({ stream: 's', payload })),
+      key,
+    );
     const copy = Buffer.from(first.events[0]!.envelope);
     appendToChain(first.head, [{ stream: 's', payload: fullPayload('PatchApplied') }], key);
     expect(first.events[0]!.envelope).toEqual(copy);

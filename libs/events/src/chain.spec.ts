@@ -11,7 +11,12 @@ describe('appending events to a producer chain', () => {
     // Given a new epoch
     const head = startEpoch('builder', 1);
     // When three events are appended at once
-    const { events: written, head: after } = appendToChain(head, [epochStart(key), serviceStarted(1), serviceStarted(2)], key, () => 1_700_000_000_123);
+    const { events: written, head: after } = appendToChain(
+      head,
+      [epochStart(key), serviceStarted(1), serviceStarted(2)],
+      key,
+      () => 1_700_000_000_123,
+    );
     // Then they carry seq 1..3, each hash covers its predecessor's hash and its body
     expect(written.map((e) => e.seq)).toEqual([1, 2, 3]);
     let prev: Uint8Array = GENESIS_HASH;
@@ -29,7 +34,12 @@ describe('appending events to a producer chain', () => {
   });
 
   it('writes bodies that decode back to what the producer said', () => {
-    const { events: written } = appendToChain(startEpoch('ledger', 4), [serviceStarted(7)], key, () => 1_700_000_000_123);
+    const { events: written } = appendToChain(
+      startEpoch('ledger', 4),
+      [serviceStarted(7)],
+      key,
+      () => 1_700_000_000_123,
+    );
     const { body } = decodeEvent(written[0]!.envelope);
     expect(body.type).toBe('ServiceStarted');
     expect(body.serviceStarted).toMatchObject({ instance: 'i7', pid: 7 });
@@ -47,7 +57,9 @@ describe('appending events to a producer chain', () => {
   });
 
   it('refuses an event without a stream and an epoch out of range', () => {
-    expect(() => appendToChain(startEpoch('x', 1), [{ ...serviceStarted(1), stream: '' }], key)).toThrow('event 0 (ServiceStarted) has no stream');
+    expect(() => appendToChain(startEpoch('x', 1), [{ ...serviceStarted(1), stream: '' }], key)).toThrow(
+      'event 0 (ServiceStarted) has no stream',
+    );
     expect(() => startEpoch('x', 0)).toThrow('epoch must be an integer from 1');
     expect(() => startEpoch('', 1)).toThrow('producerId must not be empty');
   });

@@ -73,7 +73,8 @@ export function appendToChain(
   now: () => number = Date.now,
 ): { events: ChainedEvent[]; head: ChainHead } {
   drafts.forEach((draft, i) => {
-    if (!isEventType(draft.payload.type)) throw new Error(`event ${i} has an unknown type ${String(draft.payload.type)}`);
+    if (!isEventType(draft.payload.type))
+      throw new Error(`event ${i} has an unknown type ${String(draft.payload.type)}`);
     if (!draft.stream) throw new Error(`event ${i} (${draft.payload.type}) has no stream`);
   });
   const payloads = encodePayloads(drafts);
@@ -104,7 +105,8 @@ export function appendToChain(
     // Envelope { body = 1; hash = 2; signature = 3 }, whole in one buffer. When the batch's
     // buffer is full the rest go to a new one: envelopes already handed out stay as they are.
     const bodyLen = scratch.pos - bodyStart;
-    const size = 1 + varintSize(bodyLen) + bodyLen + 2 + 32 + (sealed ? 1 + varintSize(signature.length) + signature.length : 0);
+    const size =
+      1 + varintSize(bodyLen) + bodyLen + 2 + 32 + (sealed ? 1 + varintSize(signature.length) + signature.length : 0);
     if (out.pos + size > out.buf.length) out = new ProtoWriter(size * (drafts.length - i) + 128);
     const start = out.pos;
     out.tag(1, 2);

@@ -38,6 +38,8 @@ describe('the event type registry', () => {
     const body = root.lookupType('rebootless.events.v1.EventBody');
     const declared = body.oneofs['payload']!.fieldsArray.map((f) => ({ field: f.name, number: f.id }));
     // Then the registry lists exactly those, so no event type can go unverified
-    expect(Object.values(EVENT_TYPES).sort((a, b) => a.number - b.number)).toEqual(declared.sort((a, b) => a.number - b.number));
+    expect(Object.values(EVENT_TYPES).sort((a, b) => a.number - b.number)).toEqual(
+      declared.sort((a, b) => a.number - b.number),
+    );
   });
 });

@@ -66,7 +66,10 @@ interface PayloadCodec<T> {
 const PAYLOAD_CODECS: { readonly [T in EventType]: PayloadCodec<PayloadOf<T>> } = events;
 
 /** Appends the payload as its EventBody oneof field (tag, length, message) with the generated encoder. */
-export function encodePayloadField<T extends EventType>(payload: { type: T; data: PayloadOf<T> }, writer: BinaryWriter): void {
+export function encodePayloadField<T extends EventType>(
+  payload: { type: T; data: PayloadOf<T> },
+  writer: BinaryWriter,
+): void {
   const { number } = EVENT_TYPES[payload.type];
   PAYLOAD_CODECS[payload.type].encode(payload.data, writer.uint32(number * 8 + 2).fork()).join();
 }

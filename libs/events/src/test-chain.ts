@@ -8,7 +8,12 @@ export function epochStart(key: SigningKey): EventDraft {
     stream: 'producer/test',
     payload: {
       type: 'ChainEpochStarted',
-      data: { publicKey: key.rawPublicKey, previousEpoch: 0, reason: events.EpochReason.EPOCH_REASON_FIRST_START, detail: '' },
+      data: {
+        publicKey: key.rawPublicKey,
+        previousEpoch: 0,
+        reason: events.EpochReason.EPOCH_REASON_FIRST_START,
+        detail: '',
+      },
     },
   };
 }
@@ -24,7 +29,13 @@ export function serviceStarted(n: number): EventDraft {
 }
 
 /** A chain of `count` events (epoch start included), written in batches of `batch`. */
-export function writeChain(key: SigningKey, producerId: string, count: number, batch: number, epoch = 1): ChainedEvent[] {
+export function writeChain(
+  key: SigningKey,
+  producerId: string,
+  count: number,
+  batch: number,
+  epoch = 1,
+): ChainedEvent[] {
   let head: ChainHead = startEpoch(producerId, epoch);
   const out: ChainedEvent[] = [];
   const drafts = [epochStart(key), ...Array.from({ length: count - 1 }, (_, i) => serviceStarted(i))];

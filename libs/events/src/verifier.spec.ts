@@ -10,7 +10,9 @@ const trust = new StaticKeyTrust().vouch('builder', key.rawPublicKey);
 /** Feeds events as records, all in one partition unless `partitionOf` says otherwise. */
 function verify(records: (ChainedEvent | Uint8Array)[], partitionOf: (i: number) => number = () => 0, t = trust) {
   const v = new ChainVerifier(t);
-  records.forEach((r, i) => v.ingest(r instanceof Uint8Array ? r : r.envelope, { partition: partitionOf(i), offset: String(i) }));
+  records.forEach((r, i) =>
+    v.ingest(r instanceof Uint8Array ? r : r.envelope, { partition: partitionOf(i), offset: String(i) }),
+  );
   return v.finish();
 }
 
@@ -42,7 +44,14 @@ describe('ChainVerifier', () => {
     it('names the missing seq and where the chain resumes', () => {
       const report = verify(chain.filter((e) => e.seq !== 11)); // the event right after a seal
       expect(report.findings).toEqual([
-        expect.objectContaining({ kind: 'gap', producerId: 'builder', epoch: 1, seq: 11, toSeq: 11, position: { partition: 0, offset: '10' } }),
+        expect.objectContaining({
+          kind: 'gap',
+          producerId: 'builder',
+          epoch: 1,
+          seq: 11,
+          toSeq: 11,
+          position: { partition: 0, offset: '10' },
+        }),
       ]);
       expect(report.findings[0]!.detail).toBe(
         'builder epoch 1: seq 11 is missing after seq 10 at partition 0 offset 9; the chain resumes with seq 12 at partition 0 offset 10',
@@ -63,14 +72,20 @@ describe('ChainVerifier', () => {
       target[target.indexOf('i23') + 2] = '9'.charCodeAt(0); // the payload's instance "i23" becomes "i29"
       tampered[24] = target;
       const report = verify(tampered);
-      expect(report.findings).toEqual([expect.objectContaining({ kind: 'altered-body', seq: 25, position: { partition: 0, offset: '24' } })]);
+      expect(report.findings).toEqual([
+        expect.objectContaining({ kind: 'altered-body', seq: 25, position: { partition: 0, offset: '24' } }),
+      ]);
     });
 
     it('reports a bad seal when the forger also rewrote the hashes', () => {
       // Given a forger who re-hashed a rewritten event and everything after it, without the key
       const forger = generateSigningKey();
       const base = writeChain(key, 'builder', 20, 10);
-      const forged = appendToChain({ producerId: 'builder', epoch: 1, seq: 15, hash: base[14]!.hash }, Array.from({ length: 5 }, (_, i) => serviceStarted(100 + i)), forger);
+      const forged = appendToChain(
+        { producerId: 'builder', epoch: 1, seq: 15, hash: base[14]!.hash },
+        Array.from({ length: 5 }, (_, i) => serviceStarted(100 + i)),
+        forger,
+      );
       const report = verify([...base.slice(0, 15), ...forged.events]);
       expect(kinds(report.findings)).toEqual(['bad-signature', 'unsealed']);
       expect(report.findings[0]).toMatchObject({ seq: 20 });
@@ -99,7 +114,9 @@ describe('ChainVerifier', () => {
       const swapped = [...chain];
       [swapped[20], swapped[21]] = [swapped[21]!, swapped[20]!];
       const report = verify(swapped);
-      expect(report.findings).toEqual([expect.objectContaining({ kind: 'reorder', seq: 21, position: { partition: 0, offset: '21' } })]);
+      expect(report.findings).toEqual([
+        expect.objectContaining({ kind: 'reorder', seq: 21, position: { partition: 0, offset: '21' } }),
+      ]);
       expect(report.chains[0]).toMatchObject({ lastSeq: 40, sealed: 40 });
     });
   });
@@ -107,7 +124,9 @@ describe('ChainVerifier', () => {
   describe('when the producer key is not vouched for', () => {
     it('reports the epoch once, naming the key', () => {
       const report = verify(chain, () => 0, new StaticKeyTrust());
-      expect(report.findings).toEqual([expect.objectContaining({ kind: 'unknown-producer-key', producerId: 'builder', epoch: 1 })]);
+      expect(report.findings).toEqual([
+        expect.objectContaining({ kind: 'unknown-producer-key', producerId: 'builder', epoch: 1 }),
+      ]);
       expect(report.findings[0]!.detail).toContain(key.rawPublicKey.toString('hex').slice(0, 16));
     });
   });
@@ -116,7 +135,11 @@ describe('ChainVerifier', () => {
     it('names the type, and keeps verifying the chain through it', () => {
       // Given an event from a newer producer, of a type this build has never heard of
       const body = events.EventBody.encode({
-        eventId: 'e41', type: 'KernelPanicked', stream: 'producer/test', correlationId: '', causationId: '',
+        eventId: 'e41',
+        type: 'KernelPanicked',
+        stream: 'producer/test',
+        correlationId: '',
+        causationId: '',
         producer: { producerId: 'builder', epoch: 1, seq: '41', prevHash: chain[39]!.hash },
       }).finish();
       const hash = chainHash(chain[39]!.hash, body);
@@ -131,7 +154,9 @@ describe('ChainVerifier', () => {
   describe('when a record is not an envelope at all', () => {
     it('reports it as undecodable and carries on', () => {
       const report = verify([...chain.slice(0, 10), Buffer.from('not protobuf \xff\xff\xff'), ...chain.slice(10)]);
-      expect(report.findings).toEqual([expect.objectContaining({ kind: 'undecodable', position: { partition: 0, offset: '10' } })]);
+      expect(report.findings).toEqual([
+        expect.objectContaining({ kind: 'undecodable', position: { partition: 0, offset: '10' } }),
+      ]);
     });
   });
 
@@ -145,13 +170,31 @@ describe('ChainVerifier', () => {
 
   describe('when the producer starts a new epoch after losing its state', () => {
     it('verifies both epochs as separate chains', () => {
-      const lost = appendToChain(startEpoch('builder', 2), [
-        { ...epochStart(key), payload: { type: 'ChainEpochStarted', data: { publicKey: key.rawPublicKey, previousEpoch: 1, reason: events.EpochReason.EPOCH_REASON_STATE_LOST, detail: '' } } },
-        serviceStarted(1),
-      ], key);
+      const lost = appendToChain(
+        startEpoch('builder', 2),
+        [
+          {
+            ...epochStart(key),
+            payload: {
+              type: 'ChainEpochStarted',
+              data: {
+                publicKey: key.rawPublicKey,
+                previousEpoch: 1,
+                reason: events.EpochReason.EPOCH_REASON_STATE_LOST,
+                detail: '',
+              },
+            },
+          },
+          serviceStarted(1),
+        ],
+        key,
+      );
       const report = verify([...chain, ...lost.events]);
       expect(report.findings).toEqual([]);
-      expect(report.chains.map((c) => [c.epoch, c.lastSeq])).toEqual([[1, 40], [2, 2]]);
+      expect(report.chains.map((c) => [c.epoch, c.lastSeq])).toEqual([
+        [1, 40],
+        [2, 2],
+      ]);
     });
   });
 

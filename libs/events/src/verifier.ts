@@ -170,11 +170,20 @@ class SeenRing {
   get(seq: number): Seen | undefined {
     const i = seq % this.seqs.length;
     if (this.seqs[i] !== seq) return undefined;
-    return { hash: this.hashes.subarray(i * 32, i * 32 + this.hashLengths[i]!), pos: { partition: this.partitions[i]!, offset: this.offsets[i]! } };
+    return {
+      hash: this.hashes.subarray(i * 32, i * 32 + this.hashLengths[i]!),
+      pos: { partition: this.partitions[i]!, offset: this.offsets[i]! },
+    };
   }
 
   private grow(): void {
-    const old = { seqs: this.seqs, hashes: this.hashes, hashLengths: this.hashLengths, partitions: this.partitions, offsets: this.offsets };
+    const old = {
+      seqs: this.seqs,
+      hashes: this.hashes,
+      hashLengths: this.hashLengths,
+      partitions: this.partitions,
+      offsets: this.offsets,
+    };
     const size = old.seqs.length * 2;
     this.seqs = new Float64Array(size);
     this.hashes = Buffer.alloc(size * 32);
@@ -182,7 +191,11 @@ class SeenRing {
     this.partitions = new Int32Array(size);
     this.offsets = new Array<string>(size);
     old.seqs.forEach((seq, i) => {
-      if (seq > 0) this.add(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, { partition: old.partitions[i]!, offset: old.offsets[i]! });
+      if (seq > 0)
+        this.add(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, {
+          partition: old.partitions[i]!,
+          offset: old.offsets[i]!,
+        });
     });
   }
 }
@@ -272,9 +285,12 @@ interface ChainTrack {
 const SEEN_WINDOW = 65_536;
 
 /** Each payload field number's type name, as its bytes, to check a record's type without decoding it. */
-const TYPE_NAMES = new Map<number, Buffer>(Object.entries(EVENT_TYPES).map(([type, { number }]) => [number, Buffer.from(type)]));
+const TYPE_NAMES = new Map<number, Buffer>(
+  Object.entries(EVENT_TYPES).map(([type, { number }]) => [number, Buffer.from(type)]),
+);
 
-const at = (p: RecordPosition | undefined): string => (p ? `partition ${p.partition} offset ${p.offset}` : 'unknown position');
+const at = (p: RecordPosition | undefined): string =>
+  p ? `partition ${p.partition} offset ${p.offset}` : 'unknown position';
 
 /**
  * Verifies producers' hash chains as records arrive, in any interleaving of partitions
@@ -308,7 +324,11 @@ export class ChainVerifier {
       }
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
-      this.report({ kind: 'undecodable', position: pos, detail: `record at ${at(pos)} is not an event envelope: ${err.message}` });
+      this.report({
+        kind: 'undecodable',
+        position: pos,
+        detail: `record at ${at(pos)} is not an event envelope: ${err.message}`,
+      });
       return this.findings.slice(before);
     }
     const t = this.track(bytes, l);
@@ -389,12 +409,21 @@ export class ChainVerifier {
       : payloadField === 0
         ? `type ${type} carries no payload`
         : `type ${type} carries the payload of field ${payloadField}, not ${expected}`;
-    this.report({ kind: 'unknown-event-type', ...where(t, a), position: a.pos, detail: `${who(t, a)} at ${at(a.pos)}: ${why}` });
+    this.report({
+      kind: 'unknown-event-type',
+      ...where(t, a),
+      position: a.pos,
+      detail: `${who(t, a)} at ${at(a.pos)}: ${why}`,
+    });
   }
 
   private track(bytes: Buffer, l: EnvelopeLayout): ChainTrack {
     const last = this.lastTrack;
-    if (last && last.epoch === l.epoch && rangesEqual(bytes, l.producerIdStart, l.producerIdEnd, last.producerIdBytes, 0, last.producerIdBytes.length)) {
+    if (
+      last &&
+      last.epoch === l.epoch &&
+      rangesEqual(bytes, l.producerIdStart, l.producerIdEnd, last.producerIdBytes, 0, last.producerIdBytes.length)
+    ) {
       return last;
     }
     const producerId = textAt(bytes, l.producerIdStart, l.producerIdEnd);
@@ -425,7 +454,8 @@ export class ChainVerifier {
   private place(t: ChainTrack, a: Arrival): void {
     const { seq } = a;
     const waiting = t.pending.get(seq);
-    const earlier: Seen | undefined = seq < t.next ? t.seen.get(seq) : waiting && { hash: waiting.hash, pos: waiting.pos };
+    const earlier: Seen | undefined =
+      seq < t.next ? t.seen.get(seq) : waiting && { hash: waiting.hash, pos: waiting.pos };
     if (earlier || seq < t.next) {
       const same = earlier ? sameBytes(earlier.hash, a.hash) : undefined;
       this.report({
@@ -577,7 +607,14 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Whether a[aStart, aEnd) and b[bStart, bEnd) hold the same bytes, compared in place (no views). */
-function rangesEqual(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): boolean {
+function rangesEqual(
+  a: Uint8Array,
+  aStart: number,
+  aEnd: number,
+  b: Uint8Array,
+  bStart: number,
+  bEnd: number,
+): boolean {
   if (aEnd - aStart !== bEnd - bStart) return false;
   for (let i = 0; i < aEnd - aStart; i++) {
     if (a[aStart + i] !== b[bStart + i]) return false;
@@ -588,7 +625,8 @@ function rangesEqual(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array,
 /** Whether the prev_hash of `a` is what the chain expects (anything, right after a gap). */
 function linksTo(to: ChainTrack['linkTo'], a: Arrival): boolean {
   if (to === null) return true;
-  if (to === 'genesis') return rangesEqual(a.bytes, a.prevHashStart, a.prevHashEnd, GENESIS_HASH, 0, GENESIS_HASH.length);
+  if (to === 'genesis')
+    return rangesEqual(a.bytes, a.prevHashStart, a.prevHashEnd, GENESIS_HASH, 0, GENESIS_HASH.length);
   return rangesEqual(to.bytes, to.hashStart, to.hashEnd, a.bytes, a.prevHashStart, a.prevHashEnd);
 }
 

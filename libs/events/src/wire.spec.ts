@@ -7,7 +7,14 @@ describe('reading an envelope off the wire', () => {
 
   it('finds the chain position without decoding the payload', () => {
     const v = readEnvelope(event!.envelope);
-    expect(v).toMatchObject({ producerId: 'agent/h1', epoch: 1, seq: 1, type: 'ChainEpochStarted', payloadField: 100, stream: 'producer/test' });
+    expect(v).toMatchObject({
+      producerId: 'agent/h1',
+      epoch: 1,
+      seq: 1,
+      type: 'ChainEpochStarted',
+      payloadField: 100,
+      stream: 'producer/test',
+    });
     expect(v.hash).toHaveLength(32);
     expect(v.signature).toHaveLength(64);
   });

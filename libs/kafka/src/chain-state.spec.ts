@@ -7,12 +7,23 @@ import { ChainStateFile, PendingBatch } from './chain-state';
 const key = generateSigningKey();
 const drift = (n: number): EventDraft => ({
   stream: `host/h${n % 3}`,
-  payload: { type: 'DriftDetected', data: { hostId: `h${n % 3}`, kind: 'test', detail: `n=${n}`, expected: [], observed: [] } },
+  payload: {
+    type: 'DriftDetected',
+    data: { hostId: `h${n % 3}`, kind: 'test', detail: `n=${n}`, expected: [], observed: [] },
+  },
 });
 
 function pendingAfter(head: ChainHead, count: number, at = 1_700_000_000_000): PendingBatch {
-  const { events } = appendToChain(head, Array.from({ length: count }, (_, i) => drift(i)), key);
-  return { at, before: { seq: head.seq, hash: head.hash.toString('hex') }, records: events.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })) };
+  const { events } = appendToChain(
+    head,
+    Array.from({ length: count }, (_, i) => drift(i)),
+    key,
+  );
+  return {
+    at,
+    before: { seq: head.seq, hash: head.hash.toString('hex') },
+    records: events.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
+  };
 }
 
 describe('the chain state file', () => {
@@ -31,30 +42,49 @@ describe('the chain state file', () => {
     file.save(head, pending);
     const loaded = file.load()!;
     expect(loaded.head).toEqual(head);
-    expect(loaded.pending).toEqual({ ...pending, records: pending.records.map((r) => ({ ...r, value: Buffer.from(r.value) })) });
+    expect(loaded.pending).toEqual({
+      ...pending,
+      records: pending.records.map((r) => ({ ...r, value: Buffer.from(r.value) })),
+    });
   });
 
   it('reads a file written in the first format, which listed each record', () => {
     const pending = pendingAfter(head, 2);
     const json = Buffer.from(
       JSON.stringify({
-        version: 1, producerId: 'builder', epoch: head.epoch, seq: head.seq, hash: head.hash.toString('hex'),
-        pending: { at: pending.at, before: pending.before, records: pending.records.map((r) => ({ seq: r.seq, key: r.key, bytes: r.value.length })) },
+        version: 1,
+        producerId: 'builder',
+        epoch: head.epoch,
+        seq: head.seq,
+        hash: head.hash.toString('hex'),
+        pending: {
+          at: pending.at,
+          before: pending.before,
+          records: pending.records.map((r) => ({ seq: r.seq, key: r.key, bytes: r.value.length })),
+        },
       }),
     );
     const len = Buffer.alloc(4);
     len.writeUInt32BE(json.length);
     fs.writeFileSync(file.statePath, Buffer.concat([len, json, ...pending.records.map((r) => r.value)]));
-    expect(file.load()!.pending!.records.map((r) => [r.seq, r.key, r.value.length])).toEqual(pending.records.map((r) => [r.seq, r.key, r.value.length]));
+    expect(file.load()!.pending!.records.map((r) => [r.seq, r.key, r.value.length])).toEqual(
+      pending.records.map((r) => [r.seq, r.key, r.value.length]),
+    );
   });
 
   it('says so when a pending record is not an envelope', () => {
-    file.save(head, { at: 1, before: { seq: 3, hash: '' }, records: [{ seq: 4, key: 'k', value: Buffer.from([0xff, 0xff]) }] });
+    file.save(head, {
+      at: 1,
+      before: { seq: 3, hash: '' },
+      records: [{ seq: 4, key: 'k', value: Buffer.from([0xff, 0xff]) }],
+    });
     expect(() => file.load()).toThrow(/unreadable \(a pending record is not an envelope/);
   });
 
   it('writes in the background in call order, so the file ends with the last state', async () => {
-    const saves = [1, 2, 3].map((n) => file.saveAsync({ ...head, seq: head.seq + n }, pendingAfter({ ...head, seq: head.seq + n }, n)));
+    const saves = [1, 2, 3].map((n) =>
+      file.saveAsync({ ...head, seq: head.seq + n }, pendingAfter({ ...head, seq: head.seq + n }, n)),
+    );
     // While they are under way, a blocking save would race them for the file
     expect(() => file.save(head)).toThrow('while saveAsync() writes are under way');
     await Promise.all(saves);

@@ -1,7 +1,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ChainHead, EnvelopeView, SigningKey, generateSigningKey, readEnvelope, signingKeyFromPem, signingKeyToPem } from '@rebootless/events';
+import {
+  ChainHead,
+  EnvelopeView,
+  SigningKey,
+  generateSigningKey,
+  readEnvelope,
+  signingKeyFromPem,
+  signingKeyToPem,
+} from '@rebootless/events';
 
 /** Records sent but not yet known to be in the log (the write-ahead part of the state). */
 export interface PendingBatch {
@@ -80,8 +88,15 @@ export class ChainStateFile {
     } catch (err) {
       throw broken((err as Error).message);
     }
-    if (![1, 2].includes(s.version) || s.producerId !== this.producerId || !Number.isInteger(s.epoch) || !Number.isInteger(s.seq)) {
-      throw new Error(`chain state ${this.statePath} does not belong to producer ${this.producerId} or has an unknown format`);
+    if (
+      ![1, 2].includes(s.version) ||
+      s.producerId !== this.producerId ||
+      !Number.isInteger(s.epoch) ||
+      !Number.isInteger(s.seq)
+    ) {
+      throw new Error(
+        `chain state ${this.statePath} does not belong to producer ${this.producerId} or has an unknown format`,
+      );
     }
     const head = { producerId: s.producerId, epoch: s.epoch, seq: s.seq, hash: Buffer.from(s.hash, 'hex') };
     if (!s.pending) return { head };
@@ -110,7 +125,8 @@ export class ChainStateFile {
   }
 
   save(head: ChainHead, pending?: PendingBatch): void {
-    if (this.writesUnderWay > 0) throw new Error(`chain state ${this.statePath}: save() while saveAsync() writes are under way`);
+    if (this.writesUnderWay > 0)
+      throw new Error(`chain state ${this.statePath}: save() while saveAsync() writes are under way`);
     writeAtomic(this.statePath, encodeState(head, pending), 0o600);
   }
 
@@ -130,7 +146,13 @@ export class ChainStateFile {
 }
 
 function encodeState(head: ChainHead, pending?: PendingBatch): Buffer[] {
-  const s: StoredChain = { version: 2, producerId: head.producerId, epoch: head.epoch, seq: head.seq, hash: head.hash.toString('hex') };
+  const s: StoredChain = {
+    version: 2,
+    producerId: head.producerId,
+    epoch: head.epoch,
+    seq: head.seq,
+    hash: head.hash.toString('hex'),
+  };
   if (pending) {
     // Sizes only: every record's seq and key are in its envelope, and a list of numbers costs
     // a tenth of a list of objects to write, which is done before every send.
@@ -203,7 +225,8 @@ function coalesce(parts: Buffer[]): Buffer[] {
   while (i < parts.length) {
     const first = parts[i]!;
     let end = first.byteOffset + first.length;
-    for (i++; i < parts.length && parts[i]!.buffer === first.buffer && parts[i]!.byteOffset === end; i++) end += parts[i]!.length;
+    for (i++; i < parts.length && parts[i]!.buffer === first.buffer && parts[i]!.byteOffset === end; i++)
+      end += parts[i]!.length;
     out.push(Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset));
   }
   return out;

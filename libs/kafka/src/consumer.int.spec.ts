@@ -30,19 +30,36 @@ async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, what
 describe('the consumer runner', () => {
   it('commits a batch only after its handler succeeded, so a failed batch is delivered again', async () => {
     const topic = await freshEventsTopic('consumer', 1);
-    const pub = await EventPublisher.open({ kafka, producerId: 'builder', stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'consumer-')), topic });
+    const pub = await EventPublisher.open({
+      kafka,
+      producerId: 'builder',
+      stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'consumer-')),
+      topic,
+    });
     const publish = async (count: number) => {
       for (let i = 0; i < count; i += 20) {
-        await pub.publish(Array.from({ length: Math.min(20, count - i) }, (_, k) => ({
-          stream: 'build/b1',
-          payload: { type: 'BuildFailed' as const, data: { buildId: 'b1', kernelRelease: '6.1.0-56-cloud-amd64', stage: 'compile', diagnostics: [`n=${i + k}`], code: 'INTERNAL' } },
-        })));
+        await pub.publish(
+          Array.from({ length: Math.min(20, count - i) }, (_, k) => ({
+            stream: 'build/b1',
+            payload: {
+              type: 'BuildFailed' as const,
+              data: {
+                buildId: 'b1',
+                kernelRelease: '6.1.0-56-cloud-amd64',
+                stage: 'compile',
+                diagnostics: [`n=${i + k}`],
+                code: 'INTERNAL',
+              },
+            },
+          })),
+        );
       }
     };
     const groupId = `test-${randomUUID()}`;
     const admin = kafka.admin();
     await admin.connect();
-    const committed = async () => Number((await admin.fetchOffsets({ groupId, topics: [topic] }))[0]!.partitions[0]!.offset);
+    const committed = async () =>
+      Number((await admin.fetchOffsets({ groupId, topics: [topic] }))[0]!.partitions[0]!.offset);
 
     // Given a handler that makes records durable, and fails ("disk full") from offset 120 on
     const durable: string[] = [];
@@ -73,7 +90,12 @@ describe('the consumer runner', () => {
 
     // When the group runs again with a healthy handler
     const again: string[] = [];
-    const second = await runConsumer({ kafka, groupId, topic, handleBatch: async (records) => void records.forEach((r) => again.push(r.offset)) });
+    const second = await runConsumer({
+      kafka,
+      groupId,
+      topic,
+      handleBatch: async (records) => void records.forEach((r) => again.push(r.offset)),
+    });
     await until(() => again.includes('199'), 'the rest is delivered');
     await second.stop();
     await admin.disconnect();

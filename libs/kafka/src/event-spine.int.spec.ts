@@ -11,7 +11,10 @@ const kafka = testKafka('event-spine-test');
 function draft(producer: string, n: number) {
   return {
     stream: `host/${producer}-h${n % 50}`,
-    payload: { type: 'DriftDetected' as const, data: { hostId: `${producer}-h${n % 50}`, kind: 'test', detail: `event ${n}`, expected: [], observed: [] } },
+    payload: {
+      type: 'DriftDetected' as const,
+      data: { hostId: `${producer}-h${n % 50}`, kind: 'test', detail: `event ${n}`, expected: [], observed: [] },
+    },
   };
 }
 
@@ -35,7 +38,12 @@ describe('the event spine on a real broker', () => {
     const trust = new StaticKeyTrust();
     await Promise.all(
       producers.map(async (id) => {
-        const pub = await EventPublisher.open({ kafka, producerId: id, stateDir: path.join(dir, id.replace('/', '_')), topic });
+        const pub = await EventPublisher.open({
+          kafka,
+          producerId: id,
+          stateDir: path.join(dir, id.replace('/', '_')),
+          topic,
+        });
         trust.vouch(id, pub.key.rawPublicKey);
         const sends: Promise<unknown>[] = [];
         for (let i = 0; i < 9_999; i += 250) {
@@ -74,12 +82,21 @@ describe('the event spine on a real broker', () => {
         value.write('event 9999', at);
       }
       tampered.push({ partition: r.partition, key: r.key, value });
-      if (i === dupAt + 5) tampered.push({ partition: records[dupAt]!.partition, key: records[dupAt]!.key, value: records[dupAt]!.value! });
+      if (i === dupAt + 5)
+        tampered.push({
+          partition: records[dupAt]!.partition,
+          key: records[dupAt]!.key,
+          value: records[dupAt]!.value!,
+        });
     });
     const raw = kafka.producer();
     await raw.connect();
     for (let i = 0; i < tampered.length; i += 1000) {
-      await raw.send({ topic: copy, acks: -1, messages: tampered.slice(i, i + 1000).map((t) => ({ partition: t.partition, key: t.key, value: t.value })) });
+      await raw.send({
+        topic: copy,
+        acks: -1,
+        messages: tampered.slice(i, i + 1000).map((t) => ({ partition: t.partition, key: t.key, value: t.value })),
+      });
     }
     await raw.disconnect();
 
@@ -87,7 +104,9 @@ describe('the event spine on a real broker', () => {
     const copied = await readWholeTopic(kafka, copy);
     const findings = verifyRecords(copied, trust).findings;
     const placeOf = (producerId: string, seq: number, nth = 0) =>
-      copied.filter((r) => seqOf(r).producerId === producerId && seqOf(r).seq === seq).map((r) => ({ partition: r.partition, offset: r.offset }))[nth];
+      copied
+        .filter((r) => seqOf(r).producerId === producerId && seqOf(r).seq === seq)
+        .map((r) => ({ partition: r.partition, offset: r.offset }))[nth];
     const summary = (f: Finding) => ({ kind: f.kind, producerId: f.producerId, seq: f.seq, position: f.position });
     expect(findings.map(summary)).toEqual(
       expect.arrayContaining([
@@ -97,6 +116,8 @@ describe('the event spine on a real broker', () => {
       ]),
     );
     expect(findings).toHaveLength(3);
-    expect(findings.find((f) => f.kind === 'gap')!.detail).toMatch(/^agent\/host-a epoch \d+: seq 252 is missing after seq 251 at partition \d+ offset \d+; the chain resumes with seq 253/);
+    expect(findings.find((f) => f.kind === 'gap')!.detail).toMatch(
+      /^agent\/host-a epoch \d+: seq 252 is missing after seq 251 at partition \d+ offset \d+; the chain resumes with seq 253/,
+    );
   });
 });

@@ -46,7 +46,12 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
   let settle!: (err?: unknown) => void;
   const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
   const timer = setTimeout(
-    () => settle(new Error(`reading ${topic} took longer than ${opts.timeoutMs ?? 60_000} ms; partitions left: ${[...todo].join(', ')}`)),
+    () =>
+      settle(
+        new Error(
+          `reading ${topic} took longer than ${opts.timeoutMs ?? 60_000} ms; partitions left: ${[...todo].join(', ')}`,
+        ),
+      ),
     opts.timeoutMs ?? 60_000,
   );
   try {
@@ -66,7 +71,13 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
             break;
           }
           records += 1;
-          await opts.onRecord({ partition: p, offset: m.offset, key: m.key?.toString() ?? null, value: m.value, timestamp: ts });
+          await opts.onRecord({
+            partition: p,
+            offset: m.offset,
+            key: m.key?.toString() ?? null,
+            value: m.value,
+            timestamp: ts,
+          });
           resolveOffset(m.offset);
           if (BigInt(m.offset) + 1n >= end) todo.delete(p);
         }
@@ -114,16 +125,24 @@ async function dropGroup(kafka: Kafka, groupId: string): Promise<void> {
  * out a broker restart (`retries` lower for a quick yes/no, as at a service's start).
  */
 export function kafkaClient(brokers: string[], clientId: string, retries = 8): Kafka {
-  return new Kafka({ clientId, brokers, logLevel: logLevel.ERROR, logCreator: quietRetriables, retry: { retries, initialRetryTime: 200 } });
+  return new Kafka({
+    clientId,
+    brokers,
+    logLevel: logLevel.ERROR,
+    logCreator: quietRetriables,
+    retry: { retries, initialRetryTime: 200 },
+  });
 }
 
 // Errors kafkajs logs and then retries by itself, common right after a broker starts: noise.
 const RETRIABLE = /group coordinator is not available|leadership election|not the leader for that topic-partition/i;
 
-const quietRetriables: logCreator = () => ({ level, log }) => {
-  const { message, ...extra } = log;
-  if (RETRIABLE.test(String(extra['error'] ?? ''))) return;
-  const line = JSON.stringify({ level: logLevel[level], logger: 'kafkajs', message, ...extra });
-  if (level <= logLevel.ERROR) process.stderr.write(line + '\n');
-  else process.stdout.write(line + '\n');
-};
+const quietRetriables: logCreator =
+  () =>
+  ({ level, log }) => {
+    const { message, ...extra } = log;
+    if (RETRIABLE.test(String(extra['error'] ?? ''))) return;
+    const line = JSON.stringify({ level: logLevel[level], logger: 'kafkajs', message, ...extra });
+    if (level <= logLevel.ERROR) process.stderr.write(line + '\n');
+    else process.stdout.write(line + '\n');
+  };

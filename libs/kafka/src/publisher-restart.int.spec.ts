@@ -41,7 +41,9 @@ describe('a producer that is killed and restarted', () => {
     };
     let { report } = await verify();
     expect(report.findings).toEqual([]);
-    expect(report.chains).toEqual([expect.objectContaining({ producerId: 'dispatcher', lastSeq: reopened + 400, events: reopened + 400 })]);
+    expect(report.chains).toEqual([
+      expect.objectContaining({ producerId: 'dispatcher', lastSeq: reopened + 400, events: reopened + 400 }),
+    ]);
     const firstEpoch = report.chains[0]!.epoch;
 
     // When its state file is deleted (a new disk) and it starts again
@@ -59,10 +61,12 @@ describe('a producer that is killed and restarted', () => {
     const secondEpoch = report.chains.find((c) => c.epoch !== firstEpoch)!;
     expect(secondEpoch.epoch).toBeGreaterThan(firstEpoch);
     expect(secondEpoch.lastSeq).toBe(11);
-    const opening = after.records.map((r) => r.value!).find((v) => {
-      const e = readEnvelope(v);
-      return e.epoch === secondEpoch.epoch && e.seq === 1;
-    })!;
+    const opening = after.records
+      .map((r) => r.value!)
+      .find((v) => {
+        const e = readEnvelope(v);
+        return e.epoch === secondEpoch.epoch && e.seq === 1;
+      })!;
     const { body } = decodeEvent(opening);
     expect(body.type).toBe('ChainEpochStarted');
     expect(body.chainEpochStarted!.reason).toBe(events.EpochReason.EPOCH_REASON_STATE_LOST);

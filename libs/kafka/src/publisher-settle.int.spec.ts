@@ -10,7 +10,10 @@ const kafka = testKafka('publisher-settle-test');
 
 const drift = (n: number): EventDraft => ({
   stream: `host/h${n % 3}`,
-  payload: { type: 'DriftDetected', data: { hostId: `h${n % 3}`, kind: 'test', detail: `n=${n}`, expected: [], observed: [] } },
+  payload: {
+    type: 'DriftDetected',
+    data: { hostId: `h${n % 3}`, kind: 'test', detail: `n=${n}`, expected: [], observed: [] },
+  },
 });
 
 /**
@@ -38,7 +41,11 @@ async function crashMidSend(landed: (seq: number) => boolean) {
   await raw.connect();
   const arrived = batch.events.filter((e) => landed(e.seq));
   if (arrived.length > 0) {
-    await raw.send({ topic, acks: -1, messages: arrived.map((e) => ({ key: e.stream, value: Buffer.from(e.envelope), timestamp: String(at) })) });
+    await raw.send({
+      topic,
+      acks: -1,
+      messages: arrived.map((e) => ({ key: e.stream, value: Buffer.from(e.envelope), timestamp: String(at) })),
+    });
   }
   await raw.disconnect();
   return { topic, stateDir, key, before };

@@ -1,6 +1,14 @@
 import { CompressionTypes, Kafka, Producer } from 'kafkajs';
 import { events } from '@rebootless/contracts';
-import { ChainHead, ChainedEvent, EventDraft, SigningKey, appendToChain, readEnvelope, startEpoch } from '@rebootless/events';
+import {
+  ChainHead,
+  ChainedEvent,
+  EventDraft,
+  SigningKey,
+  appendToChain,
+  readEnvelope,
+  startEpoch,
+} from '@rebootless/events';
 import { ChainStateFile, PendingBatch } from './chain-state';
 import { readRange } from './log-reader';
 import { EVENTS_TOPIC } from './topic';
@@ -86,7 +94,9 @@ export class EventPublisher {
             publicKey: key.rawPublicKey,
             previousEpoch: 0,
             reason: created ? events.EpochReason.EPOCH_REASON_FIRST_START : events.EpochReason.EPOCH_REASON_STATE_LOST,
-            detail: created ? 'new producer key' : `chain state ${state.statePath} was missing; the previous epoch ends where the log shows it`,
+            detail: created
+              ? 'new producer key'
+              : `chain state ${state.statePath} was missing; the previous epoch ends where the log shows it`,
           },
         },
       });
@@ -142,7 +152,11 @@ export class EventPublisher {
     if (this.unsettled) await this.settle();
     if (drafts.length === 0) return { acknowledged: Promise.resolve([]) };
     const { events: written, head } = appendToChain(this.preparedHead, drafts, this.key, this.opts.now);
-    const batch = { at: this.opts.now(), records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })), head };
+    const batch = {
+      at: this.opts.now(),
+      records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
+      head,
+    };
     this.inflight.push(batch);
     this.preparedHead = head;
     // Written ahead: after a crash every unacknowledged batch is settled from the log, never
@@ -154,10 +168,15 @@ export class EventPublisher {
         await writtenAhead;
       } catch (err) {
         this.failure ??= err;
-        throw new PublishError(`seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: writing them ahead failed: ${(err as Error).message}`, err);
+        throw new PublishError(
+          `seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: writing them ahead failed: ${(err as Error).message}`,
+          err,
+        );
       }
       if (this.failure !== undefined) {
-        throw new PublishError(`seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: an earlier batch failed; the next publish settles them`);
+        throw new PublishError(
+          `seq ${written[0]!.seq} to ${head.seq} of ${this.opts.producerId} not sent: an earlier batch failed; the next publish settles them`,
+        );
       }
       try {
         await this.send(batch.records, batch.at);
@@ -219,7 +238,8 @@ export class EventPublisher {
         if (!r.value) return;
         try {
           const v = readEnvelope(r.value);
-          if (v.producerId === this.ackedHead.producerId && v.epoch === this.ackedHead.epoch && wanted.has(v.seq)) found.add(v.seq);
+          if (v.producerId === this.ackedHead.producerId && v.epoch === this.ackedHead.epoch && wanted.has(v.seq))
+            found.add(v.seq);
         } catch {
           // Not an envelope: someone else's problem; the verifier reports it.
         }
@@ -234,7 +254,9 @@ export class EventPublisher {
       if (missing.length > 0) {
         await this.send(missing, this.opts.now());
       }
-      this.opts.log(`${this.opts.producerId}: settled seq ${batch.records[0]!.seq}-${last.seq}: ${found.size} in the log, ${missing.length} re-sent`);
+      this.opts.log(
+        `${this.opts.producerId}: settled seq ${batch.records[0]!.seq}-${last.seq}: ${found.size} in the log, ${missing.length} re-sent`,
+      );
       this.ackedHead = { ...this.ackedHead, seq: last.seq, hash: Buffer.from(readEnvelope(last.value).hash) };
     }
     this.preparedHead = this.ackedHead;

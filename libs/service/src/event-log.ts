@@ -32,7 +32,9 @@ export async function openServiceEventLog(options: {
     await admin.connect();
     const topics = await admin.listTopics();
     if (!topics.includes(topic)) {
-      throw new EventLogUnavailable(`topic ${topic} (EVENTS_TOPIC) does not exist on ${where}: create it with "npm run kafka:topic"`);
+      throw new EventLogUnavailable(
+        `topic ${topic} (EVENTS_TOPIC) does not exist on ${where}: create it with "npm run kafka:topic"`,
+      );
     }
   } catch (error) {
     if (error instanceof EventLogUnavailable) throw error;
@@ -49,7 +51,11 @@ export async function openServiceEventLog(options: {
   });
 }
 
-export function serviceStarted(name: string, producerId: string, address: string): Parameters<EventPublisher['publish']>[0] {
+export function serviceStarted(
+  name: string,
+  producerId: string,
+  address: string,
+): Parameters<EventPublisher['publish']>[0] {
   return {
     stream: `producer/${producerId}`,
     actor: serviceActor(name),
@@ -67,7 +73,11 @@ export function serviceStarted(name: string, producerId: string, address: string
   };
 }
 
-export function serviceStopped(name: string, producerId: string, reason: string): Parameters<EventPublisher['publish']>[0] {
+export function serviceStopped(
+  name: string,
+  producerId: string,
+  reason: string,
+): Parameters<EventPublisher['publish']>[0] {
   return {
     stream: `producer/${producerId}`,
     actor: serviceActor(name),

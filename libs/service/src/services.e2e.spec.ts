@@ -279,15 +279,15 @@ describe.each(APPS)('the $name service', (app) => {
     const files = new ChainStateFile(join(dataDir, 'state', 'chain'), producerOf(app));
     const key = signingKeyFromPem(readFileSync(files.keyPath, 'utf8'));
     const all = await readWholeTopic(testKafka(), topic);
-    const records = all.filter(
-      (r) => decodeEvent(r.value!).body.producer?.producerId === producerOf(app),
-    );
+    const records = all.filter((r) => decodeEvent(r.value!).body.producer?.producerId === producerOf(app));
     const verifier = new ChainVerifier(new StaticKeyTrust().vouch(producerOf(app), key.rawPublicKey));
     records.forEach((r) => verifier.ingest(r.value, { partition: r.partition, offset: r.offset }));
     const report = verifier.finish();
 
     expect(report.findings).toEqual([]);
-    const bodies = records.map((r) => decodeEvent(r.value!).body).sort((a, b) => Number(a.producer!.seq) - Number(b.producer!.seq));
+    const bodies = records
+      .map((r) => decodeEvent(r.value!).body)
+      .sort((a, b) => Number(a.producer!.seq) - Number(b.producer!.seq));
     expect(bodies.map((b) => b.type)).toEqual(['ChainEpochStarted', 'ServiceStarted', 'ServiceStopped']);
     expect(bodies[1]!.serviceStarted).toMatchObject({ service: app.name, listenAddress: address });
     expect(bodies[2]!.serviceStopped).toMatchObject({ service: app.name, reason: 'SIGTERM' });
@@ -299,7 +299,10 @@ describe('a service whose event log is missing', () => {
   const app = APPS[0]!;
 
   it('exits 69 naming the topic when it does not exist', async () => {
-    const service = new ServiceProcess(app, { [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()), EVENTS_TOPIC: 'no.such.topic' });
+    const service = new ServiceProcess(app, {
+      [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()),
+      EVENTS_TOPIC: 'no.such.topic',
+    });
     const exit = await service.waitForExit(READY_TIMEOUT_MS);
 
     expect(exit.code).toBe(69);
@@ -308,7 +311,10 @@ describe('a service whose event log is missing', () => {
 
   it('exits 69 naming the brokers when Kafka cannot be reached', async () => {
     const nobody = await freePort();
-    const service = new ServiceProcess(app, { [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()), KAFKA_BROKERS: `127.0.0.1:${nobody}` });
+    const service = new ServiceProcess(app, {
+      [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()),
+      KAFKA_BROKERS: `127.0.0.1:${nobody}`,
+    });
     const exit = await service.waitForExit(READY_TIMEOUT_MS);
 
     expect(exit.code).toBe(69);

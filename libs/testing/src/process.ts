@@ -7,7 +7,8 @@ export const REPO_ROOT = path.resolve(__dirname, '../../..');
 /** Path of a built entry point; tells the reader to build first when it is missing. */
 export function builtEntry(relative: string): string {
   const file = path.join(REPO_ROOT, relative);
-  if (!fs.existsSync(file)) throw new Error(`${relative} is missing: run "npm run build" before the e2e and process tests`);
+  if (!fs.existsSync(file))
+    throw new Error(`${relative} is missing: run "npm run build" before the e2e and process tests`);
   return file;
 }
 
@@ -22,7 +23,10 @@ export interface RunningProcess {
 
 /** Starts a Node script as a real child process, with its output captured. */
 export function startNode(script: string, env: NodeJS.ProcessEnv, args: string[] = []): RunningProcess {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   const listeners = new Set<() => void>();
   const onData = (d: Buffer) => {
@@ -50,7 +54,11 @@ export function startNode(script: string, env: NodeJS.ProcessEnv, args: string[]
             resolve(m);
           } else if (child.exitCode !== null || child.signalCode !== null) {
             done();
-            reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) before printing ${pattern}; output:\n${out}`));
+            reject(
+              new Error(
+                `process exited (${child.exitCode ?? child.signalCode}) before printing ${pattern}; output:\n${out}`,
+              ),
+            );
           }
         };
         const timer = setTimeout(() => {

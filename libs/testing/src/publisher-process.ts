@@ -13,7 +13,13 @@ async function main(): Promise<void> {
   const batch = Number(process.env['BATCH'] ?? 50);
   const limit = Number(process.env['LIMIT'] ?? Infinity);
   const kafka = kafkaClient(kafkaBrokersFromEnv(), 'publisher-process');
-  const pub = await EventPublisher.open({ kafka, producerId, stateDir: env('STATE_DIR'), topic: env('TOPIC'), log: (l) => console.log(l) });
+  const pub = await EventPublisher.open({
+    kafka,
+    producerId,
+    stateDir: env('STATE_DIR'),
+    topic: env('TOPIC'),
+    log: (l) => console.log(l),
+  });
   console.log(`opened epoch ${pub.head.epoch} at seq ${pub.head.seq}`);
   let sent = 0;
   while (sent < limit) {
@@ -21,7 +27,10 @@ async function main(): Promise<void> {
     const written = await pub.publish(
       Array.from({ length: n }, (_, i) => ({
         stream: `host/h${(sent + i) % 7}`,
-        payload: { type: 'DriftDetected' as const, data: { hostId: `h${(sent + i) % 7}`, kind: 'test', detail: `n=${sent + i}`, expected: [], observed: [] } },
+        payload: {
+          type: 'DriftDetected' as const,
+          data: { hostId: `h${(sent + i) % 7}`, kind: 'test', detail: `n=${sent + i}`, expected: [], observed: [] },
+        },
       })),
     );
     sent += n;

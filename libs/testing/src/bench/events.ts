@@ -40,9 +40,16 @@ function drafts(round: number): EventDraft[] {
     payload: {
       type: 'PatchApplied',
       data: {
-        hostId: `h${i % 500}`, commandId: `c${i}`, patchId: 'cve-2024-1086-fix', version: '1.0.0',
-        moduleName: 'livepatch_cve_2024_1086', transitionMs: '1200', forced: false, replace: true,
-        functions: [{ object: 'vmlinux', name: 'nft_verdict_init', sympos: 0 }], stack: [],
+        hostId: `h${i % 500}`,
+        commandId: `c${i}`,
+        patchId: 'cve-2024-1086-fix',
+        version: '1.0.0',
+        moduleName: 'livepatch_cve_2024_1086',
+        transitionMs: '1200',
+        forced: false,
+        replace: true,
+        functions: [{ object: 'vmlinux', name: 'nft_verdict_init', sympos: 0 }],
+        stack: [],
       },
     },
   }));
@@ -99,7 +106,9 @@ async function consume(kafka: Kafka, t: string, verify?: { producerId: string; k
   const report = verifier?.finish();
   const ms = performance.now() - started;
   if (report && (report.findings.length > 0 || report.records !== EVENTS + 1)) {
-    throw new Error(`verification failed: ${report.records} records, findings: ${JSON.stringify(report.findings.slice(0, 3))}`);
+    throw new Error(
+      `verification failed: ${report.records} records, findings: ${JSON.stringify(report.findings.slice(0, 3))}`,
+    );
   }
   return { ms, records: report?.records ?? n };
 }
@@ -136,10 +145,14 @@ async function main() {
         raw = await publishRaw(kafka, brokers, round, scratch.values);
         env = await publishEnvelopes(kafka, brokers, round);
       }
-      say(`round ${round}: publish envelopes ${rate(EVENTS + 1, env.ms)}/s, raw ${rate(env.values.length, raw.ms)}/s; consuming`);
+      say(
+        `round ${round}: publish envelopes ${rate(EVENTS + 1, env.ms)}/s, raw ${rate(env.values.length, raw.ms)}/s; consuming`,
+      );
       const rawRead = await consume(kafka, raw.topic);
       const verified = await consume(kafka, env.topic, { producerId: env.producerId, key: env.key });
-      say(`round ${round}: consume+verify ${rate(verified.records, verified.ms)}/s, raw consume ${rate(rawRead.records, rawRead.ms)}/s`);
+      say(
+        `round ${round}: consume+verify ${rate(verified.records, verified.ms)}/s, raw consume ${rate(rawRead.records, rawRead.ms)}/s`,
+      );
       rounds.push({
         envelope_publish_eps: rate(EVENTS + 1, env.ms),
         raw_publish_eps: rate(env.values.length, raw.ms),
@@ -157,7 +170,15 @@ async function main() {
     bench: 'events',
     date: new Date().toISOString(),
     machine: machineFacts(),
-    settings: { events: EVENTS, batch: BATCH, inflight: INFLIGHT, rounds: ROUNDS, partitions: PARTITIONS, acks: 'all', idempotent: true },
+    settings: {
+      events: EVENTS,
+      batch: BATCH,
+      inflight: INFLIGHT,
+      rounds: ROUNDS,
+      partitions: PARTITIONS,
+      acks: 'all',
+      idempotent: true,
+    },
     publish,
     consume: consumeRates,
     publish_ratio: Math.round((publish.envelope_eps / publish.raw_kafkajs_eps) * 100) / 100,
