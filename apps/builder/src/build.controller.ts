@@ -1,8 +1,108 @@
-import { Controller } from '@nestjs/common';
+import { Controller, Inject, Logger } from '@nestjs/common';
+import type { Metadata, ServerUnaryCall } from '@grpc/grpc-js';
+import { Observable } from 'rxjs';
+import { builder, events } from '@rebootless/contracts';
+import { BuildCoordinator } from './build-coordinator';
+import { toRpcException } from './grpc-errors';
 
-/**
- * Serves rebootless.builder.v1.BuildService.
- * Its RPCs get handlers here as they are built; until then gRPC answers them UNIMPLEMENTED.
- */
+/** Who called: no identities yet (tokens come with TLS), so the caller's address is what is known. */
+function callerOf(call: { getPeer(): string } | undefined): events.Actor {
+  return { kind: events.ActorKind.ACTOR_KIND_USER, id: 'unauthenticated', origin: call?.getPeer() ?? '' };
+}
+
+/** Serves rebootless.builder.v1.BuildService: decoding, status mapping, streams; the work is the coordinator's. */
 @Controller()
-export class BuildController {}
+@builder.BuildServiceControllerMethods()
+export class BuildController implements builder.BuildServiceController {
+  private readonly logger = new Logger('BuildService');
+
+  constructor(@Inject(BuildCoordinator) private readonly builds: BuildCoordinator) {}
+
+  async submitBuild(
+    request: builder.SubmitBuildRequest,
+    _metadata?: Metadata,
+    call?: ServerUnaryCall<unknown, unknown>,
+  ): Promise<builder.SubmitBuildResponse> {
+    try {
+      return await this.builds.submit(request, callerOf(call));
+    } catch (error) {
+      throw toRpcException(error, 'SubmitBuild', this.logger);
+    }
+  }
+
+  watchBuild(request: builder.WatchBuildRequest): Observable<builder.WatchBuildResponse> {
+    return new Observable((subscriber) => {
+      try {
+        return this.builds.watch(request.buildId, {
+          next: (update) => subscriber.next(update),
+          complete: () => subscriber.complete(),
+        });
+      } catch (error) {
+        subscriber.error(toRpcException(error, 'WatchBuild', this.logger));
+        return undefined;
+      }
+    });
+  }
+
+  getBuild(request: builder.GetBuildRequest): builder.GetBuildResponse {
+    try {
+      return { build: this.builds.get(request.buildId) };
+    } catch (error) {
+      throw toRpcException(error, 'GetBuild', this.logger);
+    }
+  }
+
+  listBuilds(request: builder.ListBuildsRequest): builder.ListBuildsResponse {
+    try {
+      return this.builds.list(request);
+    } catch (error) {
+      throw toRpcException(error, 'ListBuilds', this.logger);
+    }
+  }
+
+  async cancelBuild(
+    request: builder.CancelBuildRequest,
+    _metadata?: Metadata,
+    call?: ServerUnaryCall<unknown, unknown>,
+  ): Promise<builder.CancelBuildResponse> {
+    try {
+      return { build: await this.builds.cancel(request.buildId, request.reason, callerOf(call)) };
+    } catch (error) {
+      throw toRpcException(error, 'CancelBuild', this.logger);
+    }
+  }
+
+  async retractPatch(request: builder.RetractPatchRequest): Promise<builder.RetractPatchResponse> {
+    try {
+      await this.builds.retract(request);
+      return {};
+    } catch (error) {
+      throw toRpcException(error, 'RetractPatch', this.logger);
+    }
+  }
+
+  /**
+   * The header (manifest bytes exactly as signed, and the signature) first, then the module in
+   * chunks. The module is re-hashed before the header goes out and again while it streams; a
+   * module that does not match its manifest is refused (DATA_LOSS) and never completed.
+   */
+  fetchArtifact(request: builder.FetchArtifactRequest): Observable<builder.FetchArtifactResponse> {
+    return new Observable((subscriber) => {
+      let unsubscribed = false;
+      void (async () => {
+        const artifact = await this.builds.openArtifact(request.artifactDigest);
+        subscriber.next({ header: { manifest: artifact.manifestBytes, manifestSignature: artifact.signature } });
+        for await (const chunk of this.builds.artifactChunks(artifact)) {
+          if (unsubscribed) return;
+          subscriber.next({ chunk });
+        }
+        subscriber.complete();
+      })().catch((error: unknown) =>
+        subscriber.error(toRpcException(error, `FetchArtifact ${request.artifactDigest}`, this.logger)),
+      );
+      return () => {
+        unsubscribed = true;
+      };
+    });
+  }
+}

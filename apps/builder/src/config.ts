@@ -1,9 +1,49 @@
-import { serviceSettings, type ConfigOf, type ConfigSpec } from '@rebootless/service';
+import { defaultKernelCacheDir } from '@rebootless/kernel-toolchain';
+import { integer, path, serviceSettings, setting, type ConfigOf, type ConfigSpec } from '@rebootless/service';
 
 export const SERVICE_NAME = 'builder';
 
+/** gRPC refuses messages over 4 MiB by default; a fix must fit in one SubmitBuild message. */
+export const MAX_FIX_BYTES_CEILING = 4_000_000;
+
 export const builderSettings = {
   ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'BUILDER', defaultPort: 50051 }),
+  queueSize: setting({
+    env: 'BUILDER_QUEUE_SIZE',
+    parser: integer(1, 10_000),
+    default: '16',
+    description: 'builds that may wait for a worker; one more is refused with RESOURCE_EXHAUSTED',
+  }),
+  workers: setting({
+    env: 'BUILDER_WORKERS',
+    parser: integer(1, 64),
+    default: '2',
+    description: 'kernel releases compiled at the same time',
+  }),
+  compileTimeoutMs: setting({
+    env: 'BUILDER_COMPILE_TIMEOUT_MS',
+    parser: integer(1_000, 3_600_000),
+    default: '300000',
+    description: 'time limit of one compile (make and the compiler are killed when it passes)',
+  }),
+  fetchTimeoutMs: setting({
+    env: 'BUILDER_FETCH_TIMEOUT_MS',
+    parser: integer(1_000, 3_600_000),
+    default: '600000',
+    description: "time limit of fetching one release's Debian header packages",
+  }),
+  maxFixBytes: setting({
+    env: 'BUILDER_MAX_FIX_BYTES',
+    parser: integer(1_024, MAX_FIX_BYTES_CEILING),
+    default: '1048576',
+    description: 'largest fix (module source or diff) a SubmitBuild may carry',
+  }),
+  kernelCacheDir: setting({
+    env: 'BUILDER_KERNEL_CACHE_DIR',
+    parser: path(),
+    default: defaultKernelCacheDir(),
+    description: "where Debian's linux-headers and linux-kbuild packages are downloaded and unpacked",
+  }),
 } satisfies ConfigSpec;
 
 export type BuilderConfig = ConfigOf<typeof builderSettings>;

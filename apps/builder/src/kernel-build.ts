@@ -1,0 +1,209 @@
+// One kernel release's part of a build, from the fix to a stored, signed artifact:
+// analyse → fetch-headers → compile → sign → store. It reports each stage and every log line as
+// it goes and ends with an outcome; it never throws. No framework: the coordinator drives it.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { events } from '@rebootless/contracts';
+import { signManifest, sha256Hex, type ArtifactStore, type PatchManifest } from '@rebootless/artifacts';
+import type { SigningKey } from '@rebootless/events';
+import type { KernelArtifact, Stage } from './build-record';
+import type { Fix } from './submission';
+
+/** The kernel toolchain as the builder uses it (libs/kernel-toolchain behind it). */
+export interface BuildToolchain {
+  ensureHeaders(
+    release: string,
+    signal: AbortSignal,
+    onLog: (line: string) => void,
+  ): Promise<{ release: string; buildDir: string; packages: { name: string; version: string }[] }>;
+  compileLivepatch(options: {
+    source: Buffer;
+    moduleName: string;
+    headers: { release: string; buildDir: string; packages: { name: string; version: string }[] };
+    workDir: string;
+    timeoutMs: number;
+    signal: AbortSignal;
+    onLog: (line: string) => void;
+  }): Promise<{ modulePath: string; vermagic: string; toolchain: Record<string, string>; warnings: string[] }>;
+  /** The diff tool's name and version; throws a FAILED_PRECONDITION failure when none is installed. */
+  requireDiffTool(): Promise<{ name: string; version: string }>;
+}
+
+/** A failure with the status it maps to, the stage it happened in, and lines for the patch author. */
+export interface StageFailure {
+  readonly code: string;
+  readonly stage?: string;
+  readonly diagnostics: readonly string[];
+  readonly message: string;
+}
+
+export interface KernelBuildInput {
+  readonly buildId: string;
+  readonly release: string;
+  readonly patchId: string;
+  readonly version: string;
+  readonly description: string;
+  readonly moduleName: string;
+  readonly replace: boolean;
+  readonly cves: events.Cve[];
+  readonly severity: events.Severity;
+  readonly fix: Fix;
+  /** What the diff analysis found (diff fixes): lines for the log, warnings for the diagnostics. */
+  readonly analysis?: {
+    readonly functions: events.PatchedFunction[];
+    readonly lines: string[];
+    readonly warnings: string[];
+  };
+}
+
+export interface KernelBuildDeps {
+  readonly toolchain: BuildToolchain;
+  readonly store: ArtifactStore;
+  readonly key: SigningKey;
+  readonly compileTimeoutMs: number;
+  /** Parent of the per-build temporary directories. */
+  readonly workRoot?: string;
+  readonly builderVersion: string;
+  readonly now: () => number;
+  /** Turns any error into a StageFailure (ToolchainError, cancellation, the unexpected). */
+  readonly failureOf: (error: unknown, stage: Stage, signal: AbortSignal) => StageFailure;
+}
+
+export type KernelBuildOutcome =
+  | {
+      readonly kind: 'succeeded';
+      readonly artifact: KernelArtifact;
+      readonly functions: events.PatchedFunction[];
+      readonly diagnostics: string[];
+      /** The identical module was stored before; its manifest as first signed is served. */
+      readonly reused: boolean;
+    }
+  | { readonly kind: 'failed'; readonly stage: Stage; readonly code: string; readonly diagnostics: string[] };
+
+export interface KernelBuildProgress {
+  stage(stage: Stage): void;
+  log(stage: Stage, line: string): void;
+}
+
+/** Throws unless the module's vermagic names exactly this release: it would not load on it. */
+export function checkVermagic(vermagic: string, release: string): void {
+  if (vermagic.split(' ')[0] !== release) {
+    throw new VermagicMismatchError(
+      `the built module's vermagic "${vermagic.trim()}" does not start with ${release}: it would not load on that kernel`,
+    );
+  }
+}
+
+export class VermagicMismatchError extends Error {}
+
+export async function buildForKernel(
+  input: KernelBuildInput,
+  deps: KernelBuildDeps,
+  progress: KernelBuildProgress,
+  signal: AbortSignal,
+): Promise<KernelBuildOutcome> {
+  let stage: Stage = 'analyse';
+  const enter = (next: Stage) => {
+    if (signal.aborted) throw signal.reason ?? new Error('cancelled');
+    stage = next;
+    progress.stage(next);
+  };
+  const diagnostics: string[] = [];
+  let workDir: string | undefined;
+  try {
+    enter('analyse');
+    let functions: events.PatchedFunction[];
+    if (input.fix.kind === 'livepatch-source') {
+      functions = input.fix.functions;
+      for (const f of functions) {
+        progress.log('analyse', `replaces ${f.object}:${f.name}${f.sympos ? `,${f.sympos}` : ''}`);
+      }
+    } else {
+      functions = input.analysis?.functions ?? [];
+      for (const line of input.analysis?.lines ?? []) progress.log('analyse', line);
+      diagnostics.push(...(input.analysis?.warnings ?? []));
+    }
+
+    if (input.fix.kind === 'unified-diff') {
+      // The submit already refused a diff without a tool to build it; check again, tools come and go.
+      const tool = await deps.toolchain.requireDiffTool();
+      enter('compile');
+      throw new DiffBuildUnsupportedError(
+        `${tool.name} ${tool.version} is installed, but this builder does not drive it yet: ` +
+          'building from a diff needs the full kernel source of the release; submit livepatch module source instead',
+      );
+    }
+
+    enter('fetch-headers');
+    progress.log('fetch-headers', `kernel build tree for ${input.release}`);
+    const headers = await deps.toolchain.ensureHeaders(input.release, signal, (line) =>
+      progress.log('fetch-headers', line),
+    );
+    for (const p of headers.packages) progress.log('fetch-headers', `${p.name} ${p.version}`);
+
+    enter('compile');
+    workDir = fs.mkdtempSync(path.join(deps.workRoot ?? os.tmpdir(), 'rebootless-build-'));
+    const compiled = await deps.toolchain.compileLivepatch({
+      source: input.fix.bytes,
+      moduleName: input.moduleName,
+      headers,
+      workDir,
+      timeoutMs: deps.compileTimeoutMs,
+      signal,
+      onLog: (line) => progress.log('compile', line),
+    });
+    diagnostics.push(...compiled.warnings);
+
+    enter('sign');
+    const module = fs.readFileSync(compiled.modulePath);
+    checkVermagic(compiled.vermagic, input.release);
+    const manifest: PatchManifest = {
+      patchId: input.patchId,
+      version: input.version,
+      moduleName: input.moduleName,
+      kernelRelease: input.release,
+      vermagic: compiled.vermagic,
+      sha256: sha256Hex(module),
+      sizeBytes: String(module.length),
+      functions,
+      replace: input.replace,
+      cves: input.cves,
+      severity: input.severity,
+      toolchain: { ...compiled.toolchain, builder: deps.builderVersion },
+      builtAt: new Date(deps.now()).toISOString(),
+      description: input.description,
+    };
+    const signed = signManifest(manifest, deps.key);
+    progress.log('sign', `sha256 ${manifest.sha256}, ${module.length} bytes, vermagic ${compiled.vermagic.trim()}`);
+
+    enter('store');
+    const { artifact, existing } = await deps.store.put({ module, signed });
+    if (existing) {
+      progress.log(
+        'store',
+        `an identical module was stored before (built ${artifact.manifest.builtAt}); its signed manifest stands`,
+      );
+    }
+    progress.log('store', `stored as ${artifact.digest}`);
+    return {
+      kind: 'succeeded',
+      artifact: {
+        digest: artifact.digest,
+        manifest: artifact.manifest,
+        manifestHex: artifact.manifestBytes.toString('hex'),
+        signatureHex: artifact.signature.toString('hex'),
+      },
+      functions: artifact.manifest.functions,
+      diagnostics,
+      reused: existing,
+    };
+  } catch (error) {
+    const failure = deps.failureOf(error, stage, signal);
+    return { kind: 'failed', stage, code: failure.code, diagnostics: [...diagnostics, ...failure.diagnostics] };
+  } finally {
+    if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+export class DiffBuildUnsupportedError extends Error {}

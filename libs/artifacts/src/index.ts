@@ -1,0 +1,3 @@
+export * from './manifest';
+export * from './module-digest';
+export * from './artifact-store';
