@@ -163,12 +163,28 @@ export function runProcess(command: string, args: readonly string[], opts: RunOp
       cleanup();
       if (partial.out) emit(partial.out);
       if (partial.err) emit(partial.err);
-      // Whatever the leader left behind in its group goes too (a compiler orphaned by make's death).
-      if (timedOut || aborted) killGroup('SIGKILL');
       if (killTimer) clearTimeout(killTimer);
-      resolve({ code, signal, stdout, stderr, lines, timedOut, aborted, ms: Date.now() - started });
+      const result = { code, signal, stdout, stderr, lines, timedOut, aborted, ms: Date.now() - started };
+      if (!(timedOut || aborted) || child.pid === undefined) return resolve(result);
+      // Whatever the leader left behind in its group goes too (a compiler orphaned by make's
+      // death), and the caller hears back only once the group is gone, not while it is dying.
+      killGroup('SIGKILL');
+      void groupGone(child.pid, opts.killGraceMs ?? 2000).then(() => resolve(result));
     });
   });
+}
+
+/** Resolves when no process of the group is left (or after `ms`, for zombies nobody reaps). */
+async function groupGone(pgid: number, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      process.kill(-pgid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** Looks `name` up on PATH (or the given search path) like execvp would; undefined when absent. */
