@@ -306,11 +306,25 @@ async function main() {
     }
     if (flags.has('--detach')) return;
     say('running; press Ctrl-C to stop everything');
-    await new Promise((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
+    // Watching the services also keeps this process (and so `npm start`) in the foreground:
+    // a pending signal handler alone would not hold Node's event loop open.
+    const stopped = await new Promise((resolve) => {
+      const watch = setInterval(() => {
+        const dead = SERVICES.find((svc) => !alive(result.services.find((s) => s.name === svc.name).pid));
+        if (dead) {
+          clearInterval(watch);
+          resolve(new StackError(`${dead.name} exited. Last lines of ${logFile(dead)}:\n${tail(logFile(dead))}`));
+        }
+      }, 1000);
+      const onSignal = () => {
+        clearInterval(watch);
+        resolve(undefined);
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
     });
     await down({ stopKafka: result.kafka_started_here });
+    if (stopped) throw stopped;
   } else if (command === 'down') {
     const r = await down();
     if (json) process.stdout.write(JSON.stringify(r) + '\n');
