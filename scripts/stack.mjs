@@ -73,12 +73,16 @@ function tail(file, lines = 15) {
 }
 
 /** grpc.health.v1.Health/Check over a real socket; resolves with the status name or the error. */
+let healthService; // loaded once: health() is polled while services start
 function health(svc, service = '') {
   const grpc = require('@grpc/grpc-js');
-  const loader = require('@grpc/proto-loader');
-  const { protoPath } = require('grpc-health-check');
-  const pkg = grpc.loadPackageDefinition(loader.loadSync(protoPath, { keepCase: true, enums: String, defaults: true }));
-  const client = new pkg.grpc.health.v1.Health(address(svc), grpc.credentials.createInsecure());
+  if (!healthService) {
+    const loader = require('@grpc/proto-loader');
+    const { protoPath } = require('grpc-health-check');
+    const def = loader.loadSync(protoPath, { keepCase: true, enums: String, defaults: true });
+    healthService = grpc.loadPackageDefinition(def).grpc.health.v1.Health;
+  }
+  const client = new healthService(address(svc), grpc.credentials.createInsecure());
   return new Promise((resolve) => {
     client.check({ service }, { deadline: Date.now() + 2000 }, (err, res) => {
       client.close();
@@ -144,15 +148,11 @@ async function waitHealthy(svc, pid, timeoutMs = 60_000) {
 
 /** The producer id and raw public key of each service's chain, from its data dir. */
 function serviceKeys(svc) {
-  const { signingKeyFromPem } = built('libs/events/dist/index.js');
-  const dir = path.join(dataDir(svc), 'chain');
-  const states = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.state')) : [];
-  return states.map((f) => {
-    const raw = fs.readFileSync(path.join(dir, f));
-    const head = JSON.parse(raw.toString('utf8', 4, 4 + raw.readUInt32BE(0)));
-    const pem = fs.readFileSync(path.join(dir, f.replace(/\.state$/, '.key')), 'utf8');
-    return { producerId: head.producerId, rawKey: signingKeyFromPem(pem).rawPublicKey };
-  });
+  const { ChainStateFile } = built('libs/kafka/dist/index.js');
+  return ChainStateFile.producersIn(path.join(dataDir(svc), 'chain')).map((chain) => ({
+    producerId: chain.producerId,
+    rawKey: chain.readKey().rawPublicKey,
+  }));
 }
 
 /**

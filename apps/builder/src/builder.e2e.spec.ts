@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { verifyManifest } from '@rebootless/artifacts';
 import { builder, events, grpcServices, protoLoaderOptions } from '@rebootless/contracts';
-import { ChainVerifier, StaticKeyTrust, decodeEvent, signingKeyFromPem, type SigningKey } from '@rebootless/events';
+import { ChainVerifier, StaticKeyTrust, decodeEvent, type SigningKey } from '@rebootless/events';
 import { ChainStateFile } from '@rebootless/kafka';
 import {
   compareReleases,
@@ -278,9 +278,7 @@ describe('the builder, as a process over gRPC', () => {
     await service.waitFor(`builder ready on ${address}`, READY_TIMEOUT_MS);
     client = new BuildServiceClient.builder.v1.BuildService(address, grpc.credentials.createInsecure());
     // The key the builder keeps in its data dir signs its chain and its manifests: agents pin it.
-    builderKey = signingKeyFromPem(
-      fs.readFileSync(new ChainStateFile(path.join(dataDir, 'chain'), 'builder').keyPath, 'utf8'),
-    );
+    builderKey = new ChainStateFile(path.join(dataDir, 'chain'), 'builder').readKey();
   });
 
   afterAll(async () => {

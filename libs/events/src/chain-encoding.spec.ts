@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import * as protobuf from 'protobufjs';
 import { events } from '@rebootless/contracts';
-import { EventDraft, appendToChain, decodeEvent, startEpoch, toTimestamp } from './chain';
+import { toTimestamp } from '@rebootless/contracts';
+import { EventDraft, appendToChain, decodeEvent, startEpoch } from './chain';
 import { EVENT_TYPES, EventPayload, EventType, payloadFields } from './event-types';
 import { generateSigningKey } from './signing';
 import { readEnvelope } from './wire';
@@ -91,7 +92,7 @@ describe('encoding events for the chain', () => {
           eventId: draft.eventId ?? e.eventId,
           type,
           stream: draft.stream,
-          occurredAt: toTimestamp(draft.occurredAt?.getTime() ?? 1_700_000_000_456),
+          occurredAt: toTimestamp(draft.occurredAt ?? new Date(1_700_000_000_456)),
           actor: draft.actor,
           correlationId: draft.correlationId ?? '',
           causationId: draft.causationId ?? '',

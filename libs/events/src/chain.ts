@@ -227,11 +227,6 @@ function nanosOf(ms: number, seconds: number): number {
   return Math.round((ms - seconds * 1000) * 1e6);
 }
 
-export function toTimestamp(ms: number): { seconds: string; nanos: number } {
-  const seconds = Math.floor(ms / 1000);
-  return { seconds: String(seconds), nanos: nanosOf(ms, seconds) };
-}
-
 /** Envelope { body = 1; hash = 2; signature = 3 } for one event (appendToChain writes a batch's at once). */
 export function encodeEnvelope(body: Uint8Array, hash: Uint8Array, signature: Uint8Array): Buffer {
   const w = new ProtoWriter(body.length + hash.length + signature.length + 16);

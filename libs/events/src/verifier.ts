@@ -324,7 +324,7 @@ export class ChainVerifier {
       }
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
-      this.report({
+      this.addFinding({
         kind: 'undecodable',
         position: pos,
         detail: `record at ${at(pos)} is not an event envelope: ${err.message}`,
@@ -348,7 +348,7 @@ export class ChainVerifier {
       while (t.pending.size > 0) {
         const resume = t.pending.lowest(t.next);
         const after = t.lastProcessed;
-        this.report({
+        this.addFinding({
           kind: 'gap',
           producerId: t.producerId,
           epoch: t.epoch,
@@ -373,10 +373,11 @@ export class ChainVerifier {
   finish(): VerificationReport {
     this.flushGaps();
     for (const t of this.tracks.values()) this.closeUnsealed(t, 'no valid seal follows them');
-    return this.report_();
+    return this.report();
   }
 
-  report_(): VerificationReport {
+  /** Everything found so far, and each chain's state. */
+  report(): VerificationReport {
     return {
       records: this.records,
       chains: [...this.tracks.values()].map((t) => ({
@@ -391,7 +392,7 @@ export class ChainVerifier {
     };
   }
 
-  private report(f: Finding): void {
+  private addFinding(f: Finding): void {
     // A caller may pass a richer object as the position (a whole log record): keep only the position.
     const p = f.position;
     this.findings.push(p ? { ...f, position: { partition: p.partition, offset: p.offset } } : f);
@@ -409,7 +410,7 @@ export class ChainVerifier {
       : payloadField === 0
         ? `type ${type} carries no payload`
         : `type ${type} carries the payload of field ${payloadField}, not ${expected}`;
-    this.report({
+    this.addFinding({
       kind: 'unknown-event-type',
       ...where(t, a),
       position: a.pos,
@@ -458,7 +459,7 @@ export class ChainVerifier {
       seq < t.next ? t.seen.get(seq) : waiting && { hash: waiting.hash, pos: waiting.pos };
     if (earlier || seq < t.next) {
       const same = earlier ? sameBytes(earlier.hash, a.hash) : undefined;
-      this.report({
+      this.addFinding({
         kind: same === false ? 'conflict' : 'duplicate',
         ...where(t, a),
         position: a.pos,
@@ -472,7 +473,7 @@ export class ChainVerifier {
     }
     const lastHere = t.lastSeqByPartition.get(a.partition);
     if (lastHere !== undefined && lastHere > seq) {
-      this.report({
+      this.addFinding({
         kind: 'reorder',
         ...where(t, a),
         position: a.pos,
@@ -498,7 +499,7 @@ export class ChainVerifier {
   private process(t: ChainTrack, a: Arrival): void {
     const { seq, bytes } = a;
     if (!chainHashMatches(bytes, a.prevHashStart, a.prevHashEnd, a.bodyStart, a.bodyEnd, a.hashStart, a.hashEnd)) {
-      this.report({
+      this.addFinding({
         kind: 'altered-body',
         ...where(t, a),
         position: a.pos,
@@ -506,7 +507,7 @@ export class ChainVerifier {
       });
     }
     if (!linksTo(t.linkTo, a)) {
-      this.report({
+      this.addFinding({
         kind: 'broken-link',
         ...where(t, a),
         position: a.pos,
@@ -536,7 +537,7 @@ export class ChainVerifier {
       started = undefined;
     }
     if (type !== 'ChainEpochStarted' || !started) {
-      this.report({
+      this.addFinding({
         kind: 'missing-epoch-start',
         ...where(t, a),
         position: pos,
@@ -553,7 +554,7 @@ export class ChainVerifier {
 
   private rejectKey(t: ChainTrack, pos: RecordPosition, why: string): void {
     t.key = null;
-    this.report({
+    this.addFinding({
       kind: 'unknown-producer-key',
       producerId: t.producerId,
       epoch: t.epoch,
@@ -573,7 +574,7 @@ export class ChainVerifier {
     }
     if (t.key === null) return;
     if (!verifyHash(t.key, hash, signature)) {
-      this.report({
+      this.addFinding({
         kind: 'bad-signature',
         ...where(t, a),
         position: pos,
@@ -590,7 +591,7 @@ export class ChainVerifier {
     const to = t.lastProcessed;
     t.unsealedFrom = null;
     if (!from || !to || t.key === null) return;
-    this.report({
+    this.addFinding({
       kind: 'unsealed',
       producerId: t.producerId,
       epoch: t.epoch,

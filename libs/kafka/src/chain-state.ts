@@ -44,6 +44,21 @@ interface StoredChain {
  * Layout: a 4-byte big-endian length, that many bytes of JSON (StoredChain), then the values
  * of the pending records back to back (binary, so writing ahead costs no encoding).
  */
+function unreadable(file: string): (why: string) => Error {
+  return (why) => new Error(`chain state ${file} is unreadable (${why}); move it away to start a new epoch`);
+}
+
+/** The JSON head of a state file and its length. */
+function readStoredHead(raw: Buffer, file: string): { s: StoredChain; headLen: number } {
+  const headLen = raw.length >= 4 ? raw.readUInt32BE(0) : -1;
+  if (headLen < 0 || 4 + headLen > raw.length) throw unreadable(file)('truncated');
+  try {
+    return { s: JSON.parse(raw.toString('utf8', 4, 4 + headLen)) as StoredChain, headLen };
+  } catch (err) {
+    throw unreadable(file)((err as Error).message);
+  }
+}
+
 export class ChainStateFile {
   readonly statePath: string;
   readonly keyPath: string;
@@ -59,12 +74,27 @@ export class ChainStateFile {
     this.keyPath = path.join(dir, `chain-${safe}.key`);
   }
 
+  /** The chains kept in a data dir, one per producer that wrote from it. */
+  static producersIn(dir: string): ChainStateFile[] {
+    if (!fs.existsSync(dir)) return [];
+    return fs
+      .readdirSync(dir)
+      .filter((f) => /^chain-.*\.state$/.test(f))
+      .map((f) => {
+        const file = path.join(dir, f);
+        return new ChainStateFile(dir, readStoredHead(fs.readFileSync(file), file).s.producerId);
+      });
+  }
+
+  /** The signing key kept beside the state; throws when there is none. */
+  readKey(): SigningKey {
+    return signingKeyFromPem(fs.readFileSync(this.keyPath, 'utf8'));
+  }
+
   /** The signing key, created on first use. `created` tells a new key from a kept one. */
   loadOrCreateKey(): { key: SigningKey; created: boolean } {
     fs.mkdirSync(this.dir, { recursive: true });
-    if (fs.existsSync(this.keyPath)) {
-      return { key: signingKeyFromPem(fs.readFileSync(this.keyPath, 'utf8')), created: false };
-    }
+    if (fs.existsSync(this.keyPath)) return { key: this.readKey(), created: false };
     const key = generateSigningKey();
     writeAtomic(this.keyPath, signingKeyToPem(key), 0o600);
     return { key, created: true };
@@ -78,16 +108,8 @@ export class ChainStateFile {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    const broken = (why: string) =>
-      new Error(`chain state ${this.statePath} is unreadable (${why}); move it away to start a new epoch`);
-    const headLen = raw.length >= 4 ? raw.readUInt32BE(0) : -1;
-    if (headLen < 0 || 4 + headLen > raw.length) throw broken('truncated');
-    let s: StoredChain;
-    try {
-      s = JSON.parse(raw.toString('utf8', 4, 4 + headLen)) as StoredChain;
-    } catch (err) {
-      throw broken((err as Error).message);
-    }
+    const broken = unreadable(this.statePath);
+    const { s, headLen } = readStoredHead(raw, this.statePath);
     if (
       ![1, 2].includes(s.version) ||
       s.producerId !== this.producerId ||

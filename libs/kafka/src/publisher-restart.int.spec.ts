@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ChainVerifier, KeyTrust, decodeEvent, readEnvelope, signingKeyFromPem } from '@rebootless/events';
+import { ChainVerifier, KeyTrust, decodeEvent, readEnvelope } from '@rebootless/events';
 import { builtEntry, freshEventsTopic, readWholeTopic, startNode, testKafka } from '@rebootless/testing';
 import { events } from '@rebootless/contracts';
 import { ChainStateFile } from './chain-state';
@@ -31,7 +31,7 @@ describe('a producer that is killed and restarted', () => {
     expect(reopened).toBeGreaterThanOrEqual(killedAt);
 
     // Then the log holds one chain, seq 1 to the end, with no gap, duplicate or fork
-    const key = signingKeyFromPem(fs.readFileSync(files.keyPath, 'utf8'));
+    const key = files.readKey();
     const trust: KeyTrust = { keysFor: (id) => (id === 'dispatcher' ? [key.rawPublicKey] : []) };
     const verify = async () => {
       const v = new ChainVerifier(trust);

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ChainVerifier, EventDraft, StaticKeyTrust, appendToChain, signingKeyFromPem } from '@rebootless/events';
+import { ChainVerifier, EventDraft, StaticKeyTrust, appendToChain } from '@rebootless/events';
 import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
 import { ChainStateFile } from './chain-state';
 import { EventPublisher } from './publisher';
@@ -28,7 +28,7 @@ async function crashMidSend(landed: (seq: number) => boolean) {
   await first.close();
 
   const files = new ChainStateFile(stateDir, 'builder');
-  const key = signingKeyFromPem(fs.readFileSync(files.keyPath, 'utf8'));
+  const key = files.readKey();
   const before = files.load()!.head;
   const batch = appendToChain(before, [3, 4, 5, 6, 7, 8].map(drift), key);
   const at = Date.now();

@@ -3,6 +3,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { events } from '@rebootless/contracts';
+import type { EventDraft } from '@rebootless/events';
 import { EVENTS_TOPIC, EventPublisher, kafkaClient } from '@rebootless/kafka';
 import { formatHostPort, type HostPort } from './config';
 
@@ -51,11 +52,7 @@ export async function openServiceEventLog(options: {
   });
 }
 
-export function serviceStarted(
-  name: string,
-  producerId: string,
-  address: string,
-): Parameters<EventPublisher['publish']>[0] {
+export function serviceStarted(name: string, producerId: string, address: string): EventDraft {
   return {
     stream: `producer/${producerId}`,
     actor: serviceActor(name),
@@ -73,11 +70,7 @@ export function serviceStarted(
   };
 }
 
-export function serviceStopped(
-  name: string,
-  producerId: string,
-  reason: string,
-): Parameters<EventPublisher['publish']>[0] {
+export function serviceStopped(name: string, producerId: string, reason: string): EventDraft {
   return {
     stream: `producer/${producerId}`,
     actor: serviceActor(name),

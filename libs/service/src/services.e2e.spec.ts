@@ -9,10 +9,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { grpcServices, protoLoaderOptions, type GrpcServiceContract } from '@rebootless/contracts';
-import { ChainVerifier, StaticKeyTrust, decodeEvent, signingKeyFromPem } from '@rebootless/events';
+import { ChainVerifier, StaticKeyTrust, decodeEvent } from '@rebootless/events';
 import { ChainStateFile } from '@rebootless/kafka';
 import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
-import { readFileSync } from 'node:fs';
 
 const REPO_ROOT = resolve(__dirname, '../../..');
 const READY_TIMEOUT_MS = 30_000;
@@ -280,7 +279,7 @@ describe.each(APPS)('the $name service', (app) => {
   it('wrote its run into the event log: a new signed chain with ServiceStarted and ServiceStopped', async () => {
     // The key the service keeps in its data dir is the one an operator vouches for.
     const files = new ChainStateFile(join(dataDir, 'state', 'chain'), producerOf(app));
-    const key = signingKeyFromPem(readFileSync(files.keyPath, 'utf8'));
+    const key = files.readKey();
     const all = await readWholeTopic(testKafka(), topic);
     const records = all.filter((r) => decodeEvent(r.value!).body.producer?.producerId === producerOf(app));
     const verifier = new ChainVerifier(new StaticKeyTrust().vouch(producerOf(app), key.rawPublicKey));

@@ -4,8 +4,7 @@ import { LogRecord, ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient, readRan
 
 /** A client for the broker the Jest global setup started (or KAFKA_BROKERS). */
 export function testKafka(clientId = 'rebootless-test'): Kafka {
-  const kafka = kafkaClient(kafkaBrokersFromEnv(), clientId);
-  return kafka;
+  return kafkaClient(kafkaBrokersFromEnv(), clientId);
 }
 
 /** A new, uniquely named topic with the event log's settings, so tests never see each other's records. */
