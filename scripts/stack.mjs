@@ -21,6 +21,8 @@ const require = createRequire(import.meta.url);
 const runtime = require('./kafka-runtime.cjs');
 const ROOT = runtime.REPO_ROOT;
 const DATA = path.join(ROOT, '.data');
+// The development PKI every service and client of the local stack uses (scripts/pki.mjs).
+const PKI = process.env.REBOOTLESS_PKI_DIR?.trim() || path.join(DATA, 'pki');
 
 const SERVICES = [
   { name: 'builder', prefix: 'BUILDER', port: 50051, service: 'rebootless.builder.v1.BuildService' },
@@ -82,7 +84,8 @@ function health(svc, service = '') {
     const def = loader.loadSync(protoPath, { keepCase: true, enums: String, defaults: true });
     healthService = grpc.loadPackageDefinition(def).grpc.health.v1.Health;
   }
-  const client = new healthService(address(svc), grpc.credentials.createInsecure());
+  const { loadTlsMaterial, channelCredentials } = built('libs/trust/dist/index.js');
+  const client = new healthService(address(svc), channelCredentials(loadTlsMaterial(PKI, { kind: 'user', id: 'cli' })));
   return new Promise((resolve) => {
     client.check({ service }, { deadline: Date.now() + 2000 }, (err, res) => {
       client.close();
@@ -120,6 +123,7 @@ async function startService(svc, brokers) {
       ...process.env,
       KAFKA_BROKERS: brokers,
       REBOOTLESS_DATA_DIR: dataDir(svc),
+      REBOOTLESS_PKI_DIR: PKI,
       [`${svc.prefix}_GRPC_PORT`]: String(svc.port),
       NO_COLOR: '1',
     },
@@ -210,6 +214,13 @@ async function up() {
   const { ensureEventsTopic } = built('libs/kafka/dist/index.js');
   const topic = await ensureEventsTopic({ brokers: kafka.brokers.split(',') });
   say(`topic ${topic.topic}: ${topic.created ? 'created' : 'present'}, ${topic.partitions} partitions`);
+
+  const trust = built('libs/trust/dist/index.js');
+  say(
+    `pki: ${(await trust.ensureCertificateAuthority(PKI)) ? 'created a development CA' : 'using the CA'} in ${path.relative(ROOT, PKI) || PKI}`,
+  );
+  for (const id of [...SERVICES.map((svc) => svc.name)]) await trust.issueCertificate(PKI, { kind: 'service', id });
+  await trust.issueCertificate(PKI, { kind: 'user', id: 'cli' });
 
   const pids = new Map();
   for (const svc of SERVICES) pids.set(svc.name, await startService(svc, kafka.brokers));

@@ -49,7 +49,7 @@ class BuilderProcess {
     );
     this.child = spawn(process.execPath, [MAIN], {
       cwd: REPO_ROOT,
-      env: { ...inherited, NO_COLOR: '1', ...env },
+      env: { ...inherited, NO_COLOR: '1', REBOOTLESS_INSECURE: 'true', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));

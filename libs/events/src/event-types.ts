@@ -11,6 +11,7 @@ export const EVENT_TYPES = {
   ChainEpochStarted: { field: 'chainEpochStarted', number: 100 },
   ServiceStarted: { field: 'serviceStarted', number: 101 },
   ServiceStopped: { field: 'serviceStopped', number: 102 },
+  CallDenied: { field: 'callDenied', number: 103 },
   BuildRequested: { field: 'buildRequested', number: 200 },
   BuildSucceeded: { field: 'buildSucceeded', number: 201 },
   BuildFailed: { field: 'buildFailed', number: 202 },

@@ -20,6 +20,8 @@ import {
 import type { EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, openServiceEventLog, serviceStarted, serviceStopped } from './event-log';
 import { ServiceHealth } from './health';
+import { callDenied, serverTransport, type ServerTransport } from './transport';
+import type { Identity } from '@rebootless/trust';
 import { createServiceLogger } from './logger';
 import type { ServiceConfig, serviceSettings } from './service-settings';
 
@@ -63,6 +65,8 @@ export interface BootServiceOptions<S extends ConfigSpec & ServiceSpec> {
   readonly config: S;
   /** Defaults to process.env. */
   readonly env?: Env;
+  /** The identity its TLS certificate names; defaults to service:<name>. */
+  readonly tlsIdentity?: (config: ConfigOf<S>) => Identity;
   /** The producer id of the service's hash chain; defaults to its name. */
   readonly producerId?: (config: ConfigOf<S>) => string;
   /**
@@ -162,6 +166,27 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
     process.exit(EXIT_UNAVAILABLE);
   }
 
+  let transportSecurity: ServerTransport;
+  try {
+    transportSecurity = serverTransport(
+      common.transport,
+      options.tlsIdentity?.(config) ?? { kind: 'service', id: name },
+      (denied) => {
+        logger.warn(
+          `${name}: ${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`,
+        );
+        publisher.publish(callDenied(producerId, denied)).catch((error: unknown) => {
+          lifecycle.error(`${name}: could not record a denied call in the event log: ${messageOf(error)}`);
+        });
+      },
+    );
+  } catch (error) {
+    process.stderr.write(`${name}: configuration error: ${messageOf(error)}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  if (common.transport.mode === 'insecure') lifecycle.warn(`${name}: ${transportSecurity.description}`);
+  else lifecycle.log(`${name}: ${transportSecurity.description}`);
+
   const health = new ServiceHealth(options.grpc.map((service) => `${service.packageName}.${service.serviceName}`));
   let grpcServer: Server | undefined;
   let app: INestMicroservice | undefined;
@@ -204,6 +229,9 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
     transport: Transport.GRPC,
     options: {
       ...grpcTransportOptions(address, ...options.grpc),
+      credentials: transportSecurity.credentials,
+      // Nest hands channelOptions to the grpc-js Server constructor, which takes its interceptors there.
+      channelOptions: { interceptors: transportSecurity.interceptors } as Record<string, unknown>,
       // Nest calls this after binding, with the grpc-js server: the one place to add services
       // of our own next to the controllers'.
       onLoadPackageDefinition: (_packageDefinition: unknown, server: Server) => {

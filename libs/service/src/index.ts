@@ -13,3 +13,4 @@ export {
   type StopReason,
 } from './boot-service';
 export * from './event-log';
+export { clientCredentials, serverTransport } from './transport';

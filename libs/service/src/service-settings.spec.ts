@@ -4,9 +4,12 @@ import { serviceSettings } from './service-settings';
 
 const ledger = serviceSettings({ name: 'ledger', envPrefix: 'LEDGER', defaultPort: 50053 });
 
+// Transport security must be settled one way or the other; these tests are about the rest.
+const PLAINTEXT = { REBOOTLESS_INSECURE: 'true' };
+
 function problemsOf(env: Record<string, string>): string[] {
   try {
-    loadConfig(ledger, env);
+    loadConfig(ledger, { ...PLAINTEXT, ...env });
   } catch (error) {
     if (error instanceof ConfigError) return error.problems.map(formatConfigProblem);
     throw error;
@@ -16,7 +19,7 @@ function problemsOf(env: Record<string, string>): string[] {
 
 describe('serviceSettings', () => {
   it('Given an empty environment, When loaded, Then the service binds loopback on its default port with local defaults', () => {
-    const config = loadConfig(ledger, {});
+    const config = loadConfig(ledger, PLAINTEXT);
 
     expect(config).toEqual({
       grpcListen: { host: '127.0.0.1', port: 50053 },
@@ -25,15 +28,19 @@ describe('serviceSettings', () => {
       eventsTopic: 'rebootless.events.v1',
       logLevel: 'info',
       logFormat: 'text',
+      transport: { mode: 'insecure' },
     });
   });
 
   it('Given only a port, When loaded, Then the service binds that port on loopback', () => {
-    expect(loadConfig(ledger, { LEDGER_GRPC_PORT: '6000' }).grpcListen).toEqual({ host: '127.0.0.1', port: 6000 });
+    expect(loadConfig(ledger, { ...PLAINTEXT, LEDGER_GRPC_PORT: '6000' }).grpcListen).toEqual({
+      host: '127.0.0.1',
+      port: 6000,
+    });
   });
 
   it('Given a full address, When loaded, Then the service binds exactly there', () => {
-    expect(loadConfig(ledger, { LEDGER_GRPC_ADDRESS: '0.0.0.0:7000' }).grpcListen).toEqual({
+    expect(loadConfig(ledger, { ...PLAINTEXT, LEDGER_GRPC_ADDRESS: '0.0.0.0:7000' }).grpcListen).toEqual({
       host: '0.0.0.0',
       port: 7000,
     });
@@ -54,6 +61,7 @@ describe('serviceSettings', () => {
 
   it('Given the shared settings set, When loaded, Then they are parsed', () => {
     const config = loadConfig(ledger, {
+      ...PLAINTEXT,
       REBOOTLESS_DATA_DIR: '/var/lib/rebootless/ledger',
       KAFKA_BROKERS: '10.0.0.1:9092,10.0.0.2:9092',
       LOG_LEVEL: 'debug',
@@ -82,6 +90,33 @@ describe('serviceSettings', () => {
       'LOG_LEVEL="loud": expected one of fatal, error, warn, info, debug, verbose',
       'LOG_FORMAT="xml": expected one of text, json',
     ]);
+  });
+});
+
+describe('transport security', () => {
+  it('Given a pki directory, When loaded, Then the service serves TLS from it', () => {
+    expect(loadConfig(ledger, { REBOOTLESS_PKI_DIR: '/etc/rebootless/pki' }).transport).toEqual({
+      mode: 'tls',
+      pkiDir: '/etc/rebootless/pki',
+    });
+  });
+
+  it('Given neither a pki directory nor the insecure setting, When loaded, Then it refuses to pick one', () => {
+    expect(() => loadConfig(ledger, {})).toThrow(
+      'REBOOTLESS_PKI_DIR is not set: expected a pki directory (create one with: node scripts/pki.mjs init), or REBOOTLESS_INSECURE=true for plaintext',
+    );
+  });
+
+  it('Given both, When loaded, Then it refuses to guess which one was meant', () => {
+    expect(() => loadConfig(ledger, { REBOOTLESS_PKI_DIR: '/p', REBOOTLESS_INSECURE: 'yes' })).toThrow(
+      'REBOOTLESS_INSECURE="yes": expected to be unset or false when REBOOTLESS_PKI_DIR is set',
+    );
+  });
+
+  it('Given an insecure setting that is not a boolean, When loaded, Then it names the value', () => {
+    expect(() => loadConfig(ledger, { REBOOTLESS_INSECURE: 'maybe' })).toThrow(
+      'REBOOTLESS_INSECURE="maybe": expected one of',
+    );
   });
 });
 

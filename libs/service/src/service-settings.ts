@@ -1,6 +1,7 @@
 // Settings every rebootless service shares. Each app spreads `serviceSettings(...)` into its own
 // spec in apps/<svc>/src/config.ts and adds what is specific to it.
 import {
+  boolean,
   formatHostPort,
   hostPort,
   hostPortList,
@@ -65,6 +66,53 @@ export function grpcListenAddress(envPrefix: string, defaultPort: number): Setti
   };
 }
 
+/** How the service's gRPC server (and its own clients) secure their connections. */
+export type TransportSecurity = { readonly mode: 'tls'; readonly pkiDir: string } | { readonly mode: 'insecure' };
+
+/**
+ * TLS with client certificates from REBOOTLESS_PKI_DIR, or plaintext only when
+ * REBOOTLESS_INSECURE says so explicitly: no setting at all is refused, never guessed.
+ */
+export function transportSecurity(): Setting<TransportSecurity> {
+  const dirVar = 'REBOOTLESS_PKI_DIR';
+  const insecureVar = 'REBOOTLESS_INSECURE';
+  const dirParser = path();
+  const flagParser = boolean();
+  return {
+    env: [dirVar, insecureVar],
+    description: `directory of the CA, certificates and token key (node scripts/pki.mjs init); or ${insecureVar}=true for plaintext without authentication`,
+    read(env: Env) {
+      const rawDir = rawValue(env, dirVar);
+      const rawInsecure = rawValue(env, insecureVar);
+      const insecure = rawInsecure === undefined ? false : flagParser.parse(rawInsecure);
+      if (insecure === undefined) {
+        return { ok: false, problems: [{ env: insecureVar, value: rawInsecure, expected: flagParser.expected }] };
+      }
+      if (insecure && rawDir !== undefined) {
+        return {
+          ok: false,
+          problems: [{ env: insecureVar, value: rawInsecure, expected: `to be unset or false when ${dirVar} is set` }],
+        };
+      }
+      if (insecure) return { ok: true, value: { mode: 'insecure' } };
+      const dir = rawDir === undefined ? undefined : dirParser.parse(rawDir);
+      if (dir === undefined) {
+        return {
+          ok: false,
+          problems: [
+            {
+              env: dirVar,
+              value: rawDir,
+              expected: `a pki directory (create one with: node scripts/pki.mjs init), or ${insecureVar}=true for plaintext`,
+            },
+          ],
+        };
+      }
+      return { ok: true, value: { mode: 'tls', pkiDir: dir } };
+    },
+  };
+}
+
 export interface ServiceIdentity {
   /** Short service name, e.g. "ledger": used in logs, the default data dir and error messages. */
   readonly name: string;
@@ -106,6 +154,7 @@ export function serviceSettings(service: ServiceIdentity) {
       default: 'text',
       description: 'text for people, json for one JSON object per line',
     }),
+    transport: transportSecurity(),
   } satisfies ConfigSpec;
 }
 
@@ -117,4 +166,5 @@ export interface ServiceConfig {
   readonly eventsTopic: string;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
+  readonly transport: TransportSecurity;
 }

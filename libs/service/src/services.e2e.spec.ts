@@ -74,7 +74,14 @@ class ServiceProcess {
     );
     this.child = spawn(process.execPath, [mainOf(app)], {
       cwd: REPO_ROOT,
-      env: { ...inherited, NO_COLOR: '1', EVENTS_TOPIC: topic, AGENT_HOST_ID: 'e2e-host', ...env },
+      env: {
+        ...inherited,
+        NO_COLOR: '1',
+        EVENTS_TOPIC: topic,
+        AGENT_HOST_ID: 'e2e-host',
+        REBOOTLESS_INSECURE: 'true',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
@@ -325,6 +332,19 @@ describe('a service whose event log is missing', () => {
 });
 
 describe.each(APPS)('the $name service, misconfigured', (app) => {
+  it(`exits ${EX_CONFIG} when transport security is not settled: no pki directory and no explicit insecure setting`, async () => {
+    const service = new ServiceProcess(app, {
+      [`${app.envPrefix}_GRPC_PORT`]: String(await freePort()),
+      REBOOTLESS_INSECURE: '',
+    });
+    const exit = await service.waitForExit(READY_TIMEOUT_MS);
+
+    expect(exit.code).toBe(EX_CONFIG);
+    expect(service.stderr).toContain(
+      'REBOOTLESS_PKI_DIR is not set: expected a pki directory (create one with: node scripts/pki.mjs init), or REBOOTLESS_INSECURE=true for plaintext',
+    );
+  });
+
   it(`exits ${EX_CONFIG} naming the bad variable, its value and what is expected`, async () => {
     const service = new ServiceProcess(app, { [`${app.envPrefix}_GRPC_PORT`]: 'abc', LOG_LEVEL: 'loud' });
     const exit = await service.waitForExit(READY_TIMEOUT_MS);

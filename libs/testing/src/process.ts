@@ -23,8 +23,11 @@ export interface RunningProcess {
 
 /** Starts a Node script as a real child process, with its output captured. */
 export function startNode(script: string, env: NodeJS.ProcessEnv, args: string[] = []): RunningProcess {
+  // Services refuse to start without transport security settled one way or the other; tests that
+  // do not test TLS run them in plaintext, said explicitly here rather than in every test.
+  const transport = env['REBOOTLESS_PKI_DIR'] || env['REBOOTLESS_INSECURE'] ? {} : { REBOOTLESS_INSECURE: 'true' };
   const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...transport, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -32,7 +32,7 @@ import {
   WaveCompleted,
   WaveStarted,
 } from "./dispatcher_events";
-import { ChainEpochStarted, ServiceStarted, ServiceStopped } from "./producer_events";
+import { CallDenied, ChainEpochStarted, ServiceStarted, ServiceStopped } from "./producer_events";
 
 /**
  * Envelope is the value of every record on rebootless.events.v1.
@@ -80,6 +80,7 @@ export interface EventBody {
   chainEpochStarted?: ChainEpochStarted | undefined;
   serviceStarted?: ServiceStarted | undefined;
   serviceStopped?: ServiceStopped | undefined;
+  callDenied?: CallDenied | undefined;
   buildRequested?: BuildRequested | undefined;
   buildSucceeded?: BuildSucceeded | undefined;
   buildFailed?: BuildFailed | undefined;
@@ -292,6 +293,9 @@ export const EventBody: MessageFns<EventBody> = {
     if (message.serviceStopped !== undefined) {
       ServiceStopped.encode(message.serviceStopped, writer.uint32(818).fork()).join();
     }
+    if (message.callDenied !== undefined) {
+      CallDenied.encode(message.callDenied, writer.uint32(826).fork()).join();
+    }
     if (message.buildRequested !== undefined) {
       BuildRequested.encode(message.buildRequested, writer.uint32(1602).fork()).join();
     }
@@ -466,6 +470,14 @@ export const EventBody: MessageFns<EventBody> = {
             }
 
             message.serviceStopped = ServiceStopped.decode(reader, reader.uint32());
+            continue;
+          }
+          case 103: {
+            if (tag !== 826) {
+              break;
+            }
+
+            message.callDenied = CallDenied.decode(reader, reader.uint32());
             continue;
           }
           case 200: {

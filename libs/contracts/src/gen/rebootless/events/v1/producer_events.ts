@@ -48,6 +48,24 @@ export interface ServiceStopped {
   reason: string;
 }
 
+/**
+ * A gRPC call refused for want of identity or role (PCI-DSS 10.2.1.2 and 10.2.1.4: access
+ * attempts, invalid or denied). Written by the service that refused it.
+ */
+export interface CallDenied {
+  /** The full method, e.g. "/rebootless.dispatcher.v1.RolloutService/ApproveRollout". */
+  method: string;
+  /** UNAUTHENTICATED or PERMISSION_DENIED. */
+  code: string;
+  reason: string;
+  /** Who asked, as far as it is known: token subject, certificate identity, peer address. */
+  subject: string;
+  certificateIdentity: string;
+  peer: string;
+  /** The host or patch the call named, when it named one. */
+  target: string;
+}
+
 function createBaseChainEpochStarted(): ChainEpochStarted {
   return { publicKey: new Uint8Array(0), previousEpoch: 0, reason: 0, detail: "" };
 }
@@ -281,6 +299,118 @@ export const ServiceStopped: MessageFns<ServiceStopped> = {
             }
 
             message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCallDenied(): CallDenied {
+  return { method: "", code: "", reason: "", subject: "", certificateIdentity: "", peer: "", target: "" };
+}
+
+export const CallDenied: MessageFns<CallDenied> = {
+  encode(message: CallDenied, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.method !== "") {
+      writer.uint32(10).string(message.method);
+    }
+    if (message.code !== "") {
+      writer.uint32(18).string(message.code);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.subject !== "") {
+      writer.uint32(34).string(message.subject);
+    }
+    if (message.certificateIdentity !== "") {
+      writer.uint32(42).string(message.certificateIdentity);
+    }
+    if (message.peer !== "") {
+      writer.uint32(50).string(message.peer);
+    }
+    if (message.target !== "") {
+      writer.uint32(58).string(message.target);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CallDenied {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCallDenied();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.certificateIdentity = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.peer = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.target = reader.string();
             continue;
           }
         }

@@ -1,0 +1,73 @@
+// Transport security for a service: the gRPC server's credentials and access interceptor, and
+// the credentials its own clients (dispatcher → ledger, agent → dispatcher/builder) present.
+import * as path from 'node:path';
+import { ChannelCredentials, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
+import { events } from '@rebootless/contracts';
+import type { EventDraft } from '@rebootless/events';
+import {
+  TOKEN_PUBLIC_KEY,
+  accessInterceptor,
+  channelCredentials,
+  loadTlsMaterial,
+  readTokenPublicKey,
+  serverCredentials,
+  type DeniedCall,
+  type Identity,
+} from '@rebootless/trust';
+import type { TransportSecurity } from './service-settings';
+
+export interface ServerTransport {
+  readonly credentials: ServerCredentials;
+  readonly interceptors: ServerInterceptor[];
+  /** For the start log: what a reader must know about how the server is exposed. */
+  readonly description: string;
+}
+
+export function serverTransport(
+  security: TransportSecurity,
+  identity: Identity,
+  onDenied: (call: DeniedCall) => void,
+): ServerTransport {
+  if (security.mode === 'insecure') {
+    return {
+      credentials: ServerCredentials.createInsecure(),
+      interceptors: [],
+      description:
+        'INSECURE: plaintext gRPC, no client certificates, no tokens, anyone who reaches the port can call ' +
+        'every method (REBOOTLESS_INSECURE=true); set REBOOTLESS_PKI_DIR instead outside a test',
+    };
+  }
+  const material = loadTlsMaterial(security.pkiDir, identity);
+  const tokenKey = readTokenPublicKey(path.join(security.pkiDir, TOKEN_PUBLIC_KEY));
+  return {
+    credentials: serverCredentials(material),
+    interceptors: [accessInterceptor({ tokenKey, onDenied })],
+    description: `TLS with client certificates of the CA in ${security.pkiDir}, as ${identity.kind}:${identity.id}`,
+  };
+}
+
+/** What this service presents when it calls another one. */
+export function clientCredentials(security: TransportSecurity, identity: Identity): ChannelCredentials {
+  return security.mode === 'insecure'
+    ? ChannelCredentials.createInsecure()
+    : channelCredentials(loadTlsMaterial(security.pkiDir, identity));
+}
+
+export function callDenied(service: string, denied: DeniedCall): EventDraft {
+  return {
+    stream: `producer/${service}`,
+    actor: { kind: events.ActorKind.ACTOR_KIND_USER, id: denied.subject, origin: denied.peer },
+    payload: {
+      type: 'CallDenied',
+      data: {
+        method: denied.method,
+        code: denied.code,
+        reason: denied.reason,
+        subject: denied.subject,
+        certificateIdentity: denied.certificateIdentity,
+        peer: denied.peer,
+        target: '',
+      },
+    },
+  };
+}
