@@ -20,6 +20,7 @@ import {
 import type { EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, openServiceEventLog, serviceStarted, serviceStopped } from './event-log';
 import { ServiceHealth } from './health';
+import { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
 import { callDenied, serverTransport, type ServerTransport } from './transport';
 import type { Identity } from '@rebootless/trust';
 import { createServiceLogger } from './logger';
@@ -231,10 +232,13 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
       ...grpcTransportOptions(address, ...options.grpc),
       credentials: transportSecurity.credentials,
       // Nest hands channelOptions to the grpc-js Server constructor, which takes its interceptors there.
-      channelOptions: { interceptors: transportSecurity.interceptors } as Record<string, unknown>,
+      channelOptions: {
+        interceptors: [...transportSecurity.interceptors, malformedRequestInterceptor],
+      } as Record<string, unknown>,
       // Nest calls this after binding, with the grpc-js server: the one place to add services
       // of our own next to the controllers'.
-      onLoadPackageDefinition: (_packageDefinition: unknown, server: Server) => {
+      onLoadPackageDefinition: (packageDefinition: Record<string, unknown>, server: Server) => {
+        guardRequestDeserializers(packageDefinition);
         grpcServer = server;
         health.implementation.addToServer(server);
       },

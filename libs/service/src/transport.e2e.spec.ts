@@ -170,6 +170,31 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     );
   });
 
+  it('answers bytes that are not the request message with INVALID_ARGUMENT naming the type, after the access check', async () => {
+    const raw = new grpc.Client(address, channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' })));
+    const send = (metadata: grpc.Metadata) =>
+      new Promise<{ code: number; details: string }>((resolve) =>
+        raw.makeUnaryRequest(
+          '/rebootless.builder.v1.BuildService/SubmitBuild',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          // A tag varint that runs off the end of the message.
+          Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+          metadata,
+          (error) => resolve(error ? { code: error.code, details: error.details } : { code: 0, details: '' }),
+        ),
+      );
+    try {
+      expect(await send(bearer('alice', ['operator']))).toEqual({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: expect.stringMatching(/^the request is not a valid SubmitBuildRequest message \(/),
+      });
+      expect((await send(new grpc.Metadata())).code).toBe(grpc.status.UNAUTHENTICATED);
+    } finally {
+      raw.close();
+    }
+  });
+
   it('refuses plaintext clients and certificates of another CA at the handshake', async () => {
     const plain = new BuildService.rebootless.builder.v1.BuildService(address, grpc.credentials.createInsecure());
     clients.push(plain);
