@@ -1,5 +1,6 @@
 // One Jest run, three tiers told apart by file name (DESIGN.md section 8):
-// *.spec.ts unit, *.int.spec.ts real broker and databases, *.e2e.spec.ts built services as processes.
+// *.spec.ts unit, *.int.spec.ts real broker and databases, *.e2e.spec.ts built services as processes,
+// *.kernel.spec.ts a real kernel in QEMU.
 const swc = [
   '@swc/jest',
   {
@@ -29,9 +30,16 @@ module.exports = {
       ...shared,
       displayName: 'unit',
       testMatch: ['<rootDir>/{apps,libs}/**/*.spec.ts'],
-      testPathIgnorePatterns: [...shared.testPathIgnorePatterns, '\\.int\\.spec\\.ts$', '\\.e2e\\.spec\\.ts$'],
+      testPathIgnorePatterns: [
+        ...shared.testPathIgnorePatterns,
+        '\\.int\\.spec\\.ts$',
+        '\\.e2e\\.spec\\.ts$',
+        '\\.kernel\\.spec\\.ts$',
+      ],
     },
     { ...shared, displayName: 'int', testMatch: ['<rootDir>/{apps,libs}/**/*.int.spec.ts'] },
     { ...shared, displayName: 'e2e', testMatch: ['<rootDir>/{apps,libs}/**/*.e2e.spec.ts'] },
+    // A real Debian kernel booted in QEMU (libs/kernel-lab); `npm run test:kernel` runs only these.
+    { ...shared, displayName: 'kernel', testMatch: ['<rootDir>/{apps,libs}/**/*.kernel.spec.ts'] },
   ],
 };

@@ -1,6 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { serviceSettings, setting, text, type ConfigOf, type ConfigSpec } from '@rebootless/service';
+import {
+  hostPort,
+  integer,
+  oneOf,
+  path,
+  serviceSettings,
+  setting,
+  text,
+  type ConfigOf,
+  type ConfigSpec,
+  type Parser,
+} from '@rebootless/service';
 
 export const SERVICE_NAME = 'agent';
 
@@ -15,6 +26,37 @@ function defaultHostId(): string {
   return hostname();
 }
 
+/** "env=prod,rack=r12": the labels rollouts select hosts by. */
+function labels(): Parser<Record<string, string>> {
+  return {
+    expected: 'comma-separated key=value pairs, e.g. env=prod,rack=r12',
+    parse(raw) {
+      const out: Record<string, string> = {};
+      for (const pair of raw
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '')) {
+        const at = pair.indexOf('=');
+        if (at <= 0) return undefined;
+        out[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+      }
+      return out;
+    },
+  };
+}
+
+/** The builder's raw 32-byte Ed25519 key, as 64 hex digits or base64. */
+function publicKey(): Parser<Buffer> {
+  return {
+    expected: "the builder's raw 32-byte Ed25519 public key, as 64 hex digits or base64",
+    parse(raw) {
+      const text = raw.trim();
+      const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+      return key.length === 32 ? key : undefined;
+    },
+  };
+}
+
 export const agentSettings = {
   ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'AGENT', defaultPort: 50054 }),
   hostId: setting({
@@ -22,6 +64,59 @@ export const agentSettings = {
     parser: text(),
     default: defaultHostId(),
     description: "this host's id in the fleet; the agent's events are signed as producer agent/<host id>",
+  }),
+  labels: setting({
+    env: 'AGENT_LABELS',
+    parser: labels(),
+    default: '',
+    description: 'labels rollouts select hosts by (key=value, comma-separated)',
+  }),
+  dispatcherAddress: setting({
+    env: 'AGENT_DISPATCHER_ADDRESS',
+    parser: hostPort(),
+    description: "the dispatcher's AgentGateway (host:port); unset: the agent works alone",
+  }),
+  builderAddress: setting({
+    env: 'AGENT_BUILDER_ADDRESS',
+    parser: hostPort(),
+    description:
+      "the builder's BuildService, where artifacts are fetched by digest (host:port); unset: every apply is refused",
+  }),
+  builderPublicKey: setting({
+    env: 'AGENT_BUILDER_PUBLIC_KEY',
+    parser: publicKey(),
+    description: 'the pinned builder key: only artifacts it signed are ever loaded; unset: every apply is refused',
+  }),
+  eventSink: setting({
+    env: 'AGENT_EVENT_SINK',
+    parser: oneOf(['kafka', 'gateway'] as const),
+    default: 'kafka',
+    description: 'kafka: write events to KAFKA_BROKERS; gateway: relay them through the dispatcher',
+  }),
+  reapply: setting({
+    env: 'AGENT_REAPPLY',
+    parser: oneOf(['at-start', 'never'] as const),
+    default: 'at-start',
+    description: 'after a reboot, apply the desired patches again (at-start) or wait for the dispatcher (never)',
+  }),
+  transitionTimeoutMs: setting({
+    env: 'AGENT_TRANSITION_TIMEOUT_MS',
+    parser: integer(100, 3_600_000),
+    default: '60000',
+    description:
+      'a patch transition still running after this long is reversed (never forced without the command saying so)',
+  }),
+  kernelSocket: setting({
+    env: 'AGENT_KERNEL_SOCKET',
+    parser: path(),
+    description:
+      'a simulated kernel served on this Unix socket (tests, fleet simulation); unset: the real kernel through /sys/kernel/livepatch',
+  }),
+  sysfsRoot: setting({
+    env: 'AGENT_SYSFS_ROOT',
+    parser: path(),
+    default: '/',
+    description: 'prefix of /sys and /proc for the real kernel port',
   }),
 } satisfies ConfigSpec;
 

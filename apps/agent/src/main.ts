@@ -1,15 +1,150 @@
-import { grpcServices } from '@rebootless/contracts';
-import { bootService } from '@rebootless/service';
-import { AppModule } from './app.module';
-import { SERVICE_NAME, agentSettings } from './config';
+// First, before anything loads grpc-js or kafkajs: tracing patches them as they load.
+import { startTelemetry } from '@rebootless/telemetry';
+startTelemetry('agent');
 
-// Wiring only. bootService validates the environment (exit 78 on a bad setting), opens the
-// service's event chain (exit 69 when Kafka or the topic is missing), serves gRPC and
-// grpc.health.v1.Health, records ServiceStarted / ServiceStopped, and stops cleanly on SIGTERM.
-void bootService({
-  name: SERVICE_NAME,
-  module: AppModule,
-  grpc: [grpcServices.agentControl],
-  config: agentSettings,
-  producerId: (config) => `agent/${config.hostId}`,
+// The agent daemon: configuration, the kernel port, the event sink, the embeddable Agent
+// (libs/agent-runtime) and AgentControl on the host. Not bootService: the agent must start and
+// keep working with Kafka unreachable (its events wait in its outbox), and its event chain is
+// the Agent's own, signed in its data dir.
+import { ServerCredentials } from '@grpc/grpc-js';
+import {
+  Agent,
+  GatewayRelaySink,
+  KafkaEventSink,
+  LivepatchSysfs,
+  RemoteKernelPort,
+  type EventSink,
+} from '@rebootless/agent-runtime';
+import type { KernelPort } from '@rebootless/kernel-model';
+import { kafkaClient } from '@rebootless/kafka';
+import {
+  ConfigError,
+  EXIT_CANTCREAT,
+  EXIT_CONFIG,
+  clientCredentials,
+  formatConfigProblem,
+  formatHostPort,
+  guardRequestDeserializers,
+  loadConfig,
+  malformedRequestInterceptor,
+  serverTransport,
+  serviceStarted,
+  serviceStopped,
+} from '@rebootless/service';
+import { mkdirSync } from 'node:fs';
+import { HealthImplementation } from 'grpc-health-check';
+import { SERVICE_NAME, agentSettings, type AgentConfig } from './config';
+import { GET_STATUS_PATH, agentControlDefinition, serveAgentControl } from './control-server';
+
+function line(message: string): void {
+  process.stdout.write(`${SERVICE_NAME}: ${message}\n`);
+}
+
+/** "agent ready on ...", "agent stopped": the lines supervisors and the stack runner wait for. */
+function lifecycle(message: string): void {
+  process.stdout.write(`${SERVICE_NAME} ${message}\n`);
+}
+
+async function main(): Promise<void> {
+  let config: AgentConfig;
+  try {
+    config = loadConfig(agentSettings, process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(
+      [`${SERVICE_NAME}: configuration error:`, ...error.problems.map((p) => `  ${formatConfigProblem(p)}`)].join(
+        '\n',
+      ) + '\n',
+    );
+    process.exit(EXIT_CONFIG);
+  }
+  try {
+    mkdirSync(config.dataDir, { recursive: true });
+  } catch (error) {
+    process.stderr.write(`${SERVICE_NAME}: cannot create REBOOTLESS_DATA_DIR ${config.dataDir}: ${String(error)}\n`);
+    process.exit(EXIT_CANTCREAT);
+  }
+  // Toward the dispatcher and the builder the agent speaks as its host (its certificate names
+  // it); AgentControl is served as the agent service, as every service of the stack is.
+  const hostIdentity = { kind: 'host' as const, id: config.hostId };
+  const serverIdentity = { kind: 'service' as const, id: SERVICE_NAME };
+  const talks = config.dispatcherAddress !== undefined || config.builderAddress !== undefined;
+  let credentials;
+  try {
+    credentials = talks ? clientCredentials(config.transport, hostIdentity) : undefined;
+  } catch (error) {
+    process.stderr.write(`${SERVICE_NAME}: configuration error: ${String(error)}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  const kernel: KernelPort = config.kernelSocket
+    ? new RemoteKernelPort(config.kernelSocket)
+    : new LivepatchSysfs({ root: config.sysfsRoot });
+  const sink: EventSink =
+    config.eventSink === 'kafka'
+      ? new KafkaEventSink({
+          kafka: kafkaClient(config.kafkaBrokers.map(formatHostPort), `agent-${config.hostId}`, 2),
+          topic: config.eventsTopic,
+        })
+      : new GatewayRelaySink();
+  const agent = new Agent({
+    kernel,
+    dataDir: config.dataDir,
+    hostId: config.hostId,
+    labels: config.labels,
+    ...(config.dispatcherAddress ? { dispatcherAddress: formatHostPort(config.dispatcherAddress) } : {}),
+    builderAddress: config.builderAddress ? formatHostPort(config.builderAddress) : '',
+    builderPublicKey: config.builderPublicKey ?? Buffer.alloc(0),
+    sink,
+    ...(credentials ? { credentials } : {}),
+    reapply: config.reapply,
+    timeouts: { transitionMs: config.transitionTimeoutMs },
+    log: line,
+  });
+  if (!config.builderAddress || !config.builderPublicKey) {
+    line('WARNING: AGENT_BUILDER_ADDRESS or AGENT_BUILDER_PUBLIC_KEY is unset: every apply command will be refused');
+  }
+  await agent.start();
+  const transport = serverTransport(config.transport, serverIdentity, (denied) =>
+    line(`${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`),
+  );
+  const credentialsForServer: ServerCredentials = transport.credentials;
+  // The same access rules and garbage handling as every other service (libs/service).
+  guardRequestDeserializers({ [GET_STATUS_PATH]: agentControlDefinition });
+  const health = new HealthImplementation();
+  const control = await serveAgentControl(
+    agent,
+    formatHostPort(config.grpcListen),
+    credentialsForServer,
+    line,
+    (server) => health.addToServer(server),
+    [...transport.interceptors, malformedRequestInterceptor],
+  );
+  agent.recordServiceEvents([serviceStarted(SERVICE_NAME, `agent/${config.hostId}`, control.address)]);
+  // Best effort: with Kafka reachable the run is in the log before the agent says it is ready.
+  await agent.drain(5_000).catch(() => undefined);
+  for (const name of ['', 'rebootless.agent.v1.AgentControl']) health.setStatus(name, 'SERVING');
+  lifecycle(`ready on ${control.address} (host ${config.hostId}, agent key ${agent.publicKey.toString('hex')})`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    lifecycle(`stopping (${signal})`);
+    setTimeout(() => process.exit(1), 10_000).unref();
+    for (const name of ['', 'rebootless.agent.v1.AgentControl']) health.setStatus(name, 'NOT_SERVING');
+    control.server.forceShutdown();
+    agent.recordServiceEvents([serviceStopped(SERVICE_NAME, `agent/${config.hostId}`, signal)]);
+    await agent.drain(3_000).catch(() => undefined);
+    await agent.stop({ clean: true });
+    await sink.close();
+    lifecycle('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${SERVICE_NAME}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
 });

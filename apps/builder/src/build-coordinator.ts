@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { builder, events, toTimestamp } from '@rebootless/contracts';
 import { uuidv7, type EventDraft, type SigningKey } from '@rebootless/events';
 import type { ArtifactStore, StoredArtifact } from '@rebootless/artifacts';
+import { ATTR, SPAN, captureTraceContext, withSpan, type Context as TraceContext } from '@rebootless/telemetry';
 import { pageOf } from './build-listing';
 import {
   BuildAlreadyFinishedError,
@@ -103,7 +104,7 @@ interface LiveBuild {
   watchers: Set<BuildWatcher>;
   controller: AbortController;
   /** Only while it may still run: the fix and what the analysis said. */
-  work?: { submission: Submission; analysis?: KernelBuildInput['analysis'] };
+  work?: { submission: Submission; analysis?: KernelBuildInput['analysis']; trace: TraceContext };
   finishing: boolean;
 }
 
@@ -226,7 +227,8 @@ export class BuildCoordinator {
       logLines: 0,
       watchers: new Set(),
       controller: new AbortController(),
-      work: { submission, ...(analysis ? { analysis } : {}) },
+      // The releases build later, from the queue; their spans join the SubmitBuild call's trace.
+      work: { submission, ...(analysis ? { analysis } : {}), trace: captureTraceContext() },
       finishing: false,
     };
     this.builds.set(record.buildId, live);
@@ -339,7 +341,8 @@ export class BuildCoordinator {
 
   // ---- RetractPatch, FetchArtifact --------------------------------------------------------
 
-  async retract(request: builder.RetractPatchRequest): Promise<void> {
+  /** `actor` is who asked; a retraction re-announced at start is the builder's own. */
+  async retract(request: builder.RetractPatchRequest, actor: events.Actor = this.options.actor): Promise<void> {
     const problems: FieldProblem[] = [];
     if (!PATCH_NAME_PATTERN.test(request.patchId))
       problems.push({ field: 'patch_id', why: `${JSON.stringify(request.patchId.slice(0, 80))} is not a patch id` });
@@ -360,7 +363,7 @@ export class BuildCoordinator {
     if (newly) this.options.log.warn(`patch ${patchId} ${version} retracted: ${retraction.reason}`);
     if (retraction.announced) return;
     try {
-      await this.announceRetraction(retraction);
+      await this.announceRetraction(retraction, actor);
     } catch (error) {
       throw new EventLogUnavailableError(
         `patch ${patchId} ${version} is retracted here and will not be served, but PatchRetracted`,
@@ -380,8 +383,11 @@ export class BuildCoordinator {
     });
   }
 
-  private async announceRetraction(retraction: { patchId: string; version: string; reason: string }): Promise<void> {
-    await this.options.publisher.publish(patchRetracted(retraction, this.options.actor));
+  private async announceRetraction(
+    retraction: { patchId: string; version: string; reason: string },
+    actor: events.Actor = this.options.actor,
+  ): Promise<void> {
+    await this.options.publisher.publish(patchRetracted(retraction, actor));
     this.options.store.markAnnounced(retraction.patchId, retraction.version);
   }
 
@@ -419,7 +425,22 @@ export class BuildCoordinator {
     }
   }
 
-  private async runJob(live: LiveBuild, release: string): Promise<void> {
+  private runJob(live: LiveBuild, release: string): Promise<void> {
+    const record = live.record;
+    return withSpan(
+      SPAN.buildKernel,
+      {
+        [ATTR.buildId]: record.buildId,
+        [ATTR.patchId]: record.patchId,
+        [ATTR.patchVersion]: record.version,
+        [ATTR.kernelRelease]: release,
+      },
+      () => this.buildRelease(live, release),
+      { parent: live.work!.trace },
+    );
+  }
+
+  private async buildRelease(live: LiveBuild, release: string): Promise<void> {
     const { submission, analysis } = live.work!;
     const record = live.record;
     const input: KernelBuildInput = {

@@ -2,12 +2,12 @@ import { Controller, Inject, Logger } from '@nestjs/common';
 import type { Metadata, ServerUnaryCall } from '@grpc/grpc-js';
 import { Observable } from 'rxjs';
 import { builder, events } from '@rebootless/contracts';
+import { callerActor } from '@rebootless/service';
 import { BuildCoordinator } from './build-coordinator';
 import { toRpcException } from './grpc-errors';
 
-/** Who called: no identities yet (tokens come with TLS), so the caller's address is what is known. */
-function callerOf(call: { getPeer(): string } | undefined): events.Actor {
-  return { kind: events.ActorKind.ACTOR_KIND_USER, id: 'unauthenticated', origin: call?.getPeer() ?? '' };
+function callerOf(metadata: Metadata | undefined, call: { getPeer(): string } | undefined): events.Actor {
+  return callerActor(metadata, call?.getPeer() ?? '');
 }
 
 /** Serves rebootless.builder.v1.BuildService: decoding, status mapping, streams; the work is the coordinator's. */
@@ -20,11 +20,11 @@ export class BuildController implements builder.BuildServiceController {
 
   async submitBuild(
     request: builder.SubmitBuildRequest,
-    _metadata?: Metadata,
+    metadata?: Metadata,
     call?: ServerUnaryCall<unknown, unknown>,
   ): Promise<builder.SubmitBuildResponse> {
     try {
-      return await this.builds.submit(request, callerOf(call));
+      return await this.builds.submit(request, callerOf(metadata, call));
     } catch (error) {
       throw toRpcException(error, 'SubmitBuild', this.logger);
     }
@@ -62,19 +62,23 @@ export class BuildController implements builder.BuildServiceController {
 
   async cancelBuild(
     request: builder.CancelBuildRequest,
-    _metadata?: Metadata,
+    metadata?: Metadata,
     call?: ServerUnaryCall<unknown, unknown>,
   ): Promise<builder.CancelBuildResponse> {
     try {
-      return { build: await this.builds.cancel(request.buildId, request.reason, callerOf(call)) };
+      return { build: await this.builds.cancel(request.buildId, request.reason, callerOf(metadata, call)) };
     } catch (error) {
       throw toRpcException(error, 'CancelBuild', this.logger);
     }
   }
 
-  async retractPatch(request: builder.RetractPatchRequest): Promise<builder.RetractPatchResponse> {
+  async retractPatch(
+    request: builder.RetractPatchRequest,
+    metadata?: Metadata,
+    call?: ServerUnaryCall<unknown, unknown>,
+  ): Promise<builder.RetractPatchResponse> {
     try {
-      await this.builds.retract(request);
+      await this.builds.retract(request, callerOf(metadata, call));
       return {};
     } catch (error) {
       throw toRpcException(error, 'RetractPatch', this.logger);

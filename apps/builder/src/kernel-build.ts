@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import type { events } from '@rebootless/contracts';
 import { signManifest, sha256Hex, type ArtifactStore, type PatchManifest } from '@rebootless/artifacts';
 import type { SigningKey } from '@rebootless/events';
+import { ATTR, SPAN, withSpan } from '@rebootless/telemetry';
 import type { KernelArtifact, Stage } from './build-record';
 import type { Fix } from './submission';
 
@@ -144,15 +145,25 @@ export async function buildForKernel(
 
     enter('compile');
     workDir = fs.mkdtempSync(path.join(deps.workRoot ?? os.tmpdir(), 'rebootless-build-'));
-    const compiled = await deps.toolchain.compileLivepatch({
-      source: input.fix.bytes,
-      moduleName: input.moduleName,
-      headers,
-      workDir,
-      timeoutMs: deps.compileTimeoutMs,
-      signal,
-      onLog: (line) => progress.log('compile', line),
-    });
+    const compileIn = workDir;
+    const compiled = await withSpan(
+      SPAN.buildCompile,
+      {
+        [ATTR.buildId]: input.buildId,
+        [ATTR.kernelRelease]: input.release,
+        'rebootless.module.name': input.moduleName,
+      },
+      () =>
+        deps.toolchain.compileLivepatch({
+          source: input.fix.bytes,
+          moduleName: input.moduleName,
+          headers,
+          workDir: compileIn,
+          timeoutMs: deps.compileTimeoutMs,
+          signal,
+          onLog: (line) => progress.log('compile', line),
+        }),
+    );
     diagnostics.push(...compiled.warnings);
 
     enter('sign');

@@ -1,3 +1,7 @@
+// First, before anything loads grpc-js, kafkajs or NestJS: tracing patches them as they load.
+import { startTelemetry } from '@rebootless/telemetry';
+startTelemetry('builder');
+
 import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';

@@ -1,8 +1,127 @@
-import { Controller } from '@nestjs/common';
+import { Controller, Inject, Logger } from '@nestjs/common';
+import { status, type Metadata } from '@grpc/grpc-js';
+import { RpcException } from '@nestjs/microservices';
+import { Observable } from 'rxjs';
+import { dispatcher } from '@rebootless/contracts';
+import { principalOf } from '@rebootless/trust';
+import type { AgentStream } from './agent-connections';
+import { PermissionError } from './dispatcher-errors';
+import { EventRelay } from './event-relay';
+import { RolloutEngine } from './rollout-engine';
 
 /**
- * Serves rebootless.dispatcher.v1.AgentGateway.
- * Its RPCs get handlers here as they are built; until then gRPC answers them UNIMPLEMENTED.
+ * Serves rebootless.dispatcher.v1.AgentGateway: one long-lived stream per agent. The agent says
+ * hello first; every message it sends is acknowledged by id once what it carried is durable
+ * (relayed events: written to Kafka), and commands go back on the same stream.
  */
 @Controller()
-export class AgentGatewayController {}
+@dispatcher.AgentGatewayControllerMethods()
+export class AgentGatewayController implements dispatcher.AgentGatewayController {
+  private readonly logger = new Logger('AgentGateway');
+
+  constructor(
+    @Inject(RolloutEngine) private readonly engine: RolloutEngine,
+    @Inject(EventRelay) private readonly relay: EventRelay,
+  ) {}
+
+  connect(
+    requests: Observable<dispatcher.ConnectRequest>,
+    metadata?: Metadata,
+  ): Observable<dispatcher.ConnectResponse> {
+    // With TLS the certificate names the host; on an insecure server the hello is taken at its word.
+    const certified = principalOf(metadata)?.identity;
+    return new Observable((subscriber) => {
+      let hostId: string | undefined;
+      let ended = false;
+      // Relayed batches are written one after another, so the agent's chain order is kept.
+      let relaying: Promise<void> = Promise.resolve();
+      const stream: AgentStream = {
+        send: (message) => {
+          if (!ended) subscriber.next(message);
+        },
+        replaced: () => finish(),
+      };
+      const finish = (error?: RpcException) => {
+        if (ended) return;
+        ended = true;
+        if (hostId) {
+          this.engine.agents.detach(hostId, stream, Date.now());
+          this.engine.agentDisconnected(hostId);
+        }
+        if (error) subscriber.error(error);
+        else subscriber.complete();
+      };
+      const refuse = (code: status, message: string) => finish(new RpcException({ code, message }));
+      const ack = (messageId: string) => stream.send({ ack: { messageId } });
+
+      const subscription = requests.subscribe({
+        next: (request) => {
+          if (ended) return;
+          if (!request.hello && !request.inventory && !request.commandResult && !request.relayEvents) {
+            return refuse(
+              status.INVALID_ARGUMENT,
+              'the message carries no payload (hello, inventory, command_result or relay_events)',
+            );
+          }
+          if (request.hello) {
+            const id = request.hello.facts?.hostId ?? '';
+            if (!id) return refuse(status.INVALID_ARGUMENT, 'hello.facts.host_id: is required');
+            if (certified?.kind === 'host' && certified.id !== id) {
+              return refuse(status.PERMISSION_DENIED, `the certificate names host ${certified.id}, not ${id}`);
+            }
+            if (hostId && hostId !== id) return refuse(status.INVALID_ARGUMENT, `hello: this stream is ${hostId}'s`);
+            hostId = id;
+            this.engine.fleet.observeFacts(request.hello.facts!);
+            this.engine.agents.attach(id, stream);
+            ack(request.messageId);
+            this.engine.agentConnected(id);
+            return;
+          }
+          if (!hostId) return refuse(status.FAILED_PRECONDITION, 'the agent must say hello first');
+          const host = hostId;
+          if (request.inventory) {
+            if (request.inventory.facts && request.inventory.facts.hostId !== host) {
+              return refuse(
+                status.INVALID_ARGUMENT,
+                `inventory.facts.host_id: ${request.inventory.facts.hostId} is not ${host}`,
+              );
+            }
+            if (request.inventory.facts)
+              this.engine.fleet.observeFacts(request.inventory.facts, request.inventory.patches);
+            return ack(request.messageId);
+          }
+          if (request.commandResult) {
+            // The outcome that counts is the agent's signed event in the log; this is its echo.
+            const r = request.commandResult;
+            if (r.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED) {
+              this.logger.warn(`${host} refused command ${r.commandId} at ${r.stage}: ${r.error}`);
+            }
+            return ack(request.messageId);
+          }
+          if (request.relayEvents) {
+            const envelopes = request.relayEvents.envelopes;
+            relaying = relaying.then(async () => {
+              if (ended) return;
+              try {
+                await this.relay.relay(host, envelopes);
+                ack(request.messageId);
+              } catch (error) {
+                if (error instanceof PermissionError) return refuse(status.PERMISSION_DENIED, error.message);
+                // Not acknowledged: the agent keeps the events in its outbox and sends them again.
+                this.logger.error(`relaying ${envelopes.length} event(s) of ${host} failed: ${String(error)}`);
+                refuse(status.UNAVAILABLE, 'the dispatcher could not write the events to the log; send them again');
+              }
+            });
+            return;
+          }
+        },
+        error: () => finish(),
+        complete: () => finish(),
+      });
+      return () => {
+        subscription.unsubscribe();
+        finish();
+      };
+    });
+  }
+}

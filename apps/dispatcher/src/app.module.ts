@@ -1,6 +1,86 @@
-import { Module } from '@nestjs/common';
+import { Inject, Injectable, Logger, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { kafkaClient, type EventPublisher } from '@rebootless/kafka';
+import { EVENT_PUBLISHER, SERVICE_CONFIG, clientCredentials, formatHostPort, serviceActor } from '@rebootless/service';
 import { AgentGatewayController } from './agent-gateway.controller';
+import { SERVICE_NAME, type DispatcherConfig } from './config';
+import { EventRelay } from './event-relay';
+import { LedgerClient } from './ledger-client';
+import { RolloutEngine } from './rollout-engine';
+import { RolloutOperations } from './rollout-operations';
 import { RolloutController } from './rollout.controller';
+import { UndoOperation } from './undo-operation';
 
-@Module({ controllers: [RolloutController, AgentGatewayController] })
+function brokersOf(config: DispatcherConfig): string[] {
+  return config.kafkaBrokers.map(formatHostPort);
+}
+
+function engineFor(config: DispatcherConfig, publisher: EventPublisher): RolloutEngine {
+  const logger = new Logger('Rollouts');
+  return new RolloutEngine({
+    publisher,
+    kafka: kafkaClient(brokersOf(config), `rebootless-${SERVICE_NAME}-follower`),
+    topic: config.eventsTopic,
+    actor: serviceActor(SERVICE_NAME),
+    silenceGraceMs: config.silenceGraceSeconds * 1000,
+    tickIntervalMs: config.tickIntervalMs,
+    log: {
+      log: (message) => logger.log(message),
+      warn: (message) => logger.warn(message),
+      error: (message, stack) => logger.error(message, stack),
+    },
+  });
+}
+
+/** Rebuilds the state from the log before the server answers anyone; stops following it at shutdown. */
+@Injectable()
+class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
+  constructor(
+    @Inject(RolloutEngine) private readonly engine: RolloutEngine,
+    @Inject(EventRelay) private readonly relay: EventRelay,
+    @Inject(LedgerClient) private readonly ledger: LedgerClient,
+  ) {}
+
+  onModuleInit(): Promise<void> {
+    return this.engine.start();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.engine.stop();
+    await this.relay.close();
+    this.ledger.close();
+  }
+}
+
+@Module({
+  controllers: [RolloutController, AgentGatewayController],
+  providers: [
+    { provide: RolloutEngine, useFactory: engineFor, inject: [SERVICE_CONFIG, EVENT_PUBLISHER] },
+    {
+      provide: EventRelay,
+      useFactory: (config: DispatcherConfig) =>
+        EventRelay.open(kafkaClient(brokersOf(config), `rebootless-${SERVICE_NAME}-relay`), config.eventsTopic),
+      inject: [SERVICE_CONFIG],
+    },
+    {
+      provide: LedgerClient,
+      useFactory: (config: DispatcherConfig) =>
+        new LedgerClient(
+          formatHostPort(config.ledgerAddress),
+          clientCredentials(config.transport, { kind: 'service', id: SERVICE_NAME }),
+        ),
+      inject: [SERVICE_CONFIG],
+    },
+    {
+      provide: RolloutOperations,
+      useFactory: (engine: RolloutEngine) => new RolloutOperations(engine),
+      inject: [RolloutEngine],
+    },
+    {
+      provide: UndoOperation,
+      useFactory: (engine: RolloutEngine, ledger: LedgerClient) => new UndoOperation(engine, ledger),
+      inject: [RolloutEngine, LedgerClient],
+    },
+    DispatcherLifecycle,
+  ],
+})
 export class AppModule {}

@@ -1,14 +1,36 @@
+// First, before anything loads grpc-js, kafkajs or NestJS: tracing patches them as they load.
+import { startTelemetry } from '@rebootless/telemetry';
+startTelemetry('ledger');
+
 import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
 import { SERVICE_NAME, ledgerSettings } from './config';
+import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
+import { rebuild } from './rebuild';
 
-// Wiring only. bootService validates the environment (exit 78 on a bad setting), opens the
-// service's event chain (exit 69 when Kafka or the topic is missing), serves gRPC and
-// grpc.health.v1.Health, records ServiceStarted / ServiceStopped, and stops cleanly on SIGTERM.
-void bootService({
-  name: SERVICE_NAME,
-  module: AppModule,
-  grpc: [grpcServices.ledger],
-  config: ledgerSettings,
-});
+// Wiring only. `main.js rebuild [--json]` empties the read models and replays the log from
+// offset 0, then exits; without arguments the service boots (bootService: configuration check,
+// event chain, gRPC + health, ServiceStarted/Stopped, clean SIGTERM) and projects as events come.
+const [command, ...args] = process.argv.slice(2);
+if (command === 'rebuild') {
+  void rebuild(args);
+} else if (command !== undefined) {
+  process.stderr.write(`ledger: unknown command ${JSON.stringify(command)}; usage: main.js [rebuild [--json]]\n`);
+  process.exit(64);
+} else {
+  void bootService({
+    name: SERVICE_NAME,
+    module: AppModule,
+    grpc: [grpcServices.ledger],
+    config: ledgerSettings,
+    onStarted: async (ctx) => {
+      const runtime = ctx.app.get<LedgerRuntime>(LEDGER_RUNTIME);
+      await runtime.consumer.start();
+      ctx.logger.log(`ledger: projecting ${ctx.config.eventsTopic} into ${runtime.db.description}`);
+    },
+    onStopping: async (ctx) => {
+      await ctx.app.get<LedgerRuntime>(LEDGER_RUNTIME).consumer.stop();
+    },
+  });
+}

@@ -38,6 +38,7 @@ export async function runConsumer(opts: ConsumerRunnerOptions): Promise<RunningC
         key: m.key?.toString() ?? null,
         value: m.value,
         timestamp: Number(m.timestamp),
+        ...(m.headers && Object.keys(m.headers).length > 0 ? { headers: m.headers } : {}),
       }));
       await opts.handleBatch(records, batch.partition);
       const last = batch.messages[batch.messages.length - 1]!.offset;

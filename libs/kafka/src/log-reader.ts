@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Admin, Kafka, logCreator, logLevel } from 'kafkajs';
+import { Admin, IHeaders, Kafka, logCreator, logLevel } from 'kafkajs';
 
 export interface LogRecord {
   partition: number;
@@ -7,6 +7,8 @@ export interface LogRecord {
   key: string | null;
   value: Buffer | null;
   timestamp: number;
+  /** The record's headers as kafkajs gives them; `traceparent` links it to the trace that wrote it. */
+  headers?: IHeaders;
 }
 
 export interface ReadRangeOptions {
@@ -77,6 +79,7 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
             key: m.key?.toString() ?? null,
             value: m.value,
             timestamp: ts,
+            ...(m.headers && Object.keys(m.headers).length > 0 ? { headers: m.headers } : {}),
           });
           resolveOffset(m.offset);
           if (BigInt(m.offset) + 1n >= end) todo.delete(p);

@@ -207,21 +207,35 @@ describe('SimulatedKernel, the rules of DESIGN.md section 5', () => {
   });
 
   describe('writing the opposite value to enabled during a transition reverses it', () => {
-    it('a stalled enable, reversed, leaves no patch behind and the module can be removed', async () => {
+    it('a stalled enable, reversed, leaves no patch behind and the module can be removed, though the task still sleeps', async () => {
       const { k, clock } = kernel();
-      const pid = k.addSleepingTask({ comm: 'cat', sleepsIn: cmdline });
+      k.addSleepingTask({ comm: 'cat', sleepsIn: cmdline });
       await k.loadModule(module('lp'));
       clock.advance(5 * TRANSITION_MS);
 
       await k.setEnabled('lp', false);
       expect(await stack(k)).toEqual(['lp:0t']);
-      k.wakeTask(pid);
+      // The sleeping task never switched to the patch: it is already where the reversal goes.
       clock.advance(TRANSITION_MS);
 
       expect(await stack(k)).toEqual([]);
       expect(k.runningVersion(cmdline)).toBeUndefined();
       await k.removeModule('lp');
       expect(await k.moduleLoaded('lp')).toBe(false);
+    });
+
+    it('a task that arrives in the function after the reversal still blocks it', async () => {
+      const { k, clock } = kernel();
+      const first = k.addSleepingTask({ comm: 'cat', sleepsIn: cmdline });
+      await k.loadModule(module('lp'));
+      await k.setEnabled('lp', false);
+      const second = k.addSleepingTask({ comm: 'less', sleepsIn: cmdline });
+      clock.advance(5 * TRANSITION_MS);
+      expect(await stack(k)).toEqual(['lp:0t']);
+      k.wakeTask(second);
+      clock.advance(TRANSITION_MS);
+      expect(await stack(k)).toEqual([]);
+      k.wakeTask(first);
     });
 
     it('a disable reversed by writing 1 leaves the patch enabled', async () => {

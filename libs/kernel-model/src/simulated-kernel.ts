@@ -65,6 +65,11 @@ interface Transition {
   /** true: patching (enabled=1), false: unpatching. */
   target: boolean;
   dueAt: number;
+  /**
+   * Tasks that never switched before this transition reversed the previous one: they are
+   * already in the new target state, so they do not block it (klp_reverse_transition).
+   */
+  unswitched?: ReadonlySet<number>;
 }
 
 interface SleepingTask {
@@ -91,7 +96,7 @@ export interface SimulatedKernelState {
   /** Kernel stack order, oldest first. */
   patches: Array<{ moduleName: string; functions: events.PatchedFunction[]; replace: boolean; enabled: boolean }>;
   modules: Array<{ name: string; path: string; forced: boolean; hasPatch: boolean }>;
-  transition?: { moduleName: string; target: boolean; dueAt: number };
+  transition?: { moduleName: string; target: boolean; dueAt: number; unswitched?: number[] };
   tasks: Array<{ pid: number; comm: string; sleepsIn: string; stack: string[] }>;
   nextPid: number;
 }
@@ -267,9 +272,11 @@ export class SimulatedKernel implements KernelPort {
     if (patch.enabled === enabled) fail('EINVAL', `the patch is already ${enabled ? 'enabled' : 'disabled'}`);
     if (this.transition) {
       if (this.transition.patch === patch) {
-        // Writing the opposite value during its own transition reverses it.
+        // Writing the opposite value during its own transition reverses it. The tasks that held
+        // the transition up never left the state the reversal returns to, so they let it finish.
+        const unswitched = new Set(this.blockers(this.transition).map((task) => task.pid));
         patch.enabled = enabled;
-        this.startTransition(patch, enabled);
+        this.startTransition(patch, enabled, unswitched);
         return;
       }
       fail('EBUSY', `patch ${this.transition.patch.moduleName} is in transition`);
@@ -360,6 +367,7 @@ export class SimulatedKernel implements KernelPort {
               moduleName: this.transition.patch.moduleName,
               target: this.transition.target,
               dueAt: this.transition.dueAt,
+              ...(this.transition.unswitched ? { unswitched: [...this.transition.unswitched] } : {}),
             },
           }
         : {}),
@@ -389,7 +397,12 @@ export class SimulatedKernel implements KernelPort {
       const patch = kernel.patchNamed(state.transition.moduleName);
       if (!patch)
         throw new Error(`SimulatedKernel: state has ${state.transition.moduleName} in transition but no such patch`);
-      kernel.transition = { patch, target: state.transition.target, dueAt: state.transition.dueAt };
+      kernel.transition = {
+        patch,
+        target: state.transition.target,
+        dueAt: state.transition.dueAt,
+        ...(state.transition.unswitched ? { unswitched: new Set(state.transition.unswitched) } : {}),
+      };
     }
     for (const t of state.tasks) kernel.tasks.set(t.pid, { ...t, stack: [...t.stack] });
     kernel.nextPid = state.nextPid;
@@ -468,8 +481,13 @@ export class SimulatedKernel implements KernelPort {
 
   // ---- Rules ----
 
-  private startTransition(patch: SimPatch, target: boolean): void {
-    this.transition = { patch, target, dueAt: this.clock.now() + this.transitionMs };
+  private startTransition(patch: SimPatch, target: boolean, unswitched?: ReadonlySet<number>): void {
+    this.transition = {
+      patch,
+      target,
+      dueAt: this.clock.now() + this.transitionMs,
+      ...(unswitched ? { unswitched } : {}),
+    };
     // Before 4.12 there was no consistency model: every task switched at once.
     if (!this.featureSet.transitionAttribute) this.completeTransition();
     this.settle();
@@ -512,7 +530,9 @@ export class SimulatedKernel implements KernelPort {
     if (transition.patch.replace) {
       for (const p of this.patches) for (const fn of p.functions) touched.add(functionKey(fn));
     }
-    return [...this.tasks.values()].filter((task) => touched.has(task.sleepsIn));
+    return [...this.tasks.values()].filter(
+      (task) => touched.has(task.sleepsIn) && !transition.unswitched?.has(task.pid),
+    );
   }
 
   private patchNamed(moduleName: string): SimPatch | undefined {

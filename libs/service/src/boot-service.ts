@@ -24,6 +24,7 @@ import { guardRequestDeserializers, malformedRequestInterceptor } from './malfor
 import { callDenied, serverTransport, type ServerTransport } from './transport';
 import type { Identity } from '@rebootless/trust';
 import { createServiceLogger } from './logger';
+import { shutdownTelemetry } from '@rebootless/telemetry';
 import type { ServiceConfig, serviceSettings } from './service-settings';
 
 /** sysexits.h: the configuration is wrong, restarting will not help. */
@@ -217,6 +218,8 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
       process.exit(1);
     }
     lifecycle.log(`${name} stopped`);
+    // process.exit drops what the span exporter still buffers (@rebootless/telemetry).
+    await shutdownTelemetry();
     process.exit(exitCode);
   };
   // Not app.enableShutdownHooks(): Nest's handler re-raises the signal once done, so the exit

@@ -13,4 +13,5 @@ export {
   type StopReason,
 } from './boot-service';
 export * from './event-log';
-export { clientCredentials, serverTransport } from './transport';
+export { callerActor, clientCredentials, serverTransport } from './transport';
+export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';

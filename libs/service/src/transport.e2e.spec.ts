@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { grpcServices, protoLoaderOptions, type events } from '@rebootless/contracts';
 import { decodeEvent } from '@rebootless/events';
+import { livepatchSample } from '@rebootless/kernel-toolchain';
 import {
   builtEntry,
   freshEventsTopic,
@@ -193,6 +194,33 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     } finally {
       raw.close();
     }
+  });
+
+  it('records the user of the token as the actor of what the call caused', async () => {
+    const cli = clientAs({ kind: 'user', id: 'cli' });
+    const submitted = await call(
+      cli,
+      'submitBuild',
+      {
+        patchName: 'actor-check',
+        version: '1',
+        description: 'who submitted this',
+        cves: [{ id: 'CVE-2024-1086', severity: 4 }],
+        kernelReleases: ['6.1.0-999-nonexistent-amd64'],
+        livepatchModuleSource: Buffer.from(livepatchSample({ moduleName: 'actor_check', replacementText: 'x\n' })),
+      },
+      bearer('alice', ['operator']),
+    );
+    expect(submitted).toEqual({ code: grpc.status.OK, details: '' });
+    let actor: events.Actor | undefined;
+    for (let i = 0; i < 50 && !actor; i++) {
+      const records = await readWholeTopic(testKafka(), topic);
+      actor = records
+        .map((r) => (r.value ? decodeEvent(r.value).body : undefined))
+        .find((b) => b?.buildRequested?.patchName === 'actor-check')?.actor;
+      if (!actor) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(actor).toMatchObject({ kind: 1 /* USER */, id: 'alice', origin: expect.stringContaining('127.0.0.1') });
   });
 
   it('refuses plaintext clients and certificates of another CA at the handshake', async () => {

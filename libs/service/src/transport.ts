@@ -1,7 +1,7 @@
 // Transport security for a service: the gRPC server's credentials and access interceptor, and
 // the credentials its own clients (dispatcher → ledger, agent → dispatcher/builder) present.
 import * as path from 'node:path';
-import { ChannelCredentials, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
+import { ChannelCredentials, ServerCredentials, type Metadata, type ServerInterceptor } from '@grpc/grpc-js';
 import { events } from '@rebootless/contracts';
 import type { EventDraft } from '@rebootless/events';
 import {
@@ -9,6 +9,7 @@ import {
   accessInterceptor,
   channelCredentials,
   loadTlsMaterial,
+  principalOf,
   readTokenPublicKey,
   serverCredentials,
   type DeniedCall,
@@ -70,4 +71,23 @@ export function callDenied(service: string, denied: DeniedCall): EventDraft {
       },
     },
   };
+}
+
+/**
+ * Who made a call, as events record it (PCI-DSS 10.2.2 user identity and origination): the
+ * token's user, else the certificate's identity, else "unauthenticated" on a plaintext server.
+ */
+export function callerActor(metadata: Metadata | undefined, peer: string): events.Actor {
+  const principal = principalOf(metadata);
+  if (principal?.user) return { kind: events.ActorKind.ACTOR_KIND_USER, id: principal.user.sub, origin: peer };
+  const identity = principal?.identity;
+  if (identity) {
+    const kind = {
+      host: events.ActorKind.ACTOR_KIND_HOST,
+      service: events.ActorKind.ACTOR_KIND_SERVICE,
+      user: events.ActorKind.ACTOR_KIND_USER,
+    }[identity.kind];
+    return { kind, id: identity.id, origin: peer };
+  }
+  return { kind: events.ActorKind.ACTOR_KIND_USER, id: 'unauthenticated', origin: peer };
 }

@@ -1,2 +1,4 @@
 export * from './kafka';
 export * from './process';
+export * from './otlp-receiver';
+export * from './trace-view';

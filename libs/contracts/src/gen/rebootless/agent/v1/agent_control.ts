@@ -10,7 +10,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { HostFacts, LivePatchState, PatchRef } from "../../events/v1/common";
+import { HostFacts, LivePatchState, PatchRef, StalledTask } from "../../events/v1/common";
 
 export interface GetStatusRequest {
 }
@@ -51,6 +51,18 @@ export interface GetStatusResponse {
     | undefined;
   /** Modules whose transition was forced this boot: they can never be removed, only rebooted away. */
   forcedModules: string[];
+  /** The desired patches with their modules and CVE ids, so the status command can say which are live. */
+  desiredModules: DesiredModule[];
+  /** Tasks blocking the transition running now, if any (from /proc/<pid>/patch_state). */
+  stalledTasks: StalledTask[];
+}
+
+export interface DesiredModule {
+  patch?: PatchRef | undefined;
+  moduleName: string;
+  cveIds: string[];
+  /** Enabled in the kernel with its transition complete. */
+  live: boolean;
 }
 
 function createBaseGetStatusRequest(): GetStatusRequest {
@@ -236,7 +248,7 @@ export const LastReport: MessageFns<LastReport> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { stack: [], desired: [], quarantined: [], forcedModules: [] };
+  return { stack: [], desired: [], quarantined: [], forcedModules: [], desiredModules: [], stalledTasks: [] };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -258,6 +270,12 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     for (const v of message.forcedModules) {
       writer.uint32(50).string(v!);
+    }
+    for (const v of message.desiredModules) {
+      DesiredModule.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.stalledTasks) {
+      StalledTask.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -321,6 +339,101 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             }
 
             message.forcedModules.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.desiredModules.push(DesiredModule.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.stalledTasks.push(StalledTask.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseDesiredModule(): DesiredModule {
+  return { moduleName: "", cveIds: [], live: false };
+}
+
+export const DesiredModule: MessageFns<DesiredModule> = {
+  encode(message: DesiredModule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.patch !== undefined) {
+      PatchRef.encode(message.patch, writer.uint32(10).fork()).join();
+    }
+    if (message.moduleName !== "") {
+      writer.uint32(18).string(message.moduleName);
+    }
+    for (const v of message.cveIds) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.live !== false) {
+      writer.uint32(32).bool(message.live);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DesiredModule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDesiredModule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.patch = PatchRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.moduleName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cveIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.live = reader.bool();
             continue;
           }
         }

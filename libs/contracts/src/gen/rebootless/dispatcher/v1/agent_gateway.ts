@@ -66,7 +66,16 @@ export interface ConnectRequest {
   hello?: AgentHello | undefined;
   inventory?: Inventory | undefined;
   commandResult?: CommandResult | undefined;
-  relayEvents?: RelayEvents | undefined;
+  relayEvents?:
+    | RelayEvents
+    | undefined;
+  /**
+   * W3C trace context of the agent's work this message comes from (e.g. the transition whose
+   * events it relays), so the dispatcher's relay joins that trace. Unset when the agent does
+   * not trace. Tracing only, never trusted for anything else (libs/telemetry).
+   */
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
 }
 
 export interface ApplyCommand {
@@ -102,7 +111,16 @@ export interface Ack {
 export interface ConnectResponse {
   ack?: Ack | undefined;
   apply?: ApplyCommand | undefined;
-  revert?: RevertCommand | undefined;
+  revert?:
+    | RevertCommand
+    | undefined;
+  /**
+   * W3C trace context of the dispatcher's work that sent this command (the rollout wave), so
+   * the agent's spans join the rollout's trace. Unset when the dispatcher does not trace.
+   * Tracing only, never trusted for anything else (libs/telemetry).
+   */
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
 }
 
 function createBaseAgentHello(): AgentHello {
@@ -387,6 +405,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
     if (message.relayEvents !== undefined) {
       RelayEvents.encode(message.relayEvents, writer.uint32(42).fork()).join();
     }
+    if (message.traceparent !== undefined) {
+      writer.uint32(50).string(message.traceparent);
+    }
+    if (message.tracestate !== undefined) {
+      writer.uint32(58).string(message.tracestate);
+    }
     return writer;
   },
 
@@ -441,6 +465,22 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             }
 
             message.relayEvents = RelayEvents.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.tracestate = reader.string();
             continue;
           }
         }
@@ -772,6 +812,12 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     if (message.revert !== undefined) {
       RevertCommand.encode(message.revert, writer.uint32(26).fork()).join();
     }
+    if (message.traceparent !== undefined) {
+      writer.uint32(34).string(message.traceparent);
+    }
+    if (message.tracestate !== undefined) {
+      writer.uint32(42).string(message.tracestate);
+    }
     return writer;
   },
 
@@ -810,6 +856,22 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             }
 
             message.revert = RevertCommand.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.tracestate = reader.string();
             continue;
           }
         }

@@ -73,6 +73,20 @@ export interface RolloutCreated {
   waves: PlannedWave[];
   /** Hosts that matched but already carry the patch. */
   skippedHostIds: string[];
+  /** An undo (RolloutService.Undo): the hosts get the ledger's undo steps, not the patch. */
+  undo: boolean;
+  /** Why the operator asked for it (undo reason), if given. */
+  reason: string;
+  /** Carried by every HostApplyRequested of the rollout (CreateRolloutRequest). */
+  allowForce: boolean;
+  allowDowngrade: boolean;
+  /** For an undo: the module each host disables, from the ledger's undo plan (host id -> module). */
+  undoModules: { [key: string]: string };
+}
+
+export interface RolloutCreated_UndoModulesEntry {
+  key: string;
+  value: string;
 }
 
 export interface RolloutApproved {
@@ -135,6 +149,8 @@ export interface RolloutResumed {
 export interface RolloutAborted {
   rolloutId: string;
   reason: string;
+  /** Aborted to roll back: the hosts the rollout patched get HostRevertRequested, newest wave first. */
+  rollBack: boolean;
 }
 
 export interface RolloutCompleted {
@@ -142,6 +158,9 @@ export interface RolloutCompleted {
   succeeded: number;
   failed: number;
   skipped: number;
+  /** The rollout ended by reverting what it had applied (after RolloutAborted with roll_back). */
+  rolledBack: boolean;
+  reverted: number;
 }
 
 function createBaseHostSelector(): HostSelector {
@@ -657,7 +676,18 @@ export const PlannedWave: MessageFns<PlannedWave> = {
 };
 
 function createBaseRolloutCreated(): RolloutCreated {
-  return { rolloutId: "", patchId: "", version: "", waves: [], skippedHostIds: [] };
+  return {
+    rolloutId: "",
+    patchId: "",
+    version: "",
+    waves: [],
+    skippedHostIds: [],
+    undo: false,
+    reason: "",
+    allowForce: false,
+    allowDowngrade: false,
+    undoModules: {},
+  };
 }
 
 export const RolloutCreated: MessageFns<RolloutCreated> = {
@@ -683,6 +713,21 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
     for (const v of message.skippedHostIds) {
       writer.uint32(58).string(v!);
     }
+    if (message.undo !== false) {
+      writer.uint32(64).bool(message.undo);
+    }
+    if (message.reason !== "") {
+      writer.uint32(74).string(message.reason);
+    }
+    if (message.allowForce !== false) {
+      writer.uint32(80).bool(message.allowForce);
+    }
+    if (message.allowDowngrade !== false) {
+      writer.uint32(88).bool(message.allowDowngrade);
+    }
+    globalThis.Object.entries(message.undoModules).forEach(([key, value]: [string, string]) => {
+      RolloutCreated_UndoModulesEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
+    });
     return writer;
   },
 
@@ -753,6 +798,106 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
             }
 
             message.skippedHostIds.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.undo = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.allowForce = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.allowDowngrade = reader.bool();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            const entry12 = RolloutCreated_UndoModulesEntry.decode(reader, reader.uint32());
+            if (entry12.value !== undefined) {
+              message.undoModules[entry12.key] = entry12.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRolloutCreated_UndoModulesEntry(): RolloutCreated_UndoModulesEntry {
+  return { key: "", value: "" };
+}
+
+export const RolloutCreated_UndoModulesEntry: MessageFns<RolloutCreated_UndoModulesEntry> = {
+  encode(message: RolloutCreated_UndoModulesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RolloutCreated_UndoModulesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRolloutCreated_UndoModulesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
             continue;
           }
         }
@@ -1376,7 +1521,7 @@ export const RolloutResumed: MessageFns<RolloutResumed> = {
 };
 
 function createBaseRolloutAborted(): RolloutAborted {
-  return { rolloutId: "", reason: "" };
+  return { rolloutId: "", reason: "", rollBack: false };
 }
 
 export const RolloutAborted: MessageFns<RolloutAborted> = {
@@ -1386,6 +1531,9 @@ export const RolloutAborted: MessageFns<RolloutAborted> = {
     }
     if (message.reason !== "") {
       writer.uint32(18).string(message.reason);
+    }
+    if (message.rollBack !== false) {
+      writer.uint32(24).bool(message.rollBack);
     }
     return writer;
   },
@@ -1419,6 +1567,14 @@ export const RolloutAborted: MessageFns<RolloutAborted> = {
             message.reason = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rollBack = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1433,7 +1589,7 @@ export const RolloutAborted: MessageFns<RolloutAborted> = {
 };
 
 function createBaseRolloutCompleted(): RolloutCompleted {
-  return { rolloutId: "", succeeded: 0, failed: 0, skipped: 0 };
+  return { rolloutId: "", succeeded: 0, failed: 0, skipped: 0, rolledBack: false, reverted: 0 };
 }
 
 export const RolloutCompleted: MessageFns<RolloutCompleted> = {
@@ -1449,6 +1605,12 @@ export const RolloutCompleted: MessageFns<RolloutCompleted> = {
     }
     if (message.skipped !== 0) {
       writer.uint32(32).uint32(message.skipped);
+    }
+    if (message.rolledBack !== false) {
+      writer.uint32(40).bool(message.rolledBack);
+    }
+    if (message.reverted !== 0) {
+      writer.uint32(48).uint32(message.reverted);
     }
     return writer;
   },
@@ -1496,6 +1658,22 @@ export const RolloutCompleted: MessageFns<RolloutCompleted> = {
             }
 
             message.skipped = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rolledBack = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.reverted = reader.uint32();
             continue;
           }
         }

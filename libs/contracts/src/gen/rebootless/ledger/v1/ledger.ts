@@ -44,6 +44,23 @@ export enum UndoStepKind {
   UNDO_STEP_KIND_REBOOT = 3,
 }
 
+export enum ReportFormat {
+  REPORT_FORMAT_UNSPECIFIED = 0,
+  /** REPORT_FORMAT_TABLE - Aligned columns for a terminal. */
+  REPORT_FORMAT_TABLE = 1,
+  REPORT_FORMAT_JSON = 2,
+  REPORT_FORMAT_CSV = 3,
+}
+
+export enum ComplianceStatus {
+  COMPLIANCE_STATUS_UNSPECIFIED = 0,
+  /** COMPLIANCE_STATUS_COMPLIANT - Fixed within the deadline, or still within it. */
+  COMPLIANCE_STATUS_COMPLIANT = 1,
+  /** COMPLIANCE_STATUS_NON_COMPLIANT - Fixed late, or still exposed past the deadline. */
+  COMPLIANCE_STATUS_NON_COMPLIANT = 2,
+  COMPLIANCE_STATUS_EXEMPT = 3,
+}
+
 export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_UNSPECIFIED = 0,
   /** INTEGRITY_FINDING_KIND_MALFORMED - The envelope or its body does not decode. */
@@ -119,7 +136,11 @@ export interface Host {
   /** Some patch was forced: only a reboot removes it. */
   rebootRequired: boolean;
   enrolledAt?: Timestamp | undefined;
-  lastSeenAt?: Timestamp | undefined;
+  lastSeenAt?:
+    | Timestamp
+    | undefined;
+  /** The agent was heard from within the ledger's online window (LEDGER_ONLINE_WINDOW_SECONDS). */
+  online: boolean;
 }
 
 export interface GetHostRequest {
@@ -309,6 +330,35 @@ export interface ComplianceReportRequest {
   minSeverity: Severity;
   /** Days allowed from a fix's publication to its application; PCI-DSS asks one month for critical. */
   deadlineDays: number;
+  /** The instant the report is evaluated at; unset: now (or `to` when set). */
+  asOf?:
+    | Timestamp
+    | undefined;
+  /** How `rendered` is written; the structured fields are always filled. */
+  format: ReportFormat;
+  /** Hosts the operator exempted (e.g. decommissioning), reported as exempt with the reason. */
+  exemptHostIds: string[];
+}
+
+/** One host and one CVE: the verdict and the events it rests on. */
+export interface HostCveCompliance {
+  hostId: string;
+  cveId: string;
+  severity: Severity;
+  status: ComplianceStatus;
+  /** When the host became exposed (fix published for its kernel, or enrolled later). */
+  exposedSince?: Timestamp | undefined;
+  deadline?:
+    | Timestamp
+    | undefined;
+  /** When a fixing patch became live; unset while still exposed. */
+  fixedAt?: Timestamp | undefined;
+  fixedBy?:
+    | PatchRef
+    | undefined;
+  /** The events the verdict rests on (exposure opened, fix applied), oldest first. */
+  evidenceEventIds: string[];
+  reason: string;
 }
 
 export interface CveCompliance {
@@ -329,6 +379,11 @@ export interface ComplianceReportResponse {
   cves: CveCompliance[];
   /** The evidence is only as good as the log: findings from verifying it, 0 when intact. */
   integrityFindings: number;
+  /** Per host and CVE, sorted by host then CVE. */
+  hosts: HostCveCompliance[];
+  /** The report written as the request's format asked. */
+  rendered: string;
+  asOf?: Timestamp | undefined;
 }
 
 export interface IntegrityFinding {
@@ -744,7 +799,7 @@ export const HostStack: MessageFns<HostStack> = {
 };
 
 function createBaseHost(): Host {
-  return { rebootRequired: false };
+  return { rebootRequired: false, online: false };
 }
 
 export const Host: MessageFns<Host> = {
@@ -763,6 +818,9 @@ export const Host: MessageFns<Host> = {
     }
     if (message.lastSeenAt !== undefined) {
       Timestamp.encode(message.lastSeenAt, writer.uint32(42).fork()).join();
+    }
+    if (message.online !== false) {
+      writer.uint32(48).bool(message.online);
     }
     return writer;
   },
@@ -818,6 +876,14 @@ export const Host: MessageFns<Host> = {
             }
 
             message.lastSeenAt = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.online = reader.bool();
             continue;
           }
         }
@@ -2489,7 +2555,7 @@ export const PlanUndoResponse: MessageFns<PlanUndoResponse> = {
 };
 
 function createBaseComplianceReportRequest(): ComplianceReportRequest {
-  return { minSeverity: 0, deadlineDays: 0 };
+  return { minSeverity: 0, deadlineDays: 0, format: 0, exemptHostIds: [] };
 }
 
 export const ComplianceReportRequest: MessageFns<ComplianceReportRequest> = {
@@ -2508,6 +2574,15 @@ export const ComplianceReportRequest: MessageFns<ComplianceReportRequest> = {
     }
     if (message.deadlineDays !== 0) {
       writer.uint32(40).uint32(message.deadlineDays);
+    }
+    if (message.asOf !== undefined) {
+      Timestamp.encode(message.asOf, writer.uint32(50).fork()).join();
+    }
+    if (message.format !== 0) {
+      writer.uint32(56).int32(message.format);
+    }
+    for (const v of message.exemptHostIds) {
+      writer.uint32(66).string(v!);
     }
     return writer;
   },
@@ -2563,6 +2638,175 @@ export const ComplianceReportRequest: MessageFns<ComplianceReportRequest> = {
             }
 
             message.deadlineDays = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.asOf = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.format = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.exemptHostIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHostCveCompliance(): HostCveCompliance {
+  return { hostId: "", cveId: "", severity: 0, status: 0, evidenceEventIds: [], reason: "" };
+}
+
+export const HostCveCompliance: MessageFns<HostCveCompliance> = {
+  encode(message: HostCveCompliance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.cveId !== "") {
+      writer.uint32(18).string(message.cveId);
+    }
+    if (message.severity !== 0) {
+      writer.uint32(24).int32(message.severity);
+    }
+    if (message.status !== 0) {
+      writer.uint32(32).int32(message.status);
+    }
+    if (message.exposedSince !== undefined) {
+      Timestamp.encode(message.exposedSince, writer.uint32(42).fork()).join();
+    }
+    if (message.deadline !== undefined) {
+      Timestamp.encode(message.deadline, writer.uint32(50).fork()).join();
+    }
+    if (message.fixedAt !== undefined) {
+      Timestamp.encode(message.fixedAt, writer.uint32(58).fork()).join();
+    }
+    if (message.fixedBy !== undefined) {
+      PatchRef.encode(message.fixedBy, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.evidenceEventIds) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(82).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostCveCompliance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostCveCompliance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cveId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.severity = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.exposedSince = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.deadline = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.fixedAt = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.fixedBy = PatchRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.evidenceEventIds.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.reason = reader.string();
             continue;
           }
         }
@@ -2691,7 +2935,7 @@ export const CveCompliance: MessageFns<CveCompliance> = {
 };
 
 function createBaseComplianceReportResponse(): ComplianceReportResponse {
-  return { hostsInScope: 0, hostsCompliant: 0, cves: [], integrityFindings: 0 };
+  return { hostsInScope: 0, hostsCompliant: 0, cves: [], integrityFindings: 0, hosts: [], rendered: "" };
 }
 
 export const ComplianceReportResponse: MessageFns<ComplianceReportResponse> = {
@@ -2710,6 +2954,15 @@ export const ComplianceReportResponse: MessageFns<ComplianceReportResponse> = {
     }
     if (message.integrityFindings !== 0) {
       writer.uint32(40).uint32(message.integrityFindings);
+    }
+    for (const v of message.hosts) {
+      HostCveCompliance.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.rendered !== "") {
+      writer.uint32(58).string(message.rendered);
+    }
+    if (message.asOf !== undefined) {
+      Timestamp.encode(message.asOf, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -2765,6 +3018,30 @@ export const ComplianceReportResponse: MessageFns<ComplianceReportResponse> = {
             }
 
             message.integrityFindings = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.hosts.push(HostCveCompliance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.rendered = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.asOf = Timestamp.decode(reader, reader.uint32());
             continue;
           }
         }

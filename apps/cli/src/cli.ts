@@ -1,0 +1,119 @@
+// The rebootless command: parse, dispatch to the command's handler, map every failure to one
+// message on stderr and an exit code (exit-codes.ts). Everything from outside comes in through
+// CliIo, so the whole CLI runs the same in a test as from a shell.
+import { parseArgs, helpText, type ParsedCommand } from './args';
+import { audit, hostsList, hostsShow, ledgerVerify, reportPci } from './ledger-commands';
+import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
+import { CLI } from './commands';
+import { CommandContext, type Output, type TerminalOutput } from './context';
+import { CliError } from './errors';
+import { ExitCode } from './exit-codes';
+import {
+  rolloutAbort,
+  rolloutApprove,
+  rolloutCreate,
+  rolloutList,
+  rolloutPause,
+  rolloutResume,
+  rolloutRollback,
+  rolloutShow,
+  rolloutWatch,
+  undo,
+} from './rollout-commands';
+import { ServiceCalls } from './service-calls';
+import { resolveSettings } from './settings';
+
+type Handler = (ctx: CommandContext) => Promise<ExitCode>;
+
+const HANDLERS: Readonly<Record<string, Handler>> = {
+  'build submit': buildSubmit,
+  'build watch': buildWatch,
+  'build list': buildList,
+  'build show': buildShow,
+  'patch retract': patchRetract,
+  'patch list': patchList,
+  'rollout create': rolloutCreate,
+  'rollout watch': rolloutWatch,
+  'rollout pause': rolloutPause,
+  'rollout resume': rolloutResume,
+  'rollout approve': rolloutApprove,
+  'rollout abort': rolloutAbort,
+  'rollout rollback': rolloutRollback,
+  'rollout list': rolloutList,
+  'rollout show': rolloutShow,
+  'hosts list': hostsList,
+  'hosts show': hostsShow,
+  undo,
+  audit,
+  'report pci': reportPci,
+  'ledger verify': ledgerVerify,
+};
+
+export interface CliIo {
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly stdout: Output;
+  readonly stderr: TerminalOutput;
+  readonly now: () => Date;
+  readonly readFile: (path: string) => Buffer;
+  readonly exists: (path: string) => boolean;
+  /** Where `node scripts/pki.mjs init` and the local stack keep the pki. */
+  readonly defaultPkiDir: string;
+  /** Registers a Ctrl-C handler; returns its removal. */
+  readonly onInterrupt: (handler: () => void) => () => void;
+}
+
+export async function runCli(io: CliIo): Promise<ExitCode> {
+  const fail = (error: unknown): ExitCode => {
+    if (error instanceof CliError) {
+      io.stderr.write(`rebootless: ${error.message}\n`);
+      return error.exitCode;
+    }
+    io.stderr.write(
+      `rebootless: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    return ExitCode.Internal;
+  };
+
+  let parsed: ParsedCommand;
+  try {
+    const result = parseArgs(io.argv, CLI);
+    if (result.kind === 'help') {
+      io.stdout.write(`${helpText(CLI, result.topic)}\n`);
+      return ExitCode.Ok;
+    }
+    parsed = result;
+  } catch (error) {
+    return fail(error);
+  }
+
+  let calls: ServiceCalls | undefined;
+  const lazyCalls = () => {
+    calls ??= new ServiceCalls(resolveSettings(parsed.flags, io.env, io.defaultPkiDir, io.exists));
+    return calls;
+  };
+  const ctx = new CommandContext(parsed, lazyCalls, io.stdout, io.stderr, io.now, io.readFile);
+  const name = parsed.command.path.join(' ');
+  let interrupted = false;
+  const removeInterrupt = io.onInterrupt(() => {
+    interrupted = true;
+    calls?.cancelStreams();
+  });
+  try {
+    // Settle the connection settings before anything else, so a bad setting is a usage error
+    // even for commands that fail on their own flags later.
+    lazyCalls();
+    return await HANDLERS[name]!(ctx);
+  } catch (error) {
+    if (interrupted) {
+      io.stderr.write(
+        `rebootless: stopped watching (Ctrl-C); it goes on in the service${ctx.followWith ? `: ${ctx.followWith} follows it again` : ''}\n`,
+      );
+      return ExitCode.Interrupted;
+    }
+    return fail(error);
+  } finally {
+    removeInterrupt();
+    calls?.close();
+  }
+}

@@ -1,0 +1,301 @@
+// npm run bench:rollout: one dispatcher (the built service, a child process) and BENCH_HOSTS
+// (default 10,000) real agents on simulated kernels in this process, each on its own gRPC stream
+// (multiplexed over shared HTTP/2 connections), a module really compiled and signed by the
+// builder. Measures the seconds from CreateRollout until every host has the patch applied (the
+// rollout completed), then until the ledger shows it on every host (when the ledger starts),
+// and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
+// Prints one JSON object as its last line and writes it to bench/results/rollout-<date>.json.
+import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { dispatcher, grpcServices, ledger } from '@rebootless/contracts';
+import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import {
+  REPO_ROOT,
+  buildPatch,
+  freePort,
+  rolloutClient,
+  serviceClient,
+  startBuilder,
+  startDispatcher,
+  startLedger,
+  unary,
+  type ServiceProcess,
+} from '../fleet/rig';
+import { SimulatedFleet } from '../fleet/simulated-fleet';
+
+const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 10_000);
+const RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '6.1.0-56-cloud-amd64';
+const CANARY = Math.min(100, Math.max(1, Math.floor(HOSTS / 100)));
+const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
+// All 10,000 simulated agents share this machine's cores; fetching 10,000 copies of the module at
+// once from one builder would measure the simulation, not the dispatcher.
+const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
+
+function machineFacts() {
+  return {
+    hostname: os.hostname(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    memory_gib: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+  };
+}
+
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after "pid (comm) ".
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Peak resident memory of a process (Linux VmHWM), in MiB. */
+function peakRssMiB(pid: number): number | undefined {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+    return kb ? Math.round(Number(kb) / 1024) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function moduleBytes(builderDir: string): number | null {
+  const objects = path.join(builderDir, 'artifacts', 'objects');
+  try {
+    for (const shard of fs.readdirSync(objects)) {
+      for (const digest of fs.readdirSync(path.join(objects, shard))) {
+        return fs.statSync(path.join(objects, shard, digest, 'module.ko')).size;
+      }
+    }
+  } catch {
+    // Reported as unknown.
+  }
+  return null;
+}
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs: number, everyMs = 250): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+function log(line: string): void {
+  process.stderr.write(`[bench:rollout] ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  const brokers = kafkaBrokersFromEnv();
+  const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
+  await ensureEventsTopic({ brokers, topic, partitions: 12 });
+  // The simulated hosts' disks (10,000 data dirs, one module copy each) live in memory when the
+  // machine has /dev/shm: a host writes to its own disk, not to one shared by ten thousand.
+  const base = process.env['BENCH_DIR'] ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
+  const root = fs.mkdtempSync(path.join(base, 'rebootless-bench-rollout-'));
+  const env = { topic, brokers: brokers.join(',') };
+  const processes: ServiceProcess[] = [];
+  const kafka = kafkaClient(brokers, 'rebootless-bench-rollout');
+  let fleet: SimulatedFleet | undefined;
+  try {
+    const builderDir = path.join(root, 'builder');
+    const built = await startBuilder({ ...env, dataDir: builderDir });
+    processes.push(built.process);
+    const patch = await buildPatch(built.address, { patchName: 'bench-rollout', kernelReleases: [RELEASE] });
+    log(`built ${patch.patchId} ${patch.version} for ${RELEASE}`);
+
+    const dispatcherDir = path.join(root, 'dispatcher');
+    const ledgerAddress = `127.0.0.1:${await freePort()}`;
+    const disp = await startDispatcher({
+      ...env,
+      dataDir: dispatcherDir,
+      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, LOG_LEVEL: 'warn' },
+    });
+    processes.push(disp.process);
+
+    let ledgerClient: ReturnType<typeof serviceClient> | undefined;
+    let ledgerNote = 'BENCH_LEDGER=off';
+    if (LEDGER) {
+      try {
+        const led = await startLedger({
+          ...env,
+          dataDir: path.join(root, 'ledger'),
+          address: ledgerAddress,
+          trustedDataDirs: [builderDir, dispatcherDir],
+        });
+        processes.push(led.process);
+        ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress);
+        ledgerNote = '';
+      } catch (error) {
+        ledgerNote = `the ledger did not start: ${String(error).split('\n').slice(0, 3).join(' ')}`;
+        log(ledgerNote);
+      }
+    }
+
+    fleet = new SimulatedFleet(
+      {
+        root: path.join(root, 'hosts'),
+        dispatcherAddress: disp.address,
+        builderAddress: built.address,
+        builderPublicKey: built.publicKey,
+        kafka,
+        topic,
+        syncWrites: false,
+        agentFetchTimeoutMs: 600_000,
+        sharedArtifacts: true,
+      },
+      Array.from({ length: HOSTS }, (_, i) => ({
+        hostId: `bench-${String(i).padStart(5, '0')}`,
+        kernelRelease: RELEASE,
+        labels: { fleet: 'bench' },
+      })),
+    );
+    const startAt = Date.now();
+    await fleet.start(undefined, 200);
+    await until(async () => fleet!.connectedCount() === HOSTS, `all ${HOSTS} agents connected`, 600_000, 500);
+    log(`${HOSTS} agents started and connected in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
+
+    const client = rolloutClient(disp.address);
+    // The dispatcher learns hosts from their hellos and the log: wait until it knows all of them.
+    await until(
+      async () => {
+        const dry = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+          patchId: patch.patchId,
+          version: patch.version,
+          selector: { kernelReleases: [], labels: { fleet: 'bench' }, hostIds: [] },
+          strategy: { canaryCount: CANARY, waves: [{ percent: 100 }], soakSeconds: 0, onFailure: 1 },
+          dryRun: true,
+        }).catch(() => undefined);
+        return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === HOSTS;
+      },
+      'the dispatcher knows every host',
+      120_000,
+    );
+
+    const cpuBefore = cpuSeconds(disp.process.pid) ?? 0;
+    const t0 = Date.now();
+    const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+      patchId: patch.patchId,
+      version: patch.version,
+      selector: { kernelReleases: [], labels: { fleet: 'bench' }, hostIds: [] },
+      strategy: {
+        canaryCount: CANARY,
+        waves: [{ percent: 100 }],
+        soakSeconds: 0,
+        onFailure: 1,
+        applyTimeoutSeconds: 900,
+        maxInFlight: MAX_IN_FLIGHT,
+      },
+    });
+    const rolloutId = rollout!.rolloutId;
+    let last: dispatcher.Rollout | undefined;
+    let allSentSeconds: number | undefined;
+    await until(
+      async () => {
+        last = (await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', { rolloutId }, 60_000)).rollout;
+        const pending = last?.waves.some((w) =>
+          w.hosts.some((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_PENDING),
+        );
+        if (allSentSeconds === undefined && last && !pending) allSentSeconds = (Date.now() - t0) / 1000;
+        if (last?.state === dispatcher.RolloutState.ROLLOUT_STATE_PAUSED) {
+          throw new Error(`the rollout paused: ${last.stateReason}`);
+        }
+        return last?.state === dispatcher.RolloutState.ROLLOUT_STATE_COMPLETED;
+      },
+      'every host applied',
+      900_000,
+      1_000,
+    );
+    const appliedSeconds = (Date.now() - t0) / 1000;
+    const dispatcherCpu = (cpuSeconds(disp.process.pid) ?? 0) - cpuBefore;
+    const succeeded = last!.waves
+      .flatMap((w) => w.hosts)
+      .filter((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_SUCCEEDED).length;
+    log(`rollout completed in ${appliedSeconds.toFixed(1)} s (${succeeded} hosts succeeded)`);
+
+    let ledgerSeconds: number | null = null;
+    if (ledgerClient) {
+      const lc = ledgerClient;
+      try {
+        await until(
+          async () => {
+            let carrying = 0;
+            let pageToken = '';
+            do {
+              const page = await unary<ledger.ListHostsResponse>(lc, 'listHosts', {
+                pageSize: 1000,
+                pageToken,
+                labels: { fleet: 'bench' },
+                carriesPatchId: patch.patchId,
+              });
+              carrying += page.hosts.length;
+              pageToken = page.nextPageToken;
+            } while (pageToken);
+            return carrying === HOSTS;
+          },
+          'the ledger shows the patch on every host',
+          600_000,
+          1_000,
+        );
+        ledgerSeconds = (Date.now() - t0) / 1000;
+      } catch (error) {
+        ledgerNote = `the ledger did not show every host: ${String(error)}`;
+      }
+      lc.close();
+    }
+    client.close();
+
+    const result = {
+      benchmark: 'rollout',
+      date: new Date().toISOString(),
+      machine: machineFacts(),
+      hosts: HOSTS,
+      canary_hosts: CANARY,
+      kernel_release: RELEASE,
+      max_in_flight: MAX_IN_FLIGHT,
+      agents: 'in this process, one simulated kernel and data dir each (in /dev/shm), one shared module store',
+      hosts_succeeded: succeeded,
+      seconds_create_to_last_command_sent: allSentSeconds === undefined ? null : Math.round(allSentSeconds * 100) / 100,
+      seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
+      seconds_create_to_all_in_ledger: ledgerSeconds === null ? null : Math.round(ledgerSeconds * 100) / 100,
+      ...(ledgerNote ? { ledger_note: ledgerNote } : {}),
+      dispatcher_peak_rss_mib: peakRssMiB(disp.process.pid) ?? null,
+      // The dispatcher's own share: CPU it used from CreateRollout to the last apply.
+      dispatcher_cpu_seconds_during_rollout: Math.round(dispatcherCpu * 100) / 100,
+      module_bytes_fetched_per_host: moduleBytes(builderDir),
+      targets: { seconds: 30, dispatcher_peak_mib: 1024 },
+    };
+    const dir = path.join(REPO_ROOT, 'bench', 'results');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, `rollout-${result.date.replace(/[:.]/g, '-')}.json`),
+      JSON.stringify(result, null, 2) + '\n',
+    );
+    process.stdout.write(JSON.stringify(result) + '\n');
+  } finally {
+    await fleet?.close().catch(() => undefined);
+    for (const p of processes.reverse()) await p.stop().catch(() => undefined);
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(
+      `[bench:rollout] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    process.exit(1);
+  },
+);

@@ -1,0 +1,266 @@
+// The real pieces a rollout needs, for the dispatcher's e2e tests and its benchmark: the built
+// builder and dispatcher as child processes, a patch really compiled by the builder against a
+// cached Debian kernel's headers (signed, published to the log, served by FetchArtifact), and
+// plain gRPC clients for both services.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { builder, dispatcher, grpcServices, protoLoaderOptions, type GrpcServiceContract } from '@rebootless/contracts';
+import { ChainStateFile } from '@rebootless/kafka';
+import { livepatchSample } from '@rebootless/kernel-toolchain';
+
+export const REPO_ROOT = path.resolve(__dirname, '../../../..');
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A built service (apps/<name>/dist/main.js) running as a child process. */
+export class ServiceProcess {
+  output = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly child: ChildProcess;
+
+  constructor(
+    readonly name: string,
+    env: Record<string, string>,
+    nodeArgs: string[] = [],
+  ) {
+    const main = path.join(REPO_ROOT, 'apps', name, 'dist', 'main.js');
+    if (!fs.existsSync(main)) throw new Error(`${main} is missing: run "npm run build" first`);
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(
+        ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT)_/.test(key) && key !== 'REBOOTLESS_DATA_DIR',
+      ),
+    );
+    this.child = spawn(process.execPath, [...nodeArgs, main], {
+      cwd: REPO_ROOT,
+      env: { ...inherited, NO_COLOR: '1', REBOOTLESS_INSECURE: 'true', LOG_FORMAT: 'text', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
+    this.child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  async waitFor(text: string | RegExp, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const seen = () => (typeof text === 'string' ? this.output.includes(text) : text.test(this.output));
+    while (!seen()) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`${this.name} exited before printing ${String(text)}:\n${this.output}`);
+      }
+      if (Date.now() > deadline)
+        throw new Error(`${this.name}: no ${String(text)} within ${timeoutMs} ms:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    this.kill('SIGTERM');
+    await this.exited;
+  }
+}
+
+export interface ServiceEnv {
+  topic: string;
+  brokers: string;
+  dataDir: string;
+}
+
+export async function startBuilder(
+  env: ServiceEnv,
+): Promise<{ process: ServiceProcess; address: string; publicKey: Buffer }> {
+  const address = `127.0.0.1:${await freePort()}`;
+  const service = new ServiceProcess('builder', {
+    BUILDER_GRPC_ADDRESS: address,
+    REBOOTLESS_DATA_DIR: env.dataDir,
+    EVENTS_TOPIC: env.topic,
+    KAFKA_BROKERS: env.brokers,
+    BUILDER_WORKERS: '1',
+  });
+  await service.waitFor(`builder ready on ${address}`);
+  // The key the builder keeps in its data dir signs its manifests: agents pin it.
+  const publicKey = new ChainStateFile(path.join(env.dataDir, 'chain'), 'builder').readKey().rawPublicKey;
+  return { process: service, address, publicKey };
+}
+
+export async function startDispatcher(
+  env: ServiceEnv & { address?: string; extra?: Record<string, string> },
+): Promise<{ process: ServiceProcess; address: string }> {
+  const address = env.address ?? `127.0.0.1:${await freePort()}`;
+  const service = new ServiceProcess(
+    'dispatcher',
+    {
+      DISPATCHER_GRPC_ADDRESS: address,
+      REBOOTLESS_DATA_DIR: env.dataDir,
+      EVENTS_TOPIC: env.topic,
+      KAFKA_BROKERS: env.brokers,
+      DISPATCHER_TICK_INTERVAL_MS: '200',
+      ...env.extra,
+    },
+    // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where the dispatcher's time goes.
+    (process.env['DISPATCHER_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
+  );
+  await service.waitFor(`dispatcher ready on ${address}`);
+  return { process: service, address };
+}
+
+export async function startLedger(
+  env: ServiceEnv & { address?: string; trustedDataDirs: string[] },
+): Promise<{ process: ServiceProcess; address: string }> {
+  const address = env.address ?? `127.0.0.1:${await freePort()}`;
+  const service = new ServiceProcess('ledger', {
+    LEDGER_GRPC_ADDRESS: address,
+    REBOOTLESS_DATA_DIR: env.dataDir,
+    EVENTS_TOPIC: env.topic,
+    KAFKA_BROKERS: env.brokers,
+    LEDGER_TRUSTED_DATA_DIRS: env.trustedDataDirs.join(','),
+  });
+  await service.waitFor(`ledger ready on ${address}`);
+  return { process: service, address };
+}
+
+// ---- gRPC clients -------------------------------------------------------------------------------
+
+export type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+export function serviceClient(contract: GrpcServiceContract, address: string): Client {
+  const definition = protoLoader.loadSync(contract.protoPath, protoLoaderOptions);
+  let node: unknown = grpc.loadPackageDefinition(definition);
+  for (const part of [...contract.packageName.split('.'), contract.serviceName]) {
+    node = (node as Record<string, unknown>)[part];
+  }
+  const Ctor = node as grpc.ServiceClientConstructor;
+  return new Ctor(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  }) as unknown as Client;
+}
+
+export function unary<T>(client: Client, method: string, request: unknown, timeoutMs = 30_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    (client[method] as (r: unknown, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: T) => void) => void).call(
+      client,
+      request,
+      { deadline: Date.now() + timeoutMs },
+      (error, value) => (error ? reject(error) : resolve(value)),
+    );
+  });
+}
+
+/** Reads a server stream until `until` says stop (or it ends); returns what was read. */
+export function readStream<T>(
+  client: Client,
+  method: string,
+  request: unknown,
+  until: (message: T) => boolean = () => false,
+  timeoutMs = 120_000,
+): Promise<T[]> {
+  return new Promise((resolve, reject) => {
+    const call = (client[method] as (r: unknown) => grpc.ClientReadableStream<T>).call(client, request);
+    const messages: T[] = [];
+    const timer = setTimeout(() => {
+      call.cancel();
+      reject(
+        new Error(`${method}: no end within ${timeoutMs} ms; last: ${JSON.stringify(messages.at(-1))?.slice(0, 2000)}`),
+      );
+    }, timeoutMs);
+    call.on('data', (m: T) => {
+      messages.push(m);
+      if (until(m)) {
+        clearTimeout(timer);
+        call.cancel();
+        resolve(messages);
+      }
+    });
+    call.on('error', (e: grpc.ServiceError) => {
+      clearTimeout(timer);
+      if (e.code === grpc.status.CANCELLED) resolve(messages);
+      else reject(e);
+    });
+    call.on('end', () => {
+      clearTimeout(timer);
+      resolve(messages);
+    });
+  });
+}
+
+export function rolloutClient(address: string): Client {
+  return serviceClient(grpcServices.rollout, address);
+}
+
+// ---- a real patch ---------------------------------------------------------------------------------
+
+export interface BuiltPatch {
+  patchId: string;
+  version: string;
+  buildId: string;
+  kernelReleases: string[];
+}
+
+/**
+ * Submits a livepatch module (it replaces cmdline_proc_show) and waits until the builder compiled,
+ * signed, stored and published it for every release. The releases' headers must be in the
+ * builder's kernel cache already for this to take seconds rather than a download.
+ */
+export async function buildPatch(
+  builderAddress: string,
+  options: { patchName: string; version?: string; kernelReleases: string[]; timeoutMs?: number },
+): Promise<BuiltPatch> {
+  const client = serviceClient(grpcServices.build, builderAddress);
+  try {
+    const moduleName = `lp_${options.patchName.replace(/[^a-z0-9]/gi, '_')}`.slice(0, 50);
+    const submitted = await unary<builder.SubmitBuildResponse>(client, 'submitBuild', {
+      patchName: options.patchName,
+      version: options.version ?? '1.0.0',
+      description: 'rollout test patch: /proc/cmdline shows a fixed text',
+      cves: [{ id: 'CVE-2024-1086', severity: 3, cvssScore: '7.8' }],
+      replace: false,
+      kernelReleases: options.kernelReleases,
+      livepatchModuleSource: Buffer.from(livepatchSample({ moduleName, replacementText: 'rebootless rollout' })),
+    });
+    const updates = await readStream<builder.WatchBuildResponse>(
+      client,
+      'watchBuild',
+      { buildId: submitted.buildId },
+      (m) => !!m.finished,
+      options.timeoutMs ?? 10 * 60_000,
+    );
+    const finished = updates.at(-1)?.finished;
+    if (!finished) throw new Error(`build ${submitted.buildId} did not finish`);
+    const failed = finished.kernels.filter((k) => !k.artifactDigest);
+    if (failed.length > 0) throw new Error(`build ${submitted.buildId} failed: ${JSON.stringify(finished.kernels)}`);
+    return {
+      patchId: submitted.patchId,
+      version: options.version ?? '1.0.0',
+      buildId: submitted.buildId,
+      kernelReleases: options.kernelReleases,
+    };
+  } finally {
+    client.close();
+  }
+}
+
+/** The rollout as the dispatcher tells it. */
+export function hostStates(rollout: dispatcher.Rollout): Map<string, dispatcher.HostRolloutState> {
+  return new Map(rollout.waves.flatMap((w) => w.hosts.map((h) => [h.hostId, h.state] as const)));
+}

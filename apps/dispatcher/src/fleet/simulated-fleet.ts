@@ -1,0 +1,149 @@
+// Many real agents (libs/agent-runtime) in one process, each on its own simulated kernel and data
+// dir, talking to the dispatcher over real gRPC streams and to the builder for artifacts.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Kafka } from 'kafkajs';
+import { Agent, GatewayRelaySink, KafkaEventSink, type EventSink } from '@rebootless/agent-runtime';
+import { ArtifactStore } from '@rebootless/artifacts';
+import { SimulatedKernel, type LoadModuleRequest } from '@rebootless/kernel-model';
+
+export interface SimulatedHostSpec {
+  hostId: string;
+  kernelRelease: string;
+  labels?: Record<string, string>;
+  /** Deliver events through the dispatcher (RelayEvents) instead of straight to Kafka. */
+  relay?: boolean;
+  /** How long the host's patch transitions take. */
+  transitionMs?: number;
+}
+
+export interface SimulatedFleetOptions {
+  root: string;
+  dispatcherAddress: string;
+  builderAddress: string;
+  builderPublicKey: Uint8Array;
+  kafka: Kafka;
+  topic: string;
+  /** The agent gives up on a transition (and reverses it) after this long. */
+  agentTransitionTimeoutMs?: number;
+  /** How long one artifact fetch may take (thousands of agents in one process fetch slowly). */
+  agentFetchTimeoutMs?: number;
+  syncWrites?: boolean;
+  /**
+   * One content-addressed module store for every agent of the process instead of one per data
+   * dir: each agent still fetches and verifies the module itself; only the copies on disk are shared.
+   */
+  sharedArtifacts?: boolean;
+}
+
+/** A kernel that counts module loads: a host patched twice shows up here whatever the log says. */
+class CountingKernel extends SimulatedKernel {
+  readonly loads: string[] = [];
+
+  override loadModule(request: LoadModuleRequest): Promise<void> {
+    this.loads.push(request.moduleName);
+    return super.loadModule(request);
+  }
+}
+
+export interface SimulatedHost {
+  spec: SimulatedHostSpec;
+  kernel: CountingKernel;
+  agent: Agent;
+  running: boolean;
+}
+
+export class SimulatedFleet {
+  readonly hosts = new Map<string, SimulatedHost>();
+  private readonly kafkaSink: KafkaEventSink;
+  private readonly relaySink = new GatewayRelaySink();
+  private readonly artifacts: ArtifactStore | undefined;
+
+  constructor(
+    private readonly options: SimulatedFleetOptions,
+    specs: readonly SimulatedHostSpec[],
+  ) {
+    this.kafkaSink = new KafkaEventSink({ kafka: options.kafka, topic: options.topic });
+    this.artifacts = options.sharedArtifacts
+      ? new ArtifactStore({ dir: path.join(options.root, 'shared-artifacts'), builderKey: options.builderPublicKey })
+      : undefined;
+    for (const spec of specs) this.add(spec);
+  }
+
+  add(spec: SimulatedHostSpec): SimulatedHost {
+    const kernel = new CountingKernel({ release: spec.kernelRelease, transitionMs: spec.transitionMs ?? 0 });
+    const host: SimulatedHost = { spec, kernel, agent: this.agentFor(spec, kernel), running: false };
+    this.hosts.set(spec.hostId, host);
+    return host;
+  }
+
+  private agentFor(spec: SimulatedHostSpec, kernel: SimulatedKernel): Agent {
+    const dataDir = path.join(this.options.root, spec.hostId);
+    fs.mkdirSync(dataDir, { recursive: true });
+    const sink: EventSink = spec.relay ? this.relaySink : this.kafkaSink;
+    return new Agent({
+      kernel,
+      dataDir,
+      hostId: spec.hostId,
+      labels: spec.labels ?? {},
+      dispatcherAddress: this.options.dispatcherAddress,
+      builderAddress: this.options.builderAddress,
+      builderPublicKey: this.options.builderPublicKey,
+      sink,
+      ...(this.artifacts ? { artifacts: this.artifacts } : {}),
+      syncWrites: this.options.syncWrites ?? false,
+      reconnect: { minMs: 100, maxMs: 1_000 },
+      timeouts: {
+        transitionMs: this.options.agentTransitionTimeoutMs ?? 30_000,
+        fetchMs: this.options.agentFetchTimeoutMs ?? 60_000,
+        pollMs: 50,
+      },
+      facts: { hostname: spec.hostId, machineId: spec.hostId.padEnd(32, '0').slice(0, 32), distro: 'debian' },
+      log: () => undefined,
+    });
+  }
+
+  get(hostId: string): SimulatedHost {
+    const host = this.hosts.get(hostId);
+    if (!host) throw new Error(`no simulated host ${hostId}`);
+    return host;
+  }
+
+  async start(hostIds: Iterable<string> = this.hosts.keys(), concurrency = 64): Promise<void> {
+    const list = [...hostIds].map((id) => this.get(id)).filter((h) => !h.running);
+    for (let i = 0; i < list.length; i += concurrency) {
+      await Promise.all(
+        list.slice(i, i + concurrency).map(async (h) => {
+          await h.agent.start();
+          h.running = true;
+        }),
+      );
+    }
+  }
+
+  async stop(hostIds: Iterable<string> = this.hosts.keys()): Promise<void> {
+    await Promise.all(
+      [...hostIds].map(async (id) => {
+        const h = this.get(id);
+        if (!h.running) return;
+        h.running = false;
+        await h.agent.stop();
+      }),
+    );
+  }
+
+  connectedCount(): number {
+    return [...this.hosts.values()].filter((h) => h.running && h.agent.connected).length;
+  }
+
+  /** The enabled live patches each host's kernel shows now. */
+  async liveModules(hostId: string): Promise<string[]> {
+    const patches = await this.get(hostId).kernel.listPatches();
+    return patches.filter((p) => p.enabled).map((p) => p.moduleName);
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    await this.kafkaSink.close();
+  }
+}

@@ -1,0 +1,423 @@
+// The dispatcher's running state and its one writer. It folds the event log (its own rollout
+// events, the builder's patches, the agents' facts) into the domain model of @rebootless/rollout,
+// asks the decider what comes next, writes those events, and only once Kafka has acknowledged
+// them carries out their effect (sending a command to an agent).
+import type { Kafka } from 'kafkajs';
+import { dispatcher, events, fromTimestamp, toTimestamp } from '@rebootless/contracts';
+import { payloadOf, uuidv7, type EventDraft, type EventPayload } from '@rebootless/events';
+import type { EventPublisher } from '@rebootless/kafka';
+import {
+  Fleet,
+  PatchCatalog,
+  RolloutBook,
+  RolloutNotFoundError,
+  nextEvents,
+  rolloutView,
+  type HostFactEvent,
+  type RolloutEvent,
+  type RolloutRun,
+  type TickContext,
+} from '@rebootless/rollout';
+import { AgentConnections } from './agent-connections';
+import { EventLogFollower, type FollowedEvent } from './event-log-follower';
+
+const ROLLOUT_EVENTS = new Set<string>([
+  'RolloutCreated',
+  'RolloutApproved',
+  'WaveStarted',
+  'HostApplyRequested',
+  'HostRevertRequested',
+  'WaveCompleted',
+  'RolloutPaused',
+  'RolloutResumed',
+  'RolloutAborted',
+  'RolloutCompleted',
+]);
+const PATCH_EVENTS = new Set<string>(['BuildSucceeded', 'PatchPublished', 'PatchRetracted']);
+const HOST_FACTS = new Set<string>([
+  'HostEnrolled',
+  'HostInventoryReported',
+  'HostBooted',
+  'PatchApplied',
+  'PatchApplyFailed',
+  'PatchReverted',
+  'PatchRevertFailed',
+  'DriftDetected',
+]);
+const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS]);
+/** The facts a rollout's hosts are judged by (HostEnrolled only feeds the fleet). */
+const ROLLOUT_FACTS = new Set<string>([...HOST_FACTS].filter((t) => t !== 'HostEnrolled'));
+
+/** Events written in one Kafka batch at most (a wave of thousands of hosts goes in several). */
+const WRITE_CHUNK = 1000;
+/** Watchers get at most one update per rollout in this time. */
+const WATCH_COALESCE_MS = 100;
+/** The longest a rollout waits between two looks when answers keep coming (10,000 hosts: 500 ms). */
+const MAX_TICK_GAP_MS = 1_000;
+
+export interface EngineLog {
+  log(message: string): void;
+  warn(message: string): void;
+  error(message: string, stack?: string): void;
+}
+
+export interface RolloutEngineOptions {
+  publisher: EventPublisher;
+  kafka: Kafka;
+  topic: string;
+  actor: events.Actor;
+  silenceGraceMs: number;
+  tickIntervalMs: number;
+  log: EngineLog;
+  now?: () => number;
+}
+
+export type RolloutWatcher = (rollout: dispatcher.Rollout, eventType: string) => void;
+
+export class RolloutEngine {
+  readonly fleet = new Fleet();
+  readonly catalog = new PatchCatalog();
+  readonly book = new RolloutBook();
+  readonly agents = new AgentConnections();
+  private readonly now: () => number;
+  private readonly producerId: string;
+  private follower?: EventLogFollower;
+  /** Events read before the log was caught up, folded in one go once it is. */
+  private backlog: FollowedEvent[] | undefined = [];
+  private lock: Promise<unknown> = Promise.resolve();
+  private readonly dirty = new Set<string>();
+  private tickQueued = false;
+  private lastTickAt = 0;
+  private timer?: NodeJS.Timeout;
+  private readonly watchers = new Map<string, Set<RolloutWatcher>>();
+  private readonly pendingWatch = new Map<string, string>();
+  private watchTimer?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(private readonly opts: RolloutEngineOptions) {
+    this.now = opts.now ?? Date.now;
+    this.producerId = opts.publisher.head.producerId;
+  }
+
+  /** Rebuilds the state from the whole log; resolves once it reached the end the log had at start. */
+  async start(): Promise<void> {
+    const began = this.now();
+    this.follower = await EventLogFollower.start({
+      kafka: this.opts.kafka,
+      topic: this.opts.topic,
+      types: FOLLOWED,
+      onEvents: (batch) => this.onEvents(batch),
+      onError: (error) => this.opts.log.warn(String(error)),
+    });
+    await this.follower.caughtUp;
+    const backlog = this.backlog ?? [];
+    this.backlog = undefined;
+    this.foldBacklog(backlog);
+    const runs = [...this.book.all()];
+    this.opts.log.log(
+      `rebuilt from the event log in ${this.now() - began} ms: ${backlog.length} events, ${runs.length} rollout(s) ` +
+        `(${runs.filter((r) => r.status === 'running' || r.status === 'rolling-back').length} active), ` +
+        `${this.fleet.size} host(s)`,
+    );
+    for (const run of runs) this.dirty.add(run.rolloutId);
+    this.timer = setInterval(() => this.scheduleTick(true), this.opts.tickIntervalMs);
+    this.scheduleTick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.watchTimer) clearTimeout(this.watchTimer);
+    await this.lock.catch(() => undefined);
+    await this.follower?.stop();
+  }
+
+  /** Runs `work` alone: decisions are taken on a state nobody else is changing. */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(work, work);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  get(rolloutId: string): RolloutRun {
+    const run = this.book.get(rolloutId);
+    if (!run) throw new RolloutNotFoundError(rolloutId);
+    return run;
+  }
+
+  view(run: RolloutRun): dispatcher.Rollout {
+    return rolloutView(run, this.now());
+  }
+
+  /** Writes a rollout's events (before their effects), folds them in, then carries out the effects. */
+  async write(run: RolloutRun | undefined, decided: readonly RolloutEvent[], actor?: events.Actor): Promise<void> {
+    for (let i = 0; i < decided.length; i += WRITE_CHUNK) {
+      const chunk = decided.slice(i, i + WRITE_CHUNK);
+      const at = this.now();
+      const rolloutId = chunk[0]!.data.rolloutId;
+      const by = actor ?? this.opts.actor;
+      const drafts: EventDraft[] = chunk.map((e) => ({
+        stream: streamOf(e),
+        payload: e as EventPayload,
+        actor: by,
+        correlationId: rolloutId,
+        occurredAt: new Date(at),
+      }));
+      await this.opts.publisher.publish(drafts);
+      for (const e of chunk) this.book.evolve(e, { at, actor: by });
+      for (const e of chunk) this.carryOut(e);
+      for (const type of new Set(chunk.map((e) => e.type))) this.changed(run?.rolloutId ?? rolloutId, type);
+    }
+  }
+
+  /** A host's agent connected: what was sent to it and not answered goes again, same command id. */
+  agentConnected(hostId: string): void {
+    const now = this.now();
+    for (const run of this.book.all()) {
+      const host = run.hosts.get(hostId);
+      if (!host) continue;
+      if (host.revert && !host.revertOutcome && now <= host.revert.expiresAt) {
+        this.agents.send(hostId, { revert: this.revertCommand(run, hostId) });
+      } else if (!host.revert && host.apply && !host.applyOutcome && now <= host.apply.expiresAt) {
+        this.agents.send(hostId, { apply: this.applyCommand(run, hostId) });
+      }
+      this.dirty.add(run.rolloutId);
+    }
+    this.scheduleTick();
+  }
+
+  agentDisconnected(hostId: string): void {
+    for (const run of this.book.all()) if (run.hosts.has(hostId)) this.dirty.add(run.rolloutId);
+    this.scheduleTick();
+  }
+
+  watch(rolloutId: string, watcher: RolloutWatcher): () => void {
+    let set = this.watchers.get(rolloutId);
+    if (!set) this.watchers.set(rolloutId, (set = new Set()));
+    set.add(watcher);
+    return () => {
+      set.delete(watcher);
+      if (set.size === 0) this.watchers.delete(rolloutId);
+    };
+  }
+
+  scheduleTick(everything = false): void {
+    if (everything) {
+      for (const run of this.book.all()) {
+        if (run.status === 'running' || run.status === 'rolling-back' || run.status === 'paused') {
+          this.dirty.add(run.rolloutId);
+        }
+      }
+    }
+    if (this.tickQueued || this.stopped || this.backlog) return;
+    this.tickQueued = true;
+    const run = () => {
+      this.tickQueued = false;
+      this.lastTickAt = this.now();
+      void this.exclusive(() => this.tick()).catch((error: unknown) =>
+        this.opts.log.error(`rollout step failed: ${String(error)}`, error instanceof Error ? error.stack : undefined),
+      );
+    };
+    // A decision costs time in proportion to the rollout's hosts: with thousands of answers a
+    // second they are gathered, so a big rollout is looked at every few tens of ms, not per answer.
+    const wait = this.lastTickAt + this.tickGapMs() - this.now();
+    if (wait > 0) setTimeout(run, wait);
+    else setImmediate(run);
+  }
+
+  private tickGapMs(): number {
+    let hosts = 0;
+    for (const id of this.dirty) hosts = Math.max(hosts, this.book.get(id)?.hosts.size ?? 0);
+    return Math.min(MAX_TICK_GAP_MS, Math.floor(hosts / 20));
+  }
+
+  private async tick(): Promise<void> {
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    for (const id of ids) {
+      const run = this.book.get(id);
+      if (!run) continue;
+      // Each round's events are folded before the next round is decided.
+      for (let round = 0; round < 10_000 && !this.stopped; round++) {
+        const decided = nextEvents(run, this.context());
+        if (decided.length === 0) break;
+        await this.write(run, decided);
+      }
+    }
+  }
+
+  private context(): TickContext {
+    return {
+      now: this.now(),
+      isOnline: (hostId) => this.agents.isOnline(hostId),
+      offlineSince: (hostId) => this.agents.offlineSince(hostId),
+      artifactFor: (run, hostId) => {
+        const host = this.fleet.get(hostId);
+        const patch = this.catalog.find(run.patchId, run.version);
+        if (!host || !patch || patch.retracted !== undefined) return undefined;
+        const artifact = patch.artifacts.get(host.kernelRelease);
+        return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
+      },
+      newCommandId: uuidv7,
+      silenceGraceMs: this.opts.silenceGraceMs,
+      retraction: (run) => this.catalog.find(run.patchId, run.version)?.retracted,
+    };
+  }
+
+  private carryOut(e: RolloutEvent): void {
+    if (e.type === 'HostApplyRequested') {
+      const { hostId, rolloutId } = e.data;
+      this.agents.send(hostId, { apply: this.applyCommand(this.book.get(rolloutId)!, hostId) });
+    } else if (e.type === 'HostRevertRequested') {
+      const { hostId, rolloutId } = e.data;
+      this.agents.send(hostId, { revert: this.revertCommand(this.book.get(rolloutId)!, hostId) });
+    }
+  }
+
+  private applyCommand(run: RolloutRun, hostId: string): dispatcher.ApplyCommand {
+    const apply = run.hosts.get(hostId)!.apply!;
+    return {
+      commandId: apply.commandId,
+      expiresAt: timestamp(apply.expiresAt),
+      rolloutId: run.rolloutId,
+      patchId: run.patchId,
+      version: run.version,
+      kernelRelease: apply.kernelRelease,
+      artifactDigest: apply.artifactDigest,
+      allowForce: run.allowForce,
+      allowDowngrade: run.allowDowngrade,
+    };
+  }
+
+  private revertCommand(run: RolloutRun, hostId: string): dispatcher.RevertCommand {
+    const revert = run.hosts.get(hostId)!.revert!;
+    return {
+      commandId: revert.commandId,
+      expiresAt: timestamp(revert.expiresAt),
+      rolloutId: run.rolloutId,
+      patchId: run.patchId,
+      version: run.version,
+      moduleName: revert.moduleName,
+      reason: run.undo ? 'undo' : 'roll-back',
+    };
+  }
+
+  private onEvents(batch: FollowedEvent[]): void {
+    if (this.backlog) {
+      for (const e of batch) this.backlog.push(e);
+      return;
+    }
+    for (const e of batch) {
+      // Our own rollout events were folded when written.
+      if (ROLLOUT_EVENTS.has(e.body.type)) continue;
+      this.foldFact(e);
+    }
+    this.scheduleTick();
+  }
+
+  /**
+   * Partitions interleave arbitrarily, so the rebuild does not trust the read order: patches and
+   * facts first, then the dispatcher's own events in its chain order (producer epoch and seq),
+   * then the agents' answers in the order they happened.
+   */
+  private foldBacklog(backlog: FollowedEvent[]): void {
+    const own: FollowedEvent[] = [];
+    const facts: FollowedEvent[] = [];
+    for (const e of backlog) {
+      if (PATCH_EVENTS.has(e.body.type) || e.body.type === 'HostEnrolled') this.foldFact(e);
+      else if (ROLLOUT_EVENTS.has(e.body.type)) {
+        if (e.body.producer?.producerId === this.producerId) own.push(e);
+      } else facts.push(e);
+    }
+    own.sort(
+      (a, b) =>
+        a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq),
+    );
+    for (const e of own) {
+      const payload = payloadOf(e.body) as RolloutEvent | undefined;
+      if (payload)
+        this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+    }
+    facts.sort((a, b) => occurredAt(a.body) - occurredAt(b.body));
+    for (const e of facts) this.foldFact(e);
+  }
+
+  private foldFact(e: FollowedEvent): void {
+    const body = e.body;
+    const at = occurredAt(body);
+    switch (body.type) {
+      case 'BuildSucceeded':
+        if (body.buildSucceeded) this.catalog.buildSucceeded(body.buildSucceeded);
+        return;
+      case 'PatchPublished':
+        if (body.patchPublished) this.catalog.patchPublished(body.patchPublished);
+        return;
+      case 'PatchRetracted':
+        if (body.patchRetracted) this.catalog.patchRetracted(body.patchRetracted);
+        // Running rollouts of that patch are looked at: the decider aborts them.
+        this.scheduleTick(true);
+        return;
+      case 'HostEnrolled':
+        if (body.hostEnrolled?.facts) this.fleet.observeFacts(body.hostEnrolled.facts);
+        return;
+      case 'HostInventoryReported':
+        if (body.hostInventoryReported?.facts) {
+          this.fleet.observeFacts(body.hostInventoryReported.facts, body.hostInventoryReported.patches);
+        }
+        break;
+      case 'HostBooted':
+        if (body.hostBooted) this.fleet.observeBoot(body.hostBooted);
+        break;
+      case 'PatchApplied':
+        if (body.patchApplied) this.fleet.observeStack(body.patchApplied.hostId, body.patchApplied.stack);
+        break;
+      case 'PatchReverted':
+        if (body.patchReverted) this.fleet.observeStack(body.patchReverted.hostId, body.patchReverted.stack);
+        break;
+    }
+    const fact = payloadOf(body) as HostFactEvent | undefined;
+    if (!fact || !ROLLOUT_FACTS.has(fact.type)) return;
+    for (const run of this.book.observe(fact, { at })) this.changed(run.rolloutId, fact.type);
+  }
+
+  private changed(rolloutId: string, eventType: string): void {
+    this.dirty.add(rolloutId);
+    if (!this.watchers.has(rolloutId)) return;
+    // A step of the rollout itself is told at once; host progress is gathered, or thousands of
+    // answers would each cost a full view.
+    if (ROLLOUT_EVENTS.has(eventType) && eventType !== 'HostApplyRequested' && eventType !== 'HostRevertRequested') {
+      this.pendingWatch.delete(rolloutId);
+      this.tell(rolloutId, eventType);
+      return;
+    }
+    this.pendingWatch.set(rolloutId, eventType);
+    this.watchTimer ??= setTimeout(() => {
+      this.watchTimer = undefined;
+      const pending = [...this.pendingWatch];
+      this.pendingWatch.clear();
+      for (const [id, type] of pending) this.tell(id, type);
+    }, WATCH_COALESCE_MS);
+  }
+
+  private tell(rolloutId: string, eventType: string): void {
+    const run = this.book.get(rolloutId);
+    const set = this.watchers.get(rolloutId);
+    if (!run || !set) return;
+    const view = this.view(run);
+    for (const watcher of [...set]) watcher(view, eventType);
+  }
+}
+
+function streamOf(e: RolloutEvent): string {
+  // Commands share their host's partition with the host's facts, so their order is kept.
+  if (e.type === 'HostApplyRequested' || e.type === 'HostRevertRequested') return `host/${e.data.hostId}`;
+  return `rollout/${e.data.rolloutId}`;
+}
+
+function occurredAt(body: events.EventBody): number {
+  return body.occurredAt ? fromTimestamp(body.occurredAt).getTime() : 0;
+}
+
+function timestamp(ms: number) {
+  return toTimestamp(new Date(ms));
+}

@@ -1,0 +1,138 @@
+// RolloutService's use cases: check the request, let the domain decide, write the events
+// (before anything else happens), answer with the rollout as it stands after the write.
+import { dispatcher, events } from '@rebootless/contracts';
+import { uuidv7 } from '@rebootless/events';
+import {
+  abort,
+  approve,
+  pause,
+  planRollout,
+  requireRolloutId,
+  resume,
+  rollBack,
+  rolloutState,
+  type RolloutEvent,
+  type RolloutRun,
+} from '@rebootless/rollout';
+import { InvalidRequestError } from './dispatcher-errors';
+import type { RolloutEngine } from './rollout-engine';
+
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 500;
+
+export class RolloutOperations {
+  constructor(private readonly engine: RolloutEngine) {}
+
+  async create(request: dispatcher.CreateRolloutRequest, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.engine.exclusive(async () => {
+      const rolloutId = uuidv7();
+      const created = planRollout(
+        rolloutId,
+        {
+          patchId: request.patchId,
+          version: request.version,
+          selector: request.selector,
+          strategy: request.strategy,
+          allowForce: request.allowForce,
+          allowDowngrade: request.allowDowngrade,
+        },
+        this.engine.fleet,
+        this.engine.catalog,
+      );
+      if (request.dryRun) return dryRunView(created, actor);
+      await this.engine.write(undefined, [{ type: 'RolloutCreated', data: created }], actor);
+      this.engine.scheduleTick();
+      return this.engine.view(this.engine.get(rolloutId));
+    });
+  }
+
+  get(rolloutId: string): dispatcher.Rollout {
+    return this.engine.view(this.engine.get(requireRolloutId(rolloutId)));
+  }
+
+  list(request: dispatcher.ListRolloutsRequest): dispatcher.ListRolloutsResponse {
+    if (request.pageSize > MAX_PAGE_SIZE) {
+      throw new InvalidRequestError('page_size', `${request.pageSize} is over the maximum of ${MAX_PAGE_SIZE}`);
+    }
+    const size = request.pageSize || DEFAULT_PAGE_SIZE;
+    let start = 0;
+    if (request.pageToken) {
+      start = Number(Buffer.from(request.pageToken, 'base64url').toString());
+      if (!Number.isInteger(start) || start < 0)
+        throw new InvalidRequestError('page_token', 'is not a token this server gave');
+    }
+    const states = new Set(request.states);
+    // Newest first: rollout ids are UUIDv7, ordered by creation time.
+    const matching = [...this.engine.book.all()]
+      .filter((run) => !request.patchId || run.patchId === request.patchId)
+      .filter((run) => states.size === 0 || states.has(rolloutState(run)))
+      .sort((a, b) => (a.rolloutId < b.rolloutId ? 1 : -1));
+    const page = matching.slice(start, start + size);
+    const next = start + size < matching.length ? Buffer.from(String(start + size)).toString('base64url') : '';
+    return { rollouts: page.map((run) => this.engine.view(run)), nextPageToken: next };
+  }
+
+  pause(rolloutId: string, reason: string, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.command(rolloutId, actor, (run) => pause(run, reason));
+  }
+
+  resume(rolloutId: string, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.command(rolloutId, actor, (run) => resume(run));
+  }
+
+  abort(rolloutId: string, reason: string, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.command(rolloutId, actor, (run) => abort(run, reason));
+  }
+
+  rollBack(rolloutId: string, reason: string, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.command(rolloutId, actor, (run) => rollBack(run, reason));
+  }
+
+  approve(rolloutId: string, waveIndex: number, actor: events.Actor): Promise<dispatcher.Rollout> {
+    return this.command(rolloutId, actor, (run) => approve(run, waveIndex, actor.id));
+  }
+
+  private command(
+    rolloutId: string,
+    actor: events.Actor,
+    decide: (run: RolloutRun) => RolloutEvent[],
+  ): Promise<dispatcher.Rollout> {
+    requireRolloutId(rolloutId);
+    return this.engine.exclusive(async () => {
+      const run = this.engine.get(rolloutId);
+      await this.engine.write(run, decide(run), actor);
+      this.engine.scheduleTick();
+      return this.engine.view(run);
+    });
+  }
+}
+
+/** What CreateRollout would do, without writing anything. */
+function dryRunView(created: events.RolloutCreated, actor: events.Actor): dispatcher.Rollout {
+  return {
+    rolloutId: '',
+    kind: dispatcher.RolloutKind.ROLLOUT_KIND_APPLY,
+    patchId: created.patchId,
+    version: created.version,
+    selector: created.selector,
+    strategy: created.strategy,
+    state: dispatcher.RolloutState.ROLLOUT_STATE_UNSPECIFIED,
+    stateReason: 'dry run: nothing was created',
+    waves: created.waves.map((w) => ({
+      index: w.index,
+      name: w.name,
+      state: dispatcher.WaveState.WAVE_STATE_PENDING,
+      hosts: w.hostIds.map((hostId) => ({
+        hostId,
+        state: dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_PENDING,
+        commandId: '',
+        error: '',
+        forced: false,
+      })),
+    })),
+    skippedHostIds: created.skippedHostIds,
+    allowForce: created.allowForce,
+    allowDowngrade: created.allowDowngrade,
+    createdBy: actor,
+  };
+}

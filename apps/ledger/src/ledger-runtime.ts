@@ -1,0 +1,49 @@
+import * as path from 'node:path';
+import { Kafka } from 'kafkajs';
+import { kafkaClient } from '@rebootless/kafka';
+import {
+  LedgerConsumer,
+  LedgerDatabase,
+  LedgerKeyTrust,
+  LedgerQueries,
+  serviceKeysFrom,
+} from '@rebootless/ledger-store';
+import { formatHostPort } from '@rebootless/service';
+import type { LedgerConfig } from './config';
+
+/** Everything the ledger runs: its database, the consumer projecting into it, the queries over it. */
+export class LedgerRuntime {
+  private constructor(
+    readonly config: LedgerConfig,
+    readonly kafka: Kafka,
+    readonly db: LedgerDatabase,
+    readonly consumer: LedgerConsumer,
+    readonly queries: LedgerQueries,
+    readonly serviceKeys: Map<string, Uint8Array[]>,
+  ) {}
+
+  static async open(config: LedgerConfig): Promise<LedgerRuntime> {
+    const kafka = kafkaClient(config.kafkaBrokers.map(formatHostPort), 'rebootless-ledger');
+    const db = await LedgerDatabase.open({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    // The ledger vouches for its own chain, the configured keys and the named services' data dirs.
+    const serviceKeys = serviceKeysFrom(config.trustedProducers ?? [], [
+      config.dataDir,
+      ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d)),
+    ]);
+    const consumer = new LedgerConsumer({ kafka, db, topic: config.eventsTopic, serviceKeys });
+    const queries = new LedgerQueries(db, { onlineWindowMs: config.onlineWindowSeconds * 1000 });
+    return new LedgerRuntime(config, kafka, db, consumer, queries, serviceKeys);
+  }
+
+  /** Trust for re-verifying the whole log: configured services plus every agent key bound so far. */
+  keyTrust(): LedgerKeyTrust {
+    return new LedgerKeyTrust(this.serviceKeys, this.consumer.projection);
+  }
+
+  async close(): Promise<void> {
+    await this.consumer.stop();
+    await this.db.close();
+  }
+}
+
+export const LEDGER_RUNTIME = Symbol('rebootless.ledger-runtime');

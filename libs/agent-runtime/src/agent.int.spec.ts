@@ -1,0 +1,539 @@
+// The agent on the simulated kernel, over real gRPC (a FetchArtifact endpoint serving a real
+// ArtifactStore, a small AgentGateway until the dispatcher's exists) and the real broker.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ArtifactStore } from '@rebootless/artifacts';
+import { dispatcher, events, toTimestamp } from '@rebootless/contracts';
+import { decodeEvent, generateSigningKey, readEnvelope } from '@rebootless/events';
+import { kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { SimulatedKernel } from '@rebootless/kernel-model';
+import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
+import { Agent, type AgentOptions } from './agent';
+import { GatewayRelaySink, KafkaEventSink } from './talk/event-sink';
+import { startArtifactServer, startTestGateway, type ArtifactServer, type TestGateway } from './testing/agent-harness';
+import { recordingKernel, storeSignedArtifact, TEST_RELEASE, type TestPatch } from './testing/fixtures';
+
+const Outcome = dispatcher.CommandOutcome;
+const builderKey = generateSigningKey();
+const strangerKey = generateSigningKey();
+const kafka = testKafka('agent-int');
+
+let topic: string;
+let sink: KafkaEventSink;
+let store: ArtifactStore;
+let builder: ArtifactServer;
+let gateway: TestGateway;
+let tmp: string;
+let commandCounter = 0;
+const running: Agent[] = [];
+
+beforeAll(async () => {
+  topic = await freshEventsTopic('agent', 3);
+  sink = new KafkaEventSink({ kafka, topic });
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-int-'));
+  store = new ArtifactStore({ dir: path.join(tmp, 'builder-store') });
+  builder = await startArtifactServer(store);
+  gateway = await startTestGateway();
+});
+
+afterEach(async () => {
+  for (const a of running.splice(0)) await a.stop();
+  builder.hostile = undefined;
+});
+
+afterAll(async () => {
+  await sink.close();
+  await builder.close();
+  await gateway.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function newHost(
+  kernel = new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 20 }),
+  over: Partial<AgentOptions> = {},
+) {
+  const hostId = `host-${Math.random().toString(36).slice(2, 8)}`;
+  const dataDir = path.join(tmp, hostId);
+  const make = (k = kernel, more: Partial<AgentOptions> = {}) => {
+    const agent = new Agent({
+      kernel: k,
+      dataDir,
+      hostId,
+      labels: { env: 'test' },
+      dispatcherAddress: gateway.address,
+      builderAddress: builder.address,
+      builderPublicKey: builderKey.rawPublicKey,
+      sink,
+      timeouts: { transitionMs: 400, pollMs: 10 },
+      facts: { hostname: hostId, machineId: hostId, distro: 'Debian GNU/Linux 12 (bookworm)' },
+      reconnect: { minMs: 50, maxMs: 200 },
+      ...over,
+      ...more,
+    });
+    running.push(agent);
+    return agent;
+  };
+  return { hostId, dataDir, kernel, make };
+}
+
+async function publish(patch: TestPatch, key = builderKey) {
+  return storeSignedArtifact(store, key, patch);
+}
+
+function applyCommand(
+  artifact: { digest: string; manifest: { patchId: string; version: string } },
+  over: Partial<dispatcher.ApplyCommand> = {},
+): dispatcher.ApplyCommand {
+  return {
+    commandId: `cmd-${++commandCounter}`,
+    expiresAt: toTimestamp(new Date(Date.now() + 60_000)),
+    rolloutId: 'rollout-1',
+    patchId: artifact.manifest.patchId,
+    version: artifact.manifest.version,
+    kernelRelease: TEST_RELEASE,
+    artifactDigest: artifact.digest,
+    allowForce: false,
+    allowDowngrade: false,
+    ...over,
+  };
+}
+
+async function send(hostId: string, command: dispatcher.ConnectResponse): Promise<dispatcher.CommandResult> {
+  await gateway.waitFor(() => gateway.connected(hostId), 15_000, `${hostId} connected`);
+  const id = command.apply?.commandId ?? command.revert?.commandId ?? '';
+  gateway.send(hostId, command);
+  await gateway.waitFor(
+    () =>
+      gateway
+        .received(hostId)
+        .some((m) => m.commandResult?.commandId === id && m.commandResult.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED),
+    15_000,
+    `final result of ${id}`,
+  );
+  return gateway
+    .received(hostId)
+    .find((m) => m.commandResult?.commandId === id && m.commandResult.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED)!
+    .commandResult!;
+}
+
+/** The host's events in the topic, decoded, in log order. */
+async function hostEvents(agent: Agent): Promise<events.EventBody[]> {
+  await agent.drain();
+  const records = await readWholeTopic(kafka, topic);
+  return records.filter((r) => r.key === `host/${agent.hostId}`).map((r) => decodeEvent(r.value!).body);
+}
+
+describe('Agent on the simulated kernel', () => {
+  it('enrolls on first start: ChainEpochStarted with its key, HostEnrolled, HostBooted, then hello with the same key', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const types = (await hostEvents(agent)).map((e) => e.type);
+    expect(types).toEqual(['ChainEpochStarted', 'HostEnrolled', 'HostBooted']);
+    const all = await readWholeTopic(kafka, topic);
+    const epoch = all
+      .map((r) => decodeEvent(r.value!).body)
+      .find((b) => b.type === 'ChainEpochStarted' && b.producer?.producerId === `agent/${host.hostId}`);
+    expect(Buffer.from(epoch!.chainEpochStarted!.publicKey)).toEqual(agent.publicKey);
+    await gateway.waitFor(() => gateway.received(host.hostId).length >= 2);
+    const [hello, inventory] = gateway.received(host.hostId);
+    expect(Buffer.from(hello!.hello!.agentPublicKey)).toEqual(agent.publicKey);
+    expect(inventory!.inventory!.facts!.kernelRelease).toBe(TEST_RELEASE);
+  });
+
+  it('applies a verified patch: ACCEPTED then SUCCEEDED, the kernel runs it, PatchApplyStarted and PatchApplied are in the log', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const artifact = await publish({ patchId: 'cve-a', version: '1' });
+    const cmd = applyCommand(artifact);
+    const result = await send(host.hostId, { apply: cmd });
+    expect(result).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, forced: false });
+    const outcomes = gateway
+      .received(host.hostId)
+      .filter((m) => m.commandResult?.commandId === cmd.commandId)
+      .map((m) => m.commandResult!.outcome);
+    expect(outcomes).toEqual([Outcome.COMMAND_OUTCOME_ACCEPTED, Outcome.COMMAND_OUTCOME_SUCCEEDED]);
+    expect(await host.kernel.listPatches()).toMatchObject([
+      { moduleName: artifact.manifest.moduleName, enabled: true, transition: false },
+    ]);
+    const evs = await hostEvents(agent);
+    const applied = evs.find((e) => e.type === 'PatchApplied')!.patchApplied!;
+    expect(applied).toMatchObject({ commandId: cmd.commandId, patchId: 'cve-a', version: '1', forced: false });
+    expect(applied.functions).toHaveLength(1);
+    expect(applied.stack.map((p) => p.moduleName)).toEqual([artifact.manifest.moduleName]);
+    expect(evs.map((e) => e.type)).toEqual([
+      'ChainEpochStarted',
+      'HostEnrolled',
+      'HostBooted',
+      'PatchApplyStarted',
+      'PatchApplied',
+    ]);
+    expect(evs.find((e) => e.type === 'PatchApplied')!.causationId).toBe(cmd.commandId);
+  });
+
+  it('stacks a second patch, then an atomic replace supersedes both and their modules are removed', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const a = await publish({ patchId: 'stack-a', version: '1' });
+    const b = await publish({ patchId: 'stack-b', version: '1' });
+    const r = await publish({
+      patchId: 'cumulative',
+      version: '1',
+      replace: true,
+      functions: [
+        { object: 'vmlinux', name: 'fix_stack_a', sympos: 0 },
+        { object: 'vmlinux', name: 'fix_stack_b', sympos: 0 },
+      ],
+    });
+    expect((await send(host.hostId, { apply: applyCommand(a) })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect((await send(host.hostId, { apply: applyCommand(b) })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect((await host.kernel.listPatches()).map((p) => p.moduleName)).toEqual([
+      a.manifest.moduleName,
+      b.manifest.moduleName,
+    ]);
+    const replaced = await send(host.hostId, { apply: applyCommand(r) });
+    expect(replaced.outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect((await host.kernel.listPatches()).map((p) => p.moduleName)).toEqual([r.manifest.moduleName]);
+    expect(host.kernel.loadedModules()).toEqual([r.manifest.moduleName]);
+    expect(agent.desiredPatches().map((d) => d.patchId)).toEqual(['cumulative']);
+  });
+
+  // A task stuck in the initial state is already in the reversed target state, so it blocks the
+  // enable but not its reversal (kernel/livepatch/transition.c, klp_reverse_transition()).
+  it('reverses a stalled transition: reports the blocking task, the kernel is as before, nothing forced', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const artifact = await publish({ patchId: 'stall', version: '1' });
+    host.kernel.addSleepingTask({ comm: 'nft-worker', sleepsIn: artifact.manifest.functions[0]! });
+    const result = await send(host.hostId, { apply: applyCommand(artifact) });
+    expect(result).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_FAILED, stage: 'transition', forced: false });
+    expect(await host.kernel.listPatches()).toEqual([]);
+    expect(host.kernel.loadedModules()).toEqual([]);
+    const failed = (await hostEvents(agent)).find((e) => e.type === 'PatchApplyFailed')!.patchApplyFailed!;
+    expect(failed).toMatchObject({ stage: 'transition', reverted: true });
+    expect(failed.stalledTasks.map((t) => t.comm)).toEqual(['nft-worker']);
+  });
+
+  it('forces a stalled transition only when the command allows it, records the debt and refuses to revert it', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const artifact = await publish({ patchId: 'forceme', version: '1' });
+    host.kernel.addSleepingTask({ comm: 'stuck', sleepsIn: artifact.manifest.functions[0]! });
+    const result = await send(host.hostId, { apply: applyCommand(artifact, { allowForce: true }) });
+    expect(result).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, forced: true });
+    expect((await agent.status()).forcedModules).toEqual([artifact.manifest.moduleName]);
+    const applied = (await hostEvents(agent)).find((e) => e.type === 'PatchApplied')!.patchApplied!;
+    expect(applied.forced).toBe(true);
+    const refused = await send(host.hostId, {
+      revert: {
+        commandId: `cmd-${++commandCounter}`,
+        expiresAt: toTimestamp(new Date(Date.now() + 60_000)),
+        rolloutId: 'rollout-1',
+        patchId: 'forceme',
+        version: '1',
+        moduleName: '',
+        reason: 'undo',
+      },
+    });
+    expect(refused.outcome).toBe(Outcome.COMMAND_OUTCOME_REJECTED);
+    expect(refused.error).toMatch(/forced this boot/);
+    expect(host.kernel.loadedModules()).toEqual([artifact.manifest.moduleName]);
+  });
+
+  it('reverts a patch: disable, wait, remove the module, PatchReverted', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    const artifact = await publish({ patchId: 'revertme', version: '1' });
+    await send(host.hostId, { apply: applyCommand(artifact) });
+    const result = await send(host.hostId, {
+      revert: {
+        commandId: `cmd-${++commandCounter}`,
+        expiresAt: toTimestamp(new Date(Date.now() + 60_000)),
+        rolloutId: 'rollout-1',
+        patchId: 'revertme',
+        version: '1',
+        moduleName: '',
+        reason: 'roll-back',
+      },
+    });
+    expect(result.outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect(host.kernel.loadedModules()).toEqual([]);
+    expect((await hostEvents(agent)).map((e) => e.type)).toContain('PatchReverted');
+  });
+
+  describe('refuses before the kernel is touched', () => {
+    const cases: [
+      string,
+      () => Promise<{ cmd: dispatcher.ApplyCommand; setup?: (agent: Agent, hostId: string) => Promise<void> }>,
+      string,
+    ][] = [
+      [
+        'a tampered module',
+        async () => {
+          builder.hostile = 'flip-byte';
+          return { cmd: applyCommand(await publish({ patchId: 'tamper', version: '1' })) };
+        },
+        'digest-mismatch',
+      ],
+      [
+        'a module signed by another key',
+        async () => ({ cmd: applyCommand(await publish({ patchId: 'stranger', version: '1' }, strangerKey)) }),
+        'bad-signature',
+      ],
+      [
+        'a module for another kernel release',
+        async () => ({
+          cmd: applyCommand(
+            await publish({ patchId: 'other-kernel', version: '1', kernelRelease: '6.1.0-18-cloud-amd64' }),
+            { kernelRelease: '' },
+          ),
+        }),
+        'wrong-kernel-release',
+      ],
+      [
+        'a retracted patch',
+        async () => {
+          const artifact = await publish({ patchId: 'retracted', version: '1' });
+          store.retract({ patchId: 'retracted', version: '1', reason: 'breaks nf_tables' });
+          return { cmd: applyCommand(artifact) };
+        },
+        'retracted',
+      ],
+      [
+        'a truncated download',
+        async () => {
+          builder.hostile = 'truncate';
+          return { cmd: applyCommand(await publish({ patchId: 'trunc', version: '1' })) };
+        },
+        'truncated',
+      ],
+      [
+        'an oversized download',
+        async () => {
+          builder.hostile = 'extra-bytes';
+          return { cmd: applyCommand(await publish({ patchId: 'oversize', version: '1' })) };
+        },
+        'oversized',
+      ],
+      [
+        'an expired command',
+        async () => ({
+          cmd: applyCommand(await publish({ patchId: 'expired', version: '1' }), {
+            expiresAt: toTimestamp(new Date(Date.now() - 1000)),
+          }),
+        }),
+        'expired',
+      ],
+      [
+        'a downgrade',
+        async () => {
+          const v2 = await publish({ patchId: 'down', version: '2' });
+          const v1 = await publish({ patchId: 'down', version: '1' });
+          return {
+            cmd: applyCommand(v1),
+            setup: async (_agent, hostId) =>
+              void expect((await send(hostId, { apply: applyCommand(v2) })).outcome).toBe(
+                Outcome.COMMAND_OUTCOME_SUCCEEDED,
+              ),
+          };
+        },
+        'downgrade',
+      ],
+    ];
+    it.each(cases)('%s', async (_name, make, reason) => {
+      const { kernel, changes } = recordingKernel(new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 }));
+      const host = newHost(kernel);
+      const agent = host.make();
+      await agent.start();
+      const { cmd, setup } = await make();
+      if (setup) await setup(agent, host.hostId);
+      const before = changes.length;
+      const result = await send(host.hostId, { apply: cmd });
+      expect(result.outcome).toBe(Outcome.COMMAND_OUTCOME_REJECTED);
+      expect(result.error).toMatch(new RegExp(`^${reason}:`));
+      expect(changes.slice(before)).toEqual([]);
+      const failed = (await hostEvents(agent)).filter((e) => e.type === 'PatchApplyFailed').pop()!.patchApplyFailed!;
+      expect(failed).toMatchObject({ commandId: cmd.commandId, stage: 'verify' });
+    });
+
+    it('a replayed command (same id again)', async () => {
+      const { kernel, changes } = recordingKernel(new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 }));
+      const host = newHost(kernel);
+      const agent = host.make();
+      await agent.start();
+      const cmd = applyCommand(await publish({ patchId: 'replay', version: '1' }));
+      expect((await send(host.hostId, { apply: cmd })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+      const before = changes.length;
+      gateway.send(host.hostId, { apply: cmd });
+      const refused = await gateway.result(host.hostId, cmd.commandId, Outcome.COMMAND_OUTCOME_REJECTED);
+      expect(refused.error).toMatch(/^replayed:/);
+      expect(changes.slice(before)).toEqual([]);
+      void agent;
+    });
+  });
+
+  it('after a reboot reports HostBooted and re-applies the desired patches (policy at-start)', async () => {
+    const host = newHost();
+    const first = host.make();
+    await first.start();
+    const artifact = await publish({ patchId: 'persist', version: '1' });
+    await send(host.hostId, { apply: applyCommand(artifact) });
+    await first.drain();
+    await first.stop();
+    host.kernel.reboot();
+    expect(await host.kernel.listPatches()).toEqual([]);
+    const second = host.make();
+    await second.start();
+    expect((await host.kernel.listPatches()).map((p) => [p.moduleName, p.enabled])).toEqual([
+      [artifact.manifest.moduleName, true],
+    ]);
+    const types = (await hostEvents(second)).map((e) => e.type);
+    expect(types.slice(-3)).toEqual(['HostBooted', 'PatchApplyStarted', 'PatchApplied']);
+  });
+
+  it('quarantines a patch the host went down soon after, and does not apply it again', async () => {
+    const host = newHost();
+    const first = host.make();
+    await first.start();
+    const artifact = await publish({ patchId: 'crashy', version: '1' });
+    await send(host.hostId, { apply: applyCommand(artifact) });
+    await first.drain();
+    await first.stop({ clean: false }); // the host dies with it
+    host.kernel.reboot();
+    const { kernel, changes } = recordingKernel(host.kernel);
+    const second = host.make(kernel);
+    await second.start();
+    expect(changes).toEqual([]);
+    expect(await host.kernel.listPatches()).toEqual([]);
+    const status = await second.status();
+    expect(status.quarantined.map((q) => q.patch)).toEqual([{ patchId: 'crashy', version: '1' }]);
+    const failed = (await hostEvents(second)).filter((e) => e.type === 'PatchApplyFailed').pop()!.patchApplyFailed!;
+    expect(failed).toMatchObject({ patchId: 'crashy', stage: 'crash-loop-guard' });
+  });
+
+  it('reports drift: a transition nobody asked for, stuck for long', async () => {
+    const host = newHost();
+    const agent = host.make(host.kernel, { timeouts: { transitionMs: 400, pollMs: 10, stuckTransitionMs: 100 } });
+    await agent.start();
+    const fn = { object: 'vmlinux', name: 'do_sys_poll', sympos: 0 };
+    host.kernel.addSleepingTask({ comm: 'poller', sleepsIn: fn });
+    await host.kernel.loadModule({
+      path: '/root/stuck.ko',
+      moduleName: 'livepatch_stuck',
+      functions: [fn],
+      replace: false,
+    });
+    await agent.checkDrift(); // seen loaded by hand, in transition since now
+    await new Promise((r) => setTimeout(r, 150));
+    await agent.checkDrift();
+    const drift = (await hostEvents(agent)).filter((e) => e.type === 'DriftDetected').map((e) => e.driftDetected!);
+    expect(drift.map((d) => d.kind)).toEqual(['loaded-by-hand', 'transition-stuck']);
+    expect(drift[1]!.detail).toMatch(/^livepatch_stuck in transition for/);
+  });
+
+  it('reports drift: a patch loaded by hand, then removed by hand', async () => {
+    const host = newHost();
+    const agent = host.make();
+    await agent.start();
+    await host.kernel.loadModule({
+      path: '/root/hand.ko',
+      moduleName: 'livepatch_by_hand',
+      functions: [{ object: 'vmlinux', name: 'cmdline_proc_show', sympos: 0 }],
+      replace: false,
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    await agent.checkDrift();
+    await host.kernel.setEnabled('livepatch_by_hand', false);
+    await new Promise((r) => setTimeout(r, 30));
+    await host.kernel.removeModule('livepatch_by_hand');
+    await agent.checkDrift();
+    const drift = (await hostEvents(agent)).filter((e) => e.type === 'DriftDetected').map((e) => e.driftDetected!.kind);
+    expect(drift).toEqual(['loaded-by-hand', 'removed-by-hand']);
+  });
+});
+
+describe('Agent events relayed through the gateway', () => {
+  it('reach Kafka through the dispatcher stream, in chain order, once each', async () => {
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    await producer.connect();
+    const relayTopic = await freshEventsTopic('agent-relay', 3);
+    const relaying = await startTestGateway({ relayTo: { producer, topic: relayTopic } });
+    try {
+      const host = newHost(undefined, { sink: new GatewayRelaySink(), dispatcherAddress: relaying.address });
+      const agent = host.make();
+      await agent.start();
+      const artifact = await publish({ patchId: 'relayed', version: '1' });
+      await relaying.waitFor(() => relaying.connected(host.hostId));
+      relaying.send(host.hostId, { apply: applyCommand(artifact, { commandId: 'relay-cmd' }) });
+      await relaying.result(host.hostId, 'relay-cmd', Outcome.COMMAND_OUTCOME_SUCCEEDED);
+      await agent.drain();
+      const records = (await readWholeTopic(kafka, relayTopic)).filter((r) => r.key === `host/${host.hostId}`);
+      expect(records.map((r) => readEnvelope(r.value!).seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(records.map((r) => readEnvelope(r.value!).type)).toEqual([
+        'ChainEpochStarted',
+        'HostEnrolled',
+        'HostBooted',
+        'PatchApplyStarted',
+        'PatchApplied',
+      ]);
+      await agent.stop();
+    } finally {
+      await relaying.close();
+      await producer.disconnect();
+    }
+  });
+});
+
+describe('Agent events with Kafka unreachable', () => {
+  it('keeps them in the outbox and delivers them once Kafka is reachable, in order, none lost, none doubled', async () => {
+    // The sink's seed broker is a port where nothing listens yet; later a TCP relay to the real
+    // broker opens there (the broker then advertises its own address, as a real cluster does).
+    const relay = net.createServer();
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const port = (relay.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+    const lateSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-late', 0), topic });
+    const host = newHost(undefined, { sink: lateSink, dispatcherAddress: undefined });
+    const agent = host.make();
+    await agent.start();
+    const artifact = await publish({ patchId: 'offline', version: '1' });
+    expect((await agent.handle({ apply: applyCommand(artifact) })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(agent.pendingEvents).toBe(5);
+
+    const [brokerHost, brokerPort] = kafkaBrokersFromEnv()[0]!.split(':');
+    const back = net.createServer((client) => {
+      const upstream = net.connect(Number(brokerPort), brokerHost);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => back.listen(port, '127.0.0.1', resolve));
+    try {
+      await agent.drain(60_000);
+      const records = (await readWholeTopic(kafka, topic)).filter(
+        (r) => readEnvelope(r.value!).producerId === `agent/${host.hostId}`,
+      );
+      const seqs = records.map((r) => readEnvelope(r.value!).seq);
+      expect(seqs).toEqual([1, 2, 3, 4, 5]);
+      expect(records.map((r) => readEnvelope(r.value!).type)).toEqual([
+        'ChainEpochStarted',
+        'HostEnrolled',
+        'HostBooted',
+        'PatchApplyStarted',
+        'PatchApplied',
+      ]);
+    } finally {
+      await agent.stop();
+      await lateSink.close();
+      await new Promise<void>((resolve) => back.close(() => resolve()));
+    }
+  });
+});

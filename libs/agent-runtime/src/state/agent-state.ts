@@ -1,0 +1,104 @@
+// What the agent remembers across restarts, in one small JSON file replaced atomically on every
+// change. Kept apart from the outbox: the outbox is the record of facts, this is the agent's
+// working memory (what it wants live, what it refuses, what it owes).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { events } from '@rebootless/contracts';
+import { writeSmallFile } from './event-outbox';
+
+const STATE_FILE = 'agent-state.json';
+
+/** A patch the dispatcher asked this host to carry, with what re-applying it needs. */
+export interface DesiredPatch {
+  patchId: string;
+  version: string;
+  moduleName: string;
+  artifactDigest: string;
+  replace: boolean;
+  cves: string[];
+}
+
+export interface ApplyInProgress {
+  commandId: string;
+  patchId: string;
+  version: string;
+  moduleName: string;
+  artifactDigest: string;
+  bootId: string;
+  /** ms since the epoch. */
+  startedAt: number;
+}
+
+export interface AgentStateData {
+  version: 1;
+  /** HostEnrolled written. */
+  enrolled: boolean;
+  lastBootId?: string;
+  desired: DesiredPatch[];
+  /** Command ids seen, with the instant after which remembering them is useless (they expired). */
+  seenCommands: { id: string; until: number }[];
+  /** Modules whose transition was forced: they pin the kernel until the next boot. */
+  forced: { moduleName: string; bootId: string; at: number }[];
+  quarantined: { patchId: string; version: string; reason: string; since: number }[];
+  retracted: { patchId: string; version: string; reason: string }[];
+  /** Set while an apply runs: found on start, it says the agent or the host died in the middle. */
+  applying?: ApplyInProgress;
+  /** The last patch applied, for the crash-loop guard. */
+  lastApplied?: { patchId: string; version: string; bootId: string; at: number };
+  /** The agent stopped cleanly after its last apply (a planned shutdown, not a crash). */
+  cleanStop: boolean;
+  /** The stack as last reported in an event (drift is measured against it). */
+  reported?: events.LivePatchState[];
+}
+
+function empty(): AgentStateData {
+  return {
+    version: 1,
+    enrolled: false,
+    desired: [],
+    seenCommands: [],
+    forced: [],
+    quarantined: [],
+    retracted: [],
+    cleanStop: false,
+  };
+}
+
+export class AgentStateFile {
+  readonly path: string;
+  private current: AgentStateData;
+
+  constructor(
+    dir: string,
+    private readonly syncWrites = true,
+  ) {
+    this.path = path.join(dir, STATE_FILE);
+    this.current = this.load();
+  }
+
+  get data(): Readonly<AgentStateData> {
+    return this.current;
+  }
+
+  /** Applies a change and writes the file before returning. */
+  update(change: (state: AgentStateData) => void): void {
+    const next = structuredClone(this.current);
+    change(next);
+    writeSmallFile(this.path, JSON.stringify(next), this.syncWrites);
+    this.current = next;
+  }
+
+  private load(): AgentStateData {
+    let raw: string;
+    try {
+      raw = fs.readFileSync(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return empty();
+      throw error;
+    }
+    // An unreadable state must stop the agent: without it, replay protection and quarantine are gone.
+    const parsed = JSON.parse(raw) as AgentStateData;
+    if (parsed.version !== 1) throw new Error(`agent state ${this.path} has an unknown format`);
+    return { ...empty(), ...parsed };
+  }
+}

@@ -1,0 +1,67 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { events } from '@rebootless/contracts';
+import { decodeEvent, readEnvelope, type EventDraft } from '@rebootless/events';
+import { EventOutbox } from './event-outbox';
+
+const draft = (n: number): EventDraft => ({
+  stream: 'host/h1',
+  payload: { type: 'DriftDetected', data: { hostId: 'h1', kind: 'test', detail: `#${n}`, expected: [], observed: [] } },
+});
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const open = () => EventOutbox.open({ dir, producerId: 'agent/h1' });
+
+describe('the agent outbox', () => {
+  it('Given a first start, Then it begins an epoch with ChainEpochStarted carrying its key', () => {
+    const { outbox, epoch } = open();
+    expect(epoch?.reason).toBe(events.EpochReason.EPOCH_REASON_FIRST_START);
+    const [first] = outbox.pending();
+    const body = decodeEvent(first!.envelope).body;
+    expect(body.type).toBe('ChainEpochStarted');
+    expect(Buffer.from(body.chainEpochStarted!.publicKey)).toEqual(outbox.publicKey);
+  });
+
+  it('Given events appended and some confirmed, When reopened, Then only the unconfirmed remain and the chain continues', () => {
+    const first = open().outbox;
+    first.append([draft(1), draft(2)]);
+    first.confirm(2);
+    const head = first.head;
+    const again = open();
+    expect(again.epoch).toBeUndefined();
+    expect(again.outbox.pending().map((r) => r.seq)).toEqual([3]);
+    expect(again.outbox.head).toEqual(head);
+    const [next] = again.outbox.append([draft(3)]);
+    expect(next!.seq).toBe(4);
+    expect(Buffer.from(readEnvelope(next!.envelope).prevHash)).toEqual(head.hash);
+  });
+
+  it('Given a write torn by a crash, When reopened, Then the torn bytes are dropped and nothing before them is lost', () => {
+    const first = open().outbox;
+    first.append([draft(1)]);
+    fs.appendFileSync(path.join(dir, 'outbox.log'), Buffer.from([0, 0, 1, 0, 9, 9, 9]));
+    const again = open().outbox;
+    expect(again.pending().map((r) => r.seq)).toEqual([1, 2]);
+    expect(again.append([draft(2)])[0]!.seq).toBe(3);
+    expect(
+      open()
+        .outbox.pending()
+        .map((r) => r.seq),
+    ).toEqual([1, 2, 3]);
+  });
+
+  it('Given the chain state lost but the key kept, Then a new epoch says so', () => {
+    open().outbox.append([draft(1)]);
+    fs.rmSync(path.join(dir, 'outbox.log'));
+    fs.rmSync(path.join(dir, 'chain-agent_h1.state'));
+    const { epoch, outbox } = open();
+    expect(epoch?.reason).toBe(events.EpochReason.EPOCH_REASON_STATE_LOST);
+    expect(outbox.pending().map((r) => r.seq)).toEqual([1]);
+  });
+});

@@ -1,0 +1,12 @@
+export * from './database';
+export * from './batch-writer';
+export * from './projection';
+export * from './ledger-consumer';
+export { READ_MODEL_TABLES } from './migrations/0001-read-models';
+export * from './errors';
+export * from './queries';
+export * from './trust-config';
+export * from './integrity';
+export * from './planning';
+export * from './scripted-log';
+export * from './model-adapter';

@@ -1,0 +1,56 @@
+import { Kafka } from 'kafkajs';
+import { ledger, toTimestamp } from '@rebootless/contracts';
+import { ChainVerifier, FindingKind, KeyTrust } from '@rebootless/events';
+import { readRange } from '@rebootless/kafka';
+
+const K = ledger.IntegrityFindingKind;
+const KIND: Record<FindingKind, ledger.IntegrityFindingKind> = {
+  undecodable: K.INTEGRITY_FINDING_KIND_MALFORMED,
+  'unknown-event-type': K.INTEGRITY_FINDING_KIND_MALFORMED,
+  'altered-body': K.INTEGRITY_FINDING_KIND_HASH_MISMATCH,
+  'broken-link': K.INTEGRITY_FINDING_KIND_CHAIN_BROKEN,
+  reorder: K.INTEGRITY_FINDING_KIND_CHAIN_BROKEN,
+  'bad-signature': K.INTEGRITY_FINDING_KIND_BAD_SIGNATURE,
+  'unknown-producer-key': K.INTEGRITY_FINDING_KIND_UNVOUCHED_KEY,
+  'missing-epoch-start': K.INTEGRITY_FINDING_KIND_MISSING_EPOCH_START,
+  duplicate: K.INTEGRITY_FINDING_KIND_SEQ_DUPLICATE,
+  conflict: K.INTEGRITY_FINDING_KIND_SEQ_DUPLICATE,
+  gap: K.INTEGRITY_FINDING_KIND_SEQ_GAP,
+  unsealed: K.INTEGRITY_FINDING_KIND_UNSIGNED_TAIL,
+};
+
+export function integrityKindOf(kind: string): ledger.IntegrityFindingKind {
+  return KIND[kind as FindingKind] ?? K.INTEGRITY_FINDING_KIND_UNSPECIFIED;
+}
+
+/** Re-reads the whole log and checks every producer's chain and seals from scratch. */
+export async function verifyLog(
+  kafka: Kafka,
+  topic: string,
+  trust: KeyTrust,
+  producerId = '',
+): Promise<ledger.VerifyIntegrityResponse> {
+  const verifier = new ChainVerifier(trust);
+  await readRange({ kafka, topic, timeoutMs: 600_000, onRecord: (r) => void verifier.ingest(r.value, r) });
+  const report = verifier.finish();
+  const chains = report.chains.filter((c) => !producerId || c.producerId === producerId);
+  const findings = report.findings
+    .filter((f) => !producerId || f.producerId === producerId)
+    .map((f) => ({
+      kind: KIND[f.kind],
+      position: {
+        producerId: f.producerId ?? '',
+        epoch: f.epoch ?? 0,
+        seq: String(f.seq ?? 0),
+        partition: f.position?.partition ?? -1,
+        offset: f.position?.offset ?? '-1',
+      },
+      detail: f.detail,
+    }));
+  return {
+    verifiedAt: toTimestamp(new Date()),
+    eventsChecked: String(producerId ? chains.reduce((n, c) => n + c.events, 0) : report.records),
+    producersChecked: new Set(chains.map((c) => c.producerId)).size,
+    findings,
+  };
+}

@@ -1,0 +1,288 @@
+import { randomUUID } from 'node:crypto';
+import { Consumer, Kafka } from 'kafkajs';
+import { events } from '@rebootless/contracts';
+import { ChainVerifier, Finding, FindingKind, KeyTrust } from '@rebootless/events';
+import { LedgerDatabase } from './database';
+import { FindingRow, LedgerProjection, writeStaged } from './projection';
+
+/**
+ * Who vouches for which producer key: service keys from configuration, agent keys bound to
+ * their host on the first epoch the ledger sees (trust on first use, until TLS identities).
+ */
+export class LedgerKeyTrust implements KeyTrust {
+  constructor(
+    private readonly services: ReadonlyMap<string, readonly Uint8Array[]>,
+    private readonly projection: LedgerProjection,
+  ) {}
+
+  keysFor(producerId: string): readonly Uint8Array[] {
+    const service = this.services.get(producerId);
+    if (service) return service;
+    const bound = this.projection.agentKeys.get(producerId);
+    return bound ? [bound.publicKey] : [];
+  }
+}
+
+/** A record that shows these defects is kept out of the read models; the finding stands for it. */
+const REJECTING: ReadonlySet<FindingKind> = new Set([
+  'undecodable',
+  'unknown-event-type',
+  'altered-body',
+  'broken-link',
+  'bad-signature',
+  'duplicate',
+  'conflict',
+  'unknown-producer-key',
+  'missing-epoch-start',
+]);
+
+export interface LedgerConsumerOptions {
+  kafka: Kafka;
+  db: LedgerDatabase;
+  topic: string;
+  /** Configured service producers and their raw Ed25519 keys. */
+  serviceKeys: ReadonlyMap<string, readonly Uint8Array[]>;
+  groupId?: string;
+  /** Called after every committed batch. */
+  onProgress?: (p: LedgerProgress) => void;
+}
+
+export interface LedgerProgress {
+  partition: number;
+  nextOffset: bigint;
+  /** Records read since start (verification-only records included). */
+  records: number;
+  /** Records projected since start. */
+  projected: number;
+  findings: number;
+}
+
+/**
+ * Consumes the event log into the read models. Every record is verified (ChainVerifier) and,
+ * when sound, projected; each Kafka batch is one database transaction holding its rows and the
+ * partition's next offset, so a kill at any point loses or doubles nothing.
+ *
+ * The verifier's chain state lives in memory: on every start the consumer reads each partition
+ * from offset 0, feeding records below the stored offset to the verifier only (their read-model
+ * rows are already committed), so chains are checked whole after any restart.
+ */
+export class LedgerConsumer {
+  readonly projection: LedgerProjection;
+  private verifier: ChainVerifier;
+  private recovering: Promise<void> | undefined;
+  private consumer: Consumer | undefined;
+  private offsets = new Map<number, bigint>();
+  /** Epochs whose key nobody vouches for: none of their records enter the read models. */
+  private readonly untrusted = new Set<string>();
+  private failure: Error | undefined;
+  /** The batch writes under way, in order. */
+  private writes: Promise<void> = Promise.resolve();
+  private groupId = '';
+  readonly stats = { records: 0, projected: 0, findings: 0 };
+  /** Where the time goes: verifying and projecting in memory vs writing batches. */
+  readonly timing = { projectMs: 0, flushMs: 0, batches: 0 };
+
+  constructor(private readonly opts: LedgerConsumerOptions) {
+    this.projection = new LedgerProjection(opts.db, opts.topic);
+    this.verifier = new ChainVerifier(new LedgerKeyTrust(opts.serviceKeys, this.projection));
+  }
+
+  /** Where the read models stand: each partition's next offset to project. */
+  get positions(): ReadonlyMap<number, bigint> {
+    return this.offsets;
+  }
+
+  async start(): Promise<void> {
+    this.offsets = await this.projection.load();
+    const { kafka, topic } = this.opts;
+    // A group of its own per process: offsets live in the database, never in Kafka, and a member
+    // killed with SIGKILL would otherwise hold its partitions until the session times out.
+    this.groupId = this.opts.groupId ?? `rebootless-ledger-${randomUUID()}`;
+    const consumer = kafka.consumer({
+      groupId: this.groupId,
+      maxWaitTimeInMs: 200,
+      maxBytesPerPartition: 4 * 1024 * 1024,
+      maxBytes: 16 * 1024 * 1024,
+    });
+    this.consumer = consumer;
+    await consumer.connect();
+    // A new group has no committed offsets: every partition is read from its beginning, as the
+    // verifier must see each chain whole.
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      // Two partitions at a time: one batch is projected while the one before it is written.
+      partitionsConsumedConcurrently: 2,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        if (!isRunning() || isStale() || batch.messages.length === 0) return;
+        if (this.failure) return this.recover(batch.partition);
+        try {
+          await this.consumeBatch(batch.partition, batch.messages);
+        } catch (err) {
+          this.failure ??= err as Error;
+          return this.recover(batch.partition);
+        }
+        resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
+        await heartbeat();
+      },
+    });
+  }
+
+  /**
+   * The database refused a batch: memory is ahead of it. Once the writes under way have settled,
+   * reload what was committed and read every partition again from the start (the verifier must
+   * see the chains whole again), projecting from the committed offsets.
+   */
+  private async recover(partition: number): Promise<void> {
+    this.recovering ??= (async () => {
+      await this.writes;
+      await new Promise((r) => setTimeout(r, 1000));
+      await this.consumer?.stop();
+      this.consumer = undefined;
+      this.verifier = new ChainVerifier(new LedgerKeyTrust(this.opts.serviceKeys, this.projection));
+      this.untrusted.clear();
+      this.failure = undefined;
+      this.recovering = undefined;
+      await this.start();
+    })().catch((err: unknown) => {
+      this.failure = err as Error;
+      this.recovering = undefined;
+    });
+    void partition;
+  }
+
+  /** The last error the database gave, if any (the consumer retries). */
+  get lastFailure(): Error | undefined {
+    return this.failure;
+  }
+
+  private async consumeBatch(
+    partition: number,
+    messages: { offset: string; value: Buffer | null; timestamp: string }[],
+  ): Promise<void> {
+    const began = performance.now();
+    const applied = this.offsets.get(partition) ?? 0n;
+    const last = BigInt(messages[messages.length - 1]!.offset);
+    let projected = 0;
+    for (const m of messages) {
+      const offset = BigInt(m.offset);
+      const fresh = offset >= applied;
+      this.stats.records += 1;
+      const body = decodeBody(m.value);
+      const producerId = body?.producer?.producerId ?? '';
+      // Trust on first use: an agent's first epoch binds its key to the host.
+      if (
+        fresh &&
+        body?.chainEpochStarted &&
+        producerId.startsWith('agent/') &&
+        !this.opts.serviceKeys.has(producerId)
+      ) {
+        const pk = body.chainEpochStarted.publicKey;
+        if (pk.length === 32) this.projection.bindAgentKey(producerId, pk, Number(m.timestamp), partition, m.offset);
+      }
+      const pos = { partition, offset: m.offset };
+      const found = this.verifier.ingest(m.value, pos);
+      let rejected = false;
+      for (const f of found) {
+        if (f.kind === 'unknown-producer-key') this.untrusted.add(`${f.producerId}\u0000${f.epoch}`);
+        if (REJECTING.has(f.kind) && f.position?.partition === partition && f.position.offset === m.offset)
+          rejected = true;
+        this.recordFinding(f);
+      }
+      if (!fresh) continue;
+      if (body && this.untrusted.has(`${producerId}\u0000${body.producer?.epoch ?? 0}`)) rejected = true;
+      if (rejected || !body || !m.value) continue;
+      this.projection.apply({ partition, offset: m.offset, envelope: m.value, body });
+      projected += 1;
+    }
+    this.timing.projectMs += performance.now() - began;
+    if (last < applied && this.projection.staged === 0) return;
+    const next = last + 1n > applied ? last + 1n : applied;
+    // Written in order, one transaction a batch; the next batch is projected meanwhile.
+    const staged = this.projection.take(partition, next);
+    const written = this.writes.then(async () => {
+      if (this.failure) throw this.failure;
+      const t0 = performance.now();
+      await this.opts.db.transaction((q) => writeStaged(q, staged));
+      this.timing.flushMs += performance.now() - t0;
+      this.timing.batches += 1;
+      this.offsets.set(partition, next);
+      this.stats.projected += projected;
+      this.opts.onProgress?.({ partition, nextOffset: next, ...this.stats });
+    });
+    this.writes = written.catch(() => undefined);
+    return written;
+  }
+
+  private recordFinding(f: Finding): void {
+    this.stats.findings += 1;
+    const row: FindingRow = {
+      partition: f.position?.partition ?? -1,
+      offset: f.position?.offset ?? '-1',
+      kind: f.kind,
+      producerId: f.producerId ?? '',
+      epoch: f.epoch ?? 0,
+      seq: f.seq ?? 0,
+      toSeq: f.toSeq ?? f.seq ?? 0,
+      detail: f.detail,
+    };
+    this.projection.recordFinding(row);
+  }
+
+  /** Declares the holes still open as gaps (call when caught up); the findings are stored. */
+  async flushGaps(): Promise<number> {
+    const found = this.verifier.flushGaps();
+    for (const f of found) this.recordFinding(f);
+    if (found.length > 0) await this.opts.db.transaction((q) => this.projection.flush(q, null, null));
+    return found.length;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.consumer) return;
+    await this.consumer.disconnect();
+    this.consumer = undefined;
+    await this.writes; // the batch under way commits (or not) before the database closes
+    const admin = this.opts.kafka.admin();
+    try {
+      await admin.connect();
+      await admin.deleteGroups([this.groupId]);
+    } catch {
+      // An empty group left behind is harmless; the broker expires it.
+    } finally {
+      await admin.disconnect();
+    }
+  }
+}
+
+function decodeBody(value: Buffer | null): events.EventBody | undefined {
+  if (!value) return undefined;
+  try {
+    return events.EventBody.decode(events.Envelope.decode(value).body);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Offsets the read models have reached vs the topic's end: how far a replay still has to go. */
+export async function replayLag(
+  kafka: Kafka,
+  topic: string,
+  positions: ReadonlyMap<number, bigint>,
+): Promise<{ behind: bigint; end: bigint }> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    let behind = 0n;
+    let end = 0n;
+    for (const w of await admin.fetchTopicOffsets(topic)) {
+      const high = BigInt(w.high);
+      end += high;
+      const at = positions.get(w.partition) ?? 0n;
+      if (high > at) behind += high - at;
+    }
+    return { behind, end };
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,1311 @@
+import { QueryRunner } from 'typeorm';
+import { dispatcher, events } from '@rebootless/contracts';
+import { TableWriter } from './batch-writer';
+import { LedgerDatabase, num, numOrNull } from './database';
+
+// The read models as rows in memory. The projector holds the live part of them (hosts, open
+// stack intervals, patches, builds, rollouts) so that a batch is applied in
+// memory and written with a few multi-row upserts (docs/adr/0005-ledger-read-models.md).
+
+export type EntryState = 'enabled' | 'in-transition' | 'disabled';
+export type RemovalReason = 'reverted' | 'replaced' | 'rebooted' | 'inventory';
+
+export interface HostRow {
+  hostId: string;
+  hostname: string;
+  machineId: string;
+  kernelRelease: string;
+  kernelVersion: string;
+  arch: string;
+  distro: string;
+  bootId: string;
+  labels: Record<string, string>;
+  agentVersion: string;
+  tainted: number;
+  taintFlags: string[];
+  enrolledAt: number | null;
+  enrolledEventId: string;
+  lastSeenAt: number;
+  stackObservedAt: number | null;
+  /** Gives each new stack interval of the host its place (stack_seq). */
+  stackCounter: number;
+  lastEventId: string;
+}
+
+export interface FunctionRef {
+  object: string;
+  name: string;
+  sympos: number;
+}
+
+export interface ActorRow {
+  kind: number;
+  id: string;
+  origin: string;
+}
+
+export interface IntervalRow {
+  hostId: string;
+  intervalId: string;
+  stackSeq: number;
+  moduleName: string;
+  patchId: string;
+  version: string;
+  bootId: string;
+  appliedAt: number;
+  removedAt: number | null;
+  removalReason: RemovalReason | null;
+  state: EntryState;
+  enabled: boolean;
+  replace: boolean;
+  forced: boolean;
+  functions: FunctionRef[];
+  appliedBy: ActorRow;
+  rolloutId: string;
+  appliedEventId: string;
+  removedEventId: string | null;
+}
+
+export interface CveRow {
+  id: string;
+  severity: number;
+  cvssScore: string;
+}
+
+export interface ArtifactRow {
+  kernelRelease: string;
+  artifactDigest: string;
+  vermagic: string;
+  moduleName: string;
+  functions: FunctionRef[];
+}
+
+export interface PatchRow {
+  patchId: string;
+  version: string;
+  patchName: string;
+  description: string;
+  cves: CveRow[];
+  severity: number;
+  replace: boolean;
+  buildId: string;
+  artifacts: ArtifactRow[];
+  publishedAt: number;
+  publishedEventId: string;
+  retracted: boolean;
+  retractionReason: string;
+  retractedAt: number | null;
+}
+
+export interface BuildRow {
+  buildId: string;
+  patchId: string;
+  version: string;
+  patchName: string;
+  description: string;
+  cves: CveRow[];
+  replace: boolean;
+  kernelReleases: string[];
+  requestedAt: number;
+  artifacts: ArtifactRow[];
+  failures: { kernelRelease: string; stage: string; code: string }[];
+}
+
+export interface WaveRow {
+  index: number;
+  name: string;
+  state: number;
+  startedAt: number | null;
+  completedAt: number | null;
+}
+
+export interface RolloutRow {
+  rolloutId: string;
+  patchId: string;
+  version: string;
+  state: number;
+  createdAt: number;
+  updatedAt: number;
+  createdBy: ActorRow;
+  /** events.HostSelector / RolloutStrategy as their protobuf JSON. */
+  selector: unknown;
+  strategy: unknown;
+  waves: WaveRow[];
+  currentWave: number;
+  succeeded: number;
+  failed: number;
+  skipped: number;
+  reason: string;
+}
+
+export interface RolloutHostRow {
+  rolloutId: string;
+  hostId: string;
+  waveIndex: number;
+  commandId: string;
+  /** dispatcher.v1.HostRolloutState */
+  outcome: number;
+  detail: string;
+  /** When the host's stream last changed it (0: only planned so far). */
+  updatedAt: number;
+  /** The rollout's plan names it (RolloutCreated seen). */
+  planned: boolean;
+}
+
+export interface AuditRow {
+  partition: number;
+  offset: string;
+  eventId: string;
+  type: string;
+  occurredAt: number;
+  producerId: string;
+  epoch: number;
+  seq: number;
+  actor: ActorRow;
+  outcome: 'success' | 'failure';
+  hostId: string;
+  patchId: string;
+  patchVersion: string;
+  correlationId: string;
+  summary: string;
+  envelope: Buffer;
+}
+
+export interface FindingRow {
+  partition: number;
+  offset: string;
+  kind: string;
+  producerId: string;
+  epoch: number;
+  seq: number;
+  toSeq: number;
+  detail: string;
+}
+
+export interface AgentKeyRow {
+  producerId: string;
+  publicKey: Buffer;
+  boundAt: number;
+  partition: number;
+  offset: string;
+}
+
+/** One consumed record that passed verification, decoded. */
+export interface VerifiedEvent {
+  partition: number;
+  offset: string;
+  envelope: Buffer;
+  body: events.EventBody;
+}
+
+const H = dispatcher.HostRolloutState;
+const R = dispatcher.RolloutState;
+const W = dispatcher.WaveState;
+
+const FAILURE_TYPES = new Set([
+  'BuildFailed',
+  'PatchApplyFailed',
+  'PatchRevertFailed',
+  'RolloutAborted',
+  'CallDenied',
+  'DriftDetected',
+]);
+
+const json = (v: unknown) => JSON.stringify(v);
+const flag = (b: boolean) => (b ? 1 : 0);
+const ms = (ts: { seconds: string; nanos: number } | undefined) =>
+  ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000) : 0;
+const fnRef = (f: events.PatchedFunction): FunctionRef => ({ object: f.object, name: f.name, sympos: f.sympos });
+const cveRow = (c: events.Cve): CveRow => ({ id: c.id, severity: c.severity, cvssScore: c.cvssScore });
+const actorRow = (a: events.Actor | undefined): ActorRow => ({
+  kind: a?.kind ?? 0,
+  id: a?.id ?? '',
+  origin: a?.origin ?? '',
+});
+
+/** The state a kernel listing entry is in. */
+function stateOf(s: events.LivePatchState): EntryState {
+  if (s.transition) return 'in-transition';
+  return s.enabled ? 'enabled' : 'disabled';
+}
+
+/**
+ * Projects verified events into the read models. apply() changes the in-memory state and
+ * stages the rows it touched; flush() writes them, with the consumer's offsets, in the caller's
+ * transaction. After a failed transaction the caller calls load() again: memory then matches
+ * the database as committed.
+ */
+export class LedgerProjection {
+  readonly hosts = new Map<string, HostRow>();
+  /** Each host's open intervals (removed_at null), in stack order. */
+  readonly openStacks = new Map<string, IntervalRow[]>();
+  readonly patches = new Map<string, PatchRow>();
+  readonly builds = new Map<string, BuildRow>();
+  readonly rollouts = new Map<string, RolloutRow>();
+  readonly rolloutHosts = new Map<string, RolloutHostRow>();
+  readonly agentKeys = new Map<string, AgentKeyRow>();
+
+  private dirtyHosts = new Set<HostRow>();
+  private dirtyIntervals = new Set<IntervalRow>();
+  private dirtyPatches = new Set<PatchRow>();
+  private dirtyBuilds = new Set<BuildRow>();
+  private dirtyRollouts = new Set<RolloutRow>();
+  private dirtyRolloutHosts = new Set<RolloutHostRow>();
+  private newAgentKeys: AgentKeyRow[] = [];
+  private audit: AuditRow[] = [];
+  private findings: FindingRow[] = [];
+
+  private readonly w: Record<string, TableWriter>;
+
+  constructor(
+    private readonly db: LedgerDatabase,
+    readonly topic: string,
+  ) {
+    const t = (table: string, columns: string[], key: string[], onConflict: 'update' | 'ignore' = 'update') =>
+      new TableWriter(table, columns, key, onConflict, db);
+    this.w = {
+      offsets: t('consumer_offsets', ['topic', 'partition_no', 'next_offset'], ['topic', 'partition_no']),
+      agentKeys: t(
+        'agent_keys',
+        ['producer_id', 'public_key', 'bound_at', 'partition_no', 'record_offset'],
+        ['producer_id'],
+        'ignore',
+      ),
+      hosts: t('hosts', HOST_COLUMNS, ['host_id']),
+      intervals: t('stack_intervals', INTERVAL_COLUMNS, ['host_id', 'interval_id']),
+      patches: t('patches', PATCH_COLUMNS, ['patch_id', 'version']),
+      builds: t('builds', BUILD_COLUMNS, ['build_id']),
+      rollouts: t('rollouts', ROLLOUT_COLUMNS, ['rollout_id']),
+      rolloutHosts: t('rollout_hosts', ROLLOUT_HOST_COLUMNS, ['rollout_id', 'host_id']),
+      audit: t('audit_log', AUDIT_COLUMNS, ['partition_no', 'record_offset'], 'ignore'),
+      findings: t('integrity_findings', FINDING_COLUMNS, ['partition_no', 'record_offset', 'kind'], 'ignore'),
+    };
+  }
+
+  /** Reads the live part of the read models into memory; returns the stored offsets. */
+  async load(): Promise<Map<number, bigint>> {
+    for (const m of [
+      this.hosts,
+      this.openStacks,
+      this.patches,
+      this.builds,
+      this.rollouts,
+      this.rolloutHosts,
+      this.agentKeys,
+    ] as Map<unknown, unknown>[])
+      m.clear();
+    this.discardStaged();
+    const db = this.db;
+    for (const r of await db.query('SELECT * FROM hosts')) {
+      const h = hostFromRow(r);
+      this.hosts.set(h.hostId, h);
+    }
+    for (const r of await db.query(
+      'SELECT * FROM stack_intervals WHERE removed_at IS NULL ORDER BY host_id, stack_seq',
+    ))
+      this.openStack(String(r['host_id'])).push(intervalFromRow(r));
+    for (const r of await db.query('SELECT * FROM builds')) {
+      const b = buildFromRow(r);
+      this.builds.set(b.buildId, b);
+    }
+    for (const r of await db.query('SELECT * FROM patches')) {
+      const p = patchFromRow(r);
+      this.patches.set(key(p.patchId, p.version), p);
+    }
+    for (const r of await db.query('SELECT * FROM rollouts')) {
+      const ro = rolloutFromRow(r);
+      this.rollouts.set(ro.rolloutId, ro);
+    }
+    for (const r of await db.query('SELECT * FROM rollout_hosts')) {
+      const rh = rolloutHostFromRow(r);
+      this.rolloutHosts.set(key(rh.rolloutId, rh.hostId), rh);
+    }
+    for (const r of await db.query('SELECT * FROM agent_keys')) {
+      this.agentKeys.set(String(r['producer_id']), {
+        producerId: String(r['producer_id']),
+        publicKey: Buffer.from(r['public_key'] as Uint8Array),
+        boundAt: num(r['bound_at']),
+        partition: num(r['partition_no']),
+        offset: String(r['record_offset']),
+      });
+    }
+    const offsets = new Map<number, bigint>();
+    for (const r of await db.query('SELECT partition_no, next_offset FROM consumer_offsets WHERE topic = $1', [
+      this.topic,
+    ]))
+      offsets.set(num(r['partition_no']), BigInt(String(r['next_offset'])));
+    return offsets;
+  }
+
+  /** Trust on first use: binds an agent producer's key the first time an epoch of it starts. */
+  bindAgentKey(producerId: string, publicKey: Uint8Array, at: number, partition: number, offset: string): void {
+    if (this.agentKeys.has(producerId)) return;
+    const row = { producerId, publicKey: Buffer.from(publicKey), boundAt: at, partition, offset };
+    this.agentKeys.set(producerId, row);
+    this.newAgentKeys.push(row);
+  }
+
+  recordFinding(f: FindingRow): void {
+    this.findings.push(f);
+  }
+
+  /**
+   * Takes everything staged since the last take as rows of values, copied now: the projection
+   * may go on with the next batch while these are being written.
+   */
+  take(partition: number | null, nextOffset: bigint | null): StagedWrite {
+    const w = this.w;
+    const tables: [TableWriter, unknown[][]][] = [
+      [w.agentKeys!, this.newAgentKeys.map((k) => [k.producerId, k.publicKey, k.boundAt, k.partition, k.offset])],
+      [w.hosts!, [...this.dirtyHosts].map(hostValues)],
+      [w.intervals!, [...this.dirtyIntervals].map(intervalValues)],
+      [w.builds!, [...this.dirtyBuilds].map(buildValues)],
+      [w.patches!, [...this.dirtyPatches].map(patchValues)],
+      [w.rollouts!, [...this.dirtyRollouts].map(rolloutValues)],
+      [w.rolloutHosts!, [...this.dirtyRolloutHosts].map(rolloutHostValues)],
+      [w.audit!, this.audit.map(auditValues)],
+      [
+        w.findings!,
+        this.findings.map((f) => [f.partition, f.offset, f.kind, f.producerId, f.epoch, f.seq, f.toSeq, f.detail]),
+      ],
+    ];
+    if (partition !== null && nextOffset !== null)
+      tables.push([w.offsets!, [[this.topic, partition, nextOffset.toString()]]]);
+    this.discardStaged();
+    return { tables: tables.filter(([, rows]) => rows.length > 0) };
+  }
+
+  /** Writes everything staged since the last flush and the partition's next offset. */
+  async flush(q: QueryRunner, partition: number | null, nextOffset: bigint | null): Promise<void> {
+    await writeStaged(q, this.take(partition, nextOffset));
+  }
+
+  /** Rows staged and not yet flushed (for progress and tests). */
+  get staged(): number {
+    return this.audit.length + this.findings.length;
+  }
+
+  private discardStaged(): void {
+    this.dirtyHosts = new Set();
+    this.dirtyIntervals = new Set();
+    this.dirtyPatches = new Set();
+    this.dirtyBuilds = new Set();
+    this.dirtyRollouts = new Set();
+    this.dirtyRolloutHosts = new Set();
+    this.newAgentKeys = [];
+    this.audit = [];
+    this.findings = [];
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Events
+
+  apply(e: VerifiedEvent): void {
+    const b = e.body;
+    const at = ms(b.occurredAt);
+    const ctx: Ctx = { e, at, hostId: '', patchId: '', version: '', summary: b.type };
+    const streamHost = b.stream.startsWith('host/') ? b.stream.slice(5) : '';
+    ctx.hostId = streamHost;
+
+    if (b.hostEnrolled) this.onEnrolled(ctx, b.hostEnrolled);
+    else if (b.hostBooted) this.onBooted(ctx, b.hostBooted);
+    else if (b.hostInventoryReported) this.onInventory(ctx, b.hostInventoryReported);
+    else if (b.patchApplied) this.onApplied(ctx, b.patchApplied);
+    else if (b.patchReverted) this.onReverted(ctx, b.patchReverted);
+    else if (b.patchApplyStarted) {
+      const p = b.patchApplyStarted;
+      this.seen(ctx, p.hostId);
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      ctx.summary = `applying ${p.patchId} ${p.version} on ${ctx.hostId}`;
+    } else if (b.patchApplyFailed) this.onApplyFailed(ctx, b.patchApplyFailed);
+    else if (b.patchRevertFailed) {
+      const p = b.patchRevertFailed;
+      this.seen(ctx, p.hostId);
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      ctx.summary = `revert of ${p.patchId} ${p.version} failed on ${ctx.hostId} at ${p.stage}: ${p.error}`;
+    } else if (b.driftDetected) {
+      const p = b.driftDetected;
+      this.seen(ctx, p.hostId);
+      ctx.summary = `drift on ${ctx.hostId}: ${p.kind} ${p.detail}`.trim();
+      if (p.observed.length > 0 || p.kind.startsWith('removed')) this.reconcile(ctx, p.observed, 'inventory');
+    } else if (b.buildRequested) this.onBuildRequested(ctx, b.buildRequested);
+    else if (b.buildSucceeded) this.onBuildSucceeded(ctx, b.buildSucceeded);
+    else if (b.buildFailed) {
+      const p = b.buildFailed;
+      const build = this.builds.get(p.buildId);
+      if (build) {
+        build.failures.push({ kernelRelease: p.kernelRelease, stage: p.stage, code: p.code });
+        this.dirtyBuilds.add(build);
+        Object.assign(ctx, { patchId: build.patchId, version: build.version });
+      }
+      ctx.summary = `build ${p.buildId} failed for ${p.kernelRelease} at ${p.stage}`;
+    } else if (b.patchPublished) this.onPublished(ctx, b.patchPublished);
+    else if (b.patchRetracted) {
+      const p = b.patchRetracted;
+      const patch = this.patches.get(key(p.patchId, p.version));
+      if (patch) {
+        Object.assign(patch, { retracted: true, retractionReason: p.reason, retractedAt: at });
+        this.dirtyPatches.add(patch);
+      }
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      ctx.summary = `retracted ${p.patchId} ${p.version}: ${p.reason}`;
+    } else this.onRolloutEvent(ctx, b);
+
+    this.audit.push({
+      partition: e.partition,
+      offset: e.offset,
+      eventId: b.eventId,
+      type: b.type,
+      occurredAt: at,
+      producerId: b.producer?.producerId ?? '',
+      epoch: b.producer?.epoch ?? 0,
+      seq: Number(b.producer?.seq ?? 0),
+      actor: actorRow(b.actor),
+      outcome: FAILURE_TYPES.has(b.type) ? 'failure' : 'success',
+      hostId: ctx.hostId,
+      patchId: ctx.patchId,
+      patchVersion: ctx.version,
+      correlationId: b.correlationId,
+      summary: ctx.summary,
+      envelope: e.envelope,
+    });
+  }
+
+  private openStack(hostId: string): IntervalRow[] {
+    let s = this.openStacks.get(hostId);
+    if (!s) this.openStacks.set(hostId, (s = []));
+    return s;
+  }
+
+  /** The host an agent event is about, created on first sight (facts follow with enrollment). */
+  private seen(ctx: Ctx, payloadHostId: string): HostRow {
+    const hostId = payloadHostId || ctx.hostId;
+    ctx.hostId = hostId;
+    let h = this.hosts.get(hostId);
+    if (!h) {
+      h = {
+        hostId,
+        hostname: '',
+        machineId: '',
+        kernelRelease: '',
+        kernelVersion: '',
+        arch: '',
+        distro: '',
+        bootId: '',
+        labels: {},
+        agentVersion: '',
+        tainted: 0,
+        taintFlags: [],
+        enrolledAt: null,
+        enrolledEventId: '',
+        lastSeenAt: ctx.at,
+        stackObservedAt: null,
+        stackCounter: 0,
+        lastEventId: ctx.e.body.eventId,
+      };
+      this.hosts.set(hostId, h);
+    }
+    if (ctx.at > h.lastSeenAt) h.lastSeenAt = ctx.at;
+    h.lastEventId = ctx.e.body.eventId;
+    this.dirtyHosts.add(h);
+    return h;
+  }
+
+  private takeFacts(h: HostRow, f: events.HostFacts): void {
+    Object.assign(h, {
+      hostname: f.hostname,
+      machineId: f.machineId,
+      kernelRelease: f.kernelRelease,
+      kernelVersion: f.kernelVersion,
+      arch: f.arch,
+      distro: f.distro,
+      bootId: f.bootId,
+      labels: { ...f.labels },
+      agentVersion: f.agentVersion,
+      tainted: Number(f.tainted),
+      taintFlags: [...f.taintFlags],
+    });
+  }
+
+  private onEnrolled(ctx: Ctx, p: events.HostEnrolled): void {
+    const h = this.seen(ctx, p.facts?.hostId ?? '');
+    if (p.facts) this.takeFacts(h, p.facts);
+    const first = h.enrolledAt === null;
+    if (first) {
+      h.enrolledAt = ctx.at;
+      h.enrolledEventId = ctx.e.body.eventId;
+    }
+    ctx.summary = `${first ? 'enrolled' : 're-enrolled'} ${h.hostId} (${h.hostname || 'no hostname'}, ${h.kernelRelease})`;
+  }
+
+  private onBooted(ctx: Ctx, p: events.HostBooted): void {
+    const h = this.seen(ctx, p.hostId);
+    this.closeAll(ctx, h.hostId, 'rebooted');
+    h.bootId = p.bootId;
+    if (p.kernelRelease) h.kernelRelease = p.kernelRelease;
+    h.stackObservedAt = ctx.at;
+    ctx.summary = `${h.hostId} booted ${p.kernelRelease} (boot ${p.bootId}): every live patch is gone`;
+  }
+
+  private onInventory(ctx: Ctx, p: events.HostInventoryReported): void {
+    const h = this.seen(ctx, p.facts?.hostId ?? '');
+    const rebooted = !!p.facts?.bootId && !!h.bootId && p.facts.bootId !== h.bootId;
+    if (rebooted) this.closeAll(ctx, h.hostId, 'rebooted');
+    if (p.facts) this.takeFacts(h, p.facts);
+    this.reconcile(ctx, p.patches, 'inventory');
+    ctx.summary = `inventory of ${h.hostId}: ${p.patches.length} live patch(es)`;
+  }
+
+  private onApplied(ctx: Ctx, p: events.PatchApplied): void {
+    const h = this.seen(ctx, p.hostId);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    const stack = this.openStack(h.hostId);
+    const rolloutId = ctx.e.body.correlationId;
+    let entry = stack.find((s) => s.moduleName === p.moduleName);
+    if (!entry) {
+      entry = this.newInterval(ctx, h, {
+        moduleName: p.moduleName,
+        patchId: p.patchId,
+        version: p.version,
+        state: 'enabled',
+        enabled: true,
+      });
+    }
+    Object.assign(entry, {
+      patchId: p.patchId,
+      version: p.version,
+      replace: p.replace,
+      forced: p.forced,
+      functions: p.functions.map(fnRef),
+      rolloutId,
+      appliedBy: actorRow(ctx.e.body.actor),
+    });
+    this.dirtyIntervals.add(entry);
+    if (p.stack.length > 0) this.reconcile(ctx, p.stack, p.replace ? 'replaced' : 'inventory');
+    else if (p.replace) {
+      for (const other of [...stack]) if (other !== entry) this.close(ctx, other, 'replaced');
+    }
+    this.hostOutcome(ctx, rolloutId, h.hostId, H.HOST_ROLLOUT_STATE_SUCCEEDED, p.forced ? 'forced' : '');
+    ctx.summary =
+      `applied ${p.patchId} ${p.version} on ${h.hostId}` +
+      (p.replace ? ' (replace)' : '') +
+      (p.forced ? ' (forced)' : '');
+  }
+
+  private onReverted(ctx: Ctx, p: events.PatchReverted): void {
+    const h = this.seen(ctx, p.hostId);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    const entry = this.openStack(h.hostId).find((s) => s.moduleName === p.moduleName);
+    if (entry) this.close(ctx, entry, 'reverted');
+    if (p.stack.length > 0) this.reconcile(ctx, p.stack, 'inventory');
+    this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_REVERTED, '');
+    ctx.summary = `reverted ${p.patchId} ${p.version} on ${h.hostId}`;
+  }
+
+  private onApplyFailed(ctx: Ctx, p: events.PatchApplyFailed): void {
+    const h = this.seen(ctx, p.hostId);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_FAILED, `${p.stage}: ${p.error}`);
+    ctx.summary = `applying ${p.patchId} ${p.version} failed on ${h.hostId} at ${p.stage}: ${p.error}`;
+  }
+
+  private newInterval(
+    ctx: Ctx,
+    h: HostRow,
+    init: Pick<IntervalRow, 'moduleName' | 'patchId' | 'version' | 'state' | 'enabled'>,
+  ): IntervalRow {
+    h.stackCounter += 1;
+    const row: IntervalRow = {
+      hostId: h.hostId,
+      intervalId: `${ctx.e.body.eventId}/${init.moduleName}`,
+      stackSeq: h.stackCounter,
+      bootId: h.bootId,
+      appliedAt: ctx.at,
+      removedAt: null,
+      removalReason: null,
+      replace: false,
+      forced: false,
+      functions: [],
+      appliedBy: actorRow(ctx.e.body.actor),
+      rolloutId: '',
+      appliedEventId: ctx.e.body.eventId,
+      removedEventId: null,
+      ...init,
+    };
+    this.openStack(h.hostId).push(row);
+    this.dirtyIntervals.add(row);
+    return row;
+  }
+
+  private close(ctx: Ctx, entry: IntervalRow, why: RemovalReason): void {
+    entry.removedAt = ctx.at;
+    entry.removalReason = why;
+    entry.removedEventId = ctx.e.body.eventId;
+    this.dirtyIntervals.add(entry);
+    const stack = this.openStack(entry.hostId);
+    const i = stack.indexOf(entry);
+    if (i >= 0) stack.splice(i, 1);
+  }
+
+  private closeAll(ctx: Ctx, hostId: string, why: RemovalReason): void {
+    for (const entry of [...this.openStack(hostId)]) this.close(ctx, entry, why);
+  }
+
+  /** Makes the open intervals what the kernel listed: the kernel's word is the fact. */
+  private reconcile(ctx: Ctx, listed: readonly events.LivePatchState[], missingBecause: RemovalReason): void {
+    const h = this.hosts.get(ctx.hostId)!;
+    h.stackObservedAt = ctx.at;
+    const stack = this.openStack(h.hostId);
+    const names = new Set(listed.map((s) => s.moduleName));
+    for (const entry of [...stack]) if (!names.has(entry.moduleName)) this.close(ctx, entry, missingBecause);
+    const ordered = [...listed].sort((a, b) => (a.stackOrder ?? 0) - (b.stackOrder ?? 0));
+    for (const s of ordered) {
+      let entry = stack.find((x) => x.moduleName === s.moduleName);
+      if (!entry) {
+        // Loaded by someone else (by hand, or before enrollment): on the stack all the same.
+        // Its patch is not named here: the query resolves the module name through the catalog.
+        entry = this.newInterval(ctx, h, {
+          moduleName: s.moduleName,
+          patchId: '',
+          version: '',
+          state: stateOf(s),
+          enabled: s.enabled,
+        });
+        entry.replace = s.replace ?? false;
+        entry.functions = s.functions.map(fnRef);
+      }
+      const state = stateOf(s);
+      if (entry.state !== state || entry.enabled !== s.enabled) {
+        entry.state = state;
+        entry.enabled = s.enabled;
+        this.dirtyIntervals.add(entry);
+      }
+      if (entry.functions.length === 0 && s.functions.length > 0) {
+        entry.functions = s.functions.map(fnRef);
+        this.dirtyIntervals.add(entry);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Builder
+
+  private onBuildRequested(ctx: Ctx, p: events.BuildRequested): void {
+    const b: BuildRow = {
+      buildId: p.buildId,
+      patchId: p.patchId,
+      version: p.version,
+      patchName: p.patchName,
+      description: p.description,
+      cves: p.cves.map(cveRow),
+      replace: p.replace,
+      kernelReleases: [...p.kernelReleases],
+      requestedAt: ctx.at,
+      artifacts: [],
+      failures: [],
+    };
+    this.builds.set(b.buildId, b);
+    this.dirtyBuilds.add(b);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    ctx.summary = `build ${p.buildId} of ${p.patchId} ${p.version} requested for ${p.kernelReleases.join(', ')}`;
+  }
+
+  private onBuildSucceeded(ctx: Ctx, p: events.BuildSucceeded): void {
+    const m = p.manifest;
+    const b = this.builds.get(p.buildId);
+    const artifact: ArtifactRow = {
+      kernelRelease: p.kernelRelease,
+      artifactDigest: p.artifactDigest,
+      vermagic: m?.vermagic ?? '',
+      moduleName: m?.moduleName ?? '',
+      functions: (m?.functions.length ? m.functions : p.changedFunctions).map(fnRef),
+    };
+    if (b) {
+      b.artifacts = [...b.artifacts.filter((a) => a.kernelRelease !== p.kernelRelease), artifact];
+      this.dirtyBuilds.add(b);
+    }
+    const patchId = m?.patchId ?? b?.patchId ?? '';
+    const version = m?.version ?? b?.version ?? '';
+    Object.assign(ctx, { patchId, version });
+    ctx.summary = `built ${patchId} ${version} for ${p.kernelRelease} (${artifact.moduleName})`;
+  }
+
+  private onPublished(ctx: Ctx, p: events.PatchPublished): void {
+    // Only what the event says: the build's manifests (module names, functions, description)
+    // come from another stream, so queries join them; a replay may read the streams in any order.
+    const patch: PatchRow = {
+      patchId: p.patchId,
+      version: p.version,
+      patchName: p.patchName,
+      description: '',
+      cves: p.cves.map(cveRow),
+      severity: p.severity,
+      replace: p.replace,
+      buildId: p.buildId,
+      artifacts: p.artifacts.map((a) => ({
+        kernelRelease: a.kernelRelease,
+        artifactDigest: a.artifactDigest,
+        vermagic: a.vermagic,
+        moduleName: '',
+        functions: [],
+      })),
+      publishedAt: ctx.at,
+      publishedEventId: ctx.e.body.eventId,
+      retracted: false,
+      retractionReason: '',
+      retractedAt: null,
+    };
+    this.patches.set(key(patch.patchId, patch.version), patch);
+    this.dirtyPatches.add(patch);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    ctx.summary = `published ${p.patchId} ${p.version} fixing ${p.cves.map((c) => c.id).join(', ') || 'no CVE'}`;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Dispatcher: rollouts as the dispatcher tells them; hosts' outcomes as the hosts report them.
+
+  private onRolloutEvent(ctx: Ctx, b: events.EventBody): void {
+    if (b.rolloutCreated) {
+      const p = b.rolloutCreated;
+      const ro: RolloutRow = {
+        rolloutId: p.rolloutId,
+        patchId: p.patchId,
+        version: p.version,
+        state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
+        createdAt: ctx.at,
+        updatedAt: ctx.at,
+        createdBy: actorRow(b.actor),
+        selector: p.selector ?? {},
+        strategy: p.strategy ?? {},
+        waves: p.waves.map((w) => ({
+          index: w.index,
+          name: w.name,
+          state: W.WAVE_STATE_PENDING,
+          startedAt: null,
+          completedAt: null,
+        })),
+        currentWave: 0,
+        succeeded: 0,
+        failed: 0,
+        skipped: p.skippedHostIds.length,
+        reason: '',
+      };
+      this.rollouts.set(ro.rolloutId, ro);
+      this.dirtyRollouts.add(ro);
+      for (const w of p.waves)
+        for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
+      for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
+      return;
+    }
+    const rolloutId =
+      b.rolloutApproved?.rolloutId ??
+      b.waveStarted?.rolloutId ??
+      b.hostApplyRequested?.rolloutId ??
+      b.hostRevertRequested?.rolloutId ??
+      b.waveCompleted?.rolloutId ??
+      b.rolloutPaused?.rolloutId ??
+      b.rolloutResumed?.rolloutId ??
+      b.rolloutAborted?.rolloutId ??
+      b.rolloutCompleted?.rolloutId;
+    if (rolloutId === undefined) {
+      ctx.summary = summarizeOther(b);
+      return;
+    }
+    // Only the rollout's own stream (one partition, in order) changes its row; the commands to
+    // hosts travel on the hosts' streams and change only those hosts' outcomes.
+    const hostStream = !!(b.hostApplyRequested || b.hostRevertRequested);
+    const ro = hostStream ? undefined : this.rollouts.get(rolloutId);
+    if (ro) {
+      ro.updatedAt = Math.max(ro.updatedAt, ctx.at);
+      this.dirtyRollouts.add(ro);
+      Object.assign(ctx, { patchId: ro.patchId, version: ro.version });
+    }
+    const wave = (i: number) => ro?.waves.find((w) => w.index === i);
+    if (b.rolloutApproved) {
+      const w = wave(b.rolloutApproved.waveIndex);
+      if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
+      if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
+      ctx.summary = `rollout ${rolloutId} wave ${b.rolloutApproved.waveIndex} approved by ${b.rolloutApproved.approver}`;
+    } else if (b.waveStarted) {
+      const p = b.waveStarted;
+      const w = wave(p.waveIndex);
+      if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
+      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
+      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
+    } else if (b.hostApplyRequested) {
+      const p = b.hostApplyRequested;
+      ctx.hostId = p.hostId;
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
+      rh.commandId = p.commandId;
+      ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
+    } else if (b.hostRevertRequested) {
+      const p = b.hostRevertRequested;
+      ctx.hostId = p.hostId;
+      Object.assign(ctx, { patchId: p.patchId, version: p.version });
+      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
+      rh.commandId = p.commandId;
+      ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
+    } else if (b.waveCompleted) {
+      const p = b.waveCompleted;
+      const w = wave(p.waveIndex);
+      if (w)
+        Object.assign(w, {
+          state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
+          completedAt: ctx.at,
+        });
+      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
+    } else if (b.rolloutPaused) {
+      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: b.rolloutPaused.reason });
+      ctx.summary = `rollout ${rolloutId} paused: ${b.rolloutPaused.reason}`;
+    } else if (b.rolloutResumed) {
+      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
+      ctx.summary = `rollout ${rolloutId} resumed`;
+    } else if (b.rolloutAborted) {
+      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: b.rolloutAborted.reason });
+      ctx.summary = `rollout ${rolloutId} aborted: ${b.rolloutAborted.reason}`;
+    } else if (b.rolloutCompleted) {
+      const p = b.rolloutCompleted;
+      if (ro)
+        Object.assign(ro, {
+          state: R.ROLLOUT_STATE_COMPLETED,
+          succeeded: p.succeeded,
+          failed: p.failed,
+          skipped: p.skipped,
+        });
+      ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+    }
+  }
+
+  /**
+   * A host's outcome as its stream tells it (commands, then the agent's facts). The rollout's
+   * plan arrives on another partition, so it only fills in the wave, never the outcome.
+   */
+  private hostOutcome(ctx: Ctx, rolloutId: string, hostId: string, outcome: number, detail: string): RolloutHostRow {
+    const k = key(rolloutId, hostId);
+    let rh = this.rolloutHosts.get(k);
+    if (!rh) {
+      rh = { rolloutId, hostId, waveIndex: -1, commandId: '', outcome, detail, updatedAt: ctx.at, planned: false };
+      if (!rolloutId) return rh; // an agent event outside any rollout
+      this.rolloutHosts.set(k, rh);
+    }
+    Object.assign(rh, { outcome, detail, updatedAt: ctx.at, planned: rh.planned });
+    this.dirtyRolloutHosts.add(rh);
+    return rh;
+  }
+
+  private plannedHost(ctx: Ctx, rolloutId: string, hostId: string, waveIndex: number, skipped: boolean): void {
+    const k = key(rolloutId, hostId);
+    let rh = this.rolloutHosts.get(k);
+    if (!rh) {
+      rh = {
+        rolloutId,
+        hostId,
+        waveIndex,
+        commandId: '',
+        outcome: skipped ? H.HOST_ROLLOUT_STATE_SKIPPED : H.HOST_ROLLOUT_STATE_PENDING,
+        detail: skipped ? 'already carried the patch' : '',
+        updatedAt: 0,
+        planned: true,
+      };
+      this.rolloutHosts.set(k, rh);
+    }
+    rh.waveIndex = waveIndex;
+    rh.planned = true;
+    this.dirtyRolloutHosts.add(rh);
+  }
+}
+
+/** One batch's rows, ready to be written in one transaction. */
+export interface StagedWrite {
+  tables: [TableWriter, unknown[][]][];
+}
+
+export const tableTiming = new Map<string, number>();
+export async function writeStaged(q: QueryRunner, staged: StagedWrite): Promise<void> {
+  for (const [writer, rows] of staged.tables) {
+    const t0 = performance.now();
+    await writer.write(q, rows);
+    tableTiming.set(writer.table, (tableTiming.get(writer.table) ?? 0) + performance.now() - t0);
+  }
+}
+
+interface Ctx {
+  e: VerifiedEvent;
+  at: number;
+  hostId: string;
+  patchId: string;
+  version: string;
+  summary: string;
+}
+
+function summarizeOther(b: events.EventBody): string {
+  if (b.serviceStarted) return `${b.serviceStarted.service} started on ${b.serviceStarted.listenAddress}`;
+  if (b.serviceStopped) return `${b.serviceStopped.service} stopped: ${b.serviceStopped.reason}`;
+  if (b.chainEpochStarted) return `${b.producer?.producerId ?? ''} started chain epoch ${b.producer?.epoch ?? 0}`;
+  if (b.callDenied) return `denied ${b.callDenied.method} to ${b.callDenied.subject}: ${b.callDenied.code}`;
+  return b.type;
+}
+
+export const key = (a: string, b: string) => `${a}\u0000${b}`;
+
+// ---------------------------------------------------------------------------------------------
+// Rows <-> columns
+
+const HOST_COLUMNS = [
+  'host_id',
+  'hostname',
+  'machine_id',
+  'kernel_release',
+  'kernel_version',
+  'arch',
+  'distro',
+  'boot_id',
+  'labels',
+  'agent_version',
+  'tainted',
+  'taint_flags',
+  'enrolled_at',
+  'enrolled_event_id',
+  'last_seen_at',
+  'stack_observed_at',
+  'stack_counter',
+  'last_event_id',
+];
+const hostValues = (h: HostRow) => [
+  h.hostId,
+  h.hostname,
+  h.machineId,
+  h.kernelRelease,
+  h.kernelVersion,
+  h.arch,
+  h.distro,
+  h.bootId,
+  json(sortedObject(h.labels)),
+  h.agentVersion,
+  h.tainted,
+  json(h.taintFlags),
+  h.enrolledAt,
+  h.enrolledEventId,
+  h.lastSeenAt,
+  h.stackObservedAt,
+  h.stackCounter,
+  h.lastEventId,
+];
+export function hostFromRow(r: Record<string, unknown>): HostRow {
+  return {
+    hostId: String(r['host_id']),
+    hostname: String(r['hostname']),
+    machineId: String(r['machine_id']),
+    kernelRelease: String(r['kernel_release']),
+    kernelVersion: String(r['kernel_version']),
+    arch: String(r['arch']),
+    distro: String(r['distro']),
+    bootId: String(r['boot_id']),
+    labels: JSON.parse(String(r['labels'])) as Record<string, string>,
+    agentVersion: String(r['agent_version']),
+    tainted: num(r['tainted']),
+    taintFlags: JSON.parse(String(r['taint_flags'])) as string[],
+    enrolledAt: numOrNull(r['enrolled_at']),
+    enrolledEventId: String(r['enrolled_event_id']),
+    lastSeenAt: num(r['last_seen_at']),
+    stackObservedAt: numOrNull(r['stack_observed_at']),
+    stackCounter: num(r['stack_counter']),
+    lastEventId: String(r['last_event_id']),
+  };
+}
+
+const INTERVAL_COLUMNS = [
+  'host_id',
+  'interval_id',
+  'stack_seq',
+  'module_name',
+  'patch_id',
+  'version',
+  'boot_id',
+  'applied_at',
+  'removed_at',
+  'removal_reason',
+  'state',
+  'enabled',
+  'replace_flag',
+  'forced',
+  'functions',
+  'applied_by',
+  'rollout_id',
+  'applied_event_id',
+  'removed_event_id',
+];
+const intervalValues = (i: IntervalRow) => [
+  i.hostId,
+  i.intervalId,
+  i.stackSeq,
+  i.moduleName,
+  i.patchId,
+  i.version,
+  i.bootId,
+  i.appliedAt,
+  i.removedAt,
+  i.removalReason,
+  i.state,
+  flag(i.enabled),
+  flag(i.replace),
+  flag(i.forced),
+  json(i.functions),
+  json(i.appliedBy),
+  i.rolloutId,
+  i.appliedEventId,
+  i.removedEventId,
+];
+export function intervalFromRow(r: Record<string, unknown>): IntervalRow {
+  return {
+    hostId: String(r['host_id']),
+    intervalId: String(r['interval_id']),
+    stackSeq: num(r['stack_seq']),
+    moduleName: String(r['module_name']),
+    patchId: String(r['patch_id']),
+    version: String(r['version']),
+    bootId: String(r['boot_id']),
+    appliedAt: num(r['applied_at']),
+    removedAt: numOrNull(r['removed_at']),
+    removalReason: (r['removal_reason'] as RemovalReason | null) ?? null,
+    state: String(r['state']) as EntryState,
+    enabled: num(r['enabled']) === 1,
+    replace: num(r['replace_flag']) === 1,
+    forced: num(r['forced']) === 1,
+    functions: JSON.parse(String(r['functions'])) as FunctionRef[],
+    appliedBy: JSON.parse(String(r['applied_by'])) as ActorRow,
+    rolloutId: String(r['rollout_id']),
+    appliedEventId: String(r['applied_event_id']),
+    removedEventId: (r['removed_event_id'] as string | null) ?? null,
+  };
+}
+
+const PATCH_COLUMNS = [
+  'patch_id',
+  'version',
+  'patch_name',
+  'description',
+  'cves',
+  'severity',
+  'replace_flag',
+  'build_id',
+  'artifacts',
+  'published_at',
+  'published_event_id',
+  'retracted',
+  'retraction_reason',
+  'retracted_at',
+];
+const patchValues = (p: PatchRow) => [
+  p.patchId,
+  p.version,
+  p.patchName,
+  p.description,
+  json(p.cves),
+  p.severity,
+  flag(p.replace),
+  p.buildId,
+  json(p.artifacts),
+  p.publishedAt,
+  p.publishedEventId,
+  flag(p.retracted),
+  p.retractionReason,
+  p.retractedAt,
+];
+export function patchFromRow(r: Record<string, unknown>): PatchRow {
+  return {
+    patchId: String(r['patch_id']),
+    version: String(r['version']),
+    patchName: String(r['patch_name']),
+    description: String(r['description']),
+    cves: JSON.parse(String(r['cves'])) as CveRow[],
+    severity: num(r['severity']),
+    replace: num(r['replace_flag']) === 1,
+    buildId: String(r['build_id']),
+    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
+    publishedAt: num(r['published_at']),
+    publishedEventId: String(r['published_event_id']),
+    retracted: num(r['retracted']) === 1,
+    retractionReason: String(r['retraction_reason']),
+    retractedAt: numOrNull(r['retracted_at']),
+  };
+}
+
+const BUILD_COLUMNS = [
+  'build_id',
+  'patch_id',
+  'version',
+  'patch_name',
+  'description',
+  'cves',
+  'replace_flag',
+  'kernel_releases',
+  'requested_at',
+  'artifacts',
+  'failures',
+];
+const buildValues = (b: BuildRow) => [
+  b.buildId,
+  b.patchId,
+  b.version,
+  b.patchName,
+  b.description,
+  json(b.cves),
+  flag(b.replace),
+  json(b.kernelReleases),
+  b.requestedAt,
+  json(b.artifacts),
+  json(b.failures),
+];
+function buildFromRow(r: Record<string, unknown>): BuildRow {
+  return {
+    buildId: String(r['build_id']),
+    patchId: String(r['patch_id']),
+    version: String(r['version']),
+    patchName: String(r['patch_name']),
+    description: String(r['description']),
+    cves: JSON.parse(String(r['cves'])) as CveRow[],
+    replace: num(r['replace_flag']) === 1,
+    kernelReleases: JSON.parse(String(r['kernel_releases'])) as string[],
+    requestedAt: num(r['requested_at']),
+    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
+    failures: JSON.parse(String(r['failures'])) as BuildRow['failures'],
+  };
+}
+
+const ROLLOUT_COLUMNS = [
+  'rollout_id',
+  'patch_id',
+  'version',
+  'state',
+  'created_at',
+  'updated_at',
+  'created_by',
+  'selector',
+  'strategy',
+  'waves',
+  'current_wave',
+  'succeeded',
+  'failed',
+  'skipped',
+  'reason',
+];
+const rolloutValues = (r: RolloutRow) => [
+  r.rolloutId,
+  r.patchId,
+  r.version,
+  r.state,
+  r.createdAt,
+  r.updatedAt,
+  json(r.createdBy),
+  json(r.selector),
+  json(r.strategy),
+  json(r.waves),
+  r.currentWave,
+  r.succeeded,
+  r.failed,
+  r.skipped,
+  r.reason,
+];
+export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
+  return {
+    rolloutId: String(r['rollout_id']),
+    patchId: String(r['patch_id']),
+    version: String(r['version']),
+    state: num(r['state']),
+    createdAt: num(r['created_at']),
+    updatedAt: num(r['updated_at']),
+    createdBy: JSON.parse(String(r['created_by'])) as ActorRow,
+    selector: JSON.parse(String(r['selector'])) as unknown,
+    strategy: JSON.parse(String(r['strategy'])) as unknown,
+    waves: JSON.parse(String(r['waves'])) as WaveRow[],
+    currentWave: num(r['current_wave']),
+    succeeded: num(r['succeeded']),
+    failed: num(r['failed']),
+    skipped: num(r['skipped']),
+    reason: String(r['reason']),
+  };
+}
+
+const ROLLOUT_HOST_COLUMNS = [
+  'rollout_id',
+  'host_id',
+  'wave_index',
+  'command_id',
+  'outcome',
+  'detail',
+  'updated_at',
+  'planned',
+];
+const rolloutHostValues = (r: RolloutHostRow) => [
+  r.rolloutId,
+  r.hostId,
+  r.waveIndex,
+  r.commandId,
+  r.outcome,
+  r.detail,
+  r.updatedAt,
+  flag(r.planned),
+];
+export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
+  return {
+    rolloutId: String(r['rollout_id']),
+    hostId: String(r['host_id']),
+    waveIndex: num(r['wave_index']),
+    commandId: String(r['command_id']),
+    outcome: num(r['outcome']),
+    detail: String(r['detail']),
+    updatedAt: num(r['updated_at']),
+    planned: num(r['planned']) === 1,
+  };
+}
+
+const AUDIT_COLUMNS = [
+  'partition_no',
+  'record_offset',
+  'event_id',
+  'type',
+  'occurred_at',
+  'producer_id',
+  'epoch',
+  'seq',
+  'actor_kind',
+  'actor_id',
+  'actor_origin',
+  'outcome',
+  'host_id',
+  'patch_id',
+  'patch_version',
+  'correlation_id',
+  'summary',
+  'envelope',
+];
+const auditValues = (a: AuditRow) => [
+  a.partition,
+  a.offset,
+  a.eventId,
+  a.type,
+  a.occurredAt,
+  a.producerId,
+  a.epoch,
+  a.seq,
+  a.actor.kind,
+  a.actor.id,
+  a.actor.origin,
+  a.outcome,
+  a.hostId,
+  a.patchId,
+  a.patchVersion,
+  a.correlationId,
+  a.summary,
+  a.envelope,
+];
+
+const FINDING_COLUMNS = ['partition_no', 'record_offset', 'kind', 'producer_id', 'epoch', 'seq', 'to_seq', 'detail'];
+
+function sortedObject(o: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}

@@ -1,0 +1,482 @@
+import { dispatcher, events } from '@rebootless/contracts';
+import { RolloutPreconditionError } from './errors';
+import { abort, approve, pause, resume, rollBack } from './rollout-decider';
+import { planUndo } from './rollout-planner';
+import { rolloutView } from './rollout-view';
+import { catalogWith, fleetOf, hostIds, make, request, RolloutDriver, strategy, T0 } from './test-fleet';
+
+const H = dispatcher.HostRolloutState;
+const R = dispatcher.RolloutState;
+const W = dispatcher.WaveState;
+
+function driver(n: number): RolloutDriver {
+  return new RolloutDriver(fleetOf(hostIds(n)), catalogWith());
+}
+
+describe('a rollout in canary and waves', () => {
+  it('patches the canary, then each wave after the previous one answered, then completes', () => {
+    const d = driver(200);
+    d.create(
+      request({ strategy: strategy({ canaryCount: 2, waves: [{ percent: 25 }, { percent: 25 }, { percent: 50 }] }) }),
+    );
+
+    expect(d.types(d.settle())).toEqual(['WaveStarted', 'HostApplyRequested', 'HostApplyRequested']);
+    expect(d.settle()).toEqual([]); // waits for the canary's answers
+    d.answerAll();
+    const next = d.settle();
+    expect(next[0]).toMatchObject({ type: 'WaveCompleted', data: { waveIndex: 0 } });
+    expect(next[1]).toMatchObject({ type: 'WaveStarted', data: { waveIndex: 1 } });
+    expect(next.filter((e) => e.type === 'HostApplyRequested')).toHaveLength(50);
+
+    for (let i = 0; i < 3; i++) {
+      d.answerAll();
+      d.settle();
+    }
+    const run = d.book.get('r1')!;
+    expect(run.status).toBe('completed');
+    expect(d.log.at(-1)!.event).toMatchObject({
+      type: 'RolloutCompleted',
+      data: { succeeded: 200, failed: 0, skipped: 0 },
+    });
+    // Every host was asked exactly once.
+    expect(new Set(d.requestedHosts()).size).toBe(200);
+    expect(d.requestedHosts()).toHaveLength(200);
+    const view = rolloutView(run, d.now);
+    expect(view.state).toBe(R.ROLLOUT_STATE_COMPLETED);
+    expect(view.waves.map((w) => w.state)).toEqual([
+      W.WAVE_STATE_COMPLETED,
+      W.WAVE_STATE_COMPLETED,
+      W.WAVE_STATE_COMPLETED,
+      W.WAVE_STATE_COMPLETED,
+    ]);
+    expect(view.waves.flatMap((w) => w.hosts).every((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED)).toBe(true);
+  });
+
+  it('never has more hosts in flight than max_in_flight', () => {
+    const d = driver(20);
+    d.create(request({ strategy: strategy({ canaryCount: 0, maxInFlight: 3 }) }));
+    let most = 0;
+    for (let i = 0; i < 50 && d.book.get('r1')!.status === 'running'; i++) {
+      d.settle();
+      most = Math.max(most, d.openCommands().size);
+      const [first] = d.openCommands().keys();
+      if (first) d.applied(first);
+    }
+    expect(most).toBe(3);
+    expect(d.book.get('r1')!.status).toBe('completed');
+  });
+
+  it('waits soak_seconds between waves', () => {
+    const d = driver(10);
+    d.create(request({ strategy: strategy({ canaryCount: 1, soakSeconds: 600 }) }));
+    d.settle();
+    d.answerAll();
+    expect(d.types(d.settle())).toEqual(['WaveCompleted']);
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.state).toBe(W.WAVE_STATE_SOAKING);
+    d.now += 599_000;
+    expect(d.settle()).toEqual([]);
+    d.now += 2_000;
+    expect(d.types(d.settle())[0]).toBe('WaveStarted');
+  });
+
+  it('starts no wave outside the maintenance window', () => {
+    const d = driver(4);
+    // T0 is a Wednesday 10:00 UTC.
+    d.create(request({ strategy: strategy({ window: { days: 'Wed', startUtc: '11:00', endUtc: '12:00' } }) }));
+    expect(d.settle()).toEqual([]);
+    d.now += 60 * 60 * 1000;
+    expect(d.types(d.settle())).toEqual(['WaveStarted', 'HostApplyRequested']);
+  });
+});
+
+describe('approval gates', () => {
+  it('waits for an approver before the first wave and between waves', () => {
+    const d = driver(6);
+    const run = d.create(
+      request({
+        strategy: strategy({ approvalBeforeFirstWave: true, approvalBetweenWaves: true, waves: [{ percent: 100 }] }),
+      }),
+    );
+    expect(d.settle()).toEqual([]);
+    expect(rolloutView(run, d.now).state).toBe(R.ROLLOUT_STATE_AWAITING_APPROVAL);
+    expect(() => approve(run, 1, 'alice')).toThrow(
+      'wave_index 1 is not the wave waiting for approval: canary (index 0) is',
+    );
+    approve(run, 0, 'alice').forEach((e) => d.write(e));
+    expect(d.types(d.settle())).toEqual(['WaveStarted', 'HostApplyRequested']);
+    d.answerAll();
+    expect(d.types(d.settle())).toEqual(['WaveCompleted']);
+    expect(rolloutView(run, d.now).waves[1]!.state).toBe(W.WAVE_STATE_AWAITING_APPROVAL);
+    approve(run, 1, 'alice').forEach((e) => d.write(e));
+    expect(d.types(d.settle())[0]).toBe('WaveStarted');
+  });
+});
+
+describe('failures', () => {
+  it('pauses itself when the canary stalls, and patches no one else', () => {
+    const d = driver(50);
+    d.create(request({ strategy: strategy({ canaryCount: 1 }) }));
+    d.settle();
+    d.failed('host-0000', 1);
+    const written = d.settle();
+    expect(written).toEqual([
+      {
+        type: 'RolloutPaused',
+        data: {
+          rolloutId: 'r1',
+          reason:
+            'canary: 1 host(s) failed, over its failure budget of 0 (host-0000: transition stalled (1 task(s)) at transition: transition did not complete)',
+        },
+      },
+    ]);
+    d.now += 3_600_000;
+    expect(d.settle()).toEqual([]);
+    expect(d.requestedHosts()).toEqual(['host-0000']);
+  });
+
+  it('spends the wave failure budget before acting', () => {
+    const d = driver(10);
+    d.create(request({ strategy: strategy({ canaryCount: 0, waveFailureBudget: 1, totalFailureBudget: 1 }) }));
+    d.settle();
+    d.failed('host-0003');
+    expect(d.settle()).toEqual([]);
+    d.failed('host-0004');
+    expect(d.types(d.settle())).toEqual(['RolloutPaused']);
+  });
+
+  it('counts a host that never answered before the command expired as timed out', () => {
+    const d = driver(3);
+    const run = d.create(request());
+    d.settle();
+    d.now += 61_000;
+    expect(d.types(d.settle())).toEqual(['RolloutPaused']);
+    expect(rolloutView(run, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_TIMED_OUT);
+  });
+
+  it('fails the health gate on drift or a kernel warning after the apply, and on a forced transition', () => {
+    for (const unhealthy of [
+      (d: RolloutDriver) =>
+        d.book.observe(
+          {
+            type: 'DriftDetected',
+            data: make(events.DriftDetected, { hostId: 'host-0000', kind: 'removed-by-hand', detail: 'rmmod' }),
+          },
+          { at: d.now },
+        ),
+      (d: RolloutDriver) =>
+        d.book.observe(
+          {
+            type: 'HostInventoryReported',
+            data: make(events.HostInventoryReported, {
+              facts: make(events.HostFacts, { hostId: 'host-0000', tainted: '512', taintFlags: ['W'] }),
+            }),
+          },
+          { at: d.now },
+        ),
+    ]) {
+      const d = driver(5);
+      d.create(request({ strategy: strategy({ soakSeconds: 300 }) }));
+      d.settle();
+      d.applied('host-0000');
+      expect(d.types(d.settle())).toEqual(['WaveCompleted']);
+      d.now += 10_000;
+      unhealthy(d);
+      expect(d.types(d.settle())).toEqual(['RolloutPaused']);
+    }
+    const d = driver(5);
+    d.create(request());
+    d.settle();
+    d.applied('host-0000', { forced: true });
+    expect(d.settle()[0]).toMatchObject({ type: 'RolloutPaused', data: { reason: expect.stringContaining('forced') } });
+  });
+
+  it('counts a canary that goes silent after the apply as a failure', () => {
+    const d = driver(5);
+    d.create(request({ strategy: strategy({ soakSeconds: 300 }) }));
+    d.settle();
+    d.applied('host-0000');
+    d.settle();
+    d.now += 5_000;
+    d.offline.set('host-0000', d.now);
+    d.now += 20_000;
+    expect(d.settle()).toEqual([]);
+    d.now += 20_000;
+    expect(d.settle()[0]).toMatchObject({
+      type: 'RolloutPaused',
+      data: { reason: expect.stringContaining('went silent') },
+    });
+  });
+
+  it('aborts instead when the policy says so', () => {
+    const d = driver(5);
+    d.create(request({ strategy: strategy({ onFailure: events.FailurePolicy.FAILURE_POLICY_ABORT }) }));
+    d.settle();
+    d.failed('host-0000');
+    expect(d.types(d.settle())).toEqual(['RolloutAborted']);
+    expect(d.book.get('r1')!.status).toBe('aborted');
+  });
+
+  it('after a resume, the failures the operator accepted no longer count', () => {
+    const d = driver(5);
+    const run = d.create(request());
+    d.settle();
+    d.failed('host-0000');
+    d.settle();
+    expect(run.status).toBe('paused');
+    resume(run).forEach((e) => d.write(e));
+    const next = d.settle();
+    expect(d.types(next).slice(0, 2)).toEqual(['WaveCompleted', 'WaveStarted']);
+    expect(next.filter((e) => e.type === 'HostApplyRequested')).toHaveLength(4);
+  });
+});
+
+describe('roll-back', () => {
+  it('reverts exactly the hosts the rollout patched, newest wave first', () => {
+    const fleet = fleetOf(hostIds(10));
+    fleet.observeFacts(
+      make(events.HostFacts, { hostId: 'host-0009', kernelRelease: '6.1.0-31-cloud-amd64', bootId: 'b' }),
+      [make(events.LivePatchState, { moduleName: 'livepatch_cve_2024_1086', enabled: true })],
+    );
+    const d = new RolloutDriver(fleet, catalogWith());
+    d.create(
+      request({
+        strategy: strategy({
+          canaryCount: 1,
+          waves: [{ count: 4 }, { count: 4 }],
+          onFailure: events.FailurePolicy.FAILURE_POLICY_ROLL_BACK,
+        }),
+      }),
+    );
+    d.settle();
+    d.answerAll(); // canary host-0000
+    d.settle();
+    d.answerAll(); // wave 1: host-0001..0004
+    d.settle();
+    // Wave 2: two apply, one fails, one still applying.
+    d.applied('host-0005');
+    d.applied('host-0006');
+    d.failed('host-0007');
+    const written = d.settle();
+    expect(written[0]).toMatchObject({ type: 'RolloutAborted', data: { rollBack: true } });
+    // Newest wave first; host-0008 is still applying, so it is waited for.
+    expect(written.slice(1).map((e) => (e.data as { hostId: string }).hostId)).toEqual(['host-0005', 'host-0006']);
+    d.applied('host-0008');
+    expect(d.settle().map((e) => (e.data as { hostId: string }).hostId)).toEqual(['host-0008']);
+    d.answerAll();
+    expect(d.settle().map((e) => (e.data as { hostId: string }).hostId)).toEqual([
+      'host-0001',
+      'host-0002',
+      'host-0003',
+      'host-0004',
+    ]);
+    d.answerAll();
+    expect(d.settle().map((e) => (e.data as { hostId: string }).hostId)).toEqual(['host-0000']);
+    d.answerAll();
+    const end = d.settle();
+    expect(end).toEqual([
+      {
+        type: 'RolloutCompleted',
+        data: { rolloutId: 'r1', succeeded: 0, failed: 1, skipped: 1, rolledBack: true, reverted: 8 },
+      },
+    ]);
+    // Never the host that already carried the patch (skipped at creation) nor the one that failed.
+    expect(d.requestedHosts('HostRevertRequested').sort()).toEqual([
+      'host-0000',
+      'host-0001',
+      'host-0002',
+      'host-0003',
+      'host-0004',
+      'host-0005',
+      'host-0006',
+      'host-0008',
+    ]);
+    expect(rolloutView(d.book.get('r1')!, d.now).state).toBe(R.ROLLOUT_STATE_ROLLED_BACK);
+  });
+
+  it('can be asked for by an operator, once', () => {
+    const d = driver(3);
+    const run = d.create(request());
+    d.settle();
+    d.answerAll();
+    d.settle();
+    d.answerAll();
+    d.settle();
+    expect(run.status).toBe('completed');
+    rollBack(run, 'bad patch').forEach((e) => d.write(e));
+    expect(d.requestedHosts('HostRevertRequested')).toEqual([]);
+    d.settle();
+    expect(d.openCommands().size).toBe(2);
+    expect(() => rollBack(run, 'again')).toThrow(RolloutPreconditionError);
+  });
+});
+
+describe('offline hosts', () => {
+  it('do not hold the wave; their command waits until they reconnect', () => {
+    const d = driver(10);
+    d.offline.set('host-0003', T0 - 1000);
+    d.create(request({ strategy: strategy({ canaryCount: 1, offlineDeadlineSeconds: 600 }) }));
+    d.settle();
+    d.answerAll();
+    d.settle();
+    d.answerAll();
+    expect(d.types(d.settle())).toEqual(['WaveCompleted']);
+    expect(d.book.get('r1')!.status).toBe('running');
+    d.now += 60_000;
+    d.offline.delete('host-0003');
+    expect(d.settle()).toMatchObject([{ type: 'HostApplyRequested', data: { hostId: 'host-0003' } }]);
+    d.answerAll();
+    expect(d.settle()).toMatchObject([{ type: 'RolloutCompleted', data: { succeeded: 10, skipped: 0 } }]);
+  });
+
+  it('are skipped, not failed, past the deadline', () => {
+    const d = driver(4);
+    d.offline.set('host-0002', T0 - 1000);
+    d.create(request({ strategy: strategy({ offlineDeadlineSeconds: 600 }) }));
+    d.settle();
+    d.answerAll();
+    d.settle();
+    d.answerAll();
+    d.settle();
+    d.now += 601_000;
+    expect(d.settle()).toMatchObject([{ type: 'RolloutCompleted', data: { succeeded: 3, failed: 0, skipped: 1 } }]);
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[1]!.hosts.find((h) => h.hostId === 'host-0002')!.state).toBe(
+      H.HOST_ROLLOUT_STATE_SKIPPED,
+    );
+  });
+});
+
+describe('a host that rebooted', () => {
+  it('gets the patch again once it is back', () => {
+    const d = driver(2);
+    d.create(request());
+    for (let i = 0; i < 3; i++) {
+      d.settle();
+      d.answerAll();
+    }
+    d.settle();
+    expect(d.book.get('r1')!.status).toBe('completed');
+    d.book.observe(
+      { type: 'HostBooted', data: make(events.HostBooted, { hostId: 'host-0001', bootId: 'new' }) },
+      { at: d.now + 1 },
+    );
+    expect(d.settle()).toMatchObject([{ type: 'HostApplyRequested', data: { hostId: 'host-0001' } }]);
+  });
+});
+
+describe('operator commands', () => {
+  it('pause, resume and abort only from the states they make sense in', () => {
+    const d = driver(3);
+    const run = d.create(request());
+    expect(() => resume(run)).toThrow('rollout r1 is running; only a paused rollout can be resumed');
+    pause(run, 'lunch').forEach((e) => d.write(e));
+    expect(d.settle()).toEqual([]);
+    expect(() => pause(run, '')).toThrow(RolloutPreconditionError);
+    abort(run, 'enough').forEach((e) => d.write(e));
+    expect(run.status).toBe('aborted');
+    expect(() => abort(run, '')).toThrow(
+      'rollout r1 is aborted (enough); only a running or paused rollout can be aborted',
+    );
+  });
+});
+
+describe('rebuilding from the log', () => {
+  it('gives the same rollout whatever order the facts arrive in, then resumes asking no host twice', () => {
+    const d = driver(30);
+    d.create(request({ strategy: strategy({ canaryCount: 2, waves: [{ percent: 50 }, { percent: 50 }] }) }));
+    d.settle();
+    d.answerAll();
+    d.settle();
+    // Mid-wave: 5 hosts answered, the others are still applying.
+    for (const hostId of [...d.openCommands().keys()].slice(0, 5)) d.applied(hostId);
+
+    // A new dispatcher may read the agents' facts (other partitions) before its own events.
+    const rebuilt = new RolloutDriver(d.fleet, d.catalog);
+    rebuilt.now = d.now;
+    for (const f of d.facts) rebuilt.book.observe(f.fact, { at: f.at });
+    for (const l of d.log) rebuilt.book.evolve(l.event, { at: l.at });
+
+    expect(rolloutView(rebuilt.book.get('r1')!, d.now)).toEqual(rolloutView(d.book.get('r1')!, d.now));
+    // Nothing to send again: the hosts still applying keep their commands.
+    expect(rebuilt.settle()).toEqual([]);
+    rebuilt.answerAll();
+    rebuilt.settle();
+    rebuilt.answerAll();
+    rebuilt.settle();
+    expect(rebuilt.book.get('r1')!.status).toBe('completed');
+    const asked = [...d.requestedHosts(), ...rebuilt.requestedHosts()];
+    expect(asked).toHaveLength(30);
+    expect(new Set(asked).size).toBe(30);
+  });
+});
+
+describe('a command sent again after a restart', () => {
+  it('keeps its first outcome when the agent refuses the copy as a replay', () => {
+    const d = driver(3);
+    const run = d.create(request());
+    d.settle();
+    const commandId = d.openCommands().get('host-0000')!;
+    d.applied('host-0000');
+    d.book.observe(
+      {
+        type: 'PatchApplyFailed',
+        data: make(events.PatchApplyFailed, { hostId: 'host-0000', commandId, stage: 'verify', error: 'replayed' }),
+      },
+      { at: d.now },
+    );
+    expect(rolloutView(run, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_SUCCEEDED);
+    expect(d.types(d.settle())).toEqual(['WaveCompleted', 'WaveStarted', 'HostApplyRequested', 'HostApplyRequested']);
+  });
+});
+
+describe('an undo', () => {
+  it('disables the module the plan names on each host, in canary and waves, and completes', () => {
+    const d = driver(4);
+    const created = planUndo(
+      'r1',
+      { patchId: 'cve-2024-1086', version: '1', reason: 'regression', strategy: strategy({ canaryCount: 1 }) },
+      make(events.HostSelector, { hostIds: ['host-0001', 'host-0002'] }),
+      [
+        { hostId: 'host-0002', moduleName: 'livepatch_cve_2024_1086' },
+        { hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086' },
+      ],
+    );
+    d.write({ type: 'RolloutCreated', data: created });
+    const run = d.book.get('r1')!;
+    expect(rolloutView(run, d.now).kind).toBe(dispatcher.RolloutKind.ROLLOUT_KIND_UNDO);
+    expect(d.settle()).toMatchObject([
+      { type: 'WaveStarted', data: { waveIndex: 0 } },
+      {
+        type: 'HostRevertRequested',
+        data: { hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086', reason: 'undo' },
+      },
+    ]);
+    d.reverted('host-0001');
+    d.settle();
+    d.reverted('host-0002');
+    expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
+    expect(run.status).toBe('completed');
+    expect(() => rollBack(run, 'x')).toThrow(RolloutPreconditionError);
+  });
+});
+
+describe('a patch retracted during its rollout', () => {
+  it('aborts the rollout: no host gets it any more', () => {
+    const d = driver(5);
+    const run = d.create(request());
+    d.settle();
+    d.answerAll();
+    d.catalog.patchRetracted({ patchId: 'cve-2024-1086', version: '1', reason: 'corrupts ext4' });
+    expect(d.settle()).toEqual([
+      {
+        type: 'RolloutAborted',
+        data: {
+          rolloutId: 'r1',
+          reason: 'patch cve-2024-1086 version 1 was retracted: corrupts ext4',
+          rollBack: false,
+        },
+      },
+    ]);
+    expect(run.status).toBe('aborted');
+    expect(d.requestedHosts()).toEqual(['host-0000']);
+  });
+});

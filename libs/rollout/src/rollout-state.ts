@@ -1,0 +1,417 @@
+// A rollout's state is a fold over events: the dispatcher's own decisions (RolloutCreated,
+// WaveStarted, HostApplyRequested, ...) and the facts agents report about the commands
+// (PatchApplied, PatchApplyFailed, ...). Rebuilding it means replaying the log; nothing else is kept.
+// Agent facts may arrive before the command they answer (other partitions, replay order), so
+// outcomes are matched to commands by command id in whichever order the two arrive.
+import { events } from '@rebootless/contracts';
+
+export type RolloutStatus = 'running' | 'paused' | 'completed' | 'aborted' | 'rolling-back' | 'rolled-back';
+
+/** The dispatcher's rollout events, as the log carries them. */
+export type RolloutEvent =
+  | { type: 'RolloutCreated'; data: events.RolloutCreated }
+  | { type: 'RolloutApproved'; data: events.RolloutApproved }
+  | { type: 'WaveStarted'; data: events.WaveStarted }
+  | { type: 'HostApplyRequested'; data: events.HostApplyRequested }
+  | { type: 'HostRevertRequested'; data: events.HostRevertRequested }
+  | { type: 'WaveCompleted'; data: events.WaveCompleted }
+  | { type: 'RolloutPaused'; data: events.RolloutPaused }
+  | { type: 'RolloutResumed'; data: events.RolloutResumed }
+  | { type: 'RolloutAborted'; data: events.RolloutAborted }
+  | { type: 'RolloutCompleted'; data: events.RolloutCompleted };
+
+/** The agent facts a rollout listens to. */
+export type HostFactEvent =
+  | { type: 'PatchApplied'; data: events.PatchApplied }
+  | { type: 'PatchApplyFailed'; data: events.PatchApplyFailed }
+  | { type: 'PatchReverted'; data: events.PatchReverted }
+  | { type: 'PatchRevertFailed'; data: events.PatchRevertFailed }
+  | { type: 'DriftDetected'; data: events.DriftDetected }
+  | { type: 'HostBooted'; data: events.HostBooted }
+  | { type: 'HostInventoryReported'; data: events.HostInventoryReported };
+
+export interface EventMeta {
+  /** occurred_at, ms. */
+  at: number;
+  actor?: events.Actor;
+}
+
+export interface HostCommand {
+  commandId: string;
+  requestedAt: number;
+  expiresAt: number;
+}
+
+export type CommandOutcome =
+  | { kind: 'applied'; at: number; moduleName: string; transitionMs: number; forced: boolean }
+  | { kind: 'apply-failed'; at: number; stage: string; error: string; stalledTasks: number }
+  | { kind: 'reverted'; at: number }
+  | { kind: 'revert-failed'; at: number; stage: string; error: string };
+
+export interface HostRun {
+  hostId: string;
+  wave: number;
+  apply?: HostCommand & { kernelRelease: string; artifactDigest: string };
+  applyOutcome?: CommandOutcome;
+  revert?: HostCommand & { moduleName: string };
+  revertOutcome?: CommandOutcome;
+  /** A fact after the apply that fails the health gate (drift, kernel warning). */
+  issue?: { at: number; what: string };
+  /** The host booted after the apply: its live patches are gone. */
+  rebootedAt?: number;
+}
+
+export interface WaveRun {
+  index: number;
+  name: string;
+  hostIds: readonly string[];
+  startedAt?: number;
+  completedAt?: number;
+}
+
+export interface RolloutRun {
+  rolloutId: string;
+  patchId: string;
+  version: string;
+  undo: boolean;
+  reason: string;
+  selector: events.HostSelector;
+  strategy: events.RolloutStrategy;
+  allowForce: boolean;
+  allowDowngrade: boolean;
+  /** For an undo: the module each host disables. */
+  undoModules: ReadonlyMap<string, string>;
+  waves: WaveRun[];
+  hosts: Map<string, HostRun>;
+  skippedHostIds: readonly string[];
+  status: RolloutStatus;
+  statusReason: string;
+  approvedWaves: Set<number>;
+  /** Failures the operator accepted by resuming: they no longer count against the budgets. */
+  forgiven: Set<string>;
+  createdAt: number;
+  createdBy?: events.Actor;
+  updatedAt: number;
+  /** When the roll-back began. */
+  rollbackAt?: number;
+  lastEventType: string;
+}
+
+const KERNEL_WARNING_TAINT = 512;
+
+/** Every rollout, and the index that lets agent facts find the rollout a command belongs to. */
+export class RolloutBook {
+  private readonly runs = new Map<string, RolloutRun>();
+  private readonly commands = new Map<string, { rolloutId: string; hostId: string }>();
+  private readonly unmatched = new Map<string, CommandOutcome>();
+  private readonly rolloutsOfHost = new Map<string, Set<string>>();
+  private readonly warnedHosts = new Set<string>();
+
+  get(rolloutId: string): RolloutRun | undefined {
+    return this.runs.get(rolloutId);
+  }
+
+  all(): IterableIterator<RolloutRun> {
+    return this.runs.values();
+  }
+
+  /** Which rollout and host a command id belongs to. */
+  commandOf(commandId: string): { rolloutId: string; hostId: string } | undefined {
+    return this.commands.get(commandId);
+  }
+
+  /** Folds one of the dispatcher's own events; returns the rollout it changed. */
+  evolve(event: RolloutEvent, meta: EventMeta): RolloutRun | undefined {
+    if (event.type === 'RolloutCreated') {
+      const d = event.data;
+      if (this.runs.has(d.rolloutId)) return undefined;
+      const run: RolloutRun = {
+        rolloutId: d.rolloutId,
+        patchId: d.patchId,
+        version: d.version,
+        undo: d.undo,
+        reason: d.reason,
+        selector: d.selector ?? { kernelReleases: [], labels: {}, hostIds: [] },
+        strategy: d.strategy!,
+        allowForce: d.allowForce,
+        allowDowngrade: d.allowDowngrade,
+        undoModules: new Map(Object.entries(d.undoModules)),
+        waves: d.waves.map((w) => ({ index: w.index, name: w.name, hostIds: w.hostIds })),
+        hosts: new Map(),
+        skippedHostIds: d.skippedHostIds,
+        status: 'running',
+        statusReason: '',
+        approvedWaves: new Set(),
+        forgiven: new Set(),
+        createdAt: meta.at,
+        ...(meta.actor ? { createdBy: meta.actor } : {}),
+        updatedAt: meta.at,
+        lastEventType: event.type,
+      };
+      for (const wave of d.waves) {
+        for (const hostId of wave.hostIds) {
+          run.hosts.set(hostId, { hostId, wave: wave.index });
+          let set = this.rolloutsOfHost.get(hostId);
+          if (!set) this.rolloutsOfHost.set(hostId, (set = new Set()));
+          set.add(d.rolloutId);
+        }
+      }
+      this.runs.set(d.rolloutId, run);
+      return run;
+    }
+    const run = this.runs.get(event.data.rolloutId);
+    if (!run) return undefined;
+    run.updatedAt = meta.at;
+    run.lastEventType = event.type;
+    switch (event.type) {
+      case 'RolloutApproved':
+        run.approvedWaves.add(event.data.waveIndex);
+        break;
+      case 'WaveStarted': {
+        const wave = run.waves[event.data.waveIndex];
+        if (wave) wave.startedAt = meta.at;
+        break;
+      }
+      case 'HostApplyRequested': {
+        const d = event.data;
+        const host = run.hosts.get(d.hostId);
+        if (!host) break;
+        host.apply = {
+          commandId: d.commandId,
+          requestedAt: meta.at,
+          expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
+          kernelRelease: d.kernelRelease,
+          artifactDigest: d.artifactDigest,
+        };
+        delete host.applyOutcome;
+        delete host.issue;
+        delete host.rebootedAt;
+        this.commands.set(d.commandId, { rolloutId: run.rolloutId, hostId: d.hostId });
+        this.matchUnmatched(d.commandId);
+        break;
+      }
+      case 'HostRevertRequested': {
+        const d = event.data;
+        const host = run.hosts.get(d.hostId);
+        if (!host) break;
+        host.revert = {
+          commandId: d.commandId,
+          requestedAt: meta.at,
+          expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
+          moduleName: d.moduleName,
+        };
+        delete host.revertOutcome;
+        this.commands.set(d.commandId, { rolloutId: run.rolloutId, hostId: d.hostId });
+        this.matchUnmatched(d.commandId);
+        break;
+      }
+      case 'WaveCompleted': {
+        const wave = run.waves[event.data.waveIndex];
+        if (wave) wave.completedAt = meta.at;
+        break;
+      }
+      case 'RolloutPaused':
+        run.status = 'paused';
+        run.statusReason = event.data.reason;
+        break;
+      case 'RolloutResumed':
+        run.status = 'running';
+        run.statusReason = '';
+        for (const host of run.hosts.values()) if (isFailure(run, host, meta.at)) run.forgiven.add(host.hostId);
+        break;
+      case 'RolloutAborted':
+        run.status = event.data.rollBack ? 'rolling-back' : 'aborted';
+        run.statusReason = event.data.reason;
+        if (event.data.rollBack) run.rollbackAt = meta.at;
+        break;
+      case 'RolloutCompleted':
+        run.status = event.data.rolledBack ? 'rolled-back' : 'completed';
+        break;
+      default:
+        return assertNever(event);
+    }
+    return run;
+  }
+
+  /** Folds an agent fact; returns the rollouts it changed. */
+  observe(fact: HostFactEvent, meta: EventMeta): RolloutRun[] {
+    switch (fact.type) {
+      case 'PatchApplied':
+        return this.outcome(fact.data.commandId, {
+          kind: 'applied',
+          at: meta.at,
+          moduleName: fact.data.moduleName,
+          transitionMs: Number(fact.data.transitionMs),
+          forced: fact.data.forced,
+        });
+      case 'PatchApplyFailed':
+        return this.outcome(fact.data.commandId, {
+          kind: 'apply-failed',
+          at: meta.at,
+          stage: fact.data.stage,
+          error: fact.data.error,
+          stalledTasks: fact.data.stalledTasks.length,
+        });
+      case 'PatchReverted':
+        return this.outcome(fact.data.commandId, { kind: 'reverted', at: meta.at });
+      case 'PatchRevertFailed':
+        return this.outcome(fact.data.commandId, {
+          kind: 'revert-failed',
+          at: meta.at,
+          stage: fact.data.stage,
+          error: fact.data.error,
+        });
+      case 'DriftDetected':
+        return this.hostIssue(fact.data.hostId, meta.at, `drift (${fact.data.kind}): ${fact.data.detail}`);
+      case 'HostInventoryReported': {
+        const facts = fact.data.facts;
+        if (!facts) return [];
+        const warned = (Number(facts.tainted) & KERNEL_WARNING_TAINT) !== 0 || facts.taintFlags.includes('W');
+        if (!warned) {
+          this.warnedHosts.delete(facts.hostId);
+          return [];
+        }
+        // Only a warning that appears counts; one the host already had says nothing about the patch.
+        if (this.warnedHosts.has(facts.hostId)) return [];
+        this.warnedHosts.add(facts.hostId);
+        return this.hostIssue(facts.hostId, meta.at, 'the kernel logged a warning (taint W)');
+      }
+      case 'HostBooted': {
+        const changed: RolloutRun[] = [];
+        for (const run of this.runsOf(fact.data.hostId)) {
+          const host = run.hosts.get(fact.data.hostId)!;
+          if (host.applyOutcome?.kind === 'applied' && host.applyOutcome.at <= meta.at) {
+            host.rebootedAt = meta.at;
+            changed.push(run);
+          }
+        }
+        return changed;
+      }
+      default:
+        return assertNever(fact);
+    }
+  }
+
+  private runsOf(hostId: string): RolloutRun[] {
+    return [...(this.rolloutsOfHost.get(hostId) ?? [])].map((id) => this.runs.get(id)!);
+  }
+
+  private hostIssue(hostId: string, at: number, what: string): RolloutRun[] {
+    const changed: RolloutRun[] = [];
+    for (const run of this.runsOf(hostId)) {
+      const host = run.hosts.get(hostId)!;
+      if (host.applyOutcome?.kind === 'applied' && host.applyOutcome.at <= at && !host.issue) {
+        host.issue = { at, what };
+        changed.push(run);
+      }
+    }
+    return changed;
+  }
+
+  private outcome(commandId: string, outcome: CommandOutcome): RolloutRun[] {
+    const owner = this.commands.get(commandId);
+    if (!owner) {
+      // Not ours, or its request is further on in the replay.
+      if (commandId && !this.unmatched.has(commandId)) this.unmatched.set(commandId, outcome);
+      return [];
+    }
+    const run = this.runs.get(owner.rolloutId)!;
+    const host = run.hosts.get(owner.hostId)!;
+    // A command has one outcome, its first: the same command sent again (after a dispatcher
+    // restart) is refused by the agent as a replay, which says nothing about the first receipt.
+    if (host.apply?.commandId === commandId) {
+      if (host.applyOutcome) return [];
+      if (outcome.kind === 'applied' || outcome.kind === 'apply-failed') host.applyOutcome = outcome;
+    } else if (host.revert?.commandId === commandId) {
+      if (host.revertOutcome) return [];
+      if (outcome.kind === 'reverted' || outcome.kind === 'revert-failed') host.revertOutcome = outcome;
+    } else {
+      return [];
+    }
+    run.updatedAt = Math.max(run.updatedAt, outcome.at);
+    return [run];
+  }
+
+  private matchUnmatched(commandId: string): void {
+    const outcome = this.unmatched.get(commandId);
+    if (!outcome) return;
+    this.unmatched.delete(commandId);
+    this.outcome(commandId, outcome);
+  }
+}
+
+export type HostPhase =
+  'pending' | 'in-progress' | 'succeeded' | 'failed' | 'timed-out' | 'skipped' | 'reverting' | 'reverted';
+
+/** When a host that never got its command stops being waited for. */
+export function offlineDeadline(run: RolloutRun, host: HostRun): number | undefined {
+  const started = run.waves[host.wave]?.startedAt;
+  if (started === undefined) return undefined;
+  return started + run.strategy.offlineDeadlineSeconds * 1000;
+}
+
+/** Where one host stands in a rollout at `now`. */
+export function hostPhase(run: RolloutRun, host: HostRun, now: number): HostPhase {
+  if (run.undo) return undoPhase(run, host, now);
+  if (host.revert) {
+    if (host.revertOutcome?.kind === 'reverted') return 'reverted';
+    if (!host.revertOutcome && now <= host.revert.expiresAt) return 'reverting';
+    // A revert that failed or got no answer leaves the patch applied: the host stays "succeeded"
+    // as far as the patch goes, and its revert error is reported.
+  }
+  if (!host.apply) {
+    const deadline = offlineDeadline(run, host);
+    if (run.status === 'rolling-back' || run.status === 'rolled-back' || run.status === 'aborted') return 'skipped';
+    return deadline !== undefined && now > deadline ? 'skipped' : 'pending';
+  }
+  const outcome = host.applyOutcome;
+  if (!outcome) return now > host.apply.expiresAt ? 'timed-out' : 'in-progress';
+  return outcome.kind === 'applied' ? 'succeeded' : 'failed';
+}
+
+/** In an undo the host's command is the revert: reverted is success. */
+function undoPhase(run: RolloutRun, host: HostRun, now: number): HostPhase {
+  if (!host.revert) {
+    const deadline = offlineDeadline(run, host);
+    if (run.status === 'aborted') return 'skipped';
+    return deadline !== undefined && now > deadline ? 'skipped' : 'pending';
+  }
+  const outcome = host.revertOutcome;
+  if (!outcome) return now > host.revert.expiresAt ? 'timed-out' : 'in-progress';
+  return outcome.kind === 'reverted' ? 'succeeded' : 'failed';
+}
+
+/** Why a host counts against the failure budget, or undefined when it does not. */
+export function failureOf(run: RolloutRun, host: HostRun, now: number): string | undefined {
+  const phase = hostPhase(run, host, now);
+  if (phase === 'failed' && host.revertOutcome?.kind === 'revert-failed') {
+    return `revert failed at ${host.revertOutcome.stage}: ${host.revertOutcome.error}`;
+  }
+  if (phase === 'failed' && host.applyOutcome?.kind === 'apply-failed') {
+    const o = host.applyOutcome;
+    return o.stalledTasks > 0
+      ? `transition stalled (${o.stalledTasks} task(s)) at ${o.stage}: ${o.error}`
+      : `failed at ${o.stage}: ${o.error}`;
+  }
+  if (phase === 'timed-out') return 'no answer before the command expired';
+  if (phase === 'succeeded' && host.applyOutcome?.kind === 'applied') {
+    if (host.applyOutcome.forced) return 'the transition did not finish by itself (forced)';
+    if (host.applyOutcome.transitionMs > run.strategy.applyTimeoutSeconds * 1000) {
+      return `the transition took ${host.applyOutcome.transitionMs} ms, longer than expected`;
+    }
+    if (host.issue) return host.issue.what;
+  }
+  return undefined;
+}
+
+export function isFailure(run: RolloutRun, host: HostRun, now: number): boolean {
+  return failureOf(run, host, now) !== undefined;
+}
+
+export function timestampMs(ts: { seconds: string; nanos: number }): number {
+  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unexpected event ${JSON.stringify(x)}`);
+}

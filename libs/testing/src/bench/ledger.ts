@@ -1,0 +1,185 @@
+// npm run bench:ledger [-- --events N --hosts N --partitions N] — replaying the event log into the
+// ledger's read models, PostgreSQL and SQLite, beside the raw kafkajs consume rate of the same
+// topic on the same broker in the same run. Progress on stderr; the last stdout line is one JSON
+// object, also written to bench/results/ledger-<date>.json. Needs KAFKA_BROKERS (a running broker)
+// and PostgreSQL (DATABASE_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Kafka } from 'kafkajs';
+import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import {
+  tableTiming,
+  LedgerConsumer,
+  LedgerDatabase,
+  LogWriter,
+  createScratchDatabase,
+  writeFleetHistory,
+} from '@rebootless/ledger-store';
+import { REPO_ROOT } from '../process';
+import { machineFacts } from './machine';
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const raw = i >= 0 ? process.argv[i + 1] : undefined;
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} wants a positive whole number, got ${raw}`);
+  return n;
+}
+
+const EVENTS = flag('events', 1_000_000);
+const HOSTS = flag('hosts', 2_000);
+const PARTITIONS = flag('partitions', 6);
+
+const say = (line: string) => process.stderr.write(`bench:ledger: ${line}\n`);
+const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
+
+async function endOffsets(kafka: Kafka, topic: string): Promise<Map<number, bigint>> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return new Map((await admin.fetchTopicOffsets(topic)).map((w) => [w.partition, BigInt(w.high)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** kafkajs alone: a new group reading every partition to its end, doing nothing with the records. */
+async function rawConsume(kafka: Kafka, topic: string, total: number): Promise<number> {
+  const consumer = kafka.consumer({
+    groupId: `bench-ledger-raw-${Date.now()}`,
+    maxWaitTimeInMs: 200,
+    maxBytesPerPartition: 4 * 1024 * 1024,
+    maxBytes: 16 * 1024 * 1024,
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  let seen = 0;
+  const started = performance.now();
+  await new Promise<void>((resolve) => {
+    void consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        seen += batch.messages.length;
+        if (seen >= total) resolve();
+      },
+    });
+  });
+  const ms = performance.now() - started;
+  await consumer.disconnect();
+  return ms;
+}
+
+async function replay(
+  kafka: Kafka,
+  topic: string,
+  ends: Map<number, bigint>,
+  db: LedgerDatabase,
+  serviceKeys: Map<string, Uint8Array[]>,
+  label: string,
+): Promise<{ ms: number; projected: number; findings: number }> {
+  const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+  const started = performance.now();
+  await consumer.start();
+  let lastSaid = started;
+  for (;;) {
+    let behind = 0n;
+    for (const [p, end] of ends) {
+      const at = consumer.positions.get(p) ?? 0n;
+      if (end > at) behind += end - at;
+    }
+    if (behind === 0n) break;
+    if (consumer.lastFailure) say(`${label}: the database refused a batch: ${consumer.lastFailure.message}`);
+    if (performance.now() - lastSaid > 5000) {
+      say(`${label}: ${consumer.stats.projected} projected, ${behind} to go`);
+      lastSaid = performance.now();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const ms = performance.now() - started;
+  say(
+    `${label}: ${JSON.stringify(consumer.timing)} ${JSON.stringify([...tableTiming].map(([t, v]) => [t, Math.round(v)]))}`,
+  );
+  tableTiming.clear();
+  await consumer.stop();
+  return { ms, projected: consumer.stats.projected, findings: consumer.stats.findings };
+}
+
+async function main() {
+  const brokers = kafkaBrokersFromEnv();
+  const kafka = kafkaClient(brokers, 'bench-ledger');
+  const topic = `bench.ledger.${Date.now()}`;
+  await ensureEventsTopic({ brokers, topic, partitions: PARTITIONS });
+  say(`writing ${EVENTS} events of ${HOSTS} hosts (signed chains) to ${topic}`);
+  const writer = await LogWriter.open(kafka, topic);
+  const writeStarted = performance.now();
+  let said = 0;
+  const { serviceKeys, records } = await writeFleetHistory(writer, {
+    events: EVENTS,
+    hosts: HOSTS,
+    onProgress: (n) => {
+      if (n - said >= 100_000) {
+        say(`${n} written`);
+        said = n;
+      }
+    },
+  });
+  const writeMs = performance.now() - writeStarted;
+  await writer.close();
+  const ends = await endOffsets(kafka, topic);
+  const total = Number([...ends.values()].reduce((a, b) => a + b, 0n));
+  say(`${total} records written in ${Math.round(writeMs / 1000)} s; raw kafkajs consume`);
+
+  const rawMs = await rawConsume(kafka, topic, total);
+  say(`raw kafkajs consume: ${rate(total, rawMs)} records/s; replay into PostgreSQL`);
+
+  const scratch = await createScratchDatabase('ledger_bench');
+  let pg;
+  try {
+    const db = await LedgerDatabase.open({ databaseUrl: scratch.url });
+    pg = await replay(kafka, topic, ends, db, serviceKeys, 'postgres');
+    await db.close();
+  } finally {
+    await scratch.drop();
+  }
+  say(`PostgreSQL: ${rate(total, pg.ms)} records/s; replay into SQLite`);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ledger-'));
+  let sqlite;
+  try {
+    const db = await LedgerDatabase.open({ dataDir: dir });
+    sqlite = await replay(kafka, topic, ends, db, serviceKeys, 'sqlite');
+    await db.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  say(`SQLite: ${rate(total, sqlite.ms)} records/s`);
+
+  const out = {
+    bench: 'ledger',
+    date: new Date().toISOString(),
+    machine: machineFacts(),
+    settings: { events: total, hosts: HOSTS, partitions: PARTITIONS, records_written_by_script: records },
+    raw_kafkajs_consume_eps: rate(total, rawMs),
+    replay_postgres_eps: rate(total, pg.ms),
+    replay_sqlite_eps: rate(total, sqlite.ms),
+    postgres_ratio_to_raw: Math.round((rawMs / pg.ms) * 100) / 100,
+    sqlite_ratio_to_raw: Math.round((rawMs / sqlite.ms) * 100) / 100,
+    projected: { postgres: pg.projected, sqlite: sqlite.projected },
+    integrity_findings: { postgres: pg.findings, sqlite: sqlite.findings },
+    targets: { replay_postgres_eps: 25_000 },
+  };
+  const resultsDir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `ledger-${out.date.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  say(`wrote ${path.relative(REPO_ROOT, file)}`);
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(0);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench:ledger: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
