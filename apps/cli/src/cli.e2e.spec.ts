@@ -486,6 +486,13 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         'alice holds operator, auditor; /rebootless.dispatcher.v1.RolloutService/ApproveRollout needs approver',
       );
 
+      // Two-person rule: alice holding the approver role too still cannot approve her own rollout.
+      const bySelf = await cli(['rollout', 'approve', rolloutId], {
+        REBOOTLESS_TOKEN: token('alice', ['operator', 'approver']),
+      });
+      expect(bySelf.code).toBe(5);
+      expect(bySelf.stderr).toContain(`alice created rollout ${rolloutId} and cannot approve it too`);
+
       const approved = await cli(['rollout', 'approve', rolloutId, '--comment', 'canary first'], {
         REBOOTLESS_TOKEN: approver,
       });

@@ -4,6 +4,8 @@ import { RpcException } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
+import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
+import type { EventPublisher } from '@rebootless/kafka';
 import type { AgentStream } from './agent-connections';
 import { PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
@@ -22,11 +24,13 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
   constructor(
     @Inject(RolloutEngine) private readonly engine: RolloutEngine,
     @Inject(EventRelay) private readonly relay: EventRelay,
+    @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
   ) {}
 
   connect(
     requests: Observable<dispatcher.ConnectRequest>,
     metadata?: Metadata,
+    call?: { getPeer(): string },
   ): Observable<dispatcher.ConnectResponse> {
     // With TLS the certificate names the host; on an insecure server the hello is taken at its word.
     const certified = principalOf(metadata)?.identity;
@@ -51,7 +55,24 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
         if (error) subscriber.error(error);
         else subscriber.complete();
       };
-      const refuse = (code: status, message: string) => finish(new RpcException({ code, message }));
+      const refuse = (code: status, message: string) => {
+        // An agent speaking for another host is audited like any refused call (issue 7).
+        if (code === status.PERMISSION_DENIED) {
+          const who = certified ? `${certified.kind}:${certified.id}` : 'no certificate identity';
+          const denied = callDenied('dispatcher', {
+            method: '/rebootless.dispatcher.v1.AgentGateway/Connect',
+            code: 'PERMISSION_DENIED',
+            reason: message,
+            subject: who,
+            certificateIdentity: who,
+            peer: call?.getPeer() ?? '',
+          });
+          this.events
+            .publish(denied)
+            .catch((e: unknown) => this.logger.error(`could not record a denied call: ${String(e)}`));
+        }
+        finish(new RpcException({ code, message }));
+      };
       const ack = (messageId: string) => stream.send({ ack: { messageId } });
 
       const subscription = requests.subscribe({

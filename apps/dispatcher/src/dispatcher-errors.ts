@@ -2,7 +2,12 @@
 // each edge). Unknown errors are logged with their stack and answered INTERNAL without details.
 import { status } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
-import { RolloutInputError, RolloutNotFoundError, RolloutPreconditionError } from '@rebootless/rollout';
+import {
+  RolloutForbiddenError,
+  RolloutInputError,
+  RolloutNotFoundError,
+  RolloutPreconditionError,
+} from '@rebootless/rollout';
 
 export class InvalidRequestError extends Error {
   constructor(
@@ -25,6 +30,7 @@ const CODE_OF: readonly [new (...args: never[]) => Error, status][] = [
   [RolloutNotFoundError, status.NOT_FOUND],
   [DependencyUnavailableError, status.UNAVAILABLE],
   [PermissionError, status.PERMISSION_DENIED],
+  [RolloutForbiddenError, status.PERMISSION_DENIED],
 ];
 
 export interface ErrorLog {

@@ -1,8 +1,12 @@
 import { Controller, Inject, Logger } from '@nestjs/common';
 import type { Metadata, ServerUnaryCall } from '@grpc/grpc-js';
+import { RpcException } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { dispatcher, events } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
+import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
+import type { EventPublisher } from '@rebootless/kafka';
+import { status } from '@grpc/grpc-js';
 import { toRpcException } from './dispatcher-errors';
 import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
@@ -41,6 +45,11 @@ function strip(value: unknown): unknown {
   return value;
 }
 
+function statusOf(error: RpcException): number | undefined {
+  const body = error.getError();
+  return typeof body === 'object' && body !== null && 'code' in body ? Number(body.code) : undefined;
+}
+
 const FINAL = new Set([
   dispatcher.RolloutState.ROLLOUT_STATE_COMPLETED,
   dispatcher.RolloutState.ROLLOUT_STATE_ABORTED,
@@ -57,14 +66,34 @@ export class RolloutController implements dispatcher.RolloutServiceController {
     @Inject(RolloutOperations) private readonly rollouts: RolloutOperations,
     @Inject(RolloutEngine) private readonly engine: RolloutEngine,
     @Inject(UndoOperation) private readonly undos: UndoOperation,
+    @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
   ) {}
 
-  private async answer<T>(what: string, work: () => Promise<T> | T): Promise<T> {
+  private async answer<T>(what: string, work: () => Promise<T> | T, caller?: events.Actor): Promise<T> {
     try {
       return await work();
     } catch (error) {
-      throw toRpcException(error, what, this.logger);
+      const rpc = toRpcException(error, what, this.logger);
+      if (caller && statusOf(rpc) === status.PERMISSION_DENIED) {
+        await this.recordDenied(what, caller, error instanceof Error ? error.message : String(error));
+      }
+      throw rpc;
     }
+  }
+
+  /** A refusal the access table could not make (it needs the rollout) is audited like the table's. */
+  private async recordDenied(what: string, caller: events.Actor, reason: string): Promise<void> {
+    const denied = callDenied('dispatcher', {
+      method: `/rebootless.dispatcher.v1.RolloutService/${what}`,
+      code: 'PERMISSION_DENIED',
+      reason,
+      subject: `user:${caller.id}`,
+      certificateIdentity: '',
+      peer: caller.origin,
+    });
+    await this.events
+      .publish(denied)
+      .catch((e: unknown) => this.logger.error(`could not record a denied call: ${String(e)}`));
   }
 
   createRollout(request: dispatcher.CreateRolloutRequest, metadata?: Metadata, call?: Call) {
@@ -128,9 +157,12 @@ export class RolloutController implements dispatcher.RolloutServiceController {
   }
 
   approveRollout(request: dispatcher.ApproveRolloutRequest, metadata?: Metadata, call?: Call) {
-    return this.answer('ApproveRollout', async () => ({
-      rollout: await this.rollouts.approve(request.rolloutId, request.waveIndex, callerOf(metadata, call)),
-    }));
+    const caller = callerOf(metadata, call);
+    return this.answer(
+      'ApproveRollout',
+      async () => ({ rollout: await this.rollouts.approve(request.rolloutId, request.waveIndex, caller) }),
+      caller,
+    );
   }
 
   undo(request: dispatcher.UndoRequest, metadata?: Metadata, call?: Call) {

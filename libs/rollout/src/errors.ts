@@ -25,3 +25,11 @@ export class RolloutNotFoundError extends Error {
     this.name = 'RolloutNotFoundError';
   }
 }
+
+/** The caller may not do this to this rollout (PERMISSION_DENIED), e.g. approve their own rollout. */
+export class RolloutForbiddenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RolloutForbiddenError';
+  }
+}

@@ -1,7 +1,7 @@
 import { dispatcher, events } from '@rebootless/contracts';
-import { RolloutPreconditionError } from './errors';
+import { RolloutForbiddenError, RolloutPreconditionError } from './errors';
 import { abort, approve, pause, resume, rollBack } from './rollout-decider';
-import { planUndo } from './rollout-planner';
+import { planRollout, planUndo } from './rollout-planner';
 import { rolloutView } from './rollout-view';
 import { catalogWith, fleetOf, hostIds, make, request, RolloutDriver, strategy, T0 } from './test-fleet';
 
@@ -109,6 +109,29 @@ describe('approval gates', () => {
     expect(rolloutView(run, d.now).waves[1]!.state).toBe(W.WAVE_STATE_AWAITING_APPROVAL);
     approve(run, 1, 'alice').forEach((e) => d.write(e));
     expect(d.types(d.settle())[0]).toBe('WaveStarted');
+  });
+});
+
+describe('the two-person rule', () => {
+  it('refuses an approval by the person who created the rollout, and takes another approver', () => {
+    const d = driver(6);
+    const created = planRollout(
+      'r2',
+      request({ strategy: strategy({ approvalBeforeFirstWave: true, waves: [{ percent: 100 }] }) }),
+      d.fleet,
+      d.catalog,
+    );
+    const alice = { kind: events.ActorKind.ACTOR_KIND_USER, id: 'alice', origin: '127.0.0.1' };
+    const run = d.book.evolve({ type: 'RolloutCreated', data: created }, { at: d.now, actor: alice })!;
+
+    expect(() => approve(run, 0, 'alice')).toThrow(
+      new RolloutForbiddenError(
+        'alice created rollout r2 and cannot approve it too: another approver must (two-person rule)',
+      ),
+    );
+    expect(approve(run, 0, 'bob')).toEqual([
+      { type: 'RolloutApproved', data: { rolloutId: 'r2', waveIndex: 0, approver: 'bob' } },
+    ]);
   });
 });
 

@@ -2,7 +2,7 @@
 // which agents are connected. Pure: time, ids and connectivity come in as arguments, and the
 // result is events to write (each written before its effect, e.g. the command it describes).
 import { events, toTimestamp } from '@rebootless/contracts';
-import { RolloutInputError, RolloutPreconditionError } from './errors';
+import { RolloutForbiddenError, RolloutInputError, RolloutPreconditionError } from './errors';
 import { insideWindow, isWindowSet, parseWindow } from './maintenance-window';
 import {
   failureOf,
@@ -360,6 +360,9 @@ export function rollBack(run: RolloutRun, reason: string): RolloutEvent[] {
   ];
 }
 
+/** The actor id of a call made to a server without authentication. */
+export const UNAUTHENTICATED = 'unauthenticated';
+
 export function approve(run: RolloutRun, waveIndex: number, approver: string): RolloutEvent[] {
   const waiting = waveAwaitingApproval(run);
   if (!waiting) {
@@ -370,6 +373,13 @@ export function approve(run: RolloutRun, waveIndex: number, approver: string): R
   if (waiting.index !== waveIndex) {
     throw new RolloutPreconditionError(
       `wave_index ${waveIndex} is not the wave waiting for approval: ${waiting.name} (index ${waiting.index}) is`,
+    );
+  }
+  // Two-person rule: whoever created a rollout cannot approve it. Without identities (a plaintext
+  // test server answers every caller as "unauthenticated") there is no person to compare.
+  if (approver !== UNAUTHENTICATED && run.createdBy?.id === approver) {
+    throw new RolloutForbiddenError(
+      `${approver} created rollout ${run.rolloutId} and cannot approve it too: another approver must (two-person rule)`,
     );
   }
   return [{ type: 'RolloutApproved', data: { rolloutId: run.rolloutId, waveIndex, approver } }];

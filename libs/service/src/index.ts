@@ -13,5 +13,5 @@ export {
   type StopReason,
 } from './boot-service';
 export * from './event-log';
-export { callerActor, clientCredentials, serverTransport } from './transport';
+export { callDenied, callerActor, clientCredentials, serverTransport } from './transport';
 export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';

@@ -1,0 +1,163 @@
+// The agent gateway over real TLS (issue 7): an agent speaks only for the host its certificate
+// names, and each refusal is audited like any other denied call.
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { grpcServices, protoLoaderOptions, type dispatcher, type events } from '@rebootless/contracts';
+import { appendToChain, decodeEvent, generateSigningKey, startEpoch } from '@rebootless/events';
+import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
+import {
+  channelCredentials,
+  ensureCertificateAuthority,
+  issueCertificate,
+  loadTlsMaterial,
+  type Identity,
+} from '@rebootless/trust';
+import { startDispatcher, type ServiceProcess } from './fleet/rig';
+
+const RELEASE = '6.1.0-56-cloud-amd64';
+
+let pki: string;
+let topic: string;
+let address: string;
+let dispatcherProcess: ServiceProcess;
+
+beforeAll(async () => {
+  pki = fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-'));
+  await ensureCertificateAuthority(pki);
+  for (const identity of [
+    { kind: 'service', id: 'dispatcher' },
+    { kind: 'host', id: 'web-a' },
+    { kind: 'user', id: 'cli' },
+  ] as const) {
+    await issueCertificate(pki, identity);
+  }
+  topic = await freshEventsTopic('gateway-tls', 3);
+  ({ process: dispatcherProcess, address } = await startDispatcher({
+    topic,
+    brokers: process.env['KAFKA_BROKERS']!,
+    dataDir: fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-data-')),
+    extra: { REBOOTLESS_PKI_DIR: pki, REBOOTLESS_INSECURE: '' },
+  }));
+});
+
+afterAll(async () => {
+  await dispatcherProcess?.stop();
+  if (pki) fs.rmSync(pki, { recursive: true, force: true });
+});
+
+function openStream(identity: Identity) {
+  const def = loadSync(grpcServices.agentGateway.protoPath, protoLoaderOptions);
+  const Gateway = (
+    grpc.loadPackageDefinition(def) as unknown as {
+      rebootless: { dispatcher: { v1: { AgentGateway: grpc.ServiceClientConstructor } } };
+    }
+  ).rebootless.dispatcher.v1.AgentGateway;
+  const client = new Gateway(address, channelCredentials(loadTlsMaterial(pki, identity)), {
+    'grpc.ssl_target_name_override': 'localhost',
+  });
+  const call = (client['connect'] as () => grpc.ClientDuplexStream<unknown, dispatcher.ConnectResponse>).call(client);
+  const received: dispatcher.ConnectResponse[] = [];
+  let failure: grpc.ServiceError | undefined;
+  call.on('data', (m: dispatcher.ConnectResponse) => received.push(m));
+  call.on('error', (e: grpc.ServiceError) => (failure = e));
+  return { client, call, received, failed: () => failure };
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function hello(hostId: string) {
+  return {
+    messageId: '1',
+    hello: { facts: { hostId, kernelRelease: RELEASE, labels: {} }, agentPublicKey: Buffer.alloc(32) },
+  };
+}
+
+function envelopesOf(producerId: string, hostId: string): Buffer[] {
+  const key = generateSigningKey();
+  const { events: chained } = appendToChain(
+    startEpoch(producerId, 1),
+    [
+      {
+        stream: `host/${hostId}`,
+        payload: {
+          type: 'ChainEpochStarted',
+          data: { publicKey: key.rawPublicKey, previousEpoch: 0, reason: 1, detail: '' },
+        },
+      },
+    ],
+    key,
+  );
+  return chained.map((e) => Buffer.from(e.envelope));
+}
+
+describe('an agent holding the certificate of host web-a', () => {
+  it('may say hello as web-a and relay web-a events', async () => {
+    const { client, call, received, failed } = openStream({ kind: 'host', id: 'web-a' });
+    call.write(hello('web-a'));
+    call.write({ messageId: '2', relayEvents: { envelopes: envelopesOf('agent/web-a', 'web-a') } });
+    await until(() => received.some((m) => m.ack?.messageId === '2'), 'the relay was acknowledged');
+    expect(failed()).toBeUndefined();
+    call.end();
+    client.close();
+  });
+
+  it('cannot say hello as web-b: PERMISSION_DENIED', async () => {
+    const { client, call, failed } = openStream({ kind: 'host', id: 'web-a' });
+    call.write(hello('web-b'));
+    await until(() => failed() !== undefined, 'the stream was refused');
+    expect({ code: failed()!.code, details: failed()!.details }).toEqual({
+      code: grpc.status.PERMISSION_DENIED,
+      details: 'the certificate names host web-a, not web-b',
+    });
+    client.close();
+  });
+
+  it("cannot relay (sign for) web-b's events: PERMISSION_DENIED, nothing written", async () => {
+    const { client, call, received, failed } = openStream({ kind: 'host', id: 'web-a' });
+    call.write(hello('web-a'));
+    const forged = envelopesOf('agent/web-b', 'web-b');
+    call.write({ messageId: '2', relayEvents: { envelopes: forged } });
+    await until(() => failed() !== undefined, 'the stream was refused');
+    expect(failed()!.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(received.map((m) => m.ack?.messageId)).toEqual(['1']);
+    const records = await readWholeTopic(testKafka(), topic);
+    expect(records.filter((r) => r.value && Buffer.compare(r.value, forged[0]!) === 0)).toEqual([]);
+    client.close();
+  });
+
+  it('an operator client certificate cannot open an agent stream at all', async () => {
+    const { client, call, failed } = openStream({ kind: 'user', id: 'cli' });
+    call.write(hello('web-a'));
+    await until(() => failed() !== undefined, 'the stream was refused');
+    expect(failed()!.code).toBe(grpc.status.PERMISSION_DENIED);
+    client.close();
+  });
+
+  it('each refusal is in the log as a CallDenied event naming the certificate and the reason', async () => {
+    let denied: events.CallDenied[] = [];
+    for (let i = 0; i < 60 && denied.length < 3; i++) {
+      const records = await readWholeTopic(testKafka(), topic);
+      denied = records.flatMap((r) => {
+        const body = r.value ? decodeEvent(r.value).body : undefined;
+        return body?.callDenied ? [body.callDenied] : [];
+      });
+      if (denied.length < 3) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(denied).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ subject: 'host:web-a', reason: 'the certificate names host web-a, not web-b' }),
+        expect.objectContaining({ subject: 'host:web-a', reason: expect.stringContaining('agent/web-b') }),
+        expect.objectContaining({ certificateIdentity: 'user:cli', code: 'PERMISSION_DENIED' }),
+      ]),
+    );
+  });
+});
