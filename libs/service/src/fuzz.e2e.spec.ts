@@ -119,8 +119,9 @@ function callRaw(
       );
     } else if (!method.requestStream) {
       const call = client.makeServerStreamRequest(method.path, id, id, bytes, metadata, { deadline });
-      // A stream that starts answering was accepted; stop it there.
-      call.on('data', () => call.cancel());
+      // Read to the end rather than cancel: thousands of client resets trip Node's HTTP/2 defence
+      // against rapid-reset floods, which closes the session (a transport answer, not the service's).
+      call.on('data', () => undefined);
       call.on('error', (error: grpc.ServiceError) => done(error.code, error.details));
       call.on('end', () => done(grpc.status.OK, ''));
     } else {
