@@ -15,7 +15,7 @@ import {
   loadTlsMaterial,
   type Identity,
 } from '@rebootless/trust';
-import { startDispatcher, type ServiceProcess } from './fleet/rig';
+import { startDispatcher, type ServiceProcess } from '@rebootless/testing';
 
 const RELEASE = '6.1.0-56-cloud-amd64';
 

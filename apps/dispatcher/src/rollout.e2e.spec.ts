@@ -24,8 +24,8 @@ import {
   type BuiltPatch,
   type Client,
   type ServiceProcess,
-} from './fleet/rig';
-import { SimulatedFleet, type SimulatedHostSpec } from './fleet/simulated-fleet';
+} from '@rebootless/testing';
+import { SimulatedFleet, type SimulatedHostSpec } from '@rebootless/testing';
 
 const RELEASE = '6.1.0-56-cloud-amd64';
 const OTHER_RELEASE = '6.1.0-55-cloud-amd64';

@@ -2,3 +2,5 @@ export * from './kafka';
 export * from './process';
 export * from './otlp-receiver';
 export * from './trace-view';
+export * from './fleet/rig';
+export * from './fleet/simulated-fleet';

@@ -12,7 +12,8 @@ import { builder, dispatcher, grpcServices, protoLoaderOptions, type GrpcService
 import { ChainStateFile } from '@rebootless/kafka';
 import { livepatchSample } from '@rebootless/kernel-toolchain';
 
-export const REPO_ROOT = path.resolve(__dirname, '../../../..');
+import { REPO_ROOT } from '../process';
+export { REPO_ROOT };
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -12,7 +12,6 @@ import * as path from 'node:path';
 import { dispatcher, grpcServices, ledger } from '@rebootless/contracts';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
 import {
-  REPO_ROOT,
   buildPatch,
   freePort,
   rolloutClient,
@@ -23,6 +22,7 @@ import {
   unary,
   type ServiceProcess,
 } from '../fleet/rig';
+import { REPO_ROOT } from '../process';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
 const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 10_000);
