@@ -26,9 +26,12 @@ import {
   type ServiceProcess,
 } from '@rebootless/testing';
 import { SimulatedFleet, type SimulatedHostSpec } from '@rebootless/testing';
+import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 
-const RELEASE = '6.1.0-56-cloud-amd64';
-const OTHER_RELEASE = '6.1.0-55-cloud-amd64';
+// The patch is really built, so its release is Debian's current cloud kernel, resolved when the
+// tests run; the other release only names hosts the patch was not built for.
+let RELEASE: string;
+const OTHER_RELEASE = '6.1.0-1-cloud-amd64';
 const R = dispatcher.RolloutState;
 const H = dispatcher.HostRolloutState;
 
@@ -72,6 +75,7 @@ beforeAll(async () => {
   root = fs.mkdtempSync(path.join(tmpdir(), 'rebootless-dispatcher-e2e-'));
   topic = await freshEventsTopic('dispatcher', 6);
   builderDir = path.join(root, 'builder');
+  RELEASE = await currentDebianCloudRelease();
   ({
     process: builderProcess,
     address: builderAddress,
