@@ -92,17 +92,17 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
     }
   }
 
-  /** The trace whose root is the CLI's command span `rebootless <command>`, once `done` holds for it. */
-  async function traceOf(command: string, done: (view: TraceView) => boolean): Promise<TraceView> {
-    const rootOf = (spans: readonly ReceivedSpan[]) =>
-      spans.find((s) => s.service === 'cli' && s.name === `rebootless ${command}`);
+  /** The trace of rollout `rolloutId` (its waves name it), once `done` holds for it. */
+  async function traceOf(rolloutId: string, done: (view: TraceView) => boolean): Promise<TraceView> {
+    const traceIdOf = (spans: readonly ReceivedSpan[]) =>
+      spans.find((s) => s.name === 'rollout wave' && s.attributes['rebootless.rollout.id'] === rolloutId)?.traceId;
     const spans = await receiver.waitFor((all) => {
-      const root = rootOf(all);
-      return root !== undefined && done(new TraceView(all, root.traceId));
+      const traceId = traceIdOf(all);
+      return traceId !== undefined && done(new TraceView(all, traceId));
     }, 120_000);
     // Spans still in the processes' export queues (200 ms) arrive before the view is taken.
     await new Promise((r) => setTimeout(r, 1_500));
-    return new TraceView(receiver.spans(), rootOf(spans)!.traceId);
+    return new TraceView(receiver.spans(), traceIdOf(spans)!);
   }
 
   beforeAll(async () => {
@@ -229,7 +229,7 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
       ]);
     }
 
-    rolloutTrace = await traceOf('rollout create', (view) => {
+    rolloutTrace = await traceOf(rollout.rolloutId, (view) => {
       const projected = new Set(view.find('ledger projection').map((s) => s.attributes['rebootless.event.type']));
       return (
         [
@@ -348,16 +348,19 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
       const shown = await json(['hosts', 'show', 'trace-02']);
       return shown.stack.entries.length === 0 ? shown : undefined;
     });
-    expect(after).toMatchObject({ hostId: 'trace-02', stack: { entries: [] } });
+    expect(after).toMatchObject({ stack: { entries: [] } });
     expect((await json(['hosts', 'show', 'trace-01'])).stack.entries).toEqual([
       expect.objectContaining({ moduleName: MODULE }),
     ]);
 
-    const view = await traceOf('undo', (v) =>
+    const view = await traceOf(undone.rolloutId, (v) =>
       v.find('ledger projection').some((s) => s.attributes['rebootless.event.type'] === 'RolloutCompleted'),
     );
     const tree = view.describe();
     expect({ orphans: view.orphans().map(describeSpan), tree }).toEqual({ orphans: [], tree });
+    expect(view.spans.filter((s) => !s.parentSpanId).map((s) => `${s.service} ${s.name}`)).toEqual([
+      'cli rebootless undo',
+    ]);
     expect(view.traceId).not.toBe(rolloutTrace.traceId);
     const undo = view.find(
       (s) => s.service === 'dispatcher' && s.kind === 'SERVER' && s.name.endsWith('RolloutService/Undo'),
