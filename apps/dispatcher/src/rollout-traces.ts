@@ -5,11 +5,12 @@
 // from WaveStarted to WaveCompleted; the events written in it (their Kafka producer spans) and
 // the commands sent to agents (their traceparent) hang from it. Approve/Resume calls are traces
 // of their own: the wave they release links to them. In memory only: a restarted dispatcher
-// continues its rollouts untraced (ADR 0008).
+// continues its rollouts in new traces, one per wave (ADR 0008).
 import type { dispatcher } from '@rebootless/contracts';
 import type { RolloutEvent } from '@rebootless/rollout';
 import {
   ATTR,
+  ROOT_CONTEXT,
   SPAN,
   activeSpanLink,
   captureTraceContext,
@@ -54,7 +55,7 @@ export class RolloutTraces {
               [ATTR.wave]: e.data.waveIndex,
               'rebootless.rollout.wave.hosts': e.data.hostIds.length,
             },
-            { parent: this.created.get(id) ?? captureTraceContext(), ...(links ? { links } : {}) },
+            { parent: this.created.get(id) ?? ROOT_CONTEXT, ...(links ? { links } : {}) },
           );
           this.waves.set(id, wave);
           return wave.context;
@@ -87,6 +88,8 @@ export class RolloutTraces {
   }
 
   private current(rolloutId: string): Context {
-    return this.waves.get(rolloutId)?.context ?? this.created.get(rolloutId) ?? captureTraceContext();
+    // A rollout created before this dispatcher started: a trace of its own, rather than whatever
+    // woke the tick up (an agent's stream, say).
+    return this.waves.get(rolloutId)?.context ?? this.created.get(rolloutId) ?? ROOT_CONTEXT;
   }
 }

@@ -17,7 +17,15 @@ import {
   type TextMapGetter,
 } from '@opentelemetry/api';
 
-export { SpanKind, SpanStatusCode, type Attributes, type Context, type Link, type Span } from '@opentelemetry/api';
+export {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  type Attributes,
+  type Context,
+  type Link,
+  type Span,
+} from '@opentelemetry/api';
 
 /** The span names operators see, one per thing the system does (issue 8). */
 export const SPAN = {
@@ -40,6 +48,7 @@ export const ATTR = {
   buildId: 'rebootless.build.id',
   rolloutId: 'rebootless.rollout.id',
   wave: 'rebootless.rollout.wave',
+  waveHosts: 'rebootless.rollout.wave.hosts',
   hostId: 'rebootless.host.id',
   patchId: 'rebootless.patch.id',
   patchVersion: 'rebootless.patch.version',
