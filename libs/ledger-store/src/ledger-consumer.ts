@@ -40,8 +40,8 @@ const REJECTING: ReadonlySet<FindingKind> = new Set([
 /**
  * Only records written this recently get a `ledger projection` span: older ones are a replay
  * (a new or rebuilt ledger reads the whole log), whose producers' traces ended long ago, and a
- * span with its export costs about as much as projecting the record (measured 40 µs or more on
- * 2 shared cores; a SQLite replay projects 23k records/s, 43 µs each).
+ * span with its export costs as much as projecting the record or more (bench:telemetry,
+ * `project`: 40-125 µs; a SQLite replay projects 23k records/s, 43 µs each).
  */
 const TRACED_RECORD_AGE_MS = 60_000;
 
