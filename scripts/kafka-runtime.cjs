@@ -441,7 +441,10 @@ function serverProperties(config) {
 
 function formatStorage(config, java, classpath) {
   if (fs.existsSync(path.join(config.logDirs, 'meta.properties'))) return false;
-  const clusterId = crypto.randomBytes(16).toString('base64url');
+  // base64url may start with '-', which kafka-storage's argument parser takes for an option.
+  let clusterId;
+  do clusterId = crypto.randomBytes(16).toString('base64url');
+  while (clusterId.startsWith('-'));
   config.log(`kafka: formatting KRaft storage in ${config.logDirs} (cluster id ${clusterId})`);
   const result = spawnSync(
     java,

@@ -1,6 +1,7 @@
 // The rebootless command: parse, dispatch to the command's handler, map every failure to one
 // message on stderr and an exit code (exit-codes.ts). Everything from outside comes in through
 // CliIo, so the whole CLI runs the same in a test as from a shell.
+import { withSpan } from '@rebootless/telemetry';
 import { parseArgs, helpText, type ParsedCommand } from './args';
 import { audit, hostsList, hostsShow, ledgerVerify, reportPci } from './ledger-commands';
 import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
@@ -103,7 +104,13 @@ export async function runCli(io: CliIo): Promise<ExitCode> {
     // Settle the connection settings before anything else, so a bad setting is a usage error
     // even for commands that fail on their own flags later.
     lazyCalls();
-    return await HANDLERS[name]!(ctx);
+    // One span per command: the root of its trace (a rollout's, for rollout create and undo),
+    // so its calls (create, then watch) hang together.
+    return await withSpan(`rebootless ${name}`, {}, async (span) => {
+      const code = await HANDLERS[name]!(ctx);
+      span.setAttribute('rebootless.cli.exit_code', code);
+      return code;
+    });
   } catch (error) {
     if (interrupted) {
       io.stderr.write(

@@ -6,6 +6,7 @@ import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
+import { withTraceContext } from '@rebootless/telemetry';
 import type { AgentStream } from './agent-connections';
 import { PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
@@ -124,7 +125,8 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
             relaying = relaying.then(async () => {
               if (ended) return;
               try {
-                await this.relay.relay(host, envelopes);
+                // The agent's traceparent (the work that recorded these events): the producer spans join it.
+                await withTraceContext(request, () => this.relay.relay(host, envelopes));
                 ack(request.messageId);
               } catch (error) {
                 if (error instanceof PermissionError) return refuse(status.PERMISSION_DENIED, error.message);

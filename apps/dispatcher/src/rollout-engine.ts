@@ -18,8 +18,10 @@ import {
   type RolloutRun,
   type TickContext,
 } from '@rebootless/rollout';
+import { telemetryStatus, traceFields, withContext, type Context } from '@rebootless/telemetry';
 import { AgentConnections } from './agent-connections';
 import { EventLogFollower, type FollowedEvent } from './event-log-follower';
+import { RolloutTraces } from './rollout-traces';
 
 const ROLLOUT_EVENTS = new Set<string>([
   'RolloutCreated',
@@ -93,6 +95,8 @@ export class RolloutEngine {
   private readonly pendingWatch = new Map<string, string>();
   private watchTimer?: NodeJS.Timeout;
   private stopped = false;
+  /** Only when spans are exported: untraced, writing stays exactly as it was. */
+  private readonly traces = telemetryStatus().exporting ? new RolloutTraces() : undefined;
 
   constructor(private readonly opts: RolloutEngineOptions) {
     this.now = opts.now ?? Date.now;
@@ -163,10 +167,23 @@ export class RolloutEngine {
         correlationId: rolloutId,
         occurredAt: new Date(at),
       }));
-      await this.opts.publisher.publish(drafts);
+      const contexts = this.traces?.contextsFor(chunk);
+      if (!contexts) await this.opts.publisher.publish(drafts);
+      else await this.publishIn(contexts, drafts);
       for (const e of chunk) this.book.evolve(e, { at, actor: by });
-      for (const e of chunk) this.carryOut(e);
+      for (const [j, e] of chunk.entries()) this.carryOut(e, contexts?.[j]);
+      this.traces?.written(chunk);
       for (const type of new Set(chunk.map((e) => e.type))) this.changed(run?.rolloutId ?? rolloutId, type);
+    }
+  }
+
+  /** Each run of drafts sharing a context is published in it, so its producer spans hang there. */
+  private async publishIn(contexts: readonly Context[], drafts: readonly EventDraft[]): Promise<void> {
+    for (let from = 0; from < drafts.length;) {
+      let to = from + 1;
+      while (to < drafts.length && contexts[to] === contexts[from]) to += 1;
+      await withContext(contexts[from]!, () => this.opts.publisher.publish(drafts.slice(from, to)));
+      from = to;
     }
   }
 
@@ -176,10 +193,11 @@ export class RolloutEngine {
     for (const run of this.book.all()) {
       const host = run.hosts.get(hostId);
       if (!host) continue;
+      const trace = this.traces?.commandFields(run.rolloutId);
       if (host.revert && !host.revertOutcome && now <= host.revert.expiresAt) {
-        this.agents.send(hostId, { revert: this.revertCommand(run, hostId) });
+        this.agents.send(hostId, { revert: this.revertCommand(run, hostId), ...trace });
       } else if (!host.revert && host.apply && !host.applyOutcome && now <= host.apply.expiresAt) {
-        this.agents.send(hostId, { apply: this.applyCommand(run, hostId) });
+        this.agents.send(hostId, { apply: this.applyCommand(run, hostId), ...trace });
       }
       this.dirty.add(run.rolloutId);
     }
@@ -264,13 +282,16 @@ export class RolloutEngine {
     };
   }
 
-  private carryOut(e: RolloutEvent): void {
+  /** `trace`: the context the event was written in; the command carries it to the agent. */
+  private carryOut(e: RolloutEvent, trace?: Context): void {
     if (e.type === 'HostApplyRequested') {
       const { hostId, rolloutId } = e.data;
-      this.agents.send(hostId, { apply: this.applyCommand(this.book.get(rolloutId)!, hostId) });
+      const apply = this.applyCommand(this.book.get(rolloutId)!, hostId);
+      this.agents.send(hostId, trace ? { apply, ...traceFields(trace) } : { apply });
     } else if (e.type === 'HostRevertRequested') {
       const { hostId, rolloutId } = e.data;
-      this.agents.send(hostId, { revert: this.revertCommand(this.book.get(rolloutId)!, hostId) });
+      const revert = this.revertCommand(this.book.get(rolloutId)!, hostId);
+      this.agents.send(hostId, trace ? { revert, ...traceFields(trace) } : { revert });
     }
   }
 

@@ -8,6 +8,17 @@ import { ArtifactStore, type PatchManifest } from '@rebootless/artifacts';
 import { agent as agentApi, dispatcher, events, fromTimestamp, toTimestamp } from '@rebootless/contracts';
 import type { EventDraft, EventPayload } from '@rebootless/events';
 import { isKernelError, type KernelPort } from '@rebootless/kernel-model';
+import {
+  ATTR,
+  SPAN,
+  SpanStatusCode,
+  telemetryStatus,
+  traceFields,
+  withSpanFrom,
+  withTraceContext,
+  type Span,
+  type TraceFields,
+} from '@rebootless/telemetry';
 import { readHostFacts } from './host/host-facts';
 import { AgentStateFile, type DesiredPatch } from './state/agent-state';
 import { EventOutbox } from './state/event-outbox';
@@ -100,6 +111,8 @@ export class Agent {
   private unwatchDrift: (() => void) | undefined;
   private readonly producerId: string;
   private readonly stream: string;
+  /** Spans exported in this process: facts keep their trace to be sent under it. */
+  private readonly tracing = telemetryStatus().exporting;
 
   constructor(readonly options: AgentOptions) {
     this.state = new AgentStateFile(options.dataDir, options.syncWrites ?? true);
@@ -221,6 +234,12 @@ export class Agent {
     this.flush();
   }
 
+  /** The span the facts are recorded in (agent verify, agent transition), kept with them. */
+  private activeTrace(): TraceFields | undefined {
+    const fields = traceFields();
+    return fields.traceparent ? fields : undefined;
+  }
+
   /** Delivers what waits in the outbox now; resolves when it is empty or delivery failed once. */
   async drain(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -293,8 +312,9 @@ export class Agent {
   /** Runs one command to its end (tests and embedders may call it without a gateway). */
   handle(command: dispatcher.ConnectResponse): Promise<dispatcher.CommandResult> {
     return this.serialized(async () => {
-      if (command.apply) return this.apply(command.apply);
-      if (command.revert) return this.revert(command.revert);
+      // The command's traceparent (the dispatcher's rollout wave) is the parent of its spans.
+      if (command.apply) return this.apply(command.apply, command);
+      if (command.revert) return this.revert(command.revert, command);
       return this.result('', { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error: 'empty command' });
     });
   }
@@ -309,7 +329,42 @@ export class Agent {
     return next;
   }
 
-  private async apply(cmd: dispatcher.ApplyCommand): Promise<dispatcher.CommandResult> {
+  private async apply(cmd: dispatcher.ApplyCommand, trace: TraceFields = {}): Promise<dispatcher.CommandResult> {
+    const attributes = this.spanAttributes(cmd);
+    const verified = await withSpanFrom(trace, SPAN.agentVerify, attributes, async (span) => {
+      const checked = await this.verifyApply(cmd);
+      if ('result' in checked) settle(span, checked.result);
+      return checked;
+    });
+    if ('result' in verified) return verified.result;
+    const { manifest, modulePath } = verified;
+    const live = (await this.options.kernel.listPatches()).find((p) => p.moduleName === manifest.moduleName);
+    if (live?.enabled && !live.transition) {
+      // Already live (a command sent again under a new id): nothing to do, say so.
+      this.rememberDesired(manifest, cmd.artifactDigest);
+      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '' });
+    }
+    return withSpanFrom(
+      trace,
+      SPAN.agentTransition,
+      { ...attributes, [MODULE_ATTR]: manifest.moduleName },
+      async (span) => settle(span, await this.load(cmd, manifest, modulePath, cmd.allowForce)),
+    );
+  }
+
+  private spanAttributes(cmd: { rolloutId: string; patchId: string; version: string }) {
+    return {
+      [ATTR.hostId]: this.hostId,
+      [ATTR.rolloutId]: cmd.rolloutId,
+      [ATTR.patchId]: cmd.patchId,
+      [ATTR.patchVersion]: cmd.version,
+    };
+  }
+
+  /** The command and its artifact checked before the kernel is touched: the module, or the refusal answered. */
+  private async verifyApply(
+    cmd: dispatcher.ApplyCommand,
+  ): Promise<{ manifest: PatchManifest; modulePath: string } | { result: dispatcher.CommandResult }> {
     const refuse = (error: CommandRefused, stage = 'verify') => {
       this.record(
         [
@@ -320,7 +375,9 @@ export class Agent {
         ],
         cmd,
       );
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage, error: error.message });
+      return {
+        result: this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage, error: error.message }),
+      };
     };
     // Expired and replayed commands: refused before anything is fetched.
     try {
@@ -335,10 +392,8 @@ export class Agent {
     }
     this.remember(cmd.commandId, cmd.expiresAt);
 
-    let manifest: PatchManifest;
-    let modulePath: string;
     try {
-      ({ manifest, modulePath } = await this.obtainArtifact(cmd));
+      return await this.obtainArtifact(cmd);
     } catch (error) {
       if (error instanceof CommandRefused) {
         if (error.reason === 'retracted') this.learnRetraction(cmd.patchId, cmd.version, error.message);
@@ -346,16 +401,10 @@ export class Agent {
       }
       const message = error instanceof Error ? error.message : String(error);
       this.record([{ type: 'PatchApplyFailed', data: this.applyFailed(cmd, 'fetch', message, [], false) }], cmd);
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_FAILED, stage: 'fetch', error: message });
+      return {
+        result: this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_FAILED, stage: 'fetch', error: message }),
+      };
     }
-
-    const live = (await this.options.kernel.listPatches()).find((p) => p.moduleName === manifest.moduleName);
-    if (live?.enabled && !live.transition) {
-      // Already live (a command sent again under a new id): nothing to do, say so.
-      this.rememberDesired(manifest, cmd.artifactDigest);
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '' });
-    }
-    return this.load(cmd, manifest, modulePath, cmd.allowForce);
   }
 
   /** Loads a verified module and sees its transition through (or reverses it). */
@@ -540,9 +589,9 @@ export class Agent {
     };
   }
 
-  private async revert(cmd: dispatcher.RevertCommand): Promise<dispatcher.CommandResult> {
-    const kernel = this.options.kernel;
-    const failed = (stage: string, error: string, stalledTasks: events.StalledTask[] = []) =>
+  private async revert(cmd: dispatcher.RevertCommand, trace: TraceFields = {}): Promise<dispatcher.CommandResult> {
+    const attributes = this.spanAttributes(cmd);
+    const failed: RevertFailed = (stage: string, error: string, stalledTasks: events.StalledTask[] = []) =>
       this.record(
         [
           {
@@ -560,6 +609,23 @@ export class Agent {
         ],
         cmd,
       );
+    const checked = await withSpanFrom(trace, SPAN.agentVerify, attributes, async (span) => {
+      const outcome = this.verifyRevert(cmd, failed);
+      if ('result' in outcome) settle(span, outcome.result);
+      return outcome;
+    });
+    if ('result' in checked) return checked.result;
+    const { moduleName } = checked;
+    return withSpanFrom(trace, SPAN.agentTransition, { ...attributes, [MODULE_ATTR]: moduleName }, async (span) =>
+      settle(span, await this.disableAndRemove(cmd, moduleName, failed)),
+    );
+  }
+
+  /** A revert checked (replay, expiry, which module, not forced): the module, or the refusal answered. */
+  private verifyRevert(
+    cmd: dispatcher.RevertCommand,
+    failed: RevertFailed,
+  ): { moduleName: string } | { result: dispatcher.CommandResult } {
     try {
       checkCommand(
         { commandId: cmd.commandId, ...(cmd.expiresAt ? { expiresAt: fromTimestamp(cmd.expiresAt) } : {}) },
@@ -569,11 +635,13 @@ export class Agent {
     } catch (error) {
       if (!(error instanceof CommandRefused)) throw error;
       failed('verify', error.message);
-      return this.answer(cmd.commandId, {
-        outcome: Outcome.COMMAND_OUTCOME_REJECTED,
-        stage: 'verify',
-        error: error.message,
-      });
+      return {
+        result: this.answer(cmd.commandId, {
+          outcome: Outcome.COMMAND_OUTCOME_REJECTED,
+          stage: 'verify',
+          error: error.message,
+        }),
+      };
     }
     this.remember(cmd.commandId, cmd.expiresAt);
     const desired = this.state.data.desired.find((d) => d.patchId === cmd.patchId && d.version === cmd.version);
@@ -581,13 +649,27 @@ export class Agent {
     if (moduleName === '') {
       const error = `patch ${cmd.patchId} ${cmd.version} is unknown here and the command names no module`;
       failed('verify', error);
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error });
+      return {
+        result: this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error }),
+      };
     }
     if (this.state.data.forced.some((f) => f.moduleName === moduleName && f.bootId === this.bootId)) {
       const error = `${moduleName} was forced this boot: it can never be removed, only rebooted away`;
       failed('verify', error);
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error });
+      return {
+        result: this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error }),
+      };
     }
+    return { moduleName };
+  }
+
+  /** Disables a verified revert's module, waits for the transition and removes it. */
+  private async disableAndRemove(
+    cmd: dispatcher.RevertCommand,
+    moduleName: string,
+    failed: RevertFailed,
+  ): Promise<dispatcher.CommandResult> {
+    const kernel = this.options.kernel;
     this.sendResult(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_ACCEPTED, stage: 'disable', error: '' }, []);
     const startedAt = Date.now();
     const live = (await kernel.listPatches()).find((p) => p.moduleName === moduleName);
@@ -937,7 +1019,7 @@ export class Agent {
       ...(cause?.commandId ? { causationId: cause.commandId } : {}),
       payload,
     }));
-    this.outbox.append(drafts);
+    this.outbox.append(drafts, this.tracing ? this.activeTrace() : undefined);
     this.flush();
   }
 
@@ -979,41 +1061,62 @@ export class Agent {
       this.flushTimer = undefined;
     }
     if (this.flushing || !this.running || this.flushTimer) return;
-    const batch = this.outbox.pending(200);
+    let batch = this.outbox.pending(200);
     if (batch.length === 0) return;
+    // Sent under the trace they were recorded in; kafkajs gives a send one parent, so a delivery
+    // holds one trace's records (untraced: all of them, as before).
+    const trace = batch[0]!.trace;
+    const cut = batch.findIndex((r) => r.trace?.traceparent !== trace?.traceparent);
+    if (cut > 0) batch = batch.slice(0, cut);
     this.flushing = true;
     const relay = this.gateway ?? { relay: () => Promise.reject(new Error('no dispatcher configured')) };
     const last = batch[batch.length - 1]!.seq;
-    this.options.sink
-      .deliver(
+    withTraceContext(trace, () =>
+      this.options.sink.deliver(
         this.hostId,
         batch.map((r) => r.envelope),
         relay,
-      )
-      .then(
-        () => {
-          this.flushFailures = 0;
-          this.outbox.confirm(last);
-          this.flushing = false;
+      ),
+    ).then(
+      () => {
+        this.flushFailures = 0;
+        this.outbox.confirm(last);
+        this.flushing = false;
+        this.flush();
+      },
+      (error: unknown) => {
+        this.flushing = false;
+        this.flushFailures += 1;
+        const delay = Math.min(30_000, 250 * 2 ** Math.min(this.flushFailures - 1, 8));
+        if (this.flushFailures === 1) this.log(`events not delivered, kept in the outbox: ${String(error)}`);
+        if (!this.running) return;
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = undefined;
           this.flush();
-        },
-        (error: unknown) => {
-          this.flushing = false;
-          this.flushFailures += 1;
-          const delay = Math.min(30_000, 250 * 2 ** Math.min(this.flushFailures - 1, 8));
-          if (this.flushFailures === 1) this.log(`events not delivered, kept in the outbox: ${String(error)}`);
-          if (!this.running) return;
-          this.flushTimer = setTimeout(() => {
-            this.flushTimer = undefined;
-            this.flush();
-          }, delay);
-        },
-      );
+        }, delay);
+      },
+    );
   }
 
   private log(message: string): void {
     this.options.log?.(`agent ${this.hostId}: ${message}`);
   }
+}
+
+type RevertFailed = (stage: string, error: string, stalledTasks?: events.StalledTask[]) => void;
+
+const MODULE_ATTR = 'rebootless.module.name';
+
+/** The command's outcome on its span; anything but success marks the span as an error. */
+function settle(span: Span, result: dispatcher.CommandResult): dispatcher.CommandResult {
+  span.setAttribute(
+    ATTR.outcome,
+    (Outcome[result.outcome] ?? String(result.outcome)).replace('COMMAND_OUTCOME_', '').toLowerCase(),
+  );
+  if (result.outcome !== Outcome.COMMAND_OUTCOME_SUCCEEDED) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: `${result.stage}: ${result.error}` });
+  }
+  return result;
 }
 
 function sleep(ms: number): Promise<void> {

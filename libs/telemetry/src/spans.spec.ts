@@ -6,14 +6,18 @@ import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from '@
 import {
   ATTR,
   SPAN,
+  activeSpanLink,
   captureTraceContext,
   contextFromCarrier,
   linksFromCarriers,
   spanContextFromCarrier,
+  startDomainSpan,
   traceCarrier,
   traceFields,
   withSpan,
   withSpanFrom,
+  withContext,
+  withSpanFromSync,
   withTraceContext,
 } from './spans';
 
@@ -157,5 +161,52 @@ describe('trace carriers', () => {
     ]);
 
     expect(links.map((l) => l.context.spanId)).toEqual([PARENT_ID, '1111111111111111']);
+  });
+});
+
+describe('spans that outlive a call', () => {
+  it('startDomainSpan: a span under a kept context, ended by the caller; work run withContext is its child', async () => {
+    let kept!: ReturnType<typeof captureTraceContext>;
+    let approval: ReturnType<typeof activeSpanLink>;
+    await withSpan('create', {}, () => {
+      kept = captureTraceContext();
+    });
+    await withSpan('approve', {}, () => {
+      approval = activeSpanLink();
+    });
+    const wave = startDomainSpan(SPAN.rolloutWave, { [ATTR.wave]: 0 }, { parent: kept, links: [approval!] });
+    await withContext(wave.context, () => withSpan('send', {}, () => undefined));
+    wave.span.end();
+
+    const created = finished('create');
+    const rolloutWave = finished('rollout wave');
+    expect(rolloutWave.parentSpanContext?.spanId).toBe(created.spanContext().spanId);
+    expect(rolloutWave.spanContext().traceId).toBe(created.spanContext().traceId);
+    expect(rolloutWave.links.map((l) => l.context.spanId)).toEqual([finished('approve').spanContext().spanId]);
+    expect(finished('send').parentSpanContext?.spanId).toBe(rolloutWave.spanContext().spanId);
+  });
+
+  it('activeSpanLink: nothing outside a span', () => {
+    expect(context.with(trace.deleteSpan(context.active()), () => activeSpanLink())).toBeUndefined();
+  });
+
+  it('withSpanFromSync: continues the carrier’s trace synchronously, links the enclosing span, rethrows marked', async () => {
+    let value = 0;
+    await withSpan('batch', {}, () => {
+      value = withSpanFromSync({ traceparent: TRACEPARENT }, SPAN.ledgerProjection, { [ATTR.seq]: 1 }, () => 42);
+    });
+    expect(value).toBe(42);
+    const projection = finished('ledger projection');
+    expect(projection.spanContext().traceId).toBe(TRACE_ID);
+    expect(projection.parentSpanContext?.spanId).toBe(PARENT_ID);
+    expect(projection.links.map((l) => l.context.spanId)).toEqual([finished('batch').spanContext().spanId]);
+
+    exporter.reset();
+    expect(() =>
+      withSpanFromSync({}, SPAN.ledgerProjection, {}, () => {
+        throw new Error('bad record');
+      }),
+    ).toThrow('bad record');
+    expect(finished('ledger projection').status).toEqual({ code: SpanStatusCode.ERROR, message: 'bad record' });
   });
 });

@@ -17,7 +17,15 @@ import {
   type TextMapGetter,
 } from '@opentelemetry/api';
 
-export { SpanKind, type Attributes, type Context, type Link, type Span } from '@opentelemetry/api';
+export {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  type Attributes,
+  type Context,
+  type Link,
+  type Span,
+} from '@opentelemetry/api';
 
 /** The span names operators see, one per thing the system does (issue 8). */
 export const SPAN = {
@@ -40,6 +48,7 @@ export const ATTR = {
   buildId: 'rebootless.build.id',
   rolloutId: 'rebootless.rollout.id',
   wave: 'rebootless.rollout.wave',
+  waveHosts: 'rebootless.rollout.wave.hosts',
   hostId: 'rebootless.host.id',
   patchId: 'rebootless.patch.id',
   patchVersion: 'rebootless.patch.version',
@@ -144,7 +153,8 @@ const headerGetter: TextMapGetter<Carrier> = {
   get: (carrier, key) => {
     // Only the propagators' own keys are asked for (traceparent, tracestate, baggage).
     const value = (carrier as HeaderCarrier)[key];
-    if (value === undefined) return undefined;
+    // null: an unset optional field as grpc's runtime loader hands messages over.
+    if (value === undefined || value === null) return undefined;
     if (Array.isArray(value)) return (value as readonly (Buffer | string)[]).map((v) => v.toString());
     return (value as Buffer | string).toString();
   },
@@ -215,4 +225,65 @@ export function linksFromCarriers(carriers: Iterable<Carrier | null | undefined>
     links.push({ context: remote });
   }
   return links;
+}
+
+/**
+ * Starts a span the caller ends later, for work that spans many steps with no one function
+ * around it (a rollout wave, open from WaveStarted to WaveCompleted). `context` has the span
+ * active: run the steps under it with `withContext`.
+ */
+export function startDomainSpan(
+  name: string,
+  attributes: Attributes,
+  options: DomainSpanOptions = {},
+): { span: Span; context: Context } {
+  const parent = options.parent ?? context.active();
+  const span = tracer().startSpan(
+    name,
+    {
+      attributes,
+      ...(options.kind !== undefined ? { kind: options.kind } : {}),
+      ...(options.links ? { links: options.links } : {}),
+    },
+    parent,
+  );
+  return { span, context: trace.setSpan(parent, span) };
+}
+
+/** Runs `fn` with `ctx` as the active context (a span kept from earlier, a captured context). */
+export function withContext<T>(ctx: Context, fn: () => T): T {
+  return context.with(ctx, fn);
+}
+
+/** The active span's context, to link to from work it causes later (an approval starting a wave). */
+export function activeSpanLink(): Link | undefined {
+  const spanContext = trace.getSpan(context.active())?.spanContext();
+  return spanContext && trace.isSpanContextValid(spanContext) ? { context: spanContext } : undefined;
+}
+
+/**
+ * `withSpanFrom` for synchronous work in a loop that must not await per item (projecting one
+ * record of a batch): the span ends when `fn` returns; a throw marks it ERROR and rethrows.
+ */
+export function withSpanFromSync<T>(
+  carrier: Carrier | null | undefined,
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => T,
+): T {
+  const remote = spanContextFromCarrier(carrier);
+  const active = context.active();
+  const current = trace.getSpan(active)?.spanContext();
+  const links = remote && current && trace.isSpanContextValid(current) ? [{ context: current }] : undefined;
+  const parent = remote ? trace.setSpanContext(active, remote) : active;
+  const span = tracer().startSpan(name, { attributes, ...(links ? { links } : {}) }, parent);
+  try {
+    return context.with(trace.setSpan(parent, span), () => fn(span));
+  } catch (error) {
+    span.recordException(error instanceof Error ? error : String(error));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+    throw error;
+  } finally {
+    span.end();
+  }
 }

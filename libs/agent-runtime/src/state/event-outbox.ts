@@ -23,6 +23,7 @@ import {
   type SigningKey,
 } from '@rebootless/events';
 import { ChainStateFile } from '@rebootless/kafka';
+import type { TraceFields } from '@rebootless/telemetry';
 
 const LOG_FILE = 'outbox.log';
 const CONFIRMED_FILE = 'outbox.confirmed';
@@ -32,6 +33,8 @@ const COMPACT_AT_BYTES = 256 * 1024;
 export interface OutboxRecord {
   readonly seq: number;
   readonly envelope: Buffer;
+  /** The trace the event was recorded in, to send it under (memory only: tracing is best effort). */
+  readonly trace?: TraceFields;
 }
 
 export interface EventOutboxOptions {
@@ -127,7 +130,7 @@ export class EventOutbox {
   }
 
   /** Signs the drafts onto the chain and makes them durable before returning. */
-  append(drafts: readonly EventDraft[]): ChainedEvent[] {
+  append(drafts: readonly EventDraft[], trace?: TraceFields): ChainedEvent[] {
     if (drafts.length === 0) return [];
     const { events: chained, head } = appendToChain(this.chainHead, drafts, this.key, this.now);
     const parts: Buffer[] = [];
@@ -144,7 +147,8 @@ export class EventOutbox {
       fs.closeSync(fd);
     }
     for (const event of chained) {
-      this.records.push({ seq: event.seq, envelope: Buffer.from(event.envelope) });
+      const envelope = Buffer.from(event.envelope);
+      this.records.push(trace ? { seq: event.seq, envelope, trace } : { seq: event.seq, envelope });
       this.logBytes += 4 + event.envelope.length;
     }
     this.chainHead = head;

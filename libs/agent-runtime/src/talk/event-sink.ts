@@ -1,6 +1,7 @@
 // How the agent's signed envelopes reach the log (brief: "delivery is through an EventSink port").
 // Both sinks only carry bytes: the agent signed them, nobody on the way can alter them unseen.
 import type { Kafka, Producer } from 'kafkajs';
+import { traceFields, withTraceContext, type TraceFields } from '@rebootless/telemetry';
 
 /** The agent's gateway stream, as a sink sees it. */
 export interface GatewayRelay {
@@ -38,6 +39,8 @@ const MAX_REQUEST_BYTES = 256 * 1024;
 
 interface Waiting {
   messages: { key: string; value: Buffer }[];
+  /** The trace the delivery was asked in (the agent's outbox sends under the span that recorded it). */
+  trace: TraceFields;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -60,7 +63,7 @@ export class KafkaEventSink implements EventSink {
     if (this.closed) return Promise.reject(new Error('the Kafka event sink is closed'));
     const key = `host/${hostId}`;
     return new Promise((resolve, reject) => {
-      this.queue.push({ messages: envelopes.map((value) => ({ key, value })), resolve, reject });
+      this.queue.push({ messages: envelopes.map((value) => ({ key, value })), trace: traceFields(), resolve, reject });
       void this.pump();
     });
   }
@@ -102,20 +105,28 @@ export class KafkaEventSink implements EventSink {
       while (this.queue.length > 0 && !this.closed) {
         // Bounded requests: the broker refuses a record batch over message.max.bytes (1 MB by
         // default), and one delivery alone is never split, so its envelopes stay together.
+        // kafkajs gives a send one parent span: one request holds one trace's deliveries
+        // (untraced, all have none: gathered as before).
         let bytes = 0;
         let take = 0;
-        while (take < this.queue.length && (take === 0 || bytes < MAX_REQUEST_BYTES)) {
+        const trace = this.queue[0]!.trace;
+        while (
+          take < this.queue.length &&
+          (take === 0 || (bytes < MAX_REQUEST_BYTES && this.queue[take]!.trace.traceparent === trace.traceparent))
+        ) {
           for (const m of this.queue[take]!.messages) bytes += m.value.length + m.key.length + 32;
           take += 1;
         }
         const batch = this.queue.splice(0, take);
         try {
           const producer = await this.connected();
-          await producer.send({
-            topic: this.options.topic,
-            acks: -1,
-            messages: batch.flatMap((w) => w.messages),
-          });
+          await withTraceContext(trace, () =>
+            producer.send({
+              topic: this.options.topic,
+              acks: -1,
+              messages: batch.flatMap((w) => w.messages),
+            }),
+          );
           for (const w of batch) w.resolve();
         } catch (error) {
           // A producer that failed may hold a broken connection or idempotence state: start over.

@@ -4,6 +4,7 @@
 // id, on the next connection. While connected, no timer runs: keepalive is grpc-js's, per channel.
 import type { ChannelCredentials, ClientDuplexStream, ServiceError } from '@grpc/grpc-js';
 import type { dispatcher } from '@rebootless/contracts';
+import { traceFields } from '@rebootless/telemetry';
 import type { GatewayRelay } from './event-sink';
 import { openConnectStream, sharedClient } from './grpc-clients';
 
@@ -82,7 +83,9 @@ export class GatewayLink implements GatewayRelay {
 
   relay(envelopes: readonly Buffer[]): Promise<void> {
     if (!this.ready) return Promise.reject(new StreamDroppedError('not connected to the dispatcher'));
-    return this.enqueue({ relayEvents: { envelopes: [...envelopes] } }, false);
+    // The active trace (the outbox sends under the span that recorded the events): the
+    // dispatcher writes them to Kafka under it.
+    return this.enqueue({ relayEvents: { envelopes: [...envelopes] }, ...traceFields() }, false);
   }
 
   /** Inventory is only worth sending while connected: each connection starts with a fresh one. */

@@ -1,8 +1,9 @@
 // npm run bench:telemetry — what tracing costs a service: process start-up (loading the SDK and
 // the instrumented modules), publishing signed events with EventPublisher, and consuming them
 // with runConsumer, each with tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT) and on (exporting
-// http/protobuf to an OTLP receiver in this process). Each measurement runs in a fresh child
-// process: instrumentation patches modules as they load, so one process cannot hold both.
+// http/protobuf to an OTLP receiver in this process), and the ledger's projection span per
+// record. Each measurement runs in a fresh child process: instrumentation patches modules as
+// they load, so one process cannot hold both.
 // Prints progress on stderr and one JSON object as the last line of stdout; writes it to
 // bench/results/telemetry-<date>.json. Settings: BENCH_EVENTS (default 20000), BENCH_ROUNDS (5),
 // KAFKA_BROKERS (default the development broker, `npm run kafka:start`).
@@ -86,6 +87,27 @@ const { runConsumer, kafkaClient } = require('@rebootless/kafka');
 })().catch((e) => { console.error(e); process.exit(1); });
 `;
 
+// The ledger's per-record span (withSpanFromSync around each projection, under the record's
+// traceparent header), around a projection that does nothing: what a span costs a record.
+const PROJECT = `
+const { startTelemetry, shutdownTelemetry, withSpan, withSpanFromSync, traceFields, SPAN, ATTR } = require('@rebootless/telemetry');
+startTelemetry('bench');
+(async () => {
+  const total = Number(process.env.EVENTS);
+  const headers = [];
+  await withSpan('producer', {}, () => { for (let i = 0; i < 100; i++) headers.push({ traceparent: Buffer.from(traceFields().traceparent || '') }); });
+  let sum = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < total; i++) {
+    sum += withSpanFromSync(headers[i % 100], SPAN.ledgerProjection,
+      { [ATTR.eventType]: 'PatchApplied', [ATTR.eventId]: 'e' + i, [ATTR.producerId]: 'agent/h' + (i % 500), [ATTR.seq]: i }, () => i);
+  }
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  await shutdownTelemetry();
+  process.stdout.write(JSON.stringify({ ms, sum }));
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+
 async function child(code: string, env: Record<string, string>): Promise<number> {
   const { stdout } = await promisify(execFile)(process.execPath, ['-e', code], {
     cwd: REPO_ROOT,
@@ -114,6 +136,7 @@ async function main(): Promise<void> {
     startup: { off: [] as number[], on: [] as number[] },
     publish: { off: [] as number[], on: [] as number[] },
     consume: { off: [] as number[], on: [] as number[] },
+    project: { off: [] as number[], on: [] as number[] },
   };
   try {
     for (let round = 1; round <= ROUNDS; round += 1) {
@@ -128,9 +151,12 @@ async function main(): Promise<void> {
         // The receiver shares this machine's cores: let it finish decoding before the next run.
         await quiet(receiver);
         samples.consume[mode].push(await child(CONSUME, common));
+        await quiet(receiver);
+        samples.project[mode].push(await child(PROJECT, common));
         say(
           `round ${round} tracing ${mode}: start-up ${samples.startup[mode].at(-1)!.toFixed(0)} ms, ` +
-            `publish ${samples.publish[mode].at(-1)!.toFixed(0)} ms, consume ${samples.consume[mode].at(-1)!.toFixed(0)} ms`,
+            `publish ${samples.publish[mode].at(-1)!.toFixed(0)} ms, consume ${samples.consume[mode].at(-1)!.toFixed(0)} ms, ` +
+            `project spans ${samples.project[mode].at(-1)!.toFixed(0)} ms`,
         );
       }
     }
@@ -142,6 +168,12 @@ async function main(): Promise<void> {
   const startup = { off_ms: Math.round(median(samples.startup.off)), on_ms: Math.round(median(samples.startup.on)) };
   const publish = { off_eps: eps(median(samples.publish.off)), on_eps: eps(median(samples.publish.on)) };
   const consume = { off_eps: eps(median(samples.consume.off)), on_eps: eps(median(samples.consume.on)) };
+  const perRecord = (ms: number) => Math.round(((ms * 1000) / EVENTS) * 10) / 10;
+  // The ledger's `ledger projection` span per record (LedgerConsumer), projection left out.
+  const project = {
+    off_us_per_record: perRecord(median(samples.project.off)),
+    on_us_per_record: perRecord(median(samples.project.on)),
+  };
   const out = {
     bench: 'telemetry',
     date: new Date().toISOString(),
@@ -152,6 +184,7 @@ async function main(): Promise<void> {
     startup,
     publish: { ...publish, ratio: Math.round((publish.on_eps / publish.off_eps) * 100) / 100 },
     consume: { ...consume, ratio: Math.round((consume.on_eps / consume.off_eps) * 100) / 100 },
+    project,
     spans_received: receiver.spans().length,
     samples,
   };
