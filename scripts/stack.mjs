@@ -24,11 +24,13 @@ const DATA = path.join(ROOT, '.data');
 // The development PKI every service and client of the local stack uses (scripts/pki.mjs).
 const PKI = process.env.REBOOTLESS_PKI_DIR?.trim() || path.join(DATA, 'pki');
 
+// 7451-7454: below Linux's ephemeral range (32768-60999), so no outgoing connection's local port
+// (e.g. a Kafka client's) can take a service's port before the service binds it.
 const SERVICES = [
-  { name: 'builder', prefix: 'BUILDER', port: 50051, service: 'rebootless.builder.v1.BuildService' },
-  { name: 'dispatcher', prefix: 'DISPATCHER', port: 50052, service: 'rebootless.dispatcher.v1.RolloutService' },
-  { name: 'ledger', prefix: 'LEDGER', port: 50053, service: 'rebootless.ledger.v1.LedgerService' },
-  { name: 'agent', prefix: 'AGENT', port: 50054, service: 'rebootless.agent.v1.AgentControl' },
+  { name: 'builder', prefix: 'BUILDER', port: 7451, service: 'rebootless.builder.v1.BuildService' },
+  { name: 'dispatcher', prefix: 'DISPATCHER', port: 7452, service: 'rebootless.dispatcher.v1.RolloutService' },
+  { name: 'ledger', prefix: 'LEDGER', port: 7453, service: 'rebootless.ledger.v1.LedgerService' },
+  { name: 'agent', prefix: 'AGENT', port: 7454, service: 'rebootless.agent.v1.AgentControl' },
 ];
 
 class StackError extends Error {}
