@@ -159,6 +159,8 @@ export function serviceClient(
   const Ctor = node as grpc.ServiceClientConstructor;
   return new Ctor(address, credentials, {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    // With TLS: the development certificates name localhost too, and a server name must not be an IP address.
+    'grpc.ssl_target_name_override': 'localhost',
   }) as unknown as Client;
 }
 
