@@ -425,6 +425,15 @@ async function startFleet(kafka, topic, plan) {
 }
 
 async function story(kafka, topic) {
+  const running = runningPid(FLEET);
+  const previous = readOr(path.join(DATA, 'story.json'), '');
+  if (running !== undefined && previous) {
+    // Told on this very fleet already: its hosts carry the patch, a second telling would not be true.
+    say(
+      `the story was already told on the running system (fleet pid ${running}); "npm run stop" first to hear it again`,
+    );
+    return { ...JSON.parse(previous), fleet_pid: running, retold: false };
+  }
   const { demoPlan } = built('libs/testing/dist/demo/demo-plan.js');
   const { tellStory } = built('libs/testing/dist/demo/story.js');
   const releases = await demoReleases();
@@ -440,9 +449,10 @@ async function story(kafka, topic) {
     plan,
     say: tell,
   });
-  fs.writeFileSync(path.join(DATA, 'story.json'), JSON.stringify(told, null, 2));
+  const result = { ...told, stall_host: plan.stallHostId, undo_host: plan.undoHostId };
+  fs.writeFileSync(path.join(DATA, 'story.json'), JSON.stringify(result, null, 2));
   tell(`\n== The story ended in ${told.seconds.toFixed(0)} s.`);
-  return { ...told, fleet_pid: fleetPid, stall_host: plan.stallHostId, undo_host: plan.undoHostId };
+  return { ...result, fleet_pid: fleetPid };
 }
 
 /** What the operator can try now, with the environment the CLI needs to reach this stack. */
