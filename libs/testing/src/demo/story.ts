@@ -238,7 +238,7 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     const undone = await unary<dispatcher.UndoResponse>(rollouts, 'undo', {
       hostId: plan.undoHostId,
       patchId: submitted.patchId,
-      version: '',
+      version,
       reason: 'the application team asked for the original /proc/cmdline back',
       allowDowngrade: false,
       dryRun: false,
