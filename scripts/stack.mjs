@@ -15,7 +15,8 @@
 //
 // State lives under <repo>/.data (REBOOTLESS_STACK_DIR): one data dir per service, the fleet's
 // hosts in fleet/, logs in logs/, pid files in run/. KAFKA_BROKERS points at an existing cluster
-// instead of starting a broker (EVENTS_TOPIC names the topic); <PREFIX>_GRPC_PORT moves a service.
+// instead of starting a broker (EVENTS_TOPIC names the topic); <PREFIX>_GRPC_PORT moves a service;
+// REBOOTLESS_DEMO_RELEASES=a,b names the fleet's two kernel releases instead of asking Debian's archive.
 // Progress goes to stderr, the story and results to stdout (--json: one JSON document instead).
 
 import { spawn } from 'node:child_process';
