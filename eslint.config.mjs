@@ -82,6 +82,7 @@ export default [
       '**/node_modules/**',
       'libs/contracts/src/gen/**',
       '.data/**',
+      '.data.previous/**',
       '**/coverage/**',
       '.nx/**',
       '.cache/**',

@@ -1,16 +1,23 @@
 #!/usr/bin/env node
-// The main job on one machine: Kafka, the events topic, and the four services as real processes,
-// each healthy and each with its run recorded in the verified event log (npm start).
+// The main job on one machine (npm start): Kafka, the events topic, the four services as real
+// processes (each healthy, each run recorded in the verified event log), a demo fleet of simulated
+// hosts on two kernel releases, and the story told on them (libs/testing/src/demo/story.ts): a
+// live patch built for a CVE, rolled out in waves, a stalled host, an undo, the PCI report before
+// and after, the ledger verified. Then it stays up for the operator's CLI until Ctrl-C.
 //
-//   node scripts/stack.mjs up [--detach] [--json]   start what is not running, wait until healthy,
-//                                                   verify the log; stay in the foreground until
-//                                                   Ctrl-C (then stop everything), unless --detach
-//   node scripts/stack.mjs down [--json]            stop the services and the broker this script started
-//   node scripts/stack.mjs status [--json]          each service's pid and health
+//   node scripts/stack.mjs up [--agents N] [--no-story] [--detach] [--json]
+//                                      start what is not running, wait until healthy, verify the
+//                                      log, start the demo fleet (N hosts, default 50) and tell the
+//                                      story; stay in the foreground until Ctrl-C (then stop
+//                                      everything), unless --detach
+//   node scripts/stack.mjs down [--json]      stop the fleet, the services and the broker this script started
+//   node scripts/stack.mjs status [--json]    each service's pid and health
 //
-// State lives under <repo>/.data: one data dir per service, logs in .data/logs, pid files in
-// .data/run. KAFKA_BROKERS points at an existing cluster instead of starting a broker.
-// Progress goes to stderr; errors go to stderr with a non-zero exit code.
+// State lives under <repo>/.data (REBOOTLESS_STACK_DIR): one data dir per service, the fleet's
+// hosts in fleet/, logs in logs/, pid files in run/. KAFKA_BROKERS points at an existing cluster
+// instead of starting a broker (EVENTS_TOPIC names the topic); <PREFIX>_GRPC_PORT moves a service;
+// REBOOTLESS_DEMO_RELEASES=a,b names the fleet's two kernel releases instead of asking Debian's archive.
+// Progress goes to stderr, the story and results to stdout (--json: one JSON document instead).
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,22 +27,33 @@ import path from 'node:path';
 const require = createRequire(import.meta.url);
 const runtime = require('./kafka-runtime.cjs');
 const ROOT = runtime.REPO_ROOT;
-const DATA = path.join(ROOT, '.data');
+const DATA = path.resolve(process.env.REBOOTLESS_STACK_DIR?.trim() || path.join(ROOT, '.data'));
+const KAFKA_DATA = path.join(DATA, 'kafka');
 // The development PKI every service and client of the local stack uses (scripts/pki.mjs).
 const PKI = process.env.REBOOTLESS_PKI_DIR?.trim() || path.join(DATA, 'pki');
 
+// 7451-7454: below Linux's ephemeral range (32768-60999), so no outgoing connection's local port
+// (e.g. a Kafka client's) can take a service's port before the service binds it.
 const SERVICES = [
-  { name: 'builder', prefix: 'BUILDER', port: 50051, service: 'rebootless.builder.v1.BuildService' },
-  { name: 'dispatcher', prefix: 'DISPATCHER', port: 50052, service: 'rebootless.dispatcher.v1.RolloutService' },
-  { name: 'ledger', prefix: 'LEDGER', port: 50053, service: 'rebootless.ledger.v1.LedgerService' },
-  { name: 'agent', prefix: 'AGENT', port: 50054, service: 'rebootless.agent.v1.AgentControl' },
-];
+  { name: 'builder', prefix: 'BUILDER', port: 7451, service: 'rebootless.builder.v1.BuildService' },
+  { name: 'dispatcher', prefix: 'DISPATCHER', port: 7452, service: 'rebootless.dispatcher.v1.RolloutService' },
+  { name: 'ledger', prefix: 'LEDGER', port: 7453, service: 'rebootless.ledger.v1.LedgerService' },
+  { name: 'agent', prefix: 'AGENT', port: 7454, service: 'rebootless.agent.v1.AgentControl' },
+].map((svc) => ({ ...svc, port: Number(process.env[`${svc.prefix}_GRPC_PORT`]?.trim() || svc.port) }));
+const byName = (name) => SERVICES.find((svc) => svc.name === name);
+// The demo fleet is supervised like a service (pid file, log), but it serves nothing itself.
+const FLEET = { name: 'fleet' };
 
 class StackError extends Error {}
 
-const flags = new Set(process.argv.slice(3));
+const args = process.argv.slice(3);
+const flags = new Set(args);
 const json = flags.has('--json');
+const agentsFlag = args.indexOf('--agents');
+const AGENTS = agentsFlag >= 0 ? Number(args[agentsFlag + 1]) : 50;
 const say = (line) => process.stderr.write(`stack: ${line}\n`);
+// The story is for people on stdout; with --json stdout holds only the final document.
+const tell = (line) => (json ? process.stderr : process.stdout).write(`${line}\n`);
 
 function built(rel) {
   const file = path.join(ROOT, rel);
@@ -54,6 +72,14 @@ function alive(pid) {
     return true;
   } catch {
     return false;
+  }
+}
+
+function readOr(file, fallback) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return fallback;
   }
 }
 
@@ -85,7 +111,14 @@ function health(svc, service = '') {
     healthService = grpc.loadPackageDefinition(def).grpc.health.v1.Health;
   }
   const { loadTlsMaterial, channelCredentials } = built('libs/trust/dist/index.js');
-  const client = new healthService(address(svc), channelCredentials(loadTlsMaterial(PKI, { kind: 'user', id: 'cli' })));
+  // The certificates name localhost too: a TLS server name that is not an IP address, as RFC 6066 wants.
+  const client = new healthService(
+    address(svc),
+    channelCredentials(loadTlsMaterial(PKI, { kind: 'user', id: 'cli' })),
+    {
+      'grpc.ssl_target_name_override': 'localhost',
+    },
+  );
   return new Promise((resolve) => {
     client.check({ service }, { deadline: Date.now() + 2000 }, (err, res) => {
       client.close();
@@ -99,11 +132,11 @@ async function startKafka() {
     say(`using the Kafka cluster at ${process.env.KAFKA_BROKERS} (KAFKA_BROKERS)`);
     return { brokers: process.env.KAFKA_BROKERS.trim(), startedHere: false };
   }
-  const started = await runtime.startBroker({ log: say });
+  const started = await runtime.startBroker({ log: say, dataDir: KAFKA_DATA });
   return { brokers: started.brokers, startedHere: !started.alreadyRunning };
 }
 
-async function startService(svc, brokers) {
+async function startService(svc, brokers, extraEnv = {}) {
   const pid = runningPid(svc);
   if (pid !== undefined) {
     say(`${svc.name}: already running (pid ${pid})`);
@@ -126,6 +159,7 @@ async function startService(svc, brokers) {
       REBOOTLESS_PKI_DIR: PKI,
       [`${svc.prefix}_GRPC_PORT`]: String(svc.port),
       NO_COLOR: '1',
+      ...extraEnv,
     },
   });
   fs.closeSync(out);
@@ -210,9 +244,13 @@ async function verifyLog(brokers, pids) {
 
 async function up() {
   const t0 = Date.now();
+  freshStart();
   const kafka = await startKafka();
   const { ensureEventsTopic } = built('libs/kafka/dist/index.js');
-  const topic = await ensureEventsTopic({ brokers: kafka.brokers.split(',') });
+  const topic = await ensureEventsTopic({
+    brokers: kafka.brokers.split(','),
+    ...(process.env.EVENTS_TOPIC?.trim() ? { topic: process.env.EVENTS_TOPIC.trim() } : {}),
+  });
   say(`topic ${topic.topic}: ${topic.created ? 'created' : 'present'}, ${topic.partitions} partitions`);
 
   const trust = built('libs/trust/dist/index.js');
@@ -222,14 +260,33 @@ async function up() {
   for (const id of [...SERVICES.map((svc) => svc.name)]) await trust.issueCertificate(PKI, { kind: 'service', id });
   await trust.issueCertificate(PKI, { kind: 'user', id: 'cli' });
 
+  // The ledger vouches for the other services' chains by the keys in their data dirs, which exist
+  // once they are healthy: so the ledger starts last.
   const pids = new Map();
-  for (const svc of SERVICES) pids.set(svc.name, await startService(svc, kafka.brokers));
   const services = [];
-  for (const svc of SERVICES) {
-    await waitHealthy(svc, pids.get(svc.name));
-    services.push({ name: svc.name, address: address(svc), pid: pids.get(svc.name), health: 'SERVING' });
-    say(`${svc.name}: SERVING on ${address(svc)}`);
+  const ledger = byName('ledger');
+  const waves = [SERVICES.filter((svc) => svc !== ledger), [ledger]];
+  for (const wave of waves) {
+    for (const svc of wave) {
+      const env =
+        svc === ledger
+          ? {
+              LEDGER_TRUSTED_DATA_DIRS: SERVICES.filter((o) => o !== ledger)
+                .map(dataDir)
+                .join(','),
+            }
+          : svc.name === 'dispatcher'
+            ? { DISPATCHER_LEDGER_ADDRESS: address(ledger) }
+            : {};
+      pids.set(svc.name, await startService(svc, kafka.brokers, env));
+    }
+    for (const svc of wave) {
+      await waitHealthy(svc, pids.get(svc.name));
+      services.push({ name: svc.name, address: address(svc), pid: pids.get(svc.name), health: 'SERVING' });
+      say(`${svc.name}: SERVING on ${address(svc)}`);
+    }
   }
+  services.sort((a, b) => SERVICES.indexOf(byName(a.name)) - SERVICES.indexOf(byName(b.name)));
 
   const log = await verifyLog(kafka.brokers, pids);
   for (const s of services) {
@@ -244,14 +301,14 @@ async function up() {
     brokers: kafka.brokers,
     kafka_started_here: kafka.startedHere,
     topic: topic.topic,
+    stack_dir: DATA,
     records_verified: log.records,
     findings: log.findings,
     unvouched_findings: log.others,
     services,
     seconds: (Date.now() - t0) / 1000,
   };
-  if (json) process.stdout.write(JSON.stringify(result) + '\n');
-  else {
+  if (!json) {
     for (const s of services) {
       const ev = s.service_started
         ? `ServiceStarted at partition ${s.service_started.partition} offset ${s.service_started.offset}`
@@ -271,6 +328,167 @@ async function up() {
   return result;
 }
 
+/**
+ * The story starts from a clean slate: a previous run's rollouts would otherwise re-apply their
+ * patch to the fleet's rebooted hosts before this run's story begins. So when nothing of a
+ * previous run is running, its state moves to <stack dir>.previous (one run is kept); the pki
+ * stays. With KAFKA_BROKERS the old events stay in that cluster: use a fresh EVENTS_TOPIC there.
+ */
+function freshStart() {
+  const marker = path.join(DATA, 'story.json');
+  if (flags.has('--no-story') || !fs.existsSync(marker)) return;
+  if ([...SERVICES, FLEET].some((svc) => runningPid(svc) !== undefined)) return;
+  const brokerPid = Number.parseInt(readOr(runtime.resolveConfig({ dataDir: KAFKA_DATA }).pidFile, ''), 10);
+  if (Number.isInteger(brokerPid) && alive(brokerPid)) return;
+  const previous = `${DATA}.previous`;
+  fs.rmSync(previous, { recursive: true, force: true });
+  fs.renameSync(DATA, previous);
+  fs.mkdirSync(DATA, { recursive: true });
+  if (fs.existsSync(path.join(previous, 'pki'))) fs.renameSync(path.join(previous, 'pki'), PKI);
+  say(`the previous run's state moved to ${path.relative(ROOT, previous) || previous}: the story starts afresh`);
+}
+
+/** Debian's current cloud kernel and the previous one, as the archive has them today. */
+async function demoReleases() {
+  if (process.env.REBOOTLESS_DEMO_RELEASES?.trim()) {
+    const [a, b] = process.env.REBOOTLESS_DEMO_RELEASES.split(',').map((r) => r.trim());
+    if (a && b) return [a, b];
+  }
+  const { currentAndPreviousCloudReleases } = built('libs/kernel-toolchain/dist/index.js');
+  return currentAndPreviousCloudReleases();
+}
+
+/** The demo fleet: its hosts' certificates, then its process, until every host is connected. */
+async function startFleet(kafka, topic, plan) {
+  const trust = built('libs/trust/dist/index.js');
+  const pending = [...plan.hosts];
+  // openssl runs per certificate; a few at a time keeps 50 hosts to a couple of seconds.
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      for (let h = pending.shift(); h; h = pending.shift())
+        await trust.issueCertificate(PKI, { kind: 'host', id: h.hostId });
+    }),
+  );
+  const builderKey = serviceKeys(byName('builder'))[0]?.rawKey;
+  if (!builderKey) throw new StackError(`no builder key in ${dataDir(byName('builder'))}/chain`);
+  const root = path.join(DATA, 'fleet');
+  fs.mkdirSync(root, { recursive: true });
+  const config = {
+    root,
+    pkiDir: PKI,
+    dispatcherAddress: address(byName('dispatcher')),
+    builderAddress: address(byName('builder')),
+    builderPublicKey: Buffer.from(builderKey).toString('hex'),
+    brokers: kafka.brokers,
+    topic,
+    hosts: plan.hosts,
+    stallHostId: plan.stallHostId,
+    transitionTimeoutMs: 5_000,
+  };
+  const configFile = path.join(root, 'fleet.json');
+  fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
+  let pid = runningPid(FLEET);
+  if (pid !== undefined) {
+    say(`fleet: already running (pid ${pid})`);
+    return pid;
+  }
+  const main = path.join(ROOT, 'libs', 'testing', 'dist', 'demo', 'demo-fleet.js');
+  if (!fs.existsSync(main)) throw new StackError(`${path.relative(ROOT, main)} is missing: run "npm run build" first`);
+  fs.mkdirSync(path.dirname(logFile(FLEET)), { recursive: true });
+  fs.mkdirSync(path.dirname(pidFile(FLEET)), { recursive: true });
+  fs.writeFileSync(logFile(FLEET), '');
+  const out = fs.openSync(logFile(FLEET), 'a');
+  const child = spawn(process.execPath, [main, configFile], {
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  fs.closeSync(out);
+  child.unref();
+  pid = child.pid;
+  fs.writeFileSync(pidFile(FLEET), `${pid}\n`);
+  say(`fleet: started ${plan.hosts.length} simulated hosts (pid ${pid}), log ${path.relative(ROOT, logFile(FLEET))}`);
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const text = fs.readFileSync(logFile(FLEET), 'utf8');
+    const ready = /demo fleet: ready: .*/.exec(text);
+    if (ready) {
+      say(`fleet: ${ready[0].replace('demo fleet: ', '')}`);
+      return pid;
+    }
+    if (!alive(pid))
+      throw new StackError(`the demo fleet exited. Last lines of ${logFile(FLEET)}:\n${tail(logFile(FLEET))}`);
+    if (Date.now() > deadline)
+      throw new StackError(`the demo fleet did not connect within 180 s:\n${tail(logFile(FLEET))}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function story(kafka, topic) {
+  const running = runningPid(FLEET);
+  const previous = readOr(path.join(DATA, 'story.json'), '');
+  if (running !== undefined && previous) {
+    // Told on this very fleet already: its hosts carry the patch, a second telling would not be true.
+    say(
+      `the story was already told on the running system (fleet pid ${running}); "npm run stop" first to hear it again`,
+    );
+    return { ...JSON.parse(previous), fleet_pid: running, retold: false };
+  }
+  const { demoPlan } = built('libs/testing/dist/demo/demo-plan.js');
+  const { tellStory } = built('libs/testing/dist/demo/story.js');
+  const releases = await demoReleases();
+  say(`kernel releases of the demo fleet: ${releases.join(' (current) and ')} (previous)`);
+  const plan = demoPlan(AGENTS, releases);
+  const fleetPid = await startFleet(kafka, topic, plan);
+  const told = await tellStory({
+    pkiDir: PKI,
+    builderAddress: address(byName('builder')),
+    dispatcherAddress: address(byName('dispatcher')),
+    ledgerAddress: address(byName('ledger')),
+    releases,
+    plan,
+    say: tell,
+  });
+  const result = { ...told, stall_host: plan.stallHostId, undo_host: plan.undoHostId };
+  fs.writeFileSync(path.join(DATA, 'story.json'), JSON.stringify(result, null, 2));
+  tell(`\n== The story ended in ${told.seconds.toFixed(0)} s.`);
+  return { ...result, fleet_pid: fleetPid };
+}
+
+/** What the operator can try now, with the environment the CLI needs to reach this stack. */
+function cliHints(told) {
+  // Relative to where the operator stands when that is shorter, e.g. .data/pki from the repository.
+  const rel = (p) => {
+    const r = path.relative(process.cwd(), p) || '.';
+    return r.startsWith('..') ? p : r;
+  };
+  const env = [
+    `export REBOOTLESS_PKI_DIR=${rel(PKI)}`,
+    `export REBOOTLESS_TOKEN=$(node ${rel(path.join(ROOT, 'scripts', 'pki.mjs'))} token --sub alice --roles operator,auditor --dir ${rel(PKI)})`,
+  ];
+  for (const svc of ['builder', 'dispatcher', 'ledger']) {
+    if (byName(svc).port !== { builder: 7451, dispatcher: 7452, ledger: 7453 }[svc]) {
+      env.push(`export REBOOTLESS_${svc.toUpperCase()}=${address(byName(svc))}`);
+    }
+  }
+  const cli = `node ${rel(path.join(ROOT, 'apps', 'cli', 'dist', 'main.js'))}`;
+  const commands = [
+    `${cli} hosts list --label fleet=demo`,
+    ...(told
+      ? [
+          `${cli} hosts show ${told.undo_host} --history`,
+          `${cli} rollout show ${told.rollout.rolloutId} --timeline`,
+          `${cli} hosts list --exposed-to CVE-2024-1086`,
+          `${cli} report pci --as-of ${told.pciAfter.asOf}`,
+        ]
+      : []),
+    `${cli} audit --from -1h`,
+    `${cli} ledger verify`,
+  ];
+  return { env, commands };
+}
+
 async function stopService(svc) {
   const pid = runningPid(svc);
   if (pid === undefined) return { name: svc.name, stopped: false };
@@ -286,8 +504,9 @@ async function stopService(svc) {
 
 async function down({ stopKafka = !process.env.KAFKA_BROKERS?.trim() } = {}) {
   const services = [];
-  for (const svc of [...SERVICES].reverse()) services.push(await stopService(svc));
-  const kafka = stopKafka ? await runtime.stopBroker({ log: say }) : { stopped: false };
+  // The fleet first: its agents would otherwise keep reconnecting to a dispatcher that is gone.
+  for (const svc of [FLEET, ...[...SERVICES].reverse()]) services.push(await stopService(svc));
+  const kafka = stopKafka ? await runtime.stopBroker({ log: say, dataDir: KAFKA_DATA }) : { stopped: false };
   return { services, kafka };
 }
 
@@ -302,26 +521,43 @@ async function status() {
       health: pid ? await health(svc, svc.service) : 'STOPPED',
     });
   }
-  return { services };
+  const fleet = runningPid(FLEET);
+  return { services, fleet: { pid: fleet ?? null, running: fleet !== undefined } };
 }
 
 async function main() {
   const command = process.argv[2];
   if (command === 'up') {
+    if (!Number.isInteger(AGENTS) || AGENTS < 5) throw new StackError('--agents takes a number of hosts, 5 or more');
     let result;
     try {
       result = await up();
+      if (!flags.has('--no-story')) result.story = await story({ brokers: result.brokers }, result.topic);
     } catch (err) {
-      if (!flags.has('--detach')) await down().catch(() => undefined);
+      if (!flags.has('--detach'))
+        await down({ stopKafka: result?.kafka_started_here ?? !process.env.KAFKA_BROKERS?.trim() }).catch(
+          () => undefined,
+        );
       throw err;
+    }
+    const hints = cliHints(result.story);
+    result.cli = hints;
+    if (json) process.stdout.write(JSON.stringify(result) + '\n');
+    else {
+      tell('\nThe system stays up for you to explore. In another terminal, from here:');
+      for (const line of hints.env) tell(`  ${line}`);
+      for (const line of hints.commands) tell(`  ${line}`);
     }
     if (flags.has('--detach')) return;
     say('running; press Ctrl-C to stop everything');
     // Watching the services also keeps this process (and so `npm start`) in the foreground:
     // a pending signal handler alone would not hold Node's event loop open.
+    const watched = [...SERVICES, ...(result.story ? [FLEET] : [])];
+    const pidOf = (svc) =>
+      svc === FLEET ? result.story.fleet_pid : result.services.find((s) => s.name === svc.name).pid;
     const stopped = await new Promise((resolve) => {
       const watch = setInterval(() => {
-        const dead = SERVICES.find((svc) => !alive(result.services.find((s) => s.name === svc.name).pid));
+        const dead = watched.find((svc) => !alive(pidOf(svc)));
         if (dead) {
           clearInterval(watch);
           resolve(new StackError(`${dead.name} exited. Last lines of ${logFile(dead)}:\n${tail(logFile(dead))}`));
@@ -335,6 +571,7 @@ async function main() {
       process.once('SIGTERM', onSignal);
     });
     await down({ stopKafka: result.kafka_started_here });
+    say('everything stopped');
     if (stopped) throw stopped;
   } else if (command === 'down') {
     const r = await down();
@@ -345,6 +582,8 @@ async function main() {
     else
       for (const s of r.services)
         process.stdout.write(`${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid ?? '-').padEnd(7)} ${s.health}\n`);
+    if (!json)
+      process.stdout.write(`demo fleet  pid ${r.fleet.pid ?? '-'} ${r.fleet.running ? 'RUNNING' : 'STOPPED'}\n`);
   } else {
     throw new StackError('usage: node scripts/stack.mjs <up [--detach]|down|status> [--json]');
   }

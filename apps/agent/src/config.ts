@@ -58,7 +58,7 @@ function publicKey(): Parser<Buffer> {
 }
 
 export const agentSettings = {
-  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'AGENT', defaultPort: 50054 }),
+  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'AGENT', defaultPort: 7454 }),
   hostId: setting({
     env: 'AGENT_HOST_ID',
     parser: text(),

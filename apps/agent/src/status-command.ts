@@ -13,7 +13,7 @@ const EXIT_NO_AGENT = 4;
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   let json = false;
-  let address = process.env['AGENT_GRPC_ADDRESS'] ?? `127.0.0.1:${process.env['AGENT_GRPC_PORT'] ?? '50054'}`;
+  let address = process.env['AGENT_GRPC_ADDRESS'] ?? `127.0.0.1:${process.env['AGENT_GRPC_PORT'] ?? '7454'}`;
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === '--json') json = true;
     else if (rest[i] === '--address' && rest[i + 1]) address = rest[++i]!;

@@ -7,7 +7,7 @@ export const SERVICE_NAME = 'builder';
 export const MAX_FIX_BYTES_CEILING = 4_000_000;
 
 export const builderSettings = {
-  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'BUILDER', defaultPort: 50051 }),
+  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'BUILDER', defaultPort: 7451 }),
   queueSize: setting({
     env: 'BUILDER_QUEUE_SIZE',
     parser: integer(1, 10_000),

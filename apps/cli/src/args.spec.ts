@@ -16,10 +16,10 @@ const refusal = (line: string): string => {
 
 describe('parsing the command line', () => {
   it('finds the command, its positionals and its flags, global flags anywhere', () => {
-    const parsed = command('--json build show 0190-abc --builder 10.0.0.1:50051');
+    const parsed = command('--json build show 0190-abc --builder 10.0.0.1:7451');
     expect(parsed.command.path).toEqual(['build', 'show']);
     expect(parsed.positionals).toEqual({ BUILD_ID: '0190-abc' });
-    expect(parsed.flags).toEqual({ json: true, builder: '10.0.0.1:50051' });
+    expect(parsed.flags).toEqual({ json: true, builder: '10.0.0.1:7451' });
   });
 
   it('collects repeatable flags, takes --flag=value, and keeps values that start with a dash', () => {

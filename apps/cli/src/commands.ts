@@ -4,13 +4,13 @@ import type { CommandSpec, CommandTable, FlagSpec } from './args';
 
 export const GLOBAL_FLAGS: readonly FlagSpec[] = [
   { name: 'json', help: 'print one JSON document on stdout instead of tables; no progress on stderr' },
-  { name: 'builder', value: 'ADDR', help: 'the builder (BuildService), default 127.0.0.1:50051 (REBOOTLESS_BUILDER)' },
+  { name: 'builder', value: 'ADDR', help: 'the builder (BuildService), default 127.0.0.1:7451 (REBOOTLESS_BUILDER)' },
   {
     name: 'dispatcher',
     value: 'ADDR',
-    help: 'the dispatcher (RolloutService), default 127.0.0.1:50052 (REBOOTLESS_DISPATCHER)',
+    help: 'the dispatcher (RolloutService), default 127.0.0.1:7452 (REBOOTLESS_DISPATCHER)',
   },
-  { name: 'ledger', value: 'ADDR', help: 'the ledger (LedgerService), default 127.0.0.1:50053 (REBOOTLESS_LEDGER)' },
+  { name: 'ledger', value: 'ADDR', help: 'the ledger (LedgerService), default 127.0.0.1:7453 (REBOOTLESS_LEDGER)' },
   {
     name: 'token',
     value: 'TOKEN',

@@ -45,7 +45,7 @@ describe('exit codes', () => {
 describe('what a failed call tells the operator', () => {
   const endpoint: Endpoint = {
     service: 'builder',
-    address: '127.0.0.1:50051',
+    address: '127.0.0.1:7451',
     howToChange: '--builder or REBOOTLESS_BUILDER',
   };
   const base = {
@@ -59,11 +59,11 @@ describe('what a failed call tells the operator', () => {
     const error = callError({
       ...base,
       code: status.UNAVAILABLE,
-      details: 'No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:50051. Resolution note: ',
+      details: 'No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:7451. Resolution note: ',
     });
     expect(error.exitCode).toBe(ExitCode.Unreachable);
     expect(error.message).toBe(
-      'cannot reach the builder at 127.0.0.1:50051: connect ECONNREFUSED 127.0.0.1:50051. Is it running? Point the CLI at it with --builder or REBOOTLESS_BUILDER; ' +
+      'cannot reach the builder at 127.0.0.1:7451: connect ECONNREFUSED 127.0.0.1:7451. Is it running? Point the CLI at it with --builder or REBOOTLESS_BUILDER; ' +
         'if it runs in plaintext (REBOOTLESS_INSECURE=true) pass --insecure, else check that --pki (/pki) holds the CA it trusts',
     );
   });
@@ -84,14 +84,14 @@ describe('what a failed call tells the operator', () => {
       details: 'carol holds auditor; /rebootless.builder.v1.BuildService/RetractPatch needs operator',
     });
     expect(error.exitCode).toBe(ExitCode.Denied);
-    expect(error.message).toContain('permission denied by the builder at 127.0.0.1:50051: carol holds auditor;');
+    expect(error.message).toContain('permission denied by the builder at 127.0.0.1:7451: carol holds auditor;');
   });
 
   it('an unfinished service: says which call it lacks', () => {
     const error = callError({ ...base, code: status.UNIMPLEMENTED, details: '' });
     expect(error.exitCode).toBe(ExitCode.Unimplemented);
     expect(error.message).toBe(
-      'the builder at 127.0.0.1:50051 does not implement BuildService/ListBuilds. It is an older or unfinished builder: update it',
+      'the builder at 127.0.0.1:7451 does not implement BuildService/ListBuilds. It is an older or unfinished builder: update it',
     );
   });
 

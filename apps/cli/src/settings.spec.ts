@@ -7,7 +7,7 @@ describe('connection settings', () => {
   it('takes addresses from flags, then the environment, then the defaults', () => {
     const settings = resolveSettings(
       flags({ builder: '10.0.0.5:7000', insecure: true }),
-      { REBOOTLESS_BUILDER: '10.0.0.9:1', REBOOTLESS_LEDGER: 'ledger.internal:50053' },
+      { REBOOTLESS_BUILDER: '10.0.0.9:1', REBOOTLESS_LEDGER: 'ledger.internal:7453' },
       '/repo/.data/pki',
       none,
     );
@@ -16,14 +16,14 @@ describe('connection settings', () => {
       address: '10.0.0.5:7000',
       howToChange: '--builder or REBOOTLESS_BUILDER',
     });
-    expect(settings.endpoints.ledger.address).toBe('ledger.internal:50053');
-    expect(settings.endpoints.dispatcher.address).toBe('127.0.0.1:50052');
+    expect(settings.endpoints.ledger.address).toBe('ledger.internal:7453');
+    expect(settings.endpoints.dispatcher.address).toBe('127.0.0.1:7452');
   });
 
   it('refuses an address without a port', () => {
     expect(() =>
       resolveSettings(flags({ insecure: true }), { REBOOTLESS_DISPATCHER: 'localhost' }, '/x', none),
-    ).toThrow('REBOOTLESS_DISPATCHER "localhost" is not HOST:PORT, e.g. 127.0.0.1:50051');
+    ).toThrow('REBOOTLESS_DISPATCHER "localhost" is not HOST:PORT, e.g. 127.0.0.1:7451');
   });
 
   it('uses TLS from --pki, REBOOTLESS_PKI_DIR or the local stack’s pki; plaintext only when told', () => {

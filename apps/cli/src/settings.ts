@@ -26,9 +26,9 @@ export interface ConnectionSettings {
 }
 
 export const DEFAULT_ADDRESSES: Readonly<Record<ServiceName, string>> = {
-  builder: '127.0.0.1:50051',
-  dispatcher: '127.0.0.1:50052',
-  ledger: '127.0.0.1:50053',
+  builder: '127.0.0.1:7451',
+  dispatcher: '127.0.0.1:7452',
+  ledger: '127.0.0.1:7453',
 };
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -47,7 +47,7 @@ function parseBool(text: string, name: string): boolean {
 /** host:port, [v6]:port; a bare host gets no default port: the message says which one. */
 export function checkAddress(address: string, source: string): string {
   if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address) || Number(address.split(':').pop()) > 65535) {
-    throw new UsageError(`${source} "${address}" is not HOST:PORT, e.g. 127.0.0.1:50051`);
+    throw new UsageError(`${source} "${address}" is not HOST:PORT, e.g. 127.0.0.1:7451`);
   }
   return address;
 }

@@ -3,11 +3,11 @@ import { hostPort, integer, serviceSettings, setting, type ConfigOf, type Config
 export const SERVICE_NAME = 'dispatcher';
 
 export const dispatcherSettings = {
-  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'DISPATCHER', defaultPort: 50052 }),
+  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'DISPATCHER', defaultPort: 7452 }),
   ledgerAddress: setting({
     env: 'DISPATCHER_LEDGER_ADDRESS',
     parser: hostPort(),
-    default: '127.0.0.1:50053',
+    default: '127.0.0.1:7453',
     description: "the ledger's gRPC address (host:port), asked for undo plans",
   }),
   silenceGraceSeconds: setting({

@@ -51,7 +51,7 @@ function pathList(): Parser<string[]> {
 }
 
 export const ledgerSettings = {
-  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'LEDGER', defaultPort: 50053 }),
+  ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'LEDGER', defaultPort: 7453 }),
   databaseUrl: setting({
     env: 'DATABASE_URL',
     parser: postgresUrl(),

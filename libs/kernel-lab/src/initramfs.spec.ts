@@ -9,11 +9,11 @@ describe('the guest /init', () => {
   it('starts each service in the background with its environment, then powers off when all have exited', () => {
     const script = initScript([
       { name: 'probe', argv: ['/bin/node', '/guest/probe.js', '7000'] },
-      { name: 'agent', argv: ['/bin/node', '/guest/agent.js'], env: { DISPATCHER_ADDRESS: '10.0.2.100:50052' } },
+      { name: 'agent', argv: ['/bin/node', '/guest/agent.js'], env: { DISPATCHER_ADDRESS: '10.0.2.100:7452' } },
     ]);
     expect(script.startsWith('#!/bin/busybox sh\n')).toBe(true);
     expect(script).toContain(`'/bin/node' '/guest/probe.js' '7000' &`);
-    expect(script).toContain(`env 'DISPATCHER_ADDRESS=10.0.2.100:50052' '/bin/node' '/guest/agent.js' &`);
+    expect(script).toContain(`env 'DISPATCHER_ADDRESS=10.0.2.100:7452' '/bin/node' '/guest/agent.js' &`);
     expect(script).toContain('ip addr add 10.0.2.15/24 dev eth0');
     expect(script).toContain('ip route add default via 10.0.2.2');
     expect(script.indexOf('mount -t proc')).toBeLessThan(script.indexOf('insmod'));

@@ -3,7 +3,7 @@
 import * as os from 'node:os';
 import { ToolchainError } from './errors';
 import { minimalEnv, runProcess, SpawnError, type RunResult } from './process';
-import { compareReleases, isValidKernelRelease } from './validate';
+import { compareReleases, isValidKernelRelease, releaseMajorMinor } from './validate';
 
 /** One package stanza of `apt-cache show` (field names as Debian spells them). */
 export type Stanza = Record<string, string>;
@@ -211,4 +211,24 @@ export async function debianCloudReleases(opts: AptOptions = {}): Promise<string
     if (release && source && / Packages$/.test(source)) served.add(release);
   }
   return [...served].sort(compareReleases);
+}
+
+/**
+ * Debian's current cloud kernel release and the newest other one of its line still served (for
+ * 6.1.0-57: 6.1.0-56), both resolved now: a fleet halfway through a kernel upgrade, which is what
+ * demos and tests build for without naming a release that will one day leave the archive.
+ */
+export async function currentAndPreviousCloudReleases(opts: AptOptions = {}): Promise<[string, string]> {
+  const current = await currentDebianCloudRelease(opts);
+  const others = (await debianCloudReleases(opts)).filter((r) => r !== current);
+  const sameLine = others.filter((r) => releaseMajorMinor(r) === releaseMajorMinor(current));
+  const previous = sameLine.filter((r) => compareReleases(r, current) < 0).at(-1) ?? sameLine.at(-1) ?? others.at(-1);
+  if (!previous) {
+    throw new ToolchainError(
+      'NOT_FOUND',
+      'fetch-headers',
+      `Debian serves headers for no cloud kernel besides ${current}`,
+    );
+  }
+  return [current, previous];
 }

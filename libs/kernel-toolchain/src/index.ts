@@ -1,6 +1,12 @@
 export * from './errors';
 export * from './validate';
-export { currentDebianCloudRelease, debianCloudReleases, parseDepends, parseStanzas } from './apt';
+export {
+  currentAndPreviousCloudReleases,
+  currentDebianCloudRelease,
+  debianCloudReleases,
+  parseDepends,
+  parseStanzas,
+} from './apt';
 export type { Dependency, Stanza } from './apt';
 // apt and child-process plumbing, shared with libs/kernel-lab (which fetches kernel images the same way).
 export { aptHasLists, aptShow, checkInterrupted, errorLines, noListsError, runAptTool } from './apt';

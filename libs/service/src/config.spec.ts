@@ -26,7 +26,7 @@ function problemsOf(run: () => unknown): string[] {
 
 describe('loadConfig', () => {
   const spec = {
-    port: setting({ env: 'SVC_PORT', parser: port(), default: '50051', description: 'port' }),
+    port: setting({ env: 'SVC_PORT', parser: port(), default: '7451', description: 'port' }),
     workers: setting({ env: 'SVC_WORKERS', parser: integer(1, 64), default: '4', description: 'workers' }),
     verbose: setting({ env: 'SVC_VERBOSE', parser: boolean(), default: 'false', description: 'verbose' }),
     mode: setting({ env: 'SVC_MODE', parser: oneOf(['fast', 'safe']), default: 'safe', description: 'mode' }),
@@ -38,7 +38,7 @@ describe('loadConfig', () => {
     const config = loadConfig(spec, { SVC_KEY: '/etc/rebootless/key' });
 
     expect(config).toEqual({
-      port: 50051,
+      port: 7451,
       workers: 4,
       verbose: false,
       mode: 'safe',
@@ -70,7 +70,7 @@ describe('loadConfig', () => {
   it('Given a variable set to the empty string, When loaded, Then it counts as unset', () => {
     const config = loadConfig(spec, { SVC_KEY: 'k', SVC_PORT: '', SVC_LABEL: '' });
 
-    expect(config.port).toBe(50051);
+    expect(config.port).toBe(7451);
     expect(config.label).toBeUndefined();
   });
 
@@ -107,7 +107,7 @@ describe('parsers', () => {
   it.each([
     ['1', 1],
     ['65535', 65535],
-    [' 50051 ', 50051],
+    [' 7451 ', 7451],
     ['0', undefined],
     ['65536', undefined],
     ['-1', undefined],
@@ -120,18 +120,18 @@ describe('parsers', () => {
   });
 
   it.each([
-    ['127.0.0.1:50051', { host: '127.0.0.1', port: 50051 }],
+    ['127.0.0.1:7451', { host: '127.0.0.1', port: 7451 }],
     ['0.0.0.0:1', { host: '0.0.0.0', port: 1 }],
-    ['ledger.internal:50053', { host: 'ledger.internal', port: 50053 }],
-    ['[::1]:50054', { host: '::1', port: 50054 }],
-    ['[::]:50054', { host: '::', port: 50054 }],
+    ['ledger.internal:7453', { host: 'ledger.internal', port: 7453 }],
+    ['[::1]:7454', { host: '::1', port: 7454 }],
+    ['[::]:7454', { host: '::', port: 7454 }],
     ['localhost', undefined],
-    [':50051', undefined],
-    ['::1:50051', undefined],
+    [':7451', undefined],
+    ['::1:7451', undefined],
     ['host:0', undefined],
     ['host:70000', undefined],
-    ['http://host:50051', undefined],
-    ['[host]:50051', undefined],
+    ['http://host:7451', undefined],
+    ['[host]:7451', undefined],
   ])('Given address text %j, When parsed as host:port, Then the result is %p', (raw, expected) => {
     expect(hostPort().parse(raw)).toEqual(expected);
   });

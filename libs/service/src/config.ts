@@ -150,7 +150,7 @@ function parseHostPortText(raw: string): HostPort | undefined {
 
 export function hostPort(): Parser<HostPort> {
   return {
-    expected: 'host:port, e.g. 127.0.0.1:50051 or [::1]:50051',
+    expected: 'host:port, e.g. 127.0.0.1:7451 or [::1]:7451',
     parse: parseHostPortText,
   };
 }

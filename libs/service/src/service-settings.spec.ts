@@ -2,7 +2,7 @@ import { ConfigError, formatConfigProblem, loadConfig } from './config';
 import { enabledLogLevels } from './logger';
 import { serviceSettings } from './service-settings';
 
-const ledger = serviceSettings({ name: 'ledger', envPrefix: 'LEDGER', defaultPort: 50053 });
+const ledger = serviceSettings({ name: 'ledger', envPrefix: 'LEDGER', defaultPort: 7453 });
 
 // Transport security must be settled one way or the other; these tests are about the rest.
 const PLAINTEXT = { REBOOTLESS_INSECURE: 'true' };
@@ -22,7 +22,7 @@ describe('serviceSettings', () => {
     const config = loadConfig(ledger, PLAINTEXT);
 
     expect(config).toEqual({
-      grpcListen: { host: '127.0.0.1', port: 50053 },
+      grpcListen: { host: '127.0.0.1', port: 7453 },
       dataDir: '.data/ledger',
       kafkaBrokers: [{ host: '127.0.0.1', port: 9092 }],
       eventsTopic: 'rebootless.events.v1',
@@ -54,7 +54,7 @@ describe('serviceSettings', () => {
 
   it('Given a bad address and a port as well, When loaded, Then both the address and the clash are reported', () => {
     expect(problemsOf({ LEDGER_GRPC_ADDRESS: 'nowhere', LEDGER_GRPC_PORT: 'abc' })).toEqual([
-      'LEDGER_GRPC_ADDRESS="nowhere": expected host:port, e.g. 127.0.0.1:50051 or [::1]:50051',
+      'LEDGER_GRPC_ADDRESS="nowhere": expected host:port, e.g. 127.0.0.1:7451 or [::1]:7451',
       'LEDGER_GRPC_PORT="abc": expected to be unset when LEDGER_GRPC_ADDRESS is set (set one or the other)',
     ]);
   });

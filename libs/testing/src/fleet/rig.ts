@@ -145,15 +145,22 @@ export async function startLedger(
 
 export type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-export function serviceClient(contract: GrpcServiceContract, address: string): Client {
+/** Plaintext by default; the demo passes TLS credentials (with an operator token) instead. */
+export function serviceClient(
+  contract: GrpcServiceContract,
+  address: string,
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): Client {
   const definition = protoLoader.loadSync(contract.protoPath, protoLoaderOptions);
   let node: unknown = grpc.loadPackageDefinition(definition);
   for (const part of [...contract.packageName.split('.'), contract.serviceName]) {
     node = (node as Record<string, unknown>)[part];
   }
   const Ctor = node as grpc.ServiceClientConstructor;
-  return new Ctor(address, grpc.credentials.createInsecure(), {
+  return new Ctor(address, credentials, {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    // With TLS: the development certificates name localhost too, and a server name must not be an IP address.
+    'grpc.ssl_target_name_override': 'localhost',
   }) as unknown as Client;
 }
 

@@ -2,6 +2,7 @@
 // dir, talking to the dispatcher over real gRPC streams and to the builder for artifacts.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { Kafka } from 'kafkajs';
 import { Agent, GatewayRelaySink, KafkaEventSink, type EventSink } from '@rebootless/agent-runtime';
 import { ArtifactStore } from '@rebootless/artifacts';
@@ -34,6 +35,8 @@ export interface SimulatedFleetOptions {
    * dir: each agent still fetches and verifies the module itself; only the copies on disk are shared.
    */
   sharedArtifacts?: boolean;
+  /** TLS toward the dispatcher and the builder, per host (its host certificate); plaintext when absent. */
+  credentials?: (hostId: string) => ChannelCredentials;
 }
 
 /** A kernel that counts module loads: a host patched twice shows up here whatever the log says. */
@@ -90,6 +93,7 @@ export class SimulatedFleet {
       builderAddress: this.options.builderAddress,
       builderPublicKey: this.options.builderPublicKey,
       sink,
+      ...(this.options.credentials ? { credentials: this.options.credentials(spec.hostId) } : {}),
       ...(this.artifacts ? { artifacts: this.artifacts } : {}),
       syncWrites: this.options.syncWrites ?? false,
       reconnect: { minMs: 100, maxMs: 1_000 },

@@ -1,0 +1,146 @@
+// `npm start` as a user runs it: scripts/stack.mjs up as a real process, against the test broker
+// (KAFKA_BROKERS from the global setup) on a fresh topic, in a fresh stack dir, on free ports,
+// with a small demo fleet. It must tell the whole story, stay up, and stop everything on Ctrl-C.
+// Build first (`npm run build`); the kernel headers come from the shared cache (fetched once).
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createServer } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { freshEventsTopic } from '../kafka';
+import { REPO_ROOT, builtEntry } from '../process';
+import { freePort } from '../fleet/rig';
+
+jest.setTimeout(15 * 60_000);
+
+const AGENTS = 6;
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('npm start: the story', () => {
+  let dir: string;
+  let stack: ChildProcess | undefined;
+  let stdout = '';
+  let stderr = '';
+  let ports: number[];
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let result: any;
+
+  beforeAll(async () => {
+    builtEntry('libs/testing/dist/demo/demo-fleet.js');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-story-e2e-'));
+    ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const topic = await freshEventsTopic('story', 6);
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(
+        ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT)_/.test(key) && !key.startsWith('REBOOTLESS_'),
+      ),
+    );
+    stack = spawn(
+      process.execPath,
+      [path.join(REPO_ROOT, 'scripts', 'stack.mjs'), 'up', '--agents', String(AGENTS), '--json'],
+      {
+        cwd: REPO_ROOT,
+        env: {
+          ...inherited,
+          REBOOTLESS_STACK_DIR: path.join(dir, 'data'),
+          EVENTS_TOPIC: topic,
+          EVENTS_TOPIC_PARTITIONS: '6',
+          BUILDER_GRPC_PORT: String(ports[0]),
+          DISPATCHER_GRPC_PORT: String(ports[1]),
+          LEDGER_GRPC_PORT: String(ports[2]),
+          AGENT_GRPC_PORT: String(ports[3]),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    stack.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    stack.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // The one JSON document comes once the story has ended; the stack then stays up.
+    const deadline = Date.now() + 12 * 60_000;
+    while (!stdout.includes('\n')) {
+      if (stack.exitCode !== null) throw new Error(`the stack exited (${stack.exitCode}):\n${stderr}`);
+      if (Date.now() > deadline) throw new Error(`no story within 12 minutes:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    result = JSON.parse(stdout.split('\n')[0]!);
+    if (!result.ok) throw new Error(`the stack failed: ${result.error}\n${stderr}`);
+  });
+
+  afterAll(async () => {
+    if (stack && stack.exitCode === null) {
+      stack.kill('SIGINT');
+      await new Promise((r) => stack!.once('exit', r));
+    }
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reaches the end of the story on two kernel releases', () => {
+    expect(result.ok).toBe(true);
+    expect(result.story.hosts).toBe(AGENTS);
+    expect(result.story.releases).toHaveLength(2);
+    expect(result.story.patch.modules.map((m: { kernelRelease: string }) => m.kernelRelease).sort()).toEqual(
+      [...result.story.releases].sort(),
+    );
+    expect(stderr).toContain('== 8. The ledger verified');
+    expect(stderr).toContain('== The story ended');
+  });
+
+  it('reports the stalled host: the rollout paused on it, then completed without it', () => {
+    const { rollout, stall_host: stalled } = result.story;
+    expect(rollout.pausedBecause).toContain(`${stalled}: transition stalled`);
+    expect(rollout.stalledHost).toMatchObject({ hostId: stalled, state: 'failed' });
+    expect(rollout.state).toBe('completed');
+    expect(rollout.succeeded).toBe(AGENTS - 1);
+  });
+
+  it('undoes the patch on one host', () => {
+    expect(result.story.undo).toMatchObject({ hostId: result.story.undo_host, state: 'completed' });
+  });
+
+  it('the PCI report goes from non-compliant to compliant for the patched hosts', () => {
+    const { pciBefore, pciAfter, stall_host: stalled, undo_host: undone } = result.story;
+    expect(pciBefore).toMatchObject({ hostsInScope: AGENTS, hostsCompliant: 0 });
+    expect(pciBefore.nonCompliantHostIds).toHaveLength(AGENTS);
+    expect(pciAfter).toMatchObject({ hostsInScope: AGENTS, hostsCompliant: AGENTS - 2 });
+    expect(pciAfter.nonCompliantHostIds).toEqual([stalled, undone].sort());
+  });
+
+  it('verifies the ledger with 0 findings', () => {
+    expect(result.story.verify.findings).toBe(0);
+    expect(Number(result.story.verify.eventsChecked)).toBeGreaterThan(20);
+  });
+
+  it('prints the CLI commands to try, with their environment', () => {
+    expect(result.cli.commands).toContain(
+      `node ${path.join('apps', 'cli', 'dist', 'main.js')} hosts list --label fleet=demo`,
+    );
+    expect(result.cli.env).toContain(`export REBOOTLESS_LEDGER=127.0.0.1:${ports[2]}`);
+  });
+
+  it('stops everything on Ctrl-C: services, fleet, ports free', async () => {
+    const pids: number[] = [...result.services.map((s: { pid: number }) => s.pid), result.story.fleet_pid];
+    expect(pids.every(alive)).toBe(true);
+    stack!.kill('SIGINT');
+    const code = await new Promise((r) => stack!.once('exit', r));
+    expect(code).toBe(0);
+    expect(stderr).toContain('stack: everything stopped');
+    expect(pids.filter(alive)).toEqual([]);
+    for (const port of ports) expect(await portFree(port)).toBe(true);
+  });
+});

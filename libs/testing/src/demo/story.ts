@@ -1,0 +1,385 @@
+// The story `npm start` tells once the system is up (scripts/stack.mjs): a live patch built for a
+// CVE on both kernel releases of the demo fleet, rolled out in waves with a canary, one host
+// whose transition stalls (reported, the rollout pauses, the operator resumes without it), an
+// undo on one host, the PCI report before and after, and the ledger verified. Every step goes
+// through the services' public gRPC APIs over TLS with an operator token, as the CLI would.
+import * as grpc from '@grpc/grpc-js';
+import {
+  builder,
+  dispatcher,
+  events,
+  grpcServices,
+  ledger,
+  toTimestamp,
+  type GrpcServiceContract,
+} from '@rebootless/contracts';
+import { livepatchSample } from '@rebootless/kernel-toolchain';
+import { channelCredentials, loadTlsMaterial, mintToken, readTokenPrivateKey } from '@rebootless/trust';
+import { readStream, serviceClient, unary, type Client } from '../fleet/rig';
+import { DEMO_LABEL, type DemoPlan } from './demo-plan';
+
+export interface StoryOptions {
+  pkiDir: string;
+  builderAddress: string;
+  dispatcherAddress: string;
+  ledgerAddress: string;
+  releases: readonly [string, string];
+  plan: DemoPlan;
+  /** One line of the story for people, as it happens. */
+  say: (line: string) => void;
+}
+
+export const STORY_PATCH = 'cve-2024-1086-demo';
+const CVE = { id: 'CVE-2024-1086', severity: events.Severity.SEVERITY_CRITICAL, cvssScore: '7.8' };
+/** PCI-DSS 6.3.3: critical fixes live within a month. The report is read as of the day after. */
+const DEADLINE_DAYS = 30;
+const OPERATOR = 'alice';
+
+export interface PciSummary {
+  asOf: string;
+  hostsInScope: number;
+  hostsCompliant: number;
+  nonCompliantHostIds: string[];
+}
+
+export interface StoryResult {
+  releases: string[];
+  hosts: number;
+  patch: { patchId: string; version: string; buildId: string; modules: { kernelRelease: string; digest: string }[] };
+  pciBefore: PciSummary;
+  rollout: {
+    rolloutId: string;
+    state: string;
+    pausedBecause: string;
+    stalledHost: { hostId: string; state: string; error: string };
+    succeeded: number;
+  };
+  undo: { hostId: string; rolloutId: string; state: string; plan: string[] };
+  pciAfter: PciSummary;
+  verify: { eventsChecked: string; producersChecked: number; findings: number };
+  seconds: number;
+}
+
+const R = dispatcher.RolloutState;
+const H = dispatcher.HostRolloutState;
+
+function enumName(e: Record<number, string>, value: number, prefix: string): string {
+  return (e[value] ?? String(value)).replace(prefix, '').toLowerCase().replace(/_/g, '-');
+}
+const rolloutState = (s: dispatcher.RolloutState) => enumName(R, s, 'ROLLOUT_STATE_');
+const hostState = (s: dispatcher.HostRolloutState) => enumName(H, s, 'HOST_ROLLOUT_STATE_');
+const waveState = (s: dispatcher.WaveState) => enumName(dispatcher.WaveState, s, 'WAVE_STATE_');
+
+/** TLS as the CLI's certificate (user:cli) plus an operator token on every call. */
+function operatorCredentials(pkiDir: string): grpc.ChannelCredentials {
+  const token = mintToken(readTokenPrivateKey(pkiDir), {
+    sub: OPERATOR,
+    roles: ['operator', 'auditor'],
+    ttlSeconds: 3600,
+  });
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(
+    channelCredentials(loadTlsMaterial(pkiDir, { kind: 'user', id: 'cli' })),
+    bearer,
+  );
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 180_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline)
+      throw new Error(`the story stopped: ${what} did not happen within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export async function tellStory(options: StoryOptions): Promise<StoryResult> {
+  const t0 = Date.now();
+  const { plan, say } = options;
+  const credentials = operatorCredentials(options.pkiDir);
+  const open = (contract: GrpcServiceContract, address: string) => serviceClient(contract, address, credentials);
+  const build = open(grpcServices.build, options.builderAddress);
+  const rollouts = open(grpcServices.rollout, options.dispatcherAddress);
+  const ledgerClient = open(grpcServices.ledger, options.ledgerAddress);
+  try {
+    const step = (title: string) => say(`\n== ${title}`);
+
+    step(`1. The fleet: ${plan.hosts.length} simulated hosts on two kernel releases`);
+    for (const release of options.releases) {
+      const n = plan.hosts.filter((h) => h.kernelRelease === release).length;
+      say(`   ${String(n).padStart(4)} hosts on ${release}`);
+    }
+    await until('every demo host enrolled in the ledger', async () => {
+      const hosts = await listHosts(ledgerClient, {});
+      return hosts.length >= plan.hosts.length ? hosts : undefined;
+    });
+    say(`   every host enrolled: the ledger knows each one's kernel and (empty) patch stack`);
+
+    step(`2. A live patch for ${CVE.id} (critical), built for both releases`);
+    const version = await nextVersion(build);
+    const moduleName = 'lp_cve_2024_1086_demo';
+    const submitted = await unary<builder.SubmitBuildResponse>(build, 'submitBuild', {
+      patchName: STORY_PATCH,
+      version,
+      description: 'demo fix: the module replaces cmdline_proc_show (reading /proc/cmdline shows it)',
+      cves: [CVE],
+      replace: false,
+      kernelReleases: [...options.releases],
+      livepatchModuleSource: Buffer.from(
+        livepatchSample({ moduleName, replacementText: `live-patched by rebootless (${STORY_PATCH} ${version})` }),
+      ),
+    });
+    say(`   build ${submitted.buildId}: ${STORY_PATCH} ${version}, livepatch source replacing cmdline_proc_show`);
+    const updates = await readStream<builder.WatchBuildResponse>(
+      build,
+      'watchBuild',
+      { buildId: submitted.buildId },
+      (m) => {
+        const s = m.stageChanged;
+        const state = s && enumName(builder.BuildState, s.state, 'BUILD_STATE_');
+        if (s) say(`   ${s.kernelRelease}: ${s.stage === state ? state : `${s.stage} ${state}`}`);
+        return !!m.finished;
+      },
+      20 * 60_000,
+    );
+    const finished = updates.at(-1)?.finished;
+    if (!finished || finished.state !== builder.BuildState.BUILD_STATE_SUCCEEDED) {
+      const why = finished?.kernels.map((k) => `${k.kernelRelease}: ${k.stage} ${k.diagnostics.join(' ')}`).join('; ');
+      throw new Error(`the story stopped: build ${submitted.buildId} did not succeed (${why ?? 'no end'})`);
+    }
+    for (const k of finished.kernels) say(`   ${k.kernelRelease}: signed module ${k.artifactDigest}`);
+
+    step(`3. The PCI-DSS report before the rollout`);
+    const asOf = new Date(Date.now() + (DEADLINE_DAYS + 1) * 86_400_000);
+    say(
+      `   as of ${asOf.toISOString().slice(0, 10)}, the day after the ${DEADLINE_DAYS}-day deadline, if nothing is done:`,
+    );
+    const pciBefore = await until('the ledger knows the fix', async () => {
+      const report = await pci(ledgerClient, asOf);
+      return report.hostsInScope >= plan.hosts.length && report.nonCompliantHostIds.length === plan.hosts.length
+        ? report
+        : undefined;
+    });
+    say(
+      `   ${pciBefore.hostsCompliant}/${pciBefore.hostsInScope} hosts compliant: every host still runs the vulnerable code`,
+    );
+
+    step(`4. Rollout in waves: a canary per release, then 30% and 70% of the rest`);
+    const created = await unary<dispatcher.CreateRolloutResponse>(rollouts, 'createRollout', {
+      patchId: submitted.patchId,
+      version,
+      selector: { kernelReleases: [], labels: { ...DEMO_LABEL }, hostIds: [] },
+      strategy: {
+        canaryHostIds: plan.canaryHostIds,
+        canaryCount: 0,
+        waves: [{ percent: 30 }, { percent: 70 }],
+        maxInFlight: 0,
+        soakSeconds: 2,
+        waveFailureBudget: 0,
+        totalFailureBudget: 0,
+        onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
+        applyTimeoutSeconds: 120,
+        offlineDeadlineSeconds: 600,
+      },
+    });
+    const rolloutId = created.rollout!.rolloutId;
+    say(
+      `   rollout ${rolloutId}: ${created
+        .rollout!.waves.map((w) => `${w.name} ${w.hosts.length} host(s)`)
+        .join(', ')}; on failure: pause`,
+    );
+    let rollout = await followRollout(rollouts, rolloutId, say, [R.ROLLOUT_STATE_PAUSED, R.ROLLOUT_STATE_COMPLETED]);
+    const stalled = rollout.waves.flatMap((w) => w.hosts).find((h) => h.hostId === plan.stallHostId);
+    if (rollout.state !== R.ROLLOUT_STATE_PAUSED || stalled?.state !== H.HOST_ROLLOUT_STATE_FAILED) {
+      throw new Error(
+        `the story stopped: expected the rollout to pause on ${plan.stallHostId}, but it is ${rolloutState(rollout.state)} (${rollout.stateReason})`,
+      );
+    }
+    const pausedBecause = rollout.stateReason;
+
+    step(`5. ${plan.stallHostId} stalled, and the rollout stopped to say so`);
+    say(`   paused: ${pausedBecause}`);
+    say(`   ${plan.stallHostId}: ${stalled.error}`);
+    say(`   the agent reversed the transition after its timeout: ${plan.stallHostId} runs the original code, unharmed`);
+    say(`   operator ${OPERATOR} resumes the rollout; ${plan.stallHostId} stays failed for later`);
+    await unary(rollouts, 'resumeRollout', { rolloutId });
+    rollout = await followRollout(rollouts, rolloutId, say, [
+      R.ROLLOUT_STATE_COMPLETED,
+      R.ROLLOUT_STATE_ABORTED,
+      R.ROLLOUT_STATE_ROLLED_BACK,
+    ]);
+    const hostsOf = rollout.waves.flatMap((w) => w.hosts);
+    const succeeded = hostsOf.filter((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED).length;
+    say(`   ${rolloutState(rollout.state)}: ${succeeded}/${hostsOf.length} hosts patched`);
+
+    step(`6. Undo on ${plan.undoHostId}`);
+    const undoPlan = await unary<ledger.PlanUndoResponse>(ledgerClient, 'planUndo', {
+      hostId: plan.undoHostId,
+      patchId: submitted.patchId,
+    });
+    const planLines = [
+      ...undoPlan.steps.map(
+        (s) =>
+          `${enumName(ledger.UndoStepKind, s.kind, 'UNDO_STEP_KIND_')} ${s.moduleName}${s.detail ? `: ${s.detail}` : ''}`,
+      ),
+      ...undoPlan.functions.map(
+        (f) =>
+          `${f.function?.name}: ${f.runsNow?.moduleName || 'original kernel code'} -> ${f.runsAfter?.moduleName || 'original kernel code'}`,
+      ),
+    ];
+    say(`   the ledger's plan (PlanUndo):`);
+    for (const line of planLines) say(`     ${line}`);
+    const undone = await unary<dispatcher.UndoResponse>(rollouts, 'undo', {
+      hostId: plan.undoHostId,
+      patchId: submitted.patchId,
+      version,
+      reason: 'the application team asked for the original /proc/cmdline back',
+      allowDowngrade: false,
+      dryRun: false,
+    });
+    const undoId = undone.rollout!.rolloutId;
+    const undoRollout = await followRollout(rollouts, undoId, () => undefined, [
+      R.ROLLOUT_STATE_COMPLETED,
+      R.ROLLOUT_STATE_ABORTED,
+      R.ROLLOUT_STATE_PAUSED,
+    ]);
+    say(`   undo ${undoId} (dispatcher Undo): ${rolloutState(undoRollout.state)}`);
+    if (undoRollout.state !== R.ROLLOUT_STATE_COMPLETED) {
+      throw new Error(`the story stopped: the undo on ${plan.undoHostId} ended ${rolloutState(undoRollout.state)}`);
+    }
+
+    step(`7. The PCI-DSS report after`);
+    const carriers = succeeded - 1; // the undone host no longer carries it
+    await until('the ledger shows every patched host', async () => {
+      const hosts = await listHosts(ledgerClient, { carriesPatchId: submitted.patchId });
+      return hosts.length === carriers ? hosts : undefined;
+    });
+    const pciAfter = await until('the report reflects the rollout and the undo', async () => {
+      const report = await pci(ledgerClient, asOf);
+      return report.hostsCompliant === carriers ? report : undefined;
+    });
+    say(
+      `   as of ${asOf.toISOString().slice(0, 10)}: ${pciAfter.hostsCompliant}/${pciAfter.hostsInScope} hosts compliant`,
+    );
+    say(`   still exposed: ${pciAfter.nonCompliantHostIds.join(', ')} (the stall and the undo)`);
+
+    step(`8. The ledger verified`);
+    const verified = await unary<ledger.VerifyIntegrityResponse>(ledgerClient, 'verifyIntegrity', { producerId: '' });
+    say(
+      `   ${verified.eventsChecked} events of ${verified.producersChecked} producers re-checked (hash chains, signatures): ${verified.findings.length} findings`,
+    );
+
+    return {
+      releases: [...options.releases],
+      hosts: plan.hosts.length,
+      patch: {
+        patchId: submitted.patchId,
+        version,
+        buildId: submitted.buildId,
+        modules: finished.kernels.map((k) => ({ kernelRelease: k.kernelRelease, digest: k.artifactDigest })),
+      },
+      pciBefore,
+      rollout: {
+        rolloutId,
+        state: rolloutState(rollout.state),
+        pausedBecause,
+        stalledHost: { hostId: stalled.hostId, state: hostState(stalled.state), error: stalled.error },
+        succeeded,
+      },
+      undo: { hostId: plan.undoHostId, rolloutId: undoId, state: rolloutState(undoRollout.state), plan: planLines },
+      pciAfter,
+      verify: {
+        eventsChecked: verified.eventsChecked,
+        producersChecked: verified.producersChecked,
+        findings: verified.findings.length,
+      },
+      seconds: (Date.now() - t0) / 1000,
+    };
+  } finally {
+    for (const client of [build, rollouts, ledgerClient]) client.close();
+  }
+}
+
+/** One more than the highest version built so far: each run of the story publishes a new version. */
+async function nextVersion(build: Client): Promise<string> {
+  const { builds } = await unary<builder.ListBuildsResponse>(build, 'listBuilds', {
+    pageSize: 1000,
+    pageToken: '',
+    patchId: STORY_PATCH,
+    states: [],
+  });
+  return String(Math.max(0, ...builds.map((b) => Number.parseInt(b.version, 10) || 0)) + 1);
+}
+
+async function listHosts(client: Client, filter: Partial<ledger.ListHostsRequest>): Promise<ledger.Host[]> {
+  const out: ledger.Host[] = [];
+  let pageToken = '';
+  do {
+    const page = await unary<ledger.ListHostsResponse>(client, 'listHosts', {
+      pageSize: 500,
+      pageToken,
+      kernelRelease: '',
+      labels: { ...DEMO_LABEL },
+      carriesPatchId: '',
+      exposedToCveId: '',
+      ...filter,
+    });
+    out.push(...page.hosts);
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return out;
+}
+
+async function pci(client: Client, asOf: Date): Promise<PciSummary> {
+  const report = await unary<ledger.ComplianceReportResponse>(client, 'complianceReport', {
+    scope: { kernelReleases: [], labels: { ...DEMO_LABEL }, hostIds: [] },
+    minSeverity: events.Severity.SEVERITY_CRITICAL,
+    deadlineDays: DEADLINE_DAYS,
+    asOf: toTimestamp(asOf),
+    format: ledger.ReportFormat.REPORT_FORMAT_UNSPECIFIED,
+    exemptHostIds: [],
+  });
+  const rows = report.hosts.filter((h) => h.cveId === CVE.id);
+  return {
+    asOf: asOf.toISOString(),
+    hostsInScope: report.hostsInScope,
+    hostsCompliant: report.hostsCompliant,
+    nonCompliantHostIds: rows
+      .filter((h) => h.status === ledger.ComplianceStatus.COMPLIANCE_STATUS_NON_COMPLIANT)
+      .map((h) => h.hostId)
+      .sort(),
+  };
+}
+
+/** Polls the rollout and tells each change of a wave or of the rollout, until it is in one of `end`. */
+async function followRollout(
+  client: Client,
+  rolloutId: string,
+  say: (line: string) => void,
+  end: dispatcher.RolloutState[],
+): Promise<dispatcher.Rollout> {
+  const told = new Map<string, string>();
+  return until(
+    `rollout ${rolloutId} reached ${end.map(rolloutState).join(' or ')}`,
+    async () => {
+      const { rollout } = await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', { rolloutId });
+      for (const w of rollout!.waves) {
+        const done = w.hosts.filter((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED).length;
+        const failed = w.hosts.filter((h) => h.state === H.HOST_ROLLOUT_STATE_FAILED).map((h) => h.hostId);
+        const line = `${w.name}: ${waveState(w.state)}, ${done}/${w.hosts.length} patched${failed.length ? `, failed: ${failed.join(', ')}` : ''}`;
+        if (w.state !== dispatcher.WaveState.WAVE_STATE_PENDING && told.get(w.name) !== line) {
+          told.set(w.name, line);
+          say(`   ${line}`);
+        }
+      }
+      return end.includes(rollout!.state) ? rollout! : undefined;
+    },
+    15 * 60_000,
+  );
+}
