@@ -198,9 +198,20 @@ async function untilState(rolloutId: string, states: dispatcher.RolloutState[], 
 async function logOf(hostIds: Set<string>) {
   const records = await readWholeTopic(kafka, topic);
   const out: { type: string; hostId: string; body: events.EventBody }[] = [];
+  // A producer killed (or whose relay was killed) after Kafka took an event but before the
+  // acknowledgement came back sends it again: the same event at the same (producer, epoch, seq).
+  // Readers drop such copies, and so does this check; a different event at a seen position fails.
+  const seen = new Map<string, string>();
   for (const r of records) {
     if (!r.key?.startsWith('host/') || !hostIds.has(r.key.slice(5))) continue;
     const { body } = decodeEvent(r.value!);
+    const at = `${body.producer?.producerId}/${body.producer?.epoch}/${body.producer?.seq}`;
+    const earlier = seen.get(at);
+    if (earlier !== undefined) {
+      expect(body.eventId).toBe(earlier);
+      continue;
+    }
+    seen.set(at, body.eventId);
     out.push({ type: body.type, hostId: r.key.slice(5), body });
   }
   return out;
