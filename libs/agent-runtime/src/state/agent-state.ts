@@ -93,17 +93,23 @@ export class AgentStateFile {
    * per apply step instead of one per field).
    */
   stage(change: (state: AgentStateData) => void): void {
-    const next = structuredClone(this.current);
-    change(next);
-    this.current = next;
+    // Changed in place (a copy per change cost more than the write itself with thousands of
+    // agents); a write that fails puts back what the disk holds.
+    change(this.current);
     this.dirty = true;
   }
 
   /** Writes staged changes, if any. */
   flush(): void {
     if (!this.dirty) return;
-    writeSmallFile(this.path, JSON.stringify(this.current), this.syncWrites);
-    this.dirty = false;
+    try {
+      writeSmallFile(this.path, JSON.stringify(this.current), this.syncWrites);
+    } catch (error) {
+      this.current = this.load();
+      throw error;
+    } finally {
+      this.dirty = false;
+    }
   }
 
   private load(): AgentStateData {

@@ -1,7 +1,7 @@
 // npm run bench:rollout: one dispatcher (the built service, a child process) and BENCH_HOSTS
-// (default 10,000) real agents on simulated kernels in this process, each on its own gRPC stream
-// (multiplexed over shared HTTP/2 connections), a module really compiled and signed by the
-// builder. Measures the seconds from CreateRollout until every host has the patch applied (the
+// (default 10,000) real agents on simulated kernels, spread over BENCH_FLEET_PROCESSES (default
+// 2; 0: in this process) child processes, each agent on its own gRPC stream (multiplexed over
+// shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the seconds from CreateRollout until every host has the patch applied (the
 // rollout completed), then until the ledger shows it on every host (when the ledger starts),
 // and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
 // Prints one JSON object as its last line and writes it to bench/results/rollout-<date>.json.
@@ -23,6 +23,7 @@ import {
   type ServiceProcess,
 } from '../fleet/rig';
 import { REPO_ROOT } from '../process';
+import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
 const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 10_000);
@@ -32,6 +33,7 @@ const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // All 10,000 simulated agents share this machine's cores; fetching 10,000 copies of the module at
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
+const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
 
 function machineFacts() {
   return {
@@ -103,7 +105,7 @@ async function main(): Promise<void> {
   const env = { topic, brokers: brokers.join(',') };
   const processes: ServiceProcess[] = [];
   const kafka = kafkaClient(brokers, 'rebootless-bench-rollout');
-  let fleet: SimulatedFleet | undefined;
+  let fleet: SimulatedFleet | ForkedFleet | undefined;
   try {
     const builderDir = path.join(root, 'builder');
     const built = await startBuilder({ ...env, dataDir: builderDir });
@@ -139,26 +141,33 @@ async function main(): Promise<void> {
       }
     }
 
-    fleet = new SimulatedFleet(
-      {
-        root: path.join(root, 'hosts'),
-        dispatcherAddress: disp.address,
-        builderAddress: built.address,
-        builderPublicKey: built.publicKey,
-        kafka,
-        topic,
-        syncWrites: false,
-        agentFetchTimeoutMs: 600_000,
-        sharedArtifacts: true,
-      },
-      Array.from({ length: HOSTS }, (_, i) => ({
-        hostId: `bench-${String(i).padStart(5, '0')}`,
-        kernelRelease: RELEASE,
-        labels: { fleet: 'bench' },
-      })),
-    );
+    const fleetOptions = {
+      root: path.join(root, 'hosts'),
+      dispatcherAddress: disp.address,
+      builderAddress: built.address,
+      builderPublicKey: built.publicKey,
+      topic,
+      syncWrites: false,
+      agentFetchTimeoutMs: 600_000,
+      sharedArtifacts: true,
+    };
+    const specs = Array.from({ length: HOSTS }, (_, i) => ({
+      hostId: `bench-${String(i).padStart(5, '0')}`,
+      kernelRelease: RELEASE,
+      labels: { fleet: 'bench' },
+    }));
+    fleet =
+      FLEET_PROCESSES > 0
+        ? new ForkedFleet(
+            { ...fleetOptions, brokers },
+            specs,
+            FLEET_PROCESSES,
+            (process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
+          )
+        : new SimulatedFleet({ ...fleetOptions, kafka }, specs);
     const startAt = Date.now();
-    await fleet.start(undefined, 200);
+    if (fleet instanceof ForkedFleet) await fleet.start(200);
+    else await fleet.start(undefined, 200);
     await until(async () => fleet!.connectedCount() === HOSTS, `all ${HOSTS} agents connected`, 600_000, 500);
     log(`${HOSTS} agents started and connected in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
 
@@ -260,7 +269,9 @@ async function main(): Promise<void> {
       canary_hosts: CANARY,
       kernel_release: RELEASE,
       max_in_flight: MAX_IN_FLIGHT,
-      agents: 'in this process, one simulated kernel and data dir each (in /dev/shm), one shared module store',
+      agents:
+        (FLEET_PROCESSES > 0 ? `in ${FLEET_PROCESSES} child processes` : 'in this process') +
+        ', one simulated kernel and data dir each (in /dev/shm); per process one module store and one FetchArtifact per digest, each agent verifying the manifest with its pinned key and hashing the module itself',
       hosts_succeeded: succeeded,
       seconds_create_to_last_command_sent: allSentSeconds === undefined ? null : Math.round(allSentSeconds * 100) / 100,
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
