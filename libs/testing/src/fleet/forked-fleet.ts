@@ -73,6 +73,11 @@ export class ForkedFleet {
     );
   }
 
+  /** The workers' process ids (for CPU accounting). */
+  pids(): number[] {
+    return this.workers.map((w) => w.child.pid!).filter(Boolean);
+  }
+
   connectedCount(): number {
     return this.workers.reduce((n, w) => n + w.connected, 0);
   }
