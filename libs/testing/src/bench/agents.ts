@@ -5,7 +5,8 @@
 // a module really compiled and signed by the builder, to every agent.
 // Measures the memory each connected agent costs this process, the agents' event rate while they
 // start (ChainEpochStarted, HostEnrolled, HostBooted) and while they apply (PatchApplyStarted,
-// PatchApplied), counted until every event is in Kafka.
+// PatchApplied), counted until every event is in Kafka, and while every agent reports drift at
+// once (DriftDetected, HostInventoryReported: the events path without an apply's work).
 // Prints progress on stderr and one JSON object as the last line of stdout; writes it to
 // bench/results/agents-<date>.json. Settings: BENCH_AGENTS, BENCH_MAX_IN_FLIGHT (applies under way
 // at once, default 2,000), BENCH_RELAY=1 (events through the gateway's RelayEvents instead of
@@ -145,6 +146,23 @@ async function main(): Promise<void> {
     if (state !== dispatcher.RolloutState.ROLLOUT_STATE_COMPLETED) throw new Error('the rollout paused');
     say(`${AGENTS} applied in ${applyMs} ms`);
 
+    // The events path alone: someone loads a module by hand on every host and a fleet-wide drift
+    // check runs (Agent.checkDrift): each agent signs DriftDetected + HostInventoryReported,
+    // appends them to its outbox, sends its inventory to the dispatcher, and the events go to Kafka.
+    for (const h of f.hosts.values()) {
+      await h.kernel.loadModule({
+        path: '/tmp/by_hand.ko',
+        moduleName: 'by_hand',
+        functions: [{ object: 'vmlinux', name: 'by_hand_fix', sympos: 0 }],
+        replace: false,
+      });
+    }
+    const d0 = Date.now();
+    await Promise.all(agents.map((a) => a.checkDrift()));
+    await until(() => pending() === 0, 'the drift events are in Kafka');
+    const driftMs = Date.now() - d0;
+    say(`${AGENTS} drift reports delivered in ${driftMs} ms`);
+
     const startEvents = AGENTS * 3; // ChainEpochStarted, HostEnrolled, HostBooted
     const applyEvents = AGENTS * 2; // PatchApplyStarted, PatchApplied
     const result = {
@@ -165,6 +183,8 @@ async function main(): Promise<void> {
       apply_all_ms: applyMs,
       applies_per_s: Math.round((AGENTS / applyMs) * 1000),
       apply_events_per_s: Math.round((applyEvents / applyMs) * 1000),
+      drift_all_delivered_ms: driftMs,
+      drift_events_per_s: Math.round(((AGENTS * 2) / driftMs) * 1000),
       heap_per_agent_kib: Math.round((after.heapUsed - before.heapUsed) / AGENTS / 1024),
       rss_per_agent_kib: Math.round((after.rss - before.rss) / AGENTS / 1024),
       rss_total_mib: mib(after.rss),
