@@ -216,6 +216,7 @@ export class Agent {
     this.builder?.release();
     this.builder = undefined;
     if (options.clean ?? true) this.state.update((s) => void (s.cleanStop = true));
+    this.outbox.close();
   }
 
   /**
