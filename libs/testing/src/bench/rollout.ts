@@ -249,6 +249,24 @@ async function main(): Promise<void> {
     const rolloutId = rollout!.rolloutId;
     let last: dispatcher.Rollout | undefined;
     let allSentSeconds: number | undefined;
+    let watching = true;
+    // The ledger is watched while the rollout ends, not after: its figure is when it first showed
+    // every host, whenever the dispatcher's completion was seen.
+    let ledgerSeconds: number | null = null;
+    const ledgerWatch = ledgerClient
+      ? (async (lc) => {
+          await until(async () => !watching || allSentSeconds !== undefined, 'every command sent', 900_000, 250);
+          await until(
+            async () => !watching || (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === HOSTS,
+            'the ledger shows the patch on every host',
+            600_000,
+            500,
+          );
+          if (watching) ledgerSeconds = (Date.now() - t0) / 1000;
+        })(ledgerClient).catch((error: unknown) => {
+          ledgerNote = `the ledger did not show every host: ${String(error)}`;
+        })
+      : Promise.resolve();
     await until(
       async () => {
         last = (await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', { rolloutId }, 60_000)).rollout;
@@ -264,7 +282,10 @@ async function main(): Promise<void> {
       'every host applied',
       900_000,
       1_000,
-    );
+    ).catch((error: unknown) => {
+      watching = false;
+      throw error;
+    });
     const appliedSeconds = (Date.now() - t0) / 1000;
     const dispatcherCpu = (cpuSeconds(disp.process.pid) ?? 0) - cpuBefore;
     const partsCpu = Object.fromEntries(
@@ -276,22 +297,8 @@ async function main(): Promise<void> {
       .filter((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_SUCCEEDED).length;
     log(`rollout completed in ${appliedSeconds.toFixed(1)} s (${succeeded} hosts succeeded)`);
 
-    let ledgerSeconds: number | null = null;
-    if (ledgerClient) {
-      const lc = ledgerClient;
-      try {
-        await until(
-          async () => (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === HOSTS,
-          'the ledger shows the patch on every host',
-          600_000,
-          1_000,
-        );
-        ledgerSeconds = (Date.now() - t0) / 1000;
-      } catch (error) {
-        ledgerNote = `the ledger did not show every host: ${String(error)}`;
-      }
-      lc.close();
-    }
+    await ledgerWatch;
+    ledgerClient?.close();
     client.close();
 
     const result = {
