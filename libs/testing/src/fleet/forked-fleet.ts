@@ -90,8 +90,10 @@ export class ForkedFleet {
         const closed = this.awaitReport(w, 'closed').catch(() => undefined);
         w.child.send({ type: 'close' } satisfies WorkerRequest);
         await Promise.race([closed, exited]);
-        w.child.kill('SIGTERM');
+        // It exits by itself once closed (writing a --cpu-prof profile on the way); a stuck one is stopped.
+        const timer = setTimeout(() => w.child.kill('SIGTERM'), 10_000);
         await exited;
+        clearTimeout(timer);
       }),
     );
     this.workers.length = 0;
