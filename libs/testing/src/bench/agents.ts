@@ -189,6 +189,8 @@ async function main(): Promise<void> {
       rss_per_agent_kib: Math.round((after.rss - before.rss) / AGENTS / 1024),
       rss_total_mib: mib(after.rss),
       downloads: f.downloads?.fetches ?? null,
+      // Runnable tasks on the machine (all users) over the last minute: the neighbours' share.
+      load_average_1m: Math.round(os.loadavg()[0]! * 100) / 100,
     };
     const dir = path.join(REPO_ROOT, 'bench', 'results');
     fs.mkdirSync(dir, { recursive: true });
