@@ -12,6 +12,7 @@ import { SimulatedKernel } from '@rebootless/kernel-model';
 import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
 import { Agent, type AgentOptions } from './agent';
 import { GatewayRelaySink, KafkaEventSink } from './talk/event-sink';
+import { SharedArtifactDownloads } from './talk/shared-artifact-downloads';
 import { startArtifactServer, startTestGateway, type ArtifactServer, type TestGateway } from './testing/agent-harness';
 import { recordingKernel, storeSignedArtifact, TEST_RELEASE, type TestPatch } from './testing/fixtures';
 
@@ -456,6 +457,51 @@ describe('Agent on the simulated kernel', () => {
     await agent.checkDrift();
     const drift = (await hostEvents(agent)).filter((e) => e.type === 'DriftDetected').map((e) => e.driftDetected!.kind);
     expect(drift).toEqual(['loaded-by-hand', 'removed-by-hand']);
+  });
+});
+
+describe('Agents sharing downloads (SharedArtifactDownloads)', () => {
+  it('fetch the module once, and each verifies it: the one pinning another builder key refuses, its kernel untouched', async () => {
+    const downloads = new SharedArtifactDownloads();
+    const shared = new ArtifactStore({ dir: path.join(tmp, 'shared-kept'), builderKey: builderKey.rawPublicKey });
+    const trusting = [newHost(), newHost(), newHost()];
+    const agents = trusting.map((h) => h.make(h.kernel, { sharedDownloads: downloads, artifacts: shared }));
+    const wary = newHost();
+    const recorded = recordingKernel(wary.kernel);
+    const waryAgent = wary.make(recorded.kernel, {
+      sharedDownloads: downloads,
+      artifacts: shared,
+      builderPublicKey: strangerKey.rawPublicKey,
+    });
+    for (const a of [...agents, waryAgent]) await a.start();
+    const artifact = await publish({ patchId: 'shared-dl', version: '1' });
+    const results = await Promise.all(
+      [...trusting, wary].map((h) => send(h.hostId, { apply: applyCommand(artifact) })),
+    );
+    expect(downloads.fetches).toBe(1);
+    expect(results.slice(0, 3).map((r) => r.outcome)).toEqual(Array(3).fill(Outcome.COMMAND_OUTCOME_SUCCEEDED));
+    expect(results[3]).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify' });
+    expect(results[3]!.error).toMatch(/^bad-signature/);
+    expect(recorded.changes).toEqual([]);
+    for (const h of trusting) {
+      expect((await h.kernel.listPatches()).map((p) => p.moduleName)).toEqual([artifact.manifest.moduleName]);
+    }
+  });
+
+  it('each refuses a module altered on the way, though one download served them all', async () => {
+    const downloads = new SharedArtifactDownloads();
+    const hosts = [newHost(), newHost()];
+    const agents = hosts.map((h) => h.make(h.kernel, { sharedDownloads: downloads }));
+    for (const a of agents) await a.start();
+    const artifact = await publish({ patchId: 'shared-tamper', version: '1' });
+    builder.hostile = 'flip-byte';
+    const results = await Promise.all(hosts.map((h) => send(h.hostId, { apply: applyCommand(artifact) })));
+    expect(downloads.fetches).toBe(1);
+    for (const r of results) {
+      expect(r).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify' });
+      expect(r.error).toMatch(/^digest-mismatch/);
+    }
+    for (const h of hosts) expect(await h.kernel.listPatches()).toEqual([]);
   });
 });
 

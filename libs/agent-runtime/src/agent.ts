@@ -3,7 +3,7 @@
 // kernel shows, not what it was asked. Embeddable: the daemon (apps/agent) wraps one, the
 // dispatcher's tests and benchmarks run thousands in one process. An idle agent holds no timer.
 import * as path from 'node:path';
-import { ChannelCredentials } from '@grpc/grpc-js';
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import { ArtifactStore, type PatchManifest } from '@rebootless/artifacts';
 import { agent as agentApi, dispatcher, events, fromTimestamp, toTimestamp } from '@rebootless/contracts';
 import type { EventDraft, EventPayload } from '@rebootless/events';
@@ -25,9 +25,10 @@ import { EventOutbox } from './state/event-outbox';
 import { ArtifactFetchError, fetchArtifact } from './talk/artifact-fetch';
 import type { EventSink } from './talk/event-sink';
 import { GatewayLink } from './talk/gateway-link';
-import { sharedClient } from './talk/grpc-clients';
+import { insecureCredentials, sharedClient } from './talk/grpc-clients';
+import type { SharedArtifactDownloads } from './talk/shared-artifact-downloads';
 import { watchDrift } from './drift-schedule';
-import { CommandRefused, checkCommand, checkManifest, compareVersions } from './verification';
+import { CommandRefused, ModuleReceipt, checkCommand, checkManifest, compareVersions } from './verification';
 
 export type ReapplyPolicy = 'never' | 'at-start';
 
@@ -71,6 +72,11 @@ export interface AgentOptions {
    * process may share one store (content-addressed: same digest, same bytes).
    */
   readonly artifacts?: ArtifactStore;
+  /**
+   * One FetchArtifact per digest for every agent of the process that holds the same instance
+   * (simulated fleets only). Verification stays per agent: own pinned key, own hash of the module.
+   */
+  readonly sharedDownloads?: SharedArtifactDownloads;
   /** Host facts the kernel port cannot give (simulated hosts share one /etc). */
   readonly facts?: { hostname?: string; machineId?: string; distro?: string; root?: string };
   readonly agentVersion?: string;
@@ -127,7 +133,7 @@ export class Agent {
       stuckTransitionMs: 300_000,
       ...options.timeouts,
     };
-    this.credentials = options.credentials ?? ChannelCredentials.createInsecure();
+    this.credentials = options.credentials ?? insecureCredentials();
     this.producerId = `agent/${options.hostId}`;
     this.stream = `host/${options.hostId}`;
   }
@@ -223,6 +229,7 @@ export class Agent {
     this.builder?.release();
     this.builder = undefined;
     if (options.clean ?? true) this.state.update((s) => void (s.cleanStop = true));
+    this.outbox.close();
   }
 
   /**
@@ -342,6 +349,7 @@ export class Agent {
     if (live?.enabled && !live.transition) {
       // Already live (a command sent again under a new id): nothing to do, say so.
       this.rememberDesired(manifest, cmd.artifactDigest);
+      this.state.flush();
       return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '' });
     }
     return withSpanFrom(
@@ -390,6 +398,7 @@ export class Agent {
       if (error instanceof CommandRefused) return refuse(error);
       throw error;
     }
+    // Written with the next state change, before the kernel is touched or anything is answered.
     this.remember(cmd.commandId, cmd.expiresAt);
 
     try {
@@ -503,6 +512,8 @@ export class Agent {
   ): Promise<dispatcher.CommandResult> {
     const kernel = this.options.kernel;
     const before = this.state.data.desired;
+    // Staged with the end of the apply below: until then `applying` stays on disk, and a crash
+    // in between is finished on restart by coming through here again.
     this.rememberDesired(manifest, cmd.artifactDigest);
     // Modules the new patch superseded (replace, or an older version of the same patch) go away.
     const superseded = before.filter(
@@ -643,6 +654,7 @@ export class Agent {
         }),
       };
     }
+    // Written with the next state change, before the kernel is touched or anything is answered.
     this.remember(cmd.commandId, cmd.expiresAt);
     const desired = this.state.data.desired.find((d) => d.patchId === cmd.patchId && d.version === cmd.version);
     const moduleName = cmd.moduleName || desired?.moduleName || '';
@@ -761,6 +773,21 @@ export class Agent {
     }
     // Always asked of the builder, even when a copy is kept: its answer carries retractions.
     this.builder ??= sharedClient(this.options.builderAddress, this.credentials);
+    const shared = this.options.sharedDownloads;
+    if (shared) {
+      const download = await shared.fetch(this.builder.client, cmd.artifactDigest, this.timeouts.fetchMs);
+      // This agent's own checks, as if the bytes had just arrived for it alone.
+      const manifest = check(download.manifestBytes, download.signature);
+      const receipt = new ModuleReceipt(manifest);
+      receipt.add(download.module);
+      receipt.finish();
+      const signed = { manifest, bytes: download.manifestBytes, signature: download.signature };
+      const artifact = await download.keep(this.store, async () => {
+        const { artifact } = await this.store.put({ module: download.module, signed });
+        return artifact;
+      });
+      return { manifest, modulePath: artifact.modulePath };
+    }
     const fetched = await fetchArtifact({
       client: this.builder.client,
       digest: cmd.artifactDigest,
@@ -801,8 +828,9 @@ export class Agent {
     this.state.update((s) => void s.retracted.push({ patchId, version, reason }));
   }
 
+  /** Staged: the caller's next state update writes it. */
   private rememberDesired(manifest: PatchManifest, artifactDigest: string): void {
-    this.state.update((s) => {
+    this.state.stage((s) => {
       const keep = s.desired.filter(
         (d) => !manifest.replace && d.patchId !== manifest.patchId && d.moduleName !== manifest.moduleName,
       );
@@ -822,7 +850,7 @@ export class Agent {
     const now = this.now();
     // Kept until a day after it expired: by then the command is refused as expired anyway.
     const until = (expiresAt ? fromTimestamp(expiresAt).getTime() : now + 30 * 86_400_000) + 86_400_000;
-    this.state.update((s) => {
+    this.state.stage((s) => {
       s.seenCommands = s.seenCommands.filter((c) => c.until > now);
       s.seenCommands.push({ id: commandId, until });
     });
@@ -1035,6 +1063,8 @@ export class Agent {
   }
 
   private sendResult(commandId: string, body: ResultBody, stack: events.LivePatchState[]): dispatcher.CommandResult {
+    // Nothing is answered before what the agent learned is on disk (a seen command id above all).
+    this.state.flush();
     const result: dispatcher.CommandResult = {
       commandId,
       outcome: body.outcome,

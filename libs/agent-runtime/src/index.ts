@@ -7,6 +7,7 @@ export * from './talk/event-sink';
 export * from './talk/gateway-link';
 export * from './talk/artifact-fetch';
 export * from './talk/grpc-clients';
+export * from './talk/shared-artifact-downloads';
 export * from './kernel-ipc';
 export * from './status-report';
 // Test support shared with the dispatcher's tests and benchmarks: real gRPC endpoints, signed artifacts.

@@ -105,9 +105,11 @@ export class ManifestVerificationError extends Error {
 /** The builder key an agent pins: a KeyObject or the raw 32-byte Ed25519 public key. */
 export type PinnedKey = KeyObject | Uint8Array;
 
-function asPublicKey(key: PinnedKey): { key: KeyObject; fingerprint: string } {
-  const publicKey = key instanceof Uint8Array ? publicKeyFromRaw(key) : key;
-  return { key: publicKey, fingerprint: keyFingerprint(rawPublicKey(publicKey)) };
+// The fingerprint is only for the refusal message: a KeyObject's needs a DER export, which cost
+// more than the verification itself when thousands of agents check one manifest each.
+function asPublicKey(key: PinnedKey): { key: KeyObject; fingerprint: () => string } {
+  if (key instanceof Uint8Array) return { key: publicKeyFromRaw(key), fingerprint: () => keyFingerprint(key) };
+  return { key, fingerprint: () => keyFingerprint(rawPublicKey(key)) };
 }
 
 /**
@@ -132,7 +134,7 @@ export function verifyManifest(
   if (bytes.length === 0 || !verify(null, bytes, key, signature)) {
     throw new ManifestVerificationError(
       'bad-signature',
-      `the manifest signature does not verify with the pinned builder key ${fingerprint}: ` +
+      `the manifest signature does not verify with the pinned builder key ${fingerprint()}: ` +
         'signed by another key, or the manifest or its signature was altered',
     );
   }

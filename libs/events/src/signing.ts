@@ -36,9 +36,22 @@ export function rawPublicKey(key: KeyObject): Buffer {
   return Buffer.from(der.subarray(der.length - 32));
 }
 
+// Parsing a key costs more than verifying with it, and a process checks thousands of signatures
+// by the same few keys (an agent its builder's, the ledger each producer's). A KeyObject is
+// immutable and found by the key's own bytes, so a cached one is exactly the key asked for.
+const parsedKeys = new Map<string, KeyObject>();
+const MAX_PARSED_KEYS = 4096;
+
 export function publicKeyFromRaw(raw: Uint8Array): KeyObject {
   if (raw.length !== 32) throw new Error(`an Ed25519 public key has 32 bytes, got ${raw.length}`);
-  return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  const hex = Buffer.from(raw.buffer, raw.byteOffset, raw.length).toString('hex');
+  let key = parsedKeys.get(hex);
+  if (!key) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    if (parsedKeys.size >= MAX_PARSED_KEYS) parsedKeys.clear();
+    parsedKeys.set(hex, key);
+  }
+  return key;
 }
 
 export function signHash(key: SigningKey, hash: Uint8Array): Buffer {

@@ -67,6 +67,7 @@ function empty(): AgentStateData {
 export class AgentStateFile {
   readonly path: string;
   private current: AgentStateData;
+  private dirty = false;
 
   constructor(
     dir: string,
@@ -80,12 +81,35 @@ export class AgentStateFile {
     return this.current;
   }
 
-  /** Applies a change and writes the file before returning. */
+  /** Applies a change and writes the file (with any staged change) before returning. */
   update(change: (state: AgentStateData) => void): void {
-    const next = structuredClone(this.current);
-    change(next);
-    writeSmallFile(this.path, JSON.stringify(next), this.syncWrites);
-    this.current = next;
+    this.stage(change);
+    this.flush();
+  }
+
+  /**
+   * Applies a change in memory only: it is written with the next update or flush. For a change
+   * that must be durable before the agent acts or answers, not the moment it is made (one write
+   * per apply step instead of one per field).
+   */
+  stage(change: (state: AgentStateData) => void): void {
+    // Changed in place (a copy per change cost more than the write itself with thousands of
+    // agents); a write that fails puts back what the disk holds.
+    change(this.current);
+    this.dirty = true;
+  }
+
+  /** Writes staged changes, if any. */
+  flush(): void {
+    if (!this.dirty) return;
+    try {
+      writeSmallFile(this.path, JSON.stringify(this.current), this.syncWrites);
+    } catch (error) {
+      this.current = this.load();
+      throw error;
+    } finally {
+      this.dirty = false;
+    }
   }
 
   private load(): AgentStateData {

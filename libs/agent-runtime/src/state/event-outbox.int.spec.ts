@@ -64,4 +64,17 @@ describe('the agent outbox', () => {
     expect(epoch?.reason).toBe(events.EpochReason.EPOCH_REASON_STATE_LOST);
     expect(outbox.pending().map((r) => r.seq)).toEqual([1]);
   });
+
+  it('Given the log emptied after all was confirmed (its descriptor kept open), When more is appended and it is reopened, Then only the new events are there, chained on', () => {
+    const { outbox } = open();
+    const big = Array.from({ length: 1500 }, (_, n) => draft(n));
+    outbox.append(big);
+    outbox.confirm(outbox.head.seq);
+    expect(fs.statSync(path.join(dir, 'outbox.log')).size).toBe(0);
+    const [after] = outbox.append([draft(1000)]);
+    outbox.close();
+    const { outbox: again } = open();
+    expect(again.pending().map((r) => r.seq)).toEqual([after!.seq]);
+    expect(readEnvelope(again.pending()[0]!.envelope).seq).toBe(1502);
+  });
 });

@@ -58,6 +58,7 @@ export class EventOutbox {
   private readonly now: () => number;
   private records: OutboxRecord[] = [];
   private logBytes = 0;
+  private fd: number | undefined;
 
   private constructor(
     private readonly state: ChainStateFile,
@@ -139,12 +140,15 @@ export class EventOutbox {
       len.writeUInt32BE(event.envelope.length);
       parts.push(len, event.envelope);
     }
-    const fd = fs.openSync(this.logPath, 'a', 0o600);
+    // Kept open between appends (an open and a close cost more than the write); a failed write
+    // closes it, and the next append opens the log again.
+    this.fd ??= fs.openSync(this.logPath, 'a', 0o600);
     try {
-      fs.writevSync(fd, parts);
-      if (this.syncWrites) fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+      fs.writevSync(this.fd, parts);
+      if (this.syncWrites) fs.fdatasyncSync(this.fd);
+    } catch (error) {
+      this.close();
+      throw error;
     }
     for (const event of chained) {
       const envelope = Buffer.from(event.envelope);
@@ -153,6 +157,13 @@ export class EventOutbox {
     }
     this.chainHead = head;
     return chained;
+  }
+
+  /** Releases the log's file descriptor (the next append opens it again). */
+  close(): void {
+    if (this.fd === undefined) return;
+    fs.closeSync(this.fd);
+    this.fd = undefined;
   }
 
   /** Envelopes not yet confirmed, oldest first. */

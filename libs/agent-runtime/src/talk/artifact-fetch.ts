@@ -73,13 +73,7 @@ export function fetchArtifact(input: {
     call.on('error', (error: ServiceError) => {
       if (settled) return;
       settled = true;
-      if (error.code === status.FAILED_PRECONDITION && /retracted/i.test(error.details)) {
-        reject(new CommandRefused('retracted', `the builder refuses to serve it: ${error.details}`));
-        return;
-      }
-      reject(
-        new ArtifactFetchError(`FetchArtifact ${input.digest}: ${status[error.code]} ${error.details}`, error.code),
-      );
+      reject(fetchFailure(input.digest, error));
     });
     call.on('end', () => {
       if (settled) return;
@@ -93,4 +87,12 @@ export function fetchArtifact(input: {
       }
     });
   });
+}
+
+/** What a failed FetchArtifact means to the agent: a retraction is a refusal, the rest is the builder's trouble. */
+export function fetchFailure(digest: string, error: ServiceError): CommandRefused | ArtifactFetchError {
+  if (error.code === status.FAILED_PRECONDITION && /retracted/i.test(error.details)) {
+    return new CommandRefused('retracted', `the builder refuses to serve it: ${error.details}`);
+  }
+  return new ArtifactFetchError(`FetchArtifact ${digest}: ${status[error.code]} ${error.details}`, error.code);
 }

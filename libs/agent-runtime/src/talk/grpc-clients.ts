@@ -1,7 +1,7 @@
 // The agent's two gRPC clients, written against the generated codecs (no proto loading per
 // agent). Clients are shared per (address, credentials): grpc-js then multiplexes every agent
 // of a process over one HTTP/2 connection, which is what lets thousands run side by side.
-import { Client, type ChannelCredentials, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
+import { ChannelCredentials, Client, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
 import { builder, dispatcher } from '@rebootless/contracts';
 
 /** Keepalive so a dead dispatcher or a silent network is noticed without a per-agent timer. */
@@ -11,6 +11,17 @@ export const AGENT_CHANNEL_OPTIONS = {
   'grpc.keepalive_permit_without_calls': 0,
   'grpc.max_receive_message_length': 8 * 1024 * 1024,
 } as const;
+
+let insecure: ChannelCredentials | undefined;
+
+/**
+ * One insecure credentials object for the process: clients are shared per credentials instance,
+ * so agents that each made their own would each open their own connection.
+ */
+export function insecureCredentials(): ChannelCredentials {
+  insecure ??= ChannelCredentials.createInsecure();
+  return insecure;
+}
 
 const clients = new Map<string, { client: Client; users: number }>();
 const credentialIds = new WeakMap<ChannelCredentials, number>();

@@ -1,167 +1,233 @@
-// npm run bench:agents — N real agents (simulated kernels) in one process, each on its own
-// AgentGateway stream, sharing one gRPC connection per address and one Kafka producer.
-// Measures memory per connected agent and the rate of agent events delivered to Kafka while
-// every agent applies one patch. Prints progress on stderr and one JSON object as the last line
-// of stdout; writes it to bench/results/agents-<date>.json.
-// Settings: BENCH_AGENTS (default 1000), BENCH_WAVE (applies under way at once, 200), BENCH_GATEWAY_ADDRESS (the dispatcher's AgentGateway;
-// unset: an in-process test gateway that acknowledges and forwards commands), BENCH_DATA_DIR
-// (where the agents' data dirs go; default the system temp dir), KAFKA_BROKERS.
+// npm run bench:agents — BENCH_AGENTS (default 1,000) real agents (libs/agent-runtime on
+// simulated kernels) in this process, each on its own stream to the REAL dispatcher's
+// AgentGateway (the built service, a child process, on a real broker), sharing one HTTP/2
+// connection per address and one Kafka producer. The dispatcher sends the commands: a rollout of
+// a module really compiled and signed by the builder, to every agent.
+// Measures the memory each connected agent costs this process, the agents' event rate while they
+// start (ChainEpochStarted, HostEnrolled, HostBooted) and while they apply (PatchApplyStarted,
+// PatchApplied), counted until every event is in Kafka, and while every agent reports drift at
+// once (DriftDetected, HostInventoryReported: the events path without an apply's work).
+// Prints progress on stderr and one JSON object as the last line of stdout; writes it to
+// bench/results/agents-<date>.json. Settings: BENCH_AGENTS, BENCH_MAX_IN_FLIGHT (applies under way
+// at once, default 2,000), BENCH_RELAY=1 (events through the gateway's RelayEvents instead of
+// straight to Kafka), BENCH_DIR (the agents' data dirs; default /dev/shm), KAFKA_BROKERS.
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ArtifactStore } from '@rebootless/artifacts';
-import { dispatcher, toTimestamp } from '@rebootless/contracts';
-import { generateSigningKey } from '@rebootless/events';
+import { dispatcher } from '@rebootless/contracts';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
-import { SimulatedKernel } from '@rebootless/kernel-model';
-import {
-  Agent,
-  KafkaEventSink,
-  startArtifactServer,
-  startTestGateway,
-  storeSignedArtifact,
-  TEST_RELEASE,
-} from '@rebootless/agent-runtime';
+import { buildPatch, rolloutClient, startBuilder, startDispatcher, unary, type ServiceProcess } from '../fleet/rig';
+import { SimulatedFleet } from '../fleet/simulated-fleet';
 import { REPO_ROOT } from '../process';
 import { machineFacts } from './machine';
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 1_000);
-const WAVE = Number(process.env['BENCH_WAVE'] ?? 200);
+const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
+const RELAY = process.env['BENCH_RELAY'] === '1';
+const RELEASE = '6.1.0-56-cloud-amd64';
 const say = (line: string) => process.stderr.write(`bench:agents: ${line}\n`);
 const mib = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
 
-function settle(): Promise<void> {
-  global.gc?.();
-  return new Promise((r) => setTimeout(r, 500));
+async function settle(): Promise<NodeJS.MemoryUsage> {
+  for (let i = 0; i < 3; i++) {
+    global.gc?.();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return process.memoryUsage();
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 600_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 async function main(): Promise<void> {
+  if (!global.gc) say('run with --expose-gc (npm run bench:agents does) for steadier memory figures');
   const brokers = kafkaBrokersFromEnv();
-  const topic = `bench.agents.${Date.now()}`;
-  await ensureEventsTopic({ brokers, topic, partitions: 6 });
-  const base = process.env['BENCH_DATA_DIR'] ?? os.tmpdir();
-  const tmp = fs.mkdtempSync(path.join(base, 'bench-agents-'));
-  const builderKey = generateSigningKey();
-  const store = new ArtifactStore({ dir: path.join(tmp, 'builder') });
-  const artifact = await storeSignedArtifact(store, builderKey, { patchId: 'bench', version: '1' });
-  const builder = await startArtifactServer(store);
-  const external = process.env['BENCH_GATEWAY_ADDRESS'];
-  const gateway = external ? undefined : await startTestGateway();
-  const gatewayAddress = external ?? gateway!.address;
-  // One artifact store for every simulated host (content-addressed), so the bench measures the
-  // agents rather than thousands of copies of one module being fsynced to one disk.
-  const kept = new ArtifactStore({ dir: path.join(tmp, 'kept'), builderKey: builderKey.rawPublicKey });
-  const sink = new KafkaEventSink({ kafka: kafkaClient(brokers, 'bench-agents'), topic });
-
-  await settle();
-  const before = process.memoryUsage();
-  say(`starting ${AGENTS} agents against ${external ? `the gateway at ${external}` : 'an in-process test gateway'}`);
-  const startedAt = Date.now();
-  const agents: Agent[] = [];
-  for (let i = 0; i < AGENTS; i++) {
-    const agent = new Agent({
-      kernel: new SimulatedKernel({ release: TEST_RELEASE }),
-      dataDir: path.join(tmp, `h${i}`),
-      hostId: `bench-${i}`,
-      dispatcherAddress: gatewayAddress,
-      builderAddress: builder.address,
-      builderPublicKey: builderKey.rawPublicKey,
-      sink,
-      // Thousands of hosts share one disk here; a real host fsyncs (the default).
-      syncWrites: false,
-      artifacts: kept,
-      facts: { hostname: `bench-${i}`, machineId: `m${i}`, distro: 'Debian GNU/Linux 12 (bookworm)' },
-      reconnect: { minMs: 1_000, maxMs: 10_000 },
+  const topic = `bench.agents.${randomUUID().slice(0, 8)}`;
+  await ensureEventsTopic({ brokers, topic, partitions: 12 });
+  const base = process.env['BENCH_DIR'] ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
+  const root = fs.mkdtempSync(path.join(base, 'rebootless-bench-agents-'));
+  const env = { topic, brokers: brokers.join(',') };
+  const kafka = kafkaClient(brokers, 'rebootless-bench-agents');
+  const processes: ServiceProcess[] = [];
+  let fleet: SimulatedFleet | undefined;
+  try {
+    const builderDir = path.join(root, 'builder');
+    const built = await startBuilder({ ...env, dataDir: builderDir });
+    processes.push(built.process);
+    const patch = await buildPatch(built.address, { patchName: 'bench-agents', kernelReleases: [RELEASE] });
+    const disp = await startDispatcher({
+      ...env,
+      dataDir: path.join(root, 'dispatcher'),
+      extra: { LOG_LEVEL: 'warn' },
     });
-    agents.push(agent);
-  }
-  for (let i = 0; i < agents.length; i += 200) await Promise.all(agents.slice(i, i + 200).map((a) => a.start()));
-  if (gateway)
-    await gateway.waitFor(() => agents.every((a) => gateway.connected(a.hostId)), 600_000, 'every agent connected');
-  else await waitFor(() => agents.every((a) => a.connected), 600_000);
-  const connectedMs = Date.now() - startedAt;
-  await Promise.all(agents.map((a) => a.drain(600_000)));
-  await settle();
-  const after = process.memoryUsage();
-  say(`${AGENTS} connected in ${connectedMs} ms; heap ${mib(after.heapUsed - before.heapUsed)} MiB more`);
+    processes.push(disp.process);
 
-  let applyMs: number | undefined;
-  let applyEvents = 0;
-  if (gateway) {
-    // In waves, as the dispatcher rolls out: at most WAVE commands under way at once.
+    const hostIds = Array.from({ length: AGENTS }, (_, i) => `bench-${String(i).padStart(5, '0')}`);
+    const before = await settle();
+    fleet = new SimulatedFleet(
+      {
+        root: path.join(root, 'hosts'),
+        dispatcherAddress: disp.address,
+        builderAddress: built.address,
+        builderPublicKey: built.publicKey,
+        kafka,
+        topic,
+        // Thousands of hosts share one disk here; a real host fsyncs (the default).
+        syncWrites: false,
+        agentFetchTimeoutMs: 600_000,
+        sharedArtifacts: true,
+      },
+      hostIds.map((hostId) => ({ hostId, kernelRelease: RELEASE, labels: { fleet: 'bench' }, relay: RELAY })),
+    );
+    const f = fleet;
+    const agents = [...f.hosts.values()].map((h) => h.agent);
+    const pending = () => agents.reduce((n, a) => n + a.pendingEvents, 0);
+    say(
+      `starting ${AGENTS} agents against the dispatcher at ${disp.address} (events ${RELAY ? 'relayed' : 'to Kafka'})`,
+    );
     const t0 = Date.now();
-    const { SUCCEEDED, FAILED, REJECTED } = {
-      SUCCEEDED: dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED,
-      FAILED: dispatcher.CommandOutcome.COMMAND_OUTCOME_FAILED,
-      REJECTED: dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED,
+    await f.start(undefined, 200);
+    await until(() => f.connectedCount() === AGENTS, 'every agent connected');
+    const connectedMs = Date.now() - t0;
+    await until(() => pending() === 0, 'the start events are in Kafka');
+    const startMs = Date.now() - t0;
+    const after = await settle();
+    say(`${AGENTS} connected in ${connectedMs} ms, start events delivered in ${startMs} ms`);
+
+    const client = rolloutClient(disp.address);
+    const selector = { kernelReleases: [], labels: { fleet: 'bench' }, hostIds: [] };
+    const strategy = {
+      canaryCount: Math.min(100, Math.max(1, Math.floor(AGENTS / 100))),
+      waves: [{ percent: 100 }],
+      soakSeconds: 0,
+      onFailure: 1,
+      applyTimeoutSeconds: 900,
+      maxInFlight: MAX_IN_FLIGHT,
     };
-    const ended = () => gateway.countResults(SUCCEEDED) + gateway.countResults(FAILED) + gateway.countResults(REJECTED);
-    for (const [i, a] of agents.entries()) {
-      if (i - ended() >= WAVE) await gateway.waitFor(() => i - ended() < WAVE, 600_000, 'a free slot in the wave');
-      gateway.send(a.hostId, {
-        apply: {
-          commandId: `bench-cmd-${i}`,
-          expiresAt: toTimestamp(new Date(Date.now() + 600_000)),
-          rolloutId: 'bench',
-          patchId: 'bench',
-          version: '1',
-          kernelRelease: TEST_RELEASE,
-          artifactDigest: artifact.digest,
-          allowForce: false,
-          allowDowngrade: false,
-        },
+    // The dispatcher learns hosts from their hellos: wait until it knows all of them.
+    await until(async () => {
+      const dry = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+        patchId: patch.patchId,
+        version: patch.version,
+        selector,
+        strategy,
+        dryRun: true,
+      }).catch(() => undefined);
+      return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === AGENTS;
+    }, 'the dispatcher knows every host');
+
+    const a0 = Date.now();
+    const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+      patchId: patch.patchId,
+      version: patch.version,
+      selector,
+      strategy,
+    });
+    // Applied on every kernel, every PatchApplied in Kafka: the agents' side of the rollout.
+    const live = () => [...f.hosts.values()].filter((h) => h.kernel.loads.length > 0).length;
+    await until(() => live() === AGENTS && pending() === 0, 'every agent applied and delivered its events', 900_000);
+    const applyMs = Date.now() - a0;
+    let state: dispatcher.RolloutState | undefined;
+    await until(async () => {
+      const got = await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', { rolloutId: rollout!.rolloutId });
+      state = got.rollout?.state;
+      return (
+        state === dispatcher.RolloutState.ROLLOUT_STATE_COMPLETED ||
+        state === dispatcher.RolloutState.ROLLOUT_STATE_PAUSED
+      );
+    }, 'the rollout ended');
+    client.close();
+    if (state !== dispatcher.RolloutState.ROLLOUT_STATE_COMPLETED) throw new Error('the rollout paused');
+    say(`${AGENTS} applied in ${applyMs} ms`);
+
+    // The events path alone: someone loads a module by hand on every host and a fleet-wide drift
+    // check runs (Agent.checkDrift): each agent signs DriftDetected + HostInventoryReported,
+    // appends them to its outbox, sends its inventory to the dispatcher, and the events go to Kafka.
+    for (const h of f.hosts.values()) {
+      await h.kernel.loadModule({
+        path: '/tmp/by_hand.ko',
+        moduleName: 'by_hand',
+        functions: [{ object: 'vmlinux', name: 'by_hand_fix', sympos: 0 }],
+        replace: false,
       });
     }
-    await gateway.waitFor(() => ended() >= AGENTS, 600_000, 'every apply ended');
-    const failed = gateway.countResults(FAILED) + gateway.countResults(REJECTED);
-    if (failed > 0) throw new Error(`${failed} of ${AGENTS} applies did not succeed`);
-    await Promise.all(agents.map((a) => a.drain(600_000)));
-    applyMs = Date.now() - t0;
-    applyEvents = AGENTS * 2; // PatchApplyStarted + PatchApplied, each delivered to Kafka
+    const d0 = Date.now();
+    await Promise.all(agents.map((a) => a.checkDrift()));
+    await until(() => pending() === 0, 'the drift events are in Kafka');
+    const driftMs = Date.now() - d0;
+    say(`${AGENTS} drift reports delivered in ${driftMs} ms`);
+
+    const startEvents = AGENTS * 3; // ChainEpochStarted, HostEnrolled, HostBooted
+    const applyEvents = AGENTS * 2; // PatchApplyStarted, PatchApplied
+    const result = {
+      bench: 'agents',
+      date: new Date().toISOString(),
+      machine: machineFacts(),
+      agents: AGENTS,
+      gateway: 'the dispatcher (apps/dispatcher, a child process) AgentGateway, one stream per agent',
+      events_path: RELAY ? 'RelayEvents through the dispatcher' : 'one KafkaEventSink (one idempotent producer)',
+      sync_writes: false,
+      shared_artifacts: 'one store and one FetchArtifact per digest; each agent verifies and hashes itself',
+      data_dir: base,
+      module_bytes: moduleBytes(path.join(root, 'hosts', 'shared-artifacts')),
+      connect_all_ms: connectedMs,
+      start_all_delivered_ms: startMs,
+      start_events_per_s: Math.round((startEvents / startMs) * 1000),
+      max_in_flight: MAX_IN_FLIGHT,
+      apply_all_ms: applyMs,
+      applies_per_s: Math.round((AGENTS / applyMs) * 1000),
+      apply_events_per_s: Math.round((applyEvents / applyMs) * 1000),
+      drift_all_delivered_ms: driftMs,
+      drift_events_per_s: Math.round(((AGENTS * 2) / driftMs) * 1000),
+      heap_per_agent_kib: Math.round((after.heapUsed - before.heapUsed) / AGENTS / 1024),
+      rss_per_agent_kib: Math.round((after.rss - before.rss) / AGENTS / 1024),
+      rss_total_mib: mib(after.rss),
+      downloads: f.downloads?.fetches ?? null,
+      // Runnable tasks on the machine (all users) over the last minute: the neighbours' share.
+      load_average_1m: Math.round(os.loadavg()[0]! * 100) / 100,
+    };
+    const dir = path.join(REPO_ROOT, 'bench', 'results');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, `agents-${result.date.replace(/[:.]/g, '-')}.json`),
+      JSON.stringify(result, null, 2) + '\n',
+    );
+    process.stdout.write(JSON.stringify(result) + '\n');
+  } finally {
+    await fleet?.close().catch(() => undefined);
+    for (const p of processes.reverse()) await p.stop().catch(() => undefined);
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+    fs.rmSync(root, { recursive: true, force: true });
   }
-  const startEvents = AGENTS * 3; // ChainEpochStarted, HostEnrolled, HostBooted
-  const result = {
-    bench: 'agents',
-    date: new Date().toISOString(),
-    machine: machineFacts(),
-    agents: AGENTS,
-    gateway: external ? `dispatcher at ${external}` : 'in-process test gateway (the dispatcher gateway was not used)',
-    sync_writes: false,
-    shared_artifact_store: true,
-    data_dir: base,
-    connect_all_ms: connectedMs,
-    start_events_per_s: Math.round((startEvents / connectedMs) * 1000),
-    apply_wave: WAVE,
-    apply_all_ms: applyMs ?? null,
-    apply_events_per_s: applyMs ? Math.round((applyEvents / applyMs) * 1000) : null,
-    heap_per_agent_kib: Math.round((after.heapUsed - before.heapUsed) / AGENTS / 1024),
-    rss_per_agent_kib: Math.round((after.rss - before.rss) / AGENTS / 1024),
-    rss_total_mib: mib(after.rss),
-  };
-  for (const a of agents) await a.stop();
-  await sink.close();
-  await builder.close();
-  await gateway?.close();
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const dir = path.join(REPO_ROOT, 'bench', 'results');
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(
-    path.join(dir, `agents-${result.date.replace(/[:.]/g, '-')}.json`),
-    JSON.stringify(result, null, 2) + '\n',
-  );
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(0);
 }
 
-async function waitFor(check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
+function moduleBytes(storeDir: string): number | null {
+  const objects = path.join(storeDir, 'objects');
+  try {
+    for (const shard of fs.readdirSync(objects)) {
+      for (const digest of fs.readdirSync(path.join(objects, shard))) {
+        return fs.statSync(path.join(objects, shard, digest, 'module.ko')).size;
+      }
+    }
+  } catch {
+    // Reported as unknown.
   }
+  return null;
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`bench:agents: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench:agents: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

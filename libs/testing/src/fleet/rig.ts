@@ -82,6 +82,14 @@ export class ServiceProcess {
   }
 }
 
+/**
+ * Extra node arguments for a service from the environment, e.g. DISPATCHER_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=/tmp/prof" to see where its time goes (BUILDER_, LEDGER_ alike).
+ */
+function nodeArgs(variable: string): string[] {
+  return (process.env[variable] ?? '').split(' ').filter(Boolean);
+}
+
 export interface ServiceEnv {
   topic: string;
   brokers: string;
@@ -92,13 +100,17 @@ export async function startBuilder(
   env: ServiceEnv,
 ): Promise<{ process: ServiceProcess; address: string; publicKey: Buffer }> {
   const address = `127.0.0.1:${await freePort()}`;
-  const service = new ServiceProcess('builder', {
-    BUILDER_GRPC_ADDRESS: address,
-    REBOOTLESS_DATA_DIR: env.dataDir,
-    EVENTS_TOPIC: env.topic,
-    KAFKA_BROKERS: env.brokers,
-    BUILDER_WORKERS: '1',
-  });
+  const service = new ServiceProcess(
+    'builder',
+    {
+      BUILDER_GRPC_ADDRESS: address,
+      REBOOTLESS_DATA_DIR: env.dataDir,
+      EVENTS_TOPIC: env.topic,
+      KAFKA_BROKERS: env.brokers,
+      BUILDER_WORKERS: '1',
+    },
+    nodeArgs('BUILDER_NODE_ARGS'),
+  );
   await service.waitFor(`builder ready on ${address}`);
   // The key the builder keeps in its data dir signs its manifests: agents pin it.
   const publicKey = new ChainStateFile(path.join(env.dataDir, 'chain'), 'builder').readKey().rawPublicKey;
@@ -119,8 +131,7 @@ export async function startDispatcher(
       DISPATCHER_TICK_INTERVAL_MS: '200',
       ...env.extra,
     },
-    // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where the dispatcher's time goes.
-    (process.env['DISPATCHER_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
+    nodeArgs('DISPATCHER_NODE_ARGS'),
   );
   await service.waitFor(`dispatcher ready on ${address}`);
   return { process: service, address };
@@ -130,13 +141,17 @@ export async function startLedger(
   env: ServiceEnv & { address?: string; trustedDataDirs: string[] },
 ): Promise<{ process: ServiceProcess; address: string }> {
   const address = env.address ?? `127.0.0.1:${await freePort()}`;
-  const service = new ServiceProcess('ledger', {
-    LEDGER_GRPC_ADDRESS: address,
-    REBOOTLESS_DATA_DIR: env.dataDir,
-    EVENTS_TOPIC: env.topic,
-    KAFKA_BROKERS: env.brokers,
-    LEDGER_TRUSTED_DATA_DIRS: env.trustedDataDirs.join(','),
-  });
+  const service = new ServiceProcess(
+    'ledger',
+    {
+      LEDGER_GRPC_ADDRESS: address,
+      REBOOTLESS_DATA_DIR: env.dataDir,
+      EVENTS_TOPIC: env.topic,
+      KAFKA_BROKERS: env.brokers,
+      LEDGER_TRUSTED_DATA_DIRS: env.trustedDataDirs.join(','),
+    },
+    nodeArgs('LEDGER_NODE_ARGS'),
+  );
   await service.waitFor(`ledger ready on ${address}`);
   return { process: service, address };
 }

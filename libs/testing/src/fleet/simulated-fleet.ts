@@ -4,7 +4,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { Kafka } from 'kafkajs';
-import { Agent, GatewayRelaySink, KafkaEventSink, type EventSink } from '@rebootless/agent-runtime';
+import {
+  Agent,
+  GatewayRelaySink,
+  KafkaEventSink,
+  SharedArtifactDownloads,
+  type EventSink,
+} from '@rebootless/agent-runtime';
 import { ArtifactStore } from '@rebootless/artifacts';
 import { SimulatedKernel, type LoadModuleRequest } from '@rebootless/kernel-model';
 
@@ -31,8 +37,9 @@ export interface SimulatedFleetOptions {
   agentFetchTimeoutMs?: number;
   syncWrites?: boolean;
   /**
-   * One content-addressed module store for every agent of the process instead of one per data
-   * dir: each agent still fetches and verifies the module itself; only the copies on disk are shared.
+   * One content-addressed module store and one FetchArtifact per digest (SharedArtifactDownloads)
+   * for every agent of the process instead of one each: each agent still verifies the signed
+   * manifest with its own pinned key and hashes the module itself; only the bytes are shared.
    */
   sharedArtifacts?: boolean;
   /** TLS toward the dispatcher and the builder, per host (its host certificate); plaintext when absent. */
@@ -61,6 +68,7 @@ export class SimulatedFleet {
   private readonly kafkaSink: KafkaEventSink;
   private readonly relaySink = new GatewayRelaySink();
   private readonly artifacts: ArtifactStore | undefined;
+  readonly downloads: SharedArtifactDownloads | undefined;
 
   constructor(
     private readonly options: SimulatedFleetOptions,
@@ -70,6 +78,7 @@ export class SimulatedFleet {
     this.artifacts = options.sharedArtifacts
       ? new ArtifactStore({ dir: path.join(options.root, 'shared-artifacts'), builderKey: options.builderPublicKey })
       : undefined;
+    this.downloads = options.sharedArtifacts ? new SharedArtifactDownloads() : undefined;
     for (const spec of specs) this.add(spec);
   }
 
@@ -95,6 +104,7 @@ export class SimulatedFleet {
       sink,
       ...(this.options.credentials ? { credentials: this.options.credentials(spec.hostId) } : {}),
       ...(this.artifacts ? { artifacts: this.artifacts } : {}),
+      ...(this.downloads ? { sharedDownloads: this.downloads } : {}),
       syncWrites: this.options.syncWrites ?? false,
       reconnect: { minMs: 100, maxMs: 1_000 },
       timeouts: {
