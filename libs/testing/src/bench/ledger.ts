@@ -80,6 +80,23 @@ async function replay(
   label: string,
 ): Promise<{ ms: number; projected: number; findings: number }> {
   const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+  const cpu0 = process.cpuUsage();
+  const backendTicks = new Map<number, [number, number]>();
+  const sampleBackends = async () => {
+    if (db.dialect !== 'postgres') return;
+    const rows = await db.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+    for (const { pid } of rows) {
+      try {
+        const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        const t = (Number(f[11]) + Number(f[12])) * 10;
+        const had = backendTicks.get(pid);
+        backendTicks.set(pid, [had ? had[0] : t, t]);
+      } catch {
+        /* gone */
+      }
+    }
+  };
+  await sampleBackends();
   const started = performance.now();
   await consumer.start();
   let lastSaid = started;
@@ -95,9 +112,15 @@ async function replay(
       say(`${label}: ${consumer.stats.projected} projected, ${behind} to go`);
       lastSaid = performance.now();
     }
+    await sampleBackends();
     await new Promise((r) => setTimeout(r, 50));
   }
   const ms = performance.now() - started;
+  await sampleBackends();
+  const cpu = process.cpuUsage(cpu0);
+  let be = 0;
+  for (const [a, b] of backendTicks.values()) be += b - a;
+  say(`${label}: node cpu ${Math.round((cpu.user + cpu.system) / 1000)} ms, backend cpu ${be} ms, wall ${Math.round(ms)} ms`);
   say(
     `${label}: ${JSON.stringify(consumer.timing)} ${JSON.stringify([...tableTiming].map(([t, v]) => [t, Math.round(v)]))}`,
   );
