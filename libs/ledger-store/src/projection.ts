@@ -268,8 +268,7 @@ export class LedgerProjection {
       columns: string[],
       key: string[],
       onConflict: 'update' | 'ignore' | 'append' = 'update',
-    ) =>
-      new TableWriter(table, columns, key, onConflict, db);
+    ) => new TableWriter(table, columns, key, onConflict, db);
     this.w = {
       offsets: t('consumer_offsets', ['topic', 'partition_no', 'next_offset'], ['topic', 'partition_no']),
       agentKeys: t(
