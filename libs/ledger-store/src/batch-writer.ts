@@ -1,9 +1,15 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { PoolClient } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { QueryRunner } from 'typeorm';
+import { CopyColumnType, encodeCopyBinary, isCopyColumnType } from './copy-binary';
 import { LedgerDatabase } from './database';
 
 /**
- * Multi-row INSERT ... ON CONFLICT for one table: the replay path writes each consumed batch
- * with a few statements instead of a statement per row (docs/adr/0005).
+ * Multi-row INSERT ... ON CONFLICT for one table, or COPY for rows written once: the replay path
+ * writes each consumed batch with a few statements instead of a statement per row
+ * (docs/adr/0005).
  */
 export class TableWriter {
   private readonly rowsPerStatement: number;
@@ -12,8 +18,12 @@ export class TableWriter {
     readonly table: string,
     readonly columns: readonly string[],
     readonly key: readonly string[],
-    /** 'update': a row with the same key is replaced; 'ignore': the first one stays. */
-    readonly onConflict: 'update' | 'ignore',
+    /**
+     * 'update': a row with the same key is replaced; 'ignore': the first one stays; 'append': the
+     * caller never writes a key twice (a duplicate fails the transaction), so PostgreSQL takes the
+     * rows by COPY, which cannot resolve conflicts, and SQLite by a plain INSERT.
+     */
+    readonly onConflict: 'update' | 'ignore' | 'append',
     private readonly db: LedgerDatabase,
   ) {
     // SQLite allows 32766 parameters a statement.
@@ -26,8 +36,15 @@ export class TableWriter {
         if (!t) throw new Error(`column ${table}.${c} is missing from the database`);
         return t;
       });
+      if (onConflict === 'append') {
+        const copyTypes = this.pgTypes.filter(isCopyColumnType);
+        if (copyTypes.length !== this.pgTypes.length) throw new Error(`${table}: a column type COPY cannot encode`);
+        this.copyTypes = copyTypes;
+      }
     }
   }
+
+  private readonly copyTypes: CopyColumnType[] | undefined;
 
   /** PostgreSQL: one array parameter per column, unnest()ed; a few statements per batch whatever its size. */
   private readonly pgTypes: string[] | undefined;
@@ -41,6 +58,7 @@ export class TableWriter {
 
   async write(q: QueryRunner, rows: readonly unknown[][]): Promise<void> {
     if (rows.length === 0) return;
+    if (this.copyTypes) return this.writeCopy(q, rows, this.copyTypes);
     if (this.pgTypes) return this.writeUnnest(q, rows, this.pgTypes);
     for (let i = 0; i < rows.length; i += this.rowsPerStatement) {
       const chunk = rows.slice(i, i + this.rowsPerStatement);
@@ -57,8 +75,8 @@ export class TableWriter {
         tuples.push(`(${marks.join(',')})`);
       }
       await q.query(
-        `INSERT INTO ${this.table} (${this.columns.join(',')}) VALUES ${tuples.join(',')} ` +
-          `ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`,
+        `INSERT INTO ${this.table} (${this.columns.join(',')}) VALUES ${tuples.join(',')}` +
+          (this.onConflict === 'append' ? '' : ` ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`),
         params,
       );
     }
@@ -75,5 +93,13 @@ export class TableWriter {
         arrays,
       );
     }
+  }
+
+  /** COPY FROM STDIN in the caller's transaction, on the connection TypeORM holds for it. */
+  private async writeCopy(q: QueryRunner, rows: readonly unknown[][], types: CopyColumnType[]): Promise<void> {
+    const client = (await q.connect()) as PoolClient;
+    const payload = encodeCopyBinary(types, rows);
+    const sink = client.query(copyFrom(`COPY ${this.table} (${this.columns.join(',')}) FROM STDIN (FORMAT binary)`));
+    await pipeline(Readable.from([payload]), sink);
   }
 }

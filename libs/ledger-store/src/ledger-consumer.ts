@@ -80,7 +80,10 @@ export class LedgerConsumer {
   private verifier: ChainVerifier;
   private recovering: Promise<void> | undefined;
   private consumer: Consumer | undefined;
+  /** Each partition's next offset as committed with the read models. */
   private offsets = new Map<number, bigint>();
+  /** Each partition's next offset as projected in memory: ahead of `offsets` while a write is under way. */
+  private projectedTo = new Map<number, bigint>();
   /** Epochs whose key nobody vouches for: none of their records enter the read models. */
   private readonly untrusted = new Set<string>();
   private failure: Error | undefined;
@@ -105,6 +108,7 @@ export class LedgerConsumer {
 
   async start(): Promise<void> {
     this.offsets = await this.projection.load();
+    this.projectedTo = new Map(this.offsets);
     const { kafka, topic } = this.opts;
     // A group of its own per process: offsets live in the database, never in Kafka, and a member
     // killed with SIGKILL would otherwise hold its partitions until the session times out.
@@ -173,7 +177,7 @@ export class LedgerConsumer {
     messages: { offset: string; value: Buffer | null; timestamp: string; headers?: IHeaders }[],
   ): Promise<void> {
     const began = performance.now();
-    const applied = this.offsets.get(partition) ?? 0n;
+    const applied = this.projectedTo.get(partition) ?? 0n;
     const last = BigInt(messages[messages.length - 1]!.offset);
     let projected = 0;
     const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
@@ -223,9 +227,13 @@ export class LedgerConsumer {
     this.timing.projectMs += performance.now() - began;
     if (last < applied && this.projection.staged === 0) return;
     const next = last + 1n > applied ? last + 1n : applied;
-    // Written in order, one transaction a batch; the next batch is projected meanwhile.
+    this.projectedTo.set(partition, next);
+    // Written in order, one transaction a batch. The batch returns to kafkajs once the writes
+    // before it are done, so its own write runs while the next batch is fetched and projected,
+    // and at most one write waits behind the one under way.
     const staged = this.projection.take(partition, next);
-    const written = this.writes.then(async () => {
+    const before = this.writes;
+    const written = before.then(async () => {
       if (this.failure) throw this.failure;
       const t0 = performance.now();
       await this.opts.db.transaction((q) => writeStaged(q, staged));
@@ -235,8 +243,13 @@ export class LedgerConsumer {
       this.stats.projected += projected;
       this.opts.onProgress?.({ partition, nextOffset: next, ...this.stats });
     });
-    this.writes = written.catch(() => undefined);
-    return written;
+    // A refused write stops every write after it and starts recovery, even when no batch follows.
+    this.writes = written.catch((err: unknown) => {
+      this.failure ??= err as Error;
+      void this.recover(partition);
+    });
+    await before;
+    if (this.failure) throw this.failure;
   }
 
   private recordFinding(f: Finding): void {

@@ -247,6 +247,8 @@ export class LedgerProjection {
 
   private dirtyHosts = new Set<HostRow>();
   private dirtyIntervals = new Set<IntervalRow>();
+  /** Intervals the database holds (loaded or taken): others are new rows, written by COPY. */
+  private storedIntervals = new WeakSet<IntervalRow>();
   private dirtyPatches = new Set<PatchRow>();
   private dirtyBuilds = new Set<BuildRow>();
   private dirtyRollouts = new Set<RolloutRow>();
@@ -261,8 +263,12 @@ export class LedgerProjection {
     private readonly db: LedgerDatabase,
     readonly topic: string,
   ) {
-    const t = (table: string, columns: string[], key: string[], onConflict: 'update' | 'ignore' = 'update') =>
-      new TableWriter(table, columns, key, onConflict, db);
+    const t = (
+      table: string,
+      columns: string[],
+      key: string[],
+      onConflict: 'update' | 'ignore' | 'append' = 'update',
+    ) => new TableWriter(table, columns, key, onConflict, db);
     this.w = {
       offsets: t('consumer_offsets', ['topic', 'partition_no', 'next_offset'], ['topic', 'partition_no']),
       agentKeys: t(
@@ -273,11 +279,14 @@ export class LedgerProjection {
       ),
       hosts: t('hosts', HOST_COLUMNS, ['host_id']),
       intervals: t('stack_intervals', INTERVAL_COLUMNS, ['host_id', 'interval_id']),
+      newIntervals: t('stack_intervals', INTERVAL_COLUMNS, ['host_id', 'interval_id'], 'append'),
       patches: t('patches', PATCH_COLUMNS, ['patch_id', 'version']),
       builds: t('builds', BUILD_COLUMNS, ['build_id']),
       rollouts: t('rollouts', ROLLOUT_COLUMNS, ['rollout_id']),
       rolloutHosts: t('rollout_hosts', ROLLOUT_HOST_COLUMNS, ['rollout_id', 'host_id']),
-      audit: t('audit_log', AUDIT_COLUMNS, ['partition_no', 'record_offset'], 'ignore'),
+      // Only records at or past the committed offset are projected, and the offset commits with
+      // the rows: an audit row is never written twice, so it can go by COPY.
+      audit: t('audit_log', AUDIT_COLUMNS, ['partition_no', 'record_offset'], 'append'),
       findings: t('integrity_findings', FINDING_COLUMNS, ['partition_no', 'record_offset', 'kind'], 'ignore'),
     };
   }
@@ -295,6 +304,7 @@ export class LedgerProjection {
     ] as Map<unknown, unknown>[])
       m.clear();
     this.discardStaged();
+    this.storedIntervals = new WeakSet();
     const db = this.db;
     for (const r of await db.query('SELECT * FROM hosts')) {
       const h = hostFromRow(r);
@@ -302,8 +312,11 @@ export class LedgerProjection {
     }
     for (const r of await db.query(
       'SELECT * FROM stack_intervals WHERE removed_at IS NULL ORDER BY host_id, stack_seq',
-    ))
-      this.openStack(String(r['host_id'])).push(intervalFromRow(r));
+    )) {
+      const row = intervalFromRow(r);
+      this.storedIntervals.add(row);
+      this.openStack(row.hostId).push(row);
+    }
     for (const r of await db.query('SELECT * FROM builds')) {
       const b = buildFromRow(r);
       this.builds.set(b.buildId, b);
@@ -355,10 +368,18 @@ export class LedgerProjection {
    */
   take(partition: number | null, nextOffset: bigint | null): StagedWrite {
     const w = this.w;
+    // A closed interval is never touched again, so an interval is new (inserted) at most once
+    // and updated afterwards; after a refused transaction load() starts this over.
+    const [fresh, stored] = [[], []] as [IntervalRow[], IntervalRow[]];
+    for (const row of this.dirtyIntervals) {
+      (this.storedIntervals.has(row) ? stored : fresh).push(row);
+      this.storedIntervals.add(row);
+    }
     const tables: [TableWriter, unknown[][]][] = [
       [w.agentKeys!, this.newAgentKeys.map((k) => [k.producerId, k.publicKey, k.boundAt, k.partition, k.offset])],
       [w.hosts!, [...this.dirtyHosts].map(hostValues)],
-      [w.intervals!, [...this.dirtyIntervals].map(intervalValues)],
+      [w.newIntervals!, fresh.map(intervalValues)],
+      [w.intervals!, stored.map(intervalValues)],
       [w.builds!, [...this.dirtyBuilds].map(buildValues)],
       [w.patches!, [...this.dirtyPatches].map(patchValues)],
       [w.rollouts!, [...this.dirtyRollouts].map(rolloutValues)],

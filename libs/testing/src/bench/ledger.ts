@@ -78,8 +78,28 @@ async function replay(
   db: LedgerDatabase,
   serviceKeys: Map<string, Uint8Array[]>,
   label: string,
-): Promise<{ ms: number; projected: number; findings: number }> {
+): Promise<{ ms: number; projected: number; findings: number; nodeCpuMs: number; backendCpuMs: number }> {
   const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+  // CPU time beside wall time: on a shared machine the wall time mostly says how busy the others
+  // were; the CPU time of this process and of its PostgreSQL backends (from /proc, Linux only) is
+  // what the replay costs.
+  const cpu0 = process.cpuUsage();
+  const backendTicks = new Map<number, [number, number]>();
+  const sampleBackends = async () => {
+    if (db.dialect !== 'postgres') return;
+    const rows = await db.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+    for (const { pid } of rows) {
+      try {
+        const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        const t = (Number(f[11]) + Number(f[12])) * 10;
+        const had = backendTicks.get(pid);
+        backendTicks.set(pid, [had ? had[0] : t, t]);
+      } catch {
+        // A backend that ended meanwhile, or no /proc: its last sample stands.
+      }
+    }
+  };
+  await sampleBackends();
   const started = performance.now();
   await consumer.start();
   let lastSaid = started;
@@ -95,15 +115,24 @@ async function replay(
       say(`${label}: ${consumer.stats.projected} projected, ${behind} to go`);
       lastSaid = performance.now();
     }
+    await sampleBackends();
     await new Promise((r) => setTimeout(r, 50));
   }
   const ms = performance.now() - started;
+  await sampleBackends();
+  const cpu = process.cpuUsage(cpu0);
+  const nodeCpuMs = Math.round((cpu.user + cpu.system) / 1000);
+  let backendCpuMs = 0;
+  for (const [a, b] of backendTicks.values()) backendCpuMs += b - a;
+  say(
+    `${label}: cpu ${nodeCpuMs} ms in this process, ${backendCpuMs} ms in PostgreSQL backends, wall ${Math.round(ms)} ms`,
+  );
   say(
     `${label}: ${JSON.stringify(consumer.timing)} ${JSON.stringify([...tableTiming].map(([t, v]) => [t, Math.round(v)]))}`,
   );
   tableTiming.clear();
   await consumer.stop();
-  return { ms, projected: consumer.stats.projected, findings: consumer.stats.findings };
+  return { ms, projected: consumer.stats.projected, findings: consumer.stats.findings, nodeCpuMs, backendCpuMs };
 }
 
 async function main() {
@@ -167,6 +196,14 @@ async function main() {
     postgres_ratio_to_raw: Math.round((rawMs / pg.ms) * 100) / 100,
     sqlite_ratio_to_raw: Math.round((rawMs / sqlite.ms) * 100) / 100,
     projected: { postgres: pg.projected, sqlite: sqlite.projected },
+    // CPU microseconds an event: the ledger process, and PostgreSQL's backends for it.
+    cpu_us_per_event: {
+      postgres: {
+        ledger: Math.round((pg.nodeCpuMs * 1000) / total),
+        backend: Math.round((pg.backendCpuMs * 1000) / total),
+      },
+      sqlite: { ledger: Math.round((sqlite.nodeCpuMs * 1000) / total) },
+    },
     integrity_findings: { postgres: pg.findings, sqlite: sqlite.findings },
     targets: { replay_postgres_eps: 25_000 },
   };
