@@ -35,7 +35,7 @@ export const BUNDLE_EXTERNALS = [
 ];
 
 /** This lib's own guest programs (always bundled from their TypeScript source in the checkout). */
-export function guestProgramEntry(program: 'probe' | 'sysfs-port'): string {
+export function guestProgramEntry(program: 'probe' | 'sysfs-port' | 'agent-command'): string {
   const entry = path.join(REPO_ROOT, 'libs', 'kernel-lab', 'src', 'guest', `${program}.ts`);
   if (!fs.existsSync(entry)) throw new KernelLabError('bundle', `guest program ${program} not found at ${entry}`);
   return entry;
