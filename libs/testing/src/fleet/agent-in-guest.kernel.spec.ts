@@ -13,6 +13,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { dispatcher, events, grpcServices, ledger } from '@rebootless/contracts';
 import {
   bundleGuestProgram,
+  contractProtoAssets,
   grpcHealthCheckAsset,
   guestProgramEntry,
   KernelLab,
@@ -43,11 +44,7 @@ const TAINT_LIVEPATCH = 32768;
 const R = dispatcher.RolloutState;
 const H = dispatcher.HostRolloutState;
 
-async function until<T>(
-  check: () => Promise<T | undefined | false>,
-  what: string,
-  timeoutMs = 180_000,
-): Promise<T> {
+async function until<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 180_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -168,14 +165,11 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
 
   /** The ledger's stack for the host, as [module, patch id] oldest first, once it equals `modules`. */
   const ledgerStackIs = (modules: string[], what: string) =>
-    until(
-      async () => {
-        const stack = (await ledgerHost()).stack!;
-        const names = stack.entries.map((e) => e.moduleName);
-        return JSON.stringify(names) === JSON.stringify(modules) ? stack : undefined;
-      },
-      `the ledger shows ${what}`,
-    );
+    until(async () => {
+      const stack = (await ledgerHost()).stack!;
+      const names = stack.entries.map((e) => e.moduleName);
+      return JSON.stringify(names) === JSON.stringify(modules) ? stack : undefined;
+    }, `the ledger shows ${what}`);
 
   beforeAll(async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'rbl-agent-guest-'));
@@ -194,7 +188,12 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
     ledgerClient = serviceClient(grpcServices.ledger, services.ledgerAddress);
 
     const build = (name: string, text: string, releases: string[], replace = false) =>
-      buildPatch(services.builderAddress, { patchName: name, replacementText: text, kernelReleases: releases, replace });
+      buildPatch(services.builderAddress, {
+        patchName: name,
+        replacementText: text,
+        kernelReleases: releases,
+        replace,
+      });
     const [bundles] = await Promise.all([
       timed('bundle', () =>
         Promise.all([
@@ -215,7 +214,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
       KernelLab.prepare({
         release,
         bundles,
-        files: [grpcHealthCheckAsset()],
+        files: [grpcHealthCheckAsset(), ...contractProtoAssets()],
         services: [
           {
             name: 'agent',
@@ -291,7 +290,9 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
 
   it('a rollout of A: the agent fetches, verifies and loads it; /proc/cmdline, sysfs, tainted and the ledger agree', async () => {
     const rollout = await createRollout(patches.a);
-    const done = await timed('rolloutA', () => rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]));
+    const done = await timed('rolloutA', () =>
+      rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]),
+    );
     expect(done.stateReason).toBe('');
     expect(hostStates(done).get(HOST_ID)).toBe(H.HOST_ROLLOUT_STATE_SUCCEEDED);
 
@@ -315,7 +316,9 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
 
   it('a rollout of B stacks on the same function: B runs, A stays under it', async () => {
     const rollout = await createRollout(patches.b);
-    const done = await timed('rolloutB', () => rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]));
+    const done = await timed('rolloutB', () =>
+      rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]),
+    );
     expect(hostStates(done).get(HOST_ID)).toBe(H.HOST_ROLLOUT_STATE_SUCCEEDED);
 
     const s = await settled('A and B live', (x) => x.livepatch.length === 2);
@@ -338,7 +341,9 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
       strategy: strategy(),
     });
     expect(rollout!.kind).toBe(dispatcher.RolloutKind.ROLLOUT_KIND_UNDO);
-    const done = await timed('undoB', () => rolloutDone(rollout!.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]));
+    const done = await timed('undoB', () =>
+      rolloutDone(rollout!.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]),
+    );
     expect(done.stateReason).toBe('');
 
     const s = await settled('B gone', (x) => x.livepatch.length === 1 && !x.modules.includes(patches.b.moduleName));
@@ -352,7 +357,9 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
   it('a rollout of the cumulative C (replace) takes over: only C in sysfs, A removed by the agent', async () => {
     const rollout = await createRollout(patches.c);
     cRolloutId = rollout.rolloutId;
-    const done = await timed('rolloutC', () => rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]));
+    const done = await timed('rolloutC', () =>
+      rolloutDone(rollout.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]),
+    );
     expect(hostStates(done).get(HOST_ID)).toBe(H.HOST_ROLLOUT_STATE_SUCCEEDED);
 
     const s = await settled(
@@ -368,7 +375,6 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
 
   it('a reboot: HostBooted, the ledger stack empties, then the agent applies C again', async () => {
     const before = await state();
-    const seenBefore = (await history()).length;
     const boot = await timed('reboot', () => vm.reboot());
     expect(boot.bootId).toBeDefined();
     expect(boot.bootId).not.toBe(before.bootId);
@@ -386,12 +392,30 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
     }, 'the ledger shows C on the new boot');
     expect(stack.entries[0]!.moduleName).toBe(patches.c.moduleName);
 
-    const after = (await history()).slice(seenBefore);
-    const booted = after.find((h) => h.type === 'HostBooted');
-    expect(booted).toBeDefined();
+    // What the ledger recorded from the new boot on.
+    const sinceBoot = async () => {
+      const items = await history();
+      const at = items.findIndex(
+        (h) => h.type === 'HostBooted' && (h.body['hostBooted'] as { bootId: string }).bootId === s.bootId,
+      );
+      return at < 0 ? undefined : items.slice(at);
+    };
+    const after = await until(sinceBoot, 'the ledger has the HostBooted of the new boot');
+    const booted = after[0]!;
     expect(booted!.body['hostBooted']).toMatchObject({ bootId: s.bootId, previousBootId: before.bootId });
     const reapplied = after.find((h) => h.type === 'PatchApplied' && h.patchId === patches.c.patchId);
     expect(reapplied?.causationId).toMatch(/^at-start\//);
+    // The dispatcher sends C again too (its rollout's desired state); the agent answers that it is
+    // live already. A (replaced by C) and B (undone) are not sent again.
+    const resent = await until(async () => {
+      const items = (await sinceBoot()) ?? [];
+      return items.some((h) => h.type === 'PatchApplied' && !h.causationId.startsWith('at-start/')) ? items : undefined;
+    }, "the dispatcher's re-apply of C answered");
+    expect([...new Set(resent.filter((h) => h.type === 'PatchApplied').map((h) => h.patchId))]).toEqual([
+      patches.c.patchId,
+    ]);
+    expect(resent.filter((h) => h.type === 'HostApplyRequested').map((h) => h.patchId)).toEqual([patches.c.patchId]);
+    expect((await state()).livepatch.map((p) => p.name)).toEqual([patches.c.moduleName]);
     // Between the boot and the re-apply the ledger's stack was empty: a reboot removes every patch.
     const { stack: atBoot } = await unary<ledger.GetHostStackAtResponse>(ledgerClient, 'getHostStackAt', {
       hostId: HOST_ID,
@@ -409,7 +433,10 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
     const done = await timed('rollbackC', () => rolloutDone(cRolloutId, [R.ROLLOUT_STATE_ROLLED_BACK]));
     expect(done.state).toBe(R.ROLLOUT_STATE_ROLLED_BACK);
 
-    const s = await settled('nothing live', (x) => x.livepatch.length === 0 && !x.modules.includes(patches.c.moduleName));
+    const s = await settled(
+      'nothing live',
+      (x) => x.livepatch.length === 0 && !x.modules.includes(patches.c.moduleName),
+    );
     expect(s.cmdline).toBe(bootCmdline);
     expect(s.tainted & TAINT_LIVEPATCH).toBe(TAINT_LIVEPATCH); // K stays once set
     await ledgerStackIs([], 'an empty stack');
