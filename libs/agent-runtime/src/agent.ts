@@ -347,10 +347,10 @@ export class Agent {
     const { manifest, modulePath } = verified;
     const live = (await this.options.kernel.listPatches()).find((p) => p.moduleName === manifest.moduleName);
     if (live?.enabled && !live.transition) {
-      // Already live (a command sent again under a new id): nothing to do, say so.
-      this.rememberDesired(manifest, cmd.artifactDigest);
-      this.state.flush();
-      return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '' });
+      // Already live (sent again under a new id, e.g. by the dispatcher after a reboot the agent
+      // re-applied from): nothing to load, but recorded as applied, so the command has its outcome
+      // in the log as every other command has (the dispatcher follows only signed facts).
+      return this.finishApplied(cmd, manifest, 0, false);
     }
     return withSpanFrom(
       trace,

@@ -35,7 +35,7 @@ export const BUNDLE_EXTERNALS = [
 ];
 
 /** This lib's own guest programs (always bundled from their TypeScript source in the checkout). */
-export function guestProgramEntry(program: 'probe' | 'sysfs-port'): string {
+export function guestProgramEntry(program: 'probe' | 'sysfs-port' | 'agent-command'): string {
   const entry = path.join(REPO_ROOT, 'libs', 'kernel-lab', 'src', 'guest', `${program}.ts`);
   if (!fs.existsSync(entry)) throw new KernelLabError('bundle', `guest program ${program} not found at ${entry}`);
   return entry;
@@ -103,4 +103,23 @@ export function grpcHealthCheckAsset(): { path: string; data: Buffer } {
     'health.proto',
   );
   return { path: 'proto/health/v1/health.proto', data: fs.readFileSync(file) };
+}
+
+/**
+ * The repository's .proto files at /proto: bundled, libs/contracts' protoRoot (three levels above
+ * its source file) resolves to /proto from /guest, and the agent's AgentControl server loads its
+ * service definition from there at start.
+ */
+export function contractProtoAssets(): { path: string; data: Buffer }[] {
+  const out: { path: string; data: Buffer }[] = [];
+  const walk = (dir: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.name.endsWith('.proto'))
+        out.push({ path: path.relative(REPO_ROOT, full), data: fs.readFileSync(full) });
+    }
+  };
+  walk(path.join(REPO_ROOT, 'proto'));
+  return out;
 }

@@ -384,6 +384,40 @@ describe('a host that rebooted', () => {
     );
     expect(d.settle()).toMatchObject([{ type: 'HostApplyRequested', data: { hostId: 'host-0001' } }]);
   });
+
+  it('does not get back a patch that a later undo took off it', () => {
+    const d = driver(2);
+    d.create(request());
+    for (let i = 0; i < 3; i++) {
+      d.settle();
+      d.answerAll();
+    }
+    d.settle();
+    d.now += 1000;
+    d.write({
+      type: 'RolloutCreated',
+      data: planUndo(
+        'u1',
+        { patchId: 'cve-2024-1086', version: '1', reason: 'undo', strategy: strategy({ canaryCount: 0 }) },
+        make(events.HostSelector, { hostIds: ['host-0001'] }),
+        [{ hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086' }],
+      ),
+    });
+    const revert = d.settle('u1').find((e) => e.type === 'HostRevertRequested')!;
+    d.observe({
+      type: 'PatchReverted',
+      data: make(events.PatchReverted, {
+        hostId: 'host-0001',
+        commandId: (revert.data as { commandId: string }).commandId,
+      }),
+    });
+    d.now += 1000;
+    d.observe({ type: 'HostBooted', data: make(events.HostBooted, { hostId: 'host-0001', bootId: 'new' }) });
+    expect(d.settle()).toEqual([]);
+    // The other host, never undone, gets its patch back after its reboot.
+    d.observe({ type: 'HostBooted', data: make(events.HostBooted, { hostId: 'host-0000', bootId: 'new' }) });
+    expect(d.settle()).toMatchObject([{ type: 'HostApplyRequested', data: { hostId: 'host-0000' } }]);
+  });
 });
 
 describe('operator commands', () => {

@@ -43,7 +43,7 @@ export interface HostCommand {
 }
 
 export type CommandOutcome =
-  | { kind: 'applied'; at: number; moduleName: string; transitionMs: number; forced: boolean }
+  | { kind: 'applied'; at: number; moduleName: string; transitionMs: number; forced: boolean; replace: boolean }
   | { kind: 'apply-failed'; at: number; stage: string; error: string; stalledTasks: number }
   | { kind: 'reverted'; at: number }
   | { kind: 'revert-failed'; at: number; stage: string; error: string };
@@ -243,6 +243,7 @@ export class RolloutBook {
           moduleName: fact.data.moduleName,
           transitionMs: Number(fact.data.transitionMs),
           forced: fact.data.forced,
+          replace: fact.data.replace,
         });
       case 'PatchApplyFailed':
         return this.outcome(fact.data.commandId, {
@@ -278,9 +279,14 @@ export class RolloutBook {
       }
       case 'HostBooted': {
         const changed: RolloutRun[] = [];
-        for (const run of this.runsOf(fact.data.hostId)) {
+        const runs = this.runsOf(fact.data.hostId);
+        for (const run of runs) {
           const host = run.hosts.get(fact.data.hostId)!;
-          if (host.applyOutcome?.kind === 'applied' && host.applyOutcome.at <= meta.at) {
+          if (
+            host.applyOutcome?.kind === 'applied' &&
+            host.applyOutcome.at <= meta.at &&
+            !supersededOn(fact.data.hostId, run, host.applyOutcome.at, runs)
+          ) {
             host.rebootedAt = meta.at;
             changed.push(run);
           }
@@ -414,4 +420,23 @@ export function timestampMs(ts: { seconds: string; nanos: number }): number {
 
 export function assertNever(x: never): never {
   throw new Error(`unexpected event ${JSON.stringify(x)}`);
+}
+
+/**
+ * Whether a later rollout took this run's patch off the host (an undo of it, a cumulative patch
+ * with replace, a newer version of the same patch): a reboot must not bring it back then.
+ */
+function supersededOn(hostId: string, run: RolloutRun, appliedAt: number, runs: readonly RolloutRun[]): boolean {
+  return runs.some((other) => {
+    if (other === run) return false;
+    const host = other.hosts.get(hostId);
+    if (!host) return false;
+    if (other.undo) {
+      return (
+        other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && host.revertOutcome.at >= appliedAt
+      );
+    }
+    const applied = host.applyOutcome;
+    return applied?.kind === 'applied' && applied.at >= appliedAt && (applied.replace || other.patchId === run.patchId);
+  });
 }

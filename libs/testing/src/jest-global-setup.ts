@@ -1,4 +1,5 @@
-// Jest global setup (root jest.config.js): a real Kafka broker for the int and e2e tiers.
+// Jest global setup (root jest.config.js): a real Kafka broker for the int, e2e and kernel tiers
+// (the kernel tier's agent in QEMU is driven by the real builder, dispatcher and ledger).
 //
 // - KAFKA_BROKERS set: use that cluster, start nothing.
 // - Otherwise: start a private broker with scripts/kafka-runtime.cjs on a free port pair (so a
@@ -6,7 +7,7 @@
 //   process.env.KAFKA_BROKERS so test workers inherit it; jest-global-teardown.ts stops it.
 // - Then ensure the events topic exists (EVENTS_TOPIC_PARTITIONS, default 12).
 // - Skipped, no broker needed: REBOOTLESS_NO_KAFKA=1, or --selectProjects/--ignoreProjects on the
-//   jest command line leave neither the int nor the e2e project (e.g. `jest --selectProjects unit`).
+//   jest command line leave none of the int, e2e and kernel projects (e.g. `jest --selectProjects unit`).
 //   A plain `jest some.spec.ts` cannot be told apart and starts the broker (about 3 s): set
 //   REBOOTLESS_NO_KAFKA=1 or select the unit project to avoid it.
 //
@@ -89,7 +90,10 @@ export function cliListOption(argv: readonly string[], name: string): string[] |
   return values;
 }
 
-/** Why no broker is needed for this run, or null when int/e2e tests may run. */
+/** The projects whose tests talk to a broker. */
+export const BROKER_TIERS = ['int', 'e2e', 'kernel'];
+
+/** Why no broker is needed for this run, or null when int/e2e/kernel tests may run. */
 export function skipReason(
   globalConfig: JestGlobalConfigLike,
   env: NodeJS.ProcessEnv = process.env,
@@ -98,8 +102,8 @@ export function skipReason(
   if (env['REBOOTLESS_NO_KAFKA'] === '1') return 'REBOOTLESS_NO_KAFKA=1';
   const selected = globalConfig.selectProjects ?? cliListOption(argv, 'selectProjects');
   const ignored = globalConfig.ignoreProjects ?? cliListOption(argv, 'ignoreProjects') ?? [];
-  const tiers = ['int', 'e2e'].filter((tier) => (!selected || selected.includes(tier)) && !ignored.includes(tier));
-  return tiers.length === 0 ? 'no int or e2e project selected' : null;
+  const tiers = BROKER_TIERS.filter((tier) => (!selected || selected.includes(tier)) && !ignored.includes(tier));
+  return tiers.length === 0 ? 'no int, e2e or kernel project selected' : null;
 }
 
 export default async function globalSetup(globalConfig: JestGlobalConfigLike): Promise<void> {

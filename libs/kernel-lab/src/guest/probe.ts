@@ -145,6 +145,38 @@ function connect(
   });
 }
 
+/** Other user processes (kernel threads have an empty cmdline; zombies are done already). */
+function otherProcesses(): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === 1 || pid === process.pid) continue;
+    const stat = read(`/proc/${pid}/stat`) ?? '';
+    if ((read(`/proc/${pid}/cmdline`) ?? '') === '' || stat[stat.lastIndexOf(')') + 2] === 'Z') continue;
+    pids.push(pid);
+  }
+  return pids;
+}
+
+/**
+ * As init does on a reboot: SIGTERM to every service (the agent then stops cleanly, which its
+ * crash-loop guard relies on), a grace period, then sync and power off.
+ */
+async function orderlyPoweroff(graceMs: number): Promise<void> {
+  for (const pid of otherProcesses()) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const end = Date.now() + graceMs;
+  while (otherProcesses().length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+  await run('sync', []);
+  await run('poweroff', ['-f']);
+}
+
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || !FILE_NAME.test(name)) throw new Error(`bad name ${JSON.stringify(name)}`);
   return name;
@@ -208,7 +240,7 @@ async function handle(req: Request): Promise<unknown> {
     }
     case 'poweroff':
       // Answer first; the lab sees the connection close and QEMU exit.
-      setTimeout(() => void run('poweroff', ['-f']), 100);
+      setTimeout(() => void orderlyPoweroff(8000), 100);
       return { ok: true };
     default:
       throw new Error(`unknown op ${JSON.stringify((req as { op?: unknown }).op)}`);

@@ -156,6 +156,76 @@ export async function startLedger(
   return { process: service, address };
 }
 
+/** Builder, dispatcher and ledger as real processes on one topic, wired to each other. */
+export interface FleetServices {
+  builder: ServiceProcess;
+  builderAddress: string;
+  /** The key the builder signs manifests with: what agents pin. */
+  builderKey: Buffer;
+  dispatcher: ServiceProcess;
+  dispatcherAddress: string;
+  ledger: ServiceProcess;
+  ledgerAddress: string;
+  dataDirs: { builder: string; dispatcher: string; ledger: string };
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the builder first (its key is known before anything that must pin it is built), then
+ * the dispatcher (DISPATCHER_LEDGER_ADDRESS: Undo asks the ledger to plan) and the ledger on
+ * SQLite, which vouches for the builder's and the dispatcher's chains by their data dirs.
+ */
+export async function startFleetServices(env: {
+  topic: string;
+  brokers: string;
+  root: string;
+  dispatcherExtra?: Record<string, string>;
+}): Promise<FleetServices> {
+  const dataDirs = {
+    builder: path.join(env.root, 'builder'),
+    dispatcher: path.join(env.root, 'dispatcher'),
+    ledger: path.join(env.root, 'ledger'),
+  };
+  const started: ServiceProcess[] = [];
+  const stop = async () => {
+    for (const service of started.reverse()) await service.stop();
+  };
+  try {
+    const builder = await startBuilder({ topic: env.topic, brokers: env.brokers, dataDir: dataDirs.builder });
+    started.push(builder.process);
+    const ledgerAddress = `127.0.0.1:${await freePort()}`;
+    const dispatcher = await startDispatcher({
+      topic: env.topic,
+      brokers: env.brokers,
+      dataDir: dataDirs.dispatcher,
+      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, ...env.dispatcherExtra },
+    });
+    started.push(dispatcher.process);
+    const ledger = await startLedger({
+      topic: env.topic,
+      brokers: env.brokers,
+      dataDir: dataDirs.ledger,
+      address: ledgerAddress,
+      trustedDataDirs: [dataDirs.builder, dataDirs.dispatcher],
+    });
+    started.push(ledger.process);
+    return {
+      builder: builder.process,
+      builderAddress: builder.address,
+      builderKey: builder.publicKey,
+      dispatcher: dispatcher.process,
+      dispatcherAddress: dispatcher.address,
+      ledger: ledger.process,
+      ledgerAddress,
+      dataDirs,
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
 // ---- gRPC clients -------------------------------------------------------------------------------
 
 export type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -238,6 +308,10 @@ export interface BuiltPatch {
   version: string;
   buildId: string;
   kernelReleases: string[];
+  /** Release → the signed artifact's digest (what FetchArtifact serves). */
+  artifacts: Record<string, string>;
+  /** The module's name in the kernel (the builder names it after the patch and version). */
+  moduleName: string;
 }
 
 /**
@@ -247,7 +321,16 @@ export interface BuiltPatch {
  */
 export async function buildPatch(
   builderAddress: string,
-  options: { patchName: string; version?: string; kernelReleases: string[]; timeoutMs?: number },
+  options: {
+    patchName: string;
+    version?: string;
+    kernelReleases: string[];
+    timeoutMs?: number;
+    /** What /proc/cmdline shows while the patch is live. Default "rebootless rollout". */
+    replacementText?: string;
+    /** A cumulative patch: atomic replace of every older livepatch. */
+    replace?: boolean;
+  },
 ): Promise<BuiltPatch> {
   const client = serviceClient(grpcServices.build, builderAddress);
   try {
@@ -257,9 +340,15 @@ export async function buildPatch(
       version: options.version ?? '1.0.0',
       description: 'rollout test patch: /proc/cmdline shows a fixed text',
       cves: [{ id: 'CVE-2024-1086', severity: 3, cvssScore: '7.8' }],
-      replace: false,
+      replace: options.replace ?? false,
       kernelReleases: options.kernelReleases,
-      livepatchModuleSource: Buffer.from(livepatchSample({ moduleName, replacementText: 'rebootless rollout' })),
+      livepatchModuleSource: Buffer.from(
+        livepatchSample({
+          moduleName,
+          replacementText: options.replacementText ?? 'rebootless rollout',
+          replace: options.replace ?? false,
+        }),
+      ),
     });
     const updates = await readStream<builder.WatchBuildResponse>(
       client,
@@ -277,6 +366,8 @@ export async function buildPatch(
       version: options.version ?? '1.0.0',
       buildId: submitted.buildId,
       kernelReleases: options.kernelReleases,
+      artifacts: Object.fromEntries(finished.kernels.map((k) => [k.kernelRelease, k.artifactDigest])),
+      moduleName: finished.kernels[0]?.manifest?.moduleName ?? '',
     };
   } finally {
     client.close();
