@@ -19,13 +19,15 @@ import { dispatcher } from '@rebootless/contracts';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
 import { buildPatch, rolloutClient, startBuilder, startDispatcher, unary, type ServiceProcess } from '../fleet/rig';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
+import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 import { REPO_ROOT } from '../process';
 import { machineFacts } from './machine';
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 1_000);
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
 const RELAY = process.env['BENCH_RELAY'] === '1';
-const RELEASE = '6.1.0-56-cloud-amd64';
+// Debian's current cloud kernel, resolved in main() (the patch is really built for it).
+let RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '';
 const say = (line: string) => process.stderr.write(`bench:agents: ${line}\n`);
 const mib = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
 
@@ -46,6 +48,7 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
 }
 
 async function main(): Promise<void> {
+  RELEASE ||= await currentDebianCloudRelease();
   if (!global.gc) say('run with --expose-gc (npm run bench:agents does) for steadier memory figures');
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.agents.${randomUUID().slice(0, 8)}`;

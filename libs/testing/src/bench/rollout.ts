@@ -22,12 +22,14 @@ import {
   unary,
   type ServiceProcess,
 } from '../fleet/rig';
+import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 import { REPO_ROOT } from '../process';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
 const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 10_000);
-const RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '6.1.0-56-cloud-amd64';
+// Debian's current cloud kernel, resolved in main() (the patch is really built for it).
+let RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '';
 const CANARY = Math.min(100, Math.max(1, Math.floor(HOSTS / 100)));
 const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // All 10,000 simulated agents share this machine's cores; fetching 10,000 copies of the module at
@@ -115,6 +117,7 @@ function log(line: string): void {
 }
 
 async function main(): Promise<void> {
+  RELEASE ||= await currentDebianCloudRelease();
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
   await ensureEventsTopic({ brokers, topic, partitions: 12 });
