@@ -20,8 +20,7 @@ import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless
 import { buildPatch, rolloutClient, startBuilder, startDispatcher, unary, type ServiceProcess } from '../fleet/rig';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
-import { REPO_ROOT } from '../process';
-import { machineFacts } from './machine';
+import { deleteBenchTopic, machineFacts, reportBenchResult } from './machine';
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 1_000);
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
@@ -195,20 +194,11 @@ async function main(): Promise<void> {
       // Runnable tasks on the machine (all users) over the last minute: the neighbours' share.
       load_average_1m: Math.round(os.loadavg()[0]! * 100) / 100,
     };
-    const dir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(
-      path.join(dir, `agents-${result.date.replace(/[:.]/g, '-')}.json`),
-      JSON.stringify(result, null, 2) + '\n',
-    );
-    process.stdout.write(JSON.stringify(result) + '\n');
+    reportBenchResult('agents', result);
   } finally {
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
-    await admin.disconnect();
+    await deleteBenchTopic(kafka, topic);
     fs.rmSync(root, { recursive: true, force: true });
   }
 }

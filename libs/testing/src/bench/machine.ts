@@ -1,4 +1,8 @@
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Kafka } from 'kafkajs';
+import { REPO_ROOT } from '../process';
 
 /** What a benchmark result must say about where it ran. */
 export function machineFacts() {
@@ -10,4 +14,30 @@ export function machineFacts() {
     os: `${os.type()} ${os.release()}`,
     node: process.version,
   };
+}
+
+/**
+ * Writes a result to bench/results/<name>-<date>.json and prints it as the last stdout line, the
+ * way every benchmark reports. Returns the file written.
+ */
+export function reportBenchResult(name: string, result: { date: string }): string {
+  const dir = path.join(REPO_ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name}-${result.date.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  process.stdout.write(JSON.stringify(result) + '\n');
+  return file;
+}
+
+/** Drops a benchmark's scratch topic; a broker already gone is no reason to fail the teardown. */
+export async function deleteBenchTopic(kafka: Kafka, topic: string): Promise<void> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    await admin.deleteTopics({ topics: [topic] });
+  } catch {
+    // the result is already written
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
 }

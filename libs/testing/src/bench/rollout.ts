@@ -23,7 +23,7 @@ import {
   type ServiceProcess,
 } from '../fleet/rig';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
-import { REPO_ROOT } from '../process';
+import { deleteBenchTopic, machineFacts, reportBenchResult } from './machine';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
@@ -36,17 +36,6 @@ const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
 const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
-
-function machineFacts() {
-  return {
-    hostname: os.hostname(),
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memory_gib: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    os: `${os.type()} ${os.release()}`,
-    node: process.version,
-  };
-}
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
 function cpuSeconds(pid: number): number | undefined {
@@ -329,20 +318,11 @@ async function main(): Promise<void> {
       module_bytes: moduleBytes(builderDir),
       targets: { seconds: 30, dispatcher_peak_mib: 1024 },
     };
-    const dir = path.join(REPO_ROOT, 'bench', 'results');
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(
-      path.join(dir, `rollout-${result.date.replace(/[:.]/g, '-')}.json`),
-      JSON.stringify(result, null, 2) + '\n',
-    );
-    process.stdout.write(JSON.stringify(result) + '\n');
+    reportBenchResult('rollout', result);
   } finally {
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
-    await admin.disconnect();
+    await deleteBenchTopic(kafka, topic);
     fs.rmSync(root, { recursive: true, force: true });
   }
 }
