@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
 import { events } from '@rebootless/contracts';
-import { ChainVerifier, Finding, FindingKind, KeyTrust } from '@rebootless/events';
+import {
+  ChainVerifier,
+  EnvelopeLayout,
+  Finding,
+  FindingKind,
+  KeyTrust,
+  scanEnvelope,
+} from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
 import { LedgerDatabase } from './database';
 import { FindingRow, LedgerProjection, writeStaged } from './projection';
@@ -292,12 +299,20 @@ export class LedgerConsumer {
   }
 }
 
+const bodyLayout = new EnvelopeLayout();
+
+/**
+ * The event body, decoded straight from its bytes inside the envelope: the envelope's own
+ * fields (hashes, seal) are the verifier's, read in place, so decoding the envelope as a message
+ * first would only copy them.
+ */
 function decodeBody(value: Buffer | null): events.EventBody | undefined {
   if (!value) return undefined;
   try {
-    return events.EventBody.decode(events.Envelope.decode(value).body);
+    const l = scanEnvelope(value, bodyLayout);
+    return events.EventBody.decode(value.subarray(l.bodyStart, l.bodyEnd));
   } catch {
-    return undefined;
+    return undefined; // the verifier reports it (undecodable)
   }
 }
 
