@@ -193,7 +193,10 @@ export class LedgerConsumer {
     const bodies = messages.map((m) => decodeBody(m.value));
     // The batch's seals go to the worker first; meanwhile the other partition's batch projects.
     const jobs = this.seals ? this.sealJobs(messages, bodies) : [];
-    if (jobs.length > 0 && this.seals) await this.seals.check(jobs);
+    if (jobs.length > 0 && this.seals) {
+      await this.seals.check(jobs);
+      if (this.failure) throw this.failure; // a write refused meanwhile: recovery reads this batch again
+    }
     const began = performance.now();
     const applied = this.projectedTo.get(partition) ?? 0n;
     const last = BigInt(messages[messages.length - 1]!.offset);
