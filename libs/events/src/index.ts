@@ -4,3 +4,4 @@ export * from './signing';
 export * from './chain';
 export * from './wire';
 export * from './verifier';
+export * from './seal-verdicts';

@@ -2,6 +2,7 @@ import { KeyObject } from 'node:crypto';
 import { events } from '@rebootless/contracts';
 import { GENESIS_HASH } from './chain';
 import { EVENT_TYPES, isEventType, payloadFieldNumber } from './event-types';
+import { SealVerdicts } from './seal-verdicts';
 import { chainHashMatches } from './sha256';
 import { keyFingerprint, publicKeyFromRaw, verifyHash } from './signing';
 import { EnvelopeLayout, WireError, asBuffer, scanEnvelope, textAt } from './wire';
@@ -307,7 +308,17 @@ export class ChainVerifier {
   /** Reused for every record; what outlives ingest() is copied into an Arrival. */
   private readonly layout = new EnvelopeLayout();
 
-  constructor(private readonly trust: KeyTrust) {}
+  /** `verdicts`: seals already checked elsewhere (SealWorker); whatever it lacks is verified here. */
+  constructor(
+    private readonly trust: KeyTrust,
+    private readonly verdicts?: SealVerdicts,
+  ) {}
+
+  /** The raw key the epoch's seals are checked with, once known and vouched for. */
+  keyOf(producerId: string, epoch: number): Uint8Array | undefined {
+    const t = this.tracks.get(`${producerId}\u0000${epoch}`);
+    return t?.key ? t.keyRaw : undefined;
+  }
 
   /** Feeds one record value; returns the findings it caused right away. */
   ingest(value: Uint8Array | null, pos: RecordPosition): Finding[] {
@@ -573,7 +584,8 @@ export class ChainVerifier {
       t.key = publicKeyFromRaw(match);
     }
     if (t.key === null) return;
-    if (!verifyHash(t.key, hash, signature)) {
+    const ok = this.verdicts?.take(t.keyRaw!, hash, signature) ?? verifyHash(t.key, hash, signature);
+    if (!ok) {
       this.addFinding({
         kind: 'bad-signature',
         ...where(t, a),

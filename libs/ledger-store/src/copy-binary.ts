@@ -40,7 +40,7 @@ export function encodeCopyBinary(types: readonly CopyColumnType[], rows: readonl
           break;
         case 'int8':
           out.int32(8);
-          out.int64(typeof v === 'bigint' ? v : BigInt(v as number | string));
+          out.int64(v as bigint | number | string);
           break;
         case 'text':
           out.text(String(v));
@@ -84,9 +84,16 @@ class Growable {
     this.at = this.buf.writeInt32BE(v, this.at);
   }
 
-  int64(v: bigint): void {
+  /** A safe integer goes as two 32-bit halves: no BigInt allocated for each value. */
+  int64(v: bigint | number | string): void {
     this.room(8);
-    this.at = this.buf.writeBigInt64BE(v, this.at);
+    const n = typeof v === 'number' ? v : typeof v === 'string' && v.length < 16 ? Number(v) : NaN;
+    if (Number.isSafeInteger(n)) {
+      const high = Math.floor(n / 4294967296);
+      this.buf.writeInt32BE(high, this.at);
+      this.buf.writeUInt32BE(n - high * 4294967296, this.at + 4);
+      this.at += 8;
+    } else this.at = this.buf.writeBigInt64BE(typeof v === 'bigint' ? v : BigInt(v), this.at);
   }
 
   bytes(b: Uint8Array): void {
@@ -98,9 +105,21 @@ class Growable {
   /** Length-prefixed UTF-8: written in place, the length filled in after. */
   text(s: string): void {
     this.room(4 + s.length * 3);
-    const n = this.buf.write(s, this.at + 4, 'utf8');
-    this.buf.writeInt32BE(n, this.at);
-    this.at += 4 + n;
+    const buf = this.buf;
+    const start = this.at + 4;
+    // Most values are short ASCII (ids, types, names): copied char by char, cheaper than a call
+    // into the UTF-8 encoder; anything else goes to the encoder from the start.
+    let n = 0;
+    if (s.length <= 64) {
+      for (; n < s.length; n++) {
+        const c = s.charCodeAt(n);
+        if (c >= 0x80) break;
+        buf[start + n] = c;
+      }
+    }
+    if (n < s.length) n = buf.write(s, start, 'utf8');
+    buf.writeInt32BE(n, this.at);
+    this.at = start + n;
   }
 
   done(): Buffer {

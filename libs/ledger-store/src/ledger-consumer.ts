@@ -1,7 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
 import { events } from '@rebootless/contracts';
-import { ChainVerifier, Finding, FindingKind, KeyTrust } from '@rebootless/events';
+import {
+  ChainVerifier,
+  EnvelopeLayout,
+  Finding,
+  FindingKind,
+  KeyTrust,
+  SealJob,
+  SealVerdicts,
+  SealWorker,
+  scanEnvelope,
+} from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
 import { LedgerDatabase } from './database';
 import { FindingRow, LedgerProjection, writeStaged } from './projection';
@@ -95,10 +105,13 @@ export class LedgerConsumer {
   readonly timing = { projectMs: 0, flushMs: 0, batches: 0 };
   /** Spans exported: each record projected now is a span in the trace of whoever wrote it. */
   private readonly tracing = telemetryStatus().exporting;
+  /** Seals checked ahead on a worker thread while the main thread projects (docs/adr/0005). */
+  private seals: SealWorker | undefined;
+  private readonly verdicts: SealVerdicts = { take: (k, h, s) => this.seals?.take(k, h, s) };
 
   constructor(private readonly opts: LedgerConsumerOptions) {
     this.projection = new LedgerProjection(opts.db, opts.topic);
-    this.verifier = new ChainVerifier(new LedgerKeyTrust(opts.serviceKeys, this.projection));
+    this.verifier = new ChainVerifier(new LedgerKeyTrust(opts.serviceKeys, this.projection), this.verdicts);
   }
 
   /** Where the read models stand: each partition's next offset to project. */
@@ -109,6 +122,7 @@ export class LedgerConsumer {
   async start(): Promise<void> {
     this.offsets = await this.projection.load();
     this.projectedTo = new Map(this.offsets);
+    this.seals ??= new SealWorker();
     const { kafka, topic } = this.opts;
     // A group of its own per process: offsets live in the database, never in Kafka, and a member
     // killed with SIGKILL would otherwise hold its partitions until the session times out.
@@ -155,7 +169,7 @@ export class LedgerConsumer {
       await new Promise((r) => setTimeout(r, 1000));
       await this.consumer?.stop();
       this.consumer = undefined;
-      this.verifier = new ChainVerifier(new LedgerKeyTrust(this.opts.serviceKeys, this.projection));
+      this.verifier = new ChainVerifier(new LedgerKeyTrust(this.opts.serviceKeys, this.projection), this.verdicts);
       this.untrusted.clear();
       this.failure = undefined;
       this.recovering = undefined;
@@ -176,16 +190,24 @@ export class LedgerConsumer {
     partition: number,
     messages: { offset: string; value: Buffer | null; timestamp: string; headers?: IHeaders }[],
   ): Promise<void> {
+    const bodies = messages.map((m) => decodeBody(m.value));
+    // The batch's seals go to the worker first; meanwhile the other partition's batch projects.
+    const jobs = this.seals ? this.sealJobs(messages, bodies) : [];
+    if (jobs.length > 0 && this.seals) {
+      await this.seals.check(jobs);
+      if (this.failure) throw this.failure; // a write refused meanwhile: recovery reads this batch again
+    }
     const began = performance.now();
     const applied = this.projectedTo.get(partition) ?? 0n;
     const last = BigInt(messages[messages.length - 1]!.offset);
     let projected = 0;
     const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
-    for (const m of messages) {
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
       const offset = BigInt(m.offset);
       const fresh = offset >= applied;
       this.stats.records += 1;
-      const body = decodeBody(m.value);
+      const body = bodies[i];
       const producerId = body?.producer?.producerId ?? '';
       // Trust on first use: an agent's first epoch binds its key to the host.
       if (
@@ -252,6 +274,34 @@ export class LedgerConsumer {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * The seals of a batch with the key the verifier will check them with: the epoch's key it
+   * holds, or the one an epoch start earlier in the batch carries. A guess that proves wrong
+   * costs nothing but the worker's time: the verifier uses a verdict only for its own key.
+   */
+  private sealJobs(messages: { value: Buffer | null }[], bodies: (events.EventBody | undefined)[]): SealJob[] {
+    const jobs: SealJob[] = [];
+    const started = new Map<string, Uint8Array>();
+    for (let i = 0; i < messages.length; i++) {
+      const value = messages[i]!.value;
+      const body = bodies[i];
+      if (!value || !body?.producer) continue;
+      const { producerId, epoch } = body.producer;
+      const id = `${producerId}\u0000${epoch}`;
+      if (body.chainEpochStarted) started.set(id, body.chainEpochStarted.publicKey);
+      const l = scanEnvelope(value, bodyLayout);
+      if (l.signatureEnd <= l.signatureStart) continue;
+      const key = started.get(id) ?? this.verifier.keyOf(producerId, epoch);
+      if (!key) continue;
+      jobs.push({
+        key,
+        hash: value.subarray(l.hashStart, l.hashEnd),
+        signature: value.subarray(l.signatureStart, l.signatureEnd),
+      });
+    }
+    return jobs;
+  }
+
   private recordFinding(f: Finding): void {
     this.stats.findings += 1;
     const row: FindingRow = {
@@ -280,6 +330,8 @@ export class LedgerConsumer {
     await this.consumer.disconnect();
     this.consumer = undefined;
     await this.writes; // the batch under way commits (or not) before the database closes
+    await this.seals?.close();
+    this.seals = undefined;
     const admin = this.opts.kafka.admin();
     try {
       await admin.connect();
@@ -292,12 +344,20 @@ export class LedgerConsumer {
   }
 }
 
+const bodyLayout = new EnvelopeLayout();
+
+/**
+ * The event body, decoded straight from its bytes inside the envelope: the envelope's own
+ * fields (hashes, seal) are the verifier's, read in place, so decoding the envelope as a message
+ * first would only copy them.
+ */
 function decodeBody(value: Buffer | null): events.EventBody | undefined {
   if (!value) return undefined;
   try {
-    return events.EventBody.decode(events.Envelope.decode(value).body);
+    const l = scanEnvelope(value, bodyLayout);
+    return events.EventBody.decode(value.subarray(l.bodyStart, l.bodyEnd));
   } catch {
-    return undefined;
+    return undefined; // the verifier reports it (undecodable)
   }
 }
 

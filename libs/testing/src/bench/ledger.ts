@@ -71,6 +71,16 @@ async function rawConsume(kafka: Kafka, topic: string, total: number): Promise<n
   return ms;
 }
 
+/** CPU ms of this process's main thread alone (Linux): what bounds the replay, worker threads aside. */
+function mainThreadCpuMs(): number {
+  try {
+    const f = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
 async function replay(
   kafka: Kafka,
   topic: string,
@@ -78,12 +88,20 @@ async function replay(
   db: LedgerDatabase,
   serviceKeys: Map<string, Uint8Array[]>,
   label: string,
-): Promise<{ ms: number; projected: number; findings: number; nodeCpuMs: number; backendCpuMs: number }> {
+): Promise<{
+  ms: number;
+  projected: number;
+  findings: number;
+  nodeCpuMs: number;
+  mainCpuMs: number;
+  backendCpuMs: number;
+}> {
   const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
   // CPU time beside wall time: on a shared machine the wall time mostly says how busy the others
   // were; the CPU time of this process and of its PostgreSQL backends (from /proc, Linux only) is
   // what the replay costs.
   const cpu0 = process.cpuUsage();
+  const main0 = mainThreadCpuMs();
   const backendTicks = new Map<number, [number, number]>();
   const sampleBackends = async () => {
     if (db.dialect !== 'postgres') return;
@@ -122,17 +140,25 @@ async function replay(
   await sampleBackends();
   const cpu = process.cpuUsage(cpu0);
   const nodeCpuMs = Math.round((cpu.user + cpu.system) / 1000);
+  const mainCpuMs = mainThreadCpuMs() - main0;
   let backendCpuMs = 0;
   for (const [a, b] of backendTicks.values()) backendCpuMs += b - a;
   say(
-    `${label}: cpu ${nodeCpuMs} ms in this process, ${backendCpuMs} ms in PostgreSQL backends, wall ${Math.round(ms)} ms`,
+    `${label}: cpu ${nodeCpuMs} ms in this process (${mainCpuMs} in its main thread), ${backendCpuMs} ms in PostgreSQL backends, wall ${Math.round(ms)} ms`,
   );
   say(
     `${label}: ${JSON.stringify(consumer.timing)} ${JSON.stringify([...tableTiming].map(([t, v]) => [t, Math.round(v)]))}`,
   );
   tableTiming.clear();
   await consumer.stop();
-  return { ms, projected: consumer.stats.projected, findings: consumer.stats.findings, nodeCpuMs, backendCpuMs };
+  return {
+    ms,
+    projected: consumer.stats.projected,
+    findings: consumer.stats.findings,
+    nodeCpuMs,
+    mainCpuMs,
+    backendCpuMs,
+  };
 }
 
 async function main() {
@@ -196,13 +222,18 @@ async function main() {
     postgres_ratio_to_raw: Math.round((rawMs / pg.ms) * 100) / 100,
     sqlite_ratio_to_raw: Math.round((rawMs / sqlite.ms) * 100) / 100,
     projected: { postgres: pg.projected, sqlite: sqlite.projected },
-    // CPU microseconds an event: the ledger process, and PostgreSQL's backends for it.
+    // CPU microseconds an event: the ledger process (all its threads: V8's GC helpers, the seal
+    // worker), its main thread alone (what bounds the replay), PostgreSQL's backends for it.
     cpu_us_per_event: {
       postgres: {
         ledger: Math.round((pg.nodeCpuMs * 1000) / total),
+        ledger_main_thread: Math.round((pg.mainCpuMs * 1000) / total),
         backend: Math.round((pg.backendCpuMs * 1000) / total),
       },
-      sqlite: { ledger: Math.round((sqlite.nodeCpuMs * 1000) / total) },
+      sqlite: {
+        ledger: Math.round((sqlite.nodeCpuMs * 1000) / total),
+        ledger_main_thread: Math.round((sqlite.mainCpuMs * 1000) / total),
+      },
     },
     integrity_findings: { postgres: pg.findings, sqlite: sqlite.findings },
     targets: { replay_postgres_eps: 25_000 },
