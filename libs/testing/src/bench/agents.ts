@@ -20,7 +20,7 @@ import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless
 import { buildPatch, rolloutClient, startBuilder, startDispatcher, unary, type ServiceProcess } from '../fleet/rig';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
-import { deleteBenchTopic, machineFacts, reportBenchResult } from './machine';
+import { deleteBenchTopic, machineFacts, reportBenchResult, storedModuleBytes } from './machine';
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 1_000);
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
       sync_writes: false,
       shared_artifacts: 'one store and one FetchArtifact per digest; each agent verifies and hashes itself',
       data_dir: base,
-      module_bytes: moduleBytes(path.join(root, 'hosts', 'shared-artifacts')),
+      module_bytes: storedModuleBytes(path.join(root, 'hosts', 'shared-artifacts')),
       connect_all_ms: connectedMs,
       start_all_delivered_ms: startMs,
       start_events_per_s: Math.round((startEvents / startMs) * 1000),
@@ -201,20 +201,6 @@ async function main(): Promise<void> {
     await deleteBenchTopic(kafka, topic);
     fs.rmSync(root, { recursive: true, force: true });
   }
-}
-
-function moduleBytes(storeDir: string): number | null {
-  const objects = path.join(storeDir, 'objects');
-  try {
-    for (const shard of fs.readdirSync(objects)) {
-      for (const digest of fs.readdirSync(path.join(objects, shard))) {
-        return fs.statSync(path.join(objects, shard, digest, 'module.ko')).size;
-      }
-    }
-  } catch {
-    // Reported as unknown.
-  }
-  return null;
 }
 
 main().then(

@@ -41,3 +41,18 @@ export async function deleteBenchTopic(kafka: Kafka, topic: string): Promise<voi
     await admin.disconnect().catch(() => undefined);
   }
 }
+
+/** The size of the first module in an artifact store (<store>/objects/<shard>/<digest>/module.ko), or null. */
+export function storedModuleBytes(storeDir: string): number | null {
+  const objects = path.join(storeDir, 'objects');
+  try {
+    for (const shard of fs.readdirSync(objects)) {
+      for (const digest of fs.readdirSync(path.join(objects, shard))) {
+        return fs.statSync(path.join(objects, shard, digest, 'module.ko')).size;
+      }
+    }
+  } catch {
+    // Reported as unknown.
+  }
+  return null;
+}

@@ -23,7 +23,7 @@ import {
   type ServiceProcess,
 } from '../fleet/rig';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
-import { deleteBenchTopic, machineFacts, reportBenchResult } from './machine';
+import { deleteBenchTopic, machineFacts, reportBenchResult, storedModuleBytes } from './machine';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
@@ -57,20 +57,6 @@ function peakRssMiB(pid: number): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function moduleBytes(builderDir: string): number | null {
-  const objects = path.join(builderDir, 'artifacts', 'objects');
-  try {
-    for (const shard of fs.readdirSync(objects)) {
-      for (const digest of fs.readdirSync(path.join(objects, shard))) {
-        return fs.statSync(path.join(objects, shard, digest, 'module.ko')).size;
-      }
-    }
-  } catch {
-    // Reported as unknown.
-  }
-  return null;
 }
 
 async function until(check: () => Promise<boolean>, what: string, timeoutMs: number, everyMs = 250): Promise<void> {
@@ -315,7 +301,7 @@ async function main(): Promise<void> {
       cpu_seconds_create_to_all_applied: partsCpu,
       // Runnable tasks on the machine (all users) over the last minute, when every host had applied.
       load_average_1m: Math.round(loadAverage * 100) / 100,
-      module_bytes: moduleBytes(builderDir),
+      module_bytes: storedModuleBytes(path.join(builderDir, 'artifacts')),
       targets: { seconds: 30, dispatcher_peak_mib: 1024 },
     };
     reportBenchResult('rollout', result);
