@@ -84,18 +84,9 @@ export async function withSpan<T>(
   fn: (span: Span) => T | Promise<T>,
   options: DomainSpanOptions = {},
 ): Promise<T> {
-  const parent = options.parent ?? context.active();
-  const span = tracer().startSpan(
-    name,
-    {
-      attributes,
-      ...(options.kind !== undefined ? { kind: options.kind } : {}),
-      ...(options.links ? { links: options.links } : {}),
-    },
-    parent,
-  );
+  const { span, context: active } = startDomainSpan(name, attributes, options);
   try {
-    return await context.with(trace.setSpan(parent, span), () => fn(span));
+    return await context.with(active, () => fn(span));
   } catch (error) {
     span.recordException(error instanceof Error ? error : String(error));
     span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
