@@ -4,6 +4,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { QueryRunner } from 'typeorm';
 import { CopyColumnType, encodeCopyBinary, isCopyColumnType } from './copy-binary';
+import { pgArrayLiteral } from './pg-array-literal';
 import { LedgerDatabase } from './database';
 
 /**
@@ -57,49 +58,80 @@ export class TableWriter {
   }
 
   async write(q: QueryRunner, rows: readonly unknown[][]): Promise<void> {
-    if (rows.length === 0) return;
-    if (this.copyTypes) return this.writeCopy(q, rows, this.copyTypes);
-    if (this.pgTypes) return this.writeUnnest(q, rows, this.pgTypes);
+    await this.prepare(rows).run(q);
+  }
+
+  /**
+   * The statements for these rows, encoded now: the consumer prepares a batch while the one
+   * before it is written, so only the database's own work stays on the chain of writes.
+   */
+  prepare(rows: readonly unknown[][]): PreparedWrite {
+    const table = this.table;
+    if (rows.length === 0) return { table, rows: 0, run: async () => undefined };
+    for (const row of rows)
+      if (row.length !== this.columns.length)
+        throw new Error(`${table}: a row has ${row.length} values for ${this.columns.length} columns`);
+    if (this.copyTypes) {
+      const payload = encodeCopyBinary(this.copyTypes, rows);
+      return { table, rows: rows.length, run: (q) => this.copy(q, payload) };
+    }
+    if (this.pgTypes) {
+      const statements = this.unnestStatements(rows, this.pgTypes);
+      return { table, rows: rows.length, run: (q) => runAll(q, statements) };
+    }
+    const statements: Statement[] = [];
     for (let i = 0; i < rows.length; i += this.rowsPerStatement) {
       const chunk = rows.slice(i, i + this.rowsPerStatement);
       const params: unknown[] = [];
       const tuples: string[] = [];
       for (const row of chunk) {
-        if (row.length !== this.columns.length)
-          throw new Error(`${this.table}: a row has ${row.length} values for ${this.columns.length} columns`);
-        const marks: string[] = [];
-        for (const v of row) {
-          params.push(v);
-          marks.push('?');
-        }
-        tuples.push(`(${marks.join(',')})`);
+        for (const v of row) params.push(v);
+        tuples.push(`(${row.map(() => '?').join(',')})`);
       }
-      await q.query(
-        `INSERT INTO ${this.table} (${this.columns.join(',')}) VALUES ${tuples.join(',')}` +
+      statements.push([
+        `INSERT INTO ${table} (${this.columns.join(',')}) VALUES ${tuples.join(',')}` +
           (this.onConflict === 'append' ? '' : ` ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`),
         params,
-      );
+      ]);
     }
+    return { table, rows: rows.length, run: (q) => runAll(q, statements) };
   }
 
-  private async writeUnnest(q: QueryRunner, rows: readonly unknown[][], types: string[]): Promise<void> {
+  private unnestStatements(rows: readonly unknown[][], types: string[]): Statement[] {
+    const statements: Statement[] = [];
     for (let i = 0; i < rows.length; i += 10_000) {
       const chunk = rows.slice(i, i + 10_000);
-      const arrays = types.map((_, c) => chunk.map((row) => row[c] ?? null));
-      await q.query(
+      const arrays = types.map((t, c) => {
+        const column = chunk.map((row) => row[c] ?? null);
+        return isCopyColumnType(t) ? pgArrayLiteral(t, column) : column;
+      });
+      statements.push([
         `INSERT INTO ${this.table} (${this.columns.join(',')}) ` +
           `SELECT * FROM unnest(${types.map((t, c) => `$${c + 1}::${t}[]`).join(',')}) ` +
           `ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`,
         arrays,
-      );
+      ]);
     }
+    return statements;
   }
 
   /** COPY FROM STDIN in the caller's transaction, on the connection TypeORM holds for it. */
-  private async writeCopy(q: QueryRunner, rows: readonly unknown[][], types: CopyColumnType[]): Promise<void> {
+  private async copy(q: QueryRunner, payload: Buffer): Promise<void> {
     const client = (await q.connect()) as PoolClient;
-    const payload = encodeCopyBinary(types, rows);
     const sink = client.query(copyFrom(`COPY ${this.table} (${this.columns.join(',')}) FROM STDIN (FORMAT binary)`));
     await pipeline(Readable.from([payload]), sink);
   }
+}
+
+/** A table's rows as statements ready to send, inside the caller's transaction. */
+export interface PreparedWrite {
+  readonly table: string;
+  readonly rows: number;
+  run(q: QueryRunner): Promise<void>;
+}
+
+type Statement = [sql: string, params: unknown[]];
+
+async function runAll(q: QueryRunner, statements: readonly Statement[]): Promise<void> {
+  for (const [sql, params] of statements) await q.query(sql, params);
 }

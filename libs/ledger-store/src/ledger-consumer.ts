@@ -197,12 +197,38 @@ export class LedgerConsumer {
       await this.seals.check(jobs);
       if (this.failure) throw this.failure; // a write refused meanwhile: recovery reads this batch again
     }
+    // One batch projects and stages at a time: its staged rows go out with its partition's offset.
+    const release = await this.projectionTurn();
+    try {
+      await this.projectBatch(partition, messages, bodies);
+    } finally {
+      release();
+    }
+  }
+
+  private turn: Promise<void> = Promise.resolve();
+
+  private projectionTurn(): Promise<() => void> {
+    const before = this.turn;
+    let release!: () => void;
+    this.turn = new Promise((r) => (release = r));
+    return before.then(() => release);
+  }
+
+  private async projectBatch(
+    partition: number,
+    messages: { offset: string; value: Buffer | null; timestamp: string; headers?: IHeaders }[],
+    bodies: (events.EventBody | undefined)[],
+  ): Promise<void> {
     const began = performance.now();
     const applied = this.projectedTo.get(partition) ?? 0n;
     const last = BigInt(messages[messages.length - 1]!.offset);
     let projected = 0;
     const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
     for (let i = 0; i < messages.length; i++) {
+      // Let the write under way take its replies between slices of projection: every step of the
+      // chain of writes waits for this thread.
+      if (i % YIELD_EVERY === YIELD_EVERY - 1) await yieldToIo();
       const m = messages[i]!;
       const offset = BigInt(m.offset);
       const fresh = offset >= applied;
@@ -345,6 +371,9 @@ export class LedgerConsumer {
 }
 
 const bodyLayout = new EnvelopeLayout();
+
+const YIELD_EVERY = 500;
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * The event body, decoded straight from its bytes inside the envelope: the envelope's own

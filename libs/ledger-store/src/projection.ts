@@ -1,6 +1,6 @@
 import { QueryRunner } from 'typeorm';
 import { dispatcher, events } from '@rebootless/contracts';
-import { TableWriter } from './batch-writer';
+import { PreparedWrite, TableWriter } from './batch-writer';
 import { LedgerDatabase, num, numOrNull } from './database';
 
 // The read models as rows in memory. The projector holds the live part of them (hosts, open
@@ -393,7 +393,7 @@ export class LedgerProjection {
     if (partition !== null && nextOffset !== null)
       tables.push([w.offsets!, [[this.topic, partition, nextOffset.toString()]]]);
     this.discardStaged();
-    return { tables: tables.filter(([, rows]) => rows.length > 0) };
+    return { writes: tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)) };
   }
 
   /** Writes everything staged since the last flush and the partition's next offset. */
@@ -941,15 +941,15 @@ export class LedgerProjection {
 
 /** One batch's rows, ready to be written in one transaction. */
 export interface StagedWrite {
-  tables: [TableWriter, unknown[][]][];
+  writes: PreparedWrite[];
 }
 
 export const tableTiming = new Map<string, number>();
 export async function writeStaged(q: QueryRunner, staged: StagedWrite): Promise<void> {
-  for (const [writer, rows] of staged.tables) {
+  for (const w of staged.writes) {
     const t0 = performance.now();
-    await writer.write(q, rows);
-    tableTiming.set(writer.table, (tableTiming.get(writer.table) ?? 0) + performance.now() - t0);
+    await w.run(q);
+    tableTiming.set(w.table, (tableTiming.get(w.table) ?? 0) + performance.now() - t0);
   }
 }
 
