@@ -35,20 +35,15 @@ export class TableWriter {
       this.pgTypes = columns.map((c) => {
         const t = types.get(c);
         if (!t) throw new Error(`column ${table}.${c} is missing from the database`);
+        // Both ways of writing (binary COPY, array literals) encode the values themselves.
+        if (!isCopyColumnType(t)) throw new Error(`column ${table}.${c} has type ${t}, which the writer cannot encode`);
         return t;
       });
-      if (onConflict === 'append') {
-        const copyTypes = this.pgTypes.filter(isCopyColumnType);
-        if (copyTypes.length !== this.pgTypes.length) throw new Error(`${table}: a column type COPY cannot encode`);
-        this.copyTypes = copyTypes;
-      }
     }
   }
 
-  private readonly copyTypes: CopyColumnType[] | undefined;
-
-  /** PostgreSQL: one array parameter per column, unnest()ed; a few statements per batch whatever its size. */
-  private readonly pgTypes: string[] | undefined;
+  /** PostgreSQL: COPY for 'append', else one array parameter per column, unnest()ed. */
+  private readonly pgTypes: CopyColumnType[] | undefined;
 
   private conflictClause(): string {
     const update = this.columns.filter((c) => !this.key.includes(c));
@@ -57,27 +52,23 @@ export class TableWriter {
       : `DO UPDATE SET ${update.map((c) => `${c} = excluded.${c}`).join(', ')}`;
   }
 
-  async write(q: QueryRunner, rows: readonly unknown[][]): Promise<void> {
-    await this.prepare(rows).run(q);
-  }
-
   /**
    * The statements for these rows, encoded now: the consumer prepares a batch while the one
    * before it is written, so only the database's own work stays on the chain of writes.
    */
   prepare(rows: readonly unknown[][]): PreparedWrite {
     const table = this.table;
-    if (rows.length === 0) return { table, rows: 0, run: async () => undefined };
+    if (rows.length === 0) return { table, run: async () => undefined };
     for (const row of rows)
       if (row.length !== this.columns.length)
         throw new Error(`${table}: a row has ${row.length} values for ${this.columns.length} columns`);
-    if (this.copyTypes) {
-      const payload = encodeCopyBinary(this.copyTypes, rows);
-      return { table, rows: rows.length, run: (q) => this.copy(q, payload) };
+    if (this.pgTypes && this.onConflict === 'append') {
+      const payload = encodeCopyBinary(this.pgTypes, rows);
+      return { table, run: (q) => this.copy(q, payload) };
     }
     if (this.pgTypes) {
       const statements = this.unnestStatements(rows, this.pgTypes);
-      return { table, rows: rows.length, run: (q) => runAll(q, statements) };
+      return { table, run: (q) => runAll(q, statements) };
     }
     const statements: Statement[] = [];
     for (let i = 0; i < rows.length; i += this.rowsPerStatement) {
@@ -94,17 +85,19 @@ export class TableWriter {
         params,
       ]);
     }
-    return { table, rows: rows.length, run: (q) => runAll(q, statements) };
+    return { table, run: (q) => runAll(q, statements) };
   }
 
-  private unnestStatements(rows: readonly unknown[][], types: string[]): Statement[] {
+  private unnestStatements(rows: readonly unknown[][], types: CopyColumnType[]): Statement[] {
     const statements: Statement[] = [];
     for (let i = 0; i < rows.length; i += 10_000) {
       const chunk = rows.slice(i, i + 10_000);
-      const arrays = types.map((t, c) => {
-        const column = chunk.map((row) => row[c] ?? null);
-        return isCopyColumnType(t) ? pgArrayLiteral(t, column) : column;
-      });
+      const arrays = types.map((t, c) =>
+        pgArrayLiteral(
+          t,
+          chunk.map((row) => row[c] ?? null),
+        ),
+      );
       statements.push([
         `INSERT INTO ${this.table} (${this.columns.join(',')}) ` +
           `SELECT * FROM unnest(${types.map((t, c) => `$${c + 1}::${t}[]`).join(',')}) ` +
@@ -126,7 +119,6 @@ export class TableWriter {
 /** A table's rows as statements ready to send, inside the caller's transaction. */
 export interface PreparedWrite {
   readonly table: string;
-  readonly rows: number;
   run(q: QueryRunner): Promise<void>;
 }
 

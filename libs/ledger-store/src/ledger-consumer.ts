@@ -198,21 +198,16 @@ export class LedgerConsumer {
       if (this.failure) throw this.failure; // a write refused meanwhile: recovery reads this batch again
     }
     // One batch projects and stages at a time: its staged rows go out with its partition's offset.
-    const release = await this.projectionTurn();
-    try {
-      await this.projectBatch(partition, messages, bodies);
-    } finally {
-      release();
-    }
+    await this.inTurn(() => this.projectBatch(partition, messages, bodies));
   }
 
-  private turn: Promise<void> = Promise.resolve();
+  /** Projection yields between slices (projectBatch), so whatever touches it waits its turn. */
+  private turn: Promise<unknown> = Promise.resolve();
 
-  private projectionTurn(): Promise<() => void> {
-    const before = this.turn;
-    let release!: () => void;
-    this.turn = new Promise((r) => (release = r));
-    return before.then(() => release);
+  private inTurn<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.turn.then(run, run);
+    this.turn = next.catch(() => undefined);
+    return next;
   }
 
   private async projectBatch(
@@ -345,10 +340,16 @@ export class LedgerConsumer {
 
   /** Declares the holes still open as gaps (call when caught up); the findings are stored. */
   async flushGaps(): Promise<number> {
-    const found = this.verifier.flushGaps();
-    for (const f of found) this.recordFinding(f);
-    if (found.length > 0) await this.opts.db.transaction((q) => this.projection.flush(q, null, null));
-    return found.length;
+    return this.inTurn(async () => {
+      const found = this.verifier.flushGaps();
+      for (const f of found) this.recordFinding(f);
+      if (found.length === 0) return 0;
+      // After the batch writes under way, whose offsets these findings must not overtake.
+      const staged = this.projection.take(null, null);
+      await this.writes;
+      await this.opts.db.transaction((q) => writeStaged(q, staged));
+      return found.length;
+    });
   }
 
   async stop(): Promise<void> {

@@ -231,8 +231,8 @@ function stateOf(s: events.LivePatchState): EntryState {
 
 /**
  * Projects verified events into the read models. apply() changes the in-memory state and
- * stages the rows it touched; flush() writes them, with the consumer's offsets, in the caller's
- * transaction. After a failed transaction the caller calls load() again: memory then matches
+ * stages the rows it touched; take() hands them over, with a partition's next offset, as the
+ * statements of one transaction (writeStaged). After a failed transaction the caller calls load() again: memory then matches
  * the database as committed.
  */
 export class LedgerProjection {
@@ -394,11 +394,6 @@ export class LedgerProjection {
       tables.push([w.offsets!, [[this.topic, partition, nextOffset.toString()]]]);
     this.discardStaged();
     return { writes: tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)) };
-  }
-
-  /** Writes everything staged since the last flush and the partition's next offset. */
-  async flush(q: QueryRunner, partition: number | null, nextOffset: bigint | null): Promise<void> {
-    await writeStaged(q, this.take(partition, nextOffset));
   }
 
   /** Rows staged and not yet flushed (for progress and tests). */
