@@ -5,3 +5,4 @@ export * from './chain';
 export * from './wire';
 export * from './verifier';
 export * from './seal-verdicts';
+export * from './producer-authority';
