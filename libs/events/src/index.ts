@@ -6,3 +6,4 @@ export * from './wire';
 export * from './verifier';
 export * from './seal-verdicts';
 export * from './producer-authority';
+export * from './projection-gate';

@@ -31,7 +31,9 @@ describe('producer authority', () => {
     const evil = 'agent/evil-01';
     it('may report its own patch applied', () => {
       expect(
-        authorityViolation(body(evil, 'PatchApplied', 'host/evil-01', { patchApplied: { hostId: 'evil-01' } as never })),
+        authorityViolation(
+          body(evil, 'PatchApplied', 'host/evil-01', { patchApplied: { hostId: 'evil-01' } as never }),
+        ),
       ).toBeUndefined();
     });
     it('may not say that web-02 applied a patch, on any stream', () => {

@@ -29,7 +29,10 @@ export function producerOf(producerId: string): Producer {
 interface Rule {
   /** Kinds of producer that may emit the type. */
   by: readonly ProducerKind[];
-  /** The stream prefixes allowed (`self` is the producer's own `producer/<id>` stream, `host` the agent's own host). */
+  /**
+   * The streams allowed: `self` the producer's own `producer/<id>`, `host` an agent's own host
+   * (or its producer stream), `command-host` the host the payload names, or a prefix.
+   */
   streams: readonly ('self' | 'host' | 'build/' | 'patch/' | 'rollout/' | 'command-host')[];
   /** The host the payload names, when it names one. */
   hostOf?: (body: events.EventBody) => string | undefined;
@@ -41,10 +44,10 @@ const hostOfFacts = (f: events.HostFacts | undefined) => f?.hostId;
 /** Every event type has its row; the compiler checks none is missing. */
 export const PRODUCER_AUTHORITY: { readonly [T in EventType]: Rule } = {
   // Every producer: its own lifecycle, its own chain, the calls it refused.
-  ChainEpochStarted: { by: SERVICES, streams: ['self'] },
-  ServiceStarted: { by: SERVICES, streams: ['self'] },
-  ServiceStopped: { by: SERVICES, streams: ['self'] },
-  CallDenied: { by: SERVICES, streams: ['self'] },
+  ChainEpochStarted: { by: SERVICES, streams: ['self', 'host'] },
+  ServiceStarted: { by: SERVICES, streams: ['self', 'host'] },
+  ServiceStopped: { by: SERVICES, streams: ['self', 'host'] },
+  CallDenied: { by: SERVICES, streams: ['self', 'host'] },
   // The builder: builds and patches. Retraction is an operator's action through the builder.
   BuildRequested: { by: ['builder'], streams: ['build/'] },
   BuildSucceeded: { by: ['builder'], streams: ['build/'] },
@@ -107,7 +110,8 @@ export function authorityViolation(
   const stream = body.stream;
   const streamOk = rule.streams.some((s) => {
     if (s === 'self') return stream === `producer/${producerId}`;
-    if (s === 'host') return stream === `host/${p.hostId}` || (p.kind === 'agent' && stream === `producer/${producerId}`);
+    if (s === 'host')
+      return p.kind === 'agent' && (stream === `host/${p.hostId}` || stream === `producer/${producerId}`);
     if (s === 'command-host') return named !== undefined && stream === `host/${named}`;
     return stream.startsWith(s) && stream.length > s.length;
   });

@@ -19,7 +19,9 @@ export type FindingKind =
   | 'conflict'
   | 'reorder'
   | 'gap'
-  | 'unsealed';
+  | 'unsealed'
+  /** Sealed, but not the producer's to say (producer-authority.ts). */
+  | 'unauthorized';
 
 /** Where a record sits in the log. Offsets are strings, as Kafka clients give them. */
 export interface RecordPosition {
@@ -235,6 +237,11 @@ class PendingArrivals {
     else this.far.delete(a.seq);
   }
 
+  /** Every seq held. */
+  seqs(): number[] {
+    return [...this.ring.filter((a): a is Arrival => a !== undefined).map((a) => a.seq), ...this.far.keys()];
+  }
+
   /** The lowest seq held (the caller checks size > 0 first). */
   lowest(next: number): number {
     let low = Infinity;
@@ -279,6 +286,8 @@ interface ChainTrack {
   seen: SeenRing;
   unsealedFrom: Arrival | null;
   lastProcessed: Arrival | null;
+  /** The last event a valid seal covers: where an abandoned tail rolls back to. */
+  lastSealed: Arrival | null;
   events: number;
   sealed: number;
 }
@@ -308,11 +317,41 @@ export class ChainVerifier {
   /** Reused for every record; what outlives ingest() is copied into an Arrival. */
   private readonly layout = new EnvelopeLayout();
 
-  /** `verdicts`: seals already checked elsewhere (SealWorker); whatever it lacks is verified here. */
+  /**
+   * `verdicts`: seals already checked elsewhere (SealWorker); whatever it lacks is verified here.
+   * `onSealed`: told of every run of events a valid seal has just covered (ProjectionGate).
+   */
   constructor(
     private readonly trust: KeyTrust,
     private readonly verdicts?: SealVerdicts,
+    private readonly onSealed?: (producerId: string, epoch: number, fromSeq: number, toSeq: number) => void,
   ) {}
+
+  /**
+   * Gives up on what a chain holds beyond its last sealed event: the unsealed tail and the
+   * records waiting past a hole. The chain rolls back to its last sealed event, so a genuine
+   * event written there later takes its place (an unsealed record is no part of the chain).
+   * Returns the seqs dropped (the caller reports them: it knows how long they waited).
+   */
+  abandonUnsealed(producerId: string, epoch: number): { fromSeq: number; toSeq: number } | undefined {
+    const t = this.tracks.get(`${producerId}\u0000${epoch}`);
+    if (!t) return undefined;
+    const sealedTo = t.lastSealed?.seq ?? 0;
+    let toSeq = t.next - 1;
+    if (t.pending.size > 0) {
+      toSeq = t.pending.seqs().reduce((m, seq) => Math.max(m, seq), toSeq);
+      t.pending = new PendingArrivals();
+    }
+    if (toSeq <= sealedTo) return undefined;
+    t.events -= t.next - 1 - sealedTo;
+    t.next = sealedTo + 1;
+    t.linkTo = t.lastSealed ?? (sealedTo === 0 ? 'genesis' : null);
+    t.lastProcessed = t.lastSealed;
+    t.unsealedFrom = null;
+    for (const [partition, seq] of t.lastSeqByPartition)
+      if (seq > sealedTo) t.lastSeqByPartition.set(partition, sealedTo);
+    return { fromSeq: sealedTo + 1, toSeq };
+  }
 
   /** The raw key the epoch's seals are checked with, once known and vouched for. */
   keyOf(producerId: string, epoch: number): Uint8Array | undefined {
@@ -454,6 +493,7 @@ export class ChainVerifier {
         seen: new SeenRing(),
         unsealedFrom: null,
         lastProcessed: null,
+        lastSealed: null,
         events: 0,
         sealed: 0,
       };
@@ -595,7 +635,9 @@ export class ChainVerifier {
       return;
     }
     t.sealed += a.seq - t.unsealedFrom!.seq + 1;
+    this.onSealed?.(t.producerId, t.epoch, t.unsealedFrom!.seq, a.seq);
     t.unsealedFrom = null;
+    t.lastSealed = a;
   }
 
   private closeUnsealed(t: ChainTrack, why: string): void {

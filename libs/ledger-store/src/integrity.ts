@@ -17,6 +17,7 @@ const KIND: Record<FindingKind, ledger.IntegrityFindingKind> = {
   conflict: K.INTEGRITY_FINDING_KIND_SEQ_DUPLICATE,
   gap: K.INTEGRITY_FINDING_KIND_SEQ_GAP,
   unsealed: K.INTEGRITY_FINDING_KIND_UNSIGNED_TAIL,
+  unauthorized: K.INTEGRITY_FINDING_KIND_UNAUTHORIZED,
 };
 
 export function integrityKindOf(kind: string): ledger.IntegrityFindingKind {

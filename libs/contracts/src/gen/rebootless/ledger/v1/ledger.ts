@@ -80,6 +80,11 @@ export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_UNVOUCHED_KEY = 8,
   /** INTEGRITY_FINDING_KIND_MISSING_EPOCH_START - An epoch whose first event is not ChainEpochStarted. */
   INTEGRITY_FINDING_KIND_MISSING_EPOCH_START = 9,
+  /**
+   * INTEGRITY_FINDING_KIND_UNAUTHORIZED - Sealed, but not the producer's to say (an agent about another host, an agent retracting a
+   * patch, a service emitting another's events): libs/events/src/producer-authority.ts.
+   */
+  INTEGRITY_FINDING_KIND_UNAUTHORIZED = 10,
 }
 
 /** Whose code a kernel function runs. An empty module_name means the original kernel code. */

@@ -1,0 +1,244 @@
+import { events } from '@rebootless/contracts';
+import { authorityViolation } from './producer-authority';
+import { SealVerdicts } from './seal-verdicts';
+import { ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
+
+/**
+ * Verified before applied (docs/adr/0012-verified-before-applied.md): the one path by which
+ * every reader of the log (the ledger's projection, the dispatcher's follower) turns records
+ * into facts. A record is released only once the chain verifier has accepted it (hash, link,
+ * a valid seal covering it) and the producer authority table says it was the producer's to say.
+ * Records wait, per partition and in offset order (a reader's folds rely on a partition's
+ * order), until their verdict is known; a chain's tail still unsealed `unsealedTimeoutMs` after
+ * it arrived is abandoned as an `unsealed` finding and never released.
+ * Pure: no I/O, the clock is passed in.
+ */
+
+/** A verifier finding that keeps the record it names out of every read model. */
+export const REJECTING_FINDINGS: ReadonlySet<FindingKind> = new Set<FindingKind>([
+  'undecodable',
+  'unknown-event-type',
+  'altered-body',
+  'broken-link',
+  'bad-signature',
+  'duplicate',
+  'conflict',
+  'unknown-producer-key',
+  'missing-epoch-start',
+  'unauthorized',
+]);
+
+export interface GateRecord<T> {
+  partition: number;
+  offset: string;
+  /** The envelope as read from the log. */
+  value: Uint8Array | null;
+  /** Its body, decoded by the caller (undefined when it does not decode). */
+  body: events.EventBody | undefined;
+  /** What the caller wants back on release. */
+  item: T;
+}
+
+export interface GateOutput<T> {
+  /** Accepted records, in each partition's order. */
+  released: GateRecord<T>[];
+  findings: Finding[];
+}
+
+interface Held<T> {
+  record: GateRecord<T>;
+  chain: string;
+  seq: number;
+  arrivedAt: number;
+  verdict: 'waiting' | 'accepted' | 'rejected';
+}
+
+export interface ProjectionGateOptions {
+  trust: KeyTrust;
+  /** How long a chain's unsealed tail may wait for its seal before it becomes a finding. */
+  unsealedTimeoutMs: number;
+  verdicts?: SealVerdicts;
+}
+
+const chainOf = (producerId: string, epoch: number) => `${producerId}\u0000${epoch}`;
+
+export class ProjectionGate<T> {
+  private readonly verifier: ChainVerifier;
+  /** Each partition's records not yet released, in offset order. */
+  private readonly queues = new Map<number, PartitionQueue<T>>();
+  /** Each chain's records still waiting for a seal, by seq. */
+  private readonly waiting = new Map<string, Map<number, Held<T>>>();
+  /** Epochs whose key nobody vouches for: none of their records is released. */
+  private readonly untrusted = new Set<string>();
+  /** The host each command was sent to: an agent may answer only its own host's commands. */
+  private readonly commandHosts = new Map<string, string>();
+  private out: Finding[] = [];
+
+  constructor(private readonly opts: ProjectionGateOptions) {
+    this.verifier = new ChainVerifier(opts.trust, opts.verdicts, (producerId, epoch, from, to) =>
+      this.sealed(chainOf(producerId, epoch), from, to),
+    );
+  }
+
+  /** The raw key the verifier checks the epoch's seals with, once vouched for. */
+  keyOf(producerId: string, epoch: number): Uint8Array | undefined {
+    return this.verifier.keyOf(producerId, epoch);
+  }
+
+  /** Feeds one record (in its partition's order); returns what is released and found. */
+  offer(record: GateRecord<T>, now: number): GateOutput<T> {
+    const { body } = record;
+    const producer = body?.producer;
+    const held: Held<T> = {
+      record,
+      chain: producer ? chainOf(producer.producerId, producer.epoch) : '',
+      seq: producer ? Number(producer.seq) : 0,
+      arrivedAt: now,
+      verdict: 'waiting',
+    };
+    let queue = this.queues.get(record.partition);
+    if (!queue) this.queues.set(record.partition, (queue = new PartitionQueue<T>()));
+    queue.items.push(held);
+    if (held.chain) {
+      const chain = this.waiting.get(held.chain) ?? new Map<number, Held<T>>();
+      this.waiting.set(held.chain, chain);
+      if (!chain.has(held.seq)) chain.set(held.seq, held);
+    }
+    const pos: RecordPosition = { partition: record.partition, offset: record.offset };
+    const found = this.verifier.ingest(record.value, pos);
+    for (const f of found) {
+      if (f.kind === 'unknown-producer-key') this.untrusted.add(chainOf(f.producerId ?? '', f.epoch ?? 0));
+      if (REJECTING_FINDINGS.has(f.kind) && f.position?.partition === pos.partition && f.position.offset === pos.offset)
+        this.reject(held);
+      this.out.push(f);
+    }
+    if (!body || !record.value || this.untrusted.has(held.chain)) this.reject(held);
+    else if (held.verdict !== 'rejected') {
+      const why = authorityViolation(body, (id) => this.commandHosts.get(id));
+      if (why) {
+        this.out.push({
+          kind: 'unauthorized',
+          producerId: producer?.producerId,
+          epoch: producer?.epoch,
+          seq: held.seq,
+          position: pos,
+          detail: `${why}; it is kept out of the read models`,
+        });
+        this.reject(held);
+      }
+    }
+    return this.drain();
+  }
+
+  /**
+   * Abandons every chain whose oldest waiting record has waited longer than the timeout: its
+   * records become one `unsealed` finding and are dropped. Call periodically.
+   */
+  expire(now: number): GateOutput<T> {
+    const stale = new Set<string>();
+    for (const queue of this.queues.values()) {
+      for (let i = queue.head; i < queue.items.length; i++) {
+        const h = queue.items[i]!;
+        if (h.verdict === 'waiting' && now - h.arrivedAt >= this.opts.unsealedTimeoutMs) stale.add(h.chain);
+      }
+    }
+    for (const chain of stale) {
+      const records = [...(this.waiting.get(chain)?.values() ?? [])].filter((h) => h.verdict === 'waiting');
+      const [producerId = '', epochText = '0'] = chain.split('\u0000');
+      const epoch = Number(epochText);
+      this.verifier.abandonUnsealed(producerId, epoch);
+      this.waiting.delete(chain);
+      if (records.length === 0) continue;
+      records.sort((a, b) => a.seq - b.seq);
+      const first = records[0]!;
+      const last = records[records.length - 1]!;
+      const span = first.seq === last.seq ? `seq ${first.seq}` : `seq ${first.seq} to ${last.seq}`;
+      this.out.push({
+        kind: 'unsealed',
+        producerId,
+        epoch,
+        seq: first.seq,
+        toSeq: last.seq,
+        position: { partition: first.record.partition, offset: first.record.offset },
+        detail:
+          `${producerId} epoch ${epoch}: ${span} (${records.length} record(s), the first at partition ` +
+          `${first.record.partition} offset ${first.record.offset}) waited ${now - first.arrivedAt} ms ` +
+          `for a valid seal covering them and are kept out of the read models`,
+      });
+      for (const h of records) h.verdict = 'rejected';
+    }
+    return this.drain();
+  }
+
+  /** Declares the holes still open as gaps (when caught up with the log); may release records. */
+  flushGaps(): GateOutput<T> {
+    this.out.push(...this.verifier.flushGaps());
+    return this.drain();
+  }
+
+  /** The offset of the first record of `partition` not yet released: a reader's safe resume point. */
+  heldFrom(partition: number): string | undefined {
+    const q = this.queues.get(partition);
+    return q?.items[q.head]?.record.offset;
+  }
+
+  /** How many records wait for their verdict. */
+  get holding(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.items.length - q.head;
+    return n;
+  }
+
+  private sealed(chain: string, from: number, to: number): void {
+    const waiting = this.waiting.get(chain);
+    if (!waiting) return;
+    for (let seq = from; seq <= to; seq++) {
+      const h = waiting.get(seq);
+      if (!h) continue;
+      waiting.delete(seq);
+      if (h.verdict === 'waiting') h.verdict = 'accepted';
+    }
+    if (waiting.size === 0) this.waiting.delete(chain);
+  }
+
+  private reject(h: Held<T>): void {
+    h.verdict = 'rejected';
+    const chain = this.waiting.get(h.chain);
+    if (chain?.get(h.seq) === h) chain.delete(h.seq);
+  }
+
+  private drain(): GateOutput<T> {
+    const released: GateRecord<T>[] = [];
+    for (const [partition, queue] of this.queues) {
+      const { items } = queue;
+      let i = queue.head;
+      for (; i < items.length && items[i]!.verdict !== 'waiting'; i++) {
+        const h = items[i]!;
+        items[i] = undefined as unknown as Held<T>; // released: nothing keeps it
+        if (h.verdict !== 'accepted') continue;
+        released.push(h.record);
+        const cmd = h.record.body?.hostApplyRequested ?? h.record.body?.hostRevertRequested;
+        if (cmd?.commandId) this.commandHosts.set(cmd.commandId, cmd.hostId);
+      }
+      if (i === items.length) this.queues.delete(partition);
+      else queue.advance(i);
+    }
+    const findings = this.out;
+    this.out = [];
+    return { released, findings };
+  }
+}
+
+/** One partition's held records: a list and the index of its first, compacted now and then. */
+class PartitionQueue<T> {
+  items: Held<T>[] = [];
+  head = 0;
+
+  advance(to: number): void {
+    this.head = to;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
