@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
 import { events } from '@rebootless/contracts';
 import {
-  ChainVerifier,
   EnvelopeLayout,
   Finding,
-  FindingKind,
+  GateOutput,
   KeyTrust,
+  ProjectionGate,
   SealJob,
   SealVerdicts,
   SealWorker,
@@ -34,18 +34,15 @@ export class LedgerKeyTrust implements KeyTrust {
   }
 }
 
-/** A record that shows these defects is kept out of the read models; the finding stands for it. */
-const REJECTING: ReadonlySet<FindingKind> = new Set([
-  'undecodable',
-  'unknown-event-type',
-  'altered-body',
-  'broken-link',
-  'bad-signature',
-  'duplicate',
-  'conflict',
-  'unknown-producer-key',
-  'missing-epoch-start',
-]);
+/** How long a chain's unsealed tail waits for its seal before it becomes a finding, by default. */
+export const DEFAULT_UNSEALED_TAIL_TIMEOUT_MS = 5_000;
+
+/** A record read from the log, as the gate hands it back once it may be projected. */
+interface LogRecord {
+  value: Buffer | null;
+  timestamp: string;
+  headers?: IHeaders;
+}
 
 /**
  * Only records written this recently get a `ledger projection` span: older ones are a replay
@@ -62,6 +59,11 @@ export interface LedgerConsumerOptions {
   /** Configured service producers and their raw Ed25519 keys. */
   serviceKeys: ReadonlyMap<string, readonly Uint8Array[]>;
   groupId?: string;
+  /**
+   * How long records of a chain not yet sealed wait for their seal; then they are an `unsealed`
+   * finding and never reach the read models (docs/adr/0012). Default 5 s.
+   */
+  unsealedTailTimeoutMs?: number;
   /** Called after every committed batch. */
   onProgress?: (p: LedgerProgress) => void;
 }
@@ -77,25 +79,30 @@ export interface LedgerProgress {
 }
 
 /**
- * Consumes the event log into the read models. Every record is verified (ChainVerifier) and,
- * when sound, projected; each Kafka batch is one database transaction holding its rows and the
- * partition's next offset, so a kill at any point loses or doubles nothing.
+ * Consumes the event log into the read models. Every record goes through the ProjectionGate
+ * (verified, sealed, the producer's to say) and only what it releases is projected; each Kafka
+ * batch is one database transaction holding its rows and the next offsets of the partitions it
+ * moved, so a kill at any point loses or doubles nothing. A partition's stored offset never
+ * passes a record the gate still holds: after a restart that record is projected then.
  *
- * The verifier's chain state lives in memory: on every start the consumer reads each partition
- * from offset 0, feeding records below the stored offset to the verifier only (their read-model
- * rows are already committed), so chains are checked whole after any restart.
+ * The gate's chain state lives in memory: on every start the consumer reads each partition
+ * from offset 0, releasing records below the stored offset without projecting them (their
+ * read-model rows are already committed), so chains are checked whole after any restart.
  */
 export class LedgerConsumer {
   readonly projection: LedgerProjection;
-  private verifier: ChainVerifier;
+  private gate: ProjectionGate<LogRecord>;
+  /** Each partition's offset as loaded at start: records below it are already projected. */
+  private resumeAt = new Map<number, bigint>();
+  /** Each partition's next offset after the last record offered to the gate. */
+  private seenTo = new Map<number, bigint>();
+  private expiry: NodeJS.Timeout | undefined;
   private recovering: Promise<void> | undefined;
   private consumer: Consumer | undefined;
   /** Each partition's next offset as committed with the read models. */
   private offsets = new Map<number, bigint>();
   /** Each partition's next offset as projected in memory: ahead of `offsets` while a write is under way. */
   private projectedTo = new Map<number, bigint>();
-  /** Epochs whose key nobody vouches for: none of their records enter the read models. */
-  private readonly untrusted = new Set<string>();
   private failure: Error | undefined;
   /** The batch writes under way, in order. */
   private writes: Promise<void> = Promise.resolve();
@@ -111,7 +118,19 @@ export class LedgerConsumer {
 
   constructor(private readonly opts: LedgerConsumerOptions) {
     this.projection = new LedgerProjection(opts.db, opts.topic);
-    this.verifier = new ChainVerifier(new LedgerKeyTrust(opts.serviceKeys, this.projection), this.verdicts);
+    this.gate = this.newGate();
+  }
+
+  private newGate(): ProjectionGate<LogRecord> {
+    return new ProjectionGate<LogRecord>({
+      trust: new LedgerKeyTrust(this.opts.serviceKeys, this.projection),
+      unsealedTimeoutMs: this.unsealedTimeoutMs,
+      verdicts: this.verdicts,
+    });
+  }
+
+  private get unsealedTimeoutMs(): number {
+    return this.opts.unsealedTailTimeoutMs ?? DEFAULT_UNSEALED_TAIL_TIMEOUT_MS;
   }
 
   /** Where the read models stand: each partition's next offset to project. */
@@ -122,6 +141,11 @@ export class LedgerConsumer {
   async start(): Promise<void> {
     this.offsets = await this.projection.load();
     this.projectedTo = new Map(this.offsets);
+    this.resumeAt = new Map(this.offsets);
+    this.seenTo = new Map();
+    // Unsealed tails are judged on the clock, even when no record comes to move things on.
+    this.expiry ??= setInterval(() => void this.expireUnsealed(), Math.max(50, this.unsealedTimeoutMs / 4));
+    this.expiry.unref();
     this.seals ??= new SealWorker();
     const { kafka, topic } = this.opts;
     // A group of its own per process: offsets live in the database, never in Kafka, and a member
@@ -169,8 +193,7 @@ export class LedgerConsumer {
       await new Promise((r) => setTimeout(r, 1000));
       await this.consumer?.stop();
       this.consumer = undefined;
-      this.verifier = new ChainVerifier(new LedgerKeyTrust(this.opts.serviceKeys, this.projection), this.verdicts);
-      this.untrusted.clear();
+      this.gate = this.newGate();
       this.failure = undefined;
       this.recovering = undefined;
       await this.start();
@@ -216,23 +239,21 @@ export class LedgerConsumer {
     bodies: (events.EventBody | undefined)[],
   ): Promise<void> {
     const began = performance.now();
-    const applied = this.projectedTo.get(partition) ?? 0n;
-    const last = BigInt(messages[messages.length - 1]!.offset);
+    const resume = this.resumeAt.get(partition) ?? 0n;
     let projected = 0;
-    const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
+    const moved = new Set<number>([partition]);
+    const now = Date.now();
     for (let i = 0; i < messages.length; i++) {
       // Let the write under way take its replies between slices of projection: every step of the
       // chain of writes waits for this thread.
       if (i % YIELD_EVERY === YIELD_EVERY - 1) await yieldToIo();
       const m = messages[i]!;
-      const offset = BigInt(m.offset);
-      const fresh = offset >= applied;
       this.stats.records += 1;
       const body = bodies[i];
       const producerId = body?.producer?.producerId ?? '';
       // Trust on first use: an agent's first epoch binds its key to the host.
       if (
-        fresh &&
+        BigInt(m.offset) >= resume &&
         body?.chainEpochStarted &&
         producerId.startsWith('agent/') &&
         !this.opts.serviceKeys.has(producerId)
@@ -240,41 +261,62 @@ export class LedgerConsumer {
         const pk = body.chainEpochStarted.publicKey;
         if (pk.length === 32) this.projection.bindAgentKey(producerId, pk, Number(m.timestamp), partition, m.offset);
       }
-      const pos = { partition, offset: m.offset };
-      const found = this.verifier.ingest(m.value, pos);
-      let rejected = false;
-      for (const f of found) {
-        if (f.kind === 'unknown-producer-key') this.untrusted.add(`${f.producerId}\u0000${f.epoch}`);
-        if (REJECTING.has(f.kind) && f.position?.partition === partition && f.position.offset === m.offset)
-          rejected = true;
-        this.recordFinding(f);
-      }
-      if (!fresh) continue;
-      if (body && this.untrusted.has(`${producerId}\u0000${body.producer?.epoch ?? 0}`)) rejected = true;
-      if (rejected || !body || !m.value) continue;
-      const record = { partition, offset: m.offset, envelope: m.value, body };
+      const record = { partition, offset: m.offset, value: m.value, body, item: m };
+      projected += this.applyReleased(this.gate.offer(record, now), moved);
+    }
+    this.seenTo.set(partition, BigInt(messages[messages.length - 1]!.offset) + 1n);
+    this.timing.projectMs += performance.now() - began;
+    await this.stageAndWrite(moved, projected);
+  }
+
+  /** Projects what the gate released (records not projected before this start) and stores its findings. */
+  private applyReleased(out: GateOutput<LogRecord>, moved: Set<number>): number {
+    for (const f of out.findings) this.recordFinding(f);
+    let projected = 0;
+    const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
+    for (const r of out.released) {
+      moved.add(r.partition);
+      if (BigInt(r.offset) < (this.resumeAt.get(r.partition) ?? 0n)) continue;
+      const m = r.item;
+      const record = { partition: r.partition, offset: r.offset, envelope: m.value!, body: r.body! };
       if (!this.tracing || Number(m.timestamp) < tracedSince) this.projection.apply(record);
       else {
         // Synchronous, as the projection is: no await per record. The batch's transaction is
         // written after the batch, outside these spans.
         const attributes = {
-          [ATTR.eventType]: body.type,
-          [ATTR.eventId]: body.eventId,
-          [ATTR.producerId]: producerId,
-          [ATTR.seq]: Number(body.producer?.seq ?? 0),
+          [ATTR.eventType]: record.body.type,
+          [ATTR.eventId]: record.body.eventId,
+          [ATTR.producerId]: record.body.producer?.producerId ?? '',
+          [ATTR.seq]: Number(record.body.producer?.seq ?? 0),
         };
         withSpanFromSync(m.headers, SPAN.ledgerProjection, attributes, () => this.projection.apply(record));
       }
       projected += 1;
     }
-    this.timing.projectMs += performance.now() - began;
-    if (last < applied && this.projection.staged === 0) return;
-    const next = last + 1n > applied ? last + 1n : applied;
-    this.projectedTo.set(partition, next);
+    return projected;
+  }
+
+  /**
+   * Stages what was projected with the next offset of each partition moved: up to the first
+   * record the gate still holds there (it is projected after a restart, if not before), never
+   * below what was committed.
+   */
+  private async stageAndWrite(moved: ReadonlySet<number>, projected: number): Promise<void> {
+    const nextOffsets = new Map<number, bigint>();
+    for (const p of moved) {
+      const held = this.gate.heldFrom(p);
+      const upTo = held !== undefined ? BigInt(held) : this.seenTo.get(p);
+      if (upTo === undefined) continue;
+      const floor = this.projectedTo.get(p) ?? 0n;
+      const next = upTo > floor ? upTo : floor;
+      if (next !== floor) nextOffsets.set(p, next);
+      this.projectedTo.set(p, next);
+    }
+    if (nextOffsets.size === 0 && this.projection.staged === 0 && projected === 0) return;
     // Written in order, one transaction a batch. The batch returns to kafkajs once the writes
     // before it are done, so its own write runs while the next batch is fetched and projected,
     // and at most one write waits behind the one under way.
-    const staged = this.projection.take(partition, next);
+    const staged = this.projection.take(nextOffsets);
     const before = this.writes;
     const written = before.then(async () => {
       if (this.failure) throw this.failure;
@@ -282,17 +324,31 @@ export class LedgerConsumer {
       await this.opts.db.transaction((q) => writeStaged(q, staged));
       this.timing.flushMs += performance.now() - t0;
       this.timing.batches += 1;
-      this.offsets.set(partition, next);
+      for (const [p, next] of nextOffsets) this.offsets.set(p, next);
       this.stats.projected += projected;
-      this.opts.onProgress?.({ partition, nextOffset: next, ...this.stats });
+      for (const [p, next] of nextOffsets) this.opts.onProgress?.({ partition: p, nextOffset: next, ...this.stats });
     });
     // A refused write stops every write after it and starts recovery, even when no batch follows.
     this.writes = written.catch((err: unknown) => {
       this.failure ??= err as Error;
-      void this.recover(partition);
+      void this.recover(-1);
     });
     await before;
     if (this.failure) throw this.failure;
+  }
+
+  /** Chains whose unsealed tail waited too long become findings; what they held back moves on. */
+  private async expireUnsealed(): Promise<void> {
+    if (!this.consumer || this.failure || this.gate.holding === 0) return;
+    await this.inTurn(async () => {
+      const moved = new Set<number>();
+      const out = this.gate.expire(Date.now());
+      if (out.findings.length === 0 && out.released.length === 0) return;
+      const projected = this.applyReleased(out, moved);
+      await this.stageAndWrite(moved, projected);
+    }).catch((err: unknown) => {
+      this.failure ??= err as Error;
+    });
   }
 
   /**
@@ -312,7 +368,7 @@ export class LedgerConsumer {
       if (body.chainEpochStarted) started.set(id, body.chainEpochStarted.publicKey);
       const l = scanEnvelope(value, bodyLayout);
       if (l.signatureEnd <= l.signatureStart) continue;
-      const key = started.get(id) ?? this.verifier.keyOf(producerId, epoch);
+      const key = started.get(id) ?? this.gate.keyOf(producerId, epoch);
       if (!key) continue;
       jobs.push({
         key,
@@ -341,18 +397,20 @@ export class LedgerConsumer {
   /** Declares the holes still open as gaps (call when caught up); the findings are stored. */
   async flushGaps(): Promise<number> {
     return this.inTurn(async () => {
-      const found = this.verifier.flushGaps();
-      for (const f of found) this.recordFinding(f);
-      if (found.length === 0) return 0;
+      const out = this.gate.flushGaps();
+      if (out.findings.length === 0 && out.released.length === 0) return 0;
+      const moved = new Set<number>();
+      const projected = this.applyReleased(out, moved);
       // After the batch writes under way, whose offsets these findings must not overtake.
-      const staged = this.projection.take(null, null);
+      await this.stageAndWrite(moved, projected);
       await this.writes;
-      await this.opts.db.transaction((q) => writeStaged(q, staged));
-      return found.length;
+      return out.findings.length;
     });
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.expiry);
+    this.expiry = undefined;
     if (!this.consumer) return;
     await this.consumer.disconnect();
     this.consumer = undefined;

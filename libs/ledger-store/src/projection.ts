@@ -231,7 +231,7 @@ function stateOf(s: events.LivePatchState): EntryState {
 
 /**
  * Projects verified events into the read models. apply() changes the in-memory state and
- * stages the rows it touched; take() hands them over, with a partition's next offset, as the
+ * stages the rows it touched; take() hands them over, with partitions' next offsets, as the
  * statements of one transaction (writeStaged). After a failed transaction the caller calls load() again: memory then matches
  * the database as committed.
  */
@@ -366,7 +366,7 @@ export class LedgerProjection {
    * Takes everything staged since the last take as rows of values, copied now: the projection
    * may go on with the next batch while these are being written.
    */
-  take(partition: number | null, nextOffset: bigint | null): StagedWrite {
+  take(nextOffsets: ReadonlyMap<number, bigint> | null): StagedWrite {
     const w = this.w;
     // A closed interval is never touched again, so an interval is new (inserted) at most once
     // and updated afterwards; after a refused transaction load() starts this over.
@@ -390,8 +390,8 @@ export class LedgerProjection {
         this.findings.map((f) => [f.partition, f.offset, f.kind, f.producerId, f.epoch, f.seq, f.toSeq, f.detail]),
       ],
     ];
-    if (partition !== null && nextOffset !== null)
-      tables.push([w.offsets!, [[this.topic, partition, nextOffset.toString()]]]);
+    if (nextOffsets && nextOffsets.size > 0)
+      tables.push([w.offsets!, [...nextOffsets].map(([partition, next]) => [this.topic, partition, next.toString()])]);
     this.discardStaged();
     return { writes: tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)) };
   }
