@@ -67,6 +67,13 @@ export const ledgerSettings = {
     parser: pathList(),
     description: "services' data dirs whose chain/ keys the ledger vouches for, when they run on this machine",
   }),
+  unsealedTailTimeoutMs: setting({
+    env: 'LEDGER_UNSEALED_TAIL_TIMEOUT_MS',
+    parser: integer(100, 600_000),
+    default: '5000',
+    description:
+      'how long events of a chain not yet sealed wait for their seal; then they are an unsealed finding, never a fact',
+  }),
   onlineWindowSeconds: setting({
     env: 'LEDGER_ONLINE_WINDOW_SECONDS',
     parser: integer(1, 86_400),

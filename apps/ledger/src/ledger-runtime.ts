@@ -30,7 +30,13 @@ export class LedgerRuntime {
       config.dataDir,
       ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d)),
     ]);
-    const consumer = new LedgerConsumer({ kafka, db, topic: config.eventsTopic, serviceKeys });
+    const consumer = new LedgerConsumer({
+      kafka,
+      db,
+      topic: config.eventsTopic,
+      serviceKeys,
+      unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
+    });
     const queries = new LedgerQueries(db, { onlineWindowMs: config.onlineWindowSeconds * 1000 });
     return new LedgerRuntime(config, kafka, db, consumer, queries, serviceKeys);
   }
