@@ -1,7 +1,7 @@
 // Writes the signed envelopes an agent relays over its stream to the event log, byte for byte,
 // keyed by its host, so its facts share a partition with the commands sent to it.
 import type { Kafka, Producer } from 'kafkajs';
-import { readEnvelope } from '@rebootless/events';
+import { authorityViolation, decodeEvent } from '@rebootless/events';
 import { PermissionError } from './dispatcher-errors';
 
 export class EventRelay {
@@ -18,22 +18,27 @@ export class EventRelay {
 
   /**
    * Resolves once every envelope is acknowledged by all in-sync replicas; only then may the
-   * agent drop them from its outbox. An agent may relay only its own chain.
+   * agent drop them from its outbox. An agent may relay only its own chain, and in it only what
+   * the producer authority table lets an agent say about its own host (docs/adr/0012): one
+   * envelope that is not its to say refuses the whole batch, before anything is written.
    */
   async relay(hostId: string, envelopes: readonly Uint8Array[]): Promise<void> {
     const producerId = `agent/${hostId}`;
     for (const [i, bytes] of envelopes.entries()) {
-      let claimed: string;
+      let body;
       try {
-        claimed = readEnvelope(bytes).producerId;
+        body = decodeEvent(bytes).body;
       } catch (error) {
         throw new PermissionError(`relay_events.envelopes[${i}] is not an event envelope: ${String(error)}`);
       }
+      const claimed = body.producer?.producerId ?? '';
       if (claimed !== producerId) {
         throw new PermissionError(
           `relay_events.envelopes[${i}] belongs to producer ${claimed}; the agent of ${hostId} may relay only ${producerId}`,
         );
       }
+      const why = authorityViolation(body);
+      if (why) throw new PermissionError(`relay_events.envelopes[${i}]: ${why}`);
     }
     if (envelopes.length === 0) return;
     await this.producer.send({

@@ -30,6 +30,7 @@ beforeAll(async () => {
   for (const identity of [
     { kind: 'service', id: 'dispatcher' },
     { kind: 'host', id: 'web-a' },
+    { kind: 'host', id: 'evil-01' },
     { kind: 'user', id: 'cli' },
   ] as const) {
     await issueCertificate(pki, identity);
@@ -98,6 +99,90 @@ function envelopesOf(producerId: string, hostId: string): Buffer[] {
   );
   return chained.map((e) => Buffer.from(e.envelope));
 }
+
+/** evil-01's own chain, sealed with its own key: an epoch start, then `draft`. */
+function ownChainSaying(draft: Parameters<typeof appendToChain>[1][number]): Buffer[] {
+  const key = generateSigningKey();
+  const { events: chained } = appendToChain(
+    startEpoch('agent/evil-01', 1),
+    [
+      {
+        stream: 'host/evil-01',
+        payload: {
+          type: 'ChainEpochStarted',
+          data: { publicKey: key.rawPublicKey, previousEpoch: 0, reason: 1, detail: '' },
+        },
+      },
+      draft,
+    ],
+    key,
+  );
+  return chained.map((e) => Buffer.from(e.envelope));
+}
+
+describe('an agent holding the certificate of host evil-01, relaying its own sealed chain', () => {
+  const patchAppliedOnWeb02 = ownChainSaying({
+    stream: 'host/evil-01',
+    payload: {
+      type: 'PatchApplied',
+      data: {
+        hostId: 'web-02',
+        commandId: '',
+        patchId: 'nft-verdict',
+        version: '1',
+        moduleName: 'lp_nft_1',
+        transitionMs: '1',
+        forced: false,
+        replace: false,
+        functions: [],
+        stack: [],
+      },
+    },
+  });
+  const retraction = ownChainSaying({
+    stream: 'patch/nft-verdict',
+    payload: { type: 'PatchRetracted', data: { patchId: 'nft-verdict', version: '1', reason: 'forged' } },
+  });
+
+  it.each([
+    [
+      'that web-02 applied a patch',
+      patchAppliedOnWeb02,
+      'the agent of evil-01 may speak only about its own host, not "web-02"',
+    ],
+    ['that a patch is retracted', retraction, 'an agent may not emit PatchRetracted'],
+  ])('cannot say %s: PERMISSION_DENIED, nothing written, CallDenied recorded', async (_, envelopes, reason) => {
+    const { client, call, received, failed } = openStream({ kind: 'host', id: 'evil-01' });
+    call.write(hello('evil-01'));
+    call.write({ messageId: '2', relayEvents: { envelopes } });
+    await until(() => failed() !== undefined, 'the stream was refused');
+    expect(failed()!.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(failed()!.details).toContain(reason);
+    expect(received.map((m) => m.ack?.messageId)).toEqual(['1']);
+    let records = await readWholeTopic(testKafka(), topic);
+    // Not even the epoch start of the refused batch was written.
+    expect(records.filter((r) => r.value && envelopes.some((e) => Buffer.compare(r.value!, e) === 0))).toEqual([]);
+    let denied: events.CallDenied[] = [];
+    for (let i = 0; i < 60 && denied.length === 0; i++) {
+      if (i > 0) {
+        await new Promise((r) => setTimeout(r, 250));
+        records = await readWholeTopic(testKafka(), topic);
+      }
+      denied = records.flatMap((r) => {
+        const body = r.value ? decodeEvent(r.value).body : undefined;
+        return body?.callDenied && body.callDenied.reason.includes(reason) ? [body.callDenied] : [];
+      });
+    }
+    expect(denied).toEqual([
+      expect.objectContaining({
+        subject: 'host:evil-01',
+        code: 'PERMISSION_DENIED',
+        reason: expect.stringContaining(reason),
+      }),
+    ]);
+    client.close();
+  });
+});
 
 describe('an agent holding the certificate of host web-a', () => {
   it('may say hello as web-a and relay web-a events', async () => {
