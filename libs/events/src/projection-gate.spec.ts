@@ -130,6 +130,26 @@ describe('ProjectionGate', () => {
     });
   });
 
+  describe('when the genuine producer writes on after a forged record took its place', () => {
+    it('never lets the later genuine seal vouch for the forged record', () => {
+      const r = new Reader();
+      chain.slice(0, 10).forEach((e) => r.offer(e, 0, 0));
+      const head: ChainHead = { producerId: 'builder', epoch: 1, seq: 10, hash: chain[9]!.hash };
+      r.offer(forgeAfter(head, [serviceStarted(666)]), 1, 0);
+      // The genuine seq 11 conflicts with it; seq 12 links to the genuine 11, not to the forged one
+      chain.slice(10, 20).forEach((e) => r.offer(e, 0, 0));
+      expect(r.findings.map((f) => [f.kind, f.seq])).toEqual([
+        ['conflict', 11],
+        ['broken-link', 12],
+      ]);
+      // The seal at 20 covers 12..20 only: the forged 11 still waits, then expires
+      expect(r.released).not.toContain('builder#11');
+      r.expire(TIMEOUT);
+      expect(r.findings.map((f) => f.kind)).toContain('unsealed');
+      expect(r.released).not.toContain('builder#11');
+    });
+  });
+
   describe('when a forger writes far ahead of the chain', () => {
     it('holds it as a gap, then an unsealed finding, and the genuine chain goes on', () => {
       const r = new Reader();

@@ -567,6 +567,8 @@ export class ChainVerifier {
             ? `${who(t, a)} at ${at(a.pos)} does not start from the genesis hash`
             : `${who(t, a)} at ${at(a.pos)} does not link to seq ${seq - 1}: its prev_hash differs from that event's hash`,
       });
+      // A seal vouches only for the events its hash chains back to: none before a broken link.
+      t.unsealedFrom = null;
     }
     if (seq === 1) this.adoptEpochKey(t, a);
     t.unsealedFrom ??= a;
