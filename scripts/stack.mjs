@@ -276,7 +276,13 @@ async function up() {
                 .join(','),
             }
           : svc.name === 'dispatcher'
-            ? { DISPATCHER_LEDGER_ADDRESS: address(ledger) }
+            ? {
+                DISPATCHER_LEDGER_ADDRESS: address(ledger),
+                // The dispatcher acts only on what vouched producers sealed (ADR 0012): the builder's key.
+                DISPATCHER_TRUSTED_DATA_DIRS: SERVICES.filter((o) => o.name === 'builder')
+                  .map(dataDir)
+                  .join(','),
+              }
             : {};
       pids.set(svc.name, await startService(svc, kafka.brokers, env));
     }

@@ -151,6 +151,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       DISPATCHER_GRPC_ADDRESS: dispatcherAddress,
       DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
       DISPATCHER_TICK_INTERVAL_MS: '200',
+      DISPATCHER_TRUSTED_DATA_DIRS: dataDir('builder'),
       REBOOTLESS_DATA_DIR: dataDir('dispatcher'),
     });
     await Promise.all([builder.waitFor(/builder ready on/), dispatcher.waitFor(/dispatcher ready on/)]);

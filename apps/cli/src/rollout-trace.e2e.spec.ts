@@ -143,6 +143,7 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
       DISPATCHER_GRPC_ADDRESS: dispatcherAddress!,
       DISPATCHER_LEDGER_ADDRESS: ledgerAddress!,
       DISPATCHER_TICK_INTERVAL_MS: '200',
+      DISPATCHER_TRUSTED_DATA_DIRS: dataDir('builder'),
       REBOOTLESS_DATA_DIR: dataDir('dispatcher'),
     });
     await Promise.all([builder.waitFor(/builder ready on/), dispatcher.waitFor(/dispatcher ready on/)]);

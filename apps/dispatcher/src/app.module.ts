@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { kafkaClient, type EventPublisher } from '@rebootless/kafka';
+import * as path from 'node:path';
+import { kafkaClient, serviceKeysFrom, type EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, SERVICE_CONFIG, clientCredentials, formatHostPort, serviceActor } from '@rebootless/service';
 import { AgentGatewayController } from './agent-gateway.controller';
 import { SERVICE_NAME, type DispatcherConfig } from './config';
@@ -23,6 +24,10 @@ function engineFor(config: DispatcherConfig, publisher: EventPublisher): Rollout
     actor: serviceActor(SERVICE_NAME),
     silenceGraceMs: config.silenceGraceSeconds * 1000,
     tickIntervalMs: config.tickIntervalMs,
+    // Its own chain (its data dir) and the named services' chains; agents' keys as first seen.
+    serviceKeys: () =>
+      serviceKeysFrom([], [config.dataDir, ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d))]),
+    unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
     log: {
       log: (message) => logger.log(message),
       warn: (message) => logger.warn(message),

@@ -1,6 +1,27 @@
-import { hostPort, integer, serviceSettings, setting, type ConfigOf, type ConfigSpec } from '@rebootless/service';
+import {
+  hostPort,
+  integer,
+  serviceSettings,
+  setting,
+  type ConfigOf,
+  type ConfigSpec,
+  type Parser,
+} from '@rebootless/service';
 
 export const SERVICE_NAME = 'dispatcher';
+
+function pathList(): Parser<string[]> {
+  return {
+    expected: 'a comma-separated list of directories',
+    parse: (raw) => {
+      const dirs = raw
+        .split(',')
+        .map((d) => d.trim())
+        .filter(Boolean);
+      return dirs.length > 0 && dirs.every((d) => !d.includes('\0')) ? dirs : undefined;
+    },
+  };
+}
 
 export const dispatcherSettings = {
   ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'DISPATCHER', defaultPort: 7452 }),
@@ -22,6 +43,19 @@ export const dispatcherSettings = {
     parser: integer(50, 60_000),
     default: '1000',
     description: 'how often rollouts are looked at for what time alone changes (soak, deadlines, windows)',
+  }),
+  trustedDataDirs: setting({
+    env: 'DISPATCHER_TRUSTED_DATA_DIRS',
+    parser: pathList(),
+    description:
+      "services' data dirs whose chain/ keys the dispatcher vouches for (the builder's): events of a producer nobody vouches for are never acted on",
+  }),
+  unsealedTailTimeoutMs: setting({
+    env: 'DISPATCHER_UNSEALED_TAIL_TIMEOUT_MS',
+    parser: integer(100, 600_000),
+    default: '5000',
+    description:
+      'how long events of a chain not yet sealed wait for their seal before they are a finding, never acted on',
   }),
 } satisfies ConfigSpec;
 

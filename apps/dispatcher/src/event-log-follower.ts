@@ -2,9 +2,23 @@
 // no state of its own on disk: everything it knows about rollouts, patches and hosts is rebuilt
 // from the log at every start, and "caught up" says when the rebuild reached the log's end as it
 // was at start (only then may it decide anything).
+//
+// Every record goes through the same ProjectionGate as the ledger's (docs/adr/0012): only
+// what a vouched producer sealed and was allowed to say is handed on. A forged RolloutCreated
+// appended to the log is a finding in the dispatcher's log, never a rollout it runs.
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
-import { decodeEvent, readEnvelope, type DecodedEvent } from '@rebootless/events';
+import { events } from '@rebootless/contracts';
+import {
+  EnvelopeLayout,
+  ProjectionGate,
+  decodeEvent,
+  scanEnvelope,
+  type DecodedEvent,
+  type Finding,
+  type GateOutput,
+  type KeyTrust,
+} from '@rebootless/events';
 
 export interface FollowedEvent extends DecodedEvent {
   partition: number;
@@ -16,8 +30,46 @@ export interface EventLogFollowerOptions {
   topic: string;
   /** Only events of these types are decoded and handed on. */
   types: ReadonlySet<string>;
+  /**
+   * Service producers' vouched keys, read again when a producer has none yet (a service started
+   * beside the dispatcher writes its key a moment later); agents' keys are bound on their first
+   * epoch seen.
+   */
+  serviceKeys: () => ReadonlyMap<string, readonly Uint8Array[]>;
+  /** How long an unsealed tail waits for its seal before it is a finding. */
+  unsealedTailTimeoutMs: number;
   onEvents(events: FollowedEvent[]): void;
   onError(error: unknown): void;
+  /** Records kept out: the dispatcher logs them (the ledger stores them). */
+  onFinding(finding: Finding): void;
+}
+
+/** Configured service keys, and agents' keys as first seen (as the ledger binds them). */
+class FollowerKeyTrust implements KeyTrust {
+  readonly agents = new Map<string, Uint8Array>();
+  private services: ReadonlyMap<string, readonly Uint8Array[]>;
+  constructor(private readonly load: () => ReadonlyMap<string, readonly Uint8Array[]>) {
+    this.services = load();
+  }
+
+  keysFor(producerId: string): readonly Uint8Array[] {
+    if (!producerId.startsWith('agent/') && !this.services.has(producerId)) this.services = this.load();
+    const service = this.services.get(producerId);
+    if (service) return service;
+    const agent = this.agents.get(producerId);
+    return agent ? [agent] : [];
+  }
+}
+
+const layout = new EnvelopeLayout();
+
+function bodyOf(value: Buffer): events.EventBody | undefined {
+  try {
+    const l = scanEnvelope(value, layout);
+    return events.EventBody.decode(value.subarray(l.bodyStart, l.bodyEnd));
+  } catch {
+    return undefined; // the gate reports it
+  }
 }
 
 export class EventLogFollower {
@@ -42,7 +94,35 @@ export class EventLogFollower {
     }
     let markCaughtUp!: () => void;
     const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));
-    if (ends.size === 0) markCaughtUp();
+    const trust = new FollowerKeyTrust(opts.serviceKeys);
+    const gate = new ProjectionGate<Buffer>({ trust, unsealedTimeoutMs: opts.unsealedTailTimeoutMs });
+    // Caught up once every partition was read to its end at start and nothing read is still held.
+    const checkCaughtUp = () => {
+      if (ends.size === 0 && gate.holding === 0) markCaughtUp();
+    };
+    checkCaughtUp();
+
+    const handOn = (out: GateOutput<Buffer>) => {
+      for (const f of out.findings) opts.onFinding(f);
+      const decoded: FollowedEvent[] = [];
+      for (const r of out.released) {
+        if (!r.body || !opts.types.has(r.body.type)) continue;
+        try {
+          decoded.push({ ...decodeEvent(r.item), partition: r.partition, offset: r.offset });
+        } catch (error) {
+          opts.onError(new Error(`unreadable record at ${r.partition}/${r.offset}: ${String(error)}`));
+        }
+      }
+      if (decoded.length > 0) opts.onEvents(decoded);
+    };
+    const expiry = setInterval(
+      () => {
+        handOn(gate.expire(Date.now()));
+        checkCaughtUp();
+      },
+      Math.max(50, opts.unsealedTailTimeoutMs / 4),
+    );
+    expiry.unref();
 
     // A group of its own each start, never committing: every start replays the whole log.
     const groupId = `rebootless-dispatcher-${randomUUID()}`;
@@ -52,28 +132,31 @@ export class EventLogFollower {
     await consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch, heartbeat }) => {
-        const decoded: FollowedEvent[] = [];
+        const now = Date.now();
         for (const m of batch.messages) {
-          if (!m.value) continue;
-          try {
-            // The cheap wire scan first: most of the log is of no interest to the dispatcher.
-            if (!opts.types.has(readEnvelope(m.value).type)) continue;
-            decoded.push({ ...decodeEvent(m.value), partition: batch.partition, offset: m.offset });
-          } catch (error) {
-            opts.onError(new Error(`unreadable record at ${batch.partition}/${m.offset}: ${String(error)}`));
-          }
+          const body = m.value ? bodyOf(m.value) : undefined;
+          const producerId = body?.producer?.producerId ?? '';
+          // Trust on first use for agents, as the ledger does, until keys are vouched for at enrolment.
+          const started = body?.chainEpochStarted;
+          if (
+            started &&
+            producerId.startsWith('agent/') &&
+            !trust.agents.has(producerId) &&
+            started.publicKey.length === 32
+          )
+            trust.agents.set(producerId, started.publicKey);
+          const value = m.value ?? Buffer.alloc(0);
+          handOn(gate.offer({ partition: batch.partition, offset: m.offset, value: m.value, body, item: value }, now));
         }
-        if (decoded.length > 0) opts.onEvents(decoded);
         const end = ends.get(batch.partition);
         const last = batch.messages.at(-1);
-        if (end !== undefined && last && BigInt(last.offset) + 1n >= end) {
-          ends.delete(batch.partition);
-          if (ends.size === 0) markCaughtUp();
-        }
+        if (end !== undefined && last && BigInt(last.offset) + 1n >= end) ends.delete(batch.partition);
+        checkCaughtUp();
         await heartbeat();
       },
     });
     const follower = new EventLogFollower(async () => {
+      clearInterval(expiry);
       await consumer.disconnect();
       const cleanup = opts.kafka.admin();
       try {

@@ -70,6 +70,9 @@ export interface RolloutEngineOptions {
   actor: events.Actor;
   silenceGraceMs: number;
   tickIntervalMs: number;
+  /** Service producers the follower vouches for, read again for a producer not in it yet (its own key is added). */
+  serviceKeys?: () => ReadonlyMap<string, readonly Uint8Array[]>;
+  unsealedTailTimeoutMs?: number;
   log: EngineLog;
   now?: () => number;
 }
@@ -110,8 +113,15 @@ export class RolloutEngine {
       kafka: this.opts.kafka,
       topic: this.opts.topic,
       types: FOLLOWED,
+      serviceKeys: () => {
+        const keys = new Map(this.opts.serviceKeys?.() ?? []);
+        keys.set(this.producerId, [...(keys.get(this.producerId) ?? []), this.opts.publisher.key.rawPublicKey]);
+        return keys;
+      },
+      unsealedTailTimeoutMs: this.opts.unsealedTailTimeoutMs ?? 5_000,
       onEvents: (batch) => this.onEvents(batch),
       onError: (error) => this.opts.log.warn(String(error)),
+      onFinding: (f) => this.opts.log.warn(`event log: ${f.kind}: ${f.detail}; not acted on`),
     });
     await this.follower.caughtUp;
     const backlog = this.backlog ?? [];

@@ -66,7 +66,7 @@ async function restartDispatcher(kill: NodeJS.Signals = 'SIGTERM'): Promise<void
     brokers,
     dataDir: dispatcherDataDir,
     address: dispatcherAddress,
-    extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress },
+    extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, DISPATCHER_TRUSTED_DATA_DIRS: builderDir },
   }));
   client = rolloutClient(dispatcherAddress);
 }
@@ -92,7 +92,7 @@ beforeAll(async () => {
     topic,
     brokers,
     dataDir: dispatcherDataDir,
-    extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress },
+    extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, DISPATCHER_TRUSTED_DATA_DIRS: builderDir },
   }));
   client = rolloutClient(dispatcherAddress);
 });

@@ -3,3 +3,4 @@ export * from './log-reader';
 export * from './chain-state';
 export * from './publisher';
 export * from './consumer';
+export * from './trusted-keys';

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
-import { ChainStateFile } from '@rebootless/kafka';
+import { ChainStateFile } from './chain-state';
 
 /**
- * Service producers' keys from configuration: `producer=key` pairs (the raw 32-byte Ed25519
+ * Service producers' keys from configuration (the ledger's and the dispatcher's readers): `producer=key` pairs (the raw 32-byte Ed25519
  * key in hex or base64) and services' data dirs, whose chain/ holds each producer's key.
  * Throws a message naming the bad entry.
  */
