@@ -107,7 +107,7 @@ export class ProjectionGate<T> {
     const pos: RecordPosition = { partition: record.partition, offset: record.offset };
     const found = this.verifier.ingest(record.value, pos);
     for (const f of found) {
-      if (f.kind === 'unknown-producer-key') this.untrusted.add(chainOf(f.producerId ?? '', f.epoch ?? 0));
+      if (f.kind === 'unknown-producer-key') this.distrust(chainOf(f.producerId ?? '', f.epoch ?? 0));
       if (REJECTING_FINDINGS.has(f.kind) && f.position?.partition === pos.partition && f.position.offset === pos.offset)
         this.reject(held);
       this.out.push(f);
@@ -199,6 +199,13 @@ export class ProjectionGate<T> {
       if (h.verdict === 'waiting') h.verdict = 'accepted';
     }
     if (waiting.size === 0) this.waiting.delete(chain);
+  }
+
+  /** An epoch nobody vouches for: what of it already waits is rejected with it. */
+  private distrust(chain: string): void {
+    this.untrusted.add(chain);
+    for (const h of this.waiting.get(chain)?.values() ?? []) h.verdict = 'rejected';
+    this.waiting.delete(chain);
   }
 
   private reject(h: Held<T>): void {
