@@ -115,9 +115,14 @@ export class EventLogFollower {
       }
       if (decoded.length > 0) opts.onEvents(decoded);
     };
+    // Unsealed tails are timed from when the log as it was at start has been read: until then
+    // the seals that exist may not have been read yet.
+    let liveSince: number | undefined;
     const expiry = setInterval(
       () => {
-        handOn(gate.expire(Date.now()));
+        if (ends.size > 0) return;
+        liveSince ??= Date.now();
+        handOn(gate.expire(Date.now(), liveSince));
         checkCaughtUp();
       },
       Math.max(50, opts.unsealedTailTimeoutMs / 4),

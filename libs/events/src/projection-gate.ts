@@ -132,14 +132,17 @@ export class ProjectionGate<T> {
 
   /**
    * Abandons every chain whose oldest waiting record has waited longer than the timeout: its
-   * records become one `unsealed` finding and are dropped. Call periodically.
+   * records become one `unsealed` finding and are dropped. Call periodically, and only while the
+   * reader is caught up with the log (`liveSince`: since when): a reader still replaying has not
+   * read the seals that exist yet, and its own slowness must not turn genuine records into findings.
    */
-  expire(now: number): GateOutput<T> {
+  expire(now: number, liveSince = -Infinity): GateOutput<T> {
     const stale = new Set<string>();
     for (const queue of this.queues.values()) {
       for (let i = queue.head; i < queue.items.length; i++) {
         const h = queue.items[i]!;
-        if (h.verdict === 'waiting' && now - h.arrivedAt >= this.opts.unsealedTimeoutMs) stale.add(h.chain);
+        if (h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs)
+          stale.add(h.chain);
       }
     }
     for (const chain of stale) {
@@ -153,6 +156,7 @@ export class ProjectionGate<T> {
       const first = records[0]!;
       const last = records[records.length - 1]!;
       const span = first.seq === last.seq ? `seq ${first.seq}` : `seq ${first.seq} to ${last.seq}`;
+      const waited = now - Math.max(first.arrivedAt, liveSince);
       this.out.push({
         kind: 'unsealed',
         producerId,
@@ -162,7 +166,7 @@ export class ProjectionGate<T> {
         position: { partition: first.record.partition, offset: first.record.offset },
         detail:
           `${producerId} epoch ${epoch}: ${span} (${records.length} record(s), the first at partition ` +
-          `${first.record.partition} offset ${first.record.offset}) waited ${now - first.arrivedAt} ms ` +
+          `${first.record.partition} offset ${first.record.offset}) waited ${waited} ms ` +
           `for a valid seal covering them and are kept out of the read models`,
       });
       for (const h of records) h.verdict = 'rejected';

@@ -97,6 +97,10 @@ export class LedgerConsumer {
   /** Each partition's next offset after the last record offered to the gate. */
   private seenTo = new Map<number, bigint>();
   private expiry: NodeJS.Timeout | undefined;
+  /** Each partition's high watermark minus its next offset read, as of its last batch. */
+  private behind = new Map<number, bigint>();
+  /** Since when every partition read is read to its end: unsealed tails are timed from then. */
+  private liveSince: number | undefined;
   private recovering: Promise<void> | undefined;
   private consumer: Consumer | undefined;
   /** Each partition's next offset as committed with the read models. */
@@ -143,6 +147,8 @@ export class LedgerConsumer {
     this.projectedTo = new Map(this.offsets);
     this.resumeAt = new Map(this.offsets);
     this.seenTo = new Map();
+    this.behind = new Map();
+    this.liveSince = undefined;
     // Unsealed tails are judged on the clock, even when no record comes to move things on.
     this.expiry ??= setInterval(() => void this.expireUnsealed(), Math.max(50, this.unsealedTimeoutMs / 4));
     this.expiry.unref();
@@ -170,6 +176,10 @@ export class LedgerConsumer {
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
         if (!isRunning() || isStale() || batch.messages.length === 0) return;
         if (this.failure) return this.recover(batch.partition);
+        const last = BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n;
+        this.behind.set(batch.partition, BigInt(batch.highWatermark) - last);
+        if ([...this.behind.values()].some((b) => b > 0n)) this.liveSince = undefined;
+        else this.liveSince ??= Date.now();
         try {
           await this.consumeBatch(batch.partition, batch.messages);
         } catch (err) {
@@ -339,10 +349,11 @@ export class LedgerConsumer {
 
   /** Chains whose unsealed tail waited too long become findings; what they held back moves on. */
   private async expireUnsealed(): Promise<void> {
-    if (!this.consumer || this.failure || this.gate.holding === 0) return;
+    if (!this.consumer || this.failure || this.gate.holding === 0 || this.liveSince === undefined) return;
+    const liveSince = this.liveSince;
     await this.inTurn(async () => {
       const moved = new Set<number>();
-      const out = this.gate.expire(Date.now());
+      const out = this.gate.expire(Date.now(), liveSince);
       if (out.findings.length === 0 && out.released.length === 0) return;
       const projected = this.applyReleased(out, moved);
       await this.stageAndWrite(moved, projected);
