@@ -9,4 +9,3 @@ export * from './trust-config';
 export * from './integrity';
 export * from './planning';
 export * from './scripted-log';
-export * from './model-adapter';

@@ -2,13 +2,16 @@ import { QueryRunner } from 'typeorm';
 import { dispatcher, events } from '@rebootless/contracts';
 import { PreparedWrite, TableWriter } from './batch-writer';
 import { LedgerDatabase, num, numOrNull } from './database';
+import { HostFact } from '@rebootless/ledger-model';
+import { INTERVAL_COLUMNS, IntervalRow, intervalFromRow, intervalValues } from './stacks/columns';
+import { StackReadModel } from './stacks/read-model';
 
 // The read models as rows in memory. The projector holds the live part of them (hosts, open
 // stack intervals, patches, builds, rollouts) so that a batch is applied in
 // memory and written with a few multi-row upserts (docs/adr/0005-ledger-read-models.md).
 
-export type EntryState = 'enabled' | 'in-transition' | 'disabled';
-export type RemovalReason = 'reverted' | 'replaced' | 'rebooted' | 'inventory';
+export type { IntervalRow } from './stacks/columns';
+export { intervalFromRow } from './stacks/columns';
 
 export interface HostRow {
   hostId: string;
@@ -42,28 +45,6 @@ export interface ActorRow {
   kind: number;
   id: string;
   origin: string;
-}
-
-export interface IntervalRow {
-  hostId: string;
-  intervalId: string;
-  stackSeq: number;
-  moduleName: string;
-  patchId: string;
-  version: string;
-  bootId: string;
-  appliedAt: number;
-  removedAt: number | null;
-  removalReason: RemovalReason | null;
-  state: EntryState;
-  enabled: boolean;
-  replace: boolean;
-  forced: boolean;
-  functions: FunctionRef[];
-  appliedBy: ActorRow;
-  rolloutId: string;
-  appliedEventId: string;
-  removedEventId: string | null;
 }
 
 export interface CveRow {
@@ -223,12 +204,6 @@ const actorRow = (a: events.Actor | undefined): ActorRow => ({
   origin: a?.origin ?? '',
 });
 
-/** The state a kernel listing entry is in. */
-function stateOf(s: events.LivePatchState): EntryState {
-  if (s.transition) return 'in-transition';
-  return s.enabled ? 'enabled' : 'disabled';
-}
-
 /**
  * Projects verified events into the read models. apply() changes the in-memory state and
  * stages the rows it touched; take() hands them over, with a partition's next offset, as the
@@ -237,8 +212,8 @@ function stateOf(s: events.LivePatchState): EntryState {
  */
 export class LedgerProjection {
   readonly hosts = new Map<string, HostRow>();
-  /** Each host's open intervals (removed_at null), in stack order. */
-  readonly openStacks = new Map<string, IntervalRow[]>();
+  /** Each host's stack, folded by the domain's rule. */
+  readonly stackModel = new StackReadModel();
   readonly patches = new Map<string, PatchRow>();
   readonly builds = new Map<string, BuildRow>();
   readonly rollouts = new Map<string, RolloutRow>();
@@ -246,9 +221,6 @@ export class LedgerProjection {
   readonly agentKeys = new Map<string, AgentKeyRow>();
 
   private dirtyHosts = new Set<HostRow>();
-  private dirtyIntervals = new Set<IntervalRow>();
-  /** Intervals the database holds (loaded or taken): others are new rows, written by COPY. */
-  private storedIntervals = new WeakSet<IntervalRow>();
   private dirtyPatches = new Set<PatchRow>();
   private dirtyBuilds = new Set<BuildRow>();
   private dirtyRollouts = new Set<RolloutRow>();
@@ -295,7 +267,6 @@ export class LedgerProjection {
   async load(): Promise<Map<number, bigint>> {
     for (const m of [
       this.hosts,
-      this.openStacks,
       this.patches,
       this.builds,
       this.rollouts,
@@ -304,19 +275,22 @@ export class LedgerProjection {
     ] as Map<unknown, unknown>[])
       m.clear();
     this.discardStaged();
-    this.storedIntervals = new WeakSet();
+    this.stackModel.clear();
     const db = this.db;
     for (const r of await db.query('SELECT * FROM hosts')) {
       const h = hostFromRow(r);
       this.hosts.set(h.hostId, h);
     }
+    const open = new Map<string, IntervalRow[]>();
     for (const r of await db.query(
       'SELECT * FROM stack_intervals WHERE removed_at IS NULL ORDER BY host_id, stack_seq',
     )) {
       const row = intervalFromRow(r);
-      this.storedIntervals.add(row);
-      this.openStack(row.hostId).push(row);
+      const list = open.get(row.hostId);
+      if (list) list.push(row);
+      else open.set(row.hostId, [row]);
     }
+    for (const h of this.hosts.values()) this.stackModel.restore(h, open.get(h.hostId) ?? []);
     for (const r of await db.query('SELECT * FROM builds')) {
       const b = buildFromRow(r);
       this.builds.set(b.buildId, b);
@@ -368,13 +342,7 @@ export class LedgerProjection {
    */
   take(partition: number | null, nextOffset: bigint | null): StagedWrite {
     const w = this.w;
-    // A closed interval is never touched again, so an interval is new (inserted) at most once
-    // and updated afterwards; after a refused transaction load() starts this over.
-    const [fresh, stored] = [[], []] as [IntervalRow[], IntervalRow[]];
-    for (const row of this.dirtyIntervals) {
-      (this.storedIntervals.has(row) ? stored : fresh).push(row);
-      this.storedIntervals.add(row);
-    }
+    const { fresh, stored } = this.stackModel.take();
     const tables: [TableWriter, unknown[][]][] = [
       [w.agentKeys!, this.newAgentKeys.map((k) => [k.producerId, k.publicKey, k.boundAt, k.partition, k.offset])],
       [w.hosts!, [...this.dirtyHosts].map(hostValues)],
@@ -403,7 +371,7 @@ export class LedgerProjection {
 
   private discardStaged(): void {
     this.dirtyHosts = new Set();
-    this.dirtyIntervals = new Set();
+    this.stackModel.discardStaged();
     this.dirtyPatches = new Set();
     this.dirtyBuilds = new Set();
     this.dirtyRollouts = new Set();
@@ -441,9 +409,9 @@ export class LedgerProjection {
       ctx.summary = `revert of ${p.patchId} ${p.version} failed on ${ctx.hostId} at ${p.stage}: ${p.error}`;
     } else if (b.driftDetected) {
       const p = b.driftDetected;
-      this.seen(ctx, p.hostId);
+      const h = this.seen(ctx, p.hostId);
       ctx.summary = `drift on ${ctx.hostId}: ${p.kind} ${p.detail}`.trim();
-      if (p.observed.length > 0 || p.kind.startsWith('removed')) this.reconcile(ctx, p.observed, 'inventory');
+      this.foldStack(ctx, h, { type: 'DriftDetected', payload: p });
     } else if (b.buildRequested) this.onBuildRequested(ctx, b.buildRequested);
     else if (b.buildSucceeded) this.onBuildSucceeded(ctx, b.buildSucceeded);
     else if (b.buildFailed) {
@@ -487,10 +455,15 @@ export class LedgerProjection {
     });
   }
 
-  private openStack(hostId: string): IntervalRow[] {
-    let s = this.openStacks.get(hostId);
-    if (!s) this.openStacks.set(hostId, (s = []));
-    return s;
+  /** Folds an agent fact into the host's stack (libs/ledger-model evolveHostStack). */
+  private foldStack(ctx: Ctx, h: HostRow, fact: HostFact): void {
+    const b = ctx.e.body;
+    this.stackModel.fold(h, fact, {
+      eventId: b.eventId,
+      at: ctx.at,
+      ...(b.actor ? { actor: b.actor } : {}),
+      rolloutId: b.correlationId,
+    });
   }
 
   /** The host an agent event is about, created on first sight (facts follow with enrollment). */
@@ -551,56 +524,29 @@ export class LedgerProjection {
       h.enrolledAt = ctx.at;
       h.enrolledEventId = ctx.e.body.eventId;
     }
+    this.foldStack(ctx, h, { type: 'HostEnrolled', payload: p });
     ctx.summary = `${first ? 'enrolled' : 're-enrolled'} ${h.hostId} (${h.hostname || 'no hostname'}, ${h.kernelRelease})`;
   }
 
   private onBooted(ctx: Ctx, p: events.HostBooted): void {
     const h = this.seen(ctx, p.hostId);
-    this.closeAll(ctx, h.hostId, 'rebooted');
-    h.bootId = p.bootId;
+    this.foldStack(ctx, h, { type: 'HostBooted', payload: p });
     if (p.kernelRelease) h.kernelRelease = p.kernelRelease;
-    h.stackObservedAt = ctx.at;
     ctx.summary = `${h.hostId} booted ${p.kernelRelease} (boot ${p.bootId}): every live patch is gone`;
   }
 
   private onInventory(ctx: Ctx, p: events.HostInventoryReported): void {
     const h = this.seen(ctx, p.facts?.hostId ?? '');
-    const rebooted = !!p.facts?.bootId && !!h.bootId && p.facts.bootId !== h.bootId;
-    if (rebooted) this.closeAll(ctx, h.hostId, 'rebooted');
     if (p.facts) this.takeFacts(h, p.facts);
-    this.reconcile(ctx, p.patches, 'inventory');
+    this.foldStack(ctx, h, { type: 'HostInventoryReported', payload: p });
     ctx.summary = `inventory of ${h.hostId}: ${p.patches.length} live patch(es)`;
   }
 
   private onApplied(ctx: Ctx, p: events.PatchApplied): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    const stack = this.openStack(h.hostId);
     const rolloutId = ctx.e.body.correlationId;
-    let entry = stack.find((s) => s.moduleName === p.moduleName);
-    if (!entry) {
-      entry = this.newInterval(ctx, h, {
-        moduleName: p.moduleName,
-        patchId: p.patchId,
-        version: p.version,
-        state: 'enabled',
-        enabled: true,
-      });
-    }
-    Object.assign(entry, {
-      patchId: p.patchId,
-      version: p.version,
-      replace: p.replace,
-      forced: p.forced,
-      functions: p.functions.map(fnRef),
-      rolloutId,
-      appliedBy: actorRow(ctx.e.body.actor),
-    });
-    this.dirtyIntervals.add(entry);
-    if (p.stack.length > 0) this.reconcile(ctx, p.stack, p.replace ? 'replaced' : 'inventory');
-    else if (p.replace) {
-      for (const other of [...stack]) if (other !== entry) this.close(ctx, other, 'replaced');
-    }
+    this.foldStack(ctx, h, { type: 'PatchApplied', payload: p });
     this.hostOutcome(ctx, rolloutId, h.hostId, H.HOST_ROLLOUT_STATE_SUCCEEDED, p.forced ? 'forced' : '');
     ctx.summary =
       `applied ${p.patchId} ${p.version} on ${h.hostId}` +
@@ -611,9 +557,7 @@ export class LedgerProjection {
   private onReverted(ctx: Ctx, p: events.PatchReverted): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    const entry = this.openStack(h.hostId).find((s) => s.moduleName === p.moduleName);
-    if (entry) this.close(ctx, entry, 'reverted');
-    if (p.stack.length > 0) this.reconcile(ctx, p.stack, 'inventory');
+    this.foldStack(ctx, h, { type: 'PatchReverted', payload: p });
     this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_REVERTED, '');
     ctx.summary = `reverted ${p.patchId} ${p.version} on ${h.hostId}`;
   }
@@ -623,84 +567,6 @@ export class LedgerProjection {
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
     this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_FAILED, `${p.stage}: ${p.error}`);
     ctx.summary = `applying ${p.patchId} ${p.version} failed on ${h.hostId} at ${p.stage}: ${p.error}`;
-  }
-
-  private newInterval(
-    ctx: Ctx,
-    h: HostRow,
-    init: Pick<IntervalRow, 'moduleName' | 'patchId' | 'version' | 'state' | 'enabled'>,
-  ): IntervalRow {
-    h.stackCounter += 1;
-    const row: IntervalRow = {
-      hostId: h.hostId,
-      intervalId: `${ctx.e.body.eventId}/${init.moduleName}`,
-      stackSeq: h.stackCounter,
-      bootId: h.bootId,
-      appliedAt: ctx.at,
-      removedAt: null,
-      removalReason: null,
-      replace: false,
-      forced: false,
-      functions: [],
-      appliedBy: actorRow(ctx.e.body.actor),
-      rolloutId: '',
-      appliedEventId: ctx.e.body.eventId,
-      removedEventId: null,
-      ...init,
-    };
-    this.openStack(h.hostId).push(row);
-    this.dirtyIntervals.add(row);
-    return row;
-  }
-
-  private close(ctx: Ctx, entry: IntervalRow, why: RemovalReason): void {
-    entry.removedAt = ctx.at;
-    entry.removalReason = why;
-    entry.removedEventId = ctx.e.body.eventId;
-    this.dirtyIntervals.add(entry);
-    const stack = this.openStack(entry.hostId);
-    const i = stack.indexOf(entry);
-    if (i >= 0) stack.splice(i, 1);
-  }
-
-  private closeAll(ctx: Ctx, hostId: string, why: RemovalReason): void {
-    for (const entry of [...this.openStack(hostId)]) this.close(ctx, entry, why);
-  }
-
-  /** Makes the open intervals what the kernel listed: the kernel's word is the fact. */
-  private reconcile(ctx: Ctx, listed: readonly events.LivePatchState[], missingBecause: RemovalReason): void {
-    const h = this.hosts.get(ctx.hostId)!;
-    h.stackObservedAt = ctx.at;
-    const stack = this.openStack(h.hostId);
-    const names = new Set(listed.map((s) => s.moduleName));
-    for (const entry of [...stack]) if (!names.has(entry.moduleName)) this.close(ctx, entry, missingBecause);
-    const ordered = [...listed].sort((a, b) => (a.stackOrder ?? 0) - (b.stackOrder ?? 0));
-    for (const s of ordered) {
-      let entry = stack.find((x) => x.moduleName === s.moduleName);
-      if (!entry) {
-        // Loaded by someone else (by hand, or before enrollment): on the stack all the same.
-        // Its patch is not named here: the query resolves the module name through the catalog.
-        entry = this.newInterval(ctx, h, {
-          moduleName: s.moduleName,
-          patchId: '',
-          version: '',
-          state: stateOf(s),
-          enabled: s.enabled,
-        });
-        entry.replace = s.replace ?? false;
-        entry.functions = s.functions.map(fnRef);
-      }
-      const state = stateOf(s);
-      if (entry.state !== state || entry.enabled !== s.enabled) {
-        entry.state = state;
-        entry.enabled = s.enabled;
-        this.dirtyIntervals.add(entry);
-      }
-      if (entry.functions.length === 0 && s.functions.length > 0) {
-        entry.functions = s.functions.map(fnRef);
-        this.dirtyIntervals.add(entry);
-      }
-    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1036,72 +902,6 @@ export function hostFromRow(r: Record<string, unknown>): HostRow {
     stackObservedAt: numOrNull(r['stack_observed_at']),
     stackCounter: num(r['stack_counter']),
     lastEventId: String(r['last_event_id']),
-  };
-}
-
-const INTERVAL_COLUMNS = [
-  'host_id',
-  'interval_id',
-  'stack_seq',
-  'module_name',
-  'patch_id',
-  'version',
-  'boot_id',
-  'applied_at',
-  'removed_at',
-  'removal_reason',
-  'state',
-  'enabled',
-  'replace_flag',
-  'forced',
-  'functions',
-  'applied_by',
-  'rollout_id',
-  'applied_event_id',
-  'removed_event_id',
-];
-const intervalValues = (i: IntervalRow) => [
-  i.hostId,
-  i.intervalId,
-  i.stackSeq,
-  i.moduleName,
-  i.patchId,
-  i.version,
-  i.bootId,
-  i.appliedAt,
-  i.removedAt,
-  i.removalReason,
-  i.state,
-  flag(i.enabled),
-  flag(i.replace),
-  flag(i.forced),
-  json(i.functions),
-  json(i.appliedBy),
-  i.rolloutId,
-  i.appliedEventId,
-  i.removedEventId,
-];
-export function intervalFromRow(r: Record<string, unknown>): IntervalRow {
-  return {
-    hostId: String(r['host_id']),
-    intervalId: String(r['interval_id']),
-    stackSeq: num(r['stack_seq']),
-    moduleName: String(r['module_name']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    bootId: String(r['boot_id']),
-    appliedAt: num(r['applied_at']),
-    removedAt: numOrNull(r['removed_at']),
-    removalReason: (r['removal_reason'] as RemovalReason | null) ?? null,
-    state: String(r['state']) as EntryState,
-    enabled: num(r['enabled']) === 1,
-    replace: num(r['replace_flag']) === 1,
-    forced: num(r['forced']) === 1,
-    functions: JSON.parse(String(r['functions'])) as FunctionRef[],
-    appliedBy: JSON.parse(String(r['applied_by'])) as ActorRow,
-    rolloutId: String(r['rollout_id']),
-    appliedEventId: String(r['applied_event_id']),
-    removedEventId: (r['removed_event_id'] as string | null) ?? null,
   };
 }
 
