@@ -1,11 +1,4 @@
-import {
-  FactMeta,
-  HostFact,
-  HostStack,
-  StackChange,
-  emptyHostStack,
-  evolveHostStack,
-} from '@rebootless/ledger-model';
+import { FactMeta, HostFact, HostStack, StackChange, emptyHostStack, evolveHostStack } from '@rebootless/ledger-model';
 import { IntervalRow } from './columns';
 
 /** What the stack model needs of a host row to pick its stack up again after a restart. */
