@@ -2,6 +2,7 @@ import { QueryRunner } from 'typeorm';
 import { dispatcher, events } from '@rebootless/contracts';
 import { PreparedWrite, TableWriter } from './batch-writer';
 import { LedgerDatabase, num, numOrNull } from './database';
+import { EventPayload, payloadOf } from '@rebootless/events';
 import { HostFact } from '@rebootless/ledger-model';
 import { INTERVAL_COLUMNS, IntervalRow, intervalFromRow, intervalValues } from './stacks/columns';
 import { StackReadModel } from './stacks/read-model';
@@ -179,6 +180,23 @@ export interface VerifiedEvent {
   body: events.EventBody;
 }
 
+/** The dispatcher's events about a rollout already created. */
+type RolloutStep = Extract<
+  EventPayload,
+  {
+    type:
+      | 'RolloutApproved'
+      | 'WaveStarted'
+      | 'HostApplyRequested'
+      | 'HostRevertRequested'
+      | 'WaveCompleted'
+      | 'RolloutPaused'
+      | 'RolloutResumed'
+      | 'RolloutAborted'
+      | 'RolloutCompleted';
+  }
+>;
+
 const H = dispatcher.HostRolloutState;
 const R = dispatcher.RolloutState;
 const W = dispatcher.WaveState;
@@ -228,6 +246,8 @@ export class LedgerProjection {
   private newAgentKeys: AgentKeyRow[] = [];
   private audit: AuditRow[] = [];
   private findings: FindingRow[] = [];
+  /** Events no read model knows (recorded as `not-projected` findings). */
+  skipped = 0;
 
   private readonly w: Record<string, TableWriter>;
 
@@ -265,14 +285,10 @@ export class LedgerProjection {
 
   /** Reads the live part of the read models into memory; returns the stored offsets. */
   async load(): Promise<Map<number, bigint>> {
-    for (const m of [
-      this.hosts,
-      this.patches,
-      this.builds,
-      this.rollouts,
-      this.rolloutHosts,
-      this.agentKeys,
-    ] as Map<unknown, unknown>[])
+    for (const m of [this.hosts, this.patches, this.builds, this.rollouts, this.rolloutHosts, this.agentKeys] as Map<
+      unknown,
+      unknown
+    >[])
       m.clear();
     this.discardStaged();
     this.stackModel.clear();
@@ -390,50 +406,23 @@ export class LedgerProjection {
     const ctx: Ctx = { e, at, hostId: '', patchId: '', version: '', summary: b.type };
     const streamHost = b.stream.startsWith('host/') ? b.stream.slice(5) : '';
     ctx.hostId = streamHost;
-
-    if (b.hostEnrolled) this.onEnrolled(ctx, b.hostEnrolled);
-    else if (b.hostBooted) this.onBooted(ctx, b.hostBooted);
-    else if (b.hostInventoryReported) this.onInventory(ctx, b.hostInventoryReported);
-    else if (b.patchApplied) this.onApplied(ctx, b.patchApplied);
-    else if (b.patchReverted) this.onReverted(ctx, b.patchReverted);
-    else if (b.patchApplyStarted) {
-      const p = b.patchApplyStarted;
-      this.seen(ctx, p.hostId);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `applying ${p.patchId} ${p.version} on ${ctx.hostId}`;
-    } else if (b.patchApplyFailed) this.onApplyFailed(ctx, b.patchApplyFailed);
-    else if (b.patchRevertFailed) {
-      const p = b.patchRevertFailed;
-      this.seen(ctx, p.hostId);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `revert of ${p.patchId} ${p.version} failed on ${ctx.hostId} at ${p.stage}: ${p.error}`;
-    } else if (b.driftDetected) {
-      const p = b.driftDetected;
-      const h = this.seen(ctx, p.hostId);
-      ctx.summary = `drift on ${ctx.hostId}: ${p.kind} ${p.detail}`.trim();
-      this.foldStack(ctx, h, { type: 'DriftDetected', payload: p });
-    } else if (b.buildRequested) this.onBuildRequested(ctx, b.buildRequested);
-    else if (b.buildSucceeded) this.onBuildSucceeded(ctx, b.buildSucceeded);
-    else if (b.buildFailed) {
-      const p = b.buildFailed;
-      const build = this.builds.get(p.buildId);
-      if (build) {
-        build.failures.push({ kernelRelease: p.kernelRelease, stage: p.stage, code: p.code });
-        this.dirtyBuilds.add(build);
-        Object.assign(ctx, { patchId: build.patchId, version: build.version });
-      }
-      ctx.summary = `build ${p.buildId} failed for ${p.kernelRelease} at ${p.stage}`;
-    } else if (b.patchPublished) this.onPublished(ctx, b.patchPublished);
-    else if (b.patchRetracted) {
-      const p = b.patchRetracted;
-      const patch = this.patches.get(key(p.patchId, p.version));
-      if (patch) {
-        Object.assign(patch, { retracted: true, retractionReason: p.reason, retractedAt: at });
-        this.dirtyPatches.add(patch);
-      }
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `retracted ${p.patchId} ${p.version}: ${p.reason}`;
-    } else this.onRolloutEvent(ctx, b);
+    const payload = payloadOf(b);
+    if (!payload) {
+      // The verifier keeps unknown types out; one that gets here anyway is skipped, and said so.
+      this.skipped += 1;
+      this.findings.push({
+        partition: e.partition,
+        offset: e.offset,
+        kind: 'not-projected',
+        producerId: b.producer?.producerId ?? '',
+        epoch: b.producer?.epoch ?? 0,
+        seq: Number(b.producer?.seq ?? 0),
+        toSeq: Number(b.producer?.seq ?? 0),
+        detail: `no read model knows event type ${JSON.stringify(b.type)}: not projected`,
+      });
+      return;
+    }
+    this.route(ctx, payload);
 
     this.audit.push({
       partition: e.partition,
@@ -453,6 +442,95 @@ export class LedgerProjection {
       summary: ctx.summary,
       envelope: e.envelope,
     });
+  }
+
+  /** Each event type to the read models it changes; a type left out does not compile. */
+  private route(ctx: Ctx, p: EventPayload): void {
+    switch (p.type) {
+      case 'HostEnrolled':
+        return this.onEnrolled(ctx, p.data);
+      case 'HostBooted':
+        return this.onBooted(ctx, p.data);
+      case 'HostInventoryReported':
+        return this.onInventory(ctx, p.data);
+      case 'PatchApplied':
+        return this.onApplied(ctx, p.data);
+      case 'PatchReverted':
+        return this.onReverted(ctx, p.data);
+      case 'PatchApplyStarted': {
+        const d = p.data;
+        this.seen(ctx, d.hostId);
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `applying ${d.patchId} ${d.version} on ${ctx.hostId}`;
+        return;
+      }
+      case 'PatchApplyFailed':
+        return this.onApplyFailed(ctx, p.data);
+      case 'PatchRevertFailed': {
+        const d = p.data;
+        this.seen(ctx, d.hostId);
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `revert of ${d.patchId} ${d.version} failed on ${ctx.hostId} at ${d.stage}: ${d.error}`;
+        return;
+      }
+      case 'DriftDetected': {
+        const d = p.data;
+        const h = this.seen(ctx, d.hostId);
+        ctx.summary = `drift on ${ctx.hostId}: ${d.kind} ${d.detail}`.trim();
+        this.foldStack(ctx, h, { type: 'DriftDetected', payload: d });
+        return;
+      }
+      case 'BuildRequested':
+        return this.onBuildRequested(ctx, p.data);
+      case 'BuildSucceeded':
+        return this.onBuildSucceeded(ctx, p.data);
+      case 'BuildFailed': {
+        const d = p.data;
+        const build = this.builds.get(d.buildId);
+        if (build) {
+          build.failures.push({ kernelRelease: d.kernelRelease, stage: d.stage, code: d.code });
+          this.dirtyBuilds.add(build);
+          Object.assign(ctx, { patchId: build.patchId, version: build.version });
+        }
+        ctx.summary = `build ${d.buildId} failed for ${d.kernelRelease} at ${d.stage}`;
+        return;
+      }
+      case 'PatchPublished':
+        return this.onPublished(ctx, p.data);
+      case 'PatchRetracted': {
+        const d = p.data;
+        const patch = this.patches.get(key(d.patchId, d.version));
+        if (patch) {
+          Object.assign(patch, { retracted: true, retractionReason: d.reason, retractedAt: ctx.at });
+          this.dirtyPatches.add(patch);
+        }
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `retracted ${d.patchId} ${d.version}: ${d.reason}`;
+        return;
+      }
+      case 'RolloutCreated':
+        return this.onRolloutCreated(ctx, p.data);
+      case 'RolloutApproved':
+      case 'WaveStarted':
+      case 'HostApplyRequested':
+      case 'HostRevertRequested':
+      case 'WaveCompleted':
+      case 'RolloutPaused':
+      case 'RolloutResumed':
+      case 'RolloutAborted':
+      case 'RolloutCompleted':
+        return this.onRolloutEvent(ctx, p);
+      case 'ChainEpochStarted':
+      case 'ServiceStarted':
+      case 'ServiceStopped':
+      case 'CallDenied':
+        ctx.summary = summarizeOther(ctx.e.body);
+        return;
+      default: {
+        const unrouted: never = p;
+        throw new Error(`the projection has no route for ${JSON.stringify(unrouted)}`);
+      }
+    }
   }
 
   /** Folds an agent fact into the host's stack (libs/ledger-model evolveHostStack). */
@@ -646,58 +724,45 @@ export class LedgerProjection {
   // ---------------------------------------------------------------------------------------
   // Dispatcher: rollouts as the dispatcher tells them; hosts' outcomes as the hosts report them.
 
-  private onRolloutEvent(ctx: Ctx, b: events.EventBody): void {
-    if (b.rolloutCreated) {
-      const p = b.rolloutCreated;
-      const ro: RolloutRow = {
-        rolloutId: p.rolloutId,
-        patchId: p.patchId,
-        version: p.version,
-        state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
-        createdAt: ctx.at,
-        updatedAt: ctx.at,
-        createdBy: actorRow(b.actor),
-        selector: p.selector ?? {},
-        strategy: p.strategy ?? {},
-        waves: p.waves.map((w) => ({
-          index: w.index,
-          name: w.name,
-          state: W.WAVE_STATE_PENDING,
-          startedAt: null,
-          completedAt: null,
-        })),
-        currentWave: 0,
-        succeeded: 0,
-        failed: 0,
-        skipped: p.skippedHostIds.length,
-        reason: '',
-      };
-      this.rollouts.set(ro.rolloutId, ro);
-      this.dirtyRollouts.add(ro);
-      for (const w of p.waves)
-        for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
-      for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
-      return;
-    }
-    const rolloutId =
-      b.rolloutApproved?.rolloutId ??
-      b.waveStarted?.rolloutId ??
-      b.hostApplyRequested?.rolloutId ??
-      b.hostRevertRequested?.rolloutId ??
-      b.waveCompleted?.rolloutId ??
-      b.rolloutPaused?.rolloutId ??
-      b.rolloutResumed?.rolloutId ??
-      b.rolloutAborted?.rolloutId ??
-      b.rolloutCompleted?.rolloutId;
-    if (rolloutId === undefined) {
-      ctx.summary = summarizeOther(b);
-      return;
-    }
+  private onRolloutCreated(ctx: Ctx, p: events.RolloutCreated): void {
+    const b = ctx.e.body;
+    const ro: RolloutRow = {
+      rolloutId: p.rolloutId,
+      patchId: p.patchId,
+      version: p.version,
+      state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
+      createdAt: ctx.at,
+      updatedAt: ctx.at,
+      createdBy: actorRow(b.actor),
+      selector: p.selector ?? {},
+      strategy: p.strategy ?? {},
+      waves: p.waves.map((w) => ({
+        index: w.index,
+        name: w.name,
+        state: W.WAVE_STATE_PENDING,
+        startedAt: null,
+        completedAt: null,
+      })),
+      currentWave: 0,
+      succeeded: 0,
+      failed: 0,
+      skipped: p.skippedHostIds.length,
+      reason: '',
+    };
+    this.rollouts.set(ro.rolloutId, ro);
+    this.dirtyRollouts.add(ro);
+    for (const w of p.waves)
+      for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
+    for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
+  }
+
+  private onRolloutEvent(ctx: Ctx, step: RolloutStep): void {
+    const rolloutId = step.data.rolloutId;
     // Only the rollout's own stream (one partition, in order) changes its row; the commands to
     // hosts travel on the hosts' streams and change only those hosts' outcomes.
-    const hostStream = !!(b.hostApplyRequested || b.hostRevertRequested);
+    const hostStream = step.type === 'HostApplyRequested' || step.type === 'HostRevertRequested';
     const ro = hostStream ? undefined : this.rollouts.get(rolloutId);
     if (ro) {
       ro.updatedAt = Math.max(ro.updatedAt, ctx.at);
@@ -705,59 +770,82 @@ export class LedgerProjection {
       Object.assign(ctx, { patchId: ro.patchId, version: ro.version });
     }
     const wave = (i: number) => ro?.waves.find((w) => w.index === i);
-    if (b.rolloutApproved) {
-      const w = wave(b.rolloutApproved.waveIndex);
-      if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
-      if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
-      ctx.summary = `rollout ${rolloutId} wave ${b.rolloutApproved.waveIndex} approved by ${b.rolloutApproved.approver}`;
-    } else if (b.waveStarted) {
-      const p = b.waveStarted;
-      const w = wave(p.waveIndex);
-      if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
-      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
-    } else if (b.hostApplyRequested) {
-      const p = b.hostApplyRequested;
-      ctx.hostId = p.hostId;
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
-      rh.commandId = p.commandId;
-      ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
-    } else if (b.hostRevertRequested) {
-      const p = b.hostRevertRequested;
-      ctx.hostId = p.hostId;
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
-      rh.commandId = p.commandId;
-      ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
-    } else if (b.waveCompleted) {
-      const p = b.waveCompleted;
-      const w = wave(p.waveIndex);
-      if (w)
-        Object.assign(w, {
-          state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
-          completedAt: ctx.at,
-        });
-      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
-    } else if (b.rolloutPaused) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: b.rolloutPaused.reason });
-      ctx.summary = `rollout ${rolloutId} paused: ${b.rolloutPaused.reason}`;
-    } else if (b.rolloutResumed) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
-      ctx.summary = `rollout ${rolloutId} resumed`;
-    } else if (b.rolloutAborted) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: b.rolloutAborted.reason });
-      ctx.summary = `rollout ${rolloutId} aborted: ${b.rolloutAborted.reason}`;
-    } else if (b.rolloutCompleted) {
-      const p = b.rolloutCompleted;
-      if (ro)
-        Object.assign(ro, {
-          state: R.ROLLOUT_STATE_COMPLETED,
-          succeeded: p.succeeded,
-          failed: p.failed,
-          skipped: p.skipped,
-        });
-      ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+    switch (step.type) {
+      case 'RolloutApproved': {
+        const w = wave(step.data.waveIndex);
+        if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
+        if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
+        ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} approved by ${step.data.approver}`;
+        break;
+      }
+      case 'WaveStarted': {
+        const p = step.data;
+        const w = wave(p.waveIndex);
+        if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
+        ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
+        break;
+      }
+      case 'HostApplyRequested': {
+        const p = step.data;
+        ctx.hostId = p.hostId;
+        Object.assign(ctx, { patchId: p.patchId, version: p.version });
+        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
+        rh.commandId = p.commandId;
+        ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
+        break;
+      }
+      case 'HostRevertRequested': {
+        const p = step.data;
+        ctx.hostId = p.hostId;
+        Object.assign(ctx, { patchId: p.patchId, version: p.version });
+        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
+        rh.commandId = p.commandId;
+        ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
+        break;
+      }
+      case 'WaveCompleted': {
+        const p = step.data;
+        const w = wave(p.waveIndex);
+        if (w)
+          Object.assign(w, {
+            state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
+            completedAt: ctx.at,
+          });
+        ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
+        break;
+      }
+      case 'RolloutPaused': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: step.data.reason });
+        ctx.summary = `rollout ${rolloutId} paused: ${step.data.reason}`;
+        break;
+      }
+      case 'RolloutResumed': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
+        ctx.summary = `rollout ${rolloutId} resumed`;
+        break;
+      }
+      case 'RolloutAborted': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: step.data.reason });
+        ctx.summary = `rollout ${rolloutId} aborted: ${step.data.reason}`;
+        break;
+      }
+      case 'RolloutCompleted': {
+        const p = step.data;
+        if (ro)
+          Object.assign(ro, {
+            state: R.ROLLOUT_STATE_COMPLETED,
+            succeeded: p.succeeded,
+            failed: p.failed,
+            skipped: p.skipped,
+          });
+        ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+        break;
+      }
+      default: {
+        const unrouted: never = step;
+        throw new Error(`no rollout step ${JSON.stringify(unrouted)}`);
+      }
     }
   }
 
