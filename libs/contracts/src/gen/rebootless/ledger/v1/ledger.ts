@@ -80,6 +80,11 @@ export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_UNVOUCHED_KEY = 8,
   /** INTEGRITY_FINDING_KIND_MISSING_EPOCH_START - An epoch whose first event is not ChainEpochStarted. */
   INTEGRITY_FINDING_KIND_MISSING_EPOCH_START = 9,
+  /**
+   * INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED - A read-model row differs from what re-folding the verified log gives (edited, deleted or
+   * added in the database): position names no event, detail names the table, key and column.
+   */
+  INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED = 20,
 }
 
 /** Whose code a kernel function runs. An empty module_name means the original kernel code. */
