@@ -1,11 +1,40 @@
 import { QueryRunner } from 'typeorm';
 import { dispatcher, events } from '@rebootless/contracts';
 import { PreparedWrite, TableWriter } from './batch-writer';
-import { LedgerDatabase, num, numOrNull } from './database';
+import { LedgerDatabase, num } from './database';
 import { EventPayload, payloadOf } from '@rebootless/events';
 import { HostFact } from '@rebootless/ledger-model';
 import { INTERVAL_COLUMNS, IntervalRow, intervalFromRow, intervalValues } from './stacks/columns';
 import { StackReadModel } from './stacks/read-model';
+import { HOST_COLUMNS, HostRow, hostFromRow, hostValues } from './hosts/columns';
+import {
+  ArtifactRow,
+  BUILD_COLUMNS,
+  BuildRow,
+  CveRow,
+  FunctionRef,
+  PATCH_COLUMNS,
+  PatchRow,
+  buildFromRow,
+  buildValues,
+  patchFromRow,
+  patchValues,
+} from './catalog/columns';
+import {
+  ROLLOUT_COLUMNS,
+  ROLLOUT_HOST_COLUMNS,
+  RolloutHostRow,
+  RolloutRow,
+  rolloutFromRow,
+  rolloutHostFromRow,
+  rolloutHostValues,
+  rolloutValues,
+} from './rollouts/columns';
+import { AUDIT_COLUMNS, ActorRow, AuditRow, auditValues } from './audit/columns';
+export * from './hosts/columns';
+export * from './catalog/columns';
+export * from './rollouts/columns';
+export * from './audit/columns';
 
 // The read models as rows in memory. The projector holds the live part of them (hosts, open
 // stack intervals, patches, builds, rollouts) so that a batch is applied in
@@ -13,145 +42,6 @@ import { StackReadModel } from './stacks/read-model';
 
 export type { IntervalRow } from './stacks/columns';
 export { intervalFromRow } from './stacks/columns';
-
-export interface HostRow {
-  hostId: string;
-  hostname: string;
-  machineId: string;
-  kernelRelease: string;
-  kernelVersion: string;
-  arch: string;
-  distro: string;
-  bootId: string;
-  labels: Record<string, string>;
-  agentVersion: string;
-  tainted: number;
-  taintFlags: string[];
-  enrolledAt: number | null;
-  enrolledEventId: string;
-  lastSeenAt: number;
-  stackObservedAt: number | null;
-  /** Gives each new stack interval of the host its place (stack_seq). */
-  stackCounter: number;
-  lastEventId: string;
-}
-
-export interface FunctionRef {
-  object: string;
-  name: string;
-  sympos: number;
-}
-
-export interface ActorRow {
-  kind: number;
-  id: string;
-  origin: string;
-}
-
-export interface CveRow {
-  id: string;
-  severity: number;
-  cvssScore: string;
-}
-
-export interface ArtifactRow {
-  kernelRelease: string;
-  artifactDigest: string;
-  vermagic: string;
-  moduleName: string;
-  functions: FunctionRef[];
-}
-
-export interface PatchRow {
-  patchId: string;
-  version: string;
-  patchName: string;
-  description: string;
-  cves: CveRow[];
-  severity: number;
-  replace: boolean;
-  buildId: string;
-  artifacts: ArtifactRow[];
-  publishedAt: number;
-  publishedEventId: string;
-  retracted: boolean;
-  retractionReason: string;
-  retractedAt: number | null;
-}
-
-export interface BuildRow {
-  buildId: string;
-  patchId: string;
-  version: string;
-  patchName: string;
-  description: string;
-  cves: CveRow[];
-  replace: boolean;
-  kernelReleases: string[];
-  requestedAt: number;
-  artifacts: ArtifactRow[];
-  failures: { kernelRelease: string; stage: string; code: string }[];
-}
-
-export interface WaveRow {
-  index: number;
-  name: string;
-  state: number;
-  startedAt: number | null;
-  completedAt: number | null;
-}
-
-export interface RolloutRow {
-  rolloutId: string;
-  patchId: string;
-  version: string;
-  state: number;
-  createdAt: number;
-  updatedAt: number;
-  createdBy: ActorRow;
-  /** events.HostSelector / RolloutStrategy as their protobuf JSON. */
-  selector: unknown;
-  strategy: unknown;
-  waves: WaveRow[];
-  currentWave: number;
-  succeeded: number;
-  failed: number;
-  skipped: number;
-  reason: string;
-}
-
-export interface RolloutHostRow {
-  rolloutId: string;
-  hostId: string;
-  waveIndex: number;
-  commandId: string;
-  /** dispatcher.v1.HostRolloutState */
-  outcome: number;
-  detail: string;
-  /** When the host's stream last changed it (0: only planned so far). */
-  updatedAt: number;
-  /** The rollout's plan names it (RolloutCreated seen). */
-  planned: boolean;
-}
-
-export interface AuditRow {
-  partition: number;
-  offset: string;
-  eventId: string;
-  type: string;
-  occurredAt: number;
-  producerId: string;
-  epoch: number;
-  seq: number;
-  actor: ActorRow;
-  outcome: 'success' | 'failure';
-  hostId: string;
-  patchId: string;
-  patchVersion: string;
-  correlationId: string;
-  summary: string;
-  envelope: Buffer;
-}
 
 export interface FindingRow {
   partition: number;
@@ -210,8 +100,6 @@ const FAILURE_TYPES = new Set([
   'DriftDetected',
 ]);
 
-const json = (v: unknown) => JSON.stringify(v);
-const flag = (b: boolean) => (b ? 1 : 0);
 const ms = (ts: { seconds: string; nanos: number } | undefined) =>
   ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000) : 0;
 const fnRef = (f: events.PatchedFunction): FunctionRef => ({ object: f.object, name: f.name, sympos: f.sympos });
@@ -927,295 +815,6 @@ function summarizeOther(b: events.EventBody): string {
 
 export const key = (a: string, b: string) => `${a}\u0000${b}`;
 
-// ---------------------------------------------------------------------------------------------
-// Rows <-> columns
-
-const HOST_COLUMNS = [
-  'host_id',
-  'hostname',
-  'machine_id',
-  'kernel_release',
-  'kernel_version',
-  'arch',
-  'distro',
-  'boot_id',
-  'labels',
-  'agent_version',
-  'tainted',
-  'taint_flags',
-  'enrolled_at',
-  'enrolled_event_id',
-  'last_seen_at',
-  'stack_observed_at',
-  'stack_counter',
-  'last_event_id',
-];
-const hostValues = (h: HostRow) => [
-  h.hostId,
-  h.hostname,
-  h.machineId,
-  h.kernelRelease,
-  h.kernelVersion,
-  h.arch,
-  h.distro,
-  h.bootId,
-  json(sortedObject(h.labels)),
-  h.agentVersion,
-  h.tainted,
-  json(h.taintFlags),
-  h.enrolledAt,
-  h.enrolledEventId,
-  h.lastSeenAt,
-  h.stackObservedAt,
-  h.stackCounter,
-  h.lastEventId,
-];
-export function hostFromRow(r: Record<string, unknown>): HostRow {
-  return {
-    hostId: String(r['host_id']),
-    hostname: String(r['hostname']),
-    machineId: String(r['machine_id']),
-    kernelRelease: String(r['kernel_release']),
-    kernelVersion: String(r['kernel_version']),
-    arch: String(r['arch']),
-    distro: String(r['distro']),
-    bootId: String(r['boot_id']),
-    labels: JSON.parse(String(r['labels'])) as Record<string, string>,
-    agentVersion: String(r['agent_version']),
-    tainted: num(r['tainted']),
-    taintFlags: JSON.parse(String(r['taint_flags'])) as string[],
-    enrolledAt: numOrNull(r['enrolled_at']),
-    enrolledEventId: String(r['enrolled_event_id']),
-    lastSeenAt: num(r['last_seen_at']),
-    stackObservedAt: numOrNull(r['stack_observed_at']),
-    stackCounter: num(r['stack_counter']),
-    lastEventId: String(r['last_event_id']),
-  };
-}
-
-const PATCH_COLUMNS = [
-  'patch_id',
-  'version',
-  'patch_name',
-  'description',
-  'cves',
-  'severity',
-  'replace_flag',
-  'build_id',
-  'artifacts',
-  'published_at',
-  'published_event_id',
-  'retracted',
-  'retraction_reason',
-  'retracted_at',
-];
-const patchValues = (p: PatchRow) => [
-  p.patchId,
-  p.version,
-  p.patchName,
-  p.description,
-  json(p.cves),
-  p.severity,
-  flag(p.replace),
-  p.buildId,
-  json(p.artifacts),
-  p.publishedAt,
-  p.publishedEventId,
-  flag(p.retracted),
-  p.retractionReason,
-  p.retractedAt,
-];
-export function patchFromRow(r: Record<string, unknown>): PatchRow {
-  return {
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    patchName: String(r['patch_name']),
-    description: String(r['description']),
-    cves: JSON.parse(String(r['cves'])) as CveRow[],
-    severity: num(r['severity']),
-    replace: num(r['replace_flag']) === 1,
-    buildId: String(r['build_id']),
-    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
-    publishedAt: num(r['published_at']),
-    publishedEventId: String(r['published_event_id']),
-    retracted: num(r['retracted']) === 1,
-    retractionReason: String(r['retraction_reason']),
-    retractedAt: numOrNull(r['retracted_at']),
-  };
-}
-
-const BUILD_COLUMNS = [
-  'build_id',
-  'patch_id',
-  'version',
-  'patch_name',
-  'description',
-  'cves',
-  'replace_flag',
-  'kernel_releases',
-  'requested_at',
-  'artifacts',
-  'failures',
-];
-const buildValues = (b: BuildRow) => [
-  b.buildId,
-  b.patchId,
-  b.version,
-  b.patchName,
-  b.description,
-  json(b.cves),
-  flag(b.replace),
-  json(b.kernelReleases),
-  b.requestedAt,
-  json(b.artifacts),
-  json(b.failures),
-];
-function buildFromRow(r: Record<string, unknown>): BuildRow {
-  return {
-    buildId: String(r['build_id']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    patchName: String(r['patch_name']),
-    description: String(r['description']),
-    cves: JSON.parse(String(r['cves'])) as CveRow[],
-    replace: num(r['replace_flag']) === 1,
-    kernelReleases: JSON.parse(String(r['kernel_releases'])) as string[],
-    requestedAt: num(r['requested_at']),
-    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
-    failures: JSON.parse(String(r['failures'])) as BuildRow['failures'],
-  };
-}
-
-const ROLLOUT_COLUMNS = [
-  'rollout_id',
-  'patch_id',
-  'version',
-  'state',
-  'created_at',
-  'updated_at',
-  'created_by',
-  'selector',
-  'strategy',
-  'waves',
-  'current_wave',
-  'succeeded',
-  'failed',
-  'skipped',
-  'reason',
-];
-const rolloutValues = (r: RolloutRow) => [
-  r.rolloutId,
-  r.patchId,
-  r.version,
-  r.state,
-  r.createdAt,
-  r.updatedAt,
-  json(r.createdBy),
-  json(r.selector),
-  json(r.strategy),
-  json(r.waves),
-  r.currentWave,
-  r.succeeded,
-  r.failed,
-  r.skipped,
-  r.reason,
-];
-export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
-  return {
-    rolloutId: String(r['rollout_id']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    state: num(r['state']),
-    createdAt: num(r['created_at']),
-    updatedAt: num(r['updated_at']),
-    createdBy: JSON.parse(String(r['created_by'])) as ActorRow,
-    selector: JSON.parse(String(r['selector'])) as unknown,
-    strategy: JSON.parse(String(r['strategy'])) as unknown,
-    waves: JSON.parse(String(r['waves'])) as WaveRow[],
-    currentWave: num(r['current_wave']),
-    succeeded: num(r['succeeded']),
-    failed: num(r['failed']),
-    skipped: num(r['skipped']),
-    reason: String(r['reason']),
-  };
-}
-
-const ROLLOUT_HOST_COLUMNS = [
-  'rollout_id',
-  'host_id',
-  'wave_index',
-  'command_id',
-  'outcome',
-  'detail',
-  'updated_at',
-  'planned',
-];
-const rolloutHostValues = (r: RolloutHostRow) => [
-  r.rolloutId,
-  r.hostId,
-  r.waveIndex,
-  r.commandId,
-  r.outcome,
-  r.detail,
-  r.updatedAt,
-  flag(r.planned),
-];
-export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
-  return {
-    rolloutId: String(r['rollout_id']),
-    hostId: String(r['host_id']),
-    waveIndex: num(r['wave_index']),
-    commandId: String(r['command_id']),
-    outcome: num(r['outcome']),
-    detail: String(r['detail']),
-    updatedAt: num(r['updated_at']),
-    planned: num(r['planned']) === 1,
-  };
-}
-
-const AUDIT_COLUMNS = [
-  'partition_no',
-  'record_offset',
-  'event_id',
-  'type',
-  'occurred_at',
-  'producer_id',
-  'epoch',
-  'seq',
-  'actor_kind',
-  'actor_id',
-  'actor_origin',
-  'outcome',
-  'host_id',
-  'patch_id',
-  'patch_version',
-  'correlation_id',
-  'summary',
-  'envelope',
-];
-const auditValues = (a: AuditRow) => [
-  a.partition,
-  a.offset,
-  a.eventId,
-  a.type,
-  a.occurredAt,
-  a.producerId,
-  a.epoch,
-  a.seq,
-  a.actor.kind,
-  a.actor.id,
-  a.actor.origin,
-  a.outcome,
-  a.hostId,
-  a.patchId,
-  a.patchVersion,
-  a.correlationId,
-  a.summary,
-  a.envelope,
-];
-
+// Findings' columns (the other read models' rows and columns are in their folders: hosts/,
+// stacks/, catalog/, rollouts/, audit/).
 const FINDING_COLUMNS = ['partition_no', 'record_offset', 'kind', 'producer_id', 'epoch', 'seq', 'to_seq', 'detail'];
-
-function sortedObject(o: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}
