@@ -170,6 +170,12 @@ describe('the ledger process', () => {
       const differs = killed[table]!.findIndex((row, i) => line(row) !== line(clean[table]![i]));
       if (differs >= 0) expect({ table, row: killed[table]![differs] }).toEqual({ table, row: clean[table]![differs] });
     }
+    // The columns the domain's stack fold adds (state history, live from/until) are among those
+    // compared, and filled: every interval has its first state, and applied ones went live.
+    const intervals = killed['stack_intervals'] as Record<string, unknown>[];
+    expect(intervals.filter((r) => (JSON.parse(String(r['states'])) as unknown[]).length === 0)).toEqual([]);
+    expect(intervals.filter((r) => r['live_from'] !== null).length).toBeGreaterThan(EVENTS / 10);
+    expect(intervals.filter((r) => r['live_until'] !== null).length).toBeGreaterThan(0);
   }, 900_000);
 
   it('answers over gRPC: NOT_FOUND for an unknown host, INVALID_ARGUMENT naming a malformed instant', async () => {

@@ -305,6 +305,22 @@ describe('an inventory that disagrees is the truth', () => {
     expect(modules(host.stack.entries)).toEqual(['lp_fix_b']);
   });
 
+  it('given drift with the observed listing, unlisted modules close as inventory and listed ones stay', () => {
+    const host = new ScriptedHost();
+    host.fold(1, applied(A, [l(A)]));
+    host.fold(2, applied(B, [l(A), l(B)]));
+    const drift = (kind: string, observed: ReturnType<typeof l>[]): Parameters<ScriptedHost['fold']>[1] => ({
+      type: 'DriftDetected',
+      payload: { hostId: 'h', kind, detail: '', expected: [], observed },
+    });
+    const change = host.fold(3, drift('removed-by-hand', [l(B)]));
+    expect(change.closed.map((i) => [i.moduleName, i.removalReason])).toEqual([['lp_fix_a', 'inventory']]);
+    expect(modules(host.stack.entries)).toEqual(['lp_fix_b']);
+    // A drift that lists nothing and removed nothing (a stuck transition) says nothing of the stack.
+    expect(host.fold(4, drift('transition-stuck', [])).changed).toEqual([]);
+    expect(host.fold(5, drift('removed-by-hand', [])).closed.map((i) => i.moduleName)).toEqual(['lp_fix_b']);
+  });
+
   it('marks a forced apply; it stays forced', () => {
     const host = new ScriptedHost();
     host.fold(1, applied({ ...A, forced: true }, [l(A)]));

@@ -111,7 +111,8 @@ export type HostFact =
   | { type: 'PatchApplied'; payload: events.PatchApplied }
   | { type: 'PatchReverted'; payload: events.PatchReverted }
   | { type: 'HostBooted'; payload: events.HostBooted }
-  | { type: 'HostInventoryReported'; payload: events.HostInventoryReported };
+  | { type: 'HostInventoryReported'; payload: events.HostInventoryReported }
+  | { type: 'DriftDetected'; payload: events.DriftDetected };
 
 export const HOST_FACT_TYPES: readonly HostFact['type'][] = [
   'HostEnrolled',
@@ -119,6 +120,7 @@ export const HOST_FACT_TYPES: readonly HostFact['type'][] = [
   'PatchReverted',
   'HostBooted',
   'HostInventoryReported',
+  'DriftDetected',
 ];
 
 /** The envelope data of the event carrying the fact. */
@@ -153,6 +155,7 @@ export function hostFactOf(body: events.EventBody): HostFact | undefined {
   if (body.patchReverted) return { type: 'PatchReverted', payload: body.patchReverted };
   if (body.hostBooted) return { type: 'HostBooted', payload: body.hostBooted };
   if (body.hostInventoryReported) return { type: 'HostInventoryReported', payload: body.hostInventoryReported };
+  if (body.driftDetected) return { type: 'DriftDetected', payload: body.driftDetected };
   return undefined;
 }
 
@@ -173,6 +176,9 @@ export function hostFactOf(body: events.EventBody): HostFact | undefined {
  *   listed modules are on the stack in the listed state, unlisted ones close (as `inventory`
  *   unless the fact explains them), and an inventory from a new boot id closes all as `rebooted`.
  *   An empty `stack` on PatchApplied/PatchReverted means "not reported", not "nothing loaded".
+ * - DriftDetected carries the listing the agent observed: the truth too (unlisted close as
+ *   `inventory`); with no listing it changes nothing, unless its kind says modules were removed
+ *   (then the empty listing is what the kernel showed).
  */
 export function evolveHostStack(stack: HostStack, fact: HostFact, meta: FactMeta): StackChange {
   const fold = new StackFold(stack, meta);
@@ -191,6 +197,9 @@ export function evolveHostStack(stack: HostStack, fact: HostFact, meta: FactMeta
       break;
     case 'HostInventoryReported':
       fold.inventoryReported(fact.payload);
+      break;
+    case 'DriftDetected':
+      fold.driftDetected(fact.payload);
       break;
     default: {
       const unknown: never = fact;
@@ -346,6 +355,10 @@ class StackFold {
   inventoryReported(p: events.HostInventoryReported): void {
     this.takeFacts(p.facts);
     this.reconcile(p.patches, () => 'inventory');
+  }
+
+  driftDetected(p: events.DriftDetected): void {
+    if (p.observed.length > 0 || p.kind.startsWith('removed')) this.reconcile(p.observed, () => 'inventory');
   }
 
   /** Facts from another boot than the one known mean a reboot we have no HostBooted for (yet). */

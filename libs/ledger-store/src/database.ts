@@ -2,6 +2,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DataSource, QueryRunner } from 'typeorm';
 import { READ_MODEL_TABLES, ReadModels1795305600000 } from './migrations/0001-read-models';
+import { StackHistory1796515200000 } from './migrations/0002-stack-history';
+
+/** The schema, in order; never synchronize. */
+const MIGRATIONS = [ReadModels1795305600000, StackHistory1796515200000];
 
 export type Dialect = 'postgres' | 'sqlite';
 
@@ -31,7 +35,7 @@ export class LedgerDatabase {
       ds = new DataSource({
         type: 'postgres',
         url: opts.databaseUrl,
-        migrations: [ReadModels1795305600000],
+        migrations: MIGRATIONS,
         migrationsTableName: 'ledger_migrations',
         // The projection parses BIGINT itself; the pool stays small (one writer, a few readers).
         extra: { max: 6 },
@@ -43,7 +47,7 @@ export class LedgerDatabase {
       ds = new DataSource({
         type: 'better-sqlite3',
         database: file,
-        migrations: [ReadModels1795305600000],
+        migrations: MIGRATIONS,
         migrationsTableName: 'ledger_migrations',
         enableWAL: true,
         // NORMAL with WAL: a commit survives a process kill (the WAL is written before commit

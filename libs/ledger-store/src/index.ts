@@ -9,4 +9,4 @@ export * from './trust-config';
 export * from './integrity';
 export * from './planning';
 export * from './scripted-log';
-export * from './model-adapter';
+export * from './read-model-check';

@@ -2,6 +2,8 @@ import { Kafka } from 'kafkajs';
 import { ledger, toTimestamp } from '@rebootless/contracts';
 import { ChainVerifier, FindingKind, KeyTrust } from '@rebootless/events';
 import { readRange } from '@rebootless/kafka';
+import type { LedgerDatabase } from './database';
+import { checkReadModels, describeDifference } from './read-model-check';
 
 const K = ledger.IntegrityFindingKind;
 const KIND: Record<FindingKind, ledger.IntegrityFindingKind> = {
@@ -24,12 +26,17 @@ export function integrityKindOf(kind: string): ledger.IntegrityFindingKind {
   return KIND[kind as FindingKind] ?? K.INTEGRITY_FINDING_KIND_UNSPECIFIED;
 }
 
-/** Re-reads the whole log and checks every producer's chain and seals from scratch. */
+/**
+ * Re-reads the whole log and checks every producer's chain and seals from scratch. With
+ * `readModels`, also folds the log again into a scratch database and reports every read-model
+ * row that differs from it (READ_MODEL_ALTERED: edited, deleted or added in the database).
+ */
 export async function verifyLog(
   kafka: Kafka,
   topic: string,
   trust: KeyTrust,
   producerId = '',
+  readModels?: { stored: LedgerDatabase; serviceKeys: ReadonlyMap<string, readonly Uint8Array[]> },
 ): Promise<ledger.VerifyIntegrityResponse> {
   const verifier = new ChainVerifier(trust);
   await readRange({ kafka, topic, timeoutMs: 600_000, onRecord: (r) => void verifier.ingest(r.value, r) });
@@ -48,6 +55,16 @@ export async function verifyLog(
       },
       detail: f.detail,
     }));
+  // Read models answer for the whole fleet: checked when the whole log is asked about.
+  if (readModels && !producerId) {
+    const check = await checkReadModels({ kafka, topic, ...readModels });
+    for (const d of check.differences)
+      findings.push({
+        kind: K.INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED,
+        position: { producerId: '', epoch: 0, seq: '0', partition: -1, offset: '-1' },
+        detail: describeDifference(d),
+      });
+  }
   return {
     verifiedAt: toTimestamp(new Date()),
     eventsChecked: String(producerId ? chains.reduce((n, c) => n + c.events, 0) : report.records),

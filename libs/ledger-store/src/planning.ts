@@ -2,7 +2,8 @@ import { events, ledger, toTimestamp } from '@rebootless/contracts';
 import * as model from '@rebootless/ledger-model';
 import { InvalidArgumentError, NotFoundError, PreconditionError } from './errors';
 import { HostRow, intervalFromRow } from './projection';
-import { toPublishedPatch, toStackInterval } from './model-adapter';
+import { toPublishedPatch } from './catalog/published';
+import { withCatalog } from './stacks/read';
 import { LedgerQueries, instantOf } from './queries';
 
 // PlanUndo and ComplianceReport: the read models gathered, then libs/ledger-model's rules.
@@ -40,7 +41,7 @@ export async function planUndo(q: LedgerQueries, hostId: string, patchId: string
   const patches = await q.patchMap();
   const history = (await q.db.query('SELECT * FROM stack_intervals WHERE host_id = $1 ORDER BY stack_seq', [hostId]))
     .map(intervalFromRow)
-    .map((i) => toStackInterval(i, patches, i.appliedBy));
+    .map((i) => withCatalog(i, patches, i.appliedBy));
   const stack = history.filter((i) => i.removedAt === null);
   try {
     const target = [...stack].reverse().find((e) => e.patchId === patchId);

@@ -1,175 +1,47 @@
 import { QueryRunner } from 'typeorm';
 import { dispatcher, events } from '@rebootless/contracts';
 import { PreparedWrite, TableWriter } from './batch-writer';
-import { LedgerDatabase, num, numOrNull } from './database';
+import { LedgerDatabase, num } from './database';
+import { EventPayload, payloadOf } from '@rebootless/events';
+import { HostFact } from '@rebootless/ledger-model';
+import { INTERVAL_COLUMNS, IntervalRow, intervalFromRow, intervalValues } from './stacks/columns';
+import { StackReadModel } from './stacks/read-model';
+import { HOST_COLUMNS, HostRow, hostFromRow, hostValues } from './hosts/columns';
+import {
+  ArtifactRow,
+  BUILD_COLUMNS,
+  BuildRow,
+  CveRow,
+  FunctionRef,
+  PATCH_COLUMNS,
+  PatchRow,
+  buildFromRow,
+  buildValues,
+  patchFromRow,
+  patchValues,
+} from './catalog/columns';
+import {
+  ROLLOUT_COLUMNS,
+  ROLLOUT_HOST_COLUMNS,
+  RolloutHostRow,
+  RolloutRow,
+  rolloutFromRow,
+  rolloutHostFromRow,
+  rolloutHostValues,
+  rolloutValues,
+} from './rollouts/columns';
+import { AUDIT_COLUMNS, ActorRow, AuditRow, auditValues } from './audit/columns';
+export * from './hosts/columns';
+export * from './catalog/columns';
+export * from './rollouts/columns';
+export * from './audit/columns';
 
 // The read models as rows in memory. The projector holds the live part of them (hosts, open
 // stack intervals, patches, builds, rollouts) so that a batch is applied in
 // memory and written with a few multi-row upserts (docs/adr/0005-ledger-read-models.md).
 
-export type EntryState = 'enabled' | 'in-transition' | 'disabled';
-export type RemovalReason = 'reverted' | 'replaced' | 'rebooted' | 'inventory';
-
-export interface HostRow {
-  hostId: string;
-  hostname: string;
-  machineId: string;
-  kernelRelease: string;
-  kernelVersion: string;
-  arch: string;
-  distro: string;
-  bootId: string;
-  labels: Record<string, string>;
-  agentVersion: string;
-  tainted: number;
-  taintFlags: string[];
-  enrolledAt: number | null;
-  enrolledEventId: string;
-  lastSeenAt: number;
-  stackObservedAt: number | null;
-  /** Gives each new stack interval of the host its place (stack_seq). */
-  stackCounter: number;
-  lastEventId: string;
-}
-
-export interface FunctionRef {
-  object: string;
-  name: string;
-  sympos: number;
-}
-
-export interface ActorRow {
-  kind: number;
-  id: string;
-  origin: string;
-}
-
-export interface IntervalRow {
-  hostId: string;
-  intervalId: string;
-  stackSeq: number;
-  moduleName: string;
-  patchId: string;
-  version: string;
-  bootId: string;
-  appliedAt: number;
-  removedAt: number | null;
-  removalReason: RemovalReason | null;
-  state: EntryState;
-  enabled: boolean;
-  replace: boolean;
-  forced: boolean;
-  functions: FunctionRef[];
-  appliedBy: ActorRow;
-  rolloutId: string;
-  appliedEventId: string;
-  removedEventId: string | null;
-}
-
-export interface CveRow {
-  id: string;
-  severity: number;
-  cvssScore: string;
-}
-
-export interface ArtifactRow {
-  kernelRelease: string;
-  artifactDigest: string;
-  vermagic: string;
-  moduleName: string;
-  functions: FunctionRef[];
-}
-
-export interface PatchRow {
-  patchId: string;
-  version: string;
-  patchName: string;
-  description: string;
-  cves: CveRow[];
-  severity: number;
-  replace: boolean;
-  buildId: string;
-  artifacts: ArtifactRow[];
-  publishedAt: number;
-  publishedEventId: string;
-  retracted: boolean;
-  retractionReason: string;
-  retractedAt: number | null;
-}
-
-export interface BuildRow {
-  buildId: string;
-  patchId: string;
-  version: string;
-  patchName: string;
-  description: string;
-  cves: CveRow[];
-  replace: boolean;
-  kernelReleases: string[];
-  requestedAt: number;
-  artifacts: ArtifactRow[];
-  failures: { kernelRelease: string; stage: string; code: string }[];
-}
-
-export interface WaveRow {
-  index: number;
-  name: string;
-  state: number;
-  startedAt: number | null;
-  completedAt: number | null;
-}
-
-export interface RolloutRow {
-  rolloutId: string;
-  patchId: string;
-  version: string;
-  state: number;
-  createdAt: number;
-  updatedAt: number;
-  createdBy: ActorRow;
-  /** events.HostSelector / RolloutStrategy as their protobuf JSON. */
-  selector: unknown;
-  strategy: unknown;
-  waves: WaveRow[];
-  currentWave: number;
-  succeeded: number;
-  failed: number;
-  skipped: number;
-  reason: string;
-}
-
-export interface RolloutHostRow {
-  rolloutId: string;
-  hostId: string;
-  waveIndex: number;
-  commandId: string;
-  /** dispatcher.v1.HostRolloutState */
-  outcome: number;
-  detail: string;
-  /** When the host's stream last changed it (0: only planned so far). */
-  updatedAt: number;
-  /** The rollout's plan names it (RolloutCreated seen). */
-  planned: boolean;
-}
-
-export interface AuditRow {
-  partition: number;
-  offset: string;
-  eventId: string;
-  type: string;
-  occurredAt: number;
-  producerId: string;
-  epoch: number;
-  seq: number;
-  actor: ActorRow;
-  outcome: 'success' | 'failure';
-  hostId: string;
-  patchId: string;
-  patchVersion: string;
-  correlationId: string;
-  summary: string;
-  envelope: Buffer;
-}
+export type { IntervalRow } from './stacks/columns';
+export { intervalFromRow } from './stacks/columns';
 
 export interface FindingRow {
   partition: number;
@@ -198,6 +70,23 @@ export interface VerifiedEvent {
   body: events.EventBody;
 }
 
+/** The dispatcher's events about a rollout already created. */
+type RolloutStep = Extract<
+  EventPayload,
+  {
+    type:
+      | 'RolloutApproved'
+      | 'WaveStarted'
+      | 'HostApplyRequested'
+      | 'HostRevertRequested'
+      | 'WaveCompleted'
+      | 'RolloutPaused'
+      | 'RolloutResumed'
+      | 'RolloutAborted'
+      | 'RolloutCompleted';
+  }
+>;
+
 const H = dispatcher.HostRolloutState;
 const R = dispatcher.RolloutState;
 const W = dispatcher.WaveState;
@@ -211,8 +100,6 @@ const FAILURE_TYPES = new Set([
   'DriftDetected',
 ]);
 
-const json = (v: unknown) => JSON.stringify(v);
-const flag = (b: boolean) => (b ? 1 : 0);
 const ms = (ts: { seconds: string; nanos: number } | undefined) =>
   ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000) : 0;
 const fnRef = (f: events.PatchedFunction): FunctionRef => ({ object: f.object, name: f.name, sympos: f.sympos });
@@ -223,12 +110,6 @@ const actorRow = (a: events.Actor | undefined): ActorRow => ({
   origin: a?.origin ?? '',
 });
 
-/** The state a kernel listing entry is in. */
-function stateOf(s: events.LivePatchState): EntryState {
-  if (s.transition) return 'in-transition';
-  return s.enabled ? 'enabled' : 'disabled';
-}
-
 /**
  * Projects verified events into the read models. apply() changes the in-memory state and
  * stages the rows it touched; take() hands them over, with partitions' next offsets, as the
@@ -237,8 +118,8 @@ function stateOf(s: events.LivePatchState): EntryState {
  */
 export class LedgerProjection {
   readonly hosts = new Map<string, HostRow>();
-  /** Each host's open intervals (removed_at null), in stack order. */
-  readonly openStacks = new Map<string, IntervalRow[]>();
+  /** Each host's stack, folded by the domain's rule. */
+  readonly stackModel = new StackReadModel();
   readonly patches = new Map<string, PatchRow>();
   readonly builds = new Map<string, BuildRow>();
   readonly rollouts = new Map<string, RolloutRow>();
@@ -246,9 +127,6 @@ export class LedgerProjection {
   readonly agentKeys = new Map<string, AgentKeyRow>();
 
   private dirtyHosts = new Set<HostRow>();
-  private dirtyIntervals = new Set<IntervalRow>();
-  /** Intervals the database holds (loaded or taken): others are new rows, written by COPY. */
-  private storedIntervals = new WeakSet<IntervalRow>();
   private dirtyPatches = new Set<PatchRow>();
   private dirtyBuilds = new Set<BuildRow>();
   private dirtyRollouts = new Set<RolloutRow>();
@@ -256,6 +134,8 @@ export class LedgerProjection {
   private newAgentKeys: AgentKeyRow[] = [];
   private audit: AuditRow[] = [];
   private findings: FindingRow[] = [];
+  /** Events no read model knows (recorded as `not-projected` findings). */
+  skipped = 0;
 
   private readonly w: Record<string, TableWriter>;
 
@@ -293,30 +173,28 @@ export class LedgerProjection {
 
   /** Reads the live part of the read models into memory; returns the stored offsets. */
   async load(): Promise<Map<number, bigint>> {
-    for (const m of [
-      this.hosts,
-      this.openStacks,
-      this.patches,
-      this.builds,
-      this.rollouts,
-      this.rolloutHosts,
-      this.agentKeys,
-    ] as Map<unknown, unknown>[])
+    for (const m of [this.hosts, this.patches, this.builds, this.rollouts, this.rolloutHosts, this.agentKeys] as Map<
+      unknown,
+      unknown
+    >[])
       m.clear();
     this.discardStaged();
-    this.storedIntervals = new WeakSet();
+    this.stackModel.clear();
     const db = this.db;
     for (const r of await db.query('SELECT * FROM hosts')) {
       const h = hostFromRow(r);
       this.hosts.set(h.hostId, h);
     }
+    const open = new Map<string, IntervalRow[]>();
     for (const r of await db.query(
       'SELECT * FROM stack_intervals WHERE removed_at IS NULL ORDER BY host_id, stack_seq',
     )) {
       const row = intervalFromRow(r);
-      this.storedIntervals.add(row);
-      this.openStack(row.hostId).push(row);
+      const list = open.get(row.hostId);
+      if (list) list.push(row);
+      else open.set(row.hostId, [row]);
     }
+    for (const h of this.hosts.values()) this.stackModel.restore(h, open.get(h.hostId) ?? []);
     for (const r of await db.query('SELECT * FROM builds')) {
       const b = buildFromRow(r);
       this.builds.set(b.buildId, b);
@@ -368,13 +246,7 @@ export class LedgerProjection {
    */
   take(nextOffsets: ReadonlyMap<number, bigint> | null): StagedWrite {
     const w = this.w;
-    // A closed interval is never touched again, so an interval is new (inserted) at most once
-    // and updated afterwards; after a refused transaction load() starts this over.
-    const [fresh, stored] = [[], []] as [IntervalRow[], IntervalRow[]];
-    for (const row of this.dirtyIntervals) {
-      (this.storedIntervals.has(row) ? stored : fresh).push(row);
-      this.storedIntervals.add(row);
-    }
+    const { fresh, stored } = this.stackModel.take();
     const tables: [TableWriter, unknown[][]][] = [
       [w.agentKeys!, this.newAgentKeys.map((k) => [k.producerId, k.publicKey, k.boundAt, k.partition, k.offset])],
       [w.hosts!, [...this.dirtyHosts].map(hostValues)],
@@ -403,7 +275,7 @@ export class LedgerProjection {
 
   private discardStaged(): void {
     this.dirtyHosts = new Set();
-    this.dirtyIntervals = new Set();
+    this.stackModel.discardStaged();
     this.dirtyPatches = new Set();
     this.dirtyBuilds = new Set();
     this.dirtyRollouts = new Set();
@@ -422,50 +294,23 @@ export class LedgerProjection {
     const ctx: Ctx = { e, at, hostId: '', patchId: '', version: '', summary: b.type };
     const streamHost = b.stream.startsWith('host/') ? b.stream.slice(5) : '';
     ctx.hostId = streamHost;
-
-    if (b.hostEnrolled) this.onEnrolled(ctx, b.hostEnrolled);
-    else if (b.hostBooted) this.onBooted(ctx, b.hostBooted);
-    else if (b.hostInventoryReported) this.onInventory(ctx, b.hostInventoryReported);
-    else if (b.patchApplied) this.onApplied(ctx, b.patchApplied);
-    else if (b.patchReverted) this.onReverted(ctx, b.patchReverted);
-    else if (b.patchApplyStarted) {
-      const p = b.patchApplyStarted;
-      this.seen(ctx, p.hostId);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `applying ${p.patchId} ${p.version} on ${ctx.hostId}`;
-    } else if (b.patchApplyFailed) this.onApplyFailed(ctx, b.patchApplyFailed);
-    else if (b.patchRevertFailed) {
-      const p = b.patchRevertFailed;
-      this.seen(ctx, p.hostId);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `revert of ${p.patchId} ${p.version} failed on ${ctx.hostId} at ${p.stage}: ${p.error}`;
-    } else if (b.driftDetected) {
-      const p = b.driftDetected;
-      this.seen(ctx, p.hostId);
-      ctx.summary = `drift on ${ctx.hostId}: ${p.kind} ${p.detail}`.trim();
-      if (p.observed.length > 0 || p.kind.startsWith('removed')) this.reconcile(ctx, p.observed, 'inventory');
-    } else if (b.buildRequested) this.onBuildRequested(ctx, b.buildRequested);
-    else if (b.buildSucceeded) this.onBuildSucceeded(ctx, b.buildSucceeded);
-    else if (b.buildFailed) {
-      const p = b.buildFailed;
-      const build = this.builds.get(p.buildId);
-      if (build) {
-        build.failures.push({ kernelRelease: p.kernelRelease, stage: p.stage, code: p.code });
-        this.dirtyBuilds.add(build);
-        Object.assign(ctx, { patchId: build.patchId, version: build.version });
-      }
-      ctx.summary = `build ${p.buildId} failed for ${p.kernelRelease} at ${p.stage}`;
-    } else if (b.patchPublished) this.onPublished(ctx, b.patchPublished);
-    else if (b.patchRetracted) {
-      const p = b.patchRetracted;
-      const patch = this.patches.get(key(p.patchId, p.version));
-      if (patch) {
-        Object.assign(patch, { retracted: true, retractionReason: p.reason, retractedAt: at });
-        this.dirtyPatches.add(patch);
-      }
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `retracted ${p.patchId} ${p.version}: ${p.reason}`;
-    } else this.onRolloutEvent(ctx, b);
+    const payload = payloadOf(b);
+    if (!payload) {
+      // The verifier keeps unknown types out; one that gets here anyway is skipped, and said so.
+      this.skipped += 1;
+      this.findings.push({
+        partition: e.partition,
+        offset: e.offset,
+        kind: 'not-projected',
+        producerId: b.producer?.producerId ?? '',
+        epoch: b.producer?.epoch ?? 0,
+        seq: Number(b.producer?.seq ?? 0),
+        toSeq: Number(b.producer?.seq ?? 0),
+        detail: `no read model knows event type ${JSON.stringify(b.type)}: not projected`,
+      });
+      return;
+    }
+    this.route(ctx, payload);
 
     this.audit.push({
       partition: e.partition,
@@ -487,10 +332,104 @@ export class LedgerProjection {
     });
   }
 
-  private openStack(hostId: string): IntervalRow[] {
-    let s = this.openStacks.get(hostId);
-    if (!s) this.openStacks.set(hostId, (s = []));
-    return s;
+  /** Each event type to the read models it changes; a type left out does not compile. */
+  private route(ctx: Ctx, p: EventPayload): void {
+    switch (p.type) {
+      case 'HostEnrolled':
+        return this.onEnrolled(ctx, p.data);
+      case 'HostBooted':
+        return this.onBooted(ctx, p.data);
+      case 'HostInventoryReported':
+        return this.onInventory(ctx, p.data);
+      case 'PatchApplied':
+        return this.onApplied(ctx, p.data);
+      case 'PatchReverted':
+        return this.onReverted(ctx, p.data);
+      case 'PatchApplyStarted': {
+        const d = p.data;
+        this.seen(ctx, d.hostId);
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `applying ${d.patchId} ${d.version} on ${ctx.hostId}`;
+        return;
+      }
+      case 'PatchApplyFailed':
+        return this.onApplyFailed(ctx, p.data);
+      case 'PatchRevertFailed': {
+        const d = p.data;
+        this.seen(ctx, d.hostId);
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `revert of ${d.patchId} ${d.version} failed on ${ctx.hostId} at ${d.stage}: ${d.error}`;
+        return;
+      }
+      case 'DriftDetected': {
+        const d = p.data;
+        const h = this.seen(ctx, d.hostId);
+        ctx.summary = `drift on ${ctx.hostId}: ${d.kind} ${d.detail}`.trim();
+        this.foldStack(ctx, h, { type: 'DriftDetected', payload: d });
+        return;
+      }
+      case 'BuildRequested':
+        return this.onBuildRequested(ctx, p.data);
+      case 'BuildSucceeded':
+        return this.onBuildSucceeded(ctx, p.data);
+      case 'BuildFailed': {
+        const d = p.data;
+        const build = this.builds.get(d.buildId);
+        if (build) {
+          build.failures.push({ kernelRelease: d.kernelRelease, stage: d.stage, code: d.code });
+          this.dirtyBuilds.add(build);
+          Object.assign(ctx, { patchId: build.patchId, version: build.version });
+        }
+        ctx.summary = `build ${d.buildId} failed for ${d.kernelRelease} at ${d.stage}`;
+        return;
+      }
+      case 'PatchPublished':
+        return this.onPublished(ctx, p.data);
+      case 'PatchRetracted': {
+        const d = p.data;
+        const patch = this.patches.get(key(d.patchId, d.version));
+        if (patch) {
+          Object.assign(patch, { retracted: true, retractionReason: d.reason, retractedAt: ctx.at });
+          this.dirtyPatches.add(patch);
+        }
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `retracted ${d.patchId} ${d.version}: ${d.reason}`;
+        return;
+      }
+      case 'RolloutCreated':
+        return this.onRolloutCreated(ctx, p.data);
+      case 'RolloutApproved':
+      case 'WaveStarted':
+      case 'HostApplyRequested':
+      case 'HostRevertRequested':
+      case 'WaveCompleted':
+      case 'RolloutPaused':
+      case 'RolloutResumed':
+      case 'RolloutAborted':
+      case 'RolloutCompleted':
+        return this.onRolloutEvent(ctx, p);
+      case 'ChainEpochStarted':
+      case 'ServiceStarted':
+      case 'ServiceStopped':
+      case 'CallDenied':
+        ctx.summary = summarizeOther(ctx.e.body);
+        return;
+      default: {
+        const unrouted: never = p;
+        throw new Error(`the projection has no route for ${JSON.stringify(unrouted)}`);
+      }
+    }
+  }
+
+  /** Folds an agent fact into the host's stack (libs/ledger-model evolveHostStack). */
+  private foldStack(ctx: Ctx, h: HostRow, fact: HostFact): void {
+    const b = ctx.e.body;
+    this.stackModel.fold(h, fact, {
+      eventId: b.eventId,
+      at: ctx.at,
+      ...(b.actor ? { actor: b.actor } : {}),
+      rolloutId: b.correlationId,
+    });
   }
 
   /** The host an agent event is about, created on first sight (facts follow with enrollment). */
@@ -551,56 +490,29 @@ export class LedgerProjection {
       h.enrolledAt = ctx.at;
       h.enrolledEventId = ctx.e.body.eventId;
     }
+    this.foldStack(ctx, h, { type: 'HostEnrolled', payload: p });
     ctx.summary = `${first ? 'enrolled' : 're-enrolled'} ${h.hostId} (${h.hostname || 'no hostname'}, ${h.kernelRelease})`;
   }
 
   private onBooted(ctx: Ctx, p: events.HostBooted): void {
     const h = this.seen(ctx, p.hostId);
-    this.closeAll(ctx, h.hostId, 'rebooted');
-    h.bootId = p.bootId;
+    this.foldStack(ctx, h, { type: 'HostBooted', payload: p });
     if (p.kernelRelease) h.kernelRelease = p.kernelRelease;
-    h.stackObservedAt = ctx.at;
     ctx.summary = `${h.hostId} booted ${p.kernelRelease} (boot ${p.bootId}): every live patch is gone`;
   }
 
   private onInventory(ctx: Ctx, p: events.HostInventoryReported): void {
     const h = this.seen(ctx, p.facts?.hostId ?? '');
-    const rebooted = !!p.facts?.bootId && !!h.bootId && p.facts.bootId !== h.bootId;
-    if (rebooted) this.closeAll(ctx, h.hostId, 'rebooted');
     if (p.facts) this.takeFacts(h, p.facts);
-    this.reconcile(ctx, p.patches, 'inventory');
+    this.foldStack(ctx, h, { type: 'HostInventoryReported', payload: p });
     ctx.summary = `inventory of ${h.hostId}: ${p.patches.length} live patch(es)`;
   }
 
   private onApplied(ctx: Ctx, p: events.PatchApplied): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    const stack = this.openStack(h.hostId);
     const rolloutId = ctx.e.body.correlationId;
-    let entry = stack.find((s) => s.moduleName === p.moduleName);
-    if (!entry) {
-      entry = this.newInterval(ctx, h, {
-        moduleName: p.moduleName,
-        patchId: p.patchId,
-        version: p.version,
-        state: 'enabled',
-        enabled: true,
-      });
-    }
-    Object.assign(entry, {
-      patchId: p.patchId,
-      version: p.version,
-      replace: p.replace,
-      forced: p.forced,
-      functions: p.functions.map(fnRef),
-      rolloutId,
-      appliedBy: actorRow(ctx.e.body.actor),
-    });
-    this.dirtyIntervals.add(entry);
-    if (p.stack.length > 0) this.reconcile(ctx, p.stack, p.replace ? 'replaced' : 'inventory');
-    else if (p.replace) {
-      for (const other of [...stack]) if (other !== entry) this.close(ctx, other, 'replaced');
-    }
+    this.foldStack(ctx, h, { type: 'PatchApplied', payload: p });
     this.hostOutcome(ctx, rolloutId, h.hostId, H.HOST_ROLLOUT_STATE_SUCCEEDED, p.forced ? 'forced' : '');
     ctx.summary =
       `applied ${p.patchId} ${p.version} on ${h.hostId}` +
@@ -611,9 +523,7 @@ export class LedgerProjection {
   private onReverted(ctx: Ctx, p: events.PatchReverted): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    const entry = this.openStack(h.hostId).find((s) => s.moduleName === p.moduleName);
-    if (entry) this.close(ctx, entry, 'reverted');
-    if (p.stack.length > 0) this.reconcile(ctx, p.stack, 'inventory');
+    this.foldStack(ctx, h, { type: 'PatchReverted', payload: p });
     this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_REVERTED, '');
     ctx.summary = `reverted ${p.patchId} ${p.version} on ${h.hostId}`;
   }
@@ -623,84 +533,6 @@ export class LedgerProjection {
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
     this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_FAILED, `${p.stage}: ${p.error}`);
     ctx.summary = `applying ${p.patchId} ${p.version} failed on ${h.hostId} at ${p.stage}: ${p.error}`;
-  }
-
-  private newInterval(
-    ctx: Ctx,
-    h: HostRow,
-    init: Pick<IntervalRow, 'moduleName' | 'patchId' | 'version' | 'state' | 'enabled'>,
-  ): IntervalRow {
-    h.stackCounter += 1;
-    const row: IntervalRow = {
-      hostId: h.hostId,
-      intervalId: `${ctx.e.body.eventId}/${init.moduleName}`,
-      stackSeq: h.stackCounter,
-      bootId: h.bootId,
-      appliedAt: ctx.at,
-      removedAt: null,
-      removalReason: null,
-      replace: false,
-      forced: false,
-      functions: [],
-      appliedBy: actorRow(ctx.e.body.actor),
-      rolloutId: '',
-      appliedEventId: ctx.e.body.eventId,
-      removedEventId: null,
-      ...init,
-    };
-    this.openStack(h.hostId).push(row);
-    this.dirtyIntervals.add(row);
-    return row;
-  }
-
-  private close(ctx: Ctx, entry: IntervalRow, why: RemovalReason): void {
-    entry.removedAt = ctx.at;
-    entry.removalReason = why;
-    entry.removedEventId = ctx.e.body.eventId;
-    this.dirtyIntervals.add(entry);
-    const stack = this.openStack(entry.hostId);
-    const i = stack.indexOf(entry);
-    if (i >= 0) stack.splice(i, 1);
-  }
-
-  private closeAll(ctx: Ctx, hostId: string, why: RemovalReason): void {
-    for (const entry of [...this.openStack(hostId)]) this.close(ctx, entry, why);
-  }
-
-  /** Makes the open intervals what the kernel listed: the kernel's word is the fact. */
-  private reconcile(ctx: Ctx, listed: readonly events.LivePatchState[], missingBecause: RemovalReason): void {
-    const h = this.hosts.get(ctx.hostId)!;
-    h.stackObservedAt = ctx.at;
-    const stack = this.openStack(h.hostId);
-    const names = new Set(listed.map((s) => s.moduleName));
-    for (const entry of [...stack]) if (!names.has(entry.moduleName)) this.close(ctx, entry, missingBecause);
-    const ordered = [...listed].sort((a, b) => (a.stackOrder ?? 0) - (b.stackOrder ?? 0));
-    for (const s of ordered) {
-      let entry = stack.find((x) => x.moduleName === s.moduleName);
-      if (!entry) {
-        // Loaded by someone else (by hand, or before enrollment): on the stack all the same.
-        // Its patch is not named here: the query resolves the module name through the catalog.
-        entry = this.newInterval(ctx, h, {
-          moduleName: s.moduleName,
-          patchId: '',
-          version: '',
-          state: stateOf(s),
-          enabled: s.enabled,
-        });
-        entry.replace = s.replace ?? false;
-        entry.functions = s.functions.map(fnRef);
-      }
-      const state = stateOf(s);
-      if (entry.state !== state || entry.enabled !== s.enabled) {
-        entry.state = state;
-        entry.enabled = s.enabled;
-        this.dirtyIntervals.add(entry);
-      }
-      if (entry.functions.length === 0 && s.functions.length > 0) {
-        entry.functions = s.functions.map(fnRef);
-        this.dirtyIntervals.add(entry);
-      }
-    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -780,58 +612,45 @@ export class LedgerProjection {
   // ---------------------------------------------------------------------------------------
   // Dispatcher: rollouts as the dispatcher tells them; hosts' outcomes as the hosts report them.
 
-  private onRolloutEvent(ctx: Ctx, b: events.EventBody): void {
-    if (b.rolloutCreated) {
-      const p = b.rolloutCreated;
-      const ro: RolloutRow = {
-        rolloutId: p.rolloutId,
-        patchId: p.patchId,
-        version: p.version,
-        state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
-        createdAt: ctx.at,
-        updatedAt: ctx.at,
-        createdBy: actorRow(b.actor),
-        selector: p.selector ?? {},
-        strategy: p.strategy ?? {},
-        waves: p.waves.map((w) => ({
-          index: w.index,
-          name: w.name,
-          state: W.WAVE_STATE_PENDING,
-          startedAt: null,
-          completedAt: null,
-        })),
-        currentWave: 0,
-        succeeded: 0,
-        failed: 0,
-        skipped: p.skippedHostIds.length,
-        reason: '',
-      };
-      this.rollouts.set(ro.rolloutId, ro);
-      this.dirtyRollouts.add(ro);
-      for (const w of p.waves)
-        for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
-      for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
-      return;
-    }
-    const rolloutId =
-      b.rolloutApproved?.rolloutId ??
-      b.waveStarted?.rolloutId ??
-      b.hostApplyRequested?.rolloutId ??
-      b.hostRevertRequested?.rolloutId ??
-      b.waveCompleted?.rolloutId ??
-      b.rolloutPaused?.rolloutId ??
-      b.rolloutResumed?.rolloutId ??
-      b.rolloutAborted?.rolloutId ??
-      b.rolloutCompleted?.rolloutId;
-    if (rolloutId === undefined) {
-      ctx.summary = summarizeOther(b);
-      return;
-    }
+  private onRolloutCreated(ctx: Ctx, p: events.RolloutCreated): void {
+    const b = ctx.e.body;
+    const ro: RolloutRow = {
+      rolloutId: p.rolloutId,
+      patchId: p.patchId,
+      version: p.version,
+      state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
+      createdAt: ctx.at,
+      updatedAt: ctx.at,
+      createdBy: actorRow(b.actor),
+      selector: p.selector ?? {},
+      strategy: p.strategy ?? {},
+      waves: p.waves.map((w) => ({
+        index: w.index,
+        name: w.name,
+        state: W.WAVE_STATE_PENDING,
+        startedAt: null,
+        completedAt: null,
+      })),
+      currentWave: 0,
+      succeeded: 0,
+      failed: 0,
+      skipped: p.skippedHostIds.length,
+      reason: '',
+    };
+    this.rollouts.set(ro.rolloutId, ro);
+    this.dirtyRollouts.add(ro);
+    for (const w of p.waves)
+      for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
+    for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
+  }
+
+  private onRolloutEvent(ctx: Ctx, step: RolloutStep): void {
+    const rolloutId = step.data.rolloutId;
     // Only the rollout's own stream (one partition, in order) changes its row; the commands to
     // hosts travel on the hosts' streams and change only those hosts' outcomes.
-    const hostStream = !!(b.hostApplyRequested || b.hostRevertRequested);
+    const hostStream = step.type === 'HostApplyRequested' || step.type === 'HostRevertRequested';
     const ro = hostStream ? undefined : this.rollouts.get(rolloutId);
     if (ro) {
       ro.updatedAt = Math.max(ro.updatedAt, ctx.at);
@@ -839,59 +658,82 @@ export class LedgerProjection {
       Object.assign(ctx, { patchId: ro.patchId, version: ro.version });
     }
     const wave = (i: number) => ro?.waves.find((w) => w.index === i);
-    if (b.rolloutApproved) {
-      const w = wave(b.rolloutApproved.waveIndex);
-      if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
-      if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
-      ctx.summary = `rollout ${rolloutId} wave ${b.rolloutApproved.waveIndex} approved by ${b.rolloutApproved.approver}`;
-    } else if (b.waveStarted) {
-      const p = b.waveStarted;
-      const w = wave(p.waveIndex);
-      if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
-      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
-    } else if (b.hostApplyRequested) {
-      const p = b.hostApplyRequested;
-      ctx.hostId = p.hostId;
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
-      rh.commandId = p.commandId;
-      ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
-    } else if (b.hostRevertRequested) {
-      const p = b.hostRevertRequested;
-      ctx.hostId = p.hostId;
-      Object.assign(ctx, { patchId: p.patchId, version: p.version });
-      const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
-      rh.commandId = p.commandId;
-      ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
-    } else if (b.waveCompleted) {
-      const p = b.waveCompleted;
-      const w = wave(p.waveIndex);
-      if (w)
-        Object.assign(w, {
-          state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
-          completedAt: ctx.at,
-        });
-      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
-    } else if (b.rolloutPaused) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: b.rolloutPaused.reason });
-      ctx.summary = `rollout ${rolloutId} paused: ${b.rolloutPaused.reason}`;
-    } else if (b.rolloutResumed) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
-      ctx.summary = `rollout ${rolloutId} resumed`;
-    } else if (b.rolloutAborted) {
-      if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: b.rolloutAborted.reason });
-      ctx.summary = `rollout ${rolloutId} aborted: ${b.rolloutAborted.reason}`;
-    } else if (b.rolloutCompleted) {
-      const p = b.rolloutCompleted;
-      if (ro)
-        Object.assign(ro, {
-          state: R.ROLLOUT_STATE_COMPLETED,
-          succeeded: p.succeeded,
-          failed: p.failed,
-          skipped: p.skipped,
-        });
-      ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+    switch (step.type) {
+      case 'RolloutApproved': {
+        const w = wave(step.data.waveIndex);
+        if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
+        if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
+        ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} approved by ${step.data.approver}`;
+        break;
+      }
+      case 'WaveStarted': {
+        const p = step.data;
+        const w = wave(p.waveIndex);
+        if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
+        ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
+        break;
+      }
+      case 'HostApplyRequested': {
+        const p = step.data;
+        ctx.hostId = p.hostId;
+        Object.assign(ctx, { patchId: p.patchId, version: p.version });
+        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
+        rh.commandId = p.commandId;
+        ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
+        break;
+      }
+      case 'HostRevertRequested': {
+        const p = step.data;
+        ctx.hostId = p.hostId;
+        Object.assign(ctx, { patchId: p.patchId, version: p.version });
+        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
+        rh.commandId = p.commandId;
+        ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
+        break;
+      }
+      case 'WaveCompleted': {
+        const p = step.data;
+        const w = wave(p.waveIndex);
+        if (w)
+          Object.assign(w, {
+            state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
+            completedAt: ctx.at,
+          });
+        ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
+        break;
+      }
+      case 'RolloutPaused': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: step.data.reason });
+        ctx.summary = `rollout ${rolloutId} paused: ${step.data.reason}`;
+        break;
+      }
+      case 'RolloutResumed': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
+        ctx.summary = `rollout ${rolloutId} resumed`;
+        break;
+      }
+      case 'RolloutAborted': {
+        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: step.data.reason });
+        ctx.summary = `rollout ${rolloutId} aborted: ${step.data.reason}`;
+        break;
+      }
+      case 'RolloutCompleted': {
+        const p = step.data;
+        if (ro)
+          Object.assign(ro, {
+            state: R.ROLLOUT_STATE_COMPLETED,
+            succeeded: p.succeeded,
+            failed: p.failed,
+            skipped: p.skipped,
+          });
+        ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+        break;
+      }
+      default: {
+        const unrouted: never = step;
+        throw new Error(`no rollout step ${JSON.stringify(unrouted)}`);
+      }
     }
   }
 
@@ -939,12 +781,18 @@ export interface StagedWrite {
   writes: PreparedWrite[];
 }
 
-export const tableTiming = new Map<string, number>();
-export async function writeStaged(q: QueryRunner, staged: StagedWrite): Promise<void> {
+/** Told how long each table's write took (a benchmark's probe; production passes none). */
+export type TableWriteObserver = (table: string, ms: number) => void;
+
+export async function writeStaged(q: QueryRunner, staged: StagedWrite, observe?: TableWriteObserver): Promise<void> {
   for (const w of staged.writes) {
+    if (!observe) {
+      await w.run(q);
+      continue;
+    }
     const t0 = performance.now();
     await w.run(q);
-    tableTiming.set(w.table, (tableTiming.get(w.table) ?? 0) + performance.now() - t0);
+    observe(w.table, performance.now() - t0);
   }
 }
 
@@ -967,361 +815,6 @@ function summarizeOther(b: events.EventBody): string {
 
 export const key = (a: string, b: string) => `${a}\u0000${b}`;
 
-// ---------------------------------------------------------------------------------------------
-// Rows <-> columns
-
-const HOST_COLUMNS = [
-  'host_id',
-  'hostname',
-  'machine_id',
-  'kernel_release',
-  'kernel_version',
-  'arch',
-  'distro',
-  'boot_id',
-  'labels',
-  'agent_version',
-  'tainted',
-  'taint_flags',
-  'enrolled_at',
-  'enrolled_event_id',
-  'last_seen_at',
-  'stack_observed_at',
-  'stack_counter',
-  'last_event_id',
-];
-const hostValues = (h: HostRow) => [
-  h.hostId,
-  h.hostname,
-  h.machineId,
-  h.kernelRelease,
-  h.kernelVersion,
-  h.arch,
-  h.distro,
-  h.bootId,
-  json(sortedObject(h.labels)),
-  h.agentVersion,
-  h.tainted,
-  json(h.taintFlags),
-  h.enrolledAt,
-  h.enrolledEventId,
-  h.lastSeenAt,
-  h.stackObservedAt,
-  h.stackCounter,
-  h.lastEventId,
-];
-export function hostFromRow(r: Record<string, unknown>): HostRow {
-  return {
-    hostId: String(r['host_id']),
-    hostname: String(r['hostname']),
-    machineId: String(r['machine_id']),
-    kernelRelease: String(r['kernel_release']),
-    kernelVersion: String(r['kernel_version']),
-    arch: String(r['arch']),
-    distro: String(r['distro']),
-    bootId: String(r['boot_id']),
-    labels: JSON.parse(String(r['labels'])) as Record<string, string>,
-    agentVersion: String(r['agent_version']),
-    tainted: num(r['tainted']),
-    taintFlags: JSON.parse(String(r['taint_flags'])) as string[],
-    enrolledAt: numOrNull(r['enrolled_at']),
-    enrolledEventId: String(r['enrolled_event_id']),
-    lastSeenAt: num(r['last_seen_at']),
-    stackObservedAt: numOrNull(r['stack_observed_at']),
-    stackCounter: num(r['stack_counter']),
-    lastEventId: String(r['last_event_id']),
-  };
-}
-
-const INTERVAL_COLUMNS = [
-  'host_id',
-  'interval_id',
-  'stack_seq',
-  'module_name',
-  'patch_id',
-  'version',
-  'boot_id',
-  'applied_at',
-  'removed_at',
-  'removal_reason',
-  'state',
-  'enabled',
-  'replace_flag',
-  'forced',
-  'functions',
-  'applied_by',
-  'rollout_id',
-  'applied_event_id',
-  'removed_event_id',
-];
-const intervalValues = (i: IntervalRow) => [
-  i.hostId,
-  i.intervalId,
-  i.stackSeq,
-  i.moduleName,
-  i.patchId,
-  i.version,
-  i.bootId,
-  i.appliedAt,
-  i.removedAt,
-  i.removalReason,
-  i.state,
-  flag(i.enabled),
-  flag(i.replace),
-  flag(i.forced),
-  json(i.functions),
-  json(i.appliedBy),
-  i.rolloutId,
-  i.appliedEventId,
-  i.removedEventId,
-];
-export function intervalFromRow(r: Record<string, unknown>): IntervalRow {
-  return {
-    hostId: String(r['host_id']),
-    intervalId: String(r['interval_id']),
-    stackSeq: num(r['stack_seq']),
-    moduleName: String(r['module_name']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    bootId: String(r['boot_id']),
-    appliedAt: num(r['applied_at']),
-    removedAt: numOrNull(r['removed_at']),
-    removalReason: (r['removal_reason'] as RemovalReason | null) ?? null,
-    state: String(r['state']) as EntryState,
-    enabled: num(r['enabled']) === 1,
-    replace: num(r['replace_flag']) === 1,
-    forced: num(r['forced']) === 1,
-    functions: JSON.parse(String(r['functions'])) as FunctionRef[],
-    appliedBy: JSON.parse(String(r['applied_by'])) as ActorRow,
-    rolloutId: String(r['rollout_id']),
-    appliedEventId: String(r['applied_event_id']),
-    removedEventId: (r['removed_event_id'] as string | null) ?? null,
-  };
-}
-
-const PATCH_COLUMNS = [
-  'patch_id',
-  'version',
-  'patch_name',
-  'description',
-  'cves',
-  'severity',
-  'replace_flag',
-  'build_id',
-  'artifacts',
-  'published_at',
-  'published_event_id',
-  'retracted',
-  'retraction_reason',
-  'retracted_at',
-];
-const patchValues = (p: PatchRow) => [
-  p.patchId,
-  p.version,
-  p.patchName,
-  p.description,
-  json(p.cves),
-  p.severity,
-  flag(p.replace),
-  p.buildId,
-  json(p.artifacts),
-  p.publishedAt,
-  p.publishedEventId,
-  flag(p.retracted),
-  p.retractionReason,
-  p.retractedAt,
-];
-export function patchFromRow(r: Record<string, unknown>): PatchRow {
-  return {
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    patchName: String(r['patch_name']),
-    description: String(r['description']),
-    cves: JSON.parse(String(r['cves'])) as CveRow[],
-    severity: num(r['severity']),
-    replace: num(r['replace_flag']) === 1,
-    buildId: String(r['build_id']),
-    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
-    publishedAt: num(r['published_at']),
-    publishedEventId: String(r['published_event_id']),
-    retracted: num(r['retracted']) === 1,
-    retractionReason: String(r['retraction_reason']),
-    retractedAt: numOrNull(r['retracted_at']),
-  };
-}
-
-const BUILD_COLUMNS = [
-  'build_id',
-  'patch_id',
-  'version',
-  'patch_name',
-  'description',
-  'cves',
-  'replace_flag',
-  'kernel_releases',
-  'requested_at',
-  'artifacts',
-  'failures',
-];
-const buildValues = (b: BuildRow) => [
-  b.buildId,
-  b.patchId,
-  b.version,
-  b.patchName,
-  b.description,
-  json(b.cves),
-  flag(b.replace),
-  json(b.kernelReleases),
-  b.requestedAt,
-  json(b.artifacts),
-  json(b.failures),
-];
-function buildFromRow(r: Record<string, unknown>): BuildRow {
-  return {
-    buildId: String(r['build_id']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    patchName: String(r['patch_name']),
-    description: String(r['description']),
-    cves: JSON.parse(String(r['cves'])) as CveRow[],
-    replace: num(r['replace_flag']) === 1,
-    kernelReleases: JSON.parse(String(r['kernel_releases'])) as string[],
-    requestedAt: num(r['requested_at']),
-    artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
-    failures: JSON.parse(String(r['failures'])) as BuildRow['failures'],
-  };
-}
-
-const ROLLOUT_COLUMNS = [
-  'rollout_id',
-  'patch_id',
-  'version',
-  'state',
-  'created_at',
-  'updated_at',
-  'created_by',
-  'selector',
-  'strategy',
-  'waves',
-  'current_wave',
-  'succeeded',
-  'failed',
-  'skipped',
-  'reason',
-];
-const rolloutValues = (r: RolloutRow) => [
-  r.rolloutId,
-  r.patchId,
-  r.version,
-  r.state,
-  r.createdAt,
-  r.updatedAt,
-  json(r.createdBy),
-  json(r.selector),
-  json(r.strategy),
-  json(r.waves),
-  r.currentWave,
-  r.succeeded,
-  r.failed,
-  r.skipped,
-  r.reason,
-];
-export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
-  return {
-    rolloutId: String(r['rollout_id']),
-    patchId: String(r['patch_id']),
-    version: String(r['version']),
-    state: num(r['state']),
-    createdAt: num(r['created_at']),
-    updatedAt: num(r['updated_at']),
-    createdBy: JSON.parse(String(r['created_by'])) as ActorRow,
-    selector: JSON.parse(String(r['selector'])) as unknown,
-    strategy: JSON.parse(String(r['strategy'])) as unknown,
-    waves: JSON.parse(String(r['waves'])) as WaveRow[],
-    currentWave: num(r['current_wave']),
-    succeeded: num(r['succeeded']),
-    failed: num(r['failed']),
-    skipped: num(r['skipped']),
-    reason: String(r['reason']),
-  };
-}
-
-const ROLLOUT_HOST_COLUMNS = [
-  'rollout_id',
-  'host_id',
-  'wave_index',
-  'command_id',
-  'outcome',
-  'detail',
-  'updated_at',
-  'planned',
-];
-const rolloutHostValues = (r: RolloutHostRow) => [
-  r.rolloutId,
-  r.hostId,
-  r.waveIndex,
-  r.commandId,
-  r.outcome,
-  r.detail,
-  r.updatedAt,
-  flag(r.planned),
-];
-export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
-  return {
-    rolloutId: String(r['rollout_id']),
-    hostId: String(r['host_id']),
-    waveIndex: num(r['wave_index']),
-    commandId: String(r['command_id']),
-    outcome: num(r['outcome']),
-    detail: String(r['detail']),
-    updatedAt: num(r['updated_at']),
-    planned: num(r['planned']) === 1,
-  };
-}
-
-const AUDIT_COLUMNS = [
-  'partition_no',
-  'record_offset',
-  'event_id',
-  'type',
-  'occurred_at',
-  'producer_id',
-  'epoch',
-  'seq',
-  'actor_kind',
-  'actor_id',
-  'actor_origin',
-  'outcome',
-  'host_id',
-  'patch_id',
-  'patch_version',
-  'correlation_id',
-  'summary',
-  'envelope',
-];
-const auditValues = (a: AuditRow) => [
-  a.partition,
-  a.offset,
-  a.eventId,
-  a.type,
-  a.occurredAt,
-  a.producerId,
-  a.epoch,
-  a.seq,
-  a.actor.kind,
-  a.actor.id,
-  a.actor.origin,
-  a.outcome,
-  a.hostId,
-  a.patchId,
-  a.patchVersion,
-  a.correlationId,
-  a.summary,
-  a.envelope,
-];
-
+// Findings' columns (the other read models' rows and columns are in their folders: hosts/,
+// stacks/, catalog/, rollouts/, audit/).
 const FINDING_COLUMNS = ['partition_no', 'record_offset', 'kind', 'producer_id', 'epoch', 'seq', 'to_seq', 'detail'];
-
-function sortedObject(o: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}

@@ -19,7 +19,9 @@ import {
   fixPublications,
   liveFunctions,
 } from '@rebootless/ledger-model';
-import { toHostHistory, toPublishedPatch, toStackInterval } from './model-adapter';
+import { toPublishedPatch } from './catalog/published';
+import { toHostHistory } from './hosts/history';
+import { withCatalog } from './stacks/read';
 
 const MIN_SECONDS = -62135596800;
 const MAX_SECONDS = 253402300799;
@@ -184,7 +186,7 @@ export class LedgerQueries {
         appliedAt: ts(i.appliedAt),
       };
     });
-    const model = intervals.map((i) => toStackInterval(i, patches, creators.get(i.rolloutId) ?? i.appliedBy));
+    const model = intervals.map((i) => withCatalog(i, patches, creators.get(i.rolloutId) ?? i.appliedBy));
     const functions: ledger.LiveFunction[] = liveFunctions(model).map((f) => ({
       function: f.function,
       runs: {
@@ -453,7 +455,7 @@ export class LedgerQueries {
     const out: ExposureInterval[] = [];
     for (const h of hosts ?? (await this.hosts())) {
       const intervals = this.resolve(history.get(h.hostId) ?? [], patches).map((i) =>
-        toStackInterval(i, patches, i.appliedBy),
+        withCatalog(i, patches, i.appliedBy),
       );
       const host = toHostHistory(h, intervals);
       if (host) out.push(...cveExposure(host, fixes, asOf));

@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import { Kafka } from 'kafkajs';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
 import {
-  tableTiming,
   LedgerConsumer,
   LedgerDatabase,
   LogWriter,
@@ -96,7 +95,14 @@ async function replay(
   mainCpuMs: number;
   backendCpuMs: number;
 }> {
-  const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+  const tableTiming = new Map<string, number>();
+  const consumer = new LedgerConsumer({
+    kafka,
+    db,
+    topic,
+    serviceKeys,
+    onTableWritten: (table, ms) => tableTiming.set(table, (tableTiming.get(table) ?? 0) + ms),
+  });
   // CPU time beside wall time: on a shared machine the wall time mostly says how busy the others
   // were; the CPU time of this process and of its PostgreSQL backends (from /proc, Linux only) is
   // what the replay costs.
@@ -149,7 +155,6 @@ async function replay(
   say(
     `${label}: ${JSON.stringify(consumer.timing)} ${JSON.stringify([...tableTiming].map(([t, v]) => [t, Math.round(v)]))}`,
   );
-  tableTiming.clear();
   await consumer.stop();
   return {
     ms,

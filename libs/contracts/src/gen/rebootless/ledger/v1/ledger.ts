@@ -85,6 +85,11 @@ export enum IntegrityFindingKind {
    * patch, a service emitting another's events): libs/events/src/producer-authority.ts.
    */
   INTEGRITY_FINDING_KIND_UNAUTHORIZED = 10,
+  /**
+   * INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED - A read-model row differs from what re-folding the verified log gives (edited, deleted or
+   * added in the database): position names no event, detail names the table, key and column.
+   */
+  INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED = 20,
 }
 
 /** Whose code a kernel function runs. An empty module_name means the original kernel code. */

@@ -1,0 +1,135 @@
+import { num } from '../database';
+import type { ActorRow } from '../audit/columns';
+
+// The rollouts read model's rows: each rollout and each host's outcome in it.
+
+const json = (v: unknown) => JSON.stringify(v);
+const flag = (b: boolean) => (b ? 1 : 0);
+
+export interface WaveRow {
+  index: number;
+  name: string;
+  state: number;
+  startedAt: number | null;
+  completedAt: number | null;
+}
+
+export interface RolloutRow {
+  rolloutId: string;
+  patchId: string;
+  version: string;
+  state: number;
+  createdAt: number;
+  updatedAt: number;
+  createdBy: ActorRow;
+  /** events.HostSelector / RolloutStrategy as their protobuf JSON. */
+  selector: unknown;
+  strategy: unknown;
+  waves: WaveRow[];
+  currentWave: number;
+  succeeded: number;
+  failed: number;
+  skipped: number;
+  reason: string;
+}
+
+export interface RolloutHostRow {
+  rolloutId: string;
+  hostId: string;
+  waveIndex: number;
+  commandId: string;
+  /** dispatcher.v1.HostRolloutState */
+  outcome: number;
+  detail: string;
+  /** When the host's stream last changed it (0: only planned so far). */
+  updatedAt: number;
+  /** The rollout's plan names it (RolloutCreated seen). */
+  planned: boolean;
+}
+
+export const ROLLOUT_COLUMNS = [
+  'rollout_id',
+  'patch_id',
+  'version',
+  'state',
+  'created_at',
+  'updated_at',
+  'created_by',
+  'selector',
+  'strategy',
+  'waves',
+  'current_wave',
+  'succeeded',
+  'failed',
+  'skipped',
+  'reason',
+];
+export const rolloutValues = (r: RolloutRow) => [
+  r.rolloutId,
+  r.patchId,
+  r.version,
+  r.state,
+  r.createdAt,
+  r.updatedAt,
+  json(r.createdBy),
+  json(r.selector),
+  json(r.strategy),
+  json(r.waves),
+  r.currentWave,
+  r.succeeded,
+  r.failed,
+  r.skipped,
+  r.reason,
+];
+export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
+  return {
+    rolloutId: String(r['rollout_id']),
+    patchId: String(r['patch_id']),
+    version: String(r['version']),
+    state: num(r['state']),
+    createdAt: num(r['created_at']),
+    updatedAt: num(r['updated_at']),
+    createdBy: JSON.parse(String(r['created_by'])) as ActorRow,
+    selector: JSON.parse(String(r['selector'])) as unknown,
+    strategy: JSON.parse(String(r['strategy'])) as unknown,
+    waves: JSON.parse(String(r['waves'])) as WaveRow[],
+    currentWave: num(r['current_wave']),
+    succeeded: num(r['succeeded']),
+    failed: num(r['failed']),
+    skipped: num(r['skipped']),
+    reason: String(r['reason']),
+  };
+}
+
+export const ROLLOUT_HOST_COLUMNS = [
+  'rollout_id',
+  'host_id',
+  'wave_index',
+  'command_id',
+  'outcome',
+  'detail',
+  'updated_at',
+  'planned',
+];
+export const rolloutHostValues = (r: RolloutHostRow) => [
+  r.rolloutId,
+  r.hostId,
+  r.waveIndex,
+  r.commandId,
+  r.outcome,
+  r.detail,
+  r.updatedAt,
+  flag(r.planned),
+];
+export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
+  return {
+    rolloutId: String(r['rollout_id']),
+    hostId: String(r['host_id']),
+    waveIndex: num(r['wave_index']),
+    commandId: String(r['command_id']),
+    outcome: num(r['outcome']),
+    detail: String(r['detail']),
+    updatedAt: num(r['updated_at']),
+    planned: num(r['planned']) === 1,
+  };
+}
