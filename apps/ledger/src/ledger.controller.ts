@@ -1,7 +1,7 @@
 import { Controller, Inject, Logger } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { ledger } from '@rebootless/contracts';
-import { complianceReport, planUndo, verifyLog } from '@rebootless/ledger-store';
+import { complianceReport, undoPlanForHost, verifyLog } from '@rebootless/ledger-store';
 import { toRpcException } from './grpc-errors';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 
@@ -64,7 +64,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   planUndo(request: ledger.PlanUndoRequest): Promise<ledger.PlanUndoResponse> {
-    return this.answer('PlanUndo', () => planUndo(this.rt.queries, request.hostId, request.patchId));
+    return this.answer('PlanUndo', () => undoPlanForHost(this.rt.queries, request.hostId, request.patchId));
   }
 
   complianceReport(request: ledger.ComplianceReportRequest): Promise<ledger.ComplianceReportResponse> {
