@@ -59,6 +59,18 @@ describe('RpcErrorMapping', () => {
     expect(lines).toEqual([]);
   });
 
+  it('given a refusal made in place, it carries the same details a row would give', () => {
+    const invalid = bodyOf(mapping.refusal(status.INVALID_ARGUMENT, 'INVALID_FIELD', 'hello: not yours', 'hello'));
+    expect(invalid.details.badRequest).toEqual({ fieldViolations: [{ field: 'hello', description: 'not yours' }] });
+    const early = bodyOf(mapping.refusal(status.FAILED_PRECONDITION, 'HELLO_FIRST', 'say hello first'));
+    expect(early.details).toEqual({
+      code: status.FAILED_PRECONDITION,
+      message: 'say hello first',
+      errorInfo: { reason: 'HELLO_FIRST', domain: 'rebootless.testsvc', metadata: {} },
+      preconditionFailure: { violations: [{ type: 'HELLO_FIRST', subject: '', description: 'say hello first' }] },
+    });
+  });
+
   it('given an RpcException already, passes it through untouched', () => {
     const already = new RpcException({ code: status.ABORTED, message: 'as it was' });
     expect(mapping.toRpcException(already, 'X', logged().log)).toBe(already);

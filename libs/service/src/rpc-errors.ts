@@ -66,6 +66,28 @@ export class RpcErrorMapping {
     return this.exception(found.code, error.message, this.detailsOf(found, error));
   }
 
+  /**
+   * A refusal decided where it is found, with no error class (a stream's message): the same
+   * details a row gives. `field` names the request field for INVALID_ARGUMENT.
+   */
+  refusal(code: status, reason: string, message: string, field = ''): RpcException {
+    const errorInfo = { reason, domain: this.domain, metadata: {} };
+    const why = field && message.startsWith(`${field}: `) ? message.slice(field.length + 2) : message;
+    if (code === status.INVALID_ARGUMENT) {
+      return this.exception(code, message, {
+        errorInfo,
+        badRequest: { fieldViolations: [{ field, description: why }] },
+      });
+    }
+    if (code === status.FAILED_PRECONDITION) {
+      return this.exception(code, message, {
+        errorInfo,
+        preconditionFailure: { violations: [{ type: reason, subject: '', description: message }] },
+      });
+    }
+    return this.exception(code, message, { errorInfo });
+  }
+
   private ruleOf(error: unknown): ErrorRule | undefined {
     return this.rules.find((r) => error instanceof r.type);
   }
