@@ -116,6 +116,31 @@ describe('the ledger', () => {
     expect(r.status.errorInfo).toEqual({ reason: 'NOT_IN_LEDGER', domain: 'rebootless.ledger', metadata: {} });
     expect(r.status.badRequest).toBeUndefined();
   });
+
+  it('INVALID_ARGUMENT for bytes that are no request: MALFORMED_REQUEST, the whole message at fault', async () => {
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    const method = '/rebootless.ledger.v1.LedgerService/GetHost';
+    const error = await new Promise<grpc.ServiceError | null>((resolve) =>
+      client.makeUnaryRequest(
+        method,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from([0x0a, 0xff, 0xff, 0xff]), // field 1, a length no message can hold
+        (e) => resolve(e),
+      ),
+    );
+    client.close();
+    const [trailer] = error?.metadata.get(STATUS_DETAILS_TRAILER) ?? [];
+    const decoded = decodeStatusDetails(trailer as Buffer);
+    expect(decoded.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(decoded.message).toMatch(/^the request is not a valid GetHostRequest message/);
+    expect(decoded.errorInfo).toEqual({
+      reason: 'MALFORMED_REQUEST',
+      domain: 'rebootless.ledger',
+      metadata: { method },
+    });
+    expect(decoded.badRequest).toEqual({ fieldViolations: [{ field: '', description: decoded.message }] });
+  });
 });
 
 describe('the builder', () => {
