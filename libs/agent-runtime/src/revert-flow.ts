@@ -4,7 +4,7 @@
 import { dispatcher, events, fromTimestamp } from '@rebootless/contracts';
 import { SPAN, withSpanFrom, type TraceFields } from '@rebootless/telemetry';
 import { MODULE_ATTR, Outcome, settle, spanAttributes, type AgentContext } from './agent-context';
-import { forcedThisBoot, wasSeen } from './rules/host-rules';
+import { forcedThisBoot, moduleToRevert, wasSeen } from './rules/host-rules';
 import { CommandRefused, checkCommand } from './verification';
 
 type RevertFailed = (stage: string, error: string, stalledTasks?: events.StalledTask[]) => void;
@@ -68,9 +68,8 @@ export class RevertFlow {
     }
     // Written with the next state change, before the kernel is touched or anything is answered.
     this.ctx.rememberCommand(cmd.commandId, cmd.expiresAt);
-    const desired = this.ctx.state.data.desired.find((d) => d.patchId === cmd.patchId && d.version === cmd.version);
-    const moduleName = cmd.moduleName || desired?.moduleName || '';
-    if (moduleName === '') {
+    const moduleName = moduleToRevert(this.ctx.state.data.desired, cmd);
+    if (moduleName === undefined) {
       const error = `patch ${cmd.patchId} ${cmd.version} is unknown here and the command names no module`;
       failed('verify', error);
       return {

@@ -10,6 +10,7 @@ import {
   forcedThisBoot,
   isQuarantined,
   liveVersionOf,
+  moduleToRevert,
   rememberCommand,
   supersededBy,
   wasSeen,
@@ -155,6 +156,14 @@ describe('supersession', () => {
   it('Given versions 1.9 and 1.10 desired, Then the live version is 1.10 (numbered as people number them)', () => {
     expect(liveVersionOf([desired('fix-a', '1.10'), desired('fix-a', '1.9')], 'fix-a')).toBe('1.10');
     expect(liveVersionOf(stack, 'fix-z')).toBeUndefined();
+  });
+
+  it("Given a revert naming its module, Then that module; naming none, Then the desired patch's, or none", () => {
+    const named = { patchId: 'fix-a', version: '1', moduleName: 'lp_from_the_ledger' };
+
+    expect(moduleToRevert(stack, named)).toBe('lp_from_the_ledger');
+    expect(moduleToRevert(stack, { ...named, moduleName: '' })).toBe(desired('fix-a', '1').moduleName);
+    expect(moduleToRevert(stack, { patchId: 'fix-z', version: '1', moduleName: '' })).toBeUndefined();
   });
 
   it('Given a module forced in this boot, Then it is pinned; forced in an earlier boot, Then it is not', () => {

@@ -119,6 +119,18 @@ export function liveVersionOf(desired: readonly DesiredPatch[], patchId: string)
     .pop();
 }
 
+/**
+ * The module a revert takes off: the one the command names (an undo planned by the ledger may
+ * name a module this agent no longer lists), else the desired patch's; undefined when neither.
+ */
+export function moduleToRevert(
+  desired: readonly DesiredPatch[],
+  command: { patchId: string; version: string; moduleName: string },
+): string | undefined {
+  if (command.moduleName) return command.moduleName;
+  return desired.find((d) => d.patchId === command.patchId && d.version === command.version)?.moduleName;
+}
+
 /** A module forced this boot can never be removed, only rebooted away. */
 export function forcedThisBoot(forced: AgentStateData['forced'], moduleName: string, bootId: string): boolean {
   return forced.some((f) => f.moduleName === moduleName && f.bootId === bootId);
