@@ -4,7 +4,7 @@ import { Observable } from 'rxjs';
 import { builder, events } from '@rebootless/contracts';
 import { callerActor } from '@rebootless/service';
 import { BuildCoordinator } from './build-coordinator';
-import { toRpcException } from './grpc-errors';
+import { BUILDER_ERRORS } from './grpc-errors';
 
 function callerOf(metadata: Metadata | undefined, call: { getPeer(): string } | undefined): events.Actor {
   return callerActor(metadata, call?.getPeer() ?? '');
@@ -26,7 +26,7 @@ export class BuildController implements builder.BuildServiceController {
     try {
       return await this.builds.submit(request, callerOf(metadata, call));
     } catch (error) {
-      throw toRpcException(error, 'SubmitBuild', this.logger);
+      throw BUILDER_ERRORS.toRpcException(error, 'SubmitBuild', this.logger);
     }
   }
 
@@ -38,7 +38,7 @@ export class BuildController implements builder.BuildServiceController {
           complete: () => subscriber.complete(),
         });
       } catch (error) {
-        subscriber.error(toRpcException(error, 'WatchBuild', this.logger));
+        subscriber.error(BUILDER_ERRORS.toRpcException(error, 'WatchBuild', this.logger));
         return undefined;
       }
     });
@@ -48,7 +48,7 @@ export class BuildController implements builder.BuildServiceController {
     try {
       return { build: this.builds.get(request.buildId) };
     } catch (error) {
-      throw toRpcException(error, 'GetBuild', this.logger);
+      throw BUILDER_ERRORS.toRpcException(error, 'GetBuild', this.logger);
     }
   }
 
@@ -56,7 +56,7 @@ export class BuildController implements builder.BuildServiceController {
     try {
       return this.builds.list(request);
     } catch (error) {
-      throw toRpcException(error, 'ListBuilds', this.logger);
+      throw BUILDER_ERRORS.toRpcException(error, 'ListBuilds', this.logger);
     }
   }
 
@@ -68,7 +68,7 @@ export class BuildController implements builder.BuildServiceController {
     try {
       return { build: await this.builds.cancel(request.buildId, request.reason, callerOf(metadata, call)) };
     } catch (error) {
-      throw toRpcException(error, 'CancelBuild', this.logger);
+      throw BUILDER_ERRORS.toRpcException(error, 'CancelBuild', this.logger);
     }
   }
 
@@ -81,7 +81,7 @@ export class BuildController implements builder.BuildServiceController {
       await this.builds.retract(request, callerOf(metadata, call));
       return {};
     } catch (error) {
-      throw toRpcException(error, 'RetractPatch', this.logger);
+      throw BUILDER_ERRORS.toRpcException(error, 'RetractPatch', this.logger);
     }
   }
 
@@ -102,7 +102,7 @@ export class BuildController implements builder.BuildServiceController {
         }
         subscriber.complete();
       })().catch((error: unknown) =>
-        subscriber.error(toRpcException(error, `FetchArtifact ${request.artifactDigest}`, this.logger)),
+        subscriber.error(BUILDER_ERRORS.toRpcException(error, `FetchArtifact ${request.artifactDigest}`, this.logger)),
       );
       return () => {
         unsubscribed = true;

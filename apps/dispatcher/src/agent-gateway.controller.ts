@@ -8,7 +8,7 @@ import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
 import { withTraceContext } from '@rebootless/telemetry';
 import type { AgentStream } from './agent-connections';
-import { PermissionError } from './dispatcher-errors';
+import { DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
 import { RolloutEngine } from './rollout-engine';
 
@@ -56,7 +56,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
         if (error) subscriber.error(error);
         else subscriber.complete();
       };
-      const refuse = (code: status, message: string) => {
+      const refuse = (code: status, reason: string, message: string, field = '') => {
         // An agent speaking for another host is audited like any refused call (issue 7).
         if (code === status.PERMISSION_DENIED) {
           const who = certified ? `${certified.kind}:${certified.id}` : 'no certificate identity';
@@ -72,7 +72,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
             .publish(denied)
             .catch((e: unknown) => this.logger.error(`could not record a denied call: ${String(e)}`));
         }
-        finish(new RpcException({ code, message }));
+        finish(DISPATCHER_ERRORS.refusal(code, reason, message, field));
       };
       const ack = (messageId: string) => stream.send({ ack: { messageId } });
 
@@ -82,16 +82,28 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
           if (!request.hello && !request.inventory && !request.commandResult && !request.relayEvents) {
             return refuse(
               status.INVALID_ARGUMENT,
+              'EMPTY_MESSAGE',
               'the message carries no payload (hello, inventory, command_result or relay_events)',
             );
           }
           if (request.hello) {
             const id = request.hello.facts?.hostId ?? '';
-            if (!id) return refuse(status.INVALID_ARGUMENT, 'hello.facts.host_id: is required');
+            if (!id)
+              return refuse(
+                status.INVALID_ARGUMENT,
+                'INVALID_FIELD',
+                'hello.facts.host_id: is required',
+                'hello.facts.host_id',
+              );
             if (certified?.kind === 'host' && certified.id !== id) {
-              return refuse(status.PERMISSION_DENIED, `the certificate names host ${certified.id}, not ${id}`);
+              return refuse(
+                status.PERMISSION_DENIED,
+                'NOT_THIS_HOST',
+                `the certificate names host ${certified.id}, not ${id}`,
+              );
             }
-            if (hostId && hostId !== id) return refuse(status.INVALID_ARGUMENT, `hello: this stream is ${hostId}'s`);
+            if (hostId && hostId !== id)
+              return refuse(status.INVALID_ARGUMENT, 'INVALID_FIELD', `hello: this stream is ${hostId}'s`, 'hello');
             hostId = id;
             this.engine.fleet.observeFacts(request.hello.facts!);
             this.engine.agents.attach(id, stream);
@@ -99,13 +111,15 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
             this.engine.agentConnected(id);
             return;
           }
-          if (!hostId) return refuse(status.FAILED_PRECONDITION, 'the agent must say hello first');
+          if (!hostId) return refuse(status.FAILED_PRECONDITION, 'HELLO_FIRST', 'the agent must say hello first');
           const host = hostId;
           if (request.inventory) {
             if (request.inventory.facts && request.inventory.facts.hostId !== host) {
               return refuse(
                 status.INVALID_ARGUMENT,
+                'INVALID_FIELD',
                 `inventory.facts.host_id: ${request.inventory.facts.hostId} is not ${host}`,
+                'inventory.facts.host_id',
               );
             }
             if (request.inventory.facts)
@@ -129,10 +143,15 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
                 await withTraceContext(request, () => this.relay.relay(host, envelopes));
                 ack(request.messageId);
               } catch (error) {
-                if (error instanceof PermissionError) return refuse(status.PERMISSION_DENIED, error.message);
+                if (error instanceof PermissionError)
+                  return refuse(status.PERMISSION_DENIED, 'RELAY_REFUSED', error.message);
                 // Not acknowledged: the agent keeps the events in its outbox and sends them again.
                 this.logger.error(`relaying ${envelopes.length} event(s) of ${host} failed: ${String(error)}`);
-                refuse(status.UNAVAILABLE, 'the dispatcher could not write the events to the log; send them again');
+                refuse(
+                  status.UNAVAILABLE,
+                  'EVENT_LOG_UNAVAILABLE',
+                  'the dispatcher could not write the events to the log; send them again',
+                );
               }
             });
             return;

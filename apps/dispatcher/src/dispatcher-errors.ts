@@ -1,13 +1,13 @@
-// The one place the dispatcher's errors become gRPC statuses (STYLE.md: one error mapping at
-// each edge). Unknown errors are logged with their stack and answered INTERNAL without details.
+// The dispatcher's own errors, and its table for the shared error mapping (libs/service
+// rpc-errors.ts): which error becomes which gRPC status, and the reason a client branches on.
 import { status } from '@grpc/grpc-js';
-import { RpcException } from '@nestjs/microservices';
 import {
   RolloutForbiddenError,
   RolloutInputError,
   RolloutNotFoundError,
   RolloutPreconditionError,
 } from '@rebootless/rollout';
+import { RpcErrorMapping, rule } from '@rebootless/service';
 
 export class InvalidRequestError extends Error {
   constructor(
@@ -23,29 +23,17 @@ export class DependencyUnavailableError extends Error {}
 
 export class PermissionError extends Error {}
 
-const CODE_OF: readonly [new (...args: never[]) => Error, status][] = [
-  [RolloutInputError, status.INVALID_ARGUMENT],
-  [InvalidRequestError, status.INVALID_ARGUMENT],
-  [RolloutPreconditionError, status.FAILED_PRECONDITION],
-  [RolloutNotFoundError, status.NOT_FOUND],
-  [DependencyUnavailableError, status.UNAVAILABLE],
-  [PermissionError, status.PERMISSION_DENIED],
-  [RolloutForbiddenError, status.PERMISSION_DENIED],
-];
-
-export interface ErrorLog {
-  error(message: string, stack?: string): void;
-}
-
-export function toRpcException(error: unknown, what: string, log: ErrorLog): RpcException {
-  if (error instanceof RpcException) return error;
-  const code = CODE_OF.find(([type]) => error instanceof type)?.[1];
-  if (code === undefined) {
-    log.error(
-      `${what} failed: ${error instanceof Error ? error.message : String(error)}`,
-      error instanceof Error ? error.stack : undefined,
-    );
-    return new RpcException({ code: status.INTERNAL, message: `${what} failed on the dispatcher (logged there)` });
-  }
-  return new RpcException({ code, message: (error as Error).message });
-}
+export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
+  rule({ type: RolloutInputError, code: status.INVALID_ARGUMENT, reason: 'INVALID_ROLLOUT' }),
+  rule({ type: InvalidRequestError, code: status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' }),
+  rule({ type: RolloutPreconditionError, code: status.FAILED_PRECONDITION, reason: 'ROLLOUT_PRECONDITION' }),
+  rule({
+    type: RolloutNotFoundError,
+    code: status.NOT_FOUND,
+    reason: 'ROLLOUT_NOT_FOUND',
+    metadata: (e) => ({ rolloutId: e.rolloutId }),
+  }),
+  rule({ type: DependencyUnavailableError, code: status.UNAVAILABLE, reason: 'DEPENDENCY_UNAVAILABLE' }),
+  rule({ type: PermissionError, code: status.PERMISSION_DENIED, reason: 'RELAY_REFUSED' }),
+  rule({ type: RolloutForbiddenError, code: status.PERMISSION_DENIED, reason: 'ROLLOUT_FORBIDDEN' }),
+]);

@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { grpcServices, protoLoaderOptions, type dispatcher, type events } from '@rebootless/contracts';
+import {
+  STATUS_DETAILS_TRAILER,
+  decodeStatusDetails,
+  grpcServices,
+  protoLoaderOptions,
+  type dispatcher,
+  type events,
+} from '@rebootless/contracts';
 import { appendToChain, decodeEvent, generateSigningKey, startEpoch } from '@rebootless/events';
 import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
 import {
@@ -202,6 +209,12 @@ describe('an agent holding the certificate of host web-a', () => {
     expect({ code: failed()!.code, details: failed()!.details }).toEqual({
       code: grpc.status.PERMISSION_DENIED,
       details: 'the certificate names host web-a, not web-b',
+    });
+    const [trailer] = failed()!.metadata.get(STATUS_DETAILS_TRAILER);
+    expect(decodeStatusDetails(trailer as Buffer).errorInfo).toEqual({
+      reason: 'NOT_THIS_HOST',
+      domain: 'rebootless.dispatcher',
+      metadata: {},
     });
     client.close();
   });

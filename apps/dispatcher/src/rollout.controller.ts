@@ -7,7 +7,7 @@ import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
 import { status } from '@grpc/grpc-js';
-import { toRpcException } from './dispatcher-errors';
+import { DISPATCHER_ERRORS } from './dispatcher-errors';
 import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { UndoOperation } from './undo-operation';
@@ -73,7 +73,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
     try {
       return await work();
     } catch (error) {
-      const rpc = toRpcException(error, what, this.logger);
+      const rpc = DISPATCHER_ERRORS.toRpcException(error, what, this.logger);
       if (caller && statusOf(rpc) === status.PERMISSION_DENIED) {
         await this.recordDenied(what, caller, error instanceof Error ? error.message : String(error));
       }
@@ -116,7 +116,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
       try {
         first = this.rollouts.get(request.rolloutId);
       } catch (error) {
-        subscriber.error(toRpcException(error, 'WatchRollout', this.logger));
+        subscriber.error(DISPATCHER_ERRORS.toRpcException(error, 'WatchRollout', this.logger));
         return undefined;
       }
       subscriber.next({ rollout: first, eventType: '' });

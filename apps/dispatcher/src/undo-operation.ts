@@ -7,7 +7,7 @@ import {
   RolloutPreconditionError,
   isEmptySelector,
   matchesSelector,
-  planUndo,
+  planUndoRollout,
   type UndoTarget,
 } from '@rebootless/rollout';
 import { InvalidRequestError } from './dispatcher-errors';
@@ -40,7 +40,7 @@ export class UndoOperation {
     }
     return this.engine.exclusive(async () => {
       const rolloutId = uuidv7();
-      const created = planUndo(rolloutId, request, selector, targets);
+      const created = planUndoRollout(rolloutId, request, selector, targets);
       if (request.dryRun) {
         return {
           ...this.engine.view(this.preview(created)),

@@ -1,28 +1,12 @@
-// The one place the ledger's errors become gRPC statuses. Unknown errors are logged with their
-// stack and answered INTERNAL without details.
+// The ledger's table for the shared error mapping (libs/service rpc-errors.ts): which of its
+// errors becomes which gRPC status, and the reason a client branches on.
 import { status } from '@grpc/grpc-js';
-import { RpcException } from '@nestjs/microservices';
 import { InvalidArgumentError, NotFoundError, PreconditionError } from '@rebootless/ledger-store';
+import { RpcErrorMapping, rule } from '@rebootless/service';
 
-export interface ErrorLog {
-  error(message: string, stack?: string): void;
-}
-
-const CODE_OF: readonly [new (...args: never[]) => Error, status][] = [
-  [InvalidArgumentError, status.INVALID_ARGUMENT],
-  [NotFoundError, status.NOT_FOUND],
-  [PreconditionError, status.FAILED_PRECONDITION],
-];
-
-export function toRpcException(error: unknown, what: string, log: ErrorLog): RpcException {
-  if (error instanceof RpcException) return error;
-  const code = CODE_OF.find(([type]) => error instanceof type)?.[1];
-  if (code === undefined) {
-    log.error(
-      `${what} failed: ${error instanceof Error ? error.message : String(error)}`,
-      error instanceof Error ? error.stack : undefined,
-    );
-    return new RpcException({ code: status.INTERNAL, message: `${what} failed on the ledger (logged there)` });
-  }
-  return new RpcException({ code, message: (error as Error).message });
-}
+export const LEDGER_ERRORS = new RpcErrorMapping('ledger', [
+  rule({ type: InvalidArgumentError, code: status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' }),
+  rule({ type: NotFoundError, code: status.NOT_FOUND, reason: 'NOT_IN_LEDGER' }),
+  // The ledger's only precondition: an undo its planner cannot carry out on that host.
+  rule({ type: PreconditionError, code: status.FAILED_PRECONDITION, reason: 'UNDO_NOT_POSSIBLE' }),
+]);

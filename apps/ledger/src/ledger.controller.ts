@@ -1,8 +1,8 @@
 import { Controller, Inject, Logger } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { ledger } from '@rebootless/contracts';
-import { complianceReport, planUndo, verifyLog } from '@rebootless/ledger-store';
-import { toRpcException } from './grpc-errors';
+import { complianceReport, undoPlanForHost, verifyLog } from '@rebootless/ledger-store';
+import { LEDGER_ERRORS } from './grpc-errors';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 
 /** Serves rebootless.ledger.v1.LedgerService from the read models: decoding and status mapping only. */
@@ -17,7 +17,7 @@ export class LedgerController implements ledger.LedgerServiceController {
     try {
       return await work();
     } catch (error) {
-      throw toRpcException(error, what, this.logger);
+      throw LEDGER_ERRORS.toRpcException(error, what, this.logger);
     }
   }
 
@@ -56,7 +56,7 @@ export class LedgerController implements ledger.LedgerServiceController {
           }
           subscriber.complete();
         } catch (error) {
-          subscriber.error(toRpcException(error, 'QueryAudit', this.logger));
+          subscriber.error(LEDGER_ERRORS.toRpcException(error, 'QueryAudit', this.logger));
         }
       })();
       return () => void (cancelled = true);
@@ -64,7 +64,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   planUndo(request: ledger.PlanUndoRequest): Promise<ledger.PlanUndoResponse> {
-    return this.answer('PlanUndo', () => planUndo(this.rt.queries, request.hostId, request.patchId));
+    return this.answer('PlanUndo', () => undoPlanForHost(this.rt.queries, request.hostId, request.patchId));
   }
 
   complianceReport(request: ledger.ComplianceReportRequest): Promise<ledger.ComplianceReportResponse> {

@@ -6,7 +6,7 @@ import { freshEventsTopic, testKafka } from '@rebootless/testing';
 import { LedgerDatabase } from './database';
 import { InvalidArgumentError, NotFoundError } from './errors';
 import { LedgerConsumer, replayLag } from './ledger-consumer';
-import { complianceReport, planUndo } from './planning';
+import { complianceReport, undoPlanForHost } from './planning';
 import { LedgerQueries } from './queries';
 import { LogWriter, ScriptedProducer, createScratchDatabase } from './scripted-log';
 
@@ -544,7 +544,7 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
 
   it('plans undos by the kernel rules', async () => {
     // A cumulative (replace) patch: load the previous cumulative again, a downgrade.
-    const cumulative = await planUndo(q, 'web-1', 'cumulative');
+    const cumulative = await undoPlanForHost(q, 'web-1', 'cumulative');
     expect(cumulative.disableOrder).toBe(ledger.DisableOrder.DISABLE_ORDER_ANY);
     expect(cumulative.steps.map((s) => [s.kind, s.moduleName, s.downgrade])).toEqual([
       [ledger.UndoStepKind.UNDO_STEP_KIND_APPLY, 'lp_cum_1', true],
@@ -560,7 +560,7 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     );
 
     // 5.1+: a middle patch goes on its own; its functions fall back to the next older patch.
-    const middle = await planUndo(q, 'web-4', 'udp-rcv');
+    const middle = await undoPlanForHost(q, 'web-4', 'udp-rcv');
     expect(middle.steps.map((s) => [s.kind, s.moduleName])).toEqual([
       [ledger.UndoStepKind.UNDO_STEP_KIND_REVERT, 'lp_third_1'],
     ]);
@@ -570,7 +570,7 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     ]);
 
     // Before 5.1: the patches above go first, and come back after.
-    const old = await planUndo(q, 'web-2', 'old-nft');
+    const old = await undoPlanForHost(q, 'web-2', 'old-nft');
     expect(old.disableOrder).toBe(ledger.DisableOrder.DISABLE_ORDER_TOP_ONLY);
     expect(old.steps.map((s) => [s.kind, s.moduleName])).toEqual([
       [ledger.UndoStepKind.UNDO_STEP_KIND_REVERT, 'lp_oldb_1'],
@@ -579,17 +579,17 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     ]);
 
     // Forced: cannot be removed; a reboot is the plan.
-    const forced = await planUndo(q, 'web-4', 'kmalloc-hotfix');
+    const forced = await undoPlanForHost(q, 'web-4', 'kmalloc-hotfix');
     expect(forced.rebootRequired).toBe(true);
     expect(forced.steps.map((s) => s.kind)).toContain(ledger.UndoStepKind.UNDO_STEP_KIND_REBOOT);
     expect(
       forced.steps.some((s) => s.kind === ledger.UndoStepKind.UNDO_STEP_KIND_REVERT && s.moduleName === 'lp_hotfix_1'),
     ).toBe(false);
 
-    await expect(planUndo(q, 'web-3', 'cumulative')).rejects.toThrow(
+    await expect(undoPlanForHost(q, 'web-3', 'cumulative')).rejects.toThrow(
       new NotFoundError('patch cumulative is not on the patch stack of host web-3'),
     );
-    await expect(planUndo(q, 'nope', 'cumulative')).rejects.toThrow(NotFoundError);
+    await expect(undoPlanForHost(q, 'nope', 'cumulative')).rejects.toThrow(NotFoundError);
   });
 
   it('reports PCI-DSS 6.3.3 compliance per host and CVE, with the evidence', async () => {

@@ -35,7 +35,12 @@ const code = (c: model.FunctionCode): ledger.FunctionCode => ({
   patch: c.patchId ? { patchId: c.patchId, version: c.version } : undefined,
 });
 
-export async function planUndo(q: LedgerQueries, hostId: string, patchId: string): Promise<ledger.PlanUndoResponse> {
+/** The PlanUndo answer for one host: its recorded stack, fed to the domain's `planUndo`. */
+export async function undoPlanForHost(
+  q: LedgerQueries,
+  hostId: string,
+  patchId: string,
+): Promise<ledger.PlanUndoResponse> {
   const h = await q.hostRow(hostId);
   if (!patchId) throw new InvalidArgumentError('patch_id', 'is required');
   const patches = await q.patchMap();

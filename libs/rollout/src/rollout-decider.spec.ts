@@ -1,7 +1,7 @@
 import { dispatcher, events } from '@rebootless/contracts';
 import { RolloutForbiddenError, RolloutPreconditionError } from './errors';
 import { abort, approve, pause, resume, rollBack } from './rollout-decider';
-import { planRollout, planUndo } from './rollout-planner';
+import { planRollout, planUndoRollout } from './rollout-planner';
 import { rolloutView } from './rollout-view';
 import { catalogWith, fleetOf, hostIds, make, request, RolloutDriver, strategy, T0 } from './test-fleet';
 
@@ -396,7 +396,7 @@ describe('a host that rebooted', () => {
     d.now += 1000;
     d.write({
       type: 'RolloutCreated',
-      data: planUndo(
+      data: planUndoRollout(
         'u1',
         { patchId: 'cve-2024-1086', version: '1', reason: 'undo', strategy: strategy({ canaryCount: 0 }) },
         make(events.HostSelector, { hostIds: ['host-0001'] }),
@@ -488,7 +488,7 @@ describe('a command sent again after a restart', () => {
 describe('an undo', () => {
   it('disables the module the plan names on each host, in canary and waves, and completes', () => {
     const d = driver(4);
-    const created = planUndo(
+    const created = planUndoRollout(
       'r1',
       { patchId: 'cve-2024-1086', version: '1', reason: 'regression', strategy: strategy({ canaryCount: 1 }) },
       make(events.HostSelector, { hostIds: ['host-0001', 'host-0002'] }),

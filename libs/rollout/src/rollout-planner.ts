@@ -71,7 +71,7 @@ export interface UndoTarget {
 }
 
 /** An undo runs as a rollout whose hosts each disable one module, in the same canary and waves. */
-export function planUndo(
+export function planUndoRollout(
   rolloutId: string,
   request: { patchId: string; version: string; reason: string; strategy?: events.RolloutStrategy | undefined },
   selector: events.HostSelector,

@@ -15,3 +15,4 @@ export {
 export * from './event-log';
 export { callDenied, callerActor, clientCredentials, serverTransport } from './transport';
 export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
+export { RpcErrorMapping, rule, type ErrorLog, type ErrorRule } from './rpc-errors';

@@ -2,7 +2,8 @@
 // get INVALID_ARGUMENT naming the message type. grpc-js would answer INTERNAL (it treats every
 // deserializer failure as its own), so the deserializers are wrapped to hand a marker instead
 // of throwing, and an interceptor turns the marker into the status before any handler runs.
-import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
+import { Metadata, ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
+import { STATUS_DETAILS_TRAILER, encodeStatusDetails } from '@rebootless/contracts';
 
 const MALFORMED = Symbol('rebootless.malformed-request');
 
@@ -40,13 +41,17 @@ export function guardRequestDeserializers(packageDefinition: Record<string, unkn
   }
 }
 
-export const malformedRequestInterceptor: ServerInterceptor = (_descriptor, call) =>
+export const malformedRequestInterceptor: ServerInterceptor = (descriptor, call) =>
   new ServerInterceptingCall(call, {
     start: (next) => {
       next({
         onReceiveMessage: (message, proceed) => {
           if (isMalformed(message)) {
-            call.sendStatus({ code: status.INVALID_ARGUMENT, details: message[MALFORMED] });
+            call.sendStatus({
+              code: status.INVALID_ARGUMENT,
+              details: message[MALFORMED],
+              metadata: malformedTrailer(descriptor.path, message[MALFORMED]),
+            });
             return;
           }
           proceed(message);
@@ -54,3 +59,15 @@ export const malformedRequestInterceptor: ServerInterceptor = (_descriptor, call
       });
     },
   });
+
+/** ErrorInfo MALFORMED_REQUEST from the serving service, and a BadRequest naming no one field: the whole message is at fault. */
+function malformedTrailer(method: string, why: string): Metadata {
+  const [root = 'rebootless', service = 'unknown'] = (method.split('/')[1] ?? '').split('.');
+  const details = encodeStatusDetails(status.INVALID_ARGUMENT, why, {
+    errorInfo: { reason: 'MALFORMED_REQUEST', domain: `${root}.${service}`, metadata: { method } },
+    badRequest: { fieldViolations: [{ field: '', description: why }] },
+  });
+  const metadata = new Metadata();
+  metadata.set(STATUS_DETAILS_TRAILER, Buffer.from(details));
+  return metadata;
+}

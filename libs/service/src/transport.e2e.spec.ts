@@ -6,7 +6,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { grpcServices, protoLoaderOptions, type events } from '@rebootless/contracts';
+import {
+  STATUS_DETAILS_TRAILER,
+  decodeStatusDetails,
+  grpcServices,
+  protoLoaderOptions,
+  type events,
+} from '@rebootless/contracts';
 import { decodeEvent } from '@rebootless/events';
 import { livepatchSample } from '@rebootless/kernel-toolchain';
 import {
@@ -52,6 +58,21 @@ function call(client: Client, method: string, request: object, metadata = new gr
       metadata,
       { deadline: Date.now() + 10_000 },
       (error) => resolve(error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: '' }),
+    );
+  });
+}
+
+/** The google.rpc.Status a refused call carried in its trailer (undefined when it had none). */
+function refusalDetails(client: Client, method: string, request: object, metadata = new grpc.Metadata()) {
+  return new Promise<ReturnType<typeof decodeStatusDetails> | undefined>((resolve) => {
+    (client[method] as (r: object, m: grpc.Metadata, o: object, cb: (e: grpc.ServiceError | null) => void) => void)(
+      request,
+      metadata,
+      { deadline: Date.now() + 10_000 },
+      (error) => {
+        const [trailer] = error?.metadata.get(STATUS_DETAILS_TRAILER) ?? [];
+        resolve(Buffer.isBuffer(trailer) ? decodeStatusDetails(trailer) : undefined);
+      },
     );
   });
 }
@@ -150,6 +171,22 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     const garbage = new grpc.Metadata();
     garbage.set('authorization', 'Bearer rbl1.not.atoken');
     expect((await call(cli, 'listBuilds', {}, garbage)).code).toBe(grpc.status.UNAUTHENTICATED);
+  });
+
+  it('says why in google.rpc details a client can branch on: UNAUTHENTICATED or ACCESS_DENIED, and the method', async () => {
+    const cli = clientAs({ kind: 'user', id: 'cli' });
+    const retract = { patchId: 'p', version: '1', reason: 'x' };
+    const method = '/rebootless.builder.v1.BuildService/RetractPatch';
+    expect((await refusalDetails(cli, 'retractPatch', retract))?.errorInfo).toEqual({
+      reason: 'UNAUTHENTICATED',
+      domain: 'rebootless.builder',
+      metadata: { method },
+    });
+    expect(await refusalDetails(cli, 'retractPatch', retract, bearer('carol', ['auditor']))).toEqual({
+      code: grpc.status.PERMISSION_DENIED,
+      message: `carol holds auditor; ${method} needs operator`,
+      errorInfo: { reason: 'ACCESS_DENIED', domain: 'rebootless.builder', metadata: { method } },
+    });
   });
 
   it('lets an agent certificate fetch artifacts but not submit or retract', async () => {

@@ -8,6 +8,7 @@ import {
   type ServerInterceptor,
 } from '@grpc/grpc-js';
 import type { KeyObject } from 'node:crypto';
+import { STATUS_DETAILS_TRAILER, encodeStatusDetails } from '@rebootless/contracts';
 import { decideAccess, type AccessRule, type Principal } from './access-policy';
 import { describeIdentity, identityFromCertificate } from './identity';
 import { verifyToken } from './token';
@@ -57,7 +58,11 @@ export function accessInterceptor(options: AccessInterceptorOptions): ServerInte
                 certificateIdentity: describeIdentity(identity),
                 peer: call.getPeer(),
               });
-              call.sendStatus({ code: status[decision.code], details: decision.reason, metadata: new Metadata() });
+              call.sendStatus({
+                code: status[decision.code],
+                details: decision.reason,
+                metadata: refusalTrailer(descriptor.path, decision.code, decision.reason),
+              });
               return;
             }
             metadata.set(PRINCIPAL_METADATA, JSON.stringify(decision.principal));
@@ -77,4 +82,23 @@ export function principalOf(metadata: Metadata | undefined): Principal | undefin
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The google.rpc details of an access refusal, as every service sends them (docs/adr/0015):
+ * reason UNAUTHENTICATED (no valid credential) or ACCESS_DENIED (the table refuses it), the
+ * serving service as domain (`/rebootless.builder.v1.BuildService/X` -> `rebootless.builder`).
+ */
+function refusalTrailer(method: string, code: 'UNAUTHENTICATED' | 'PERMISSION_DENIED', reason: string): Metadata {
+  const [root = 'rebootless', service = 'unknown'] = (method.split('/')[1] ?? '').split('.');
+  const details = encodeStatusDetails(status[code], reason, {
+    errorInfo: {
+      reason: code === 'UNAUTHENTICATED' ? 'UNAUTHENTICATED' : 'ACCESS_DENIED',
+      domain: `${root}.${service}`,
+      metadata: { method },
+    },
+  });
+  const metadata = new Metadata();
+  metadata.set(STATUS_DETAILS_TRAILER, Buffer.from(details));
+  return metadata;
 }

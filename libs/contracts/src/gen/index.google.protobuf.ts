@@ -5,4 +5,5 @@
 
 /* eslint-disable */
 
+export * from "./google/protobuf/any";
 export * from "./google/protobuf/timestamp";

@@ -1,0 +1,126 @@
+// Outbox delivery: every fact is signed into the agent's outbox (durable on return) before
+// anything is answered, then delivered to the event sink one batch at a time, oldest first,
+// under the trace it was recorded in; after a failure, retried with backoff until it goes.
+import { events } from '@rebootless/contracts';
+import type { EventDraft, EventPayload } from '@rebootless/events';
+import { traceFields, withTraceContext, type TraceFields } from '@rebootless/telemetry';
+import type { CommandCause } from './agent-context';
+import { deliveryBackoffMs } from './rules/host-rules';
+import type { EventOutbox } from './state/event-outbox';
+import type { EventSink, GatewayRelay } from './talk/event-sink';
+
+const BATCH = 200;
+
+export interface OutboxDeliveryOptions {
+  readonly outbox: EventOutbox;
+  readonly sink: EventSink;
+  readonly hostId: string;
+  /** The dispatcher link the sink may relay through; absent when the agent works offline. */
+  readonly relay: () => GatewayRelay | undefined;
+  /** Spans are exported in this process: facts keep their trace to be sent under it. */
+  readonly tracing: boolean;
+  readonly log: (message: string) => void;
+}
+
+export class OutboxDelivery {
+  private readonly stream: string;
+  private running = true;
+  private flushing = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+
+  constructor(private readonly options: OutboxDeliveryOptions) {
+    this.stream = `host/${options.hostId}`;
+  }
+
+  get pendingCount(): number {
+    return this.options.outbox.pendingCount;
+  }
+
+  /** Signs the facts about this host into the outbox, then starts delivering them. */
+  record(payloads: EventPayload[], cause?: CommandCause): void {
+    const hostId = this.options.hostId;
+    const drafts: EventDraft[] = payloads.map((payload) => ({
+      stream: this.stream,
+      actor: { kind: events.ActorKind.ACTOR_KIND_HOST, id: hostId, origin: '' },
+      ...(cause?.rolloutId ? { correlationId: cause.rolloutId } : {}),
+      ...(cause?.commandId ? { causationId: cause.commandId } : {}),
+      payload,
+    }));
+    this.options.outbox.append(drafts, this.options.tracing ? activeTrace() : undefined);
+    this.flush();
+  }
+
+  /** Events already drafted (the daemon's ServiceStarted, ServiceStopped), on the same chain. */
+  append(drafts: readonly EventDraft[]): void {
+    this.options.outbox.append(drafts);
+    this.flush();
+  }
+
+  /** Delivers what waits in the outbox now; rejects when some is still there after `timeoutMs`. */
+  async drain(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.options.outbox.pendingCount > 0) {
+      if (Date.now() > deadline) throw new Error(`${this.options.outbox.pendingCount} events still undelivered`);
+      this.flush(true);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Stops retrying; what is undelivered stays in the outbox for the next start. */
+  stop(): void {
+    this.running = false;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+  }
+
+  /** One delivery at a time, oldest first; `now` skips a pending backoff (e.g. just connected). */
+  flush(now = false): void {
+    if (now && this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    if (this.flushing || !this.running || this.flushTimer) return;
+    const outbox = this.options.outbox;
+    let batch = outbox.pending(BATCH);
+    if (batch.length === 0) return;
+    // Sent under the trace they were recorded in; kafkajs gives a send one parent, so a delivery
+    // holds one trace's records (untraced: all of them, as before).
+    const trace = batch[0]!.trace;
+    const cut = batch.findIndex((r) => r.trace?.traceparent !== trace?.traceparent);
+    if (cut > 0) batch = batch.slice(0, cut);
+    this.flushing = true;
+    const relay = this.options.relay() ?? { relay: () => Promise.reject(new Error('no dispatcher configured')) };
+    const last = batch[batch.length - 1]!.seq;
+    withTraceContext(trace, () =>
+      this.options.sink.deliver(
+        this.options.hostId,
+        batch.map((r) => r.envelope),
+        relay,
+      ),
+    ).then(
+      () => {
+        this.failures = 0;
+        outbox.confirm(last);
+        this.flushing = false;
+        this.flush();
+      },
+      (error: unknown) => {
+        this.flushing = false;
+        this.failures += 1;
+        if (this.failures === 1) this.options.log(`events not delivered, kept in the outbox: ${String(error)}`);
+        if (!this.running) return;
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = undefined;
+          this.flush();
+        }, deliveryBackoffMs(this.failures));
+      },
+    );
+  }
+}
+
+/** The span the facts are recorded in (agent verify, agent transition), kept with them. */
+function activeTrace(): TraceFields | undefined {
+  const fields = traceFields();
+  return fields.traceparent ? fields : undefined;
+}
