@@ -288,6 +288,13 @@ describe('the builder, as a process over gRPC', () => {
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
+  function filesUnder(dir: string): string[] {
+    return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+      const p = path.join(dir, e.name);
+      return e.isDirectory() ? filesUnder(p) : e.isFile() ? [p] : [];
+    });
+  }
+
   function storedDigests(): string[] {
     const objects = path.join(dataDir, 'artifacts', 'objects');
     if (!fs.existsSync(objects)) return [];
@@ -472,6 +479,50 @@ describe('the builder, as a process over gRPC', () => {
       // gcc's own words, with the file and line as the author wrote them.
       expect(kernel!.diagnostics.join('\n')).toMatch(/lp_broken_c__v1\.c:5:\d+: error: .*no_such_function/);
       expect(storedDigests()).toHaveLength(2);
+    });
+
+    it('a source that embeds the builder’s signing key or /etc/shadow: the build fails at compile saying so, and no byte of them is stored or logged', async () => {
+      // ADR 0013: the compile runs in a sandbox that sees the kernel tree and its own directory only.
+      const chainKey = new ChainStateFile(path.join(dataDir, 'chain'), 'builder').keyPath;
+      for (const [name, file] of [
+        ['signing-key', chainKey],
+        ['shadow', '/etc/shadow'],
+      ] as const) {
+        const secretLines = fs
+          .readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l.length >= 16);
+        expect(secretLines.length).toBeGreaterThan(0);
+        const source = `${cmdlineSource('leak').toString()}\nasm(".section .rodata\\n.incbin \\"${file}\\"\\n.previous");\n`;
+        const submitted = await unary<builder.SubmitBuildResponse>(
+          client,
+          'submitBuild',
+          submitRequest({
+            patchName: `leak-${name}`,
+            version: '1',
+            kernelReleases: [releases[0]],
+            livepatchModuleSource: Buffer.from(source),
+          }),
+        );
+        acceptedBuilds.push(submitted.buildId);
+        const { finished, updates } = await watchToEnd(client, submitted.buildId);
+
+        expect(finished.state).toBe(builder.BuildState.BUILD_STATE_FAILED);
+        const [kernel] = finished.kernels;
+        expect(kernel).toMatchObject({ stage: 'compile', artifactDigest: '' });
+        expect(kernel!.diagnostics.join('\n')).toContain(
+          `reads ${file}, which a compile may not see (only the kernel build tree and the module's own directory are visible)`,
+        );
+        const seen = JSON.stringify(updates) + JSON.stringify(finished);
+        for (const line of secretLines) expect(seen).not.toContain(line);
+        expect(storedDigests()).toHaveLength(2);
+        for (const stored of filesUnder(dataDir).filter((f) => f !== chainKey)) {
+          const bytes = fs.readFileSync(stored);
+          for (const line of secretLines) {
+            if (bytes.includes(Buffer.from(line))) throw new Error(`${stored} holds bytes of ${file}`);
+          }
+        }
+      }
     });
 
     it('an unknown kernel release: the build fails at fetch-headers saying Debian has no such headers, and no artifact', async () => {

@@ -164,14 +164,10 @@ export async function compileLivepatchModule(opts: CompileOptions): Promise<Comp
   if (result.code !== 0) {
     const outside = readOutsideSandbox(lines, workDir, kernelRoots);
     if (outside) {
-      throw new ToolchainError(
-        'INVALID_ARGUMENT',
-        'compile',
+      const refusal =
         `${moduleName}.c reads ${outside}, which a compile may not see (only the kernel build tree and the ` +
-          `module's own directory are visible): the build is refused`,
-        diagnostics.length > 0 ? diagnostics : undefined,
-        log,
-      );
+        `module's own directory are visible): the build is refused`;
+      throw new ToolchainError('INVALID_ARGUMENT', 'compile', refusal, [refusal, ...diagnostics], log);
     }
     const errors = diagnostics.filter(isErrorDiagnostic);
     if (errors.length > 0) {

@@ -20,6 +20,7 @@ import {
 import {
   channelCredentials,
   ensureCertificateAuthority,
+  exportParty,
   issueCertificate,
   loadTlsMaterial,
   mintToken,
@@ -67,6 +68,7 @@ function firstMessage(client: Client, method: string, request: object) {
 
 describe('a service with TLS and operator tokens (the builder as a process)', () => {
   let pki: string;
+  let builderPki: string;
   let otherPki: string;
   let topic: string;
   let address: string;
@@ -99,12 +101,14 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
       await issueCertificate(pki, identity);
     }
     await issueCertificate(otherPki, { kind: 'user', id: 'cli' });
+    // The builder gets its own directory: its key and certificate, ca.crt, token.pub (ADR 0013).
+    builderPki = exportParty(pki, `${pki}-builder`, [{ kind: 'service', id: 'builder' }]).dir;
     topic = await freshEventsTopic('transport', 1);
     address = `127.0.0.1:${await freePort()}`;
     builder = startNode(builtEntry('apps/builder/dist/main.js'), {
       BUILDER_GRPC_ADDRESS: address,
       REBOOTLESS_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-builder-tls-')),
-      REBOOTLESS_PKI_DIR: pki,
+      REBOOTLESS_PKI_DIR: builderPki,
       EVENTS_TOPIC: topic,
       NO_COLOR: '1',
     });
@@ -115,11 +119,17 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     clients.forEach((c) => c.close());
     builder?.child.kill('SIGTERM');
     await builder?.exited();
-    for (const dir of [pki, otherPki]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    for (const dir of [pki, builderPki, otherPki]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('says at start that it serves TLS with client certificates', () => {
-    expect(builder.output()).toContain(`TLS with client certificates of the CA in ${pki}, as service:builder`);
+    expect(builder.output()).toContain(`TLS with client certificates of the CA in ${builderPki}, as service:builder`);
+    expect(fs.readdirSync(builderPki).sort()).toEqual([
+      'ca.crt',
+      'service-builder.crt',
+      'service-builder.key',
+      'token.pub',
+    ]);
   });
 
   it('answers an operator read with a token of any role', async () => {
