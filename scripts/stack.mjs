@@ -118,7 +118,10 @@ function health(svc, service = '') {
   // The certificates name localhost too: a TLS server name that is not an IP address, as RFC 6066 wants.
   const client = new healthService(
     address(svc),
-    channelCredentials(loadTlsMaterial(partyDir('user-cli'), { kind: 'user', id: 'cli' })),
+    channelCredentials(loadTlsMaterial(partyDir('user-cli'), { kind: 'user', id: 'cli' }), {
+      kind: 'service',
+      id: svc.name,
+    }),
     {
       'grpc.ssl_target_name_override': 'localhost',
     },

@@ -176,7 +176,10 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         builderAddress: address,
         builderPublicKey: builderKey,
         sink: new GatewayRelaySink(),
-        credentials: channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId })),
+        credentials: channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId }), [
+          { kind: 'service', id: 'dispatcher' },
+          { kind: 'service', id: 'builder' },
+        ]),
       });
       await agent.start();
       agents.push(agent);

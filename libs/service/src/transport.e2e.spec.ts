@@ -25,6 +25,7 @@ import {
   loadTlsMaterial,
   mintToken,
   readTokenPrivateKey,
+  serverCredentials,
   type Identity,
   type Role,
 } from '@rebootless/trust';
@@ -36,6 +37,8 @@ const BuildService = grpc.loadPackageDefinition(
 ) as unknown as {
   rebootless: { builder: { v1: { BuildService: new (address: string, creds: grpc.ChannelCredentials) => Client } } };
 };
+
+const BUILDER: Identity = { kind: 'service', id: 'builder' };
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -78,7 +81,7 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
   const clientAs = (identity: Identity, dir = pki): Client => {
     const client = new BuildService.rebootless.builder.v1.BuildService(
       address,
-      channelCredentials(loadTlsMaterial(dir, identity)),
+      channelCredentials(loadTlsMaterial(dir, identity), BUILDER),
     );
     clients.push(client);
     return client;
@@ -182,7 +185,10 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
   });
 
   it('answers bytes that are not the request message with INVALID_ARGUMENT naming the type, after the access check', async () => {
-    const raw = new grpc.Client(address, channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' })));
+    const raw = new grpc.Client(
+      address,
+      channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), BUILDER),
+    );
     const send = (metadata: grpc.Metadata) =>
       new Promise<{ code: number; details: string }>((resolve) =>
         raw.makeUnaryRequest(
@@ -239,6 +245,47 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     expect((await call(plain, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(grpc.status.UNAVAILABLE);
     const stranger = clientAs({ kind: 'user', id: 'cli' }, otherPki);
     expect((await call(stranger, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('a client refuses a server whose certificate names another identity, even one signed by the CA', async () => {
+    // The network attacker between CLI and service holds a host's key (a compromised host) and
+    // answers in the builder's place: the CA signed that certificate, but it does not name the builder.
+    const impostor = new grpc.Server();
+    impostor.addService(
+      (BuildService.rebootless.builder.v1.BuildService as unknown as { service: grpc.ServiceDefinition }).service,
+      { listBuilds: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { builds: [] }) },
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      impostor.bindAsync(
+        '127.0.0.1:0',
+        serverCredentials(loadTlsMaterial(pki, { kind: 'host', id: 'web-01' })),
+        (error, bound) => (error ? reject(error) : resolve(bound)),
+      ),
+    );
+    try {
+      const fooled = new BuildService.rebootless.builder.v1.BuildService(
+        `127.0.0.1:${port}`,
+        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), BUILDER),
+      );
+      clients.push(fooled);
+      const answer = await call(fooled, 'listBuilds', {}, bearer('carol', ['auditor']));
+      expect(answer.code).toBe(grpc.status.UNAVAILABLE);
+      // The genuine builder, called by a client expecting the ledger, is refused the same way.
+      const misdirected = new BuildService.rebootless.builder.v1.BuildService(
+        address,
+        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), { kind: 'service', id: 'ledger' }),
+      );
+      clients.push(misdirected);
+      expect((await call(misdirected, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(
+        grpc.status.UNAVAILABLE,
+      );
+      // And the one it expects is reached.
+      expect(
+        (await call(clientAs({ kind: 'user', id: 'cli' }), 'listBuilds', {}, bearer('carol', ['auditor']))).code,
+      ).toBe(grpc.status.OK);
+    } finally {
+      impostor.forceShutdown();
+    }
   });
 
   it('records every refused call as a CallDenied event saying who, what and why', async () => {

@@ -47,11 +47,15 @@ export function serverTransport(
   };
 }
 
-/** What this service presents when it calls another one. */
-export function clientCredentials(security: TransportSecurity, identity: Identity): ChannelCredentials {
+/** What this service presents when it calls another one, and the identity it expects back. */
+export function clientCredentials(
+  security: TransportSecurity,
+  identity: Identity,
+  server: Identity | readonly Identity[],
+): ChannelCredentials {
   return security.mode === 'insecure'
     ? ChannelCredentials.createInsecure()
-    : channelCredentials(loadTlsMaterial(security.pkiDir, identity));
+    : channelCredentials(loadTlsMaterial(security.pkiDir, identity), server);
 }
 
 export function callDenied(service: string, denied: DeniedCall): EventDraft {

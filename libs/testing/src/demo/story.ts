@@ -34,6 +34,12 @@ const CVE = { id: 'CVE-2024-1086', severity: events.Severity.SEVERITY_CRITICAL, 
 /** PCI-DSS 6.3.3: critical fixes live within a month. The report is read as of the day after. */
 const DEADLINE_DAYS = 30;
 const OPERATOR = 'alice';
+// The story's one channel configuration reaches the three services; each must show its own certificate.
+const SERVICES_OF_THE_STACK = [
+  { kind: 'service', id: 'builder' },
+  { kind: 'service', id: 'dispatcher' },
+  { kind: 'service', id: 'ledger' },
+] as const;
 
 export interface PciSummary {
   asOf: string;
@@ -83,7 +89,7 @@ function operatorCredentials(pkiDir: string): grpc.ChannelCredentials {
     callback(null, metadata);
   });
   return grpc.credentials.combineChannelCredentials(
-    channelCredentials(loadTlsMaterial(pkiDir, { kind: 'user', id: 'cli' })),
+    channelCredentials(loadTlsMaterial(pkiDir, { kind: 'user', id: 'cli' }), SERVICES_OF_THE_STACK),
     bearer,
   );
 }
