@@ -5,7 +5,10 @@
 //   node scripts/pki.mjs init [--dir DIR] [--json]                 CA, token key, the services' and the CLI's certificates
 //   node scripts/pki.mjs issue host|service|user ID [--dir DIR] [--renew] [--json]
 //   node scripts/pki.mjs export host|service|user ID [--out PARTY_DIR] [--pub NAME=FILE]... [--dir DIR] [--json]
-//   node scripts/pki.mjs token --sub NAME --roles operator,approver,auditor [--ttl 12h] [--dir DIR] [--json]
+//   node scripts/pki.mjs token --sub NAME --roles operator,approver,auditor [--ttl 12h] [--audience rebootless|SERVICE,...] [--dir DIR] [--json]
+//
+// Services refuse tokens minted to live longer than 12 h (REBOOTLESS_TOKEN_MAX_LIFETIME_SECONDS) or
+// for another audience.
 //
 // DIR, the pki tool's own directory, defaults to <repo>/.data/pki (REBOOTLESS_PKI_DIR overrides):
 // it alone holds the CA key and the token-signing key. Each party gets its own directory (ADR
@@ -24,7 +27,7 @@ const USAGE = `usage:
   pki init [--dir DIR] [--json]
   pki issue host|service|user ID [--dir DIR] [--renew] [--json]
   pki export host|service|user ID [--out PARTY_DIR] [--pub NAME=FILE]... [--dir DIR] [--json]
-  pki token --sub NAME --roles ROLE[,ROLE] [--ttl 12h] [--dir DIR] [--json]`;
+  pki token --sub NAME --roles ROLE[,ROLE] [--ttl 12h] [--audience rebootless|SERVICE[,SERVICE]] [--dir DIR] [--json]`;
 
 class UsageError extends Error {}
 
@@ -34,7 +37,7 @@ function parse(argv) {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--json' || arg === '--renew') opts[arg.slice(2)] = true;
-    else if (['--dir', '--sub', '--roles', '--ttl', '--out', '--pub'].includes(arg)) {
+    else if (['--dir', '--sub', '--roles', '--ttl', '--out', '--pub', '--audience'].includes(arg)) {
       const value = argv[++i];
       if (value === undefined || value.startsWith('--')) throw new UsageError(`${arg} needs a value`);
       if (arg === '--pub') (opts.pub ??= []).push(value);
@@ -116,8 +119,18 @@ async function main() {
       sub: opts.sub,
       roles: opts.roles.split(','),
       ttlSeconds: ttl,
+      audience: (opts.audience ?? 'rebootless').split(','),
     });
-    out({ sub: opts.sub, roles: opts.roles.split(','), ttlSeconds: ttl, token }, token);
+    out(
+      {
+        sub: opts.sub,
+        roles: opts.roles.split(','),
+        ttlSeconds: ttl,
+        audience: (opts.audience ?? 'rebootless').split(','),
+        token,
+      },
+      token,
+    );
   } else {
     throw new UsageError(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
   }

@@ -675,7 +675,7 @@ describe('the builder, as a process over gRPC', () => {
 
     // Only submissions that were accepted became builds; refused ones left no trace but their answer.
     expect(ofType('BuildRequested').map((b) => b.buildRequested!.buildId)).toEqual(acceptedBuilds);
-    const [goodId, brokenId, unknownId, cancelledId] = acceptedBuilds;
+    const [goodId, brokenId, leakKeyId, leakShadowId, unknownId, cancelledId] = acceptedBuilds;
     expect(ofType('BuildRequested')[0]!.buildRequested).toMatchObject({
       patchId: 'cmdline-e2e',
       kernelReleases: releases,
@@ -694,6 +694,8 @@ describe('the builder, as a process over gRPC', () => {
     const failed = ofType('BuildFailed').map((b) => b.buildFailed!);
     expect(failed.map((f) => [f.buildId, f.stage, f.code])).toEqual([
       [brokenId, 'compile', 'INVALID_ARGUMENT'],
+      [leakKeyId, 'compile', 'INVALID_ARGUMENT'],
+      [leakShadowId, 'compile', 'INVALID_ARGUMENT'],
       [unknownId, 'fetch-headers', 'NOT_FOUND'],
       [cancelledId, 'compile', 'CANCELLED'],
     ]);

@@ -247,6 +247,26 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     expect((await call(stranger, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(grpc.status.UNAVAILABLE);
   });
 
+  it('refuses a token meant for another service, and one minted to live longer than 12 hours, as UNAUTHENTICATED', async () => {
+    const cli = clientAs({ kind: 'user', id: 'cli' });
+    const key = readTokenPrivateKey(pki);
+    const withToken = (token: string) => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${token}`);
+      return md;
+    };
+    const forLedger = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 600, audience: ['ledger'] });
+    const misaddressed = await call(cli, 'listBuilds', {}, withToken(forLedger));
+    expect(misaddressed.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(misaddressed.details).toContain('the token is meant for ledger, not builder');
+    const forBuilder = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 600, audience: ['builder'] });
+    expect((await call(cli, 'listBuilds', {}, withToken(forBuilder))).code).toBe(grpc.status.OK);
+    const monthLong = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 30 * 86_400 });
+    const tooLong = await call(cli, 'listBuilds', {}, withToken(monthLong));
+    expect(tooLong.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(tooLong.details).toContain('this service accepts at most 43200 s');
+  });
+
   it('a client refuses a server whose certificate names another identity, even one signed by the CA', async () => {
     // The network attacker between CLI and service holds a host's key (a compromised host) and
     // answers in the builder's place: the CA signed that certificate, but it does not name the builder.

@@ -5,6 +5,7 @@ import { ChannelCredentials, ServerCredentials, type Metadata, type ServerInterc
 import { events } from '@rebootless/contracts';
 import type { EventDraft } from '@rebootless/events';
 import {
+  DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
   TOKEN_PUBLIC_KEY,
   accessInterceptor,
   channelCredentials,
@@ -28,6 +29,7 @@ export function serverTransport(
   security: TransportSecurity,
   identity: Identity,
   onDenied: (call: DeniedCall) => void,
+  maxTokenLifetimeSeconds = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
 ): ServerTransport {
   if (security.mode === 'insecure') {
     return {
@@ -42,7 +44,14 @@ export function serverTransport(
   const tokenKey = readTokenPublicKey(path.join(security.pkiDir, TOKEN_PUBLIC_KEY));
   return {
     credentials: serverCredentials(material),
-    interceptors: [accessInterceptor({ tokenKey, onDenied })],
+    // A token names the services it is for: this one's name, or "rebootless" for all of them.
+    interceptors: [
+      accessInterceptor({
+        tokenKey,
+        onDenied,
+        tokens: { audience: identity.id, maxLifetimeSeconds: maxTokenLifetimeSeconds },
+      }),
+    ],
     description: `TLS with client certificates of the CA in ${security.pkiDir}, as ${identity.kind}:${identity.id}`,
   };
 }
