@@ -3,7 +3,8 @@
 // the token key; every service holds only the public half, so a service cannot mint tokens.
 import { randomUUID, sign, verify, type KeyObject } from 'node:crypto';
 
-export const ROLES = ['operator', 'approver', 'auditor'] as const;
+// release-manager: may start a rollout without an approval (CreateRolloutRequest.skip_approval); ADR 0013.
+export const ROLES = ['operator', 'approver', 'auditor', 'release-manager'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface TokenClaims {
