@@ -4,9 +4,17 @@
 //
 //   node scripts/pki.mjs init [--dir DIR] [--json]                 CA, token key, the services' and the CLI's certificates
 //   node scripts/pki.mjs issue host|service|user ID [--dir DIR] [--renew] [--json]
-//   node scripts/pki.mjs token --sub NAME --roles operator,approver,auditor [--ttl 12h] [--dir DIR] [--json]
+//   node scripts/pki.mjs export host|service|user ID [--out PARTY_DIR] [--pub NAME=FILE]... [--dir DIR] [--json]
+//   node scripts/pki.mjs token --sub NAME --roles operator,approver,auditor [--ttl 12h] [--audience rebootless|SERVICE,...] [--dir DIR] [--json]
 //
-// DIR defaults to <repo>/.data/pki (REBOOTLESS_PKI_DIR overrides). Needs "npm run build" first.
+// Services refuse tokens minted to live longer than 12 h (REBOOTLESS_TOKEN_MAX_LIFETIME_SECONDS) or
+// for another audience.
+//
+// DIR, the pki tool's own directory, defaults to <repo>/.data/pki (REBOOTLESS_PKI_DIR overrides):
+// it alone holds the CA key and the token-signing key. Each party gets its own directory (ADR
+// 0013), by default DIR/../identities/<kind>-<id>: its key and certificate, ca.crt, token.pub and
+// the public keys it needs (--pub builder.pub=FILE). init and issue lay it out too; point each
+// service's REBOOTLESS_PKI_DIR at it. Needs "npm run build" first.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -18,7 +26,8 @@ const SERVICES = ['builder', 'dispatcher', 'ledger', 'agent'];
 const USAGE = `usage:
   pki init [--dir DIR] [--json]
   pki issue host|service|user ID [--dir DIR] [--renew] [--json]
-  pki token --sub NAME --roles ROLE[,ROLE] [--ttl 12h] [--dir DIR] [--json]`;
+  pki export host|service|user ID [--out PARTY_DIR] [--pub NAME=FILE]... [--dir DIR] [--json]
+  pki token --sub NAME --roles ROLE[,ROLE] [--ttl 12h] [--audience rebootless|SERVICE[,SERVICE]] [--dir DIR] [--json]`;
 
 class UsageError extends Error {}
 
@@ -28,10 +37,11 @@ function parse(argv) {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--json' || arg === '--renew') opts[arg.slice(2)] = true;
-    else if (['--dir', '--sub', '--roles', '--ttl'].includes(arg)) {
+    else if (['--dir', '--sub', '--roles', '--ttl', '--out', '--pub', '--audience'].includes(arg)) {
       const value = argv[++i];
       if (value === undefined || value.startsWith('--')) throw new UsageError(`${arg} needs a value`);
-      opts[arg.slice(2)] = value;
+      if (arg === '--pub') (opts.pub ??= []).push(value);
+      else opts[arg.slice(2)] = value;
     } else if (arg.startsWith('--')) throw new UsageError(`unknown option ${arg}`);
     else positional.push(arg);
   }
@@ -53,26 +63,54 @@ async function main() {
   const [command, ...rest] = positional;
   const out = (value, text) => process.stdout.write(opts.json ? `${JSON.stringify(value)}\n` : `${text}\n`);
 
+  const identityOf = (verb) => {
+    const [kind, id] = rest;
+    if (!kind || !id) throw new UsageError(`${verb} needs a kind (host, service, user) and an id`);
+    if (!['host', 'service', 'user'].includes(kind))
+      throw new UsageError(`unknown kind "${kind}" (host, service, user)`);
+    return { kind, id };
+  };
+  const exportTo = (identity, outDir, pub = []) => {
+    const publicKeys = {};
+    for (const spec of pub) {
+      const m = /^([a-z0-9][a-z0-9._-]*\.pub)=(.+)$/.exec(spec);
+      if (!m) throw new UsageError(`--pub "${spec}" is not NAME.pub=FILE`);
+      if (!fs.existsSync(m[2])) throw new UsageError(`--pub ${m[1]}: no file ${m[2]}`);
+      publicKeys[m[1]] = fs.readFileSync(m[2]);
+    }
+    const target = outDir ? path.resolve(outDir) : trust.partyDirectory(dir, `${identity.kind}-${identity.id}`);
+    return trust.exportParty(dir, target, [identity], publicKeys);
+  };
+
   if (command === 'init') {
     const createdCa = await trust.ensureCertificateAuthority(dir);
     const issued = [];
     for (const id of SERVICES)
       issued.push({ kind: 'service', id, ...(await trust.issueCertificate(dir, { kind: 'service', id })) });
     issued.push({ kind: 'user', id: 'cli', ...(await trust.issueCertificate(dir, { kind: 'user', id: 'cli' })) });
+    for (const c of issued) c.partyDir = exportTo({ kind: c.kind, id: c.id }).dir;
     out(
       { dir, createdCa, certificates: issued },
       [
-        `pki: ${createdCa ? 'created' : 'kept'} the CA in ${dir}`,
-        ...issued.map((c) => `pki: ${c.created ? 'issued' : 'kept'} ${c.kind} ${c.id}: ${c.cert}`),
+        `pki: ${createdCa ? 'created' : 'kept'} the CA in ${dir} (its key and the token key stay there)`,
+        ...issued.map((c) => `pki: ${c.created ? 'issued' : 'kept'} ${c.kind} ${c.id}: ${c.partyDir}`),
       ].join('\n'),
     );
   } else if (command === 'issue') {
-    const [kind, id] = rest;
-    if (!kind || !id) throw new UsageError('issue needs a kind (host, service, user) and an id');
-    if (!['host', 'service', 'user'].includes(kind))
-      throw new UsageError(`unknown kind "${kind}" (host, service, user)`);
+    const { kind, id } = identityOf('issue');
     const cert = await trust.issueCertificate(dir, { kind, id }, { renew: Boolean(opts.renew) });
-    out({ kind, id, ...cert }, `pki: ${cert.created ? 'issued' : 'kept'} ${kind} ${id}: ${cert.cert}`);
+    const party = exportTo({ kind, id }, opts.out, opts.pub);
+    out(
+      { kind, id, ...cert, partyDir: party.dir },
+      `pki: ${cert.created ? 'issued' : 'kept'} ${kind} ${id}: its directory is ${party.dir}`,
+    );
+  } else if (command === 'export') {
+    const identity = identityOf('export');
+    const party = exportTo(identity, opts.out, opts.pub);
+    out(
+      { ...identity, ...party },
+      `pki: ${identity.kind} ${identity.id}: ${party.dir} holds ${party.files.join(', ')}`,
+    );
   } else if (command === 'token') {
     if (!opts.sub) throw new UsageError('token needs --sub NAME');
     if (!opts.roles) throw new UsageError('token needs --roles (operator, approver, auditor; comma-separated)');
@@ -81,8 +119,18 @@ async function main() {
       sub: opts.sub,
       roles: opts.roles.split(','),
       ttlSeconds: ttl,
+      audience: (opts.audience ?? 'rebootless').split(','),
     });
-    out({ sub: opts.sub, roles: opts.roles.split(','), ttlSeconds: ttl, token }, token);
+    out(
+      {
+        sub: opts.sub,
+        roles: opts.roles.split(','),
+        ttlSeconds: ttl,
+        audience: (opts.audience ?? 'rebootless').split(','),
+        token,
+      },
+      token,
+    );
   } else {
     throw new UsageError(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
   }

@@ -31,6 +31,10 @@ const DATA = path.resolve(process.env.REBOOTLESS_STACK_DIR?.trim() || path.join(
 const KAFKA_DATA = path.join(DATA, 'kafka');
 // The development PKI every service and client of the local stack uses (scripts/pki.mjs).
 const PKI = process.env.REBOOTLESS_PKI_DIR?.trim() || path.join(DATA, 'pki');
+// Each party's own directory (ADR 0013): its key and certificate, ca.crt and the public keys it
+// needs; the CA key and the token key stay in PKI, which only the pki tool and the story's
+// operator (who mints tokens) read.
+const partyDir = (name) => path.join(path.dirname(path.resolve(PKI)), 'identities', name);
 
 // 7451-7454: below Linux's ephemeral range (32768-60999), so no outgoing connection's local port
 // (e.g. a Kafka client's) can take a service's port before the service binds it.
@@ -114,7 +118,10 @@ function health(svc, service = '') {
   // The certificates name localhost too: a TLS server name that is not an IP address, as RFC 6066 wants.
   const client = new healthService(
     address(svc),
-    channelCredentials(loadTlsMaterial(PKI, { kind: 'user', id: 'cli' })),
+    channelCredentials(loadTlsMaterial(partyDir('user-cli'), { kind: 'user', id: 'cli' }), {
+      kind: 'service',
+      id: svc.name,
+    }),
     {
       'grpc.ssl_target_name_override': 'localhost',
     },
@@ -156,7 +163,7 @@ async function startService(svc, brokers, extraEnv = {}) {
       ...process.env,
       KAFKA_BROKERS: brokers,
       REBOOTLESS_DATA_DIR: dataDir(svc),
-      REBOOTLESS_PKI_DIR: PKI,
+      REBOOTLESS_PKI_DIR: partyDir(`service-${svc.name}`),
       [`${svc.prefix}_GRPC_PORT`]: String(svc.port),
       NO_COLOR: '1',
       ...extraEnv,
@@ -257,8 +264,12 @@ async function up() {
   say(
     `pki: ${(await trust.ensureCertificateAuthority(PKI)) ? 'created a development CA' : 'using the CA'} in ${path.relative(ROOT, PKI) || PKI}`,
   );
-  for (const id of [...SERVICES.map((svc) => svc.name)]) await trust.issueCertificate(PKI, { kind: 'service', id });
+  for (const id of [...SERVICES.map((svc) => svc.name)]) {
+    await trust.issueCertificate(PKI, { kind: 'service', id });
+    trust.exportParty(PKI, partyDir(`service-${id}`), [{ kind: 'service', id }]);
+  }
   await trust.issueCertificate(PKI, { kind: 'user', id: 'cli' });
+  trust.exportParty(PKI, partyDir('user-cli'), [{ kind: 'user', id: 'cli' }]);
 
   // The ledger vouches for the other services' chains by the keys in their data dirs, which exist
   // once they are healthy: so the ledger starts last.
@@ -377,11 +388,18 @@ async function startFleet(kafka, topic, plan) {
   );
   const builderKey = serviceKeys(byName('builder'))[0]?.rawKey;
   if (!builderKey) throw new StackError(`no builder key in ${dataDir(byName('builder'))}/chain`);
+  // The simulator stands in for every host at once: its directory holds their keys, no CA key.
+  const fleetPki = trust.exportParty(
+    PKI,
+    partyDir('fleet'),
+    plan.hosts.map((h) => ({ kind: 'host', id: h.hostId })),
+    { 'builder.pub': `${Buffer.from(builderKey).toString('hex')}\n` },
+  ).dir;
   const root = path.join(DATA, 'fleet');
   fs.mkdirSync(root, { recursive: true });
   const config = {
     root,
-    pkiDir: PKI,
+    pkiDir: fleetPki,
     dispatcherAddress: address(byName('dispatcher')),
     builderAddress: address(byName('builder')),
     builderPublicKey: Buffer.from(builderKey).toString('hex'),
@@ -470,7 +488,7 @@ function cliHints(told) {
     return r.startsWith('..') ? p : r;
   };
   const env = [
-    `export REBOOTLESS_PKI_DIR=${rel(PKI)}`,
+    `export REBOOTLESS_PKI_DIR=${rel(partyDir('user-cli'))}`,
     `export REBOOTLESS_TOKEN=$(node ${rel(path.join(ROOT, 'scripts', 'pki.mjs'))} token --sub alice --roles operator,auditor --dir ${rel(PKI)})`,
   ];
   for (const svc of ['builder', 'dispatcher', 'ledger']) {

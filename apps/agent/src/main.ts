@@ -71,7 +71,13 @@ async function main(): Promise<void> {
   const talks = config.dispatcherAddress !== undefined || config.builderAddress !== undefined;
   let credentials;
   try {
-    credentials = talks ? clientCredentials(config.transport, hostIdentity) : undefined;
+    // One channel configuration reaches both: either service's certificate, no other, is accepted.
+    credentials = talks
+      ? clientCredentials(config.transport, hostIdentity, [
+          { kind: 'service', id: 'dispatcher' },
+          { kind: 'service', id: 'builder' },
+        ])
+      : undefined;
   } catch (error) {
     process.stderr.write(`${SERVICE_NAME}: configuration error: ${String(error)}\n`);
     process.exit(EXIT_CONFIG);

@@ -18,7 +18,11 @@ function coordinatorFor(config: BuilderConfig, publisher: EventPublisher): Build
     dataDir,
     // The builder's own key signs manifests: agents pin it (DESIGN.md section 7).
     store: new ArtifactStore({ dir: path.join(dataDir, 'artifacts'), builderKey: publisher.key.rawPublicKey }),
-    toolchain: debianKernelToolchain({ cacheDir: config.kernelCacheDir, fetchTimeoutMs: config.fetchTimeoutMs }),
+    toolchain: debianKernelToolchain({
+      cacheDir: config.kernelCacheDir,
+      fetchTimeoutMs: config.fetchTimeoutMs,
+      allowUnsandboxed: config.insecureUnsandboxedCompile,
+    }),
     analyseDiff: analyseUnifiedDiff,
     isKernelRelease: isValidKernelRelease,
     publisher,

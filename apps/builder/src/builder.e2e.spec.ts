@@ -288,6 +288,13 @@ describe('the builder, as a process over gRPC', () => {
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
+  function filesUnder(dir: string): string[] {
+    return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+      const p = path.join(dir, e.name);
+      return e.isDirectory() ? filesUnder(p) : e.isFile() ? [p] : [];
+    });
+  }
+
   function storedDigests(): string[] {
     const objects = path.join(dataDir, 'artifacts', 'objects');
     if (!fs.existsSync(objects)) return [];
@@ -474,6 +481,50 @@ describe('the builder, as a process over gRPC', () => {
       expect(storedDigests()).toHaveLength(2);
     });
 
+    it('a source that embeds the builder’s signing key or /etc/shadow: the build fails at compile saying so, and no byte of them is stored or logged', async () => {
+      // ADR 0013: the compile runs in a sandbox that sees the kernel tree and its own directory only.
+      const chainKey = new ChainStateFile(path.join(dataDir, 'chain'), 'builder').keyPath;
+      for (const [name, file] of [
+        ['signing-key', chainKey],
+        ['shadow', '/etc/shadow'],
+      ] as const) {
+        const secretLines = fs
+          .readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l.length >= 16);
+        expect(secretLines.length).toBeGreaterThan(0);
+        const source = `${cmdlineSource('leak').toString()}\nasm(".section .rodata\\n.incbin \\"${file}\\"\\n.previous");\n`;
+        const submitted = await unary<builder.SubmitBuildResponse>(
+          client,
+          'submitBuild',
+          submitRequest({
+            patchName: `leak-${name}`,
+            version: '1',
+            kernelReleases: [releases[0]],
+            livepatchModuleSource: Buffer.from(source),
+          }),
+        );
+        acceptedBuilds.push(submitted.buildId);
+        const { finished, updates } = await watchToEnd(client, submitted.buildId);
+
+        expect(finished.state).toBe(builder.BuildState.BUILD_STATE_FAILED);
+        const [kernel] = finished.kernels;
+        expect(kernel).toMatchObject({ stage: 'compile', artifactDigest: '' });
+        expect(kernel!.diagnostics.join('\n')).toContain(
+          `reads ${file}, which a compile may not see (only the kernel build tree and the module's own directory are visible)`,
+        );
+        const seen = JSON.stringify(updates) + JSON.stringify(finished);
+        for (const line of secretLines) expect(seen).not.toContain(line);
+        expect(storedDigests()).toHaveLength(2);
+        for (const stored of filesUnder(dataDir).filter((f) => f !== chainKey)) {
+          const bytes = fs.readFileSync(stored);
+          for (const line of secretLines) {
+            if (bytes.includes(Buffer.from(line))) throw new Error(`${stored} holds bytes of ${file}`);
+          }
+        }
+      }
+    });
+
     it('an unknown kernel release: the build fails at fetch-headers saying Debian has no such headers, and no artifact', async () => {
       const unknown = '6.1.0-9999-cloud-amd64';
       const submitted = await unary<builder.SubmitBuildResponse>(
@@ -624,7 +675,7 @@ describe('the builder, as a process over gRPC', () => {
 
     // Only submissions that were accepted became builds; refused ones left no trace but their answer.
     expect(ofType('BuildRequested').map((b) => b.buildRequested!.buildId)).toEqual(acceptedBuilds);
-    const [goodId, brokenId, unknownId, cancelledId] = acceptedBuilds;
+    const [goodId, brokenId, leakKeyId, leakShadowId, unknownId, cancelledId] = acceptedBuilds;
     expect(ofType('BuildRequested')[0]!.buildRequested).toMatchObject({
       patchId: 'cmdline-e2e',
       kernelReleases: releases,
@@ -643,6 +694,8 @@ describe('the builder, as a process over gRPC', () => {
     const failed = ofType('BuildFailed').map((b) => b.buildFailed!);
     expect(failed.map((f) => [f.buildId, f.stage, f.code])).toEqual([
       [brokenId, 'compile', 'INVALID_ARGUMENT'],
+      [leakKeyId, 'compile', 'INVALID_ARGUMENT'],
+      [leakShadowId, 'compile', 'INVALID_ARGUMENT'],
       [unknownId, 'fetch-headers', 'NOT_FOUND'],
       [cancelledId, 'compile', 'CANCELLED'],
     ]);

@@ -1,5 +1,5 @@
 import { defaultKernelCacheDir } from '@rebootless/kernel-toolchain';
-import { integer, path, serviceSettings, setting, type ConfigOf, type ConfigSpec } from '@rebootless/service';
+import { boolean, integer, path, serviceSettings, setting, type ConfigOf, type ConfigSpec } from '@rebootless/service';
 
 export const SERVICE_NAME = 'builder';
 
@@ -43,6 +43,14 @@ export const builderSettings = {
     parser: path(),
     default: defaultKernelCacheDir(),
     description: "where Debian's linux-headers and linux-kbuild packages are downloaded and unpacked",
+  }),
+  insecureUnsandboxedCompile: setting({
+    env: 'BUILDER_INSECURE_UNSANDBOXED_COMPILE',
+    parser: boolean(),
+    default: 'false',
+    description:
+      'compile without the bubblewrap sandbox when this machine has none (a developer machine only: the ' +
+      "operator's source then sees every file the builder can read, its keys included); ADR 0013",
   }),
 } satisfies ConfigSpec;
 

@@ -10,7 +10,12 @@ import {
 import type { DiffAnalysis, DiffUnreadable } from './build-coordinator';
 import type { BuildToolchain } from './kernel-build';
 
-export function debianKernelToolchain(options: { cacheDir: string; fetchTimeoutMs: number }): BuildToolchain {
+export function debianKernelToolchain(options: {
+  cacheDir: string;
+  fetchTimeoutMs: number;
+  /** ADR 0013: without a sandbox, refuse to compile unless this is set. */
+  allowUnsandboxed?: boolean;
+}): BuildToolchain {
   return {
     // One cache object per fetch, so its log lines go to the build that waits for it; fetches of
     // one release are shared between them by the library.
@@ -19,7 +24,8 @@ export function debianKernelToolchain(options: { cacheDir: string; fetchTimeoutM
         release,
         signal,
       ),
-    compileLivepatch: (compile) => compileLivepatchModule(compile),
+    compileLivepatch: (compile) =>
+      compileLivepatchModule({ ...compile, allowUnsandboxed: options.allowUnsandboxed ?? false }),
     requireDiffTool: () => requireDiffTool(),
   };
 }

@@ -177,7 +177,10 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         builderAddress: address,
         builderPublicKey: builderKey,
         sink: new GatewayRelaySink(),
-        credentials: channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId })),
+        credentials: channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId }), [
+          { kind: 'service', id: 'dispatcher' },
+          { kind: 'service', id: 'builder' },
+        ]),
       });
       await agent.start();
       agents.push(agent);
@@ -670,7 +673,32 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       expect(again.code).toBe(6);
       expect(again.stderr).toContain('cannot do RolloutService/ResumeRollout now');
 
-      const applied = await create('--soak', '1s', '--watch', '--json');
+      const refused = await create('--skip-approval', '--json');
+      expect(refused.code).toBe(5);
+      expect(refused.stderr).toContain(
+        'alice may not start a rollout without an approval: skip_approval needs the release-manager role',
+      );
+      // A release manager may start one without a second person, saying so explicitly (ADR 0013).
+      const applied = await cli(
+        [
+          'rollout',
+          'create',
+          '--patch',
+          'cli-fleet',
+          '--version',
+          '1',
+          '--host',
+          'web-02',
+          '--window',
+          EVERY_DAY,
+          '--soak',
+          '1s',
+          '--skip-approval',
+          '--watch',
+          '--json',
+        ],
+        { REBOOTLESS_TOKEN: token('rita', ['operator', 'auditor', 'release-manager']) },
+      );
       expect(applied.code).toBe(0);
       const appliedId = JSON.parse(applied.stdout).rolloutId;
       const rolledBack = await cli([

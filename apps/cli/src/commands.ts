@@ -138,6 +138,10 @@ export const COMMANDS: readonly CommandSpec[] = [
       ...STRATEGY_FLAGS,
       { name: 'allow-force', help: 'let agents force a stalled transition (the host must be rebooted eventually)' },
       { name: 'allow-downgrade', help: 'let agents load an older version than they run' },
+      {
+        name: 'skip-approval',
+        help: 'start the first wave without an approver (needs the release-manager role; never with --allow-force or --allow-downgrade)',
+      },
       { name: 'dry-run', help: 'plan the waves and print them without creating anything' },
       WATCH,
     ],

@@ -50,6 +50,7 @@ describe('rollout create flags → CreateRolloutRequest', () => {
       allowForce: true,
       allowDowngrade: false,
       dryRun: true,
+      skipApproval: false,
     });
   });
 

@@ -190,6 +190,7 @@ export function createRolloutRequest(flags: Flags): dispatcher.CreateRolloutRequ
     allowForce: bool(flags, 'allow-force'),
     allowDowngrade: bool(flags, 'allow-downgrade'),
     dryRun: bool(flags, 'dry-run'),
+    skipApproval: bool(flags, 'skip-approval'),
   };
 }
 

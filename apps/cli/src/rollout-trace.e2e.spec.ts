@@ -217,7 +217,8 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
       return planned.length === 2 ? planned : undefined;
     });
 
-    const rollout = await json([...create, ...strategy, '--watch']);
+    // Not about approvals: it opts out explicitly (ADR 0013; the test services run without tokens).
+    const rollout = await json([...create, ...strategy, '--skip-approval', '--watch']);
     expect(rollout).toMatchObject({ patchId: 'trace-e2e', state: 'ROLLOUT_STATE_COMPLETED' });
 
     for (const hostId of Object.keys(HOSTS)) {

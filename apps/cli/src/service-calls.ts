@@ -50,7 +50,6 @@ export class ServiceCalls {
   private readonly definitions = operatorDefinitions();
   private readonly clients = new Map<ServiceName, grpc.Client>();
   private readonly token: string | undefined;
-  private credentials: grpc.ChannelCredentials | undefined;
   private readonly active = new Set<grpc.ClientReadableStream<unknown>>();
 
   constructor(private readonly settings: ConnectionSettings) {
@@ -68,19 +67,19 @@ export class ServiceCalls {
     return method as grpc.MethodDefinition<object, unknown>;
   }
 
-  private channelCredentials(): grpc.ChannelCredentials {
-    if (this.credentials) return this.credentials;
+  private channelCredentials(service: ServiceName): grpc.ChannelCredentials {
     const security = this.settings.security;
-    if (security.mode === 'insecure') this.credentials = grpc.credentials.createInsecure();
-    else {
-      try {
-        this.credentials = channelCredentials(loadTlsMaterial(security.pkiDir, { kind: 'user', id: 'cli' }));
-      } catch (error) {
-        if (error instanceof PkiError) throw new UsageError(`the CLI's certificate: ${error.message}`);
-        throw error;
-      }
+    if (security.mode === 'insecure') return grpc.credentials.createInsecure();
+    try {
+      // Each service must show its own certificate: a host's, also signed by the CA, is refused.
+      return channelCredentials(loadTlsMaterial(security.pkiDir, { kind: 'user', id: 'cli' }), {
+        kind: 'service',
+        id: service,
+      });
+    } catch (error) {
+      if (error instanceof PkiError) throw new UsageError(`the CLI's certificate: ${error.message}`);
+      throw error;
     }
-    return this.credentials;
   }
 
   private client(service: ServiceName): grpc.Client {
@@ -91,7 +90,7 @@ export class ServiceCalls {
       // Certificates name "localhost"; an IP address is checked against that name.
       const options: grpc.ChannelOptions =
         this.settings.security.mode === 'tls' && isIP(host) ? { 'grpc.ssl_target_name_override': 'localhost' } : {};
-      client = new grpc.Client(address, this.channelCredentials(), options);
+      client = new grpc.Client(address, this.channelCredentials(service), options);
       this.clients.set(service, client);
     }
     return client;

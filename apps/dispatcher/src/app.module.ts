@@ -71,7 +71,7 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
       useFactory: (config: DispatcherConfig) =>
         new LedgerClient(
           formatHostPort(config.ledgerAddress),
-          clientCredentials(config.transport, { kind: 'service', id: SERVICE_NAME }),
+          clientCredentials(config.transport, { kind: 'service', id: SERVICE_NAME }, { kind: 'service', id: 'ledger' }),
         ),
       inject: [SERVICE_CONFIG],
     },

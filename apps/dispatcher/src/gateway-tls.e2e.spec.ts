@@ -63,9 +63,13 @@ function openStream(identity: Identity) {
       rebootless: { dispatcher: { v1: { AgentGateway: grpc.ServiceClientConstructor } } };
     }
   ).rebootless.dispatcher.v1.AgentGateway;
-  const client = new Gateway(address, channelCredentials(loadTlsMaterial(pki, identity)), {
-    'grpc.ssl_target_name_override': 'localhost',
-  });
+  const client = new Gateway(
+    address,
+    channelCredentials(loadTlsMaterial(pki, identity), { kind: 'service', id: 'dispatcher' }),
+    {
+      'grpc.ssl_target_name_override': 'localhost',
+    },
+  );
   const call = (client['connect'] as () => grpc.ClientDuplexStream<unknown, dispatcher.ConnectResponse>).call(client);
   const received: dispatcher.ConnectResponse[] = [];
   let failure: grpc.ServiceError | undefined;

@@ -5,6 +5,8 @@ import { uuidv7 } from '@rebootless/events';
 import {
   abort,
   approve,
+  effectiveStrategy,
+  firstWaveApproval,
   pause,
   planRollout,
   requireRolloutId,
@@ -23,22 +25,38 @@ const MAX_PAGE_SIZE = 500;
 export class RolloutOperations {
   constructor(private readonly engine: RolloutEngine) {}
 
-  async create(request: dispatcher.CreateRolloutRequest, actor: events.Actor): Promise<dispatcher.Rollout> {
+  async create(
+    request: dispatcher.CreateRolloutRequest,
+    actor: events.Actor,
+    mayWaiveApproval: boolean,
+  ): Promise<dispatcher.Rollout> {
     return this.engine.exclusive(async () => {
       const rolloutId = uuidv7();
-      const created = planRollout(
-        rolloutId,
+      const approval = firstWaveApproval(
         {
-          patchId: request.patchId,
-          version: request.version,
-          selector: request.selector,
-          strategy: request.strategy,
+          skipApproval: request.skipApproval,
           allowForce: request.allowForce,
           allowDowngrade: request.allowDowngrade,
+          strategy: effectiveStrategy(request.strategy),
         },
-        this.engine.fleet,
-        this.engine.catalog,
+        { id: actor.id, mayWaiveApproval },
       );
+      const created = {
+        ...planRollout(
+          rolloutId,
+          {
+            patchId: request.patchId,
+            version: request.version,
+            selector: request.selector,
+            strategy: approval.strategy,
+            allowForce: request.allowForce,
+            allowDowngrade: request.allowDowngrade,
+          },
+          this.engine.fleet,
+          this.engine.catalog,
+        ),
+        approvalWaived: approval.approvalWaived,
+      };
       if (request.dryRun) return dryRunView(created, actor);
       await this.engine.write(undefined, [{ type: 'RolloutCreated', data: created }], actor);
       this.engine.scheduleTick();

@@ -167,14 +167,27 @@ function strategy(overrides: Partial<events.RolloutStrategy>): Partial<events.Ro
   };
 }
 
+/** A rollout; unless its strategy asks for the first approval, it opts out of it explicitly (ADR 0013). */
 async function create(group: string, s: Partial<events.RolloutStrategy>): Promise<dispatcher.Rollout> {
   const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
     patchId: patch.patchId,
     version: patch.version,
     selector: selector(group),
     strategy: strategy(s),
+    skipApproval: !s.approvalBeforeFirstWave,
   });
   return rollout!;
+}
+
+/** The RolloutCreated the dispatcher wrote for a rollout. */
+async function rolloutCreated(rolloutId: string): Promise<events.RolloutCreated> {
+  const records = await readWholeTopic(kafka, topic);
+  const found = records
+    .filter((r) => r.key === `rollout/${rolloutId}`)
+    .map((r) => decodeEvent(r.value!).body.rolloutCreated)
+    .find((c) => c !== undefined);
+  if (!found) throw new Error(`no RolloutCreated for ${rolloutId}`);
+  return found;
 }
 
 async function get(rolloutId: string): Promise<dispatcher.Rollout> {
@@ -264,6 +277,19 @@ describe('bad input', () => {
     return error;
   }
 
+  it('refuses to skip the approval of a rollout that may force or downgrade', async () => {
+    for (const [flag, named] of [
+      [{ allowForce: true }, 'allow_force'],
+      [{ allowDowngrade: true }, 'allow_downgrade'],
+    ] as const) {
+      const error = await refused({ ...flag, skipApproval: true });
+      expect(error.code).toBe(status.INVALID_ARGUMENT);
+      expect(error.details).toBe(
+        `skip_approval: a rollout with ${named} always needs an approver other than its creator`,
+      );
+    }
+  });
+
   it('refuses an unknown patch', async () => {
     const e = await refused({ patchId: 'no-such-patch' });
     expect(e.code).toBe(status.FAILED_PRECONDITION);
@@ -314,6 +340,36 @@ describe('bad input', () => {
 });
 
 describe("an operator's commands", () => {
+  it('waits for an approval before the first wave unless the request opts out, and records the opt-out', async () => {
+    const hosts = specs('gate', 2);
+    const fleet = await fleetOf(hosts);
+    // Nothing said about approval: the canary waits, and no host is asked to load anything.
+    const { rollout: waiting } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+      patchId: patch.patchId,
+      version: patch.version,
+      selector: selector('gate'),
+      strategy: strategy({ canaryCount: 1 }),
+      allowForce: true,
+    });
+    expect(waiting!.state).toBe(R.ROLLOUT_STATE_AWAITING_APPROVAL);
+    expect(waiting!.waves[0]!.state).toBe(dispatcher.WaveState.WAVE_STATE_AWAITING_APPROVAL);
+    const created = await rolloutCreated(waiting!.rolloutId);
+    expect([created.strategy?.approvalBeforeFirstWave, created.approvalWaived, created.allowForce]).toEqual([
+      true,
+      false,
+      true,
+    ]);
+    for (const h of hosts) expect(fleet.get(h.hostId).kernel.loads).toEqual([]);
+    await unary(client, 'abortRollout', { rolloutId: waiting!.rolloutId, reason: 'not today' });
+
+    const waived = await create('gate', { canaryCount: 1 });
+    expect(waived.state).not.toBe(R.ROLLOUT_STATE_AWAITING_APPROVAL);
+    const recorded = await rolloutCreated(waived.rolloutId);
+    expect([recorded.strategy?.approvalBeforeFirstWave, recorded.approvalWaived]).toEqual([false, true]);
+    await untilState(waived.rolloutId, [R.ROLLOUT_STATE_COMPLETED]);
+    await fleet.stop();
+  });
+
   it('approval gates, pause, resume, abort and listing, each answering the rollout as it stands', async () => {
     const hosts = specs('ops', 6);
     const fleet = await fleetOf(hosts);

@@ -5,11 +5,19 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runAptTool } from './apt';
-import { extractDiagnostics, isErrorDiagnostic, isWarningDiagnostic, missingTool, relativizeLine } from './diagnostics';
+import {
+  extractDiagnostics,
+  isErrorDiagnostic,
+  isWarningDiagnostic,
+  missingTool,
+  readOutsideSandbox,
+  relativizeLine,
+} from './diagnostics';
 import { ToolchainError } from './errors';
 import type { KernelHeaders } from './headers-cache';
 import { ElfFormatError, readModinfo } from './modinfo';
 import { findExecutable, minimalEnv, runProcess, SpawnError } from './process';
+import { runSandboxed, type SandboxKind, type SandboxLimits } from './sandbox';
 import { assertKernelRelease, assertModuleName, assertSafeDir } from './validate';
 
 export interface CompileOptions {
@@ -25,6 +33,10 @@ export interface CompileOptions {
   signal?: AbortSignal;
   /** Every line of make's output as it arrives (paths relative to the module). */
   onLog?: (line: string) => void;
+  /** Sandbox limits (memory, output file size, processes, CPU) over the defaults. */
+  limits?: Partial<SandboxLimits>;
+  /** Compile without the sandbox when the machine has none (a developer's experiment, never a service). */
+  allowUnsandboxed?: boolean;
 }
 
 export interface CompiledModule {
@@ -44,6 +56,8 @@ export interface CompiledModule {
   warnings: string[];
   /** Every .modinfo key's first value (license, livepatch, name, depends, ...). */
   modinfo: Record<string, string>;
+  /** How the compiler was confined: root (bwrap, as nobody), userns (bwrap, the caller's uid), none (insecure opt-in). */
+  sandbox: SandboxKind;
 }
 
 const MAX_SOURCE_BYTES = 4 * 1024 * 1024;
@@ -104,13 +118,22 @@ export async function compileLivepatchModule(opts: CompileOptions): Promise<Comp
 
   let result;
   try {
-    result = await runProcess(make, args, {
-      cwd: workDir,
-      env: minimalEnv(tmp),
-      timeoutMs,
-      signal,
-      onLine: (line) => say(relativizeLine(line, workDir, kernelRoots)),
-    });
+    // The operator's source runs the assembler's .incbin and the preprocessor's #include: it may see
+    // the kernel trees and its own directory, nothing else (ADR 0013).
+    result = await runSandboxed(
+      {
+        argv: [make, ...args],
+        cwd: workDir,
+        readOnly: [...kernelRoots, ...releaseRoot(buildDir)],
+        writable: [workDir],
+        limits: opts.limits,
+        env: minimalEnv(tmp, { HOME: tmp }),
+        timeoutMs,
+        signal,
+        onLine: (line) => say(relativizeLine(line, workDir, kernelRoots)),
+      },
+      { allowUnsandboxed: opts.allowUnsandboxed },
+    );
   } catch (error) {
     if (error instanceof SpawnError) throw precondition(`make could not be started (${error.errno})`);
     throw error;
@@ -139,6 +162,13 @@ export async function compileLivepatchModule(opts: CompileOptions): Promise<Comp
     );
   }
   if (result.code !== 0) {
+    const outside = readOutsideSandbox(lines, workDir, kernelRoots);
+    if (outside) {
+      const refusal =
+        `${moduleName}.c reads ${outside}, which a compile may not see (only the kernel build tree and the ` +
+        `module's own directory are visible): the build is refused`;
+      throw new ToolchainError('INVALID_ARGUMENT', 'compile', refusal, [refusal, ...diagnostics], log);
+    }
     const errors = diagnostics.filter(isErrorDiagnostic);
     if (errors.length > 0) {
       throw new ToolchainError(
@@ -222,6 +252,7 @@ export async function compileLivepatchModule(opts: CompileOptions): Promise<Comp
     log,
     warnings: diagnostics.filter(isWarningDiagnostic),
     modinfo,
+    sandbox: result.sandbox,
   };
 }
 
@@ -317,6 +348,17 @@ function installHint(missing: string): string {
     known[missing] ??
     (/^(?:[a-z0-9_]+-)*gcc-[0-9]+$/.test(missing) ? missing.replace(/^.*(gcc-[0-9]+)$/, '$1') : undefined);
   return pkg ? ` (apt-get install ${pkg})` : '';
+}
+
+/**
+ * The extracted packages' root around a cached tree (<cache>/releases/<release>, holding usr/src
+ * and usr/lib): Debian's headers link into linux-headers-*-common and ../../lib/linux-kbuild-*.
+ * A tree installed under the system's /usr/src needs nothing more, /usr being visible.
+ */
+function releaseRoot(buildDir: string): string[] {
+  const real = realpath(buildDir) ?? buildDir;
+  const m = /^(\/.+)\/usr\/src\/[^/]+$/.exec(real);
+  return m ? [m[1]!] : [path.dirname(real)];
 }
 
 function realpath(dir: string | undefined): string | undefined {

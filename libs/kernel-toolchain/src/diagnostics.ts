@@ -69,3 +69,45 @@ export function missingTool(lines: readonly string[]): string | undefined {
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+// The assembler's `.incbin` and the preprocessor's `#include` naming a file the sandbox hides.
+const MISSING_FILE = [
+  /: Error: file not found: (.+)$/,
+  /: fatal error: (.+): No such file or directory$/,
+  /: Error: can't open (.+?) for reading\b/,
+  /: fatal error: (.+): Permission denied$/,
+];
+
+/**
+ * The first file the compile tried to read outside what it may see (`visible` roots, plus /usr),
+ * from the relativised output lines and the module's directory; undefined when none. A relative
+ * name is resolved against the module's directory, so `../../etc/shadow` counts as well.
+ */
+export function readOutsideSandbox(
+  lines: readonly string[],
+  moduleDir: string,
+  visible: readonly string[],
+): string | undefined {
+  const roots = ['/usr', moduleDir, ...visible].map((r) => r.replace(/\/+$/, ''));
+  for (const line of lines) {
+    for (const pattern of MISSING_FILE) {
+      const named = pattern.exec(line)?.[1]?.replace(/^['"`]|['"`]$/g, '');
+      if (!named) continue;
+      // A bare relative name ("missing.h", "linux/foo.h") is an ordinary missing header.
+      if (!named.startsWith('/') && !named.split('/').includes('..')) continue;
+      const resolved = posixResolve(moduleDir, named);
+      if (!roots.some((r) => resolved === r || resolved.startsWith(`${r}/`))) return named;
+    }
+  }
+  return undefined;
+}
+
+function posixResolve(base: string, name: string): string {
+  const parts: string[] = [];
+  for (const part of (name.startsWith('/') ? name : `${base}/${name}`).split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join('/')}`;
+}

@@ -18,3 +18,4 @@ export * from './diagnostics';
 export * from './modinfo';
 export * from './diff-tool';
 export * from './livepatch-sample';
+export * from './sandbox';

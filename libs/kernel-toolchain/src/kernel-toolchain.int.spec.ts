@@ -168,8 +168,12 @@ describe("livepatch modules built against Debian's cloud kernel headers", () => 
         }),
       );
       expect(module.vermagic.startsWith(`${current} `)).toBe(true);
-      const commands = spawnSpy.mock.calls.map((call) => path.basename(String(call[0])));
+      // make runs inside the sandbox: prlimit, then bwrap, then make.
+      const commands = spawnSpy.mock.calls.flatMap((call) =>
+        [call[0], ...(call[1] ?? [])].map((a) => path.basename(String(a))),
+      );
       expect(commands).toContain('make');
+      expect(commands).toContain('bwrap');
       expect(commands.filter((c) => /^apt|^dpkg-deb/.test(c))).toEqual([]);
     } finally {
       spawnSpy.mockRestore();

@@ -8,3 +8,4 @@ export * from './rollout-state';
 export * from './rollout-decider';
 export * from './rollout-planner';
 export * from './rollout-view';
+export * from './first-wave-approval';

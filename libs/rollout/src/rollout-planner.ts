@@ -61,6 +61,7 @@ export function planRollout(
     allowForce: request.allowForce,
     allowDowngrade: request.allowDowngrade,
     undoModules: {},
+    approvalWaived: false,
   };
 }
 
@@ -93,5 +94,6 @@ export function planUndoRollout(
     allowForce: false,
     allowDowngrade: false,
     undoModules: Object.fromEntries(targets.map((t) => [t.hostId, t.moduleName])),
+    approvalWaived: false,
   };
 }

@@ -181,6 +181,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
           lifecycle.error(`${name}: could not record a denied call in the event log: ${messageOf(error)}`);
         });
       },
+      common.maxTokenLifetimeSeconds,
     );
   } catch (error) {
     process.stderr.write(`${name}: configuration error: ${messageOf(error)}\n`);

@@ -180,9 +180,13 @@ describe('every rpc of every service, fed garbage and mutations over TLS', () =>
           const identity: Identity = method.path.includes('AgentGateway')
             ? { kind: 'host', id: 'fuzz-host' }
             : { kind: 'user', id: 'cli' };
-          const client = new grpc.Client(addresses.get(svc.app)!, channelCredentials(loadTlsMaterial(pki, identity)), {
-            'grpc.ssl_target_name_override': 'localhost',
-          });
+          const client = new grpc.Client(
+            addresses.get(svc.app)!,
+            channelCredentials(loadTlsMaterial(pki, identity), { kind: 'service', id: svc.app }),
+            {
+              'grpc.ssl_target_name_override': 'localhost',
+            },
+          );
           const metadata = new grpc.Metadata();
           metadata.set(
             'authorization',
@@ -230,7 +234,7 @@ describe('every rpc of every service, fed garbage and mutations over TLS', () =>
     for (const svc of SERVICES) {
       const client = new Health.grpc.health.v1.Health(
         addresses.get(svc.app)!,
-        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' })),
+        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), { kind: 'service', id: svc.app }),
         { 'grpc.ssl_target_name_override': 'localhost' },
       ) as grpc.Client & {
         check: (r: object, cb: (e: grpc.ServiceError | null, r: { status: number }) => void) => void;

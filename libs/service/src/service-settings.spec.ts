@@ -28,6 +28,7 @@ describe('serviceSettings', () => {
       eventsTopic: 'rebootless.events.v1',
       logLevel: 'info',
       logFormat: 'text',
+      maxTokenLifetimeSeconds: 43_200,
       transport: { mode: 'insecure' },
     });
   });

@@ -5,6 +5,7 @@ import {
   formatHostPort,
   hostPort,
   hostPortList,
+  integer,
   oneOf,
   path,
   port,
@@ -155,6 +156,12 @@ export function serviceSettings(service: ServiceIdentity) {
       description: 'text for people, json for one JSON object per line',
     }),
     transport: transportSecurity(),
+    maxTokenLifetimeSeconds: setting({
+      env: 'REBOOTLESS_TOKEN_MAX_LIFETIME_SECONDS',
+      parser: integer(60, 7 * 86_400),
+      default: '43200',
+      description: 'operator tokens minted to live longer than this (exp - iat, seconds) are refused; ADR 0013',
+    }),
   } satisfies ConfigSpec;
 }
 
@@ -167,4 +174,5 @@ export interface ServiceConfig {
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly transport: TransportSecurity;
+  readonly maxTokenLifetimeSeconds: number;
 }

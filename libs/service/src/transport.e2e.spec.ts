@@ -26,10 +26,12 @@ import {
 import {
   channelCredentials,
   ensureCertificateAuthority,
+  exportParty,
   issueCertificate,
   loadTlsMaterial,
   mintToken,
   readTokenPrivateKey,
+  serverCredentials,
   type Identity,
   type Role,
 } from '@rebootless/trust';
@@ -41,6 +43,8 @@ const BuildService = grpc.loadPackageDefinition(
 ) as unknown as {
   rebootless: { builder: { v1: { BuildService: new (address: string, creds: grpc.ChannelCredentials) => Client } } };
 };
+
+const BUILDER: Identity = { kind: 'service', id: 'builder' };
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -88,6 +92,7 @@ function firstMessage(client: Client, method: string, request: object) {
 
 describe('a service with TLS and operator tokens (the builder as a process)', () => {
   let pki: string;
+  let builderPki: string;
   let otherPki: string;
   let topic: string;
   let address: string;
@@ -97,7 +102,7 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
   const clientAs = (identity: Identity, dir = pki): Client => {
     const client = new BuildService.rebootless.builder.v1.BuildService(
       address,
-      channelCredentials(loadTlsMaterial(dir, identity)),
+      channelCredentials(loadTlsMaterial(dir, identity), BUILDER),
     );
     clients.push(client);
     return client;
@@ -120,12 +125,14 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
       await issueCertificate(pki, identity);
     }
     await issueCertificate(otherPki, { kind: 'user', id: 'cli' });
+    // The builder gets its own directory: its key and certificate, ca.crt, token.pub (ADR 0013).
+    builderPki = exportParty(pki, `${pki}-builder`, [{ kind: 'service', id: 'builder' }]).dir;
     topic = await freshEventsTopic('transport', 1);
     address = `127.0.0.1:${await freePort()}`;
     builder = startNode(builtEntry('apps/builder/dist/main.js'), {
       BUILDER_GRPC_ADDRESS: address,
       REBOOTLESS_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-builder-tls-')),
-      REBOOTLESS_PKI_DIR: pki,
+      REBOOTLESS_PKI_DIR: builderPki,
       EVENTS_TOPIC: topic,
       NO_COLOR: '1',
     });
@@ -136,11 +143,17 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     clients.forEach((c) => c.close());
     builder?.child.kill('SIGTERM');
     await builder?.exited();
-    for (const dir of [pki, otherPki]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    for (const dir of [pki, builderPki, otherPki]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('says at start that it serves TLS with client certificates', () => {
-    expect(builder.output()).toContain(`TLS with client certificates of the CA in ${pki}, as service:builder`);
+    expect(builder.output()).toContain(`TLS with client certificates of the CA in ${builderPki}, as service:builder`);
+    expect(fs.readdirSync(builderPki).sort()).toEqual([
+      'ca.crt',
+      'service-builder.crt',
+      'service-builder.key',
+      'token.pub',
+    ]);
   });
 
   it('answers an operator read with a token of any role', async () => {
@@ -209,7 +222,10 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
   });
 
   it('answers bytes that are not the request message with INVALID_ARGUMENT naming the type, after the access check', async () => {
-    const raw = new grpc.Client(address, channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' })));
+    const raw = new grpc.Client(
+      address,
+      channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), BUILDER),
+    );
     const send = (metadata: grpc.Metadata) =>
       new Promise<{ code: number; details: string }>((resolve) =>
         raw.makeUnaryRequest(
@@ -266,6 +282,67 @@ describe('a service with TLS and operator tokens (the builder as a process)', ()
     expect((await call(plain, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(grpc.status.UNAVAILABLE);
     const stranger = clientAs({ kind: 'user', id: 'cli' }, otherPki);
     expect((await call(stranger, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('refuses a token meant for another service, and one minted to live longer than 12 hours, as UNAUTHENTICATED', async () => {
+    const cli = clientAs({ kind: 'user', id: 'cli' });
+    const key = readTokenPrivateKey(pki);
+    const withToken = (token: string) => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${token}`);
+      return md;
+    };
+    const forLedger = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 600, audience: ['ledger'] });
+    const misaddressed = await call(cli, 'listBuilds', {}, withToken(forLedger));
+    expect(misaddressed.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(misaddressed.details).toContain('the token is meant for ledger, not builder');
+    const forBuilder = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 600, audience: ['builder'] });
+    expect((await call(cli, 'listBuilds', {}, withToken(forBuilder))).code).toBe(grpc.status.OK);
+    const monthLong = mintToken(key, { sub: 'carol', roles: ['auditor'], ttlSeconds: 30 * 86_400 });
+    const tooLong = await call(cli, 'listBuilds', {}, withToken(monthLong));
+    expect(tooLong.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(tooLong.details).toContain('this service accepts at most 43200 s');
+  });
+
+  it('a client refuses a server whose certificate names another identity, even one signed by the CA', async () => {
+    // The network attacker between CLI and service holds a host's key (a compromised host) and
+    // answers in the builder's place: the CA signed that certificate, but it does not name the builder.
+    const impostor = new grpc.Server();
+    impostor.addService(
+      (BuildService.rebootless.builder.v1.BuildService as unknown as { service: grpc.ServiceDefinition }).service,
+      { listBuilds: (_call: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { builds: [] }) },
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      impostor.bindAsync(
+        '127.0.0.1:0',
+        serverCredentials(loadTlsMaterial(pki, { kind: 'host', id: 'web-01' })),
+        (error, bound) => (error ? reject(error) : resolve(bound)),
+      ),
+    );
+    try {
+      const fooled = new BuildService.rebootless.builder.v1.BuildService(
+        `127.0.0.1:${port}`,
+        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), BUILDER),
+      );
+      clients.push(fooled);
+      const answer = await call(fooled, 'listBuilds', {}, bearer('carol', ['auditor']));
+      expect(answer.code).toBe(grpc.status.UNAVAILABLE);
+      // The genuine builder, called by a client expecting the ledger, is refused the same way.
+      const misdirected = new BuildService.rebootless.builder.v1.BuildService(
+        address,
+        channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), { kind: 'service', id: 'ledger' }),
+      );
+      clients.push(misdirected);
+      expect((await call(misdirected, 'listBuilds', {}, bearer('carol', ['auditor']))).code).toBe(
+        grpc.status.UNAVAILABLE,
+      );
+      // And the one it expects is reached.
+      expect(
+        (await call(clientAs({ kind: 'user', id: 'cli' }), 'listBuilds', {}, bearer('carol', ['auditor']))).code,
+      ).toBe(grpc.status.OK);
+    } finally {
+      impostor.forceShutdown();
+    }
   });
 
   it('records every refused call as a CallDenied event saying who, what and why', async () => {

@@ -5,6 +5,7 @@ import { ChannelCredentials, ServerCredentials, type Metadata, type ServerInterc
 import { events } from '@rebootless/contracts';
 import type { EventDraft } from '@rebootless/events';
 import {
+  DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
   TOKEN_PUBLIC_KEY,
   accessInterceptor,
   channelCredentials,
@@ -28,6 +29,7 @@ export function serverTransport(
   security: TransportSecurity,
   identity: Identity,
   onDenied: (call: DeniedCall) => void,
+  maxTokenLifetimeSeconds = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
 ): ServerTransport {
   if (security.mode === 'insecure') {
     return {
@@ -42,16 +44,27 @@ export function serverTransport(
   const tokenKey = readTokenPublicKey(path.join(security.pkiDir, TOKEN_PUBLIC_KEY));
   return {
     credentials: serverCredentials(material),
-    interceptors: [accessInterceptor({ tokenKey, onDenied })],
+    // A token names the services it is for: this one's name, or "rebootless" for all of them.
+    interceptors: [
+      accessInterceptor({
+        tokenKey,
+        onDenied,
+        tokens: { audience: identity.id, maxLifetimeSeconds: maxTokenLifetimeSeconds },
+      }),
+    ],
     description: `TLS with client certificates of the CA in ${security.pkiDir}, as ${identity.kind}:${identity.id}`,
   };
 }
 
-/** What this service presents when it calls another one. */
-export function clientCredentials(security: TransportSecurity, identity: Identity): ChannelCredentials {
+/** What this service presents when it calls another one, and the identity it expects back. */
+export function clientCredentials(
+  security: TransportSecurity,
+  identity: Identity,
+  server: Identity | readonly Identity[],
+): ChannelCredentials {
   return security.mode === 'insecure'
     ? ChannelCredentials.createInsecure()
-    : channelCredentials(loadTlsMaterial(security.pkiDir, identity));
+    : channelCredentials(loadTlsMaterial(security.pkiDir, identity), server);
 }
 
 export function callDenied(service: string, denied: DeniedCall): EventDraft {

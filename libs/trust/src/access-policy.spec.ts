@@ -6,7 +6,7 @@ import { identityFromCertificate } from './identity';
 import { mintToken, verifyToken } from './token';
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-const verify = (token: string) => verifyToken(token, publicKey);
+const verify = (token: string) => verifyToken(token, publicKey, { audience: 'dispatcher', maxLifetimeSeconds: 43_200 });
 const bearer = (sub: string, roles: ('operator' | 'approver' | 'auditor')[]) =>
   `Bearer ${mintToken(privateKey, { sub, roles, ttlSeconds: 600 })}`;
 

@@ -11,7 +11,7 @@ import type { KeyObject } from 'node:crypto';
 import { STATUS_DETAILS_TRAILER, encodeStatusDetails } from '@rebootless/contracts';
 import { decideAccess, type AccessRule, type Principal } from './access-policy';
 import { describeIdentity, identityFromCertificate } from './identity';
-import { verifyToken } from './token';
+import { verifyToken, type TokenExpectations } from './token';
 
 /** Set by the interceptor on allowed calls (any such header a client sent is removed first). */
 export const PRINCIPAL_METADATA = 'x-rebootless-principal';
@@ -27,6 +27,8 @@ export interface DeniedCall {
 
 export interface AccessInterceptorOptions {
   readonly tokenKey: KeyObject;
+  /** This service's audience and the longest token lifetime it accepts. */
+  readonly tokens: TokenExpectations;
   readonly rules?: Readonly<Record<string, AccessRule>>;
   /** Told about every refused call, for the audit trail. Must not throw. */
   readonly onDenied?: (call: DeniedCall) => void;
@@ -45,7 +47,7 @@ export function accessInterceptor(options: AccessInterceptorOptions): ServerInte
             const decision = decideAccess(
               descriptor.path,
               { identity, authorization: typeof authorization === 'string' ? authorization : undefined },
-              (token) => verifyToken(token, options.tokenKey, now()),
+              (token) => verifyToken(token, options.tokenKey, options.tokens, now()),
               options.rules,
             );
             metadata.remove(PRINCIPAL_METADATA);

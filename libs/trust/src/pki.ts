@@ -144,6 +144,65 @@ export async function issueCertificate(
   }
 }
 
+/** The files that must never leave the pki tool's own directory. */
+export const AUTHORITY_SECRETS: readonly string[] = [CA_KEY, TOKEN_PRIVATE_KEY];
+
+/**
+ * Where a party's own directory goes by default: `<pki dir>/../identities/<kind>-<id>`, beside the
+ * pki tool's directory, never inside it.
+ */
+export function partyDirectory(pkiDir: string, name: string): string {
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name))
+    throw new PkiError(`party directory name ${JSON.stringify(name)} is not [a-z0-9._-], 1 to 63 characters`);
+  return path.join(path.dirname(path.resolve(pkiDir)), 'identities', name);
+}
+
+/**
+ * Lays out one party's directory (0700): the CA certificate, the certificate and key (0600) of each
+ * of its identities (one for a service or a host; every simulated host for the demo fleet), the
+ * token public key, and any other public keys it needs (e.g. builder.pub for agents). The CA key
+ * and the token-signing key stay in `pkiDir`. Existing files are replaced, so a renewed
+ * certificate reaches its party.
+ */
+export function exportParty(
+  pkiDir: string,
+  dest: string,
+  identities: readonly Identity[],
+  publicKeys: Readonly<Record<string, Buffer | string>> = {},
+): { dir: string; files: string[] } {
+  const root = path.resolve(pkiDir);
+  const out = path.resolve(dest);
+  if (out === root || out.startsWith(`${root}${path.sep}`))
+    throw new PkiError(`a party's directory must not be inside the pki directory ${root}: ${out}`);
+  fs.mkdirSync(out, { recursive: true, mode: 0o700 });
+  fs.chmodSync(out, 0o700);
+  const files: string[] = [];
+  const put = (name: string, data: Buffer | string, mode: number) => {
+    if (AUTHORITY_SECRETS.includes(name)) throw new PkiError(`${name} never leaves the pki directory`);
+    const file = path.join(out, name);
+    fs.rmSync(file, { force: true });
+    fs.writeFileSync(file, data, { mode });
+    fs.chmodSync(file, mode);
+    files.push(name);
+  };
+  const read = (file: string) => {
+    if (!fs.existsSync(file)) throw new PkiError(`${file} is missing: run the pki script's init or issue first`);
+    return fs.readFileSync(file);
+  };
+  put(CA_CERT, read(path.join(root, CA_CERT)), 0o644);
+  put(TOKEN_PUBLIC_KEY, read(path.join(root, TOKEN_PUBLIC_KEY)), 0o644);
+  for (const identity of identities) {
+    const { cert, key } = credentialPaths(root, identity);
+    put(path.basename(cert), read(cert), 0o644);
+    put(path.basename(key), read(key), 0o600);
+  }
+  for (const [name, data] of Object.entries(publicKeys)) {
+    if (!/^[a-z0-9][a-z0-9._-]*\.pub$/.test(name)) throw new PkiError(`public key file name ${name} must end in .pub`);
+    put(name, data, 0o644);
+  }
+  return { dir: out, files: files.sort() };
+}
+
 export function readTokenPrivateKey(dir: string): KeyObject {
   const file = path.join(dir, TOKEN_PRIVATE_KEY);
   if (!fs.existsSync(file)) throw new PkiError(`no token key at ${file}: run the pki script's init first`);

@@ -3,7 +3,8 @@
 // the token key; every service holds only the public half, so a service cannot mint tokens.
 import { randomUUID, sign, verify, type KeyObject } from 'node:crypto';
 
-export const ROLES = ['operator', 'approver', 'auditor'] as const;
+// release-manager: may start a rollout without an approval (CreateRolloutRequest.skip_approval); ADR 0013.
+export const ROLES = ['operator', 'approver', 'auditor', 'release-manager'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface TokenClaims {
@@ -14,6 +15,21 @@ export interface TokenClaims {
   readonly iat: number;
   readonly exp: number;
   readonly jti: string;
+  /** Who may accept it: service names (builder, dispatcher, ledger) or "rebootless", every one of them. */
+  readonly aud: readonly string[];
+}
+
+/** The audience every service accepts. */
+export const ANY_SERVICE_AUDIENCE = 'rebootless';
+/** The longest lifetime (exp - iat) a service accepts by default: a working day, not a month. */
+export const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 12 * 3600;
+
+/** What a service demands of a token besides its signature and expiry. */
+export interface TokenExpectations {
+  /** The service's own name: the token's aud must hold it or "rebootless". */
+  readonly audience: string;
+  /** Tokens minted to live longer than this are refused, whatever their exp says. */
+  readonly maxLifetimeSeconds: number;
 }
 
 export class TokenError extends Error {
@@ -33,9 +49,12 @@ export function isRole(value: string): value is Role {
 
 export function mintToken(
   privateKey: KeyObject,
-  claims: { sub: string; roles: readonly Role[]; ttlSeconds: number },
+  claims: { sub: string; roles: readonly Role[]; ttlSeconds: number; audience?: readonly string[] },
   nowMs = Date.now(),
 ): string {
+  const aud = [...new Set(claims.audience ?? [ANY_SERVICE_AUDIENCE])];
+  if (aud.length === 0 || !aud.every((a) => /^[a-z][a-z0-9-]{0,62}$/.test(a)))
+    throw new TokenError(`the audience must be service names or "${ANY_SERVICE_AUDIENCE}", got ${JSON.stringify(aud)}`);
   if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/.test(claims.sub)) {
     throw new TokenError(`subject "${claims.sub}" must be 1 to 128 letters, digits, ".", "_", "@" or "-"`);
   }
@@ -53,14 +72,23 @@ export function mintToken(
     iat,
     exp: iat + claims.ttlSeconds,
     jti: randomUUID(),
+    aud,
   };
   const payload = Buffer.from(JSON.stringify(body)).toString('base64url');
   const signature = sign(null, Buffer.from(`${VERSION}.${payload}`), privateKey).toString('base64url');
   return `${VERSION}.${payload}.${signature}`;
 }
 
-/** The claims of a token signed with `publicKey` and valid at `nowMs`; TokenError says why not. */
-export function verifyToken(token: string, publicKey: KeyObject, nowMs = Date.now()): TokenClaims {
+/**
+ * The claims of a token signed with `publicKey`, valid at `nowMs`, meant for `expect.audience` and
+ * minted to live no longer than `expect.maxLifetimeSeconds`; TokenError says why not.
+ */
+export function verifyToken(
+  token: string,
+  publicKey: KeyObject,
+  expect: TokenExpectations,
+  nowMs = Date.now(),
+): TokenClaims {
   if (token.length > MAX_TOKEN_LENGTH) throw new TokenError(`the token is longer than ${MAX_TOKEN_LENGTH} characters`);
   const parts = token.split('.');
   if (parts.length !== 3 || parts[0] !== VERSION) {
@@ -84,9 +112,21 @@ export function verifyToken(token: string, publicKey: KeyObject, nowMs = Date.no
     !c.roles.every((r) => typeof r === 'string' && isRole(r)) ||
     typeof c.iat !== 'number' ||
     typeof c.exp !== 'number' ||
-    typeof c.jti !== 'string'
+    typeof c.jti !== 'string' ||
+    !Array.isArray(c.aud) ||
+    !c.aud.every((a) => typeof a === 'string')
   ) {
-    throw new TokenError('the token claims are incomplete (sub, roles, iat, exp, jti)');
+    throw new TokenError('the token claims are incomplete (sub, roles, iat, exp, jti, aud)');
+  }
+  if (!c.aud.includes(expect.audience) && !c.aud.includes(ANY_SERVICE_AUDIENCE)) {
+    throw new TokenError(
+      `the token is meant for ${c.aud.join(', ') || 'nobody'}, not ${expect.audience} (nor "${ANY_SERVICE_AUDIENCE}")`,
+    );
+  }
+  if (c.exp - c.iat > expect.maxLifetimeSeconds) {
+    throw new TokenError(
+      `the token was minted to live ${c.exp - c.iat} s; this service accepts at most ${expect.maxLifetimeSeconds} s`,
+    );
   }
   const now = Math.floor(nowMs / 1000);
   if (now >= c.exp) throw new TokenError(`the token expired at ${new Date(c.exp * 1000).toISOString()}`);

@@ -120,6 +120,7 @@ async function main(): Promise<void> {
         selector,
         strategy,
         dryRun: true,
+        skipApproval: true,
       }).catch(() => undefined);
       return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === AGENTS;
     }, 'the dispatcher knows every host');
@@ -130,6 +131,8 @@ async function main(): Promise<void> {
       version: patch.version,
       selector,
       strategy,
+      // What is measured is the rollout, not the wait for a second person (ADR 0013).
+      skipApproval: true,
     });
     // Applied on every kernel, every PatchApplied in Kafka: the agents' side of the rollout.
     const live = () => [...f.hosts.values()].filter((h) => h.kernel.loads.length > 0).length;

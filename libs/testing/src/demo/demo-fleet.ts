@@ -50,7 +50,11 @@ async function main(): Promise<void> {
       topic: config.topic,
       agentTransitionTimeoutMs: config.transitionTimeoutMs,
       sharedArtifacts: true,
-      credentials: (hostId) => channelCredentials(loadTlsMaterial(config.pkiDir, { kind: 'host', id: hostId })),
+      credentials: (hostId) =>
+        channelCredentials(loadTlsMaterial(config.pkiDir, { kind: 'host', id: hostId }), [
+          { kind: 'service', id: 'dispatcher' },
+          { kind: 'service', id: 'builder' },
+        ]),
     },
     specs,
   );

@@ -14,7 +14,7 @@ import {
   type GrpcServiceContract,
 } from '@rebootless/contracts';
 import { livepatchSample } from '@rebootless/kernel-toolchain';
-import { channelCredentials, loadTlsMaterial, mintToken, readTokenPrivateKey } from '@rebootless/trust';
+import { channelCredentials, loadTlsMaterial, mintToken, readTokenPrivateKey, type Role } from '@rebootless/trust';
 import { readStream, serviceClient, unary, type Client } from '../fleet/rig';
 import { DEMO_LABEL, type DemoPlan } from './demo-plan';
 
@@ -34,6 +34,13 @@ const CVE = { id: 'CVE-2024-1086', severity: events.Severity.SEVERITY_CRITICAL, 
 /** PCI-DSS 6.3.3: critical fixes live within a month. The report is read as of the day after. */
 const DEADLINE_DAYS = 30;
 const OPERATOR = 'alice';
+const APPROVER = 'bob';
+// The story's one channel configuration reaches the three services; each must show its own certificate.
+const SERVICES_OF_THE_STACK = [
+  { kind: 'service', id: 'builder' },
+  { kind: 'service', id: 'dispatcher' },
+  { kind: 'service', id: 'ledger' },
+] as const;
 
 export interface PciSummary {
   asOf: string;
@@ -70,20 +77,20 @@ const rolloutState = (s: dispatcher.RolloutState) => enumName(R, s, 'ROLLOUT_STA
 const hostState = (s: dispatcher.HostRolloutState) => enumName(H, s, 'HOST_ROLLOUT_STATE_');
 const waveState = (s: dispatcher.WaveState) => enumName(dispatcher.WaveState, s, 'WAVE_STATE_');
 
-/** TLS as the CLI's certificate (user:cli) plus an operator token on every call. */
-function operatorCredentials(pkiDir: string): grpc.ChannelCredentials {
-  const token = mintToken(readTokenPrivateKey(pkiDir), {
-    sub: OPERATOR,
-    roles: ['operator', 'auditor'],
-    ttlSeconds: 3600,
-  });
+/** TLS as the CLI's certificate (user:cli) plus a token of `sub` with `roles` on every call. */
+function operatorCredentials(
+  pkiDir: string,
+  sub: string = OPERATOR,
+  roles: readonly Role[] = ['operator', 'auditor'],
+): grpc.ChannelCredentials {
+  const token = mintToken(readTokenPrivateKey(pkiDir), { sub, roles, ttlSeconds: 3600 });
   const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
     const metadata = new grpc.Metadata();
     metadata.set('authorization', `Bearer ${token}`);
     callback(null, metadata);
   });
   return grpc.credentials.combineChannelCredentials(
-    channelCredentials(loadTlsMaterial(pkiDir, { kind: 'user', id: 'cli' })),
+    channelCredentials(loadTlsMaterial(pkiDir, { kind: 'user', id: 'cli' }), SERVICES_OF_THE_STACK),
     bearer,
   );
 }
@@ -106,6 +113,12 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
   const open = (contract: GrpcServiceContract, address: string) => serviceClient(contract, address, credentials);
   const build = open(grpcServices.build, options.builderAddress);
   const rollouts = open(grpcServices.rollout, options.dispatcherAddress);
+  // A second person approves the first wave: nobody starts a rollout on their own (ADR 0013).
+  const approvals = serviceClient(
+    grpcServices.rollout,
+    options.dispatcherAddress,
+    operatorCredentials(options.pkiDir, APPROVER, ['approver', 'auditor']),
+  );
   const ledgerClient = open(grpcServices.ledger, options.ledgerAddress);
   try {
     const step = (title: string) => say(`\n== ${title}`);
@@ -189,6 +202,8 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
       },
     });
     const rolloutId = created.rollout!.rolloutId;
+    await unary(approvals, 'approveRollout', { rolloutId, waveIndex: 0 });
+    say(`   ${APPROVER} (approver) approved the first wave of ${OPERATOR}'s rollout`);
     say(
       `   rollout ${rolloutId}: ${created
         .rollout!.waves.map((w) => `${w.name} ${w.hosts.length} host(s)`)
@@ -302,7 +317,7 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
       seconds: (Date.now() - t0) / 1000,
     };
   } finally {
-    for (const client of [build, rollouts, ledgerClient]) client.close();
+    for (const client of [build, rollouts, approvals, ledgerClient]) client.close();
   }
 }
 

@@ -115,6 +115,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
             version: patch.version,
             selector: { kernelReleases: [], labels: {}, hostIds: [HOST_ID] },
             strategy: strategy(),
+            skipApproval: true, // not about approvals (ADR 0013)
           })
         ).rollout,
       `the dispatcher accepts a rollout of ${patch.patchId}`,

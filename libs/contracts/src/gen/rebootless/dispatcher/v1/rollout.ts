@@ -113,6 +113,11 @@ export interface CreateRolloutRequest {
   allowDowngrade: boolean;
   /** Plan the waves and answer without creating anything. */
   dryRun: boolean;
+  /**
+   * Start the first wave without an approval. Only for a caller holding the release-manager role,
+   * and never with allow_force or allow_downgrade; recorded in RolloutCreated.approval_waived.
+   */
+  skipApproval: boolean;
 }
 
 export interface CreateRolloutResponse {
@@ -636,7 +641,7 @@ export const Rollout: MessageFns<Rollout> = {
 };
 
 function createBaseCreateRolloutRequest(): CreateRolloutRequest {
-  return { patchId: "", version: "", allowForce: false, allowDowngrade: false, dryRun: false };
+  return { patchId: "", version: "", allowForce: false, allowDowngrade: false, dryRun: false, skipApproval: false };
 }
 
 export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
@@ -661,6 +666,9 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
     }
     if (message.dryRun !== false) {
       writer.uint32(56).bool(message.dryRun);
+    }
+    if (message.skipApproval !== false) {
+      writer.uint32(64).bool(message.skipApproval);
     }
     return writer;
   },
@@ -732,6 +740,14 @@ export const CreateRolloutRequest: MessageFns<CreateRolloutRequest> = {
             }
 
             message.dryRun = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.skipApproval = reader.bool();
             continue;
           }
         }

@@ -82,6 +82,12 @@ export interface RolloutCreated {
   allowDowngrade: boolean;
   /** For an undo: the module each host disables, from the ledger's undo plan (host id -> module). */
   undoModules: { [key: string]: string };
+  /**
+   * The creator opted out of the approval before the first wave (CreateRolloutRequest.skip_approval),
+   * holding a role allowed to (release-manager); the event's actor names them. False: an approver
+   * other than the creator opens the first wave.
+   */
+  approvalWaived: boolean;
 }
 
 export interface RolloutCreated_UndoModulesEntry {
@@ -687,6 +693,7 @@ function createBaseRolloutCreated(): RolloutCreated {
     allowForce: false,
     allowDowngrade: false,
     undoModules: {},
+    approvalWaived: false,
   };
 }
 
@@ -728,6 +735,9 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
     globalThis.Object.entries(message.undoModules).forEach(([key, value]: [string, string]) => {
       RolloutCreated_UndoModulesEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
     });
+    if (message.approvalWaived !== false) {
+      writer.uint32(104).bool(message.approvalWaived);
+    }
     return writer;
   },
 
@@ -841,6 +851,14 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
             if (entry12.value !== undefined) {
               message.undoModules[entry12.key] = entry12.value;
             }
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.approvalWaived = reader.bool();
             continue;
           }
         }
