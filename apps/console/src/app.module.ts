@@ -11,7 +11,10 @@ export class ConsoleModule {
     return {
       module: ConsoleModule,
       controllers: [ApiController, PagesController],
-      providers: [{ provide: CONSOLE_OPTIONS, useValue: options }, { provide: APP_FILTER, useClass: ConsoleErrorFilter }],
+      providers: [
+        { provide: CONSOLE_OPTIONS, useValue: options },
+        { provide: APP_FILTER, useClass: ConsoleErrorFilter },
+      ],
     };
   }
 }

@@ -35,7 +35,10 @@ function consoleSecurity(): Setting<TransportSecurity> {
       const rawInsecure = rawValue(env, 'REBOOTLESS_INSECURE');
       const insecure = rawInsecure === undefined ? false : flagParser.parse(rawInsecure);
       if (insecure === undefined) {
-        return { ok: false, problems: [{ env: 'REBOOTLESS_INSECURE', value: rawInsecure, expected: flagParser.expected }] };
+        return {
+          ok: false,
+          problems: [{ env: 'REBOOTLESS_INSECURE', value: rawInsecure, expected: flagParser.expected }],
+        };
       }
       if (insecure) return { ok: true, value: { mode: 'insecure' } };
       const dir = rawDir === undefined ? undefined : dirParser.parse(rawDir);

@@ -141,7 +141,12 @@ export class ConsoleData {
         rows.push({ host: hosts[i], verdict });
         if (rows.length === this.pageSize) {
           const more = i + 1 < hosts.length || page.nextPageToken;
-          return { rows, nextPageToken: more ? encodeCursor(i + 1 < hosts.length ? t : page.nextPageToken, i + 1 < hosts.length ? i + 1 : 0) : '' };
+          return {
+            rows,
+            nextPageToken: more
+              ? encodeCursor(i + 1 < hosts.length ? t : page.nextPageToken, i + 1 < hosts.length ? i + 1 : 0)
+              : '',
+          };
         }
       }
       if (!page.nextPageToken) return { rows, nextPageToken: '' };
@@ -188,7 +193,12 @@ export class ConsoleData {
   }
 
   rollouts(caller: Caller, pageToken = ''): Promise<Message> {
-    return this.backends.unary<Message>(caller, 'dispatcher', 'ListRollouts', { pageSize: 50, pageToken, states: [], patchId: '' });
+    return this.backends.unary<Message>(caller, 'dispatcher', 'ListRollouts', {
+      pageSize: 50,
+      pageToken,
+      states: [],
+      patchId: '',
+    });
   }
 
   async rollout(caller: Caller, rolloutId: string): Promise<Message> {
@@ -205,13 +215,22 @@ export class ConsoleData {
     }
   }
 
-  watchRollout(caller: Caller, rolloutId: string, onUpdate: (m: Message) => void): { done: Promise<void>; cancel: () => void } {
+  watchRollout(
+    caller: Caller,
+    rolloutId: string,
+    onUpdate: (m: Message) => void,
+  ): { done: Promise<void>; cancel: () => void } {
     return this.backends.stream<Message>(caller, 'dispatcher', 'WatchRollout', { rolloutId }, (m) => {
       onUpdate(m);
     });
   }
 
-  async act(caller: Caller, rolloutId: string, action: RolloutAction, input: { reason?: string; waveIndex?: number; comment?: string }): Promise<Message> {
+  async act(
+    caller: Caller,
+    rolloutId: string,
+    action: RolloutAction,
+    input: { reason?: string; waveIndex?: number; comment?: string },
+  ): Promise<Message> {
     const request =
       action === 'approve'
         ? { rolloutId, waveIndex: input.waveIndex ?? 0, comment: input.comment ?? '' }
@@ -247,7 +266,10 @@ export class ConsoleData {
     return response.rollout;
   }
 
-  complianceReport(caller: Caller, input: { asOf?: Date; deadlineDays: number; format: 'json' | 'csv' }): Promise<Message> {
+  complianceReport(
+    caller: Caller,
+    input: { asOf?: Date; deadlineDays: number; format: 'json' | 'csv' },
+  ): Promise<Message> {
     return this.backends.unary<Message>(caller, 'ledger', 'ComplianceReport', {
       ...(input.asOf ? { asOf: toTimestamp(input.asOf) } : {}),
       minSeverity: 'SEVERITY_UNSPECIFIED',
@@ -279,7 +301,14 @@ export class ConsoleData {
   }
 
   async builds(caller: Caller): Promise<Message[]> {
-    return (await this.backends.unary<Message>(caller, 'builder', 'ListBuilds', { pageSize: 200, pageToken: '', patchId: '', states: [] })).builds;
+    return (
+      await this.backends.unary<Message>(caller, 'builder', 'ListBuilds', {
+        pageSize: 200,
+        pageToken: '',
+        patchId: '',
+        states: [],
+      })
+    ).builds;
   }
 
   async build(caller: Caller, buildId: string): Promise<Message> {

@@ -31,7 +31,10 @@ export class ConsoleErrorFilter implements ExceptionFilter {
     } else if (error.code === 'UNAUTHENTICATED' && req.method === 'GET') {
       res.redirect(303, `/signin?next=${encodeURIComponent(req.originalUrl)}`);
     } else {
-      res.status(error.status).type('html').send(errorPage(error.status, error.message, undefined).text);
+      res
+        .status(error.status)
+        .type('html')
+        .send(errorPage(error.status, error.message, undefined).text);
     }
   }
 
@@ -42,7 +45,11 @@ export class ConsoleErrorFilter implements ExceptionFilter {
       // Body parser refusals (malformed JSON) and Nest's own 404 for unknown routes.
       const code = HTTP_CODE[status] ?? (status < 500 ? 'BAD_REQUEST' : 'INTERNAL');
       const message =
-        status === 404 ? `no such route: ${req.method} ${req.path}` : status < 500 ? 'the request is malformed' : 'internal error';
+        status === 404
+          ? `no such route: ${req.method} ${req.path}`
+          : status < 500
+            ? 'the request is malformed'
+            : 'internal error';
       return new ApiError(code, message);
     }
     this.logger.error(`${req.method} ${req.path}: ${(exception as Error)?.stack ?? String(exception)}`);

@@ -7,7 +7,13 @@ export class Html {
   }
 }
 
-const ESCAPES: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const ESCAPES: Readonly<Record<string, string>> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+};
 
 export function escape(value: unknown): string {
   return String(value ?? '').replace(/[&<>"']/g, (c) => ESCAPES[c]!);
@@ -54,20 +60,38 @@ button{margin-right:.3rem}fieldset{border:1px solid #ccd;margin:.5rem 0}code{fon
 
 export function layout(title: string, user: PageUser | undefined, body: Html): Html {
   return html`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${title} · rebootless</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">
-${user ? html`<meta name="csrf-token" content="${user.csrf}">` : ''}
-<style>${new Html(STYLE)}</style></head>
-<body><header><strong>rebootless</strong>
-${
-  user
-    ? html`<a href="/fleet">Fleet</a><a href="/rollouts">Rollouts</a><a href="/exposure">Exposure</a>
-<a href="/compliance">Compliance</a><a href="/audit">Audit log</a><a href="/builds">Builds and patches</a>
-<span class="who">${user.subject} (${user.roles.join(', ')})
-<form class="inline" method="post" action="/signout"><input type="hidden" name="_csrf" value="${user.csrf}"><button>Sign out</button></form></span>`
-    : ''
-}</header>
-<main><h1>${title}</h1>${body}</main></body></html>`;
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <title>${title} · rebootless</title>
+        <meta name="viewport" content="width=device-width,initial-scale=1" />
+        ${user ? html`<meta name="csrf-token" content="${user.csrf}" />` : ''}
+        <style>
+          ${new Html(STYLE)}
+        </style>
+      </head>
+      <body>
+        <header>
+          <strong>rebootless</strong> ${
+            user
+              ? html`<a href="/fleet">Fleet</a><a href="/rollouts">Rollouts</a><a href="/exposure">Exposure</a>
+                  <a href="/compliance">Compliance</a><a href="/audit">Audit log</a
+                  ><a href="/builds">Builds and patches</a>
+                  <span class="who"
+                    >${user.subject} (${user.roles.join(', ')})
+                    <form class="inline" method="post" action="/signout">
+                      <input type="hidden" name="_csrf" value="${user.csrf}" /><button>Sign out</button>
+                    </form></span
+                  >`
+              : ''
+          }
+        </header>
+        <main>
+          <h1>${title}</h1>
+          ${body}
+        </main>
+      </body>
+    </html>`;
 }
 
 export function errorPage(status: number, message: string, user: PageUser | undefined): Html {

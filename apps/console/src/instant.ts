@@ -50,7 +50,8 @@ export function parseChoice<const C extends readonly string[]>(
   choices: C,
 ): C[number] | undefined {
   if (raw === undefined || raw === '') return undefined;
-  if (!(choices as readonly string[]).includes(raw)) throw badRequest(`${name} "${raw}" is not one of ${choices.join(', ')}`);
+  if (!(choices as readonly string[]).includes(raw))
+    throw badRequest(`${name} "${raw}" is not one of ${choices.join(', ')}`);
   return raw as C[number];
 }
 

@@ -40,7 +40,8 @@ async function main(): Promise<void> {
   }
   const tls = config.transport.mode === 'tls';
   const keyFile =
-    config.tokenPublicKey ?? (config.transport.mode === 'tls' ? path.join(config.transport.pkiDir, TOKEN_PUBLIC_KEY) : undefined);
+    config.tokenPublicKey ??
+    (config.transport.mode === 'tls' ? path.join(config.transport.pkiDir, TOKEN_PUBLIC_KEY) : undefined);
   const tokenKey = keyFile && fs.existsSync(keyFile) ? readTokenPublicKey(keyFile) : undefined;
   const backends = new Backends(config.transport, {
     ledger: config.ledgerAddress,
@@ -60,7 +61,10 @@ async function main(): Promise<void> {
   const app = await NestFactory.create(
     ConsoleModule.with({ data, sessions: new SessionStore(tokenKey), secure: tls }),
     adapter,
-    { logger: LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(config.logLevel) + 1).map((l) => (l === 'info' ? 'log' : l)), ...(httpsOptions ? { httpsOptions } : {}) },
+    {
+      logger: LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(config.logLevel) + 1).map((l) => (l === 'info' ? 'log' : l)),
+      ...(httpsOptions ? { httpsOptions } : {}),
+    },
   );
   app.use(securityHeaders);
   app.enableShutdownHooks();

@@ -46,7 +46,10 @@ const action = (summary: string, properties: object = { reason: { type: 'string'
     summary,
     parameters: [rolloutId],
     requestBody: actionBody(properties),
-    responses: { '200': ok('the rollout after the action', { $ref: '#/components/schemas/Rollout' }), ...errors(400, 401, 403, 404, 409) },
+    responses: {
+      '200': ok('the rollout after the action', { $ref: '#/components/schemas/Rollout' }),
+      ...errors(400, 401, 403, 404, 409),
+    },
   },
 });
 
@@ -88,7 +91,11 @@ export function openApiDocument(): object {
         Rollout: {
           type: 'object',
           required: ['rolloutId', 'state'],
-          properties: { rolloutId: { type: 'string' }, state: { type: 'string' }, waves: { type: 'array', items: { type: 'object' } } },
+          properties: {
+            rolloutId: { type: 'string' },
+            state: { type: 'string' },
+            waves: { type: 'array', items: { type: 'object' } },
+          },
         },
       },
       responses: {
@@ -154,12 +161,19 @@ export function openApiDocument(): object {
         },
       },
       '/hosts/{hostId}': {
-        get: { summary: 'one host: facts and stack now', parameters: [hostId], responses: { '200': ok('the host'), ...errors(400, 401, 403, 404) } },
+        get: {
+          summary: 'one host: facts and stack now',
+          parameters: [hostId],
+          responses: { '200': ok('the host'), ...errors(400, 401, 403, 404) },
+        },
       },
       '/hosts/{hostId}/stack': {
         get: {
           summary: "the host's patch stack at an instant",
-          parameters: [hostId, queryParam('at', 'RFC 3339 instant; default now', { type: 'string', format: 'date-time' })],
+          parameters: [
+            hostId,
+            queryParam('at', 'RFC 3339 instant; default now', { type: 'string', format: 'date-time' }),
+          ],
           responses: { '200': ok('the stack and the event it rests on'), ...errors(400, 401, 403, 404) },
         },
       },
@@ -171,9 +185,14 @@ export function openApiDocument(): object {
         },
       },
       '/rollouts': {
-        get: { summary: 'rollouts, newest first', parameters: [queryParam('page_token', 'from next_page_token')], responses: { '200': ok('rollouts'), ...READ_ERRORS } },
+        get: {
+          summary: 'rollouts, newest first',
+          parameters: [queryParam('page_token', 'from next_page_token')],
+          responses: { '200': ok('rollouts'), ...READ_ERRORS },
+        },
         post: {
-          summary: 'create a rollout (operator); approval before the first wave unless approval_before_first_wave is false',
+          summary:
+            'create a rollout (operator); approval before the first wave unless approval_before_first_wave is false',
           requestBody: {
             required: true,
             content: {
@@ -194,11 +213,18 @@ export function openApiDocument(): object {
               },
             },
           },
-          responses: { '201': ok('the rollout created', { $ref: '#/components/schemas/Rollout' }), ...errors(400, 401, 403, 404, 409) },
+          responses: {
+            '201': ok('the rollout created', { $ref: '#/components/schemas/Rollout' }),
+            ...errors(400, 401, 403, 404, 409),
+          },
         },
       },
       '/rollouts/{rolloutId}': {
-        get: { summary: 'one rollout with its timeline', parameters: [rolloutId], responses: { '200': ok('the rollout'), ...errors(400, 401, 403, 404) } },
+        get: {
+          summary: 'one rollout with its timeline',
+          parameters: [rolloutId],
+          responses: { '200': ok('the rollout'), ...errors(400, 401, 403, 404) },
+        },
       },
       '/rollouts/{rolloutId}/events': {
         get: {
@@ -236,7 +262,10 @@ export function openApiDocument(): object {
           responses: {
             '200': {
               description: 'the report',
-              content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } },
+              content: {
+                'application/json': { schema: { type: 'object' } },
+                'text/csv': { schema: { type: 'string' } },
+              },
             },
             ...READ_ERRORS,
           },
@@ -257,7 +286,9 @@ export function openApiDocument(): object {
           responses: { '200': ok('records', { type: 'object', required: ['records'] }), ...READ_ERRORS },
         },
       },
-      '/patches': { get: { summary: 'published and retracted patches', responses: { '200': ok('patches'), ...READ_ERRORS } } },
+      '/patches': {
+        get: { summary: 'published and retracted patches', responses: { '200': ok('patches'), ...READ_ERRORS } },
+      },
       '/builds': { get: { summary: 'builds with their stages', responses: { '200': ok('builds'), ...READ_ERRORS } } },
       '/builds/{buildId}': {
         get: {

@@ -7,7 +7,9 @@ function isTimestamp(value: object): value is { seconds: string | number; nanos:
   return keys.length === 2 && 'seconds' in value && 'nanos' in value;
 }
 
-export function timestampToIso(value: { seconds: string | number; nanos: number } | null | undefined): string | undefined {
+export function timestampToIso(
+  value: { seconds: string | number; nanos: number } | null | undefined,
+): string | undefined {
   if (!value) return undefined;
   return new Date(Number(value.seconds) * 1000 + Math.floor(value.nanos / 1_000_000)).toISOString();
 }

@@ -27,7 +27,11 @@ export class SessionStore {
 
   /** Checks the token as every service will, and opens a session for the person it names. */
   signIn(token: string): Session {
-    if (!this.tokenKey) throw new ApiError('UNAVAILABLE', 'sign-in is off: the console has no token public key (CONSOLE_TOKEN_PUBLIC_KEY)');
+    if (!this.tokenKey)
+      throw new ApiError(
+        'UNAVAILABLE',
+        'sign-in is off: the console has no token public key (CONSOLE_TOKEN_PUBLIC_KEY)',
+      );
     let claims;
     try {
       claims = verifyToken(token.trim(), this.tokenKey, this.now().getTime());
@@ -50,12 +54,14 @@ export class SessionStore {
 
   /** A bearer token presented on an API call by a tool: checked, never stored. */
   checkBearer(token: string): { subject: string; roles: readonly Role[] } {
-    if (!this.tokenKey) throw new ApiError('UNAVAILABLE', 'tokens cannot be checked: the console has no token public key');
+    if (!this.tokenKey)
+      throw new ApiError('UNAVAILABLE', 'tokens cannot be checked: the console has no token public key');
     try {
       const claims = verifyToken(token, this.tokenKey, this.now().getTime());
       return { subject: claims.sub, roles: claims.roles };
     } catch (error) {
-      if (error instanceof TokenError) throw new ApiError('UNAUTHENTICATED', `the bearer token was refused: ${error.message}`);
+      if (error instanceof TokenError)
+        throw new ApiError('UNAUTHENTICATED', `the bearer token was refused: ${error.message}`);
       throw error;
     }
   }
@@ -67,7 +73,10 @@ export class SessionStore {
     if (!session) throw new ApiError('UNAUTHENTICATED', 'the session is unknown or has ended: sign in again');
     if (session.expiresAt <= this.now()) {
       this.sessions.delete(id);
-      throw new ApiError('UNAUTHENTICATED', `the session's token expired at ${session.expiresAt.toISOString()}: sign in again`);
+      throw new ApiError(
+        'UNAUTHENTICATED',
+        `the session's token expired at ${session.expiresAt.toISOString()}: sign in again`,
+      );
     }
     return session;
   }

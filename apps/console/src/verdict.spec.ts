@@ -57,7 +57,10 @@ describe('hostVerdict', () => {
   it('counts the deadline from the first fix published, not from a later version', () => {
     const v = hostVerdict(
       given(),
-      [fix({ version: '2', publishedAt: new Date(NOW.getTime() - DAY) }), fix({ publishedAt: new Date(NOW.getTime() - 40 * DAY) })],
+      [
+        fix({ version: '2', publishedAt: new Date(NOW.getTime() - DAY) }),
+        fix({ publishedAt: new Date(NOW.getTime() - 40 * DAY) }),
+      ],
       NOW,
       30,
     );
