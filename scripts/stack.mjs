@@ -202,9 +202,12 @@ async function waitConsole(pid, timeoutMs = 60_000) {
     const status = await consoleHealth();
     if (status === 'SERVING') return;
     if (!alive(pid)) {
-      throw new StackError(`the console exited before it served. Last lines of ${logFile(CONSOLE)}:\n${tail(logFile(CONSOLE))}`);
+      throw new StackError(
+        `the console exited before it served. Last lines of ${logFile(CONSOLE)}:\n${tail(logFile(CONSOLE))}`,
+      );
     }
-    if (Date.now() > deadline) throw new StackError(`the console did not serve within ${timeoutMs / 1000} s: ${status}`);
+    if (Date.now() > deadline)
+      throw new StackError(`the console did not serve within ${timeoutMs / 1000} s: ${status}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -315,7 +315,7 @@ describe('the console in a browser', () => {
     }, result.story.rollout.rolloutId);
     expect(noCsrf).toBe(403);
     const denied = await until('the CallDenied in the log', async () => {
-      const r = await call('GET', '/api/v1/audit?type=CallDenied&actor_id=carol', {
+      const r = await call('GET', '/api/v1/audit?type=CallDenied&actor_id=user:carol', {
         token: token('dave', ['auditor']),
       });
       return r.json.records?.length ? r.json.records : undefined;
@@ -323,7 +323,7 @@ describe('the console in a browser', () => {
     expect(denied.map((d: { body: { callDenied: { method: string } } }) => d.body.callDenied.method)).toEqual([
       '/rebootless.dispatcher.v1.RolloutService/RollbackRollout',
     ]);
-    await carol.goto(`${url}/audit?type=CallDenied&actor_id=carol`);
+    await carol.goto(`${url}/audit?type=CallDenied&actor_id=user:carol`);
     expect(await carol.$$('table.audit tr[data-type=CallDenied]')).toHaveLength(1);
     await shot(carol, 'audit-call-denied');
   });
@@ -334,9 +334,12 @@ describe('the console in a browser', () => {
     expect(await page.$('section.cve[data-cve=CVE-2024-1086] svg.chart polyline')).not.toBeNull();
     await shot(page, 'exposure');
     await page.goto(`${url}/compliance?as_of=${encodeURIComponent(result.story.pciAfter.asOf)}`);
-    expect(await page.textContent('p.summary')).toContain(`${result.story.pciAfter.hostsCompliant}/`);
+    // The stalled host never got the fix: past the deadline it is non-compliant, with its evidence.
+    const stalled = `table.compliance tr[data-host="${result.story.stall_host}"][data-cve=CVE-2024-1086]`;
+    expect(await page.getAttribute(stalled, 'data-status')).toBe('COMPLIANCE_STATUS_NON_COMPLIANT');
+    expect(await page.textContent('p.summary')).toMatch(/\d+\/\d+ hosts compliant/);
     await shot(page, 'compliance');
-    await Promise.all([page.waitForURL(/\/audit/), page.click('a.evidence >> nth=0')]);
+    await Promise.all([page.waitForURL(/\/audit/), page.click(`${stalled} a.evidence >> nth=0`)]);
     expect(await page.$$('table.audit tbody tr')).toHaveLength(1);
     await shot(page, 'compliance-evidence');
     await page.goto(`${url}/builds`);
@@ -353,7 +356,7 @@ describe('the API over HTTP', () => {
     const t = token('alice', ['operator', 'auditor']);
     expectError(await call('GET', '/api/v1/hosts/no-such-host', { token: t }), 404);
     expectError(await call('GET', '/api/v1/rollouts/no-such-rollout', { token: t }), 404);
-    expectError(await call('GET', '/api/v1/hosts/%2e%2e', { token: t }), 400);
+    expectError(await call('GET', '/api/v1/hosts/bad%20id', { token: t }), 400);
     expectError(await call('GET', `/api/v1/hosts/${result.story.undo_host}/stack?at=yesterday`, { token: t }), 400);
     expectError(
       await call('GET', `/api/v1/hosts/${result.story.undo_host}/stack?at=2026-13-45T00:00:00Z`, { token: t }),

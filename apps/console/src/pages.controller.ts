@@ -150,6 +150,17 @@ function actionForms(rollout: Message, user: PageUser): Html {
   return html`<div class="actions">${buttons}</div>`;
 }
 
+/** The audit log around a verdict's evidence (exposure opened, fix applied), narrowed to one event. */
+function evidenceQuery(row: Message, eventId: string): string {
+  const from = Date.parse(iso(row.exposedSince)) - 1000;
+  const to = Date.parse(iso(row.fixedAt) || new Date().toISOString()) + 1000;
+  return query({
+    event_id: eventId,
+    ...(Number.isNaN(from) ? {} : { from: new Date(from).toISOString() }),
+    to: new Date(to).toISOString(),
+  });
+}
+
 function sparkline(series: { at: string; exposed: number }[]): Html {
   const w = 480;
   const h = 80;
@@ -664,7 +675,7 @@ export class PagesController {
           <tbody>
             ${(report.hosts ?? []).map(
               (h: Message) =>
-                html`<tr>
+                html`<tr data-host="${h.hostId}" data-cve="${h.cveId}" data-status="${h.status}">
                   <td><a href="/hosts/${h.hostId}">${h.hostId}</a></td>
                   <td>${h.cveId}</td>
                   <td>${short(h.status, 'COMPLIANCE_STATUS_')}</td>
@@ -672,7 +683,10 @@ export class PagesController {
                   <td>${iso(h.deadline)}</td>
                   <td>${iso(h.fixedAt)}</td>
                   <td>
-                    ${(h.evidenceEventIds ?? []).map((e: string) => html`<a class="evidence" href="/audit?host_id=${h.hostId}&amp;event_id=${e}">${e.slice(0, 13)}…</a> `)}
+                    ${(h.evidenceEventIds ?? []).map(
+                      (e: string) =>
+                        html`<a class="evidence" href="/audit${evidenceQuery(h, e)}">${e.slice(0, 13)}…</a> `,
+                    )}
                   </td>
                 </tr>`,
             )}

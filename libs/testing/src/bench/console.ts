@@ -2,7 +2,8 @@
 // fleet: the hosts' signed history written to a fresh topic, the built ledger (TLS, SQLite)
 // projecting it, the built console over HTTPS in front, and Debian's chromium (playwright-core)
 // timing the first screen: navigation start to first contentful paint, and to the table's last
-// row in the DOM. Needs KAFKA_BROKERS and /usr/bin/chromium (CHROMIUM_PATH). Progress on stderr;
+// row in the DOM. Each run waits for the fleet counts (fetched after the first screen) to arrive
+// before the next one starts. Needs KAFKA_BROKERS and /usr/bin/chromium (CHROMIUM_PATH). Progress on stderr;
 // the result in bench/results/console-<date>.json and as the last stdout line.
 import { createHash, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -144,6 +145,8 @@ async function main() {
           };
         })()`)) as (typeof runs)[number];
         runs.push(timing);
+        // The counts come after the first screen; let them finish so the next run starts on a quiet machine.
+        await page.waitForSelector('#counts [data-count=total]', { timeout: 120_000 });
         say(`run ${i + 1}: first contentful paint ${Math.round(timing.fcp_ms)} ms, ${timing.rows} rows`);
       }
     } finally {

@@ -279,7 +279,9 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     if (options.consoleUrl) {
       step(`9. The same, in the web console: ${options.consoleUrl}`);
       say(`   the fleet's verdicts, ${plan.undoHostId}'s stack at any instant, rollout ${rolloutId} and its timeline,`);
-      say(`   exposure to ${CVE.id} over time and the PCI-DSS report, signed in with an operator, approver or auditor token`);
+      say(
+        `   exposure to ${CVE.id} over time and the PCI-DSS report, signed in with an operator, approver or auditor token`,
+      );
     }
 
     return {
