@@ -313,7 +313,9 @@ export function streamEvents(
   const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
   req.on('close', () => stream.cancel());
   stream.done
-    .catch((error: Error) => send('error', JSON.stringify({ message: error.message })))
+    // "end" tells the page the stream is over (the rollout ended): EventSource must not reconnect.
+    .then(() => send('end', '{}'))
+    .catch((error: Error) => send('failed', JSON.stringify({ message: error.message })))
     .finally(() => {
       clearInterval(keepAlive);
       res.end();

@@ -41,7 +41,14 @@ export const CONSOLE_SCRIPT = `'use strict';
       live.dataset.updates = String(updates);
       status.textContent = 'live: ' + updates + ' update(s)' + (m.event ? ', last: ' + m.event : '');
     });
-    source.addEventListener('error', function () { status.textContent = 'live view disconnected; reload to reconnect'; });
+    source.addEventListener('end', function () {
+      source.close();
+      status.textContent = 'live: ' + updates + ' update(s); the rollout has ended';
+    });
+    source.addEventListener('failed', function (e) {
+      source.close();
+      status.textContent = 'live view stopped: ' + JSON.parse(e.data).message;
+    });
   }
 })();
 `;

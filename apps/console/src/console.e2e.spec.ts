@@ -269,6 +269,8 @@ describe('the console in a browser', () => {
     alice.on('framenavigated', (f) => navigations.push(f.url()));
     await alice.waitForSelector('.rollout-state[data-state=ROLLOUT_STATE_COMPLETED]', { timeout: 180_000 });
     expect(navigations).toEqual([]);
+    // The feed says when the rollout is over, and the page stops listening rather than reconnecting.
+    await alice.waitForSelector('#live-status:has-text("the rollout has ended")');
     expect(await alice.getAttribute(`tr[data-host="${result.story.undo_host}"]`, 'data-state')).toBe(
       'HOST_ROLLOUT_STATE_SUCCEEDED',
     );

@@ -228,7 +228,8 @@ export function openApiDocument(): object {
       },
       '/rollouts/{rolloutId}/events': {
         get: {
-          summary: 'the rollout as it changes (Server-Sent Events, one "rollout" event per change)',
+          summary:
+            'the rollout as it changes (Server-Sent Events: one "rollout" event per change, "end" once the rollout has ended, "failed" if the dispatcher stopped answering)',
           parameters: [rolloutId],
           responses: {
             '200': { description: 'an event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
