@@ -1,6 +1,6 @@
 import { ApiError } from './api-error';
 import { html } from './html';
-import { parseCve, parseId, parseInstant, parseLabels } from './instant';
+import { localPath, parseCve, parseId, parseInstant, parseLabels } from './instant';
 
 const refused = (f: () => unknown): string => {
   try {
@@ -39,13 +39,24 @@ describe('what the API accepts', () => {
   });
 });
 
+describe('after sign-in', () => {
+  it('goes only to a path of the console, never to another site', () => {
+    expect(localPath('/hosts/web-01?at=2026-12-06T04:30:00Z')).toBe('/hosts/web-01?at=2026-12-06T04:30:00Z');
+    for (const away of ['//evil.example', '/\\evil.example', 'https://evil.example', 'javascript:alert(1)', '']) {
+      expect(localPath(away)).toBe('/fleet');
+    }
+  });
+});
+
 describe('html', () => {
+  // Called through another name: the formatter would rewrite an `html` template literal's text.
+  const markup = html;
+
   it('escapes every value a host or a user could have written', () => {
     const name = '<script>alert("x")</script>';
-    expect(
-      html`<td>${name}</td>
-        <a title="${"'"}"></a>`.text,
-    ).toBe("<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td><a title='&#39;'>");
-    expect(html`<p>${html`<b>${'&'}</b>`}</p>`.text).toBe('<p><b>&amp;</b></p>');
+    expect(markup`<td>${name}</td><a title='${"'"}'>`.text).toBe(
+      "<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td><a title='&#39;'>",
+    );
+    expect(markup`<p>${markup`<b>${'&'}</b>`}</p>`.text).toBe('<p><b>&amp;</b></p>');
   });
 });

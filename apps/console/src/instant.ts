@@ -60,3 +60,8 @@ export function parseId(name: string, raw: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/.test(raw)) throw badRequest(`${name} "${raw}" is not a valid id`);
   return raw;
 }
+
+/** Where to go after sign-in: a path on this console only ("//x" and "/\\x" would leave it). */
+export function localPath(next: string): string {
+  return /^\/(?![/\\])[^\s]*$/.test(next) ? next : '/fleet';
+}

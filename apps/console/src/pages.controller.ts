@@ -10,7 +10,7 @@ import { asker } from './auth';
 import { CONSOLE_OPTIONS, type ConsoleOptions } from './console-options';
 import { exposureOf, fixesOf, ROLLOUT_ACTIONS, verdictOf, type Message, type RolloutAction } from './console-data';
 import { html, layout, query, type Html, type PageUser } from './html';
-import { parseChoice, parseCve, parseId, parseInstant } from './instant';
+import { localPath, parseChoice, parseCve, parseId, parseInstant } from './instant';
 import { timestampToIso } from './plain';
 import { clearedCookie, sessionCookie } from './sessions';
 import { VERDICT_LABEL, VERDICTS, type HostVerdict } from './verdict';
@@ -210,7 +210,7 @@ export class PagesController {
       undefined,
       html`<form method="post" action="/signin">
         <p>Paste your token (<code>node scripts/pki.mjs token --sub NAME --roles operator</code>).</p>
-        <input type="hidden" name="next" value="${next.startsWith('/') && !next.startsWith('//') ? next : '/fleet'}" />
+        <input type="hidden" name="next" value="${localPath(next)}" />
         <textarea name="token" rows="4" cols="80" required></textarea><br /><button type="submit">Sign in</button>
       </form>`,
     );
@@ -223,7 +223,7 @@ export class PagesController {
     try {
       const session = this.options.sessions.signIn(token);
       res.setHeader('Set-Cookie', sessionCookie(session, this.options.secure));
-      const next = typeof body['next'] === 'string' && /^\/(?!\/)/.test(body['next']) ? body['next'] : '/fleet';
+      const next = localPath(typeof body['next'] === 'string' ? body['next'] : '');
       res.redirect(303, next);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
