@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SERVICES = ['builder', 'dispatcher', 'ledger', 'agent'];
+const SERVICES = ['builder', 'dispatcher', 'ledger', 'agent', 'console'];
 const USAGE = `usage:
   pki init [--dir DIR] [--json]
   pki issue host|service|user ID [--dir DIR] [--renew] [--json]

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The main job on one machine (npm start): Kafka, the events topic, the four services as real
-// processes (each healthy, each run recorded in the verified event log), a demo fleet of simulated
+// processes (each healthy, each run recorded in the verified event log), the web console (HTTPS,
+// CONSOLE_HTTP_PORT, default 7455), a demo fleet of simulated
 // hosts on two kernel releases, and the story told on them (libs/testing/src/demo/story.ts): a
 // live patch built for a CVE, rolled out in waves, a stalled host, an undo, the PCI report before
 // and after, the ledger verified. Then it stays up for the operator's CLI until Ctrl-C.
@@ -47,6 +48,15 @@ const SERVICES = [
 const byName = (name) => SERVICES.find((svc) => svc.name === name);
 // The demo fleet is supervised like a service (pid file, log), but it serves nothing itself.
 const FLEET = { name: 'fleet' };
+// The web console (apps/console) serves HTTPS, not gRPC, and writes no events: it starts once the
+// services it calls are healthy, and stops first.
+const CONSOLE = {
+  name: 'console',
+  prefix: 'CONSOLE',
+  portVar: 'CONSOLE_HTTP_PORT',
+  port: Number(process.env.CONSOLE_HTTP_PORT?.trim() || 7455),
+};
+const consoleUrl = () => `https://127.0.0.1:${CONSOLE.port}`;
 
 class StackError extends Error {}
 
@@ -151,7 +161,7 @@ async function startService(svc, brokers, extraEnv = {}) {
   }
   const main = path.join(ROOT, 'apps', svc.name, 'dist', 'main.js');
   if (!fs.existsSync(main)) throw new StackError(`apps/${svc.name}/dist/main.js is missing: run "npm run build" first`);
-  await runtime.assertPortFree(svc.port, `${svc.prefix}_GRPC_PORT`);
+  await runtime.assertPortFree(svc.port, svc.portVar ?? `${svc.prefix}_GRPC_PORT`);
   fs.mkdirSync(path.dirname(pidFile(svc)), { recursive: true });
   fs.mkdirSync(path.dirname(logFile(svc)), { recursive: true });
   const out = fs.openSync(logFile(svc), 'a');
@@ -174,6 +184,39 @@ async function startService(svc, brokers, extraEnv = {}) {
   fs.writeFileSync(pidFile(svc), `${child.pid}\n`);
   say(`${svc.name}: started (pid ${child.pid}), log ${path.relative(ROOT, logFile(svc))}`);
   return child.pid;
+}
+
+/** The console answers its OpenAPI document over HTTPS with a certificate of the stack's CA. */
+function consoleHealth() {
+  const https = require('node:https');
+  return new Promise((resolve) => {
+    const req = https.get(
+      `${consoleUrl()}/api/v1/openapi.json`,
+      { ca: fs.readFileSync(path.join(PKI, 'ca.crt')), servername: 'localhost', timeout: 2000 },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200 ? 'SERVING' : `HTTP ${res.statusCode}`);
+      },
+    );
+    req.on('error', (err) => resolve(`UNREACHABLE (${err.message})`));
+    req.on('timeout', () => req.destroy(new Error('no answer within 2 s')));
+  });
+}
+
+async function waitConsole(pid, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await consoleHealth();
+    if (status === 'SERVING') return;
+    if (!alive(pid)) {
+      throw new StackError(
+        `the console exited before it served. Last lines of ${logFile(CONSOLE)}:\n${tail(logFile(CONSOLE))}`,
+      );
+    }
+    if (Date.now() > deadline)
+      throw new StackError(`the console did not serve within ${timeoutMs / 1000} s: ${status}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 async function waitHealthy(svc, pid, timeoutMs = 60_000) {
@@ -270,6 +313,8 @@ async function up() {
   }
   await trust.issueCertificate(PKI, { kind: 'user', id: 'cli' });
   trust.exportParty(PKI, partyDir('user-cli'), [{ kind: 'user', id: 'cli' }]);
+  await trust.issueCertificate(PKI, { kind: 'service', id: CONSOLE.name });
+  trust.exportParty(PKI, partyDir(`service-${CONSOLE.name}`), [{ kind: 'service', id: CONSOLE.name }]);
 
   // The ledger vouches for the other services' chains by the keys in their data dirs, which exist
   // once they are healthy: so the ledger starts last.
@@ -304,6 +349,14 @@ async function up() {
     }
   }
   services.sort((a, b) => SERVICES.indexOf(byName(a.name)) - SERVICES.indexOf(byName(b.name)));
+  const consolePid = await startService(CONSOLE, kafka.brokers, {
+    CONSOLE_HTTP_ADDRESS: `127.0.0.1:${CONSOLE.port}`,
+    CONSOLE_LEDGER_ADDRESS: address(ledger),
+    CONSOLE_DISPATCHER_ADDRESS: address(byName('dispatcher')),
+    CONSOLE_BUILDER_ADDRESS: address(byName('builder')),
+  });
+  await waitConsole(consolePid);
+  say(`console: serving on ${consoleUrl()}`);
 
   const log = await verifyLog(kafka.brokers, pids);
   for (const s of services) {
@@ -323,6 +376,7 @@ async function up() {
     findings: log.findings,
     unvouched_findings: log.others,
     services,
+    console: { url: consoleUrl(), pid: consolePid },
     seconds: (Date.now() - t0) / 1000,
   };
   if (!json) {
@@ -334,6 +388,7 @@ async function up() {
         `${s.name.padEnd(11)} ${s.address}  pid ${String(s.pid).padEnd(7)} ${s.health}  ${s.producer} epoch ${s.chain?.epoch} seq ${s.chain?.last_seq}  ${ev}\n`,
       );
     }
+    process.stdout.write(`${'console'.padEnd(11)} ${consoleUrl()}  pid ${consolePid}\n`);
     process.stdout.write(
       `event log: ${log.records} records verified, ${log.findings.length} findings on the services' chains\n`,
     );
@@ -354,7 +409,7 @@ async function up() {
 function freshStart() {
   const marker = path.join(DATA, 'story.json');
   if (flags.has('--no-story') || !fs.existsSync(marker)) return;
-  if ([...SERVICES, FLEET].some((svc) => runningPid(svc) !== undefined)) return;
+  if ([...SERVICES, FLEET, CONSOLE].some((svc) => runningPid(svc) !== undefined)) return;
   const brokerPid = Number.parseInt(readOr(runtime.resolveConfig({ dataDir: KAFKA_DATA }).pidFile, ''), 10);
   if (Number.isInteger(brokerPid) && alive(brokerPid)) return;
   const previous = `${DATA}.previous`;
@@ -473,6 +528,7 @@ async function story(kafka, topic) {
     releases,
     plan,
     say: tell,
+    consoleUrl: consoleUrl(),
   });
   const result = { ...told, stall_host: plan.stallHostId, undo_host: plan.undoHostId };
   fs.writeFileSync(path.join(DATA, 'story.json'), JSON.stringify(result, null, 2));
@@ -529,7 +585,7 @@ async function stopService(svc) {
 async function down({ stopKafka = !process.env.KAFKA_BROKERS?.trim() } = {}) {
   const services = [];
   // The fleet first: its agents would otherwise keep reconnecting to a dispatcher that is gone.
-  for (const svc of [FLEET, ...[...SERVICES].reverse()]) services.push(await stopService(svc));
+  for (const svc of [FLEET, CONSOLE, ...[...SERVICES].reverse()]) services.push(await stopService(svc));
   const kafka = stopKafka ? await runtime.stopBroker({ log: say, dataDir: KAFKA_DATA }) : { stopped: false };
   return { services, kafka };
 }
@@ -545,6 +601,13 @@ async function status() {
       health: pid ? await health(svc, svc.service) : 'STOPPED',
     });
   }
+  const consolePid = runningPid(CONSOLE);
+  services.push({
+    name: CONSOLE.name,
+    address: consoleUrl(),
+    pid: consolePid ?? null,
+    health: consolePid ? await consoleHealth() : 'STOPPED',
+  });
   const fleet = runningPid(FLEET);
   return { services, fleet: { pid: fleet ?? null, running: fleet !== undefined } };
 }
@@ -568,6 +631,7 @@ async function main() {
     result.cli = hints;
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else {
+      tell(`\nThe web console: ${consoleUrl()} (sign in with the token below; the CA is ${path.join(PKI, 'ca.crt')})`);
       tell('\nThe system stays up for you to explore. In another terminal, from here:');
       for (const line of hints.env) tell(`  ${line}`);
       for (const line of hints.commands) tell(`  ${line}`);
@@ -576,9 +640,13 @@ async function main() {
     say('running; press Ctrl-C to stop everything');
     // Watching the services also keeps this process (and so `npm start`) in the foreground:
     // a pending signal handler alone would not hold Node's event loop open.
-    const watched = [...SERVICES, ...(result.story ? [FLEET] : [])];
+    const watched = [...SERVICES, CONSOLE, ...(result.story ? [FLEET] : [])];
     const pidOf = (svc) =>
-      svc === FLEET ? result.story.fleet_pid : result.services.find((s) => s.name === svc.name).pid;
+      svc === FLEET
+        ? result.story.fleet_pid
+        : svc === CONSOLE
+          ? result.console.pid
+          : result.services.find((s) => s.name === svc.name).pid;
     const stopped = await new Promise((resolve) => {
       const watch = setInterval(() => {
         const dead = watched.find((svc) => !alive(pidOf(svc)));

@@ -44,11 +44,11 @@ describe('npm start: the story', () => {
   beforeAll(async () => {
     builtEntry('libs/testing/dist/demo/demo-fleet.js');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-story-e2e-'));
-    ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+    ports = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
     const topic = await freshEventsTopic('story', 6);
     const inherited = Object.fromEntries(
       Object.entries(process.env).filter(
-        ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT)_/.test(key) && !key.startsWith('REBOOTLESS_'),
+        ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) && !key.startsWith('REBOOTLESS_'),
       ),
     );
     stack = spawn(
@@ -65,6 +65,7 @@ describe('npm start: the story', () => {
           DISPATCHER_GRPC_PORT: String(ports[1]),
           LEDGER_GRPC_PORT: String(ports[2]),
           AGENT_GRPC_PORT: String(ports[3]),
+          CONSOLE_HTTP_PORT: String(ports[4]),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
@@ -134,7 +135,11 @@ describe('npm start: the story', () => {
   });
 
   it('stops everything on Ctrl-C: services, fleet, ports free', async () => {
-    const pids: number[] = [...result.services.map((s: { pid: number }) => s.pid), result.story.fleet_pid];
+    const pids: number[] = [
+      ...result.services.map((s: { pid: number }) => s.pid),
+      result.console.pid,
+      result.story.fleet_pid,
+    ];
     expect(pids.every(alive)).toBe(true);
     stack!.kill('SIGINT');
     const code = await new Promise((r) => stack!.once('exit', r));

@@ -27,6 +27,8 @@ export interface StoryOptions {
   plan: DemoPlan;
   /** One line of the story for people, as it happens. */
   say: (line: string) => void;
+  /** The web console's address (apps/console), told at the end when it runs. */
+  consoleUrl?: string;
 }
 
 export const STORY_PATCH = 'cve-2024-1086-demo';
@@ -289,6 +291,13 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     say(
       `   ${verified.eventsChecked} events of ${verified.producersChecked} producers re-checked (hash chains, signatures): ${verified.findings.length} findings`,
     );
+    if (options.consoleUrl) {
+      step(`9. The same, in the web console: ${options.consoleUrl}`);
+      say(`   the fleet's verdicts, ${plan.undoHostId}'s stack at any instant, rollout ${rolloutId} and its timeline,`);
+      say(
+        `   exposure to ${CVE.id} over time and the PCI-DSS report, signed in with an operator, approver or auditor token`,
+      );
+    }
 
     return {
       releases: [...options.releases],
