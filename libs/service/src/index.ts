@@ -15,3 +15,4 @@ export {
 export * from './event-log';
 export { callDenied, callerActor, clientCredentials, serverTransport } from './transport';
 export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
+export { addReflection } from './reflection';

@@ -114,9 +114,28 @@ describe('decideAccess', () => {
       >;
       methods.push(...Object.values(def).map((m) => m.path));
     }
-    const health = Object.keys(ACCESS_RULES).filter((m) => m.startsWith('/grpc.health.v1.'));
+    // The standard services every server adds beside ours: health and reflection, from the protos their packages ship.
+    const standard = [
+      ['grpc-health-check/proto/health/v1/health.proto', 'grpc.health.v1.Health'],
+      ['@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto', 'grpc.reflection.v1.ServerReflection'],
+      [
+        '@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto',
+        'grpc.reflection.v1alpha.ServerReflection',
+      ],
+    ] as const;
+    for (const [file, name] of standard) {
+      const def = loadSync(require.resolve(file), protoLoaderOptions)[name] as Record<string, { path: string }>;
+      methods.push(...Object.values(def).map((m) => m.path));
+    }
     expect(methods.length).toBeGreaterThan(25);
-    expect(Object.keys(ACCESS_RULES).sort()).toEqual([...methods, ...health].sort());
+    expect(Object.keys(ACCESS_RULES).sort()).toEqual(methods.sort());
+  });
+
+  it('Given any certificate of the CA and no token, Then reflection is allowed (TLS itself refuses a caller without one)', () => {
+    const reflect = '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo';
+    expect(decideAccess(reflect, { identity: { kind: 'host', id: 'web-01' } }, verify)).toMatchObject({
+      allowed: true,
+    });
   });
 });
 
