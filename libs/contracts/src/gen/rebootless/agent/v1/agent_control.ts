@@ -453,10 +453,18 @@ export const DesiredModule: MessageFns<DesiredModule> = {
  * AgentControl is the agent's local, read-only face for the host-side status command;
  * it listens on the host only (a Unix socket or loopback), never on the network.
  * The name comes from DESIGN.md: it controls one local agent, not a resource.
+ *
+ * On the host's Unix socket (AGENT_CONTROL_SOCKET) the file system is the check: no certificate
+ * or token. On the TCP port: TLS with a client certificate of the CA, as for every service.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
 export interface AgentControlClient {
+  /**
+   * The host's kernel, its live-patch stack, what is desired and missing, and the last report.
+   * Access: any client certificate of the CA; no token.
+   */
+
   getStatus(request: GetStatusRequest, metadata?: Metadata): Observable<GetStatusResponse>;
 }
 
@@ -464,10 +472,18 @@ export interface AgentControlClient {
  * AgentControl is the agent's local, read-only face for the host-side status command;
  * it listens on the host only (a Unix socket or loopback), never on the network.
  * The name comes from DESIGN.md: it controls one local agent, not a resource.
+ *
+ * On the host's Unix socket (AGENT_CONTROL_SOCKET) the file system is the check: no certificate
+ * or token. On the TCP port: TLS with a client certificate of the CA, as for every service.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
 export interface AgentControlController {
+  /**
+   * The host's kernel, its live-patch stack, what is desired and missing, and the last report.
+   * Access: any client certificate of the CA; no token.
+   */
+
   getStatus(
     request: GetStatusRequest,
     metadata?: Metadata,

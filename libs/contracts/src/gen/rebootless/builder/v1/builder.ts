@@ -1543,30 +1543,59 @@ export const FetchArtifactResponse: MessageFns<FetchArtifactResponse> = {
 /**
  * BuildService turns a fix into signed live-patch modules and serves them to agents.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface BuildServiceClient {
-  /** Queues the build and answers with its id at once: compiling for many releases takes minutes. */
+  /**
+   * Queues the build and answers with its id at once: compiling for many releases takes minutes.
+   * Access: a token with role operator.
+   */
 
   submitBuild(request: SubmitBuildRequest, metadata?: Metadata): Observable<SubmitBuildResponse>;
 
-  /** Replays the build's progress so far, then follows it; the stream ends after the final Build. */
+  /**
+   * Replays the build's progress so far, then follows it; the stream ends after the final Build.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchBuild(request: WatchBuildRequest, metadata?: Metadata): Observable<WatchBuildResponse>;
 
+  /**
+   * The build with each release's stage, result and artifact digest (NOT_FOUND for an unknown id).
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getBuild(request: GetBuildRequest, metadata?: Metadata): Observable<GetBuildResponse>;
+
+  /**
+   * Builds, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listBuilds(request: ListBuildsRequest, metadata?: Metadata): Observable<ListBuildsResponse>;
 
+  /**
+   * Stops a queued or running build, recording the reason; refused once the build has finished.
+   * Access: a token with role operator.
+   */
+
   cancelBuild(request: CancelBuildRequest, metadata?: Metadata): Observable<CancelBuildResponse>;
 
-  /** Agents refuse a retracted patch, and the dispatcher stops rolling it out. */
+  /**
+   * Agents refuse a retracted patch, and the dispatcher stops rolling it out.
+   * Access: a token with role operator.
+   */
 
   retractPatch(request: RetractPatchRequest, metadata?: Metadata): Observable<RetractPatchResponse>;
 
   /**
    * The first message carries the signed manifest, so an agent can refuse a bad artifact
    * before it has downloaded (let alone loaded) a byte of it.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate; or an agent's host certificate (for its own host only).
    */
 
   fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;
@@ -1575,36 +1604,64 @@ export interface BuildServiceClient {
 /**
  * BuildService turns a fix into signed live-patch modules and serves them to agents.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface BuildServiceController {
-  /** Queues the build and answers with its id at once: compiling for many releases takes minutes. */
+  /**
+   * Queues the build and answers with its id at once: compiling for many releases takes minutes.
+   * Access: a token with role operator.
+   */
 
   submitBuild(
     request: SubmitBuildRequest,
     metadata?: Metadata,
   ): Promise<SubmitBuildResponse> | Observable<SubmitBuildResponse> | SubmitBuildResponse;
 
-  /** Replays the build's progress so far, then follows it; the stream ends after the final Build. */
+  /**
+   * Replays the build's progress so far, then follows it; the stream ends after the final Build.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchBuild(request: WatchBuildRequest, metadata?: Metadata): Observable<WatchBuildResponse>;
+
+  /**
+   * The build with each release's stage, result and artifact digest (NOT_FOUND for an unknown id).
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   getBuild(
     request: GetBuildRequest,
     metadata?: Metadata,
   ): Promise<GetBuildResponse> | Observable<GetBuildResponse> | GetBuildResponse;
 
+  /**
+   * Builds, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   listBuilds(
     request: ListBuildsRequest,
     metadata?: Metadata,
   ): Promise<ListBuildsResponse> | Observable<ListBuildsResponse> | ListBuildsResponse;
+
+  /**
+   * Stops a queued or running build, recording the reason; refused once the build has finished.
+   * Access: a token with role operator.
+   */
 
   cancelBuild(
     request: CancelBuildRequest,
     metadata?: Metadata,
   ): Promise<CancelBuildResponse> | Observable<CancelBuildResponse> | CancelBuildResponse;
 
-  /** Agents refuse a retracted patch, and the dispatcher stops rolling it out. */
+  /**
+   * Agents refuse a retracted patch, and the dispatcher stops rolling it out.
+   * Access: a token with role operator.
+   */
 
   retractPatch(
     request: RetractPatchRequest,
@@ -1614,6 +1671,7 @@ export interface BuildServiceController {
   /**
    * The first message carries the signed manifest, so an agent can refuse a bad artifact
    * before it has downloaded (let alone loaded) a byte of it.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate; or an agent's host certificate (for its own host only).
    */
 
   fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;

@@ -891,6 +891,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
  * AgentGateway holds one long-lived stream per agent. The host is the one named by the
  * agent's client certificate; an agent may speak only for that host.
  * The name comes from DESIGN.md: it is a gateway, not a resource service.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
@@ -899,6 +903,7 @@ export interface AgentGatewayClient {
    * The agent speaks first (hello). Every agent message carries a message_id that the
    * dispatcher acknowledges once what it carried is durable, so the agent can drop it
    * from its outbox; anything unacknowledged is sent again on the next connection.
+   * Access: an agent's host certificate (for its own host only).
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;
@@ -908,6 +913,10 @@ export interface AgentGatewayClient {
  * AgentGateway holds one long-lived stream per agent. The host is the one named by the
  * agent's client certificate; an agent may speak only for that host.
  * The name comes from DESIGN.md: it is a gateway, not a resource service.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
@@ -916,6 +925,7 @@ export interface AgentGatewayController {
    * The agent speaks first (hello). Every agent message carries a message_id that the
    * dispatcher acknowledges once what it carried is durable, so the agent can drop it
    * from its outbox; anything unacknowledged is sent again on the next connection.
+   * Access: an agent's host certificate (for its own host only).
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;

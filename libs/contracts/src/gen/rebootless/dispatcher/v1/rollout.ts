@@ -1825,38 +1825,81 @@ export const UndoResponse: MessageFns<UndoResponse> = {
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface RolloutServiceClient {
+  /**
+   * Plans the waves for a published patch over the hosts the selector matches and starts the
+   * first wave unless an approval is required (dry_run only plans).
+   * Access: a token with role operator.
+   */
+
   createRollout(request: CreateRolloutRequest, metadata?: Metadata): Observable<CreateRolloutResponse>;
+
+  /**
+   * The rollout as the dispatcher holds it now: waves, host states, the reason for a pause.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(request: GetRolloutRequest, metadata?: Metadata): Observable<GetRolloutResponse>;
 
+  /**
+   * Rollouts, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   listRollouts(request: ListRolloutsRequest, metadata?: Metadata): Observable<ListRolloutsResponse>;
 
-  /** First the rollout as it is, then again after every change; ends once it is final. */
+  /**
+   * First the rollout as it is, then again after every change; ends once it is final.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchRollout(request: WatchRolloutRequest, metadata?: Metadata): Observable<WatchRolloutResponse>;
 
+  /**
+   * Sends no further commands until resumed; transitions under way finish.
+   * Access: a token with role operator.
+   */
+
   pauseRollout(request: PauseRolloutRequest, metadata?: Metadata): Observable<PauseRolloutResponse>;
+
+  /**
+   * Goes on from the wave where the rollout paused.
+   * Access: a token with role operator.
+   */
 
   resumeRollout(request: ResumeRolloutRequest, metadata?: Metadata): Observable<ResumeRolloutResponse>;
 
-  /** Stops sending commands; hosts keep what they already applied. */
+  /**
+   * Stops sending commands; hosts keep what they already applied.
+   * Access: a token with role operator.
+   */
 
   abortRollout(request: AbortRolloutRequest, metadata?: Metadata): Observable<AbortRolloutResponse>;
 
-  /** Reverts the patch on every host the rollout reached, newest wave first. */
+  /**
+   * Reverts the patch on every host the rollout reached, newest wave first.
+   * Access: a token with role operator.
+   */
 
   rollbackRollout(request: RollbackRolloutRequest, metadata?: Metadata): Observable<RollbackRolloutResponse>;
 
-  /** Needs the approver role; opens one wave. */
+  /**
+   * Needs the approver role; opens one wave.
+   * Access: a token with role approver.
+   */
 
   approveRollout(request: ApproveRolloutRequest, metadata?: Metadata): Observable<ApproveRolloutResponse>;
 
   /**
    * Removes one patch from a host or a selection of hosts, as the ledger's undo plan says
    * (disable, or reload the previous cumulative patch). Runs as a rollout of kind UNDO.
+   * Access: a token with role operator.
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Observable<UndoResponse>;
@@ -1865,53 +1908,95 @@ export interface RolloutServiceClient {
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface RolloutServiceController {
+  /**
+   * Plans the waves for a published patch over the hosts the selector matches and starts the
+   * first wave unless an approval is required (dry_run only plans).
+   * Access: a token with role operator.
+   */
+
   createRollout(
     request: CreateRolloutRequest,
     metadata?: Metadata,
   ): Promise<CreateRolloutResponse> | Observable<CreateRolloutResponse> | CreateRolloutResponse;
+
+  /**
+   * The rollout as the dispatcher holds it now: waves, host states, the reason for a pause.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(
     request: GetRolloutRequest,
     metadata?: Metadata,
   ): Promise<GetRolloutResponse> | Observable<GetRolloutResponse> | GetRolloutResponse;
 
+  /**
+   * Rollouts, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   listRollouts(
     request: ListRolloutsRequest,
     metadata?: Metadata,
   ): Promise<ListRolloutsResponse> | Observable<ListRolloutsResponse> | ListRolloutsResponse;
 
-  /** First the rollout as it is, then again after every change; ends once it is final. */
+  /**
+   * First the rollout as it is, then again after every change; ends once it is final.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchRollout(request: WatchRolloutRequest, metadata?: Metadata): Observable<WatchRolloutResponse>;
+
+  /**
+   * Sends no further commands until resumed; transitions under way finish.
+   * Access: a token with role operator.
+   */
 
   pauseRollout(
     request: PauseRolloutRequest,
     metadata?: Metadata,
   ): Promise<PauseRolloutResponse> | Observable<PauseRolloutResponse> | PauseRolloutResponse;
 
+  /**
+   * Goes on from the wave where the rollout paused.
+   * Access: a token with role operator.
+   */
+
   resumeRollout(
     request: ResumeRolloutRequest,
     metadata?: Metadata,
   ): Promise<ResumeRolloutResponse> | Observable<ResumeRolloutResponse> | ResumeRolloutResponse;
 
-  /** Stops sending commands; hosts keep what they already applied. */
+  /**
+   * Stops sending commands; hosts keep what they already applied.
+   * Access: a token with role operator.
+   */
 
   abortRollout(
     request: AbortRolloutRequest,
     metadata?: Metadata,
   ): Promise<AbortRolloutResponse> | Observable<AbortRolloutResponse> | AbortRolloutResponse;
 
-  /** Reverts the patch on every host the rollout reached, newest wave first. */
+  /**
+   * Reverts the patch on every host the rollout reached, newest wave first.
+   * Access: a token with role operator.
+   */
 
   rollbackRollout(
     request: RollbackRolloutRequest,
     metadata?: Metadata,
   ): Promise<RollbackRolloutResponse> | Observable<RollbackRolloutResponse> | RollbackRolloutResponse;
 
-  /** Needs the approver role; opens one wave. */
+  /**
+   * Needs the approver role; opens one wave.
+   * Access: a token with role approver.
+   */
 
   approveRollout(
     request: ApproveRolloutRequest,
@@ -1921,6 +2006,7 @@ export interface RolloutServiceController {
   /**
    * Removes one patch from a host or a selection of hosts, as the ledger's undo plan says
    * (disable, or reload the previous cumulative patch). Runs as a rollout of kind UNDO.
+   * Access: a token with role operator.
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Promise<UndoResponse> | Observable<UndoResponse> | UndoResponse;

@@ -3255,36 +3255,80 @@ export const VerifyIntegrityResponse: MessageFns<VerifyIntegrityResponse> = {
  * what code was live on a host at any instant, who put it there and why, how to undo it.
  * A host's stack is always what its agent observed, never what was requested.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface LedgerServiceClient {
+  /**
+   * One host now: facts, the live-patch stack its agent last observed, and whether it is online.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getHost(request: GetHostRequest, metadata?: Metadata): Observable<GetHostResponse>;
+
+  /**
+   * Hosts, optionally only those on a kernel release, with labels, carrying a patch, or exposed to a CVE.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listHosts(request: ListHostsRequest, metadata?: Metadata): Observable<ListHostsResponse>;
 
-  /** The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet). */
+  /**
+   * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getHostStackAt(request: GetHostStackAtRequest, metadata?: Metadata): Observable<GetHostStackAtResponse>;
 
+  /**
+   * Everything that happened to one host's stack, oldest first, with the events as evidence.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   getHostHistory(request: GetHostHistoryRequest, metadata?: Metadata): Observable<GetHostHistoryResponse>;
+
+  /**
+   * Published patches with their versions, CVEs and releases, optionally for one CVE or release.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   listPatches(request: ListPatchesRequest, metadata?: Metadata): Observable<ListPatchesResponse>;
 
-  /** The rollout as the log tells it, with its timeline of approvals, pauses and outcomes. */
+  /**
+   * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(request: GetRolloutRequest, metadata?: Metadata): Observable<GetRolloutResponse>;
 
-  /** Streamed: an audit query may cover millions of events. */
+  /**
+   * Streamed: an audit query may cover millions of events.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   queryAudit(request: QueryAuditRequest, metadata?: Metadata): Observable<QueryAuditResponse>;
 
-  /** Plans only; RolloutService.Undo carries the plan out. */
+  /**
+   * Plans only; RolloutService.Undo carries the plan out.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   planUndo(request: PlanUndoRequest, metadata?: Metadata): Observable<PlanUndoResponse>;
 
+  /**
+   * PCI-DSS evidence for a period: per CVE and host, exposure and when it was fixed live, against a deadline.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   complianceReport(request: ComplianceReportRequest, metadata?: Metadata): Observable<ComplianceReportResponse>;
 
-  /** Re-checks every producer's hash chain and signatures over the whole log. */
+  /**
+   * Re-checks every producer's hash chain and signatures over the whole log.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   verifyIntegrity(request: VerifyIntegrityRequest, metadata?: Metadata): Observable<VerifyIntegrityResponse>;
 }
@@ -3294,60 +3338,104 @@ export interface LedgerServiceClient {
  * what code was live on a host at any instant, who put it there and why, how to undo it.
  * A host's stack is always what its agent observed, never what was requested.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface LedgerServiceController {
+  /**
+   * One host now: facts, the live-patch stack its agent last observed, and whether it is online.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getHost(
     request: GetHostRequest,
     metadata?: Metadata,
   ): Promise<GetHostResponse> | Observable<GetHostResponse> | GetHostResponse;
+
+  /**
+   * Hosts, optionally only those on a kernel release, with labels, carrying a patch, or exposed to a CVE.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listHosts(
     request: ListHostsRequest,
     metadata?: Metadata,
   ): Promise<ListHostsResponse> | Observable<ListHostsResponse> | ListHostsResponse;
 
-  /** The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet). */
+  /**
+   * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getHostStackAt(
     request: GetHostStackAtRequest,
     metadata?: Metadata,
   ): Promise<GetHostStackAtResponse> | Observable<GetHostStackAtResponse> | GetHostStackAtResponse;
 
+  /**
+   * Everything that happened to one host's stack, oldest first, with the events as evidence.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   getHostHistory(
     request: GetHostHistoryRequest,
     metadata?: Metadata,
   ): Promise<GetHostHistoryResponse> | Observable<GetHostHistoryResponse> | GetHostHistoryResponse;
+
+  /**
+   * Published patches with their versions, CVEs and releases, optionally for one CVE or release.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   listPatches(
     request: ListPatchesRequest,
     metadata?: Metadata,
   ): Promise<ListPatchesResponse> | Observable<ListPatchesResponse> | ListPatchesResponse;
 
-  /** The rollout as the log tells it, with its timeline of approvals, pauses and outcomes. */
+  /**
+   * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(
     request: GetRolloutRequest,
     metadata?: Metadata,
   ): Promise<GetRolloutResponse> | Observable<GetRolloutResponse> | GetRolloutResponse;
 
-  /** Streamed: an audit query may cover millions of events. */
+  /**
+   * Streamed: an audit query may cover millions of events.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   queryAudit(request: QueryAuditRequest, metadata?: Metadata): Observable<QueryAuditResponse>;
 
-  /** Plans only; RolloutService.Undo carries the plan out. */
+  /**
+   * Plans only; RolloutService.Undo carries the plan out.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   planUndo(
     request: PlanUndoRequest,
     metadata?: Metadata,
   ): Promise<PlanUndoResponse> | Observable<PlanUndoResponse> | PlanUndoResponse;
 
+  /**
+   * PCI-DSS evidence for a period: per CVE and host, exposure and when it was fixed live, against a deadline.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   complianceReport(
     request: ComplianceReportRequest,
     metadata?: Metadata,
   ): Promise<ComplianceReportResponse> | Observable<ComplianceReportResponse> | ComplianceReportResponse;
 
-  /** Re-checks every producer's hash chain and signatures over the whole log. */
+  /**
+   * Re-checks every producer's hash chain and signatures over the whole log.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   verifyIntegrity(
     request: VerifyIntegrityRequest,
