@@ -12,6 +12,7 @@ import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState, PatchRef, StalledTask } from "../../events/v1/common";
 
+/** The request of AgentControl.GetStatus. */
 export interface GetStatusRequest {
 }
 
@@ -22,6 +23,7 @@ export interface QuarantinedPatch {
   since?: Timestamp | undefined;
 }
 
+/** The agent's last contact with the dispatcher and what still waits in its outbox. */
 export interface LastReport {
   /** When the agent last sent its inventory to the dispatcher. */
   sentAt?:
@@ -36,6 +38,7 @@ export interface LastReport {
   connected: boolean;
 }
 
+/** The answer of AgentControl.GetStatus. */
 export interface GetStatusResponse {
   /** Includes the raw taint mask and its decoded flags (K, O, E, ...). */
   facts?:
@@ -57,6 +60,7 @@ export interface GetStatusResponse {
   stalledTasks: StalledTask[];
 }
 
+/** A patch the dispatcher asked this host to carry, and whether it is live now. */
 export interface DesiredModule {
   patch?: PatchRef | undefined;
   moduleName: string;

@@ -13,6 +13,7 @@ import { Timestamp } from "../../../google/protobuf/timestamp";
 import { FixSourceKind } from "../../events/v1/builder_events";
 import { Actor, Cve, PatchedFunction, PatchManifest } from "../../events/v1/common";
 
+/** Where a build, or one kernel release's part of it, stands. */
 export enum BuildState {
   BUILD_STATE_UNSPECIFIED = 0,
   BUILD_STATE_QUEUED = 1,
@@ -23,6 +24,7 @@ export enum BuildState {
   BUILD_STATE_CANCELLED = 5,
 }
 
+/** The request of BuildService.SubmitBuild. */
 export interface SubmitBuildRequest {
   /** Stable across versions, e.g. "cve-2024-1086-nf-tables"; the patch id derives from it. */
   patchName: string;
@@ -41,6 +43,7 @@ export interface SubmitBuildRequest {
   unifiedDiff?: Uint8Array | undefined;
 }
 
+/** The answer of BuildService.SubmitBuild. */
 export interface SubmitBuildResponse {
   buildId: string;
   patchId: string;
@@ -58,6 +61,7 @@ export interface KernelBuild {
   diagnostics: string[];
 }
 
+/** A build: the fix, the releases it targets and each one's stage, result and artifact. */
 export interface Build {
   buildId: string;
   patchId: string;
@@ -75,10 +79,12 @@ export interface Build {
   finishedAt?: Timestamp | undefined;
 }
 
+/** The request of BuildService.WatchBuild. */
 export interface WatchBuildRequest {
   buildId: string;
 }
 
+/** One kernel release of the build moved to another stage or state (WatchBuild). */
 export interface BuildStageChanged {
   kernelRelease: string;
   stage: string;
@@ -86,12 +92,14 @@ export interface BuildStageChanged {
   diagnostics: string[];
 }
 
+/** A line of compiler or tool output from one release's build (WatchBuild). */
 export interface BuildLogLine {
   kernelRelease: string;
   stage: string;
   line: string;
 }
 
+/** The answer of BuildService.WatchBuild. */
 export interface WatchBuildResponse {
   at?: Timestamp | undefined;
   stageChanged?: BuildStageChanged | undefined;
@@ -102,14 +110,17 @@ export interface WatchBuildResponse {
   finished?: Build | undefined;
 }
 
+/** The request of BuildService.GetBuild. */
 export interface GetBuildRequest {
   buildId: string;
 }
 
+/** The answer of BuildService.GetBuild. */
 export interface GetBuildResponse {
   build?: Build | undefined;
 }
 
+/** The request of BuildService.ListBuilds. */
 export interface ListBuildsRequest {
   pageSize: number;
   pageToken: string;
@@ -118,20 +129,24 @@ export interface ListBuildsRequest {
   states: BuildState[];
 }
 
+/** The answer of BuildService.ListBuilds. */
 export interface ListBuildsResponse {
   builds: Build[];
   nextPageToken: string;
 }
 
+/** The request of BuildService.CancelBuild. */
 export interface CancelBuildRequest {
   buildId: string;
   reason: string;
 }
 
+/** The answer of BuildService.CancelBuild. */
 export interface CancelBuildResponse {
   build?: Build | undefined;
 }
 
+/** The request of BuildService.RetractPatch. */
 export interface RetractPatchRequest {
   patchId: string;
   version: string;
@@ -143,11 +158,13 @@ export interface RetractPatchRequest {
 export interface RetractPatchResponse {
 }
 
+/** The request of BuildService.FetchArtifact. */
 export interface FetchArtifactRequest {
   /** Lower-case hex sha256 of the module file. */
   artifactDigest: string;
 }
 
+/** The first FetchArtifact message: what the module is and the builder's signature over it. */
 export interface ArtifactHeader {
   /**
    * The encoded rebootless.events.v1.PatchManifest, exactly the bytes the signature covers
@@ -158,6 +175,7 @@ export interface ArtifactHeader {
   manifestSignature: Uint8Array;
 }
 
+/** The answer of BuildService.FetchArtifact. */
 export interface FetchArtifactResponse {
   /** Always the first message, exactly once. */
   header?:

@@ -12,6 +12,7 @@ import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState } from "../../events/v1/common";
 
+/** How an agent ended a command. */
 export enum CommandOutcome {
   COMMAND_OUTCOME_UNSPECIFIED = 0,
   /** COMMAND_OUTCOME_ACCEPTED - Verified and started; a final outcome follows. */
@@ -25,6 +26,7 @@ export enum CommandOutcome {
   COMMAND_OUTCOME_REJECTED = 4,
 }
 
+/** The agent's first message on Connect: its host's facts and the key its events are signed with. */
 export interface AgentHello {
   facts?:
     | HostFacts
@@ -42,6 +44,7 @@ export interface Inventory {
   patches: LivePatchState[];
 }
 
+/** The agent's answer to one command, with what the kernel showed afterwards. */
 export interface CommandResult {
   commandId: string;
   outcome: CommandOutcome;
@@ -60,6 +63,7 @@ export interface RelayEvents {
   envelopes: Uint8Array[];
 }
 
+/** The request of AgentGateway.Connect. */
 export interface ConnectRequest {
   /** Chosen by the agent, unique per host; acknowledged by Ack.message_id. */
   messageId: string;
@@ -78,6 +82,7 @@ export interface ConnectRequest {
   tracestate?: string | undefined;
 }
 
+/** Load and enable a signed patch on this host; the agent verifies everything before the kernel. */
 export interface ApplyCommand {
   /** Unique; the agent refuses a command id it has already seen (replay). */
   commandId: string;
@@ -93,6 +98,7 @@ export interface ApplyCommand {
   allowDowngrade: boolean;
 }
 
+/** Disable a patch on this host and remove its module. */
 export interface RevertCommand {
   commandId: string;
   expiresAt?: Timestamp | undefined;
@@ -104,10 +110,12 @@ export interface RevertCommand {
   reason: string;
 }
 
+/** The dispatcher made durable what the agent message with this id carried; the agent may drop it. */
 export interface Ack {
   messageId: string;
 }
 
+/** The answer of AgentGateway.Connect. */
 export interface ConnectResponse {
   ack?: Ack | undefined;
   apply?: ApplyCommand | undefined;

@@ -13,12 +13,14 @@ import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Actor } from "../../events/v1/common";
 import { HostSelector, RolloutStrategy } from "../../events/v1/dispatcher_events";
 
+/** What a rollout carries out: a patch, or an undo. */
 export enum RolloutKind {
   ROLLOUT_KIND_UNSPECIFIED = 0,
   ROLLOUT_KIND_APPLY = 1,
   ROLLOUT_KIND_UNDO = 2,
 }
 
+/** Where a rollout stands; COMPLETED, ABORTED and ROLLED_BACK are final. */
 export enum RolloutState {
   ROLLOUT_STATE_UNSPECIFIED = 0,
   ROLLOUT_STATE_AWAITING_APPROVAL = 1,
@@ -30,6 +32,7 @@ export enum RolloutState {
   ROLLOUT_STATE_ROLLED_BACK = 7,
 }
 
+/** Where one wave of a rollout stands. */
 export enum WaveState {
   WAVE_STATE_UNSPECIFIED = 0,
   WAVE_STATE_PENDING = 1,
@@ -42,6 +45,7 @@ export enum WaveState {
   WAVE_STATE_FAILED = 6,
 }
 
+/** Where one host of a rollout stands. */
 export enum HostRolloutState {
   HOST_ROLLOUT_STATE_UNSPECIFIED = 0,
   HOST_ROLLOUT_STATE_PENDING = 1,
@@ -56,6 +60,7 @@ export enum HostRolloutState {
   HOST_ROLLOUT_STATE_REVERTED = 7,
 }
 
+/** One host's part in a rollout: its state, the last command and its outcome. */
 export interface HostProgress {
   hostId: string;
   state: HostRolloutState;
@@ -67,6 +72,7 @@ export interface HostProgress {
   updatedAt?: Timestamp | undefined;
 }
 
+/** One wave of a rollout: its hosts, its failure budget and its state. */
 export interface Wave {
   index: number;
   /** "canary", "wave 1", ... */
@@ -77,6 +83,7 @@ export interface Wave {
   completedAt?: Timestamp | undefined;
 }
 
+/** A rollout as the dispatcher holds it: what, to which hosts, in which waves, and where it stands. */
 export interface Rollout {
   rolloutId: string;
   kind: RolloutKind;
@@ -97,6 +104,7 @@ export interface Rollout {
   updatedAt?: Timestamp | undefined;
 }
 
+/** The request of RolloutService.CreateRollout. */
 export interface CreateRolloutRequest {
   patchId: string;
   version: string;
@@ -115,18 +123,22 @@ export interface CreateRolloutRequest {
   dryRun: boolean;
 }
 
+/** The answer of RolloutService.CreateRollout. */
 export interface CreateRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ListRollouts. */
 export interface ListRolloutsRequest {
   /** page_size 0 means the server's default; an empty next_page_token ends the list. */
   pageSize: number;
@@ -136,15 +148,18 @@ export interface ListRolloutsRequest {
   patchId: string;
 }
 
+/** The answer of RolloutService.ListRollouts. */
 export interface ListRolloutsResponse {
   rollouts: Rollout[];
   nextPageToken: string;
 }
 
+/** The request of RolloutService.WatchRollout. */
 export interface WatchRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.WatchRollout. */
 export interface WatchRolloutResponse {
   rollout?:
     | Rollout
@@ -153,41 +168,50 @@ export interface WatchRolloutResponse {
   eventType: string;
 }
 
+/** The request of RolloutService.PauseRollout. */
 export interface PauseRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.PauseRollout. */
 export interface PauseRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ResumeRollout. */
 export interface ResumeRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.ResumeRollout. */
 export interface ResumeRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.AbortRollout. */
 export interface AbortRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.AbortRollout. */
 export interface AbortRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.RollbackRollout. */
 export interface RollbackRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.RollbackRollout. */
 export interface RollbackRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ApproveRollout. */
 export interface ApproveRolloutRequest {
   rolloutId: string;
   /**
@@ -198,10 +222,12 @@ export interface ApproveRolloutRequest {
   comment: string;
 }
 
+/** The answer of RolloutService.ApproveRollout. */
 export interface ApproveRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.Undo. */
 export interface UndoRequest {
   hostId?: string | undefined;
   selector?: HostSelector | undefined;
@@ -218,6 +244,7 @@ export interface UndoRequest {
   dryRun: boolean;
 }
 
+/** The answer of RolloutService.Undo. */
 export interface UndoResponse {
   rollout?: Rollout | undefined;
 }

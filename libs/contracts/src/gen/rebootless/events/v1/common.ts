@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** Who an actor is: a person, a host (its agent) or a service. */
 export enum ActorKind {
   ACTOR_KIND_UNSPECIFIED = 0,
   ACTOR_KIND_USER = 1,
@@ -14,6 +15,7 @@ export enum ActorKind {
   ACTOR_KIND_HOST = 3,
 }
 
+/** A CVE's severity, as its advisory rates it. */
 export enum Severity {
   SEVERITY_UNSPECIFIED = 0,
   SEVERITY_LOW = 1,
@@ -31,6 +33,7 @@ export interface Actor {
   origin: string;
 }
 
+/** A vulnerability a patch fixes. */
 export interface Cve {
   /** "CVE-2024-1086" */
   id: string;
@@ -48,6 +51,7 @@ export interface PatchedFunction {
   sympos: number;
 }
 
+/** One version of one patch. */
 export interface PatchRef {
   patchId: string;
   version: string;
@@ -119,6 +123,7 @@ export interface HostFacts_LabelsEntry {
   value: string;
 }
 
+/** A task blocking a livepatch transition, as /proc/<pid>/patch_state and its stack show it. */
 export interface StalledTask {
   pid: number;
   comm: string;

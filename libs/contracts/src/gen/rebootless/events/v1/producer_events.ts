@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** Why a producer started a new epoch of its chain. */
 export enum EpochReason {
   EPOCH_REASON_UNSPECIFIED = 0,
   /** EPOCH_REASON_FIRST_START - A producer that never wrote before. */
@@ -42,6 +43,7 @@ export interface ServiceStarted {
   listenAddress: string;
 }
 
+/** A service or agent stopped, and why (the signal, or the error). */
 export interface ServiceStopped {
   service: string;
   instance: string;

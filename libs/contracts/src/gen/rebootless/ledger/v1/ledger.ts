@@ -34,6 +34,7 @@ export enum DisableOrder {
   DISABLE_ORDER_TOP_ONLY = 2,
 }
 
+/** What one step of an undo plan does in the kernel. */
 export enum UndoStepKind {
   UNDO_STEP_KIND_UNSPECIFIED = 0,
   /** UNDO_STEP_KIND_REVERT - Disable the patch and remove its module. */
@@ -44,6 +45,7 @@ export enum UndoStepKind {
   UNDO_STEP_KIND_REBOOT = 3,
 }
 
+/** How a compliance report is rendered for people or tools. */
 export enum ReportFormat {
   REPORT_FORMAT_UNSPECIFIED = 0,
   /** REPORT_FORMAT_TABLE - Aligned columns for a terminal. */
@@ -52,6 +54,7 @@ export enum ReportFormat {
   REPORT_FORMAT_CSV = 3,
 }
 
+/** Whether a host met the deadline for a CVE. */
 export enum ComplianceStatus {
   COMPLIANCE_STATUS_UNSPECIFIED = 0,
   /** COMPLIANCE_STATUS_COMPLIANT - Fixed within the deadline, or still within it. */
@@ -61,6 +64,7 @@ export enum ComplianceStatus {
   COMPLIANCE_STATUS_EXEMPT = 3,
 }
 
+/** What is wrong with a record or with a producer's chain. */
 export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_UNSPECIFIED = 0,
   /** INTEGRITY_FINDING_KIND_MALFORMED - The envelope or its body does not decode. */
@@ -89,11 +93,13 @@ export interface FunctionCode {
   patch?: PatchRef | undefined;
 }
 
+/** A patched kernel function and whose code runs for it now. */
 export interface LiveFunction {
   function?: PatchedFunction | undefined;
   runs?: FunctionCode | undefined;
 }
 
+/** One module in a host's live-patch stack. */
 export interface StackEntry {
   /** 1 is the oldest (bottom) of the stack. */
   position: number;
@@ -114,6 +120,7 @@ export interface StackEntry {
   appliedAt?: Timestamp | undefined;
 }
 
+/** A host's live-patch stack at one instant, with the code each patched function runs. */
 export interface HostStack {
   /** Oldest first, as the kernel stacks them. */
   entries: StackEntry[];
@@ -127,6 +134,7 @@ export interface HostStack {
   observedAt?: Timestamp | undefined;
 }
 
+/** A host as the ledger knows it from its agent's facts: kernel, labels, stack, contact. */
 export interface Host {
   /** As last reported by the agent. */
   facts?: HostFacts | undefined;
@@ -143,14 +151,17 @@ export interface Host {
   online: boolean;
 }
 
+/** The request of LedgerService.GetHost. */
 export interface GetHostRequest {
   hostId: string;
 }
 
+/** The answer of LedgerService.GetHost. */
 export interface GetHostResponse {
   host?: Host | undefined;
 }
 
+/** The request of LedgerService.ListHosts. */
 export interface ListHostsRequest {
   pageSize: number;
   pageToken: string;
@@ -168,6 +179,7 @@ export interface ListHostsRequest_LabelsEntry {
   value: string;
 }
 
+/** The answer of LedgerService.ListHosts. */
 export interface ListHostsResponse {
   hosts: Host[];
   nextPageToken: string;
@@ -182,6 +194,7 @@ export interface EventPosition {
   offset: string;
 }
 
+/** One verified event, as the audit trail shows it: who, what, when, from where. */
 export interface AuditRecord {
   body?: EventBody | undefined;
   position?:
@@ -193,11 +206,13 @@ export interface AuditRecord {
   envelope: Uint8Array;
 }
 
+/** The request of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtRequest {
   hostId: string;
   at?: Timestamp | undefined;
 }
 
+/** The answer of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtResponse {
   stack?:
     | HostStack
@@ -206,6 +221,7 @@ export interface GetHostStackAtResponse {
   asOf?: AuditRecord | undefined;
 }
 
+/** The request of LedgerService.GetHostHistory. */
 export interface GetHostHistoryRequest {
   hostId: string;
   /** Unset bounds are open. */
@@ -215,12 +231,14 @@ export interface GetHostHistoryRequest {
   pageToken: string;
 }
 
+/** The answer of LedgerService.GetHostHistory. */
 export interface GetHostHistoryResponse {
   /** Oldest first. */
   records: AuditRecord[];
   nextPageToken: string;
 }
 
+/** A published patch version: its CVEs, kernel releases, modules and whether it was retracted. */
 export interface Patch {
   patchId: string;
   version: string;
@@ -238,6 +256,7 @@ export interface Patch {
   hostsCarrying: number;
 }
 
+/** The request of LedgerService.ListPatches. */
 export interface ListPatchesRequest {
   pageSize: number;
   pageToken: string;
@@ -246,15 +265,18 @@ export interface ListPatchesRequest {
   includeRetracted: boolean;
 }
 
+/** The answer of LedgerService.ListPatches. */
 export interface ListPatchesResponse {
   patches: Patch[];
   nextPageToken: string;
 }
 
+/** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
   rollout?:
     | Rollout
@@ -263,6 +285,7 @@ export interface GetRolloutResponse {
   timeline: AuditRecord[];
 }
 
+/** The request of LedgerService.QueryAudit. */
 export interface QueryAuditRequest {
   /** Unset bounds are open. */
   from?: Timestamp | undefined;
@@ -280,10 +303,12 @@ export interface QueryAuditRequest {
   includeEnvelopes: boolean;
 }
 
+/** The answer of LedgerService.QueryAudit. */
 export interface QueryAuditResponse {
   record?: AuditRecord | undefined;
 }
 
+/** One step of an undo plan, in the order the kernel requires. */
 export interface UndoStep {
   kind: UndoStepKind;
   moduleName: string;
@@ -295,17 +320,20 @@ export interface UndoStep {
   detail: string;
 }
 
+/** What a function runs once the undo is done: an older patch's code or the original. */
 export interface FunctionFallback {
   function?: PatchedFunction | undefined;
   runsNow?: FunctionCode | undefined;
   runsAfter?: FunctionCode | undefined;
 }
 
+/** The request of LedgerService.PlanUndo. */
 export interface PlanUndoRequest {
   hostId: string;
   patchId: string;
 }
 
+/** The answer of LedgerService.PlanUndo. */
 export interface PlanUndoResponse {
   disableOrder: DisableOrder;
   /** In the order to carry them out. */
@@ -316,6 +344,7 @@ export interface PlanUndoResponse {
   warnings: string[];
 }
 
+/** The request of LedgerService.ComplianceReport. */
 export interface ComplianceReportRequest {
   /** The reporting period; unset bounds are open. */
   from?: Timestamp | undefined;
@@ -361,6 +390,7 @@ export interface HostCveCompliance {
   reason: string;
 }
 
+/** One CVE on one host in the report: exposure, fix, and whether it met the deadline. */
 export interface CveCompliance {
   cve?: Cve | undefined;
   fixedBy: PatchRef[];
@@ -372,6 +402,7 @@ export interface CveCompliance {
   unpatchedHostIds: string[];
 }
 
+/** The answer of LedgerService.ComplianceReport. */
 export interface ComplianceReportResponse {
   generatedAt?: Timestamp | undefined;
   hostsInScope: number;
@@ -386,6 +417,7 @@ export interface ComplianceReportResponse {
   asOf?: Timestamp | undefined;
 }
 
+/** One problem in the event log: where, which producer, and what is wrong. */
 export interface IntegrityFinding {
   kind: IntegrityFindingKind;
   /** The offending event, or for a gap the first event after it. */
@@ -393,11 +425,13 @@ export interface IntegrityFinding {
   detail: string;
 }
 
+/** The request of LedgerService.VerifyIntegrity. */
 export interface VerifyIntegrityRequest {
   /** Empty: every producer. */
   producerId: string;
 }
 
+/** The answer of LedgerService.VerifyIntegrity. */
 export interface VerifyIntegrityResponse {
   verifiedAt?: Timestamp | undefined;
   eventsChecked: string;
