@@ -15,12 +15,17 @@ import { Actor, Cve, PatchedFunction, PatchManifest } from "../../events/v1/comm
 
 /** Where a build, or one kernel release's part of it, stands. */
 export enum BuildState {
+  /** BUILD_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   BUILD_STATE_UNSPECIFIED = 0,
+  /** BUILD_STATE_QUEUED - Waiting for a free worker. */
   BUILD_STATE_QUEUED = 1,
+  /** BUILD_STATE_RUNNING - Analysing, compiling, signing or storing. */
   BUILD_STATE_RUNNING = 2,
+  /** BUILD_STATE_SUCCEEDED - Every module built, signed and stored. */
   BUILD_STATE_SUCCEEDED = 3,
   /** BUILD_STATE_FAILED - At least one kernel release failed; the others may still have artifacts. */
   BUILD_STATE_FAILED = 4,
+  /** BUILD_STATE_CANCELLED - Stopped by CancelBuild. */
   BUILD_STATE_CANCELLED = 5,
 }
 

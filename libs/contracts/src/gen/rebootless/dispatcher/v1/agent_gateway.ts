@@ -14,10 +14,13 @@ import { HostFacts, LivePatchState } from "../../events/v1/common";
 
 /** How an agent ended a command. */
 export enum CommandOutcome {
+  /** COMMAND_OUTCOME_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   COMMAND_OUTCOME_UNSPECIFIED = 0,
   /** COMMAND_OUTCOME_ACCEPTED - Verified and started; a final outcome follows. */
   COMMAND_OUTCOME_ACCEPTED = 1,
+  /** COMMAND_OUTCOME_SUCCEEDED - Done: the kernel shows what the command asked for. */
   COMMAND_OUTCOME_SUCCEEDED = 2,
+  /** COMMAND_OUTCOME_FAILED - Tried and failed; the kernel state after the attempt is in the result. */
   COMMAND_OUTCOME_FAILED = 3,
   /**
    * COMMAND_OUTCOME_REJECTED - Refused before touching the kernel: bad signature, digest mismatch, other kernel,

@@ -15,31 +15,47 @@ import { HostSelector, RolloutStrategy } from "../../events/v1/dispatcher_events
 
 /** What a rollout carries out: a patch, or an undo. */
 export enum RolloutKind {
+  /** ROLLOUT_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ROLLOUT_KIND_UNSPECIFIED = 0,
+  /** ROLLOUT_KIND_APPLY - Applies a patch version to the selected hosts. */
   ROLLOUT_KIND_APPLY = 1,
+  /** ROLLOUT_KIND_UNDO - Carries out an undo plan on the selected hosts (RolloutService.Undo). */
   ROLLOUT_KIND_UNDO = 2,
 }
 
 /** Where a rollout stands; COMPLETED, ABORTED and ROLLED_BACK are final. */
 export enum RolloutState {
+  /** ROLLOUT_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ROLLOUT_STATE_UNSPECIFIED = 0,
+  /** ROLLOUT_STATE_AWAITING_APPROVAL - Waiting for an approver before the next wave. */
   ROLLOUT_STATE_AWAITING_APPROVAL = 1,
+  /** ROLLOUT_STATE_RUNNING - A wave is running or soaking. */
   ROLLOUT_STATE_RUNNING = 2,
+  /** ROLLOUT_STATE_PAUSED - Sends no commands until resumed (by an operator, or by its failure policy). */
   ROLLOUT_STATE_PAUSED = 3,
+  /** ROLLOUT_STATE_COMPLETED - Every wave completed. Final. */
   ROLLOUT_STATE_COMPLETED = 4,
+  /** ROLLOUT_STATE_ABORTED - Stopped; hosts keep what they applied. Final. */
   ROLLOUT_STATE_ABORTED = 5,
+  /** ROLLOUT_STATE_ROLLING_BACK - Reverting the patch on the hosts it reached. */
   ROLLOUT_STATE_ROLLING_BACK = 6,
+  /** ROLLOUT_STATE_ROLLED_BACK - Reverted wherever it was applied. Final. */
   ROLLOUT_STATE_ROLLED_BACK = 7,
 }
 
 /** Where one wave of a rollout stands. */
 export enum WaveState {
+  /** WAVE_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   WAVE_STATE_UNSPECIFIED = 0,
+  /** WAVE_STATE_PENDING - Not started yet. */
   WAVE_STATE_PENDING = 1,
+  /** WAVE_STATE_AWAITING_APPROVAL - Waiting for an approver before it starts. */
   WAVE_STATE_AWAITING_APPROVAL = 2,
+  /** WAVE_STATE_RUNNING - Its hosts have been sent commands. */
   WAVE_STATE_RUNNING = 3,
   /** WAVE_STATE_SOAKING - Every host answered; waiting soak_seconds before the next wave. */
   WAVE_STATE_SOAKING = 4,
+  /** WAVE_STATE_COMPLETED - Every host answered or timed out within the failure budget. */
   WAVE_STATE_COMPLETED = 5,
   /** WAVE_STATE_FAILED - The wave spent its failure budget. */
   WAVE_STATE_FAILED = 6,
@@ -47,16 +63,21 @@ export enum WaveState {
 
 /** Where one host of a rollout stands. */
 export enum HostRolloutState {
+  /** HOST_ROLLOUT_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   HOST_ROLLOUT_STATE_UNSPECIFIED = 0,
+  /** HOST_ROLLOUT_STATE_PENDING - In a wave that has not reached it yet. */
   HOST_ROLLOUT_STATE_PENDING = 1,
   /** HOST_ROLLOUT_STATE_IN_PROGRESS - The command was sent; the agent has not answered yet. */
   HOST_ROLLOUT_STATE_IN_PROGRESS = 2,
+  /** HOST_ROLLOUT_STATE_SUCCEEDED - The agent reported the command done. */
   HOST_ROLLOUT_STATE_SUCCEEDED = 3,
+  /** HOST_ROLLOUT_STATE_FAILED - The agent reported the command failed or refused it. */
   HOST_ROLLOUT_STATE_FAILED = 4,
   /** HOST_ROLLOUT_STATE_SKIPPED - Already carried the patch, or left the selection. */
   HOST_ROLLOUT_STATE_SKIPPED = 5,
   /** HOST_ROLLOUT_STATE_TIMED_OUT - Did not answer before offline_deadline_seconds. */
   HOST_ROLLOUT_STATE_TIMED_OUT = 6,
+  /** HOST_ROLLOUT_STATE_REVERTED - The patch was reverted on this host by a rollback. */
   HOST_ROLLOUT_STATE_REVERTED = 7,
 }
 

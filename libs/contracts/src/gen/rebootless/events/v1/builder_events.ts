@@ -10,6 +10,7 @@ import { Cve, PatchedFunction, PatchManifest, Severity } from "./common";
 
 /** What form the fix's source takes. */
 export enum FixSourceKind {
+  /** FIX_SOURCE_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   FIX_SOURCE_KIND_UNSPECIFIED = 0,
   /** FIX_SOURCE_KIND_LIVEPATCH_MODULE - C against the kernel's klp API. */
   FIX_SOURCE_KIND_LIVEPATCH_MODULE = 1,

@@ -9,18 +9,27 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 /** Who an actor is: a person, a host (its agent) or a service. */
 export enum ActorKind {
+  /** ACTOR_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ACTOR_KIND_UNSPECIFIED = 0,
+  /** ACTOR_KIND_USER - A person, named by the subject of their token. */
   ACTOR_KIND_USER = 1,
+  /** ACTOR_KIND_SERVICE - A rebootless service, named by its certificate. */
   ACTOR_KIND_SERVICE = 2,
+  /** ACTOR_KIND_HOST - A host's agent, named by its host id. */
   ACTOR_KIND_HOST = 3,
 }
 
 /** A CVE's severity, as its advisory rates it. */
 export enum Severity {
+  /** SEVERITY_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   SEVERITY_UNSPECIFIED = 0,
+  /** SEVERITY_LOW - Low. */
   SEVERITY_LOW = 1,
+  /** SEVERITY_MEDIUM - Medium. */
   SEVERITY_MEDIUM = 2,
+  /** SEVERITY_HIGH - High. */
   SEVERITY_HIGH = 3,
+  /** SEVERITY_CRITICAL - Critical: PCI-DSS asks for it to be fixed within a month. */
   SEVERITY_CRITICAL = 4,
 }
 

@@ -10,9 +10,13 @@ import { Timestamp } from "../../../google/protobuf/timestamp";
 
 /** What a rollout does when a wave spends its failure budget. */
 export enum FailurePolicy {
+  /** FAILURE_POLICY_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   FAILURE_POLICY_UNSPECIFIED = 0,
+  /** FAILURE_POLICY_PAUSE - Pause the rollout and wait for an operator. */
   FAILURE_POLICY_PAUSE = 1,
+  /** FAILURE_POLICY_ABORT - Abort the rollout; hosts keep what they applied. */
   FAILURE_POLICY_ABORT = 2,
+  /** FAILURE_POLICY_ROLL_BACK - Revert the patch on every host the rollout reached. */
   FAILURE_POLICY_ROLL_BACK = 3,
 }
 

@@ -9,6 +9,7 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 /** Why a producer started a new epoch of its chain. */
 export enum EpochReason {
+  /** EPOCH_REASON_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   EPOCH_REASON_UNSPECIFIED = 0,
   /** EPOCH_REASON_FIRST_START - A producer that never wrote before. */
   EPOCH_REASON_FIRST_START = 1,

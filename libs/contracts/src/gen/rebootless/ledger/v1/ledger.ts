@@ -18,15 +18,19 @@ import { EventBody } from "../../events/v1/envelope";
 
 /** Where a patch is in its life in the kernel (DESIGN.md section 5). */
 export enum StackEntryState {
+  /** STACK_ENTRY_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   STACK_ENTRY_STATE_UNSPECIFIED = 0,
+  /** STACK_ENTRY_STATE_ENABLED - Enabled, its transition complete: its code runs. */
   STACK_ENTRY_STATE_ENABLED = 1,
   /** STACK_ENTRY_STATE_IN_TRANSITION - Enabling or disabling (see enabled) and not finished: some tasks still run the old code. */
   STACK_ENTRY_STATE_IN_TRANSITION = 2,
+  /** STACK_ENTRY_STATE_DISABLED - Disabled but still listed (kernels before 5.1 keep a disabled patch until removed). */
   STACK_ENTRY_STATE_DISABLED = 3,
 }
 
 /** Which disable order the host's kernel allows. */
 export enum DisableOrder {
+  /** DISABLE_ORDER_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   DISABLE_ORDER_UNSPECIFIED = 0,
   /** DISABLE_ORDER_ANY - 5.1 and later: any patch, in any order. */
   DISABLE_ORDER_ANY = 1,
@@ -36,6 +40,7 @@ export enum DisableOrder {
 
 /** What one step of an undo plan does in the kernel. */
 export enum UndoStepKind {
+  /** UNDO_STEP_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   UNDO_STEP_KIND_UNSPECIFIED = 0,
   /** UNDO_STEP_KIND_REVERT - Disable the patch and remove its module. */
   UNDO_STEP_KIND_REVERT = 1,
@@ -47,25 +52,31 @@ export enum UndoStepKind {
 
 /** How a compliance report is rendered for people or tools. */
 export enum ReportFormat {
+  /** REPORT_FORMAT_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   REPORT_FORMAT_UNSPECIFIED = 0,
   /** REPORT_FORMAT_TABLE - Aligned columns for a terminal. */
   REPORT_FORMAT_TABLE = 1,
+  /** REPORT_FORMAT_JSON - One JSON document. */
   REPORT_FORMAT_JSON = 2,
+  /** REPORT_FORMAT_CSV - One row per CVE and host, for spreadsheets. */
   REPORT_FORMAT_CSV = 3,
 }
 
 /** Whether a host met the deadline for a CVE. */
 export enum ComplianceStatus {
+  /** COMPLIANCE_STATUS_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   COMPLIANCE_STATUS_UNSPECIFIED = 0,
   /** COMPLIANCE_STATUS_COMPLIANT - Fixed within the deadline, or still within it. */
   COMPLIANCE_STATUS_COMPLIANT = 1,
   /** COMPLIANCE_STATUS_NON_COMPLIANT - Fixed late, or still exposed past the deadline. */
   COMPLIANCE_STATUS_NON_COMPLIANT = 2,
+  /** COMPLIANCE_STATUS_EXEMPT - The operator exempted the host (or the CVE on it), with a reason the report shows. */
   COMPLIANCE_STATUS_EXEMPT = 3,
 }
 
 /** What is wrong with a record or with a producer's chain. */
 export enum IntegrityFindingKind {
+  /** INTEGRITY_FINDING_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   INTEGRITY_FINDING_KIND_UNSPECIFIED = 0,
   /** INTEGRITY_FINDING_KIND_MALFORMED - The envelope or its body does not decode. */
   INTEGRITY_FINDING_KIND_MALFORMED = 1,
@@ -77,6 +88,7 @@ export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_SEQ_GAP = 4,
   /** INTEGRITY_FINDING_KIND_SEQ_DUPLICATE - Two different events share a seq. */
   INTEGRITY_FINDING_KIND_SEQ_DUPLICATE = 5,
+  /** INTEGRITY_FINDING_KIND_BAD_SIGNATURE - The signature does not verify with the producer's key, or no vouched key covers it. */
   INTEGRITY_FINDING_KIND_BAD_SIGNATURE = 6,
   /** INTEGRITY_FINDING_KIND_UNSIGNED_TAIL - Events after the producer's last signature are vouched for by nothing yet. */
   INTEGRITY_FINDING_KIND_UNSIGNED_TAIL = 7,
