@@ -18,8 +18,13 @@ export interface GetStatusRequest {
 
 /** A patch the agent refuses to try again until an operator clears it, e.g. after a stall. */
 export interface QuarantinedPatch {
-  patch?: PatchRef | undefined;
+  /** The patch version refused. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** Why, e.g. "transition stalled 3 times this boot". */
   reason: string;
+  /** When the agent quarantined it. */
   since?: Timestamp | undefined;
 }
 
@@ -35,6 +40,7 @@ export interface LastReport {
     | undefined;
   /** Signed events still waiting in the outbox for the dispatcher's ack. */
   pendingEvents: number;
+  /** Whether the stream to the dispatcher is open now. */
   connected: boolean;
 }
 
@@ -48,7 +54,9 @@ export interface GetStatusResponse {
   stack: LivePatchState[];
   /** What the dispatcher last asked this host to carry. */
   desired: PatchRef[];
+  /** Patches the agent refuses to try again until cleared. */
   quarantined: QuarantinedPatch[];
+  /** Contact with the dispatcher. */
   lastReport?:
     | LastReport
     | undefined;
@@ -62,8 +70,13 @@ export interface GetStatusResponse {
 
 /** A patch the dispatcher asked this host to carry, and whether it is live now. */
 export interface DesiredModule {
-  patch?: PatchRef | undefined;
+  /** The patch version. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** The kernel module it loads as (its directory in /sys/kernel/livepatch). */
   moduleName: string;
+  /** The CVEs it fixes. */
   cveIds: string[];
   /** Enabled in the kernel with its transition complete. */
   live: boolean;

@@ -33,8 +33,11 @@ export enum BuildState {
 export interface SubmitBuildRequest {
   /** Stable across versions, e.g. "cve-2024-1086-nf-tables"; the patch id derives from it. */
   patchName: string;
+  /** The version being built, e.g. "2"; a patch's versions only go up. */
   version: string;
+  /** What the fix does, for people reading the patch list. */
   description: string;
+  /** The CVEs the fix closes; they drive exposure and compliance reports. */
   cves: Cve[];
   /** A cumulative patch: once enabled it atomically replaces every older patch. */
   replace: boolean;
@@ -50,64 +53,107 @@ export interface SubmitBuildRequest {
 
 /** The answer of BuildService.SubmitBuild. */
 export interface SubmitBuildResponse {
+  /** The new build, to watch or get. */
   buildId: string;
+  /** The patch the build will publish, derived from patch_name. */
   patchId: string;
 }
 
 /** One kernel release's part of a build. */
 export interface KernelBuild {
+  /** The release this part builds for. */
   kernelRelease: string;
+  /** Where this release's build stands. */
   state: BuildState;
   /** The stage running now or the one that failed: analyse, fetch-headers, compile, sign, store. */
   stage: string;
+  /** Lower-case hex sha256 of the signed module, once built; FetchArtifact takes it. */
   artifactDigest: string;
-  manifest?: PatchManifest | undefined;
+  /** The signed manifest of the module, once built. */
+  manifest?:
+    | PatchManifest
+    | undefined;
+  /** The kernel functions the module replaces. */
   changedFunctions: PatchedFunction[];
+  /** Compiler and tool messages when the stage failed. */
   diagnostics: string[];
 }
 
 /** A build: the fix, the releases it targets and each one's stage, result and artifact. */
 export interface Build {
+  /** Unique id (UUIDv7). */
   buildId: string;
+  /** The patch the build publishes. */
   patchId: string;
+  /** As submitted. */
   patchName: string;
+  /** As submitted. */
   version: string;
+  /** As submitted. */
   description: string;
+  /** As submitted. */
   cves: Cve[];
+  /** A cumulative patch that atomically replaces every older one. */
   replace: boolean;
+  /** What form the fix came in. */
   sourceKind: FixSourceKind;
+  /** Lower-case hex sha256 of the submitted source, so the audit trail pins what was built. */
   sourceSha256: string;
+  /** The build as a whole: FAILED if any release failed. */
   state: BuildState;
+  /** One part per kernel release. */
   kernels: KernelBuild[];
-  submittedBy?: Actor | undefined;
-  submittedAt?: Timestamp | undefined;
+  /** Who submitted it (the token's user). */
+  submittedBy?:
+    | Actor
+    | undefined;
+  /** When it was submitted. */
+  submittedAt?:
+    | Timestamp
+    | undefined;
+  /** When it reached a final state; unset before. */
   finishedAt?: Timestamp | undefined;
 }
 
 /** The request of BuildService.WatchBuild. */
 export interface WatchBuildRequest {
+  /** The build to watch. */
   buildId: string;
 }
 
 /** One kernel release of the build moved to another stage or state (WatchBuild). */
 export interface BuildStageChanged {
+  /** The release whose part changed. */
   kernelRelease: string;
+  /** The stage it is in now: analyse, fetch-headers, compile, sign, store. */
   stage: string;
+  /** That release's state now. */
   state: BuildState;
+  /** Compiler and tool messages when the stage failed. */
   diagnostics: string[];
 }
 
 /** A line of compiler or tool output from one release's build (WatchBuild). */
 export interface BuildLogLine {
+  /** The release being built. */
   kernelRelease: string;
+  /** The stage that wrote the line. */
   stage: string;
+  /** One line, without its newline. */
   line: string;
 }
 
 /** The answer of BuildService.WatchBuild. */
 export interface WatchBuildResponse {
-  at?: Timestamp | undefined;
-  stageChanged?: BuildStageChanged | undefined;
+  /** When it happened. */
+  at?:
+    | Timestamp
+    | undefined;
+  /** A release moved to another stage or state. */
+  stageChanged?:
+    | BuildStageChanged
+    | undefined;
+  /** Output from a build tool. */
   logLine?:
     | BuildLogLine
     | undefined;
@@ -117,43 +163,55 @@ export interface WatchBuildResponse {
 
 /** The request of BuildService.GetBuild. */
 export interface GetBuildRequest {
+  /** The build to get; NOT_FOUND if the builder has none with this id. */
   buildId: string;
 }
 
 /** The answer of BuildService.GetBuild. */
 export interface GetBuildResponse {
+  /** The build as it stands now. */
   build?: Build | undefined;
 }
 
 /** The request of BuildService.ListBuilds. */
 export interface ListBuildsRequest {
+  /** Builds a page; 0: the server's default. */
   pageSize: number;
+  /** next_page_token of the previous page; empty for the first. */
   pageToken: string;
   /** Filters; empty matches everything. */
   patchId: string;
+  /** Only builds in one of these states. */
   states: BuildState[];
 }
 
 /** The answer of BuildService.ListBuilds. */
 export interface ListBuildsResponse {
+  /** Newest first. */
   builds: Build[];
+  /** Pass it to get the next page; empty: this was the last. */
   nextPageToken: string;
 }
 
 /** The request of BuildService.CancelBuild. */
 export interface CancelBuildRequest {
+  /** The build to stop. */
   buildId: string;
+  /** Why, for the audit trail. */
   reason: string;
 }
 
 /** The answer of BuildService.CancelBuild. */
 export interface CancelBuildResponse {
+  /** The build after the cancellation. */
   build?: Build | undefined;
 }
 
 /** The request of BuildService.RetractPatch. */
 export interface RetractPatchRequest {
+  /** The patch to retract. */
   patchId: string;
+  /** The version to retract. */
   version: string;
   /** Required: the audit trail must say why. */
   reason: string;
