@@ -31,6 +31,7 @@ export enum CommandOutcome {
 
 /** The agent's first message on Connect: its host's facts and the key its events are signed with. */
 export interface AgentHello {
+  /** The host as the agent sees it at connection. */
   facts?:
     | HostFacts
     | undefined;
@@ -40,6 +41,7 @@ export interface AgentHello {
 
 /** What the kernel shows now, so the dispatcher plans from facts, not from what it asked for. */
 export interface Inventory {
+  /** The host as the agent sees it now. */
   facts?:
     | HostFacts
     | undefined;
@@ -49,10 +51,13 @@ export interface Inventory {
 
 /** The agent's answer to one command, with what the kernel showed afterwards. */
 export interface CommandResult {
+  /** The command this answers. */
   commandId: string;
+  /** How it ended, or ACCEPTED while it runs. */
   outcome: CommandOutcome;
   /** verify, fetch, load, transition, ... */
   stage: string;
+  /** Why it failed or was rejected; empty on success. */
   error: string;
   /** The transition was forced: the module can never be removed. */
   forced: boolean;
@@ -70,9 +75,19 @@ export interface RelayEvents {
 export interface ConnectRequest {
   /** Chosen by the agent, unique per host; acknowledged by Ack.message_id. */
   messageId: string;
-  hello?: AgentHello | undefined;
-  inventory?: Inventory | undefined;
-  commandResult?: CommandResult | undefined;
+  /** Sent first, once per stream. */
+  hello?:
+    | AgentHello
+    | undefined;
+  /** After hello and whenever the kernel changes. */
+  inventory?:
+    | Inventory
+    | undefined;
+  /** The answer to an ApplyCommand or RevertCommand. */
+  commandResult?:
+    | CommandResult
+    | undefined;
+  /** Signed events for the dispatcher to write to Kafka. */
   relayEvents?:
     | RelayEvents
     | undefined;
@@ -81,7 +96,10 @@ export interface ConnectRequest {
    * events it relays), so the dispatcher's relay joins that trace. Unset when the agent does
    * not trace. Tracing only, never trusted for anything else (libs/telemetry).
    */
-  traceparent?: string | undefined;
+  traceparent?:
+    | string
+    | undefined;
+  /** W3C tracestate that goes with traceparent. */
   tracestate?: string | undefined;
 }
 
@@ -90,24 +108,40 @@ export interface ApplyCommand {
   /** Unique; the agent refuses a command id it has already seen (replay). */
   commandId: string;
   /** The agent refuses the command after this instant. */
-  expiresAt?: Timestamp | undefined;
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The rollout this is part of. */
   rolloutId: string;
+  /** The patch to apply. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The release the agent must be running; it refuses the command on another. */
   kernelRelease: string;
   /** Fetched with BuildService.FetchArtifact and checked against the signed manifest. */
   artifactDigest: string;
+  /** The operator allowed forcing a stalled transition (the host then needs a reboot). */
   allowForce: boolean;
+  /** The operator allowed a version older than the one the host runs. */
   allowDowngrade: boolean;
 }
 
 /** Disable a patch on this host and remove its module. */
 export interface RevertCommand {
+  /** Unique; the agent refuses a command id it has already seen (replay). */
   commandId: string;
-  expiresAt?: Timestamp | undefined;
+  /** The agent refuses the command after this instant. */
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The rollout this is part of. */
   rolloutId: string;
+  /** The patch to revert. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** Its module, as /sys/kernel/livepatch names it. */
   moduleName: string;
   /** roll-back, undo, ... */
   reason: string;
@@ -115,13 +149,21 @@ export interface RevertCommand {
 
 /** The dispatcher made durable what the agent message with this id carried; the agent may drop it. */
 export interface Ack {
+  /** The ConnectRequest.message_id now durable. */
   messageId: string;
 }
 
 /** The answer of AgentGateway.Connect. */
 export interface ConnectResponse {
-  ack?: Ack | undefined;
-  apply?: ApplyCommand | undefined;
+  /** What the agent sent is durable. */
+  ack?:
+    | Ack
+    | undefined;
+  /** Apply a patch. */
+  apply?:
+    | ApplyCommand
+    | undefined;
+  /** Revert a patch. */
   revert?:
     | RevertCommand
     | undefined;
@@ -130,7 +172,10 @@ export interface ConnectResponse {
    * the agent's spans join the rollout's trace. Unset when the dispatcher does not trace.
    * Tracing only, never trusted for anything else (libs/telemetry).
    */
-  traceparent?: string | undefined;
+  traceparent?:
+    | string
+    | undefined;
+  /** W3C tracestate that goes with traceparent. */
   tracestate?: string | undefined;
 }
 
