@@ -10,6 +10,9 @@ cd "$root"
 
 gen_dir="libs/contracts/src/gen"
 baseline="libs/contracts/baseline.binpb"
+# The descriptor set with source info (comments) that other languages' tools and reflection
+# clients can load: shipped beside the baseline, regenerated like the TypeScript.
+descriptors="libs/contracts/rebootless.binpb"
 
 if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   echo "proto-check: $root is not a git work tree; cannot tell whether generated code is committed" >&2
@@ -29,14 +32,15 @@ npm run --silent proto:lint
 echo "proto-check: buf breaking against $baseline"
 npm run --silent proto:breaking
 
-echo "proto-check: regenerating $gen_dir"
+echo "proto-check: regenerating $gen_dir and $descriptors"
 npm run --silent proto
+npm run --silent proto:descriptors
 
 # Untracked files count too: a new .proto whose generated file was never committed.
-changed="$(git status --porcelain --untracked-files=all -- "$gen_dir")"
+changed="$(git status --porcelain --untracked-files=all -- "$gen_dir" "$descriptors")"
 if [[ -n "$changed" ]]; then
   echo "proto-check: generated code in $gen_dir is not what is committed." >&2
-  echo "Run 'npm run proto' and commit the result. Changed files:" >&2
+  echo "Run 'npm run proto && npm run proto:descriptors' and commit the result. Changed files:" >&2
   echo "$changed" >&2
   exit 1
 fi

@@ -8,5 +8,5 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends maven make gcc-12 libelf1 libssl3 zlib1g pahole bubblewrap \
-  qemu-system-x86 busybox-static cpio chromium >/dev/null
-echo "setup-debian: maven, make, gcc-12, libelf1, libssl3, zlib1g, pahole, bubblewrap, qemu-system-x86, busybox-static, cpio, chromium installed; apt lists fresh"
+  qemu-system-x86 busybox-static cpio chromium systemd >/dev/null
+echo "setup-debian: maven, make, gcc-12, libelf1, libssl3, zlib1g, pahole, bubblewrap, qemu-system-x86, busybox-static, cpio, chromium, systemd (systemd-analyze verify for deploy/systemd) installed; apt lists fresh"

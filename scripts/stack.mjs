@@ -46,6 +46,8 @@ const SERVICES = [
   { name: 'agent', prefix: 'AGENT', port: 7454, service: 'rebootless.agent.v1.AgentControl' },
 ].map((svc) => ({ ...svc, port: Number(process.env[`${svc.prefix}_GRPC_PORT`]?.trim() || svc.port) }));
 const byName = (name) => SERVICES.find((svc) => svc.name === name);
+/** Where the stack's agent serves AgentControl for `rebootless-agent status`, as /run/rebootless/agent.sock on a host. */
+const agentControlSocket = () => path.join(dataDir(byName('agent')), 'control', 'agent.sock');
 // The demo fleet is supervised like a service (pid file, log), but it serves nothing itself.
 const FLEET = { name: 'fleet' };
 // The web console (apps/console) serves HTTPS, not gRPC, and writes no events: it starts once the
@@ -339,7 +341,9 @@ async function up() {
                   .map(dataDir)
                   .join(','),
               }
-            : {};
+            : svc.name === 'agent'
+              ? { AGENT_CONTROL_SOCKET: agentControlSocket() }
+              : {};
       pids.set(svc.name, await startService(svc, kafka.brokers, env));
     }
     for (const svc of wave) {
@@ -565,6 +569,7 @@ function cliHints(told) {
       : []),
     `${cli} audit --from -1h`,
     `${cli} ledger verify`,
+    `AGENT_CONTROL_SOCKET=${rel(agentControlSocket())} node ${rel(path.join(ROOT, 'apps', 'agent', 'dist', 'cli.js'))} status`,
   ];
   return { env, commands };
 }

@@ -112,6 +112,12 @@ export const agentSettings = {
     description:
       'a simulated kernel served on this Unix socket (tests, fleet simulation); unset: the real kernel through /sys/kernel/livepatch',
   }),
+  controlSocket: setting({
+    env: 'AGENT_CONTROL_SOCKET',
+    parser: path(),
+    description:
+      "also serve AgentControl on this Unix socket (e.g. /run/rebootless/agent.sock): mode 0600 in a 0700 directory, so only root (the agent's user) may ask; unset: the TCP port alone",
+  }),
   sysfsRoot: setting({
     env: 'AGENT_SYSFS_ROOT',
     parser: path(),

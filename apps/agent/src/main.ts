@@ -7,6 +7,7 @@ startTelemetry('agent');
 // keep working with Kafka unreachable (its events wait in its outbox), and its event chain is
 // the Agent's own, signed in its data dir.
 import { ServerCredentials } from '@grpc/grpc-js';
+import { grpcServices } from '@rebootless/contracts';
 import {
   Agent,
   GatewayRelaySink,
@@ -21,6 +22,7 @@ import {
   ConfigError,
   EXIT_CANTCREAT,
   EXIT_CONFIG,
+  addReflection,
   clientCredentials,
   formatConfigProblem,
   formatHostPort,
@@ -35,14 +37,26 @@ import { mkdirSync } from 'node:fs';
 import { HealthImplementation } from 'grpc-health-check';
 import { SERVICE_NAME, agentSettings, type AgentConfig } from './config';
 import { GET_STATUS_PATH, agentControlDefinition, serveAgentControl } from './control-server';
+import { ControlSocketError, prepareControlSocket, restrictControlSocket } from './control-socket';
 
-function line(message: string): void {
-  process.stdout.write(`${SERVICE_NAME}: ${message}\n`);
+// `rebootless-agent run --json`: one JSON object a line, for journald and log shippers.
+const JSON_LINES = process.argv.includes('--json');
+
+function write(text: string, msg: string): void {
+  process.stdout.write(
+    JSON_LINES
+      ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', service: SERVICE_NAME, msg })}\n`
+      : `${text}\n`,
+  );
 }
 
-/** "agent ready on ...", "agent stopped": the lines supervisors and the stack runner wait for. */
+function line(message: string): void {
+  write(`${SERVICE_NAME}: ${message}`, message);
+}
+
+/** "agent ready on ...", "agent stopped": the lines supervisors and the stack runner wait for, in either format. */
 function lifecycle(message: string): void {
-  process.stdout.write(`${SERVICE_NAME} ${message}\n`);
+  write(`${SERVICE_NAME} ${message}`, `${SERVICE_NAME} ${message}`);
 }
 
 async function main(): Promise<void> {
@@ -117,14 +131,39 @@ async function main(): Promise<void> {
   // The same access rules and garbage handling as every other service (libs/service).
   guardRequestDeserializers({ [GET_STATUS_PATH]: agentControlDefinition });
   const health = new HealthImplementation();
+  const addStandard = (server: Parameters<typeof health.addToServer>[0]) => {
+    health.addToServer(server);
+    addReflection(server, [grpcServices.agentControl]);
+  };
   const control = await serveAgentControl(
     agent,
     formatHostPort(config.grpcListen),
     credentialsForServer,
     line,
-    (server) => health.addToServer(server),
+    addStandard,
     [...transport.interceptors, malformedRequestInterceptor],
   );
+  // On the host's own Unix socket the file system decides who may ask: no TLS, no token.
+  let local: Awaited<ReturnType<typeof serveAgentControl>> | undefined;
+  if (config.controlSocket) {
+    try {
+      prepareControlSocket(config.controlSocket);
+    } catch (error) {
+      if (!(error instanceof ControlSocketError)) throw error;
+      process.stderr.write(`${SERVICE_NAME}: configuration error: AGENT_CONTROL_SOCKET: ${error.message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
+    local = await serveAgentControl(
+      agent,
+      `unix:${config.controlSocket}`,
+      ServerCredentials.createInsecure(),
+      line,
+      addStandard,
+      [malformedRequestInterceptor],
+    );
+    restrictControlSocket(config.controlSocket);
+    line(`AgentControl on unix:${config.controlSocket} (mode 0600, for the agent's user only)`);
+  }
   agent.recordServiceEvents([serviceStarted(SERVICE_NAME, `agent/${config.hostId}`, control.address)]);
   // Best effort: with Kafka reachable the run is in the log before the agent says it is ready.
   await agent.drain(5_000).catch(() => undefined);
@@ -139,6 +178,7 @@ async function main(): Promise<void> {
     setTimeout(() => process.exit(1), 10_000).unref();
     for (const name of ['', 'rebootless.agent.v1.AgentControl']) health.setStatus(name, 'NOT_SERVING');
     control.server.forceShutdown();
+    local?.server.forceShutdown();
     agent.recordServiceEvents([serviceStopped(SERVICE_NAME, `agent/${config.hostId}`, signal)]);
     await agent.drain(3_000).catch(() => undefined);
     await agent.stop({ clean: true });

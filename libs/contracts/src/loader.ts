@@ -13,6 +13,12 @@ import { LEDGER_SERVICE_NAME } from './gen/rebootless/ledger/v1/ledger';
 /** The repository's proto/ directory. libs/contracts/src and libs/contracts/dist both sit three levels below the root. */
 export const protoRoot = resolve(__dirname, '..', '..', '..', 'proto');
 
+/**
+ * Every proto and its imports as one FileDescriptorSet with source info (comments included),
+ * for tools in other languages (npm run proto:descriptors regenerates it).
+ */
+export const descriptorSetPath = resolve(__dirname, '..', 'rebootless.binpb');
+
 export const protoLoaderOptions = {
   keepCase: false,
   longs: String,

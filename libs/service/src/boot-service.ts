@@ -20,6 +20,7 @@ import {
 import type { EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, openServiceEventLog, serviceStarted, serviceStopped } from './event-log';
 import { ServiceHealth } from './health';
+import { addReflection } from './reflection';
 import { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
 import { callDenied, serverTransport, type ServerTransport } from './transport';
 import type { Identity } from '@rebootless/trust';
@@ -245,6 +246,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
         guardRequestDeserializers(packageDefinition);
         grpcServer = server;
         health.implementation.addToServer(server);
+        addReflection(server, options.grpc);
       },
     },
   };

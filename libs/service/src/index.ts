@@ -16,3 +16,4 @@ export * from './event-log';
 export { callDenied, callerActor, clientCredentials, serverTransport } from './transport';
 export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
 export { RpcErrorMapping, rule, type ErrorLog, type ErrorRule } from './rpc-errors';
+export { addReflection } from './reflection';

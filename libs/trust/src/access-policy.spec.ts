@@ -1,6 +1,9 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fromBinary } from '@bufbuild/protobuf';
+import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { loadSync } from '@grpc/proto-loader';
-import { grpcServices, protoLoaderOptions } from '@rebootless/contracts';
+import { descriptorSetPath, grpcServices, protoLoaderOptions } from '@rebootless/contracts';
 import { ACCESS_RULES, decideAccess } from './access-policy';
 import { identityFromCertificate } from './identity';
 import { mintToken, verifyToken } from './token';
@@ -114,10 +117,56 @@ describe('decideAccess', () => {
       >;
       methods.push(...Object.values(def).map((m) => m.path));
     }
-    const health = Object.keys(ACCESS_RULES).filter((m) => m.startsWith('/grpc.health.v1.'));
+    // The standard services every server adds beside ours: health and reflection, from the protos their packages ship.
+    const standard = [
+      ['grpc-health-check/proto/health/v1/health.proto', 'grpc.health.v1.Health'],
+      ['@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto', 'grpc.reflection.v1.ServerReflection'],
+      [
+        '@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto',
+        'grpc.reflection.v1alpha.ServerReflection',
+      ],
+    ] as const;
+    for (const [file, name] of standard) {
+      const def = loadSync(require.resolve(file), protoLoaderOptions)[name] as Record<string, { path: string }>;
+      methods.push(...Object.values(def).map((m) => m.path));
+    }
     expect(methods.length).toBeGreaterThan(25);
-    expect(Object.keys(ACCESS_RULES).sort()).toEqual([...methods, ...health].sort());
+    expect(Object.keys(ACCESS_RULES).sort()).toEqual(methods.sort());
   });
+
+  it('Given any certificate of the CA and no token, Then reflection is allowed (TLS itself refuses a caller without one)', () => {
+    const reflect = '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo';
+    expect(decideAccess(reflect, { identity: { kind: 'host', id: 'web-01' } }, verify)).toMatchObject({
+      allowed: true,
+    });
+  });
+});
+
+describe('the access each RPC documents in proto/', () => {
+  // FileDescriptorProto field 6 is service, ServiceDescriptorProto field 2 is method.
+  const documented = new Map<string, string>();
+  for (const file of fromBinary(FileDescriptorSetSchema, readFileSync(descriptorSetPath)).file) {
+    for (const loc of file.sourceCodeInfo?.location ?? []) {
+      const [kind, si, sub, mi] = loc.path;
+      if (kind !== 6 || sub !== 2 || loc.path.length !== 4) continue;
+      const service = file.service[si!]!;
+      documented.set(`/${file.package}.${service.name}/${service.method[mi!]!.name}`, loc.leadingComments);
+    }
+  }
+
+  it.each(Object.entries(ACCESS_RULES).filter(([m]) => m.startsWith('/rebootless.')))(
+    '%s says in its comment what the table enforces',
+    (method, rule) => {
+      const comment = documented.get(method) ?? '';
+      const access = /Access: ([^]*?)\.\s*$/m.exec(comment.replace(/\n/g, ' '))?.[1] ?? '';
+      expect(access).not.toBe('');
+      if (rule.anyCertificate) expect(access).toMatch(/any client certificate of the CA; no token/);
+      const said = (['approver', 'auditor', 'operator'] as const).filter((r) => access.includes(r));
+      expect(said).toEqual([...(rule.roles ?? [])].sort());
+      for (const service of rule.services ?? []) expect(access).toContain(`${service} service's certificate`);
+      expect(access.includes("agent's host certificate")).toBe(rule.hosts === true);
+    },
+  );
 });
 
 describe('identityFromCertificate', () => {

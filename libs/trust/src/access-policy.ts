@@ -23,6 +23,9 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
   '/grpc.health.v1.Health/Check': { anyCertificate: true },
   '/grpc.health.v1.Health/Watch': { anyCertificate: true },
   '/grpc.health.v1.Health/List': { anyCertificate: true },
+  // Reflection describes only what proto/ already publishes; a certificate keeps strangers out (ADR 0018).
+  '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo': { anyCertificate: true },
+  '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo': { anyCertificate: true },
 
   '/rebootless.builder.v1.BuildService/SubmitBuild': WRITE,
   '/rebootless.builder.v1.BuildService/CancelBuild': WRITE,

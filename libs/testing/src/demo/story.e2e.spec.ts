@@ -134,6 +134,23 @@ describe('npm start: the story', () => {
     expect(result.cli.env).toContain(`export REBOOTLESS_LEDGER=127.0.0.1:${ports[2]}`);
   });
 
+  it("prints the agent's status command, which answers over the agent's Unix socket with the effective kernel", async () => {
+    const hint = (result.cli.commands as string[]).find((c) => c.includes('apps/agent/dist/cli.js status'))!;
+    const [assignment, , script, ...args] = hint.split(' ');
+    const [name, value] = assignment!.split('=') as [string, string];
+    const run = spawn(process.execPath, [script!, ...args], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env['PATH'], [name]: value },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    run.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    run.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise((r) => run.once('exit', r));
+    expect(out).toContain('effective kernel: ');
+    expect(code).not.toBe(4);
+  });
+
   it('stops everything on Ctrl-C: services, fleet, ports free', async () => {
     const pids: number[] = [
       ...result.services.map((s: { pid: number }) => s.pid),

@@ -12,16 +12,23 @@ import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState, PatchRef, StalledTask } from "../../events/v1/common";
 
+/** The request of AgentControl.GetStatus. */
 export interface GetStatusRequest {
 }
 
 /** A patch the agent refuses to try again until an operator clears it, e.g. after a stall. */
 export interface QuarantinedPatch {
-  patch?: PatchRef | undefined;
+  /** The patch version refused. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** Why, e.g. "transition stalled 3 times this boot". */
   reason: string;
+  /** When the agent quarantined it. */
   since?: Timestamp | undefined;
 }
 
+/** The agent's last contact with the dispatcher and what still waits in its outbox. */
 export interface LastReport {
   /** When the agent last sent its inventory to the dispatcher. */
   sentAt?:
@@ -33,9 +40,11 @@ export interface LastReport {
     | undefined;
   /** Signed events still waiting in the outbox for the dispatcher's ack. */
   pendingEvents: number;
+  /** Whether the stream to the dispatcher is open now. */
   connected: boolean;
 }
 
+/** The answer of AgentControl.GetStatus. */
 export interface GetStatusResponse {
   /** Includes the raw taint mask and its decoded flags (K, O, E, ...). */
   facts?:
@@ -45,7 +54,9 @@ export interface GetStatusResponse {
   stack: LivePatchState[];
   /** What the dispatcher last asked this host to carry. */
   desired: PatchRef[];
+  /** Patches the agent refuses to try again until cleared. */
   quarantined: QuarantinedPatch[];
+  /** Contact with the dispatcher. */
   lastReport?:
     | LastReport
     | undefined;
@@ -57,9 +68,15 @@ export interface GetStatusResponse {
   stalledTasks: StalledTask[];
 }
 
+/** A patch the dispatcher asked this host to carry, and whether it is live now. */
 export interface DesiredModule {
-  patch?: PatchRef | undefined;
+  /** The patch version. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** The kernel module it loads as (its directory in /sys/kernel/livepatch). */
   moduleName: string;
+  /** The CVEs it fixes. */
   cveIds: string[];
   /** Enabled in the kernel with its transition complete. */
   live: boolean;
@@ -453,10 +470,18 @@ export const DesiredModule: MessageFns<DesiredModule> = {
  * AgentControl is the agent's local, read-only face for the host-side status command;
  * it listens on the host only (a Unix socket or loopback), never on the network.
  * The name comes from DESIGN.md: it controls one local agent, not a resource.
+ *
+ * On the host's Unix socket (AGENT_CONTROL_SOCKET) the file system is the check: no certificate
+ * or token. On the TCP port: TLS with a client certificate of the CA, as for every service.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
 export interface AgentControlClient {
+  /**
+   * The host's kernel, its live-patch stack, what is desired and missing, and the last report.
+   * Access: any client certificate of the CA; no token.
+   */
+
   getStatus(request: GetStatusRequest, metadata?: Metadata): Observable<GetStatusResponse>;
 }
 
@@ -464,10 +489,18 @@ export interface AgentControlClient {
  * AgentControl is the agent's local, read-only face for the host-side status command;
  * it listens on the host only (a Unix socket or loopback), never on the network.
  * The name comes from DESIGN.md: it controls one local agent, not a resource.
+ *
+ * On the host's Unix socket (AGENT_CONTROL_SOCKET) the file system is the check: no certificate
+ * or token. On the TCP port: TLS with a client certificate of the CA, as for every service.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
 export interface AgentControlController {
+  /**
+   * The host's kernel, its live-patch stack, what is desired and missing, and the last report.
+   * Access: any client certificate of the CA; no token.
+   */
+
   getStatus(
     request: GetStatusRequest,
     metadata?: Metadata,

@@ -13,21 +13,31 @@ import { Timestamp } from "../../../google/protobuf/timestamp";
 import { FixSourceKind } from "../../events/v1/builder_events";
 import { Actor, Cve, PatchedFunction, PatchManifest } from "../../events/v1/common";
 
+/** Where a build, or one kernel release's part of it, stands. */
 export enum BuildState {
+  /** BUILD_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   BUILD_STATE_UNSPECIFIED = 0,
+  /** BUILD_STATE_QUEUED - Waiting for a free worker. */
   BUILD_STATE_QUEUED = 1,
+  /** BUILD_STATE_RUNNING - Analysing, compiling, signing or storing. */
   BUILD_STATE_RUNNING = 2,
+  /** BUILD_STATE_SUCCEEDED - Every module built, signed and stored. */
   BUILD_STATE_SUCCEEDED = 3,
   /** BUILD_STATE_FAILED - At least one kernel release failed; the others may still have artifacts. */
   BUILD_STATE_FAILED = 4,
+  /** BUILD_STATE_CANCELLED - Stopped by CancelBuild. */
   BUILD_STATE_CANCELLED = 5,
 }
 
+/** The request of BuildService.SubmitBuild. */
 export interface SubmitBuildRequest {
   /** Stable across versions, e.g. "cve-2024-1086-nf-tables"; the patch id derives from it. */
   patchName: string;
+  /** The version being built, e.g. "2"; a patch's versions only go up. */
   version: string;
+  /** What the fix does, for people reading the patch list. */
   description: string;
+  /** The CVEs the fix closes; they drive exposure and compliance reports. */
   cves: Cve[];
   /** A cumulative patch: once enabled it atomically replaces every older patch. */
   replace: boolean;
@@ -41,60 +51,109 @@ export interface SubmitBuildRequest {
   unifiedDiff?: Uint8Array | undefined;
 }
 
+/** The answer of BuildService.SubmitBuild. */
 export interface SubmitBuildResponse {
+  /** The new build, to watch or get. */
   buildId: string;
+  /** The patch the build will publish, derived from patch_name. */
   patchId: string;
 }
 
 /** One kernel release's part of a build. */
 export interface KernelBuild {
+  /** The release this part builds for. */
   kernelRelease: string;
+  /** Where this release's build stands. */
   state: BuildState;
   /** The stage running now or the one that failed: analyse, fetch-headers, compile, sign, store. */
   stage: string;
+  /** Lower-case hex sha256 of the signed module, once built; FetchArtifact takes it. */
   artifactDigest: string;
-  manifest?: PatchManifest | undefined;
+  /** The signed manifest of the module, once built. */
+  manifest?:
+    | PatchManifest
+    | undefined;
+  /** The kernel functions the module replaces. */
   changedFunctions: PatchedFunction[];
+  /** Compiler and tool messages when the stage failed. */
   diagnostics: string[];
 }
 
+/** A build: the fix, the releases it targets and each one's stage, result and artifact. */
 export interface Build {
+  /** Unique id (UUIDv7). */
   buildId: string;
+  /** The patch the build publishes. */
   patchId: string;
+  /** As submitted. */
   patchName: string;
+  /** As submitted. */
   version: string;
+  /** As submitted. */
   description: string;
+  /** As submitted. */
   cves: Cve[];
+  /** A cumulative patch that atomically replaces every older one. */
   replace: boolean;
+  /** What form the fix came in. */
   sourceKind: FixSourceKind;
+  /** Lower-case hex sha256 of the submitted source, so the audit trail pins what was built. */
   sourceSha256: string;
+  /** The build as a whole: FAILED if any release failed. */
   state: BuildState;
+  /** One part per kernel release. */
   kernels: KernelBuild[];
-  submittedBy?: Actor | undefined;
-  submittedAt?: Timestamp | undefined;
+  /** Who submitted it (the token's user). */
+  submittedBy?:
+    | Actor
+    | undefined;
+  /** When it was submitted. */
+  submittedAt?:
+    | Timestamp
+    | undefined;
+  /** When it reached a final state; unset before. */
   finishedAt?: Timestamp | undefined;
 }
 
+/** The request of BuildService.WatchBuild. */
 export interface WatchBuildRequest {
+  /** The build to watch. */
   buildId: string;
 }
 
+/** One kernel release of the build moved to another stage or state (WatchBuild). */
 export interface BuildStageChanged {
+  /** The release whose part changed. */
   kernelRelease: string;
+  /** The stage it is in now: analyse, fetch-headers, compile, sign, store. */
   stage: string;
+  /** That release's state now. */
   state: BuildState;
+  /** Compiler and tool messages when the stage failed. */
   diagnostics: string[];
 }
 
+/** A line of compiler or tool output from one release's build (WatchBuild). */
 export interface BuildLogLine {
+  /** The release being built. */
   kernelRelease: string;
+  /** The stage that wrote the line. */
   stage: string;
+  /** One line, without its newline. */
   line: string;
 }
 
+/** The answer of BuildService.WatchBuild. */
 export interface WatchBuildResponse {
-  at?: Timestamp | undefined;
-  stageChanged?: BuildStageChanged | undefined;
+  /** When it happened. */
+  at?:
+    | Timestamp
+    | undefined;
+  /** A release moved to another stage or state. */
+  stageChanged?:
+    | BuildStageChanged
+    | undefined;
+  /** Output from a build tool. */
   logLine?:
     | BuildLogLine
     | undefined;
@@ -102,38 +161,57 @@ export interface WatchBuildResponse {
   finished?: Build | undefined;
 }
 
+/** The request of BuildService.GetBuild. */
 export interface GetBuildRequest {
+  /** The build to get; NOT_FOUND if the builder has none with this id. */
   buildId: string;
 }
 
+/** The answer of BuildService.GetBuild. */
 export interface GetBuildResponse {
+  /** The build as it stands now. */
   build?: Build | undefined;
 }
 
+/** The request of BuildService.ListBuilds. */
 export interface ListBuildsRequest {
+  /** Builds a page; 0: the server's default. */
   pageSize: number;
+  /** next_page_token of the previous page; empty for the first. */
   pageToken: string;
   /** Filters; empty matches everything. */
   patchId: string;
+  /** Only builds in one of these states. */
   states: BuildState[];
 }
 
+/** The answer of BuildService.ListBuilds. */
 export interface ListBuildsResponse {
+  /** Newest first. */
   builds: Build[];
+  /** Pass it to get the next page; empty: this was the last. */
   nextPageToken: string;
 }
 
+/** The request of BuildService.CancelBuild. */
 export interface CancelBuildRequest {
+  /** The build to stop. */
   buildId: string;
+  /** Why, for the audit trail. */
   reason: string;
 }
 
+/** The answer of BuildService.CancelBuild. */
 export interface CancelBuildResponse {
+  /** The build after the cancellation. */
   build?: Build | undefined;
 }
 
+/** The request of BuildService.RetractPatch. */
 export interface RetractPatchRequest {
+  /** The patch to retract. */
   patchId: string;
+  /** The version to retract. */
   version: string;
   /** Required: the audit trail must say why. */
   reason: string;
@@ -143,11 +221,13 @@ export interface RetractPatchRequest {
 export interface RetractPatchResponse {
 }
 
+/** The request of BuildService.FetchArtifact. */
 export interface FetchArtifactRequest {
   /** Lower-case hex sha256 of the module file. */
   artifactDigest: string;
 }
 
+/** The first FetchArtifact message: what the module is and the builder's signature over it. */
 export interface ArtifactHeader {
   /**
    * The encoded rebootless.events.v1.PatchManifest, exactly the bytes the signature covers
@@ -158,6 +238,7 @@ export interface ArtifactHeader {
   manifestSignature: Uint8Array;
 }
 
+/** The answer of BuildService.FetchArtifact. */
 export interface FetchArtifactResponse {
   /** Always the first message, exactly once. */
   header?:
@@ -1543,30 +1624,59 @@ export const FetchArtifactResponse: MessageFns<FetchArtifactResponse> = {
 /**
  * BuildService turns a fix into signed live-patch modules and serves them to agents.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface BuildServiceClient {
-  /** Queues the build and answers with its id at once: compiling for many releases takes minutes. */
+  /**
+   * Queues the build and answers with its id at once: compiling for many releases takes minutes.
+   * Access: a token with role operator.
+   */
 
   submitBuild(request: SubmitBuildRequest, metadata?: Metadata): Observable<SubmitBuildResponse>;
 
-  /** Replays the build's progress so far, then follows it; the stream ends after the final Build. */
+  /**
+   * Replays the build's progress so far, then follows it; the stream ends after the final Build.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchBuild(request: WatchBuildRequest, metadata?: Metadata): Observable<WatchBuildResponse>;
 
+  /**
+   * The build with each release's stage, result and artifact digest (NOT_FOUND for an unknown id).
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getBuild(request: GetBuildRequest, metadata?: Metadata): Observable<GetBuildResponse>;
+
+  /**
+   * Builds, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listBuilds(request: ListBuildsRequest, metadata?: Metadata): Observable<ListBuildsResponse>;
 
+  /**
+   * Stops a queued or running build, recording the reason; refused once the build has finished.
+   * Access: a token with role operator.
+   */
+
   cancelBuild(request: CancelBuildRequest, metadata?: Metadata): Observable<CancelBuildResponse>;
 
-  /** Agents refuse a retracted patch, and the dispatcher stops rolling it out. */
+  /**
+   * Agents refuse a retracted patch, and the dispatcher stops rolling it out.
+   * Access: a token with role operator.
+   */
 
   retractPatch(request: RetractPatchRequest, metadata?: Metadata): Observable<RetractPatchResponse>;
 
   /**
    * The first message carries the signed manifest, so an agent can refuse a bad artifact
    * before it has downloaded (let alone loaded) a byte of it.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate; or an agent's host certificate (for its own host only).
    */
 
   fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;
@@ -1575,36 +1685,64 @@ export interface BuildServiceClient {
 /**
  * BuildService turns a fix into signed live-patch modules and serves them to agents.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface BuildServiceController {
-  /** Queues the build and answers with its id at once: compiling for many releases takes minutes. */
+  /**
+   * Queues the build and answers with its id at once: compiling for many releases takes minutes.
+   * Access: a token with role operator.
+   */
 
   submitBuild(
     request: SubmitBuildRequest,
     metadata?: Metadata,
   ): Promise<SubmitBuildResponse> | Observable<SubmitBuildResponse> | SubmitBuildResponse;
 
-  /** Replays the build's progress so far, then follows it; the stream ends after the final Build. */
+  /**
+   * Replays the build's progress so far, then follows it; the stream ends after the final Build.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchBuild(request: WatchBuildRequest, metadata?: Metadata): Observable<WatchBuildResponse>;
+
+  /**
+   * The build with each release's stage, result and artifact digest (NOT_FOUND for an unknown id).
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   getBuild(
     request: GetBuildRequest,
     metadata?: Metadata,
   ): Promise<GetBuildResponse> | Observable<GetBuildResponse> | GetBuildResponse;
 
+  /**
+   * Builds, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   listBuilds(
     request: ListBuildsRequest,
     metadata?: Metadata,
   ): Promise<ListBuildsResponse> | Observable<ListBuildsResponse> | ListBuildsResponse;
+
+  /**
+   * Stops a queued or running build, recording the reason; refused once the build has finished.
+   * Access: a token with role operator.
+   */
 
   cancelBuild(
     request: CancelBuildRequest,
     metadata?: Metadata,
   ): Promise<CancelBuildResponse> | Observable<CancelBuildResponse> | CancelBuildResponse;
 
-  /** Agents refuse a retracted patch, and the dispatcher stops rolling it out. */
+  /**
+   * Agents refuse a retracted patch, and the dispatcher stops rolling it out.
+   * Access: a token with role operator.
+   */
 
   retractPatch(
     request: RetractPatchRequest,
@@ -1614,6 +1752,7 @@ export interface BuildServiceController {
   /**
    * The first message carries the signed manifest, so an agent can refuse a bad artifact
    * before it has downloaded (let alone loaded) a byte of it.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate; or an agent's host certificate (for its own host only).
    */
 
   fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;

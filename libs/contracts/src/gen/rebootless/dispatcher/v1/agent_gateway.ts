@@ -12,11 +12,15 @@ import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState } from "../../events/v1/common";
 
+/** How an agent ended a command. */
 export enum CommandOutcome {
+  /** COMMAND_OUTCOME_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   COMMAND_OUTCOME_UNSPECIFIED = 0,
   /** COMMAND_OUTCOME_ACCEPTED - Verified and started; a final outcome follows. */
   COMMAND_OUTCOME_ACCEPTED = 1,
+  /** COMMAND_OUTCOME_SUCCEEDED - Done: the kernel shows what the command asked for. */
   COMMAND_OUTCOME_SUCCEEDED = 2,
+  /** COMMAND_OUTCOME_FAILED - Tried and failed; the kernel state after the attempt is in the result. */
   COMMAND_OUTCOME_FAILED = 3,
   /**
    * COMMAND_OUTCOME_REJECTED - Refused before touching the kernel: bad signature, digest mismatch, other kernel,
@@ -25,7 +29,9 @@ export enum CommandOutcome {
   COMMAND_OUTCOME_REJECTED = 4,
 }
 
+/** The agent's first message on Connect: its host's facts and the key its events are signed with. */
 export interface AgentHello {
+  /** The host as the agent sees it at connection. */
   facts?:
     | HostFacts
     | undefined;
@@ -35,6 +41,7 @@ export interface AgentHello {
 
 /** What the kernel shows now, so the dispatcher plans from facts, not from what it asked for. */
 export interface Inventory {
+  /** The host as the agent sees it now. */
   facts?:
     | HostFacts
     | undefined;
@@ -42,11 +49,15 @@ export interface Inventory {
   patches: LivePatchState[];
 }
 
+/** The agent's answer to one command, with what the kernel showed afterwards. */
 export interface CommandResult {
+  /** The command this answers. */
   commandId: string;
+  /** How it ended, or ACCEPTED while it runs. */
   outcome: CommandOutcome;
   /** verify, fetch, load, transition, ... */
   stage: string;
+  /** Why it failed or was rejected; empty on success. */
   error: string;
   /** The transition was forced: the module can never be removed. */
   forced: boolean;
@@ -60,12 +71,23 @@ export interface RelayEvents {
   envelopes: Uint8Array[];
 }
 
+/** The request of AgentGateway.Connect. */
 export interface ConnectRequest {
   /** Chosen by the agent, unique per host; acknowledged by Ack.message_id. */
   messageId: string;
-  hello?: AgentHello | undefined;
-  inventory?: Inventory | undefined;
-  commandResult?: CommandResult | undefined;
+  /** Sent first, once per stream. */
+  hello?:
+    | AgentHello
+    | undefined;
+  /** After hello and whenever the kernel changes. */
+  inventory?:
+    | Inventory
+    | undefined;
+  /** The answer to an ApplyCommand or RevertCommand. */
+  commandResult?:
+    | CommandResult
+    | undefined;
+  /** Signed events for the dispatcher to write to Kafka. */
   relayEvents?:
     | RelayEvents
     | undefined;
@@ -74,43 +96,74 @@ export interface ConnectRequest {
    * events it relays), so the dispatcher's relay joins that trace. Unset when the agent does
    * not trace. Tracing only, never trusted for anything else (libs/telemetry).
    */
-  traceparent?: string | undefined;
+  traceparent?:
+    | string
+    | undefined;
+  /** W3C tracestate that goes with traceparent. */
   tracestate?: string | undefined;
 }
 
+/** Load and enable a signed patch on this host; the agent verifies everything before the kernel. */
 export interface ApplyCommand {
   /** Unique; the agent refuses a command id it has already seen (replay). */
   commandId: string;
   /** The agent refuses the command after this instant. */
-  expiresAt?: Timestamp | undefined;
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The rollout this is part of. */
   rolloutId: string;
+  /** The patch to apply. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The release the agent must be running; it refuses the command on another. */
   kernelRelease: string;
   /** Fetched with BuildService.FetchArtifact and checked against the signed manifest. */
   artifactDigest: string;
+  /** The operator allowed forcing a stalled transition (the host then needs a reboot). */
   allowForce: boolean;
+  /** The operator allowed a version older than the one the host runs. */
   allowDowngrade: boolean;
 }
 
+/** Disable a patch on this host and remove its module. */
 export interface RevertCommand {
+  /** Unique; the agent refuses a command id it has already seen (replay). */
   commandId: string;
-  expiresAt?: Timestamp | undefined;
+  /** The agent refuses the command after this instant. */
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The rollout this is part of. */
   rolloutId: string;
+  /** The patch to revert. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** Its module, as /sys/kernel/livepatch names it. */
   moduleName: string;
   /** roll-back, undo, ... */
   reason: string;
 }
 
+/** The dispatcher made durable what the agent message with this id carried; the agent may drop it. */
 export interface Ack {
+  /** The ConnectRequest.message_id now durable. */
   messageId: string;
 }
 
+/** The answer of AgentGateway.Connect. */
 export interface ConnectResponse {
-  ack?: Ack | undefined;
-  apply?: ApplyCommand | undefined;
+  /** What the agent sent is durable. */
+  ack?:
+    | Ack
+    | undefined;
+  /** Apply a patch. */
+  apply?:
+    | ApplyCommand
+    | undefined;
+  /** Revert a patch. */
   revert?:
     | RevertCommand
     | undefined;
@@ -119,7 +172,10 @@ export interface ConnectResponse {
    * the agent's spans join the rollout's trace. Unset when the dispatcher does not trace.
    * Tracing only, never trusted for anything else (libs/telemetry).
    */
-  traceparent?: string | undefined;
+  traceparent?:
+    | string
+    | undefined;
+  /** W3C tracestate that goes with traceparent. */
   tracestate?: string | undefined;
 }
 
@@ -891,6 +947,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
  * AgentGateway holds one long-lived stream per agent. The host is the one named by the
  * agent's client certificate; an agent may speak only for that host.
  * The name comes from DESIGN.md: it is a gateway, not a resource service.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
@@ -899,6 +959,7 @@ export interface AgentGatewayClient {
    * The agent speaks first (hello). Every agent message carries a message_id that the
    * dispatcher acknowledges once what it carried is durable, so the agent can drop it
    * from its outbox; anything unacknowledged is sent again on the next connection.
+   * Access: an agent's host certificate (for its own host only).
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;
@@ -908,6 +969,10 @@ export interface AgentGatewayClient {
  * AgentGateway holds one long-lived stream per agent. The host is the one named by the
  * agent's client certificate; an agent may speak only for that host.
  * The name comes from DESIGN.md: it is a gateway, not a resource service.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 
@@ -916,6 +981,7 @@ export interface AgentGatewayController {
    * The agent speaks first (hello). Every agent message carries a message_id that the
    * dispatcher acknowledges once what it carried is durable, so the agent can drop it
    * from its outbox; anything unacknowledged is sent again on the next connection.
+   * Access: an agent's host certificate (for its own host only).
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;

@@ -13,49 +13,75 @@ import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Actor } from "../../events/v1/common";
 import { HostSelector, RolloutStrategy } from "../../events/v1/dispatcher_events";
 
+/** What a rollout carries out: a patch, or an undo. */
 export enum RolloutKind {
+  /** ROLLOUT_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ROLLOUT_KIND_UNSPECIFIED = 0,
+  /** ROLLOUT_KIND_APPLY - Applies a patch version to the selected hosts. */
   ROLLOUT_KIND_APPLY = 1,
+  /** ROLLOUT_KIND_UNDO - Carries out an undo plan on the selected hosts (RolloutService.Undo). */
   ROLLOUT_KIND_UNDO = 2,
 }
 
+/** Where a rollout stands; COMPLETED, ABORTED and ROLLED_BACK are final. */
 export enum RolloutState {
+  /** ROLLOUT_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ROLLOUT_STATE_UNSPECIFIED = 0,
+  /** ROLLOUT_STATE_AWAITING_APPROVAL - Waiting for an approver before the next wave. */
   ROLLOUT_STATE_AWAITING_APPROVAL = 1,
+  /** ROLLOUT_STATE_RUNNING - A wave is running or soaking. */
   ROLLOUT_STATE_RUNNING = 2,
+  /** ROLLOUT_STATE_PAUSED - Sends no commands until resumed (by an operator, or by its failure policy). */
   ROLLOUT_STATE_PAUSED = 3,
+  /** ROLLOUT_STATE_COMPLETED - Every wave completed. Final. */
   ROLLOUT_STATE_COMPLETED = 4,
+  /** ROLLOUT_STATE_ABORTED - Stopped; hosts keep what they applied. Final. */
   ROLLOUT_STATE_ABORTED = 5,
+  /** ROLLOUT_STATE_ROLLING_BACK - Reverting the patch on the hosts it reached. */
   ROLLOUT_STATE_ROLLING_BACK = 6,
+  /** ROLLOUT_STATE_ROLLED_BACK - Reverted wherever it was applied. Final. */
   ROLLOUT_STATE_ROLLED_BACK = 7,
 }
 
+/** Where one wave of a rollout stands. */
 export enum WaveState {
+  /** WAVE_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   WAVE_STATE_UNSPECIFIED = 0,
+  /** WAVE_STATE_PENDING - Not started yet. */
   WAVE_STATE_PENDING = 1,
+  /** WAVE_STATE_AWAITING_APPROVAL - Waiting for an approver before it starts. */
   WAVE_STATE_AWAITING_APPROVAL = 2,
+  /** WAVE_STATE_RUNNING - Its hosts have been sent commands. */
   WAVE_STATE_RUNNING = 3,
   /** WAVE_STATE_SOAKING - Every host answered; waiting soak_seconds before the next wave. */
   WAVE_STATE_SOAKING = 4,
+  /** WAVE_STATE_COMPLETED - Every host answered or timed out within the failure budget. */
   WAVE_STATE_COMPLETED = 5,
   /** WAVE_STATE_FAILED - The wave spent its failure budget. */
   WAVE_STATE_FAILED = 6,
 }
 
+/** Where one host of a rollout stands. */
 export enum HostRolloutState {
+  /** HOST_ROLLOUT_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   HOST_ROLLOUT_STATE_UNSPECIFIED = 0,
+  /** HOST_ROLLOUT_STATE_PENDING - In a wave that has not reached it yet. */
   HOST_ROLLOUT_STATE_PENDING = 1,
   /** HOST_ROLLOUT_STATE_IN_PROGRESS - The command was sent; the agent has not answered yet. */
   HOST_ROLLOUT_STATE_IN_PROGRESS = 2,
+  /** HOST_ROLLOUT_STATE_SUCCEEDED - The agent reported the command done. */
   HOST_ROLLOUT_STATE_SUCCEEDED = 3,
+  /** HOST_ROLLOUT_STATE_FAILED - The agent reported the command failed or refused it. */
   HOST_ROLLOUT_STATE_FAILED = 4,
   /** HOST_ROLLOUT_STATE_SKIPPED - Already carried the patch, or left the selection. */
   HOST_ROLLOUT_STATE_SKIPPED = 5,
   /** HOST_ROLLOUT_STATE_TIMED_OUT - Did not answer before offline_deadline_seconds. */
   HOST_ROLLOUT_STATE_TIMED_OUT = 6,
+  /** HOST_ROLLOUT_STATE_REVERTED - The patch was reverted on this host by a rollback. */
   HOST_ROLLOUT_STATE_REVERTED = 7,
 }
 
+/** One host's part in a rollout: its state, the last command and its outcome. */
 export interface HostProgress {
   hostId: string;
   state: HostRolloutState;
@@ -67,6 +93,7 @@ export interface HostProgress {
   updatedAt?: Timestamp | undefined;
 }
 
+/** One wave of a rollout: its hosts, its failure budget and its state. */
 export interface Wave {
   index: number;
   /** "canary", "wave 1", ... */
@@ -77,6 +104,7 @@ export interface Wave {
   completedAt?: Timestamp | undefined;
 }
 
+/** A rollout as the dispatcher holds it: what, to which hosts, in which waves, and where it stands. */
 export interface Rollout {
   rolloutId: string;
   kind: RolloutKind;
@@ -97,6 +125,7 @@ export interface Rollout {
   updatedAt?: Timestamp | undefined;
 }
 
+/** The request of RolloutService.CreateRollout. */
 export interface CreateRolloutRequest {
   patchId: string;
   version: string;
@@ -120,18 +149,22 @@ export interface CreateRolloutRequest {
   skipApproval: boolean;
 }
 
+/** The answer of RolloutService.CreateRollout. */
 export interface CreateRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ListRollouts. */
 export interface ListRolloutsRequest {
   /** page_size 0 means the server's default; an empty next_page_token ends the list. */
   pageSize: number;
@@ -141,15 +174,18 @@ export interface ListRolloutsRequest {
   patchId: string;
 }
 
+/** The answer of RolloutService.ListRollouts. */
 export interface ListRolloutsResponse {
   rollouts: Rollout[];
   nextPageToken: string;
 }
 
+/** The request of RolloutService.WatchRollout. */
 export interface WatchRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.WatchRollout. */
 export interface WatchRolloutResponse {
   rollout?:
     | Rollout
@@ -158,41 +194,50 @@ export interface WatchRolloutResponse {
   eventType: string;
 }
 
+/** The request of RolloutService.PauseRollout. */
 export interface PauseRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.PauseRollout. */
 export interface PauseRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ResumeRollout. */
 export interface ResumeRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.ResumeRollout. */
 export interface ResumeRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.AbortRollout. */
 export interface AbortRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.AbortRollout. */
 export interface AbortRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.RollbackRollout. */
 export interface RollbackRolloutRequest {
   rolloutId: string;
   reason: string;
 }
 
+/** The answer of RolloutService.RollbackRollout. */
 export interface RollbackRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ApproveRollout. */
 export interface ApproveRolloutRequest {
   rolloutId: string;
   /**
@@ -203,10 +248,12 @@ export interface ApproveRolloutRequest {
   comment: string;
 }
 
+/** The answer of RolloutService.ApproveRollout. */
 export interface ApproveRolloutResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.Undo. */
 export interface UndoRequest {
   hostId?: string | undefined;
   selector?: HostSelector | undefined;
@@ -223,6 +270,7 @@ export interface UndoRequest {
   dryRun: boolean;
 }
 
+/** The answer of RolloutService.Undo. */
 export interface UndoResponse {
   rollout?: Rollout | undefined;
 }
@@ -1841,38 +1889,81 @@ export const UndoResponse: MessageFns<UndoResponse> = {
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface RolloutServiceClient {
+  /**
+   * Plans the waves for a published patch over the hosts the selector matches and starts the
+   * first wave unless an approval is required (dry_run only plans).
+   * Access: a token with role operator.
+   */
+
   createRollout(request: CreateRolloutRequest, metadata?: Metadata): Observable<CreateRolloutResponse>;
+
+  /**
+   * The rollout as the dispatcher holds it now: waves, host states, the reason for a pause.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(request: GetRolloutRequest, metadata?: Metadata): Observable<GetRolloutResponse>;
 
+  /**
+   * Rollouts, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   listRollouts(request: ListRolloutsRequest, metadata?: Metadata): Observable<ListRolloutsResponse>;
 
-  /** First the rollout as it is, then again after every change; ends once it is final. */
+  /**
+   * First the rollout as it is, then again after every change; ends once it is final.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchRollout(request: WatchRolloutRequest, metadata?: Metadata): Observable<WatchRolloutResponse>;
 
+  /**
+   * Sends no further commands until resumed; transitions under way finish.
+   * Access: a token with role operator.
+   */
+
   pauseRollout(request: PauseRolloutRequest, metadata?: Metadata): Observable<PauseRolloutResponse>;
+
+  /**
+   * Goes on from the wave where the rollout paused.
+   * Access: a token with role operator.
+   */
 
   resumeRollout(request: ResumeRolloutRequest, metadata?: Metadata): Observable<ResumeRolloutResponse>;
 
-  /** Stops sending commands; hosts keep what they already applied. */
+  /**
+   * Stops sending commands; hosts keep what they already applied.
+   * Access: a token with role operator.
+   */
 
   abortRollout(request: AbortRolloutRequest, metadata?: Metadata): Observable<AbortRolloutResponse>;
 
-  /** Reverts the patch on every host the rollout reached, newest wave first. */
+  /**
+   * Reverts the patch on every host the rollout reached, newest wave first.
+   * Access: a token with role operator.
+   */
 
   rollbackRollout(request: RollbackRolloutRequest, metadata?: Metadata): Observable<RollbackRolloutResponse>;
 
-  /** Needs the approver role; opens one wave. */
+  /**
+   * Needs the approver role; opens one wave.
+   * Access: a token with role approver.
+   */
 
   approveRollout(request: ApproveRolloutRequest, metadata?: Metadata): Observable<ApproveRolloutResponse>;
 
   /**
    * Removes one patch from a host or a selection of hosts, as the ledger's undo plan says
    * (disable, or reload the previous cumulative patch). Runs as a rollout of kind UNDO.
+   * Access: a token with role operator.
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Observable<UndoResponse>;
@@ -1881,53 +1972,95 @@ export interface RolloutServiceClient {
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface RolloutServiceController {
+  /**
+   * Plans the waves for a published patch over the hosts the selector matches and starts the
+   * first wave unless an approval is required (dry_run only plans).
+   * Access: a token with role operator.
+   */
+
   createRollout(
     request: CreateRolloutRequest,
     metadata?: Metadata,
   ): Promise<CreateRolloutResponse> | Observable<CreateRolloutResponse> | CreateRolloutResponse;
+
+  /**
+   * The rollout as the dispatcher holds it now: waves, host states, the reason for a pause.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(
     request: GetRolloutRequest,
     metadata?: Metadata,
   ): Promise<GetRolloutResponse> | Observable<GetRolloutResponse> | GetRolloutResponse;
 
+  /**
+   * Rollouts, newest first, optionally only one patch's or in some states.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   listRollouts(
     request: ListRolloutsRequest,
     metadata?: Metadata,
   ): Promise<ListRolloutsResponse> | Observable<ListRolloutsResponse> | ListRolloutsResponse;
 
-  /** First the rollout as it is, then again after every change; ends once it is final. */
+  /**
+   * First the rollout as it is, then again after every change; ends once it is final.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   watchRollout(request: WatchRolloutRequest, metadata?: Metadata): Observable<WatchRolloutResponse>;
+
+  /**
+   * Sends no further commands until resumed; transitions under way finish.
+   * Access: a token with role operator.
+   */
 
   pauseRollout(
     request: PauseRolloutRequest,
     metadata?: Metadata,
   ): Promise<PauseRolloutResponse> | Observable<PauseRolloutResponse> | PauseRolloutResponse;
 
+  /**
+   * Goes on from the wave where the rollout paused.
+   * Access: a token with role operator.
+   */
+
   resumeRollout(
     request: ResumeRolloutRequest,
     metadata?: Metadata,
   ): Promise<ResumeRolloutResponse> | Observable<ResumeRolloutResponse> | ResumeRolloutResponse;
 
-  /** Stops sending commands; hosts keep what they already applied. */
+  /**
+   * Stops sending commands; hosts keep what they already applied.
+   * Access: a token with role operator.
+   */
 
   abortRollout(
     request: AbortRolloutRequest,
     metadata?: Metadata,
   ): Promise<AbortRolloutResponse> | Observable<AbortRolloutResponse> | AbortRolloutResponse;
 
-  /** Reverts the patch on every host the rollout reached, newest wave first. */
+  /**
+   * Reverts the patch on every host the rollout reached, newest wave first.
+   * Access: a token with role operator.
+   */
 
   rollbackRollout(
     request: RollbackRolloutRequest,
     metadata?: Metadata,
   ): Promise<RollbackRolloutResponse> | Observable<RollbackRolloutResponse> | RollbackRolloutResponse;
 
-  /** Needs the approver role; opens one wave. */
+  /**
+   * Needs the approver role; opens one wave.
+   * Access: a token with role approver.
+   */
 
   approveRollout(
     request: ApproveRolloutRequest,
@@ -1937,6 +2070,7 @@ export interface RolloutServiceController {
   /**
    * Removes one patch from a host or a selection of hosts, as the ledger's undo plan says
    * (disable, or reload the previous cumulative patch). Runs as a rollout of kind UNDO.
+   * Access: a token with role operator.
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Promise<UndoResponse> | Observable<UndoResponse> | UndoResponse;

@@ -8,6 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { HostFacts, LivePatchState, PatchedFunction, StalledTask } from "./common";
 
+/** Agent: the host joined the fleet, with the key its agent signs its chain with. */
 export interface HostEnrolled {
   facts?:
     | HostFacts
@@ -24,11 +25,13 @@ export interface HostBooted {
   kernelRelease: string;
 }
 
+/** Agent: what /sys/kernel/livepatch shows on the host now. */
 export interface HostInventoryReported {
   facts?: HostFacts | undefined;
   patches: LivePatchState[];
 }
 
+/** Agent: the artifact passed every check and the module is being loaded. */
 export interface PatchApplyStarted {
   hostId: string;
   commandId: string;
@@ -38,6 +41,7 @@ export interface PatchApplyStarted {
   artifactDigest: string;
 }
 
+/** Agent: the patch is enabled and its transition complete. */
 export interface PatchApplied {
   hostId: string;
   commandId: string;
@@ -53,6 +57,7 @@ export interface PatchApplied {
   stack: LivePatchState[];
 }
 
+/** Agent: applying failed, at which stage and why; the kernel state after it is reported too. */
 export interface PatchApplyFailed {
   hostId: string;
   commandId: string;
@@ -66,6 +71,7 @@ export interface PatchApplyFailed {
   reverted: boolean;
 }
 
+/** Agent: the patch was disabled and its module removed. */
 export interface PatchReverted {
   hostId: string;
   commandId: string;
@@ -76,6 +82,7 @@ export interface PatchReverted {
   stack: LivePatchState[];
 }
 
+/** Agent: reverting failed, at which stage and why. */
 export interface PatchRevertFailed {
   hostId: string;
   commandId: string;
@@ -86,6 +93,7 @@ export interface PatchRevertFailed {
   stalledTasks: StalledTask[];
 }
 
+/** Agent: the kernel shows something other than what the agent last reported (a module loaded or removed by hand). */
 export interface DriftDetected {
   hostId: string;
   /** loaded-by-hand, removed-by-hand, transition-stuck, ... */

@@ -8,7 +8,9 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Cve, PatchedFunction, PatchManifest, Severity } from "./common";
 
+/** What form the fix's source takes. */
 export enum FixSourceKind {
+  /** FIX_SOURCE_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   FIX_SOURCE_KIND_UNSPECIFIED = 0,
   /** FIX_SOURCE_KIND_LIVEPATCH_MODULE - C against the kernel's klp API. */
   FIX_SOURCE_KIND_LIVEPATCH_MODULE = 1,
@@ -16,6 +18,7 @@ export enum FixSourceKind {
   FIX_SOURCE_KIND_UNIFIED_DIFF = 2,
 }
 
+/** Builder: an operator submitted a fix to build for some kernel releases. */
 export interface BuildRequested {
   buildId: string;
   patchId: string;
@@ -30,6 +33,7 @@ export interface BuildRequested {
   sourceSha256: string;
 }
 
+/** Builder: one kernel release's module is built, signed and stored. */
 export interface BuildSucceeded {
   buildId: string;
   kernelRelease: string;
@@ -40,6 +44,7 @@ export interface BuildSucceeded {
   durationMs: string;
 }
 
+/** Builder: one kernel release's build failed, at which stage and with what diagnostics. */
 export interface BuildFailed {
   buildId: string;
   kernelRelease: string;
@@ -50,12 +55,14 @@ export interface BuildFailed {
   code: string;
 }
 
+/** One signed module of a published patch, for one kernel release. */
 export interface PublishedArtifact {
   kernelRelease: string;
   artifactDigest: string;
   vermagic: string;
 }
 
+/** Builder: a patch version is published with its modules, so rollouts may carry it. */
 export interface PatchPublished {
   patchId: string;
   version: string;
@@ -67,6 +74,7 @@ export interface PatchPublished {
   patchName: string;
 }
 
+/** Builder: an operator retracted a patch version; agents refuse it from now on. */
 export interface PatchRetracted {
   patchId: string;
   version: string;

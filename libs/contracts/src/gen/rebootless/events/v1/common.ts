@@ -7,18 +7,29 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** Who an actor is: a person, a host (its agent) or a service. */
 export enum ActorKind {
+  /** ACTOR_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   ACTOR_KIND_UNSPECIFIED = 0,
+  /** ACTOR_KIND_USER - A person, named by the subject of their token. */
   ACTOR_KIND_USER = 1,
+  /** ACTOR_KIND_SERVICE - A rebootless service, named by its certificate. */
   ACTOR_KIND_SERVICE = 2,
+  /** ACTOR_KIND_HOST - A host's agent, named by its host id. */
   ACTOR_KIND_HOST = 3,
 }
 
+/** A CVE's severity, as its advisory rates it. */
 export enum Severity {
+  /** SEVERITY_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   SEVERITY_UNSPECIFIED = 0,
+  /** SEVERITY_LOW - Low. */
   SEVERITY_LOW = 1,
+  /** SEVERITY_MEDIUM - Medium. */
   SEVERITY_MEDIUM = 2,
+  /** SEVERITY_HIGH - High. */
   SEVERITY_HIGH = 3,
+  /** SEVERITY_CRITICAL - Critical: PCI-DSS asks for it to be fixed within a month. */
   SEVERITY_CRITICAL = 4,
 }
 
@@ -31,6 +42,7 @@ export interface Actor {
   origin: string;
 }
 
+/** A vulnerability a patch fixes. */
 export interface Cve {
   /** "CVE-2024-1086" */
   id: string;
@@ -48,6 +60,7 @@ export interface PatchedFunction {
   sympos: number;
 }
 
+/** One version of one patch. */
 export interface PatchRef {
   patchId: string;
   version: string;
@@ -119,6 +132,7 @@ export interface HostFacts_LabelsEntry {
   value: string;
 }
 
+/** A task blocking a livepatch transition, as /proc/<pid>/patch_state and its stack show it. */
 export interface StalledTask {
   pid: number;
   comm: string;

@@ -8,13 +8,19 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 
+/** What a rollout does when a wave spends its failure budget. */
 export enum FailurePolicy {
+  /** FAILURE_POLICY_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   FAILURE_POLICY_UNSPECIFIED = 0,
+  /** FAILURE_POLICY_PAUSE - Pause the rollout and wait for an operator. */
   FAILURE_POLICY_PAUSE = 1,
+  /** FAILURE_POLICY_ABORT - Abort the rollout; hosts keep what they applied. */
   FAILURE_POLICY_ABORT = 2,
+  /** FAILURE_POLICY_ROLL_BACK - Revert the patch on every host the rollout reached. */
   FAILURE_POLICY_ROLL_BACK = 3,
 }
 
+/** Which hosts a rollout, an undo or a report concerns. */
 export interface HostSelector {
   kernelReleases: string[];
   labels: { [key: string]: string };
@@ -26,6 +32,7 @@ export interface HostSelector_LabelsEntry {
   value: string;
 }
 
+/** How many hosts a wave takes: a count or a percentage of the selection. */
 export interface WaveSize {
   count?:
     | number
@@ -34,6 +41,7 @@ export interface WaveSize {
   percent?: number | undefined;
 }
 
+/** When a rollout may send commands. */
 export interface MaintenanceWindow {
   /** Cron-like weekday list and times in UTC, e.g. days "Sat,Sun", "02:00" to "05:00". */
   days: string;
@@ -41,6 +49,7 @@ export interface MaintenanceWindow {
   endUtc: string;
 }
 
+/** How a rollout proceeds: canary, wave sizes, soak time, failure budget and policy, approvals. */
 export interface RolloutStrategy {
   canaryHostIds: string[];
   canaryCount: number;
@@ -57,6 +66,7 @@ export interface RolloutStrategy {
   offlineDeadlineSeconds: number;
 }
 
+/** One wave as planned when the rollout was created. */
 export interface PlannedWave {
   index: number;
   /** "canary" or "wave 1", ... */
@@ -64,6 +74,7 @@ export interface PlannedWave {
   hostIds: string[];
 }
 
+/** Dispatcher: an operator created a rollout, with its planned waves. */
 export interface RolloutCreated {
   rolloutId: string;
   patchId: string;
@@ -95,6 +106,7 @@ export interface RolloutCreated_UndoModulesEntry {
   value: string;
 }
 
+/** Dispatcher: an approver approved the rollout's next wave. */
 export interface RolloutApproved {
   rolloutId: string;
   /** The wave the approval opens. */
@@ -102,12 +114,14 @@ export interface RolloutApproved {
   approver: string;
 }
 
+/** Dispatcher: a wave began; its hosts are sent commands. */
 export interface WaveStarted {
   rolloutId: string;
   waveIndex: number;
   hostIds: string[];
 }
 
+/** Dispatcher: a host was sent a command to apply a patch. */
 export interface HostApplyRequested {
   rolloutId: string;
   hostId: string;
@@ -121,6 +135,7 @@ export interface HostApplyRequested {
   allowDowngrade: boolean;
 }
 
+/** Dispatcher: a host was sent a command to revert a patch. */
 export interface HostRevertRequested {
   rolloutId: string;
   hostId: string;
@@ -135,6 +150,7 @@ export interface HostRevertRequested {
   reason: string;
 }
 
+/** Dispatcher: every host of the wave answered (or timed out). */
 export interface WaveCompleted {
   rolloutId: string;
   waveIndex: number;
@@ -143,15 +159,18 @@ export interface WaveCompleted {
   skippedHostIds: string[];
 }
 
+/** Dispatcher: the rollout was paused, by an operator or by its failure policy. */
 export interface RolloutPaused {
   rolloutId: string;
   reason: string;
 }
 
+/** Dispatcher: an operator resumed the rollout. */
 export interface RolloutResumed {
   rolloutId: string;
 }
 
+/** Dispatcher: the rollout was aborted; hosts keep what they already applied. */
 export interface RolloutAborted {
   rolloutId: string;
   reason: string;
@@ -159,6 +178,7 @@ export interface RolloutAborted {
   rollBack: boolean;
 }
 
+/** Dispatcher: the last wave completed. */
 export interface RolloutCompleted {
   rolloutId: string;
   succeeded: number;

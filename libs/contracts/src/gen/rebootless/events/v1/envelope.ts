@@ -61,6 +61,7 @@ export interface ProducerPosition {
   prevHash: Uint8Array;
 }
 
+/** What an envelope's hash and signature cover: the event, its stream, cause and producer position. */
 export interface EventBody {
   /** UUIDv7: time-ordered, unique. */
   eventId: string;

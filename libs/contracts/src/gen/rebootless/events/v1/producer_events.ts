@@ -7,7 +7,9 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** Why a producer started a new epoch of its chain. */
 export enum EpochReason {
+  /** EPOCH_REASON_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   EPOCH_REASON_UNSPECIFIED = 0,
   /** EPOCH_REASON_FIRST_START - A producer that never wrote before. */
   EPOCH_REASON_FIRST_START = 1,
@@ -42,6 +44,7 @@ export interface ServiceStarted {
   listenAddress: string;
 }
 
+/** A service or agent stopped, and why (the signal, or the error). */
 export interface ServiceStopped {
   service: string;
   instance: string;

@@ -18,15 +18,19 @@ import { EventBody } from "../../events/v1/envelope";
 
 /** Where a patch is in its life in the kernel (DESIGN.md section 5). */
 export enum StackEntryState {
+  /** STACK_ENTRY_STATE_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   STACK_ENTRY_STATE_UNSPECIFIED = 0,
+  /** STACK_ENTRY_STATE_ENABLED - Enabled, its transition complete: its code runs. */
   STACK_ENTRY_STATE_ENABLED = 1,
   /** STACK_ENTRY_STATE_IN_TRANSITION - Enabling or disabling (see enabled) and not finished: some tasks still run the old code. */
   STACK_ENTRY_STATE_IN_TRANSITION = 2,
+  /** STACK_ENTRY_STATE_DISABLED - Disabled but still listed (kernels before 5.1 keep a disabled patch until removed). */
   STACK_ENTRY_STATE_DISABLED = 3,
 }
 
 /** Which disable order the host's kernel allows. */
 export enum DisableOrder {
+  /** DISABLE_ORDER_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   DISABLE_ORDER_UNSPECIFIED = 0,
   /** DISABLE_ORDER_ANY - 5.1 and later: any patch, in any order. */
   DISABLE_ORDER_ANY = 1,
@@ -34,7 +38,9 @@ export enum DisableOrder {
   DISABLE_ORDER_TOP_ONLY = 2,
 }
 
+/** What one step of an undo plan does in the kernel. */
 export enum UndoStepKind {
+  /** UNDO_STEP_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   UNDO_STEP_KIND_UNSPECIFIED = 0,
   /** UNDO_STEP_KIND_REVERT - Disable the patch and remove its module. */
   UNDO_STEP_KIND_REVERT = 1,
@@ -44,24 +50,33 @@ export enum UndoStepKind {
   UNDO_STEP_KIND_REBOOT = 3,
 }
 
+/** How a compliance report is rendered for people or tools. */
 export enum ReportFormat {
+  /** REPORT_FORMAT_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   REPORT_FORMAT_UNSPECIFIED = 0,
   /** REPORT_FORMAT_TABLE - Aligned columns for a terminal. */
   REPORT_FORMAT_TABLE = 1,
+  /** REPORT_FORMAT_JSON - One JSON document. */
   REPORT_FORMAT_JSON = 2,
+  /** REPORT_FORMAT_CSV - One row per CVE and host, for spreadsheets. */
   REPORT_FORMAT_CSV = 3,
 }
 
+/** Whether a host met the deadline for a CVE. */
 export enum ComplianceStatus {
+  /** COMPLIANCE_STATUS_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   COMPLIANCE_STATUS_UNSPECIFIED = 0,
   /** COMPLIANCE_STATUS_COMPLIANT - Fixed within the deadline, or still within it. */
   COMPLIANCE_STATUS_COMPLIANT = 1,
   /** COMPLIANCE_STATUS_NON_COMPLIANT - Fixed late, or still exposed past the deadline. */
   COMPLIANCE_STATUS_NON_COMPLIANT = 2,
+  /** COMPLIANCE_STATUS_EXEMPT - The operator exempted the host (or the CVE on it), with a reason the report shows. */
   COMPLIANCE_STATUS_EXEMPT = 3,
 }
 
+/** What is wrong with a record or with a producer's chain. */
 export enum IntegrityFindingKind {
+  /** INTEGRITY_FINDING_KIND_UNSPECIFIED - Not set (the zero value); never a valid answer. */
   INTEGRITY_FINDING_KIND_UNSPECIFIED = 0,
   /** INTEGRITY_FINDING_KIND_MALFORMED - The envelope or its body does not decode. */
   INTEGRITY_FINDING_KIND_MALFORMED = 1,
@@ -73,6 +88,7 @@ export enum IntegrityFindingKind {
   INTEGRITY_FINDING_KIND_SEQ_GAP = 4,
   /** INTEGRITY_FINDING_KIND_SEQ_DUPLICATE - Two different events share a seq. */
   INTEGRITY_FINDING_KIND_SEQ_DUPLICATE = 5,
+  /** INTEGRITY_FINDING_KIND_BAD_SIGNATURE - The signature does not verify with the producer's key, or no vouched key covers it. */
   INTEGRITY_FINDING_KIND_BAD_SIGNATURE = 6,
   /** INTEGRITY_FINDING_KIND_UNSIGNED_TAIL - Events after the producer's last signature are vouched for by nothing yet. */
   INTEGRITY_FINDING_KIND_UNSIGNED_TAIL = 7,
@@ -99,11 +115,13 @@ export interface FunctionCode {
   patch?: PatchRef | undefined;
 }
 
+/** A patched kernel function and whose code runs for it now. */
 export interface LiveFunction {
   function?: PatchedFunction | undefined;
   runs?: FunctionCode | undefined;
 }
 
+/** One module in a host's live-patch stack. */
 export interface StackEntry {
   /** 1 is the oldest (bottom) of the stack. */
   position: number;
@@ -124,6 +142,7 @@ export interface StackEntry {
   appliedAt?: Timestamp | undefined;
 }
 
+/** A host's live-patch stack at one instant, with the code each patched function runs. */
 export interface HostStack {
   /** Oldest first, as the kernel stacks them. */
   entries: StackEntry[];
@@ -137,6 +156,7 @@ export interface HostStack {
   observedAt?: Timestamp | undefined;
 }
 
+/** A host as the ledger knows it from its agent's facts: kernel, labels, stack, contact. */
 export interface Host {
   /** As last reported by the agent. */
   facts?: HostFacts | undefined;
@@ -153,14 +173,17 @@ export interface Host {
   online: boolean;
 }
 
+/** The request of LedgerService.GetHost. */
 export interface GetHostRequest {
   hostId: string;
 }
 
+/** The answer of LedgerService.GetHost. */
 export interface GetHostResponse {
   host?: Host | undefined;
 }
 
+/** The request of LedgerService.ListHosts. */
 export interface ListHostsRequest {
   pageSize: number;
   pageToken: string;
@@ -178,6 +201,7 @@ export interface ListHostsRequest_LabelsEntry {
   value: string;
 }
 
+/** The answer of LedgerService.ListHosts. */
 export interface ListHostsResponse {
   hosts: Host[];
   nextPageToken: string;
@@ -192,6 +216,7 @@ export interface EventPosition {
   offset: string;
 }
 
+/** One verified event, as the audit trail shows it: who, what, when, from where. */
 export interface AuditRecord {
   body?: EventBody | undefined;
   position?:
@@ -203,11 +228,13 @@ export interface AuditRecord {
   envelope: Uint8Array;
 }
 
+/** The request of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtRequest {
   hostId: string;
   at?: Timestamp | undefined;
 }
 
+/** The answer of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtResponse {
   stack?:
     | HostStack
@@ -216,6 +243,7 @@ export interface GetHostStackAtResponse {
   asOf?: AuditRecord | undefined;
 }
 
+/** The request of LedgerService.GetHostHistory. */
 export interface GetHostHistoryRequest {
   hostId: string;
   /** Unset bounds are open. */
@@ -225,12 +253,14 @@ export interface GetHostHistoryRequest {
   pageToken: string;
 }
 
+/** The answer of LedgerService.GetHostHistory. */
 export interface GetHostHistoryResponse {
   /** Oldest first. */
   records: AuditRecord[];
   nextPageToken: string;
 }
 
+/** A published patch version: its CVEs, kernel releases, modules and whether it was retracted. */
 export interface Patch {
   patchId: string;
   version: string;
@@ -248,6 +278,7 @@ export interface Patch {
   hostsCarrying: number;
 }
 
+/** The request of LedgerService.ListPatches. */
 export interface ListPatchesRequest {
   pageSize: number;
   pageToken: string;
@@ -256,15 +287,18 @@ export interface ListPatchesRequest {
   includeRetracted: boolean;
 }
 
+/** The answer of LedgerService.ListPatches. */
 export interface ListPatchesResponse {
   patches: Patch[];
   nextPageToken: string;
 }
 
+/** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
   rolloutId: string;
 }
 
+/** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
   rollout?:
     | Rollout
@@ -273,6 +307,7 @@ export interface GetRolloutResponse {
   timeline: AuditRecord[];
 }
 
+/** The request of LedgerService.QueryAudit. */
 export interface QueryAuditRequest {
   /** Unset bounds are open. */
   from?: Timestamp | undefined;
@@ -290,10 +325,12 @@ export interface QueryAuditRequest {
   includeEnvelopes: boolean;
 }
 
+/** The answer of LedgerService.QueryAudit. */
 export interface QueryAuditResponse {
   record?: AuditRecord | undefined;
 }
 
+/** One step of an undo plan, in the order the kernel requires. */
 export interface UndoStep {
   kind: UndoStepKind;
   moduleName: string;
@@ -305,17 +342,20 @@ export interface UndoStep {
   detail: string;
 }
 
+/** What a function runs once the undo is done: an older patch's code or the original. */
 export interface FunctionFallback {
   function?: PatchedFunction | undefined;
   runsNow?: FunctionCode | undefined;
   runsAfter?: FunctionCode | undefined;
 }
 
+/** The request of LedgerService.PlanUndo. */
 export interface PlanUndoRequest {
   hostId: string;
   patchId: string;
 }
 
+/** The answer of LedgerService.PlanUndo. */
 export interface PlanUndoResponse {
   disableOrder: DisableOrder;
   /** In the order to carry them out. */
@@ -326,6 +366,7 @@ export interface PlanUndoResponse {
   warnings: string[];
 }
 
+/** The request of LedgerService.ComplianceReport. */
 export interface ComplianceReportRequest {
   /** The reporting period; unset bounds are open. */
   from?: Timestamp | undefined;
@@ -371,6 +412,7 @@ export interface HostCveCompliance {
   reason: string;
 }
 
+/** One CVE on one host in the report: exposure, fix, and whether it met the deadline. */
 export interface CveCompliance {
   cve?: Cve | undefined;
   fixedBy: PatchRef[];
@@ -382,6 +424,7 @@ export interface CveCompliance {
   unpatchedHostIds: string[];
 }
 
+/** The answer of LedgerService.ComplianceReport. */
 export interface ComplianceReportResponse {
   generatedAt?: Timestamp | undefined;
   hostsInScope: number;
@@ -396,6 +439,7 @@ export interface ComplianceReportResponse {
   asOf?: Timestamp | undefined;
 }
 
+/** One problem in the event log: where, which producer, and what is wrong. */
 export interface IntegrityFinding {
   kind: IntegrityFindingKind;
   /** The offending event, or for a gap the first event after it. */
@@ -403,11 +447,13 @@ export interface IntegrityFinding {
   detail: string;
 }
 
+/** The request of LedgerService.VerifyIntegrity. */
 export interface VerifyIntegrityRequest {
   /** Empty: every producer. */
   producerId: string;
 }
 
+/** The answer of LedgerService.VerifyIntegrity. */
 export interface VerifyIntegrityResponse {
   verifiedAt?: Timestamp | undefined;
   eventsChecked: string;
@@ -3265,36 +3311,80 @@ export const VerifyIntegrityResponse: MessageFns<VerifyIntegrityResponse> = {
  * what code was live on a host at any instant, who put it there and why, how to undo it.
  * A host's stack is always what its agent observed, never what was requested.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface LedgerServiceClient {
+  /**
+   * One host now: facts, the live-patch stack its agent last observed, and whether it is online.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getHost(request: GetHostRequest, metadata?: Metadata): Observable<GetHostResponse>;
+
+  /**
+   * Hosts, optionally only those on a kernel release, with labels, carrying a patch, or exposed to a CVE.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listHosts(request: ListHostsRequest, metadata?: Metadata): Observable<ListHostsResponse>;
 
-  /** The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet). */
+  /**
+   * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getHostStackAt(request: GetHostStackAtRequest, metadata?: Metadata): Observable<GetHostStackAtResponse>;
 
+  /**
+   * Everything that happened to one host's stack, oldest first, with the events as evidence.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   getHostHistory(request: GetHostHistoryRequest, metadata?: Metadata): Observable<GetHostHistoryResponse>;
+
+  /**
+   * Published patches with their versions, CVEs and releases, optionally for one CVE or release.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   listPatches(request: ListPatchesRequest, metadata?: Metadata): Observable<ListPatchesResponse>;
 
-  /** The rollout as the log tells it, with its timeline of approvals, pauses and outcomes. */
+  /**
+   * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(request: GetRolloutRequest, metadata?: Metadata): Observable<GetRolloutResponse>;
 
-  /** Streamed: an audit query may cover millions of events. */
+  /**
+   * Streamed: an audit query may cover millions of events.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   queryAudit(request: QueryAuditRequest, metadata?: Metadata): Observable<QueryAuditResponse>;
 
-  /** Plans only; RolloutService.Undo carries the plan out. */
+  /**
+   * Plans only; RolloutService.Undo carries the plan out.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   planUndo(request: PlanUndoRequest, metadata?: Metadata): Observable<PlanUndoResponse>;
 
+  /**
+   * PCI-DSS evidence for a period: per CVE and host, exposure and when it was fixed live, against a deadline.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   complianceReport(request: ComplianceReportRequest, metadata?: Metadata): Observable<ComplianceReportResponse>;
 
-  /** Re-checks every producer's hash chain and signatures over the whole log. */
+  /**
+   * Re-checks every producer's hash chain and signatures over the whole log.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   verifyIntegrity(request: VerifyIntegrityRequest, metadata?: Metadata): Observable<VerifyIntegrityResponse>;
 }
@@ -3304,60 +3394,104 @@ export interface LedgerServiceClient {
  * what code was live on a host at any instant, who put it there and why, how to undo it.
  * A host's stack is always what its agent observed, never what was requested.
  * Paging everywhere: page_size 0 means the server's default; an empty next_page_token ends the list.
+ *
+ * Every call needs TLS with a client certificate of the deployment's CA. Operator calls also
+ * carry the metadata header `authorization: Bearer rbl1.<claims>.<signature>` (a token from
+ * `node scripts/pki.mjs token --sub NAME --roles ROLE`); each RPC's comment says what it needs.
  */
 
 export interface LedgerServiceController {
+  /**
+   * One host now: facts, the live-patch stack its agent last observed, and whether it is online.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
   getHost(
     request: GetHostRequest,
     metadata?: Metadata,
   ): Promise<GetHostResponse> | Observable<GetHostResponse> | GetHostResponse;
+
+  /**
+   * Hosts, optionally only those on a kernel release, with labels, carrying a patch, or exposed to a CVE.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   listHosts(
     request: ListHostsRequest,
     metadata?: Metadata,
   ): Promise<ListHostsResponse> | Observable<ListHostsResponse> | ListHostsResponse;
 
-  /** The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet). */
+  /**
+   * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getHostStackAt(
     request: GetHostStackAtRequest,
     metadata?: Metadata,
   ): Promise<GetHostStackAtResponse> | Observable<GetHostStackAtResponse> | GetHostStackAtResponse;
 
+  /**
+   * Everything that happened to one host's stack, oldest first, with the events as evidence.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   getHostHistory(
     request: GetHostHistoryRequest,
     metadata?: Metadata,
   ): Promise<GetHostHistoryResponse> | Observable<GetHostHistoryResponse> | GetHostHistoryResponse;
+
+  /**
+   * Published patches with their versions, CVEs and releases, optionally for one CVE or release.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   listPatches(
     request: ListPatchesRequest,
     metadata?: Metadata,
   ): Promise<ListPatchesResponse> | Observable<ListPatchesResponse> | ListPatchesResponse;
 
-  /** The rollout as the log tells it, with its timeline of approvals, pauses and outcomes. */
+  /**
+   * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   getRollout(
     request: GetRolloutRequest,
     metadata?: Metadata,
   ): Promise<GetRolloutResponse> | Observable<GetRolloutResponse> | GetRolloutResponse;
 
-  /** Streamed: an audit query may cover millions of events. */
+  /**
+   * Streamed: an audit query may cover millions of events.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   queryAudit(request: QueryAuditRequest, metadata?: Metadata): Observable<QueryAuditResponse>;
 
-  /** Plans only; RolloutService.Undo carries the plan out. */
+  /**
+   * Plans only; RolloutService.Undo carries the plan out.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
 
   planUndo(
     request: PlanUndoRequest,
     metadata?: Metadata,
   ): Promise<PlanUndoResponse> | Observable<PlanUndoResponse> | PlanUndoResponse;
 
+  /**
+   * PCI-DSS evidence for a period: per CVE and host, exposure and when it was fixed live, against a deadline.
+   * Access: a token with role auditor, operator or approver.
+   */
+
   complianceReport(
     request: ComplianceReportRequest,
     metadata?: Metadata,
   ): Promise<ComplianceReportResponse> | Observable<ComplianceReportResponse> | ComplianceReportResponse;
 
-  /** Re-checks every producer's hash chain and signatures over the whole log. */
+  /**
+   * Re-checks every producer's hash chain and signatures over the whole log.
+   * Access: a token with role auditor, operator or approver.
+   */
 
   verifyIntegrity(
     request: VerifyIntegrityRequest,
