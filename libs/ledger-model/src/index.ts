@@ -9,3 +9,4 @@ export * from './kernel-rules';
 export * from './undo';
 export * from './exposure';
 export * from './compliance';
+export * from './verdict';
