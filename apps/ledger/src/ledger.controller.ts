@@ -22,7 +22,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   getHost(request: ledger.GetHostRequest): Promise<ledger.GetHostResponse> {
-    return this.answer('GetHost', () => this.rt.queries.getHost(request.hostId));
+    return this.answer('GetHost', () => this.rt.queries.getHost(request.hostId, request.verdictDeadlineDays));
   }
 
   listHosts(request: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {

@@ -131,6 +131,11 @@ describe('missingPatches', () => {
     const later = [published(CUMULATIVE, [], at(1)), published(NF, [], at(5))];
     expect(missingPatches(RELEASE, [live(CUMULATIVE)], later)).toEqual([{ patchId: 'nf-tables', version: '1' }]);
   });
+
+  it('given a newer cumulative patch also missing, only it is wanted: it would disable the older ones', () => {
+    const patches = [published(NF, [], at(1)), published(CUMULATIVE, [], at(5))];
+    expect(missingPatches(RELEASE, [], patches)).toEqual([{ patchId: 'cumulative', version: '7' }]);
+  });
 });
 
 describe('checkState', () => {

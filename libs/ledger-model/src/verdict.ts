@@ -71,8 +71,8 @@ export interface HostVerdictResult {
 /**
  * The published, non-retracted patch versions this host should run and does not: for each patch
  * id built for its kernel, the newest version, unless that version (or a newer one of the id) is
- * live, or a cumulative (replace) patch published after it is live, which already carries it and
- * which loading it would replace.
+ * live, or a cumulative (replace) patch published after it is live or wanted: loading that one
+ * disables every older patch.
  */
 export function missingPatches(
   kernelRelease: string,
@@ -87,14 +87,19 @@ export function missingPatches(
   }
   const byRef = new Map(published.map((p) => [refKey(p), p]));
   const live = stack.filter((s) => s.live && s.patchId !== '').map((s) => ({ s, p: byRef.get(refKey(s)) }));
-  const newestReplace = Math.max(-Infinity, ...live.filter((l) => l.p?.replace).map((l) => l.p!.publishedAt));
-  return [...newest.values()]
-    .filter((want) => {
-      const sameId = live.filter((l) => l.s.patchId === want.patchId);
-      if (sameId.some((l) => l.s.version === want.version || (l.p && l.p.publishedAt >= want.publishedAt)))
-        return false;
-      return !(newestReplace > want.publishedAt);
-    })
+  const wanted = [...newest.values()].filter((want) => {
+    const sameId = live.filter((l) => l.s.patchId === want.patchId);
+    return !sameId.some((l) => l.s.version === want.version || (l.p && l.p.publishedAt >= want.publishedAt));
+  });
+  // An atomic replace disables every older patch once enabled: whatever was published before the
+  // newest cumulative patch, live or to be loaded, is carried by it or dropped by it anyway.
+  const newestReplace = Math.max(
+    -Infinity,
+    ...live.filter((l) => l.p?.replace).map((l) => l.p!.publishedAt),
+    ...wanted.filter((w) => w.replace).map((w) => w.publishedAt),
+  );
+  return wanted
+    .filter((want) => want.publishedAt >= newestReplace)
     .sort((a, b) => a.publishedAt - b.publishedAt || (a.patchId < b.patchId ? -1 : 1))
     .map((p) => ({ patchId: p.patchId, version: p.version }));
 }

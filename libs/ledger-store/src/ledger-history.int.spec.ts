@@ -675,6 +675,44 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     expect(page.nextPageToken).not.toBe('');
   });
 
+  it('gives each host its verdict and the patches an upgrade would bring it', async () => {
+    const V = ledger.HostVerdict;
+    const { hosts } = await q.listHosts({
+      pageSize: 0,
+      pageToken: '',
+      kernelRelease: '',
+      labels: {},
+      carriesPatchId: '',
+      exposedToCveId: '',
+      verdictDeadlineDays: 0,
+    });
+    // Day 40: nobody was heard from for weeks, and 30-day deadlines have passed.
+    expect(Object.fromEntries(hosts.map((h) => [h.facts?.hostId, h.verdict]))).toEqual({
+      'web-1': V.HOST_VERDICT_OFFLINE,
+      'web-2': V.HOST_VERDICT_OFFLINE,
+      'web-3': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+      'web-4': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+      'web-9': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+    });
+    const web1 = hosts.find((h) => h.facts?.hostId === 'web-1')!;
+    // cumulative 2 carries every older patch for its kernel.
+    expect(web1.missingPatches).toEqual([]);
+    const web3 = hosts.find((h) => h.facts?.hostId === 'web-3')!;
+    // Everything older is disabled by cumulative 2's atomic replace: it alone is worth loading.
+    expect(web3.missingPatches.map((m) => `${m.patchId} ${m.version}`)).toEqual(['cumulative 2']);
+    const web2 = hosts.find((h) => h.facts?.hostId === 'web-2')!;
+    expect(web2.missingPatches).toEqual([]);
+    // Given 60 days, web-4 is not late yet: its forced hotfix (a reboot) is the worst that is left
+    // after being offline.
+    const web4 = (await q.getHost('web-4', 60)).host!;
+    expect(web4.verdict).toBe(V.HOST_VERDICT_OFFLINE);
+    expect(web4.verdictReasons).toEqual([
+      'the agent has not been heard from within the online window',
+      'forced transitions leave only a reboot to remove lp_hotfix_1',
+      `published for ${K61} and not live: cumulative 2`,
+    ]);
+  });
+
   it('tells each rollout and each patch as the log does', async () => {
     const { rollout, timeline } = await q.getRollout('r-nft');
     expect(rollout?.state).toBe(2 /* RUNNING */);

@@ -25,6 +25,22 @@ export enum StackEntryState {
   STACK_ENTRY_STATE_DISABLED = 3,
 }
 
+/** Worst first after UNSPECIFIED: a host with several problems shows the first that applies. */
+export enum HostVerdict {
+  HOST_VERDICT_UNSPECIFIED = 0,
+  /** HOST_VERDICT_EXPOSED_PAST_DEADLINE - A CVE with a fix published for its kernel has been exposed longer than the deadline. */
+  HOST_VERDICT_EXPOSED_PAST_DEADLINE = 1,
+  /** HOST_VERDICT_DRIFT - Its kernel runs a live patch rebootless did not publish, or its agent reported drift. */
+  HOST_VERDICT_DRIFT = 2,
+  /** HOST_VERDICT_OFFLINE - Its agent was not heard from within the online window: what it runs now is unknown. */
+  HOST_VERDICT_OFFLINE = 3,
+  /** HOST_VERDICT_REBOOT_REQUIRED - A forced transition left a module only a reboot removes. */
+  HOST_VERDICT_REBOOT_REQUIRED = 4,
+  /** HOST_VERDICT_PATCH_MISSING - A published, non-retracted patch for its kernel is not live on it. */
+  HOST_VERDICT_PATCH_MISSING = 5,
+  HOST_VERDICT_UP_TO_DATE = 6,
+}
+
 /** Which disable order the host's kernel allows. */
 export enum DisableOrder {
   DISABLE_ORDER_UNSPECIFIED = 0,
@@ -141,10 +157,21 @@ export interface Host {
     | undefined;
   /** The agent was heard from within the ledger's online window (LEDGER_ONLINE_WINDOW_SECONDS). */
   online: boolean;
+  /** The operator's first look at the host: the worst of its problems (ADR 0019). */
+  verdict: HostVerdict;
+  /** Every problem found, worst first, each a sentence naming what to look at. */
+  verdictReasons: string[];
+  /**
+   * The published, non-retracted patch versions for its kernel it does not run: what
+   * `rebootless upgrade` would roll out to it, oldest publication first.
+   */
+  missingPatches: PatchRef[];
 }
 
 export interface GetHostRequest {
   hostId: string;
+  /** As ListHostsRequest.verdict_deadline_days. */
+  verdictDeadlineDays: number;
 }
 
 export interface GetHostResponse {
@@ -161,6 +188,11 @@ export interface ListHostsRequest {
   carriesPatchId: string;
   /** Hosts whose kernel the CVE affects and no enabled patch fixes. */
   exposedToCveId: string;
+  /**
+   * Days from a fix's publication to its being live before a host is exposed past deadline
+   * (0: 30, PCI-DSS 6.3.3's month).
+   */
+  verdictDeadlineDays: number;
 }
 
 export interface ListHostsRequest_LabelsEntry {
@@ -799,7 +831,7 @@ export const HostStack: MessageFns<HostStack> = {
 };
 
 function createBaseHost(): Host {
-  return { rebootRequired: false, online: false };
+  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [] };
 }
 
 export const Host: MessageFns<Host> = {
@@ -821,6 +853,15 @@ export const Host: MessageFns<Host> = {
     }
     if (message.online !== false) {
       writer.uint32(48).bool(message.online);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(56).int32(message.verdict);
+    }
+    for (const v of message.verdictReasons) {
+      writer.uint32(66).string(v!);
+    }
+    for (const v of message.missingPatches) {
+      PatchRef.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -886,6 +927,30 @@ export const Host: MessageFns<Host> = {
             message.online = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.verdictReasons.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.missingPatches.push(PatchRef.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -900,13 +965,16 @@ export const Host: MessageFns<Host> = {
 };
 
 function createBaseGetHostRequest(): GetHostRequest {
-  return { hostId: "" };
+  return { hostId: "", verdictDeadlineDays: 0 };
 }
 
 export const GetHostRequest: MessageFns<GetHostRequest> = {
   encode(message: GetHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.hostId !== "") {
       writer.uint32(10).string(message.hostId);
+    }
+    if (message.verdictDeadlineDays !== 0) {
+      writer.uint32(16).uint32(message.verdictDeadlineDays);
     }
     return writer;
   },
@@ -930,6 +998,14 @@ export const GetHostRequest: MessageFns<GetHostRequest> = {
             }
 
             message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.verdictDeadlineDays = reader.uint32();
             continue;
           }
         }
@@ -992,7 +1068,15 @@ export const GetHostResponse: MessageFns<GetHostResponse> = {
 };
 
 function createBaseListHostsRequest(): ListHostsRequest {
-  return { pageSize: 0, pageToken: "", kernelRelease: "", labels: {}, carriesPatchId: "", exposedToCveId: "" };
+  return {
+    pageSize: 0,
+    pageToken: "",
+    kernelRelease: "",
+    labels: {},
+    carriesPatchId: "",
+    exposedToCveId: "",
+    verdictDeadlineDays: 0,
+  };
 }
 
 export const ListHostsRequest: MessageFns<ListHostsRequest> = {
@@ -1014,6 +1098,9 @@ export const ListHostsRequest: MessageFns<ListHostsRequest> = {
     }
     if (message.exposedToCveId !== "") {
       writer.uint32(50).string(message.exposedToCveId);
+    }
+    if (message.verdictDeadlineDays !== 0) {
+      writer.uint32(56).uint32(message.verdictDeadlineDays);
     }
     return writer;
   },
@@ -1080,6 +1167,14 @@ export const ListHostsRequest: MessageFns<ListHostsRequest> = {
             }
 
             message.exposedToCveId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.verdictDeadlineDays = reader.uint32();
             continue;
           }
         }
