@@ -159,6 +159,8 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       ...common,
       LEDGER_GRPC_ADDRESS: ledgerAddress,
       LEDGER_TRUSTED_DATA_DIRS: `${dataDir('builder')},${dataDir('dispatcher')}`,
+      // Idle simulated agents send nothing: keep them online for the whole run (verdicts).
+      LEDGER_ONLINE_WINDOW_SECONDS: '3600',
       REBOOTLESS_DATA_DIR: dataDir('ledger'),
     });
     await ledger.waitFor(/ledger ready on/);
@@ -687,6 +689,102 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         stateReason: 'undo the whole rollout',
       });
     });
+  });
+
+  it('hosts list shows each verdict; hosts check answers as a Nagios plugin; upgrade brings web-02 up to date', async () => {
+    // web-02 had cli-fleet undone and rolled back: the patch is missing there, nowhere else.
+    const verdicts = await eventually('web-02 misses cli-fleet', async () => {
+      const hosts = json(await cli(['hosts', 'list', '--json'])).hosts as {
+        facts: { hostId: string };
+        verdict: string;
+        missingPatches?: { patchId: string; version: string }[];
+      }[];
+      const byHost = Object.fromEntries(hosts.map((h) => [h.facts.hostId, h.verdict]));
+      return byHost['web-02'] === 'HOST_VERDICT_PATCH_MISSING' ? { byHost, hosts } : undefined;
+    });
+    expect(verdicts.byHost).toEqual({
+      'web-01': 'HOST_VERDICT_UP_TO_DATE',
+      'web-02': 'HOST_VERDICT_PATCH_MISSING',
+      'web-03': 'HOST_VERDICT_UP_TO_DATE',
+    });
+    const table = await cli(['hosts', 'list']);
+    expect(table.stdout).toMatch(/^HOST\s+KERNEL\s+LIVE PATCHES\s+REBOOT\s+LAST SEEN\s+VERDICT\n/);
+    expect(table.stdout).toMatch(/\nweb-02\s.*\spatch missing\n/);
+    expect(table.stdout).toMatch(/\nweb-03\s.*\sup to date\n/);
+
+    const warning = await cli(['hosts', 'check']);
+    expect([warning.code, warning.stderr]).toEqual([1, '']);
+    expect(warning.stdout).toBe(
+      'REBOOTLESS WARNING - 1 of 3 hosts need attention: web-02 patch missing | exposed_past_deadline=0 drift=0 offline=0 reboot_required=0 patch_missing=1 up_to_date=2\n' +
+        `web-02: patch missing; published for ${release} and not live: cli-fleet 1\n`,
+    );
+    expect((await cli(['hosts', 'check', '--host', 'web-01'])).code).toBe(0);
+    // A check that cannot run is UNKNOWN, not CRITICAL, with the reason on stderr.
+    const down = await cli(['hosts', 'check'], { REBOOTLESS_LEDGER: '127.0.0.1:1' });
+    expect(down.code).toBe(3);
+    expect(down.stdout).toMatch(/^REBOOTLESS UNKNOWN - the check could not run/);
+    expect(down.stderr).toContain('127.0.0.1:1');
+    const typo = await cli(['hosts', 'check', '--host', 'web-99']);
+    expect(typo.code).toBe(3);
+    expect(typo.stderr).toMatch(/web-99/);
+
+    const versionRun = await cli(['hosts', 'list', '--version']);
+    expect(versionRun).toEqual({ code: 0, stdout: 'rebootless 0.1.0\n', stderr: '' });
+
+    const dry = await cli(['upgrade', '--label', 'env=prod', '--dry-run', '--json']);
+    expect(dry.code).toBe(0);
+    expect(json(dry)).toEqual({
+      dryRun: true,
+      hosts: [
+        {
+          hostId: 'web-02',
+          kernelRelease: release,
+          verdict: 'HOST_VERDICT_PATCH_MISSING',
+          patches: [{ patchId: 'cli-fleet', version: '1' }],
+        },
+        { hostId: 'web-03', kernelRelease: release, verdict: 'HOST_VERDICT_UP_TO_DATE', patches: [] },
+      ],
+      rollouts: [{ patchId: 'cli-fleet', version: '1', hostIds: ['web-02'] }],
+    });
+    expect((await cli(['upgrade', '--label', 'env=prod', '--dry-run'])).stdout).toMatch(
+      /\nweb-02\s+\S+\s+patch missing\s+cli-fleet 1\nweb-03\s+\S+\s+up to date\s+- \(up to date\)\n$/,
+    );
+    const unselected = await cli(['upgrade', '--dry-run']);
+    expect(unselected.code).toBe(2);
+    expect(unselected.stderr).toMatch(/^rebootless: upgrade needs the hosts to bring up to date/);
+
+    // Through the usual approval: an approver opens it, then it runs to completed.
+    const upgraded = await cli([
+      'upgrade',
+      '--label',
+      'env=prod',
+      '--require-approval',
+      '--soak',
+      '1s',
+      '--window',
+      EVERY_DAY,
+      '--json',
+    ]);
+    expect(upgraded.code).toBe(0);
+    const [created] = json(upgraded).rollouts;
+    expect(created).toMatchObject({
+      patchId: 'cli-fleet',
+      version: '1',
+      state: 'ROLLOUT_STATE_AWAITING_APPROVAL',
+      hostIds: ['web-02'],
+    });
+    expect((await cli(['rollout', 'approve', created.rolloutId], { REBOOTLESS_TOKEN: approver })).code).toBe(0);
+    expect((await cli(['rollout', 'watch', created.rolloutId])).code).toBe(0);
+    const ok = await eventually('every host up to date', async () => {
+      const run = await cli(['hosts', 'check']);
+      return run.code === 0 ? run : undefined;
+    });
+    expect(ok.stdout).toMatch(/^REBOOTLESS OK - 3 of 3 hosts up to date \|/);
+    const nothing = await cli(['upgrade', '--label', 'env=prod']);
+    expect([nothing.code, nothing.stdout]).toEqual([
+      0,
+      '2 host(s) selected, every one up to date: nothing to roll out\n',
+    ]);
   });
 
   describe('bad input: a clear message on stderr, nothing on stdout, the documented exit code', () => {

@@ -58,6 +58,7 @@ export async function hostsList(ctx: CommandContext): Promise<ExitCode> {
       labels: parseLabels(list(ctx.flags, 'label')),
       carriesPatchId: str(ctx.flags, 'patch') ?? '',
       exposedToCveId: str(ctx.flags, 'exposed-to') ?? '',
+      verdictDeadlineDays: optionalCount(ctx.flags, 'deadline-days', 1) ?? 0,
     });
     return { items: page.hosts, next: page.nextPageToken };
   });
@@ -68,6 +69,7 @@ export async function hostsList(ctx: CommandContext): Promise<ExitCode> {
       stack: h.stack,
       rebootRequired: h.rebootRequired,
       lastSeen: h.lastSeenAt,
+      verdict: h.verdict,
     }));
     ctx.answer(hostsTable(rows), () => ({ hosts: hosts.map((h) => ctx.view(`${L}.Host`, h)) }));
     return ExitCode.Ok;
