@@ -799,7 +799,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         'an unknown command lists the commands',
         ['deploy'],
         2,
-        /^rebootless: unknown command "deploy"; the commands are: build, patch, rollout, hosts, undo, audit, report, ledger/,
+        /^rebootless: unknown command "deploy"; the commands are: build, patch, rollout, hosts, upgrade, undo, audit, report, ledger/,
       ],
       [
         'a missing flag is named',
