@@ -10,3 +10,4 @@ export * from './undo';
 export * from './exposure';
 export * from './compliance';
 export * from './verdict';
+export * from './vex';
