@@ -9,6 +9,8 @@
 // exit code. Build first (`npm run build`); the kernel headers are fetched from Debian into the
 // shared cache on the first run.
 import { spawn } from 'node:child_process';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import * as fs from 'node:fs';
 import { createServer } from 'node:net';
 import * as os from 'node:os';
@@ -730,6 +732,58 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
 
     const versionRun = await cli(['hosts', 'list', '--version']);
     expect(versionRun).toEqual({ code: 0, stdout: 'rebootless 0.1.0\n', stderr: '' });
+
+    // What a scanner is told: web-02 is affected by the CVE, web-01 has it fixed live, with the
+    // events that prove it; both documents valid OpenVEX.
+    const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, strictTypes: false });
+    addFormats(ajv);
+    const validate = ajv.compile(
+      JSON.parse(
+        fs.readFileSync(builtEntry('libs/ledger-model/test-data/openvex-v0.2.0.schema.json'), 'utf8'),
+      ) as object,
+    );
+    const vexOf = async (hostId: string) => {
+      const run = await cli(['report', 'vex', '--host', hostId]);
+      expect([run.code, run.stderr]).toEqual([0, '']);
+      const doc = JSON.parse(run.stdout);
+      expect(validate(doc) ? [] : validate.errors).toEqual([]);
+      return doc;
+    };
+    const web01 = await vexOf('web-01');
+    expect(web01.statements).toEqual([
+      expect.objectContaining({
+        vulnerability: { name: 'CVE-2024-26581' },
+        status: 'fixed',
+        products: [expect.objectContaining({ '@id': expect.stringMatching(`^pkg:deb/debian/linux-image-${release}`) })],
+      }),
+    ]);
+    const web02 = await vexOf('web-02');
+    expect(web02.statements).toEqual([
+      expect.objectContaining({
+        vulnerability: { name: 'CVE-2024-26581' },
+        status: 'affected',
+        action_statement: 'apply the live patch cli-fleet 1: rebootless upgrade --host web-02',
+      }),
+    ]);
+    const evidence = (web01.statements[0].status_notes as string).split('evidence events: ')[1]!.split(', ');
+    const applied = json(await cli(['audit', '--host', 'web-01', '--type', 'PatchApplied', '--json'])).records;
+    expect(applied.map((r: { body: { eventId: string } }) => r.body.eventId)).toContain(evidence[evidence.length - 1]);
+    const vexDir = path.join(work, 'vex');
+    const many = await cli(['report', 'vex', '--label', 'env=prod', '--out-dir', vexDir, '--json']);
+    expect(
+      json(many).documents.map((d: { hostId: string; fixed: number; affected: number }) => [
+        d.hostId,
+        d.fixed,
+        d.affected,
+      ]),
+    ).toEqual([
+      ['web-02', 0, 1],
+      ['web-03', 1, 0],
+    ]);
+    expect(validate(JSON.parse(fs.readFileSync(path.join(vexDir, 'web-03.openvex.json'), 'utf8')))).toBe(true);
+    const noDir = await cli(['report', 'vex', '--label', 'env=prod']);
+    expect([noDir.code, noDir.stdout]).toEqual([2, '']);
+    expect(noDir.stderr).toMatch(/2 hosts match: give --out-dir DIR/);
 
     const dry = await cli(['upgrade', '--label', 'env=prod', '--dry-run', '--json']);
     expect(dry.code).toBe(0);

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withSpan } from '@rebootless/telemetry';
 import { parseArgs, helpText, type ParsedCommand } from './args';
-import { audit, hostsList, hostsShow, ledgerVerify, reportPci } from './ledger-commands';
+import { audit, hostsList, hostsShow, ledgerVerify, reportPci, reportVex } from './ledger-commands';
 import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
 import { CLI } from './commands';
 import { CommandContext, type Output, type TerminalOutput } from './context';
@@ -57,6 +57,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   undo,
   audit,
   'report pci': reportPci,
+  'report vex': reportVex,
   'ledger verify': ledgerVerify,
 };
 

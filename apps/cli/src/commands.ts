@@ -329,6 +329,26 @@ export const COMMANDS: readonly CommandSpec[] = [
     ],
   },
   {
+    path: ['report', 'vex'],
+    summary:
+      'OpenVEX documents for vulnerability scanners: per host, each CVE a live patch fixes (fixed) or it is exposed to (affected)',
+    positionals: [],
+    flags: [
+      { name: 'host', value: 'HOST', repeatable: true, help: 'this host' },
+      { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'hosts carrying this label (all must match)' },
+      { name: 'as-of', value: 'INSTANT', help: 'the documents as of this instant (default now)' },
+      {
+        name: 'out-dir',
+        value: 'DIR',
+        help: 'write one HOST.openvex.json per host there (needed for more than one host); default: the document on stdout',
+      },
+    ],
+    examples: [
+      'rebootless report vex --host web-17 > web-17.openvex.json && trivy vm --vex web-17.openvex.json ...',
+      'rebootless report vex --label role=db --out-dir vex/',
+    ],
+  },
+  {
     path: ['ledger', 'verify'],
     summary: 're-check every producer’s hash chain and signatures over the whole log; exit 1 on any finding',
     positionals: [],

@@ -1,7 +1,7 @@
 import { Controller, Inject, Logger } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { ledger } from '@rebootless/contracts';
-import { complianceReport, planUndo, verifyLog } from '@rebootless/ledger-store';
+import { complianceReport, planUndo, verifyLog, vexReport } from '@rebootless/ledger-store';
 import { toRpcException } from './grpc-errors';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 
@@ -69,6 +69,10 @@ export class LedgerController implements ledger.LedgerServiceController {
 
   complianceReport(request: ledger.ComplianceReportRequest): Promise<ledger.ComplianceReportResponse> {
     return this.answer('ComplianceReport', () => complianceReport(this.rt.queries, request));
+  }
+
+  vexReport(request: ledger.VexReportRequest): Promise<ledger.VexReportResponse> {
+    return this.answer('VexReport', () => vexReport(this.rt.queries, request));
   }
 
   verifyIntegrity(request: ledger.VerifyIntegrityRequest): Promise<ledger.VerifyIntegrityResponse> {

@@ -10,3 +10,4 @@ export * from './integrity';
 export * from './planning';
 export * from './scripted-log';
 export * from './model-adapter';
+export * from './vex-report';

@@ -438,6 +438,37 @@ export interface VerifyIntegrityResponse {
   findings: IntegrityFinding[];
 }
 
+export interface VexReportRequest {
+  /** The hosts named, narrowed by labels (all must match); at least one of the two is required. */
+  hostIds: string[];
+  labels: { [key: string]: string };
+  /** Unset: now. */
+  asOf?: Timestamp | undefined;
+}
+
+export interface VexReportRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface VexDocument {
+  hostId: string;
+  /** The OpenVEX document, JSON, as a scanner reads it. */
+  openvexJson: string;
+  /** Its statements by status. */
+  fixed: number;
+  affected: number;
+}
+
+export interface VexReportResponse {
+  documents: VexDocument[];
+  /**
+   * Selected hosts without any CVE rebootless publishes a fix for on their kernel: OpenVEX has no
+   * empty document, so they get none.
+   */
+  hostsWithoutStatements: string[];
+}
+
 function createBaseFunctionCode(): FunctionCode {
   return { moduleName: "" };
 }
@@ -3345,6 +3376,270 @@ export const VerifyIntegrityResponse: MessageFns<VerifyIntegrityResponse> = {
   },
 };
 
+function createBaseVexReportRequest(): VexReportRequest {
+  return { hostIds: [], labels: {} };
+}
+
+export const VexReportRequest: MessageFns<VexReportRequest> = {
+  encode(message: VexReportRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hostIds) {
+      writer.uint32(10).string(v!);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      VexReportRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.asOf !== undefined) {
+      Timestamp.encode(message.asOf, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = VexReportRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.labels[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.asOf = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexReportRequest_LabelsEntry(): VexReportRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const VexReportRequest_LabelsEntry: MessageFns<VexReportRequest_LabelsEntry> = {
+  encode(message: VexReportRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexDocument(): VexDocument {
+  return { hostId: "", openvexJson: "", fixed: 0, affected: 0 };
+}
+
+export const VexDocument: MessageFns<VexDocument> = {
+  encode(message: VexDocument, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.openvexJson !== "") {
+      writer.uint32(18).string(message.openvexJson);
+    }
+    if (message.fixed !== 0) {
+      writer.uint32(24).uint32(message.fixed);
+    }
+    if (message.affected !== 0) {
+      writer.uint32(32).uint32(message.affected);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexDocument {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexDocument();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.openvexJson = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.fixed = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.affected = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexReportResponse(): VexReportResponse {
+  return { documents: [], hostsWithoutStatements: [] };
+}
+
+export const VexReportResponse: MessageFns<VexReportResponse> = {
+  encode(message: VexReportResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.documents) {
+      VexDocument.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.hostsWithoutStatements) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.documents.push(VexDocument.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostsWithoutStatements.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * LedgerService answers from read models projected from the verified event log:
  * what code was live on a host at any instant, who put it there and why, how to undo it.
@@ -3378,6 +3673,13 @@ export interface LedgerServiceClient {
   planUndo(request: PlanUndoRequest, metadata?: Metadata): Observable<PlanUndoResponse>;
 
   complianceReport(request: ComplianceReportRequest, metadata?: Metadata): Observable<ComplianceReportResponse>;
+
+  /**
+   * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
+   * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   */
+
+  vexReport(request: VexReportRequest, metadata?: Metadata): Observable<VexReportResponse>;
 
   /** Re-checks every producer's hash chain and signatures over the whole log. */
 
@@ -3442,6 +3744,16 @@ export interface LedgerServiceController {
     metadata?: Metadata,
   ): Promise<ComplianceReportResponse> | Observable<ComplianceReportResponse> | ComplianceReportResponse;
 
+  /**
+   * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
+   * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   */
+
+  vexReport(
+    request: VexReportRequest,
+    metadata?: Metadata,
+  ): Promise<VexReportResponse> | Observable<VexReportResponse> | VexReportResponse;
+
   /** Re-checks every producer's hash chain and signatures over the whole log. */
 
   verifyIntegrity(
@@ -3462,6 +3774,7 @@ export function LedgerServiceControllerMethods() {
       "queryAudit",
       "planUndo",
       "complianceReport",
+      "vexReport",
       "verifyIntegrity",
     ];
     for (const method of grpcMethods) {
