@@ -19,7 +19,14 @@ import { Agent, GatewayRelaySink } from '@rebootless/agent-runtime';
 import { ChainStateFile } from '@rebootless/kafka';
 import { SimulatedKernel } from '@rebootless/kernel-model';
 import { currentDebianCloudRelease, livepatchSample } from '@rebootless/kernel-toolchain';
-import { builtEntry, freshEventsTopic, startNode, type RunningProcess } from '@rebootless/testing';
+import {
+  builtEntry,
+  freshEventsTopic,
+  startNode,
+  startPrometheus,
+  type RunningProcess,
+  type RunningPrometheus,
+} from '@rebootless/testing';
 import {
   channelCredentials,
   ensureCertificateAuthority,
@@ -78,6 +85,8 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
   let operator: string;
   let auditor: string;
   let approver: string;
+  let prometheus: RunningPrometheus;
+  const metricsAddress: Record<string, string> = {};
 
   const token = (sub: string, roles: Role[]) => mintToken(readTokenPrivateKey(pki), { sub, roles, ttlSeconds: 3600 });
 
@@ -124,6 +133,26 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     return JSON.parse(run.stdout);
   };
 
+  /** Waits for a scrape of every service that started after `since`, all up; then its values are current. */
+  async function scrapedSince(since: number): Promise<void> {
+    await eventually('a Prometheus scrape of every service after the scenario settled', async () => {
+      const scrapes = await prometheus.query('timestamp(up)');
+      return scrapes.length === 3 && scrapes.every((s) => s.value * 1000 > since) ? true : undefined;
+    });
+    expect((await prometheus.query('up')).map((u) => [u.labels['job'], u.value]).sort()).toEqual([
+      ['builder', 1],
+      ['dispatcher', 1],
+      ['ledger', 1],
+    ]);
+  }
+
+  /** One series' value, by a PromQL expression that selects exactly one (0 when it selects none). */
+  async function metric(expr: string): Promise<number> {
+    const found = await prometheus.query(expr);
+    if (found.length > 1) throw new Error(`${expr} selects ${found.length} series: ${JSON.stringify(found)}`);
+    return found[0]?.value ?? 0;
+  }
+
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cli-e2e-'));
     pki = path.join(work, 'pki');
@@ -134,11 +163,14 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     operator = token('alice', ['operator', 'auditor']);
     auditor = token('carol', ['auditor']);
     approver = token('bob', ['approver']);
-    const [topic, current, ports] = await Promise.all([
+    const [topic, current, ports, scrapePorts] = await Promise.all([
       freshEventsTopic('cli', 3),
       currentDebianCloudRelease(),
       Promise.all([freePort(), freePort(), freePort()]),
+      Promise.all([freePort(), freePort(), freePort()]),
     ]);
+    for (const [i, job] of ['builder', 'dispatcher', 'ledger'].entries())
+      metricsAddress[job] = `127.0.0.1:${scrapePorts[i]!}`;
     release = current;
     [address, dispatcherAddress, ledgerAddress] = ports.map((p) => `127.0.0.1:${p}`) as [string, string, string];
     const dataDir = (name: string) => path.join(work, name);
@@ -146,6 +178,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     builder = startNode(builtEntry('apps/builder/dist/main.js'), {
       ...common,
       BUILDER_GRPC_ADDRESS: address,
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['builder']!,
       REBOOTLESS_DATA_DIR: dataDir('builder'),
     });
     dispatcher = startNode(builtEntry('apps/dispatcher/dist/main.js'), {
@@ -153,6 +186,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       DISPATCHER_GRPC_ADDRESS: dispatcherAddress,
       DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
       DISPATCHER_TICK_INTERVAL_MS: '200',
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['dispatcher']!,
       REBOOTLESS_DATA_DIR: dataDir('dispatcher'),
     });
     await Promise.all([builder.waitFor(/builder ready on/), dispatcher.waitFor(/dispatcher ready on/)]);
@@ -163,9 +197,12 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       LEDGER_TRUSTED_DATA_DIRS: `${dataDir('builder')},${dataDir('dispatcher')}`,
       // Idle simulated agents send nothing: keep them online for the whole run (verdicts).
       LEDGER_ONLINE_WINDOW_SECONDS: '3600',
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['ledger']!,
       REBOOTLESS_DATA_DIR: dataDir('ledger'),
     });
     await ledger.waitFor(/ledger ready on/);
+    // Debian's Prometheus scraping the three services, as an operator's monitoring would.
+    prometheus = await startPrometheus(Object.entries(metricsAddress).map(([job, a]) => ({ job, address: a })));
     diagnostics = () => [ledger, dispatcher].map((p) => p.output().split('\n').slice(-25).join('\n')).join('\n---\n');
 
     const builderKey = new ChainStateFile(path.join(dataDir('builder'), 'chain'), 'builder').readKey().rawPublicKey;
@@ -201,6 +238,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
   });
 
   afterAll(async () => {
+    await prometheus?.stop();
     for (const agent of agents) await agent.stop();
     for (const service of [ledger, dispatcher, builder]) service?.child.kill('SIGTERM');
     await Promise.all([ledger, dispatcher, builder].map((service) => service?.exited()));
@@ -714,6 +752,27 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     expect(table.stdout).toMatch(/\nweb-02\s.*\spatch missing\n/);
     expect(table.stdout).toMatch(/\nweb-03\s.*\sup to date\n/);
 
+    // The same facts through Prometheus, scraped from the services' own metrics.
+    await scrapedSince(Date.now());
+    expect(await metric('rebootless_hosts{verdict="patch_missing"}')).toBe(1);
+    expect(await metric('rebootless_hosts{verdict="up_to_date"}')).toBe(2);
+    expect(await metric('sum(rebootless_hosts)')).toBe(3);
+    expect(await metric('rebootless_cve_exposed_hosts{cve="CVE-2024-26581"}')).toBe(1);
+    // Two kernel builds succeeded (cli-e2e, cli-fleet), one failed to compile.
+    expect(await metric('sum(rebootless_builds{state="succeeded"})')).toBe(2);
+    expect(await metric('sum(rebootless_builds{state="failed"})')).toBe(1);
+    // The auditor's retraction was the builder's one denied call; alice's approval the dispatcher's.
+    expect(await metric('sum(rebootless_calls_denied_total{job="builder"})')).toBe(1);
+    expect(
+      await metric(
+        'sum(rebootless_calls_denied_total{job="dispatcher",method="/rebootless.dispatcher.v1.RolloutService/ApproveRollout"})',
+      ),
+    ).toBeGreaterThanOrEqual(1);
+    expect(await metric('rebootless_ledger_records_projected_total')).toBeGreaterThan(20);
+    await eventually('the ledger caught up with the log', async () =>
+      (await metric('rebootless_ledger_consumer_lag')) === 0 ? true : undefined,
+    );
+
     const warning = await cli(['hosts', 'check']);
     expect([warning.code, warning.stderr]).toEqual([1, '']);
     expect(warning.stdout).toBe(
@@ -827,6 +886,10 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       state: 'ROLLOUT_STATE_AWAITING_APPROVAL',
       hostIds: ['web-02'],
     });
+    // The rollout under way, host by host, before its approval.
+    await scrapedSince(Date.now());
+    expect(await metric(`rebootless_rollout_hosts{rollout="${created.rolloutId}",state="pending"}`)).toBe(1);
+    expect(await metric('rebootless_rollouts{state="running"}')).toBe(1);
     expect((await cli(['rollout', 'approve', created.rolloutId], { REBOOTLESS_TOKEN: approver })).code).toBe(0);
     expect((await cli(['rollout', 'watch', created.rolloutId])).code).toBe(0);
     const ok = await eventually('every host up to date', async () => {
@@ -834,6 +897,10 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       return run.code === 0 ? run : undefined;
     });
     expect(ok.stdout).toMatch(/^REBOOTLESS OK - 3 of 3 hosts up to date \|/);
+    await scrapedSince(Date.now());
+    expect(await metric('rebootless_hosts{verdict="up_to_date"}')).toBe(3);
+    expect(await metric('rebootless_cve_exposed_hosts{cve="CVE-2024-26581"}')).toBe(0);
+
     const nothing = await cli(['upgrade', '--label', 'env=prod']);
     expect([nothing.code, nothing.stdout]).toEqual([
       0,
