@@ -5,16 +5,7 @@ import type { CommandContext } from './context';
 import { CliError, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
 import { checkResult, upgradeRollouts } from './fleet-check';
-import {
-  bool,
-  createRolloutRequest,
-  hostSelector,
-  isEmptySelector,
-  list,
-  optionalCount,
-  parseLabels,
-  str,
-} from './flags';
+import { bool, createRolloutRequest, hostSelector, isEmptySelector, list, optionalCount, parseLabels } from './flags';
 import { renderTable } from './table';
 import { verdictLabel } from './views';
 
