@@ -3,10 +3,11 @@
 # Maven resolves the Kafka broker's jars; apt's lists let the builder resolve and fetch Debian's
 # kernel headers; gcc-12, make, libelf, libssl, zlib and pahole are what the cloud kernels'
 # kbuild trees use to compile a livepatch module; bubblewrap is the sandbox it compiles in (ADR 0013). qemu-system-x86, busybox-static and cpio boot those kernels
-# for the kernel test tier (libs/kernel-lab). chromium runs the console's browser tests (playwright-core).
+# for the kernel test tier (libs/kernel-lab). chromium runs the console's browser tests (playwright-core). prometheus scrapes the services in the CLI's e2e test
+# (metrics, ADR 0019).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends maven make gcc-12 libelf1 libssl3 zlib1g pahole bubblewrap \
-  qemu-system-x86 busybox-static cpio chromium systemd >/dev/null
-echo "setup-debian: maven, make, gcc-12, libelf1, libssl3, zlib1g, pahole, bubblewrap, qemu-system-x86, busybox-static, cpio, chromium, systemd (systemd-analyze verify for deploy/systemd) installed; apt lists fresh"
+  qemu-system-x86 busybox-static cpio chromium systemd prometheus >/dev/null
+echo "setup-debian: maven, make, gcc-12, libelf1, libssl3, zlib1g, pahole, bubblewrap, qemu-system-x86, busybox-static, cpio, chromium, systemd (systemd-analyze verify for deploy/systemd), prometheus installed; apt lists fresh"

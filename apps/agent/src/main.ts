@@ -1,5 +1,5 @@
 // First, before anything loads grpc-js or kafkajs: tracing patches them as they load.
-import { startTelemetry } from '@rebootless/telemetry';
+import { rebootlessMeter, startMetrics, startTelemetry } from '@rebootless/telemetry';
 startTelemetry('agent');
 
 // The agent daemon: configuration, the kernel port, the event sink, the embeddable Agent
@@ -124,9 +124,19 @@ async function main(): Promise<void> {
     line('WARNING: AGENT_BUILDER_ADDRESS or AGENT_BUILDER_PUBLIC_KEY is unset: every apply command will be refused');
   }
   await agent.start();
-  const transport = serverTransport(config.transport, serverIdentity, (denied) =>
-    line(`${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`),
-  );
+  startMetrics(SERVICE_NAME);
+  const meter = rebootlessMeter();
+  // Events recorded and not yet acknowledged by Kafka or the dispatcher's relay.
+  meter
+    .createObservableGauge('rebootless.agent.outbox.depth', { description: 'events waiting in the agent outbox' })
+    .addCallback((result) => result.observe(agent.pendingEvents, { host: config.hostId }));
+  const deniedCalls = meter.createCounter('rebootless.calls.denied', {
+    description: 'calls refused for want of a certificate, a token or a role',
+  });
+  const transport = serverTransport(config.transport, serverIdentity, (denied) => {
+    deniedCalls.add(1, { service: SERVICE_NAME, method: denied.method, code: denied.code });
+    line(`${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`);
+  });
   const credentialsForServer: ServerCredentials = transport.credentials;
   // The same access rules and garbage handling as every other service (libs/service).
   guardRequestDeserializers({ [GET_STATUS_PATH]: agentControlDefinition });

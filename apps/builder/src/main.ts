@@ -5,6 +5,8 @@ startTelemetry('builder');
 import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
+import { BuildCoordinator } from './build-coordinator';
+import { registerBuilderMetrics } from './builder-metrics';
 import { SERVICE_NAME, builderSettings } from './config';
 
 // Wiring only. bootService validates the environment (exit 78 on a bad setting), opens the
@@ -15,4 +17,5 @@ void bootService({
   module: AppModule,
   grpc: [grpcServices.build],
   config: builderSettings,
+  onStarted: (ctx) => registerBuilderMetrics(ctx.app.get(BuildCoordinator)),
 });

@@ -15,6 +15,14 @@ const refusal = (line: string): string => {
 };
 
 describe('parsing the command line', () => {
+  it('answers --version anywhere, except as the patch version of a command that takes one', () => {
+    expect(parse('--version')).toEqual({ kind: 'version', json: false });
+    expect(parse('hosts list --label a=b --version --json')).toEqual({ kind: 'version', json: true });
+    expect(parse('rollout -V')).toEqual({ kind: 'version', json: false });
+    expect(command('rollout create --patch p --version 2 --host h').flags['version']).toBe('2');
+    expect(command('undo web-1 p --version 2').flags['version']).toBe('2');
+  });
+
   it('finds the command, its positionals and its flags, global flags anywhere', () => {
     const parsed = command('--json build show 0190-abc --builder 10.0.0.1:7451');
     expect(parsed.command.path).toEqual(['build', 'show']);
@@ -56,7 +64,7 @@ describe('parsing the command line', () => {
 
   it('refuses an unknown command, listing the valid ones and the likely typo', () => {
     expect(refusal('bild list')).toBe(
-      'unknown command "bild" (did you mean "build"?); the commands are: build, patch, rollout, hosts, undo, audit, report, ledger (rebootless --help lists them with what they do)',
+      'unknown command "bild" (did you mean "build"?); the commands are: build, patch, rollout, hosts, upgrade, undo, audit, report, ledger (rebootless --help lists them with what they do)',
     );
     expect(refusal('frobnicate')).toMatch(/^unknown command "frobnicate"; the commands are: build, patch/);
   });

@@ -40,7 +40,13 @@ export interface HelpRequest {
   readonly topic: readonly string[];
 }
 
-export type ParseResult = ParsedCommand | HelpRequest;
+/** `--version` anywhere: the program's version, whatever else was given (as --help). */
+export interface VersionRequest {
+  readonly kind: 'version';
+  readonly json: boolean;
+}
+
+export type ParseResult = ParsedCommand | HelpRequest | VersionRequest;
 
 export interface CommandTable {
   readonly program: string;
@@ -152,6 +158,9 @@ export function parseArgs(argv: readonly string[], table: CommandTable): ParseRe
       help = true;
       continue;
     }
+    // Commands that take a patch's --version VERSION keep it; everywhere else it is the program's.
+    if (arg === '-V' || (arg === '--version' && !command?.flags.some((f) => f.name === 'version')))
+      return { kind: 'version', json: argv.includes('--json') };
     if (!arg.startsWith('--')) {
       throw new UsageError(`unknown option "${arg}": options are spelled out, e.g. --json (--help lists them)`);
     }
@@ -295,6 +304,6 @@ export function helpText(table: CommandTable, topic: readonly string[]): string 
     'options of every command:',
     ...flagLines(table.globalFlags),
     '',
-    `${table.program} <command> --help shows a command's own options.`,
+    `${table.program} <command> --help shows a command's own options; ${table.program} --version (or -V) its version.`,
   ].join('\n');
 }

@@ -9,6 +9,8 @@
 // exit code. Build first (`npm run build`); the kernel headers are fetched from Debian into the
 // shared cache on the first run.
 import { spawn } from 'node:child_process';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import * as fs from 'node:fs';
 import { createServer } from 'node:net';
 import * as os from 'node:os';
@@ -17,7 +19,14 @@ import { Agent, GatewayRelaySink } from '@rebootless/agent-runtime';
 import { ChainStateFile } from '@rebootless/kafka';
 import { SimulatedKernel } from '@rebootless/kernel-model';
 import { currentDebianCloudRelease, livepatchSample } from '@rebootless/kernel-toolchain';
-import { builtEntry, freshEventsTopic, startNode, type RunningProcess } from '@rebootless/testing';
+import {
+  builtEntry,
+  freshEventsTopic,
+  startNode,
+  startPrometheus,
+  type RunningProcess,
+  type RunningPrometheus,
+} from '@rebootless/testing';
 import {
   channelCredentials,
   ensureCertificateAuthority,
@@ -76,6 +85,8 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
   let operator: string;
   let auditor: string;
   let approver: string;
+  let prometheus: RunningPrometheus;
+  const metricsAddress: Record<string, string> = {};
 
   const token = (sub: string, roles: Role[]) => mintToken(readTokenPrivateKey(pki), { sub, roles, ttlSeconds: 3600 });
 
@@ -122,6 +133,26 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     return JSON.parse(run.stdout);
   };
 
+  /** Waits for a scrape of every service that started after `since`, all up; then its values are current. */
+  async function scrapedSince(since: number): Promise<void> {
+    await eventually('a Prometheus scrape of every service after the scenario settled', async () => {
+      const scrapes = await prometheus.query('timestamp(up)');
+      return scrapes.length === 3 && scrapes.every((s) => s.value * 1000 > since) ? true : undefined;
+    });
+    expect((await prometheus.query('up')).map((u) => [u.labels['job'], u.value]).sort()).toEqual([
+      ['builder', 1],
+      ['dispatcher', 1],
+      ['ledger', 1],
+    ]);
+  }
+
+  /** One series' value, by a PromQL expression that selects exactly one (0 when it selects none). */
+  async function metric(expr: string): Promise<number> {
+    const found = await prometheus.query(expr);
+    if (found.length > 1) throw new Error(`${expr} selects ${found.length} series: ${JSON.stringify(found)}`);
+    return found[0]?.value ?? 0;
+  }
+
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cli-e2e-'));
     pki = path.join(work, 'pki');
@@ -132,11 +163,14 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     operator = token('alice', ['operator', 'auditor']);
     auditor = token('carol', ['auditor']);
     approver = token('bob', ['approver']);
-    const [topic, current, ports] = await Promise.all([
+    const [topic, current, ports, scrapePorts] = await Promise.all([
       freshEventsTopic('cli', 3),
       currentDebianCloudRelease(),
       Promise.all([freePort(), freePort(), freePort()]),
+      Promise.all([freePort(), freePort(), freePort()]),
     ]);
+    for (const [i, job] of ['builder', 'dispatcher', 'ledger'].entries())
+      metricsAddress[job] = `127.0.0.1:${scrapePorts[i]!}`;
     release = current;
     [address, dispatcherAddress, ledgerAddress] = ports.map((p) => `127.0.0.1:${p}`) as [string, string, string];
     const dataDir = (name: string) => path.join(work, name);
@@ -144,6 +178,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     builder = startNode(builtEntry('apps/builder/dist/main.js'), {
       ...common,
       BUILDER_GRPC_ADDRESS: address,
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['builder']!,
       REBOOTLESS_DATA_DIR: dataDir('builder'),
     });
     dispatcher = startNode(builtEntry('apps/dispatcher/dist/main.js'), {
@@ -152,6 +187,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
       DISPATCHER_TICK_INTERVAL_MS: '200',
       DISPATCHER_TRUSTED_DATA_DIRS: dataDir('builder'),
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['dispatcher']!,
       REBOOTLESS_DATA_DIR: dataDir('dispatcher'),
     });
     await Promise.all([builder.waitFor(/builder ready on/), dispatcher.waitFor(/dispatcher ready on/)]);
@@ -160,9 +196,14 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       ...common,
       LEDGER_GRPC_ADDRESS: ledgerAddress,
       LEDGER_TRUSTED_DATA_DIRS: `${dataDir('builder')},${dataDir('dispatcher')}`,
+      // Idle simulated agents send nothing: keep them online for the whole run (verdicts).
+      LEDGER_ONLINE_WINDOW_SECONDS: '3600',
+      REBOOTLESS_METRICS_ADDRESS: metricsAddress['ledger']!,
       REBOOTLESS_DATA_DIR: dataDir('ledger'),
     });
     await ledger.waitFor(/ledger ready on/);
+    // Debian's Prometheus scraping the three services, as an operator's monitoring would.
+    prometheus = await startPrometheus(Object.entries(metricsAddress).map(([job, a]) => ({ job, address: a })));
     diagnostics = () => [ledger, dispatcher].map((p) => p.output().split('\n').slice(-25).join('\n')).join('\n---\n');
 
     const builderKey = new ChainStateFile(path.join(dataDir('builder'), 'chain'), 'builder').readKey().rawPublicKey;
@@ -201,6 +242,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
   });
 
   afterAll(async () => {
+    await prometheus?.stop();
     for (const agent of agents) await agent.stop();
     for (const service of [ledger, dispatcher, builder]) service?.child.kill('SIGTERM');
     await Promise.all([ledger, dispatcher, builder].map((service) => service?.exited()));
@@ -718,6 +760,183 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     });
   });
 
+  it('hosts list shows each verdict; hosts check answers as a Nagios plugin; upgrade brings web-02 up to date', async () => {
+    // web-02 had cli-fleet undone and rolled back: the patch is missing there, nowhere else.
+    const verdicts = await eventually('web-02 misses cli-fleet', async () => {
+      const hosts = json(await cli(['hosts', 'list', '--json'])).hosts as {
+        facts: { hostId: string };
+        verdict: string;
+        missingPatches?: { patchId: string; version: string }[];
+      }[];
+      const byHost = Object.fromEntries(hosts.map((h) => [h.facts.hostId, h.verdict]));
+      return byHost['web-02'] === 'HOST_VERDICT_PATCH_MISSING' ? { byHost, hosts } : undefined;
+    });
+    expect(verdicts.byHost).toEqual({
+      'web-01': 'HOST_VERDICT_UP_TO_DATE',
+      'web-02': 'HOST_VERDICT_PATCH_MISSING',
+      'web-03': 'HOST_VERDICT_UP_TO_DATE',
+    });
+    const table = await cli(['hosts', 'list']);
+    expect(table.stdout).toMatch(/^HOST\s+KERNEL\s+LIVE PATCHES\s+REBOOT\s+LAST SEEN\s+VERDICT\n/);
+    expect(table.stdout).toMatch(/\nweb-02\s.*\spatch missing\n/);
+    expect(table.stdout).toMatch(/\nweb-03\s.*\sup to date\n/);
+
+    // The same facts through Prometheus, scraped from the services' own metrics.
+    await scrapedSince(Date.now());
+    expect(await metric('rebootless_hosts{verdict="patch_missing"}')).toBe(1);
+    expect(await metric('rebootless_hosts{verdict="up_to_date"}')).toBe(2);
+    expect(await metric('sum(rebootless_hosts)')).toBe(3);
+    expect(await metric('rebootless_cve_exposed_hosts{cve="CVE-2024-26581"}')).toBe(1);
+    // Two kernel builds succeeded (cli-e2e, cli-fleet), one failed to compile.
+    expect(await metric('sum(rebootless_builds{state="succeeded"})')).toBe(2);
+    expect(await metric('sum(rebootless_builds{state="failed"})')).toBe(1);
+    // The auditor's retraction was the builder's one denied call; alice's approval the dispatcher's.
+    expect(await metric('sum(rebootless_calls_denied_total{job="builder"})')).toBe(1);
+    expect(
+      await metric(
+        'sum(rebootless_calls_denied_total{job="dispatcher",method="/rebootless.dispatcher.v1.RolloutService/ApproveRollout"})',
+      ),
+    ).toBeGreaterThanOrEqual(1);
+    expect(await metric('rebootless_ledger_records_projected_total')).toBeGreaterThan(20);
+    await eventually('the ledger caught up with the log', async () =>
+      (await metric('rebootless_ledger_consumer_lag')) === 0 ? true : undefined,
+    );
+
+    const warning = await cli(['hosts', 'check']);
+    expect([warning.code, warning.stderr]).toEqual([1, '']);
+    expect(warning.stdout).toBe(
+      'REBOOTLESS WARNING - 1 of 3 hosts need attention: web-02 patch missing | exposed_past_deadline=0 drift=0 offline=0 reboot_required=0 patch_missing=1 up_to_date=2\n' +
+        `web-02: patch missing; published for ${release} and not live: cli-fleet 1\n`,
+    );
+    expect((await cli(['hosts', 'check', '--host', 'web-01'])).code).toBe(0);
+    // A check that cannot run is UNKNOWN, not CRITICAL, with the reason on stderr.
+    const down = await cli(['hosts', 'check'], { REBOOTLESS_LEDGER: '127.0.0.1:1' });
+    expect(down.code).toBe(3);
+    expect(down.stdout).toMatch(/^REBOOTLESS UNKNOWN - the check could not run/);
+    expect(down.stderr).toContain('127.0.0.1:1');
+    const typo = await cli(['hosts', 'check', '--host', 'web-99']);
+    expect(typo.code).toBe(3);
+    expect(typo.stderr).toMatch(/web-99/);
+
+    const versionRun = await cli(['hosts', 'list', '--version']);
+    expect(versionRun).toEqual({ code: 0, stdout: 'rebootless 0.1.0\n', stderr: '' });
+
+    // What a scanner is told: web-02 is affected by the CVE, web-01 has it fixed live, with the
+    // events that prove it; both documents valid OpenVEX.
+    const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, strictTypes: false });
+    addFormats(ajv);
+    const validate = ajv.compile(
+      JSON.parse(
+        fs.readFileSync(builtEntry('libs/ledger-model/test-data/openvex-v0.2.0.schema.json'), 'utf8'),
+      ) as object,
+    );
+    const vexOf = async (hostId: string) => {
+      const run = await cli(['report', 'vex', '--host', hostId]);
+      expect([run.code, run.stderr]).toEqual([0, '']);
+      const doc = JSON.parse(run.stdout);
+      expect(validate(doc) ? [] : validate.errors).toEqual([]);
+      return doc;
+    };
+    const web01 = await vexOf('web-01');
+    expect(web01.statements).toEqual([
+      expect.objectContaining({
+        vulnerability: { name: 'CVE-2024-26581' },
+        status: 'fixed',
+        products: [expect.objectContaining({ '@id': expect.stringMatching(`^pkg:deb/debian/linux-image-${release}`) })],
+      }),
+    ]);
+    const web02 = await vexOf('web-02');
+    expect(web02.statements).toEqual([
+      expect.objectContaining({
+        vulnerability: { name: 'CVE-2024-26581' },
+        status: 'affected',
+        action_statement: 'apply the live patch cli-fleet 1: rebootless upgrade --host web-02',
+      }),
+    ]);
+    const evidence = (web01.statements[0].status_notes as string).split('evidence events: ')[1]!.split(', ');
+    const applied = json(await cli(['audit', '--host', 'web-01', '--type', 'PatchApplied', '--json'])).records;
+    expect(applied.map((r: { body: { eventId: string } }) => r.body.eventId)).toContain(evidence[evidence.length - 1]);
+    const vexDir = path.join(work, 'vex');
+    const many = await cli(['report', 'vex', '--label', 'env=prod', '--out-dir', vexDir, '--json']);
+    expect(
+      json(many).documents.map((d: { hostId: string; fixed: number; affected: number }) => [
+        d.hostId,
+        d.fixed,
+        d.affected,
+      ]),
+    ).toEqual([
+      ['web-02', 0, 1],
+      ['web-03', 1, 0],
+    ]);
+    expect(validate(JSON.parse(fs.readFileSync(path.join(vexDir, 'web-03.openvex.json'), 'utf8')))).toBe(true);
+    const noDir = await cli(['report', 'vex', '--label', 'env=prod']);
+    expect([noDir.code, noDir.stdout]).toEqual([2, '']);
+    expect(noDir.stderr).toMatch(/2 hosts match: give --out-dir DIR/);
+
+    const dry = await cli(['upgrade', '--label', 'env=prod', '--dry-run', '--json']);
+    expect(dry.code).toBe(0);
+    expect(json(dry)).toEqual({
+      dryRun: true,
+      hosts: [
+        {
+          hostId: 'web-02',
+          kernelRelease: release,
+          verdict: 'HOST_VERDICT_PATCH_MISSING',
+          patches: [{ patchId: 'cli-fleet', version: '1' }],
+        },
+        { hostId: 'web-03', kernelRelease: release, verdict: 'HOST_VERDICT_UP_TO_DATE', patches: [] },
+      ],
+      rollouts: [{ patchId: 'cli-fleet', version: '1', hostIds: ['web-02'] }],
+    });
+    expect((await cli(['upgrade', '--label', 'env=prod', '--dry-run'])).stdout).toMatch(
+      /\nweb-02\s+\S+\s+patch missing\s+cli-fleet 1\nweb-03\s+\S+\s+up to date\s+- \(up to date\)\n$/,
+    );
+    const unselected = await cli(['upgrade', '--dry-run']);
+    expect(unselected.code).toBe(2);
+    expect(unselected.stderr).toMatch(/^rebootless: upgrade needs the hosts to bring up to date/);
+
+    // Through the usual approval: an approver opens it, then it runs to completed.
+    const upgraded = await cli([
+      'upgrade',
+      '--label',
+      'env=prod',
+      '--require-approval',
+      '--soak',
+      '1s',
+      '--window',
+      EVERY_DAY,
+      '--json',
+    ]);
+    expect(upgraded.code).toBe(0);
+    const [created] = json(upgraded).rollouts;
+    expect(created).toMatchObject({
+      patchId: 'cli-fleet',
+      version: '1',
+      state: 'ROLLOUT_STATE_AWAITING_APPROVAL',
+      hostIds: ['web-02'],
+    });
+    // The rollout under way, host by host, before its approval.
+    await scrapedSince(Date.now());
+    expect(await metric(`rebootless_rollout_hosts{rollout="${created.rolloutId}",state="pending"}`)).toBe(1);
+    expect(await metric('rebootless_rollouts{state="running"}')).toBe(1);
+    expect((await cli(['rollout', 'approve', created.rolloutId], { REBOOTLESS_TOKEN: approver })).code).toBe(0);
+    expect((await cli(['rollout', 'watch', created.rolloutId])).code).toBe(0);
+    const ok = await eventually('every host up to date', async () => {
+      const run = await cli(['hosts', 'check']);
+      return run.code === 0 ? run : undefined;
+    });
+    expect(ok.stdout).toMatch(/^REBOOTLESS OK - 3 of 3 hosts up to date \|/);
+    await scrapedSince(Date.now());
+    expect(await metric('rebootless_hosts{verdict="up_to_date"}')).toBe(3);
+    expect(await metric('rebootless_cve_exposed_hosts{cve="CVE-2024-26581"}')).toBe(0);
+
+    const nothing = await cli(['upgrade', '--label', 'env=prod']);
+    expect([nothing.code, nothing.stdout]).toEqual([
+      0,
+      '2 host(s) selected, every one up to date: nothing to roll out\n',
+    ]);
+  });
+
   describe('bad input: a clear message on stderr, nothing on stdout, the documented exit code', () => {
     it.each<[string, string[], number, RegExp]>([
       [
@@ -730,7 +949,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         'an unknown command lists the commands',
         ['deploy'],
         2,
-        /^rebootless: unknown command "deploy"; the commands are: build, patch, rollout, hosts, undo, audit, report, ledger/,
+        /^rebootless: unknown command "deploy"; the commands are: build, patch, rollout, hosts, upgrade, undo, audit, report, ledger/,
       ],
       [
         'a missing flag is named',

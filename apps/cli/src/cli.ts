@@ -1,13 +1,16 @@
 // The rebootless command: parse, dispatch to the command's handler, map every failure to one
 // message on stderr and an exit code (exit-codes.ts). Everything from outside comes in through
 // CliIo, so the whole CLI runs the same in a test as from a shell.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { withSpan } from '@rebootless/telemetry';
 import { parseArgs, helpText, type ParsedCommand } from './args';
-import { audit, hostsList, hostsShow, ledgerVerify, reportPci } from './ledger-commands';
+import { audit, hostsList, hostsShow, ledgerVerify, reportPci, reportVex } from './ledger-commands';
 import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
 import { CLI } from './commands';
 import { CommandContext, type Output, type TerminalOutput } from './context';
 import { CliError } from './errors';
+import { CHECK_UNKNOWN, hostsCheck, upgrade } from './fleet-commands';
 import { ExitCode } from './exit-codes';
 import {
   rolloutAbort,
@@ -23,6 +26,11 @@ import {
 } from './rollout-commands';
 import { ServiceCalls } from './service-calls';
 import { resolveSettings } from './settings';
+
+/** The package's version: dist/ and src/ both sit next to package.json. */
+export const CLI_VERSION = (
+  JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }
+).version;
 
 type Handler = (ctx: CommandContext) => Promise<ExitCode>;
 
@@ -44,9 +52,12 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   'rollout show': rolloutShow,
   'hosts list': hostsList,
   'hosts show': hostsShow,
+  'hosts check': hostsCheck,
+  upgrade,
   undo,
   audit,
   'report pci': reportPci,
+  'report vex': reportVex,
   'ledger verify': ledgerVerify,
 };
 
@@ -81,6 +92,14 @@ export async function runCli(io: CliIo): Promise<ExitCode> {
     const result = parseArgs(io.argv, CLI);
     if (result.kind === 'help') {
       io.stdout.write(`${helpText(CLI, result.topic)}\n`);
+      return ExitCode.Ok;
+    }
+    if (result.kind === 'version') {
+      io.stdout.write(
+        result.json
+          ? `${JSON.stringify({ program: CLI.program, version: CLI_VERSION })}\n`
+          : `${CLI.program} ${CLI_VERSION}\n`,
+      );
       return ExitCode.Ok;
     }
     parsed = result;
@@ -118,7 +137,11 @@ export async function runCli(io: CliIo): Promise<ExitCode> {
       );
       return ExitCode.Interrupted;
     }
-    return fail(error);
+    const code = fail(error);
+    if (name !== 'hosts check') return code;
+    // A monitoring system reads stdout and the plugin's state: a check that could not run is UNKNOWN.
+    io.stdout.write(`REBOOTLESS UNKNOWN - the check could not run (rebootless exit ${code}; stderr says why)\n`);
+    return CHECK_UNKNOWN as ExitCode;
   } finally {
     removeInterrupt();
     calls?.close();

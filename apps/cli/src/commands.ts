@@ -223,7 +223,43 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'patch', value: 'PATCH_ID', help: 'only hosts with this patch enabled' },
       { name: 'exposed-to', value: 'CVE-ID', help: 'only hosts this CVE affects and no enabled patch fixes' },
       { name: 'at', value: 'INSTANT', help: 'each host’s stack as it was then (RFC 3339, now, -2h)' },
+      {
+        name: 'deadline-days',
+        value: 'DAYS',
+        help: 'days from a fix’s publication before a host is exposed past deadline (default 30)',
+      },
     ],
+  },
+  {
+    path: ['upgrade'],
+    summary:
+      'bring the selected hosts up to date: one rollout per published, non-retracted patch version they miss, in waves, with the usual approvals',
+    positionals: [],
+    flags: [
+      ...SELECTOR_FLAGS,
+      ...STRATEGY_FLAGS,
+      { name: 'allow-force', help: 'let agents force a stalled transition (the host must be rebooted eventually)' },
+      { name: 'dry-run', help: 'list what each host would get and create nothing' },
+    ],
+    examples: [
+      'rebootless upgrade --label role=web --dry-run',
+      'rebootless upgrade --label role=web --canary 2 --waves 50%,50% --require-approval',
+    ],
+  },
+  {
+    path: ['hosts', 'check'],
+    summary:
+      'a Nagios/Icinga check over the hosts’ verdicts: exit 0 OK, 1 WARNING (patch missing, reboot required), 2 CRITICAL (exposed past deadline, drift), 3 UNKNOWN (offline, no host, no answer)',
+    positionals: [],
+    flags: [
+      ...SELECTOR_FLAGS,
+      {
+        name: 'deadline-days',
+        value: 'DAYS',
+        help: 'days from a fix’s publication before a host is exposed past deadline (default 30)',
+      },
+    ],
+    examples: ['rebootless hosts check --host web-17', 'rebootless hosts check --label role=db --deadline-days 14'],
   },
   {
     path: ['hosts', 'show'],
@@ -294,6 +330,26 @@ export const COMMANDS: readonly CommandSpec[] = [
         help: 'report this host as exempt (e.g. being decommissioned)',
       },
       ...SELECTOR_FLAGS,
+    ],
+  },
+  {
+    path: ['report', 'vex'],
+    summary:
+      'OpenVEX documents for vulnerability scanners: per host, each CVE a live patch fixes (fixed) or it is exposed to (affected)',
+    positionals: [],
+    flags: [
+      { name: 'host', value: 'HOST', repeatable: true, help: 'this host' },
+      { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'hosts carrying this label (all must match)' },
+      { name: 'as-of', value: 'INSTANT', help: 'the documents as of this instant (default now)' },
+      {
+        name: 'out-dir',
+        value: 'DIR',
+        help: 'write one HOST.openvex.json per host there (needed for more than one host); default: the document on stdout',
+      },
+    ],
+    examples: [
+      'rebootless report vex --host web-17 > web-17.openvex.json && trivy vm --vex web-17.openvex.json ...',
+      'rebootless report vex --label role=db --out-dir vex/',
     ],
   },
   {

@@ -1,11 +1,13 @@
-// hosts list|show, audit, report pci and ledger verify (LedgerService).
+// hosts list|show, audit, report pci|vex and ledger verify (LedgerService).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { toTimestamp, events, ledger } from '@rebootless/contracts';
 import { allPages } from './build-commands';
 import type { CommandContext } from './context';
 import { CliError, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
 import { bool, hostSelector, isEmptySelector, list, optionalCount, parseLabels, parseSeverity, str } from './flags';
-import { renderCsv } from './table';
+import { renderCsv, renderTable } from './table';
 import { parseInstant } from './time-input';
 import {
   PCI_HEADERS,
@@ -58,6 +60,7 @@ export async function hostsList(ctx: CommandContext): Promise<ExitCode> {
       labels: parseLabels(list(ctx.flags, 'label')),
       carriesPatchId: str(ctx.flags, 'patch') ?? '',
       exposedToCveId: str(ctx.flags, 'exposed-to') ?? '',
+      verdictDeadlineDays: optionalCount(ctx.flags, 'deadline-days', 1) ?? 0,
     });
     return { items: page.hosts, next: page.nextPageToken };
   });
@@ -68,6 +71,7 @@ export async function hostsList(ctx: CommandContext): Promise<ExitCode> {
       stack: h.stack,
       rebootRequired: h.rebootRequired,
       lastSeen: h.lastSeenAt,
+      verdict: h.verdict,
     }));
     ctx.answer(hostsTable(rows), () => ({ hosts: hosts.map((h) => ctx.view(`${L}.Host`, h)) }));
     return ExitCode.Ok;
@@ -201,6 +205,60 @@ export async function reportPci(ctx: CommandContext): Promise<ExitCode> {
   } else {
     ctx.answer(pciReport(report, asOf, deadlineDays), () => undefined);
   }
+  return ExitCode.Ok;
+}
+
+export async function reportVex(ctx: CommandContext): Promise<ExitCode> {
+  const hostIds = list(ctx.flags, 'host');
+  const labels = parseLabels(list(ctx.flags, 'label'));
+  if (hostIds.length === 0 && Object.keys(labels).length === 0)
+    throw new UsageError(
+      'report vex needs the hosts: --host HOST or --label KEY=VALUE (repeatable; all given must match)',
+    );
+  const asOf = instantFlag(ctx, 'as-of');
+  const outDir = str(ctx.flags, 'out-dir');
+  const report = await ctx.calls.unary<ledger.VexReportResponse>('ledger', 'VexReport', {
+    hostIds,
+    labels,
+    asOf: asOf && toTimestamp(asOf),
+  });
+  const without = report.hostsWithoutStatements.length
+    ? `no statement (no CVE with a published fix for their kernel): ${report.hostsWithoutStatements.join(', ')}`
+    : '';
+  if (!outDir) {
+    if (report.documents.length > 1)
+      throw new UsageError(
+        `${report.documents.length} hosts match: give --out-dir DIR to write one document per host, or one --host`,
+      );
+    const [doc] = report.documents;
+    if (!doc) throw new CliError(without || 'no host matches the selection', ExitCode.NotFound);
+    // The document is the answer, with or without --json: a scanner reads it as it is.
+    ctx.raw(doc.openvexJson.endsWith('\n') ? doc.openvexJson : `${doc.openvexJson}\n`);
+    return ExitCode.Ok;
+  }
+  mkdirSync(outDir, { recursive: true });
+  const written = report.documents.map((d) => {
+    const file = join(outDir, `${d.hostId}.openvex.json`);
+    writeFileSync(file, d.openvexJson.endsWith('\n') ? d.openvexJson : `${d.openvexJson}\n`);
+    return { hostId: d.hostId, file, fixed: d.fixed, affected: d.affected };
+  });
+  ctx.answer(
+    [
+      renderTable(
+        [
+          { header: 'HOST' },
+          { header: 'FIXED', align: 'right' },
+          { header: 'AFFECTED', align: 'right' },
+          { header: 'FILE' },
+        ],
+        written.map((w) => [w.hostId, String(w.fixed), String(w.affected), w.file]),
+      ),
+      without,
+    ]
+      .filter(Boolean)
+      .join('\n'),
+    () => ({ documents: written, hostsWithoutStatements: report.hostsWithoutStatements }),
+  );
   return ExitCode.Ok;
 }
 

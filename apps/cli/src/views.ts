@@ -241,6 +241,15 @@ export interface HostRow {
   readonly stack: ledger.HostStack | undefined;
   readonly rebootRequired: boolean;
   readonly lastSeen: Timestamp | undefined;
+  /** Now only: a past stack has no verdict. */
+  readonly verdict?: ledger.HostVerdict;
+}
+
+/** HOST_VERDICT_EXPOSED_PAST_DEADLINE → "exposed past deadline". */
+export function verdictLabel(verdict: ledger.HostVerdict): string {
+  return verdict === ledger.HostVerdict.HOST_VERDICT_UNSPECIFIED
+    ? '-'
+    : enumLabel(ledger.HostVerdict, verdict, 'HOST_VERDICT_').replace(/-/g, ' ');
 }
 
 export function hostsTable(rows: readonly HostRow[], at?: Date): string {
@@ -252,6 +261,7 @@ export function hostsTable(rows: readonly HostRow[], at?: Date): string {
       { header: 'LIVE PATCHES' },
       { header: 'REBOOT' },
       { header: at ? 'OBSERVED' : 'LAST SEEN' },
+      ...(at ? [] : [{ header: 'VERDICT' }]),
     ],
     rows.map((r) => [
       r.hostId,
@@ -259,6 +269,7 @@ export function hostsTable(rows: readonly HostRow[], at?: Date): string {
       enabledPatches(r.stack),
       r.rebootRequired ? 'required' : '-',
       time(at ? r.stack?.observedAt : r.lastSeen),
+      ...(at ? [] : [verdictLabel(r.verdict ?? ledger.HostVerdict.HOST_VERDICT_UNSPECIFIED)]),
     ]),
   );
 }
@@ -329,6 +340,7 @@ export function hostDetail(host: ledger.Host): string {
       ['tainted', f?.taintFlags?.length ? `${f.tainted} (${f.taintFlags.join(',')})` : String(f?.tainted ?? 0)],
       ['agent', f?.agentVersion || '-'],
       ['reboot', host.rebootRequired ? 'required (a forced patch can only be rebooted away)' : 'not required'],
+      ['verdict', [verdictLabel(host.verdict), ...host.verdictReasons].join('; ')],
       ['enrolled', time(host.enrolledAt)],
       ['last seen', time(host.lastSeenAt)],
     ]),

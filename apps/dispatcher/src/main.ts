@@ -6,6 +6,8 @@ import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
 import { SERVICE_NAME, dispatcherSettings } from './config';
+import { registerDispatcherMetrics } from './dispatcher-metrics';
+import { RolloutEngine } from './rollout-engine';
 
 // Wiring only. bootService validates the environment (exit 78 on a bad setting), opens the
 // service's event chain (exit 69 when Kafka or the topic is missing), serves gRPC and
@@ -15,4 +17,5 @@ void bootService({
   module: AppModule,
   grpc: [grpcServices.rollout, grpcServices.agentGateway],
   config: dispatcherSettings,
+  onStarted: (ctx) => registerDispatcherMetrics(ctx.app.get(RolloutEngine)),
 });

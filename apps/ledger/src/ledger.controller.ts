@@ -1,7 +1,7 @@
 import { Controller, Inject, Logger } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { ledger } from '@rebootless/contracts';
-import { complianceReport, undoPlanForHost, verifyLog } from '@rebootless/ledger-store';
+import { complianceReport, undoPlanForHost, verifyLog, vexReport } from '@rebootless/ledger-store';
 import { LEDGER_ERRORS } from './grpc-errors';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 
@@ -22,7 +22,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   getHost(request: ledger.GetHostRequest): Promise<ledger.GetHostResponse> {
-    return this.answer('GetHost', () => this.rt.queries.getHost(request.hostId));
+    return this.answer('GetHost', () => this.rt.queries.getHost(request.hostId, request.verdictDeadlineDays));
   }
 
   listHosts(request: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
@@ -69,6 +69,10 @@ export class LedgerController implements ledger.LedgerServiceController {
 
   complianceReport(request: ledger.ComplianceReportRequest): Promise<ledger.ComplianceReportResponse> {
     return this.answer('ComplianceReport', () => complianceReport(this.rt.queries, request));
+  }
+
+  vexReport(request: ledger.VexReportRequest): Promise<ledger.VexReportResponse> {
+    return this.answer('VexReport', () => vexReport(this.rt.queries, request));
   }
 
   verifyIntegrity(request: ledger.VerifyIntegrityRequest): Promise<ledger.VerifyIntegrityResponse> {

@@ -6,6 +6,7 @@ import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
 import { SERVICE_NAME, ledgerSettings } from './config';
+import { registerLedgerMetrics } from './ledger-metrics';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 import { rebuild } from './rebuild';
 
@@ -27,6 +28,7 @@ if (command === 'rebuild') {
     onStarted: async (ctx) => {
       const runtime = ctx.app.get<LedgerRuntime>(LEDGER_RUNTIME);
       await runtime.consumer.start();
+      registerLedgerMetrics(runtime);
       ctx.logger.log(`ledger: projecting ${ctx.config.eventsTopic} into ${runtime.db.description}`);
     },
     onStopping: async (ctx) => {

@@ -9,3 +9,5 @@ export * from './kernel-rules';
 export * from './undo';
 export * from './exposure';
 export * from './compliance';
+export * from './verdict';
+export * from './vex';

@@ -10,3 +10,4 @@ export * from './integrity';
 export * from './planning';
 export * from './scripted-log';
 export * from './read-model-check';
+export * from './vex-report';

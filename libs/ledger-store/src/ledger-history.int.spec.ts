@@ -1,5 +1,9 @@
 // The ledger against the real broker and both real databases: a scripted fleet history, written
 // as real signed chains (builder, dispatcher, one chain per agent), replayed into the read models.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import { events, ledger, toTimestamp } from '@rebootless/contracts';
 import { ChainedEvent, EventDraft, chainHash, encodeEnvelope, generateSigningKey, signHash } from '@rebootless/events';
 import { freshEventsTopic, testKafka } from '@rebootless/testing';
@@ -8,6 +12,7 @@ import { InvalidArgumentError, NotFoundError } from './errors';
 import { LedgerConsumer, replayLag } from './ledger-consumer';
 import { complianceReport, undoPlanForHost } from './planning';
 import { LedgerQueries } from './queries';
+import { vexReport } from './vex-report';
 import { LogWriter, ScriptedProducer, createScratchDatabase } from './scripted-log';
 
 const kafka = testKafka('ledger-history-test');
@@ -673,6 +678,78 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     });
     expect(page.hosts).toHaveLength(2);
     expect(page.nextPageToken).not.toBe('');
+  });
+
+  it('gives each host its verdict and the patches an upgrade would bring it', async () => {
+    const V = ledger.HostVerdict;
+    const { hosts } = await q.listHosts({
+      pageSize: 0,
+      pageToken: '',
+      kernelRelease: '',
+      labels: {},
+      carriesPatchId: '',
+      exposedToCveId: '',
+      verdictDeadlineDays: 0,
+    });
+    // Day 40: nobody was heard from for weeks, and 30-day deadlines have passed.
+    expect(Object.fromEntries(hosts.map((h) => [h.facts?.hostId, h.verdict]))).toEqual({
+      'web-1': V.HOST_VERDICT_OFFLINE,
+      'web-2': V.HOST_VERDICT_OFFLINE,
+      'web-3': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+      'web-4': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+      'web-9': V.HOST_VERDICT_EXPOSED_PAST_DEADLINE,
+    });
+    const web1 = hosts.find((h) => h.facts?.hostId === 'web-1')!;
+    // cumulative 2 carries every older patch for its kernel.
+    expect(web1.missingPatches).toEqual([]);
+    const web3 = hosts.find((h) => h.facts?.hostId === 'web-3')!;
+    // Everything older is disabled by cumulative 2's atomic replace: it alone is worth loading.
+    expect(web3.missingPatches.map((m) => `${m.patchId} ${m.version}`)).toEqual(['cumulative 2']);
+    const web2 = hosts.find((h) => h.facts?.hostId === 'web-2')!;
+    expect(web2.missingPatches).toEqual([]);
+    // Given 60 days, web-4 is not late yet: its forced hotfix (a reboot) is the worst that is left
+    // after being offline.
+    const web4 = (await q.getHost('web-4', 60)).host!;
+    expect(web4.verdict).toBe(V.HOST_VERDICT_OFFLINE);
+    expect(web4.verdictReasons).toEqual([
+      'the agent has not been heard from within the online window',
+      'forced transitions leave only a reboot to remove lp_hotfix_1',
+      `published for ${K61} and not live: cumulative 2`,
+    ]);
+  });
+
+  it('writes OpenVEX per host that a scanner can read: fixed by live patches, affected while exposed', async () => {
+    const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, strictTypes: false });
+    addFormats(ajv);
+    const schemaFile = path.join(__dirname, '..', '..', 'ledger-model', 'test-data', 'openvex-v0.2.0.schema.json');
+    const validate = ajv.compile(JSON.parse(fs.readFileSync(schemaFile, 'utf8')) as object);
+    const report = await vexReport(q, { hostIds: [], labels: { role: 'web' }, asOf: at(40) });
+    expect(report.documents.map((d) => [d.hostId, d.fixed, d.affected])).toEqual([
+      ['web-1', 3, 0],
+      ['web-3', 0, 3],
+    ]);
+    const statuses = (hostId: string) => {
+      const doc = JSON.parse(report.documents.find((d) => d.hostId === hostId)!.openvexJson);
+      expect(validate(doc) ? [] : validate.errors).toEqual([]);
+      return doc.statements.map(
+        (s: { vulnerability: { name: string }; status: string }) => `${s.vulnerability.name} ${s.status}`,
+      );
+    };
+    expect(statuses('web-1')).toEqual(['CVE-2023-0386 fixed', 'CVE-2024-1086 fixed', 'CVE-2024-26581 fixed']);
+    expect(statuses('web-3')).toEqual(['CVE-2023-0386 affected', 'CVE-2024-1086 affected', 'CVE-2024-26581 affected']);
+    // Before web-1's first patch (day 2) it was exposed to both CVEs whose fixes were published on day 0.
+    const early = await vexReport(q, { hostIds: ['web-1'], labels: {}, asOf: at(1.5) });
+    expect(JSON.parse(early.documents[0]!.openvexJson).statements.map((s: { status: string }) => s.status)).toEqual([
+      'affected',
+      'affected',
+    ]);
+    // The evidence names the very events the ledger holds for web-1.
+    const fixed = JSON.parse(report.documents[0]!.openvexJson).statements[1].status_notes as string;
+    const ids = fixed.slice(fixed.indexOf('evidence events: ') + 'evidence events: '.length).split(', ');
+    const history = await q.getHostHistory({ hostId: 'web-1', pageSize: 0, pageToken: '' });
+    expect(history.records.map((r) => r.body?.eventId)).toContain(ids[ids.length - 1]);
+    await expect(vexReport(q, { hostIds: ['web-404'], labels: {}, asOf: undefined })).rejects.toThrow(NotFoundError);
+    await expect(vexReport(q, { hostIds: [], labels: {}, asOf: undefined })).rejects.toThrow(InvalidArgumentError);
   });
 
   it('tells each rollout and each patch as the log does', async () => {

@@ -17,11 +17,14 @@ import {
   cveExposure,
   effectiveKernel,
   fixPublications,
+  hostVerdict,
+  HostVerdictResult,
   liveFunctions,
 } from '@rebootless/ledger-model';
 import { toPublishedPatch } from './catalog/published';
 import { toHostHistory } from './hosts/history';
 import { withCatalog } from './stacks/read';
+import { VERDICT_WIRE } from './verdict-wire';
 
 const MIN_SECONDS = -62135596800;
 const MAX_SECONDS = 253402300799;
@@ -204,7 +207,57 @@ export class LedgerQueries {
     };
   }
 
-  private hostMessage(h: HostRow, stack: ledger.HostStack, intervals: IntervalRow[]): ledger.Host {
+  private online(h: HostRow): boolean {
+    return this.now() - h.lastSeenAt <= this.opts.onlineWindowMs;
+  }
+
+  /** Each host's verdict now (ADR 0019), from its open intervals, exposure and drift reports. */
+  async verdicts(
+    hosts: HostRow[],
+    open: ReadonlyMap<string, IntervalRow[]>,
+    patches: Map<string, PatchRow>,
+    deadlineDays: number,
+  ): Promise<Map<string, HostVerdictResult>> {
+    const asOf = this.now();
+    const exposures = await this.exposures(hosts, asOf);
+    const published = [...patches.values()].map(toPublishedPatch);
+    const driftAt = new Map<string, number>();
+    for (const r of await this.db.query(
+      `SELECT host_id, MAX(occurred_at) AS at FROM audit_log WHERE type = 'DriftDetected' GROUP BY host_id`,
+    ))
+      driftAt.set(String(r['host_id']), num(r['at']));
+    const out = new Map<string, HostVerdictResult>();
+    for (const h of hosts) {
+      const drift = driftAt.get(h.hostId);
+      out.set(
+        h.hostId,
+        hostVerdict({
+          kernelRelease: h.kernelRelease,
+          online: this.online(h),
+          stack: this.resolve(open.get(h.hostId) ?? [], patches).map((i) => ({
+            patchId: i.patchId,
+            version: i.version,
+            moduleName: i.moduleName,
+            live: i.enabled && i.state === 'enabled',
+            forced: i.forced,
+          })),
+          published,
+          exposures: exposures.filter((e) => e.hostId === h.hostId),
+          driftReported: drift !== undefined && drift > (h.stackObservedAt ?? -Infinity),
+          asOf,
+          deadlineDays: deadlineDays || 30,
+        }),
+      );
+    }
+    return out;
+  }
+
+  private hostMessage(
+    h: HostRow,
+    stack: ledger.HostStack,
+    intervals: IntervalRow[],
+    verdict: HostVerdictResult | undefined,
+  ): ledger.Host {
     return {
       facts: {
         hostId: h.hostId,
@@ -224,15 +277,20 @@ export class LedgerQueries {
       rebootRequired: intervals.some((i) => i.forced),
       enrolledAt: ts(h.enrolledAt),
       lastSeenAt: ts(h.lastSeenAt),
-      online: this.now() - h.lastSeenAt <= this.opts.onlineWindowMs,
+      online: this.online(h),
+      verdict: verdict ? VERDICT_WIRE[verdict.verdict] : ledger.HostVerdict.HOST_VERDICT_UNSPECIFIED,
+      verdictReasons: verdict?.reasons ?? [],
+      missingPatches: verdict?.missing ?? [],
     };
   }
 
-  async getHost(hostId: string): Promise<ledger.GetHostResponse> {
+  async getHost(hostId: string, verdictDeadlineDays = 0): Promise<ledger.GetHostResponse> {
     const h = await this.hostRow(hostId);
     const intervals = await this.intervalsAt(hostId);
-    const stack = await this.stack(h, intervals, await this.patchMap(), h.stackObservedAt);
-    return { host: this.hostMessage(h, stack, intervals) };
+    const patches = await this.patchMap();
+    const stack = await this.stack(h, intervals, patches, h.stackObservedAt);
+    const verdicts = await this.verdicts([h], new Map([[hostId, intervals]]), patches, verdictDeadlineDays);
+    return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId)) };
   }
 
   async listHosts(req: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
@@ -265,10 +323,20 @@ export class LedgerQueries {
       matching = matching.filter((h) => exposed.has(h.hostId));
     }
     const page = matching.slice(skip, skip + size);
+    const open = new Map<string, IntervalRow[]>();
+    for (const h of page) open.set(h.hostId, await this.intervalsAt(h.hostId));
+    const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays);
     const hosts: ledger.Host[] = [];
     for (const h of page) {
-      const intervals = await this.intervalsAt(h.hostId);
-      hosts.push(this.hostMessage(h, await this.stack(h, intervals, patches, h.stackObservedAt), intervals));
+      const intervals = open.get(h.hostId)!;
+      hosts.push(
+        this.hostMessage(
+          h,
+          await this.stack(h, intervals, patches, h.stackObservedAt),
+          intervals,
+          verdicts.get(h.hostId),
+        ),
+      );
     }
     return { hosts, nextPageToken: skip + size < matching.length ? encodeToken(skip + size) : '' };
   }

@@ -25,7 +25,7 @@ import { guardRequestDeserializers, malformedRequestInterceptor } from './malfor
 import { callDenied, serverTransport, type ServerTransport } from './transport';
 import type { Identity } from '@rebootless/trust';
 import { createServiceLogger } from './logger';
-import { shutdownTelemetry } from '@rebootless/telemetry';
+import { rebootlessMeter, shutdownMetrics, shutdownTelemetry, startMetrics } from '@rebootless/telemetry';
 import type { ServiceConfig, serviceSettings } from './service-settings';
 
 /** sysexits.h: the configuration is wrong, restarting will not help. */
@@ -155,6 +155,11 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   const lifecycle = createServiceLogger(name, { level: 'info', format: common.logFormat });
 
   const producerId = options.producerId?.(config) ?? name;
+  // Metrics (REBOOTLESS_METRICS_ADDRESS, OTLP): the service's own instruments register in onStarted.
+  startMetrics(name);
+  const deniedCalls = rebootlessMeter().createCounter('rebootless.calls.denied', {
+    description: 'calls refused for want of a certificate, a token or a role',
+  });
   let publisher: EventPublisher;
   try {
     publisher = await openServiceEventLog({
@@ -175,6 +180,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
       common.transport,
       options.tlsIdentity?.(config) ?? { kind: 'service', id: name },
       (denied) => {
+        deniedCalls.add(1, { service: name, method: denied.method, code: denied.code });
         logger.warn(
           `${name}: ${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`,
         );
@@ -221,7 +227,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
     }
     lifecycle.log(`${name} stopped`);
     // process.exit drops what the span exporter still buffers (@rebootless/telemetry).
-    await shutdownTelemetry();
+    await Promise.all([shutdownTelemetry(), shutdownMetrics()]);
     process.exit(exitCode);
   };
   // Not app.enableShutdownHooks(): Nest's handler re-raises the signal once done, so the exit

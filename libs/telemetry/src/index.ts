@@ -1,2 +1,3 @@
 export * from './start';
 export * from './spans';
+export * from './metrics';

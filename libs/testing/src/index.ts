@@ -4,3 +4,4 @@ export * from './otlp-receiver';
 export * from './trace-view';
 export * from './fleet/rig';
 export * from './fleet/simulated-fleet';
+export * from './prometheus';

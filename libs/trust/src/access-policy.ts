@@ -56,6 +56,7 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
   '/rebootless.ledger.v1.LedgerService/QueryAudit': READ,
   '/rebootless.ledger.v1.LedgerService/PlanUndo': { ...READ, services: ['dispatcher'] },
   '/rebootless.ledger.v1.LedgerService/ComplianceReport': READ,
+  '/rebootless.ledger.v1.LedgerService/VexReport': READ,
   '/rebootless.ledger.v1.LedgerService/VerifyIntegrity': READ,
 
   // Bound to loopback on the host itself, for the local status command run by root.

@@ -28,6 +28,22 @@ export enum StackEntryState {
   STACK_ENTRY_STATE_DISABLED = 3,
 }
 
+/** Worst first after UNSPECIFIED: a host with several problems shows the first that applies. */
+export enum HostVerdict {
+  HOST_VERDICT_UNSPECIFIED = 0,
+  /** HOST_VERDICT_EXPOSED_PAST_DEADLINE - A CVE with a fix published for its kernel has been exposed longer than the deadline. */
+  HOST_VERDICT_EXPOSED_PAST_DEADLINE = 1,
+  /** HOST_VERDICT_DRIFT - Its kernel runs a live patch rebootless did not publish, or its agent reported drift. */
+  HOST_VERDICT_DRIFT = 2,
+  /** HOST_VERDICT_OFFLINE - Its agent was not heard from within the online window: what it runs now is unknown. */
+  HOST_VERDICT_OFFLINE = 3,
+  /** HOST_VERDICT_REBOOT_REQUIRED - A forced transition left a module only a reboot removes. */
+  HOST_VERDICT_REBOOT_REQUIRED = 4,
+  /** HOST_VERDICT_PATCH_MISSING - A published, non-retracted patch for its kernel is not live on it. */
+  HOST_VERDICT_PATCH_MISSING = 5,
+  HOST_VERDICT_UP_TO_DATE = 6,
+}
+
 /** Which disable order the host's kernel allows. */
 export enum DisableOrder {
   /** DISABLE_ORDER_UNSPECIFIED - Not set (the zero value); never a valid answer. */
@@ -171,11 +187,22 @@ export interface Host {
     | undefined;
   /** The agent was heard from within the ledger's online window (LEDGER_ONLINE_WINDOW_SECONDS). */
   online: boolean;
+  /** The operator's first look at the host: the worst of its problems (ADR 0019). */
+  verdict: HostVerdict;
+  /** Every problem found, worst first, each a sentence naming what to look at. */
+  verdictReasons: string[];
+  /**
+   * The published, non-retracted patch versions for its kernel it does not run: what
+   * `rebootless upgrade` would roll out to it, oldest publication first.
+   */
+  missingPatches: PatchRef[];
 }
 
 /** The request of LedgerService.GetHost. */
 export interface GetHostRequest {
   hostId: string;
+  /** As ListHostsRequest.verdict_deadline_days. */
+  verdictDeadlineDays: number;
 }
 
 /** The answer of LedgerService.GetHost. */
@@ -194,6 +221,11 @@ export interface ListHostsRequest {
   carriesPatchId: string;
   /** Hosts whose kernel the CVE affects and no enabled patch fixes. */
   exposedToCveId: string;
+  /**
+   * Days from a fix's publication to its being live before a host is exposed past deadline
+   * (0: 30, PCI-DSS 6.3.3's month).
+   */
+  verdictDeadlineDays: number;
 }
 
 export interface ListHostsRequest_LabelsEntry {
@@ -460,6 +492,37 @@ export interface VerifyIntegrityResponse {
   producersChecked: number;
   /** Empty when the log is intact. */
   findings: IntegrityFinding[];
+}
+
+export interface VexReportRequest {
+  /** The hosts named, narrowed by labels (all must match); at least one of the two is required. */
+  hostIds: string[];
+  labels: { [key: string]: string };
+  /** Unset: now. */
+  asOf?: Timestamp | undefined;
+}
+
+export interface VexReportRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface VexDocument {
+  hostId: string;
+  /** The OpenVEX document, JSON, as a scanner reads it. */
+  openvexJson: string;
+  /** Its statements by status. */
+  fixed: number;
+  affected: number;
+}
+
+export interface VexReportResponse {
+  documents: VexDocument[];
+  /**
+   * Selected hosts without any CVE rebootless publishes a fix for on their kernel: OpenVEX has no
+   * empty document, so they get none.
+   */
+  hostsWithoutStatements: string[];
 }
 
 function createBaseFunctionCode(): FunctionCode {
@@ -855,7 +918,7 @@ export const HostStack: MessageFns<HostStack> = {
 };
 
 function createBaseHost(): Host {
-  return { rebootRequired: false, online: false };
+  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [] };
 }
 
 export const Host: MessageFns<Host> = {
@@ -877,6 +940,15 @@ export const Host: MessageFns<Host> = {
     }
     if (message.online !== false) {
       writer.uint32(48).bool(message.online);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(56).int32(message.verdict);
+    }
+    for (const v of message.verdictReasons) {
+      writer.uint32(66).string(v!);
+    }
+    for (const v of message.missingPatches) {
+      PatchRef.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -942,6 +1014,30 @@ export const Host: MessageFns<Host> = {
             message.online = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.verdictReasons.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.missingPatches.push(PatchRef.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -956,13 +1052,16 @@ export const Host: MessageFns<Host> = {
 };
 
 function createBaseGetHostRequest(): GetHostRequest {
-  return { hostId: "" };
+  return { hostId: "", verdictDeadlineDays: 0 };
 }
 
 export const GetHostRequest: MessageFns<GetHostRequest> = {
   encode(message: GetHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.hostId !== "") {
       writer.uint32(10).string(message.hostId);
+    }
+    if (message.verdictDeadlineDays !== 0) {
+      writer.uint32(16).uint32(message.verdictDeadlineDays);
     }
     return writer;
   },
@@ -986,6 +1085,14 @@ export const GetHostRequest: MessageFns<GetHostRequest> = {
             }
 
             message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.verdictDeadlineDays = reader.uint32();
             continue;
           }
         }
@@ -1048,7 +1155,15 @@ export const GetHostResponse: MessageFns<GetHostResponse> = {
 };
 
 function createBaseListHostsRequest(): ListHostsRequest {
-  return { pageSize: 0, pageToken: "", kernelRelease: "", labels: {}, carriesPatchId: "", exposedToCveId: "" };
+  return {
+    pageSize: 0,
+    pageToken: "",
+    kernelRelease: "",
+    labels: {},
+    carriesPatchId: "",
+    exposedToCveId: "",
+    verdictDeadlineDays: 0,
+  };
 }
 
 export const ListHostsRequest: MessageFns<ListHostsRequest> = {
@@ -1070,6 +1185,9 @@ export const ListHostsRequest: MessageFns<ListHostsRequest> = {
     }
     if (message.exposedToCveId !== "") {
       writer.uint32(50).string(message.exposedToCveId);
+    }
+    if (message.verdictDeadlineDays !== 0) {
+      writer.uint32(56).uint32(message.verdictDeadlineDays);
     }
     return writer;
   },
@@ -1136,6 +1254,14 @@ export const ListHostsRequest: MessageFns<ListHostsRequest> = {
             }
 
             message.exposedToCveId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.verdictDeadlineDays = reader.uint32();
             continue;
           }
         }
@@ -3306,6 +3432,270 @@ export const VerifyIntegrityResponse: MessageFns<VerifyIntegrityResponse> = {
   },
 };
 
+function createBaseVexReportRequest(): VexReportRequest {
+  return { hostIds: [], labels: {} };
+}
+
+export const VexReportRequest: MessageFns<VexReportRequest> = {
+  encode(message: VexReportRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hostIds) {
+      writer.uint32(10).string(v!);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      VexReportRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.asOf !== undefined) {
+      Timestamp.encode(message.asOf, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = VexReportRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.labels[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.asOf = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexReportRequest_LabelsEntry(): VexReportRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const VexReportRequest_LabelsEntry: MessageFns<VexReportRequest_LabelsEntry> = {
+  encode(message: VexReportRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexDocument(): VexDocument {
+  return { hostId: "", openvexJson: "", fixed: 0, affected: 0 };
+}
+
+export const VexDocument: MessageFns<VexDocument> = {
+  encode(message: VexDocument, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.openvexJson !== "") {
+      writer.uint32(18).string(message.openvexJson);
+    }
+    if (message.fixed !== 0) {
+      writer.uint32(24).uint32(message.fixed);
+    }
+    if (message.affected !== 0) {
+      writer.uint32(32).uint32(message.affected);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexDocument {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexDocument();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.openvexJson = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.fixed = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.affected = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseVexReportResponse(): VexReportResponse {
+  return { documents: [], hostsWithoutStatements: [] };
+}
+
+export const VexReportResponse: MessageFns<VexReportResponse> = {
+  encode(message: VexReportResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.documents) {
+      VexDocument.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.hostsWithoutStatements) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VexReportResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVexReportResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.documents.push(VexDocument.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostsWithoutStatements.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * LedgerService answers from read models projected from the verified event log:
  * what code was live on a host at any instant, who put it there and why, how to undo it.
@@ -3380,6 +3770,13 @@ export interface LedgerServiceClient {
    */
 
   complianceReport(request: ComplianceReportRequest, metadata?: Metadata): Observable<ComplianceReportResponse>;
+
+  /**
+   * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
+   * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   */
+
+  vexReport(request: VexReportRequest, metadata?: Metadata): Observable<VexReportResponse>;
 
   /**
    * Re-checks every producer's hash chain and signatures over the whole log.
@@ -3489,6 +3886,16 @@ export interface LedgerServiceController {
   ): Promise<ComplianceReportResponse> | Observable<ComplianceReportResponse> | ComplianceReportResponse;
 
   /**
+   * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
+   * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   */
+
+  vexReport(
+    request: VexReportRequest,
+    metadata?: Metadata,
+  ): Promise<VexReportResponse> | Observable<VexReportResponse> | VexReportResponse;
+
+  /**
    * Re-checks every producer's hash chain and signatures over the whole log.
    * Access: a token with role auditor, operator or approver.
    */
@@ -3511,6 +3918,7 @@ export function LedgerServiceControllerMethods() {
       "queryAudit",
       "planUndo",
       "complianceReport",
+      "vexReport",
       "verifyIntegrity",
     ];
     for (const method of grpcMethods) {
