@@ -265,10 +265,10 @@ export class LedgerConsumer {
       const producerId = body?.producer?.producerId ?? '';
       // Trust on first use: an agent's first epoch binds its key to the host.
       if (
-        BigInt(m.offset) >= resume &&
         body?.chainEpochStarted &&
         producerId.startsWith('agent/') &&
-        !this.opts.serviceKeys.has(producerId)
+        !this.opts.serviceKeys.has(producerId) &&
+        BigInt(m.offset) >= resume
       ) {
         const pk = body.chainEpochStarted.publicKey;
         if (pk.length === 32) this.projection.bindAgentKey(producerId, pk, Number(m.timestamp), partition, m.offset);
@@ -288,7 +288,8 @@ export class LedgerConsumer {
     const tracedSince = this.tracing ? Date.now() - TRACED_RECORD_AGE_MS : 0;
     for (const r of out.released) {
       moved.add(r.partition);
-      if (BigInt(r.offset) < (this.resumeAt.get(r.partition) ?? 0n)) continue;
+      const resume = this.resumeAt.get(r.partition);
+      if (resume && BigInt(r.offset) < resume) continue;
       const m = r.item;
       const record = { partition: r.partition, offset: r.offset, envelope: m.value!, body: r.body! };
       if (!this.tracing || Number(m.timestamp) < tracedSince) this.projection.apply(record);
