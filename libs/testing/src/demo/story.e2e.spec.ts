@@ -151,6 +151,28 @@ describe('npm start: the story', () => {
     expect(code).not.toBe(4);
   });
 
+  it('runs each service with its own pki directory: its key and certificate, no CA key, no token key (ADR 0013)', () => {
+    const pkiDir = path.join(dir, 'data', 'pki');
+    const secrets = ['ca.key', 'token.key'].map((f) => fs.readFileSync(path.join(pkiDir, f)));
+    for (const name of ['builder', 'dispatcher', 'ledger', 'agent']) {
+      const pid = Number(fs.readFileSync(path.join(dir, 'data', 'run', `${name}.pid`), 'utf8').trim());
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      const own = path.join(dir, 'data', 'identities', `service-${name}`);
+      expect(environ).toContain(`REBOOTLESS_PKI_DIR=${own}`);
+      expect(fs.readdirSync(own).sort()).toEqual(['ca.crt', `service-${name}.crt`, `service-${name}.key`, 'token.pub']);
+      expect(fs.statSync(path.join(own, `service-${name}.key`)).mode & 0o777).toBe(0o600);
+      for (const f of fs.readdirSync(own)) {
+        const bytes = fs.readFileSync(path.join(own, f));
+        for (const secret of secrets) expect(bytes.includes(secret)).toBe(false);
+      }
+    }
+    // The simulated fleet holds its hosts' keys and the builder's public key, not the CA's.
+    expect(fs.readdirSync(path.join(dir, 'data', 'identities', 'fleet'))).not.toEqual(
+      expect.arrayContaining(['ca.key']),
+    );
+    expect(result.cli.env).toContain(`export REBOOTLESS_PKI_DIR=${path.join(dir, 'data', 'identities', 'user-cli')}`);
+  });
+
   it('stops everything on Ctrl-C: services, fleet, ports free', async () => {
     const pids: number[] = [
       ...result.services.map((s: { pid: number }) => s.pid),
