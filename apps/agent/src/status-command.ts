@@ -41,7 +41,8 @@ function target(
   );
   const where = address ?? formatHostPort(grpcListen);
   // The host's certificate: the identity the agent itself presents to the dispatcher.
-  const how = clientCredentials(transport, { kind: 'host', id: hostId });
+  // The server must be this host's agent service, not any holder of a certificate of the CA.
+  const how = clientCredentials(transport, { kind: 'host', id: hostId }, { kind: 'service', id: 'agent' });
   // An IP literal as the TLS server name is deprecated (RFC 6066); the pki's certificates also name localhost.
   const options =
     transport.mode === 'tls' && isIP(where.slice(0, where.lastIndexOf(':')).replace(/^\[|\]$/g, ''))

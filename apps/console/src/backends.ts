@@ -36,16 +36,21 @@ export interface Caller {
 export class Backends {
   private readonly definitions = definitions();
   private readonly clients = new Map<Backend, grpc.Client>();
-  private readonly credentials: grpc.ChannelCredentials;
+  private readonly credentials: Readonly<Record<Backend, grpc.ChannelCredentials>>;
 
   constructor(
     private readonly security: TransportSecurity,
     private readonly addresses: Readonly<Record<Backend, HostPort>>,
   ) {
-    this.credentials =
+    // Each backend must show its own service certificate, not merely one the CA signed (ADR 0013).
+    const to = (backend: Backend): grpc.ChannelCredentials =>
       security.mode === 'insecure'
         ? grpc.credentials.createInsecure()
-        : channelCredentials(loadTlsMaterial(security.pkiDir, { kind: 'service', id: 'console' }));
+        : channelCredentials(loadTlsMaterial(security.pkiDir, { kind: 'service', id: 'console' }), {
+            kind: 'service',
+            id: backend,
+          });
+    this.credentials = { ledger: to('ledger'), dispatcher: to('dispatcher'), builder: to('builder') };
   }
 
   private method(backend: Backend, rpc: string): grpc.MethodDefinition<object, unknown> {
@@ -62,7 +67,7 @@ export class Backends {
       // Certificates name "localhost"; an IP address is checked against that name.
       const options: grpc.ChannelOptions =
         this.security.mode === 'tls' && isIP(address.host) ? { 'grpc.ssl_target_name_override': 'localhost' } : {};
-      client = new grpc.Client(formatHostPort(address), this.credentials, options);
+      client = new grpc.Client(formatHostPort(address), this.credentials[backend], options);
       this.clients.set(backend, client);
     }
     return client;

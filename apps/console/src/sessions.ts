@@ -2,7 +2,7 @@
 // SameSite=Strict cookie (Secure under HTTPS), never the token. Each session has its own CSRF
 // token (synchroniser pattern) that every action must echo. A session ends with its token.
 import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { TokenError, verifyToken, type Role } from '@rebootless/trust';
+import { TokenError, verifyToken, type Role, type TokenExpectations } from '@rebootless/trust';
 import { ApiError } from './api-error';
 
 export const SESSION_COOKIE = 'rebootless_session';
@@ -17,12 +17,16 @@ export interface Session {
   readonly csrf: string;
 }
 
+/** What the console asks of a token, as every service asks it (ADR 0013): meant for it, and short-lived. */
+export const CONSOLE_TOKEN_EXPECTATIONS: TokenExpectations = { audience: 'console', maxLifetimeSeconds: 12 * 3600 };
+
 export class SessionStore {
   private readonly sessions = new Map<string, Session>();
 
   constructor(
     private readonly tokenKey: KeyObject | undefined,
     private readonly now: () => Date = () => new Date(),
+    private readonly expect: TokenExpectations = CONSOLE_TOKEN_EXPECTATIONS,
   ) {}
 
   /** Checks the token as every service will, and opens a session for the person it names. */
@@ -34,7 +38,7 @@ export class SessionStore {
       );
     let claims;
     try {
-      claims = verifyToken(token.trim(), this.tokenKey, this.now().getTime());
+      claims = verifyToken(token.trim(), this.tokenKey, this.expect, this.now().getTime());
     } catch (error) {
       if (error instanceof TokenError) throw new ApiError('UNAUTHENTICATED', `the token was refused: ${error.message}`);
       throw error;
@@ -57,7 +61,7 @@ export class SessionStore {
     if (!this.tokenKey)
       throw new ApiError('UNAVAILABLE', 'tokens cannot be checked: the console has no token public key');
     try {
-      const claims = verifyToken(token, this.tokenKey, this.now().getTime());
+      const claims = verifyToken(token, this.tokenKey, this.expect, this.now().getTime());
       return { subject: claims.sub, roles: claims.roles };
     } catch (error) {
       if (error instanceof TokenError)
