@@ -30,6 +30,7 @@ export enum StackEntryState {
 
 /** Worst first after UNSPECIFIED: a host with several problems shows the first that applies. */
 export enum HostVerdict {
+  /** HOST_VERDICT_UNSPECIFIED - Not set (an older ledger, or a host the ledger cannot judge). */
   HOST_VERDICT_UNSPECIFIED = 0,
   /** HOST_VERDICT_EXPOSED_PAST_DEADLINE - A CVE with a fix published for its kernel has been exposed longer than the deadline. */
   HOST_VERDICT_EXPOSED_PAST_DEADLINE = 1,
@@ -41,6 +42,7 @@ export enum HostVerdict {
   HOST_VERDICT_REBOOT_REQUIRED = 4,
   /** HOST_VERDICT_PATCH_MISSING - A published, non-retracted patch for its kernel is not live on it. */
   HOST_VERDICT_PATCH_MISSING = 5,
+  /** HOST_VERDICT_UP_TO_DATE - Every published, non-retracted patch for its kernel is live, nothing else applies. */
   HOST_VERDICT_UP_TO_DATE = 6,
 }
 
@@ -494,6 +496,7 @@ export interface VerifyIntegrityResponse {
   findings: IntegrityFinding[];
 }
 
+/** The request of LedgerService.VexReport. */
 export interface VexReportRequest {
   /** The hosts named, narrowed by labels (all must match); at least one of the two is required. */
   hostIds: string[];
@@ -507,6 +510,7 @@ export interface VexReportRequest_LabelsEntry {
   value: string;
 }
 
+/** One host's OpenVEX document. */
 export interface VexDocument {
   hostId: string;
   /** The OpenVEX document, JSON, as a scanner reads it. */
@@ -516,6 +520,7 @@ export interface VexDocument {
   affected: number;
 }
 
+/** The answer of LedgerService.VexReport: one document per selected host with statements. */
 export interface VexReportResponse {
   documents: VexDocument[];
   /**
@@ -3774,6 +3779,7 @@ export interface LedgerServiceClient {
   /**
    * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
    * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   * Access: a token with role auditor, operator or approver.
    */
 
   vexReport(request: VexReportRequest, metadata?: Metadata): Observable<VexReportResponse>;
@@ -3888,6 +3894,7 @@ export interface LedgerServiceController {
   /**
    * OpenVEX (v0.2.0) documents, one per host, for vulnerability scanners: the CVEs a live patch
    * fixes (fixed) and those the host is exposed to (affected), as of an instant (ADR 0019).
+   * Access: a token with role auditor, operator or approver.
    */
 
   vexReport(
