@@ -32,7 +32,7 @@ describe('SealWorker', () => {
     expect(verifyWith(seals, chain)).toEqual([]);
   });
 
-  it('a forged seal is bad whatever was checked ahead, with the right key or the forger\'s', async () => {
+  it("a forged seal is bad whatever was checked ahead, with the right key or the forger's", async () => {
     const forger = generateSigningKey();
     const base = writeChain(key, 'builder', 20, 10);
     const forged = appendToChain(
