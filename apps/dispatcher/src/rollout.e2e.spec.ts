@@ -138,8 +138,38 @@ async function fleetOf(hosts: SimulatedHostSpec[], start = true): Promise<Simula
   if (start) {
     await fleet.start();
     await until(() => fleet.connectedCount() === hosts.length, 'every agent connected');
+    await untilDispatcherKnows(hosts);
   }
   return fleet;
+}
+
+/**
+ * A connected agent is not yet a host the dispatcher may target: its enrolment becomes a fact
+ * only once its seal has been read (ADR 0012). A dry run shows when every host of each group is.
+ */
+async function untilDispatcherKnows(hosts: readonly SimulatedHostSpec[]): Promise<void> {
+  const groups = new Map<string, number>();
+  for (const h of hosts) {
+    const g = h.labels?.['group'];
+    if (g !== undefined) groups.set(g, (groups.get(g) ?? 0) + 1);
+  }
+  for (const [group, count] of groups) {
+    await until(async () => {
+      try {
+        const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+          patchId: patch.patchId,
+          version: patch.version,
+          selector: selector(group),
+          strategy: strategy({}),
+          dryRun: true,
+          skipApproval: true,
+        });
+        return (rollout?.waves ?? []).reduce((n, w) => n + w.hosts.length, 0) >= count;
+      } catch {
+        return false;
+      }
+    }, `the dispatcher knows the ${count} host(s) of group ${group}`);
+  }
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
