@@ -8,3 +8,5 @@ export * from './rollout-state';
 export * from './rollout-decider';
 export * from './rollout-planner';
 export * from './rollout-view';
+/** The dispatcher in miniature the rollout tests drive (also the ledger's property test). */
+export * as rolloutTesting from './test-fleet';
