@@ -187,8 +187,9 @@ export class RolloutBook {
       this.leftoverChanges.add(`early/${event.data.rolloutId}`);
       return undefined;
     }
-    run.updatedAt = meta.at;
-    run.lastEventType = event.type;
+    // A step that waited for its rollout is folded before earlier ones: the latest stays latest.
+    if (meta.at >= run.updatedAt) run.lastEventType = event.type;
+    run.updatedAt = Math.max(run.updatedAt, meta.at);
     switch (event.type) {
       case 'RolloutApproved':
         run.approvedWaves.add(event.data.waveIndex);
