@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import { DataSource, QueryRunner } from 'typeorm';
 import { READ_MODEL_TABLES, ReadModels1795305600000 } from './migrations/0001-read-models';
 import { StackHistory1796515200000 } from './migrations/0002-stack-history';
+import { RolloutFold1796601600000 } from './migrations/0003-rollout-fold';
 
 /** The schema, in order; never synchronize. */
-const MIGRATIONS = [ReadModels1795305600000, StackHistory1796515200000];
+const MIGRATIONS = [ReadModels1795305600000, StackHistory1796515200000, RolloutFold1796601600000];
 
 export type Dialect = 'postgres' | 'sqlite';
 

@@ -221,7 +221,7 @@ class Agent {
     at: Date,
     p: PatchSpec,
     stack: PatchSpec[],
-    opts: { rollout?: string; forced?: boolean } = {},
+    opts: { rollout?: string; forced?: boolean; commandId?: string } = {},
   ): ChainedEvent[] {
     return this.chain.write([
       this.draft(
@@ -230,7 +230,7 @@ class Agent {
           type: 'PatchApplied',
           data: {
             hostId: this.hostId,
-            commandId: `cmd-${p.module}-${at.getTime()}`,
+            commandId: opts.commandId ?? `cmd-${p.module}-${at.getTime()}`,
             patchId: p.patchId,
             version: p.version,
             moduleName: p.module,
@@ -310,6 +310,12 @@ async function writeHistory(writer: LogWriter) {
             patchId: P.nft.patchId,
             version: P.nft.version,
             selector: { kernelReleases: [K61], labels: { role: 'web' }, hostIds: [] },
+            // As the dispatcher plans it: a host that never answers is waited for a week.
+            strategy: {
+              ...events.RolloutStrategy.decode(new Uint8Array(0)),
+              applyTimeoutSeconds: 600,
+              offlineDeadlineSeconds: 7 * 86_400,
+            },
             waves: [{ index: 0, name: 'canary', hostIds: ['web-1', 'web-3'] }],
             skippedHostIds: [],
             undo: false,
@@ -348,7 +354,7 @@ async function writeHistory(writer: LogWriter) {
       },
     ]),
   );
-  await writer.send(web1.applied(day(2), P.nft, [P.nft], { rollout: 'r-nft' }));
+  await writer.send(web1.applied(day(2), P.nft, [P.nft], { rollout: 'r-nft', commandId: 'cmd-1' }));
   await writer.send(web2.applied(day(2), P.oldA, [P.oldA]));
   await writer.send(web1.applied(day(3), P.ovl, [P.nft, P.ovl]));
   await writer.send(web2.applied(day(3), P.oldB, [P.oldA, P.oldB]));

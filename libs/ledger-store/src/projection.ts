@@ -1,5 +1,5 @@
 import { QueryRunner } from 'typeorm';
-import { dispatcher, events } from '@rebootless/contracts';
+import { events } from '@rebootless/contracts';
 import { PreparedWrite, TableWriter } from './batch-writer';
 import { LedgerDatabase, num } from './database';
 import { EventPayload, payloadOf } from '@rebootless/events';
@@ -23,13 +23,12 @@ import {
 import {
   ROLLOUT_COLUMNS,
   ROLLOUT_HOST_COLUMNS,
-  RolloutHostRow,
-  RolloutRow,
   rolloutFromRow,
   rolloutHostFromRow,
   rolloutHostValues,
   rolloutValues,
 } from './rollouts/columns';
+import { RolloutReadModel } from './rollouts/read-model';
 import { AUDIT_COLUMNS, ActorRow, AuditRow, auditValues } from './audit/columns';
 export * from './hosts/columns';
 export * from './catalog/columns';
@@ -87,10 +86,6 @@ type RolloutStep = Extract<
   }
 >;
 
-const H = dispatcher.HostRolloutState;
-const R = dispatcher.RolloutState;
-const W = dispatcher.WaveState;
-
 const FAILURE_TYPES = new Set([
   'BuildFailed',
   'PatchApplyFailed',
@@ -122,15 +117,13 @@ export class LedgerProjection {
   readonly stackModel = new StackReadModel();
   readonly patches = new Map<string, PatchRow>();
   readonly builds = new Map<string, BuildRow>();
-  readonly rollouts = new Map<string, RolloutRow>();
-  readonly rolloutHosts = new Map<string, RolloutHostRow>();
+  /** Rollouts, folded by the dispatcher's own fold (libs/rollout RolloutBook). */
+  readonly rolloutModel = new RolloutReadModel();
   readonly agentKeys = new Map<string, AgentKeyRow>();
 
   private dirtyHosts = new Set<HostRow>();
   private dirtyPatches = new Set<PatchRow>();
   private dirtyBuilds = new Set<BuildRow>();
-  private dirtyRollouts = new Set<RolloutRow>();
-  private dirtyRolloutHosts = new Set<RolloutHostRow>();
   private newAgentKeys: AgentKeyRow[] = [];
   private audit: AuditRow[] = [];
   private findings: FindingRow[] = [];
@@ -164,6 +157,7 @@ export class LedgerProjection {
       builds: t('builds', BUILD_COLUMNS, ['build_id']),
       rollouts: t('rollouts', ROLLOUT_COLUMNS, ['rollout_id']),
       rolloutHosts: t('rollout_hosts', ROLLOUT_HOST_COLUMNS, ['rollout_id', 'host_id']),
+      rolloutBook: t('rollout_book', ['book_key', 'fold_state'], ['book_key']),
       // Only records at or past the committed offset are projected, and the offset commits with
       // the rows: an audit row is never written twice, so it can go by COPY.
       audit: t('audit_log', AUDIT_COLUMNS, ['partition_no', 'record_offset'], 'append'),
@@ -173,11 +167,8 @@ export class LedgerProjection {
 
   /** Reads the live part of the read models into memory; returns the stored offsets. */
   async load(): Promise<Map<number, bigint>> {
-    for (const m of [this.hosts, this.patches, this.builds, this.rollouts, this.rolloutHosts, this.agentKeys] as Map<
-      unknown,
-      unknown
-    >[])
-      m.clear();
+    for (const m of [this.hosts, this.patches, this.builds, this.agentKeys] as Map<unknown, unknown>[]) m.clear();
+    this.rolloutModel.clear();
     this.discardStaged();
     this.stackModel.clear();
     const db = this.db;
@@ -203,14 +194,14 @@ export class LedgerProjection {
       const p = patchFromRow(r);
       this.patches.set(key(p.patchId, p.version), p);
     }
-    for (const r of await db.query('SELECT * FROM rollouts')) {
-      const ro = rolloutFromRow(r);
-      this.rollouts.set(ro.rolloutId, ro);
-    }
-    for (const r of await db.query('SELECT * FROM rollout_hosts')) {
-      const rh = rolloutHostFromRow(r);
-      this.rolloutHosts.set(key(rh.rolloutId, rh.hostId), rh);
-    }
+    this.rolloutModel.restore(
+      (await db.query('SELECT * FROM rollouts')).map(rolloutFromRow),
+      (await db.query('SELECT * FROM rollout_hosts')).map(rolloutHostFromRow),
+      (await db.query(`SELECT book_key, fold_state FROM rollout_book WHERE fold_state <> ''`)).map((r) => [
+        String(r['book_key']),
+        String(r['fold_state']),
+      ]),
+    );
     for (const r of await db.query('SELECT * FROM agent_keys')) {
       this.agentKeys.set(String(r['producer_id']), {
         producerId: String(r['producer_id']),
@@ -247,6 +238,7 @@ export class LedgerProjection {
   take(nextOffsets: ReadonlyMap<number, bigint> | null): StagedWrite {
     const w = this.w;
     const { fresh, stored } = this.stackModel.take();
+    const rollouts = this.rolloutModel.take();
     const tables: [TableWriter, unknown[][]][] = [
       [w.agentKeys!, this.newAgentKeys.map((k) => [k.producerId, k.publicKey, k.boundAt, k.partition, k.offset])],
       [w.hosts!, [...this.dirtyHosts].map(hostValues)],
@@ -254,8 +246,9 @@ export class LedgerProjection {
       [w.intervals!, stored.map(intervalValues)],
       [w.builds!, [...this.dirtyBuilds].map(buildValues)],
       [w.patches!, [...this.dirtyPatches].map(patchValues)],
-      [w.rollouts!, [...this.dirtyRollouts].map(rolloutValues)],
-      [w.rolloutHosts!, [...this.dirtyRolloutHosts].map(rolloutHostValues)],
+      [w.rollouts!, rollouts.rollouts.map(rolloutValues)],
+      [w.rolloutHosts!, rollouts.hosts.map(rolloutHostValues)],
+      [w.rolloutBook!, rollouts.book],
       [w.audit!, this.audit.map(auditValues)],
       [
         w.findings!,
@@ -278,8 +271,6 @@ export class LedgerProjection {
     this.stackModel.discardStaged();
     this.dirtyPatches = new Set();
     this.dirtyBuilds = new Set();
-    this.dirtyRollouts = new Set();
-    this.dirtyRolloutHosts = new Set();
     this.newAgentKeys = [];
     this.audit = [];
     this.findings = [];
@@ -311,6 +302,7 @@ export class LedgerProjection {
       return;
     }
     this.route(ctx, payload);
+    this.foldRollouts(ctx, payload);
 
     this.audit.push({
       partition: e.partition,
@@ -511,9 +503,7 @@ export class LedgerProjection {
   private onApplied(ctx: Ctx, p: events.PatchApplied): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    const rolloutId = ctx.e.body.correlationId;
     this.foldStack(ctx, h, { type: 'PatchApplied', payload: p });
-    this.hostOutcome(ctx, rolloutId, h.hostId, H.HOST_ROLLOUT_STATE_SUCCEEDED, p.forced ? 'forced' : '');
     ctx.summary =
       `applied ${p.patchId} ${p.version} on ${h.hostId}` +
       (p.replace ? ' (replace)' : '') +
@@ -524,14 +514,12 @@ export class LedgerProjection {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
     this.foldStack(ctx, h, { type: 'PatchReverted', payload: p });
-    this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_REVERTED, '');
     ctx.summary = `reverted ${p.patchId} ${p.version} on ${h.hostId}`;
   }
 
   private onApplyFailed(ctx: Ctx, p: events.PatchApplyFailed): void {
     const h = this.seen(ctx, p.hostId);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
-    this.hostOutcome(ctx, ctx.e.body.correlationId, h.hostId, H.HOST_ROLLOUT_STATE_FAILED, `${p.stage}: ${p.error}`);
     ctx.summary = `applying ${p.patchId} ${p.version} failed on ${h.hostId} at ${p.stage}: ${p.error}`;
   }
 
@@ -610,123 +598,81 @@ export class LedgerProjection {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Dispatcher: rollouts as the dispatcher tells them; hosts' outcomes as the hosts report them.
+  // Dispatcher: rollouts folded by the dispatcher's own fold; here only the audit's summary.
+
+  /** The dispatcher's events and the agent facts a rollout listens to, into the rollout fold. */
+  private foldRollouts(ctx: Ctx, p: EventPayload): void {
+    const b = ctx.e.body;
+    const meta = { at: ctx.at, ...(b.actor ? { actor: b.actor } : {}) };
+    switch (p.type) {
+      case 'RolloutCreated':
+      case 'RolloutApproved':
+      case 'WaveStarted':
+      case 'HostApplyRequested':
+      case 'HostRevertRequested':
+      case 'WaveCompleted':
+      case 'RolloutPaused':
+      case 'RolloutResumed':
+      case 'RolloutAborted':
+      case 'RolloutCompleted':
+        return this.rolloutModel.evolve(p, meta);
+      case 'PatchApplied':
+      case 'PatchApplyFailed':
+      case 'PatchReverted':
+      case 'PatchRevertFailed':
+      case 'DriftDetected':
+      case 'HostBooted':
+      case 'HostInventoryReported':
+        return this.rolloutModel.observe(p, meta);
+      default:
+        return;
+    }
+  }
 
   private onRolloutCreated(ctx: Ctx, p: events.RolloutCreated): void {
-    const b = ctx.e.body;
-    const ro: RolloutRow = {
-      rolloutId: p.rolloutId,
-      patchId: p.patchId,
-      version: p.version,
-      state: R.ROLLOUT_STATE_AWAITING_APPROVAL,
-      createdAt: ctx.at,
-      updatedAt: ctx.at,
-      createdBy: actorRow(b.actor),
-      selector: p.selector ?? {},
-      strategy: p.strategy ?? {},
-      waves: p.waves.map((w) => ({
-        index: w.index,
-        name: w.name,
-        state: W.WAVE_STATE_PENDING,
-        startedAt: null,
-        completedAt: null,
-      })),
-      currentWave: 0,
-      succeeded: 0,
-      failed: 0,
-      skipped: p.skippedHostIds.length,
-      reason: '',
-    };
-    this.rollouts.set(ro.rolloutId, ro);
-    this.dirtyRollouts.add(ro);
-    for (const w of p.waves)
-      for (const hostId of w.hostIds) this.plannedHost(ctx, ro.rolloutId, hostId, w.index, false);
-    for (const hostId of p.skippedHostIds) this.plannedHost(ctx, ro.rolloutId, hostId, -1, true);
     Object.assign(ctx, { patchId: p.patchId, version: p.version });
     ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
   }
 
   private onRolloutEvent(ctx: Ctx, step: RolloutStep): void {
     const rolloutId = step.data.rolloutId;
-    // Only the rollout's own stream (one partition, in order) changes its row; the commands to
-    // hosts travel on the hosts' streams and change only those hosts' outcomes.
-    const hostStream = step.type === 'HostApplyRequested' || step.type === 'HostRevertRequested';
-    const ro = hostStream ? undefined : this.rollouts.get(rolloutId);
-    if (ro) {
-      ro.updatedAt = Math.max(ro.updatedAt, ctx.at);
-      this.dirtyRollouts.add(ro);
-      Object.assign(ctx, { patchId: ro.patchId, version: ro.version });
-    }
-    const wave = (i: number) => ro?.waves.find((w) => w.index === i);
+    const run = this.rolloutModel.get(rolloutId);
+    if (run) Object.assign(ctx, { patchId: run.patchId, version: run.version });
     switch (step.type) {
-      case 'RolloutApproved': {
-        const w = wave(step.data.waveIndex);
-        if (ro && ro.state === R.ROLLOUT_STATE_AWAITING_APPROVAL) ro.state = R.ROLLOUT_STATE_RUNNING;
-        if (w && w.state === W.WAVE_STATE_AWAITING_APPROVAL) w.state = W.WAVE_STATE_PENDING;
+      case 'RolloutApproved':
         ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} approved by ${step.data.approver}`;
         break;
-      }
-      case 'WaveStarted': {
-        const p = step.data;
-        const w = wave(p.waveIndex);
-        if (w) Object.assign(w, { state: W.WAVE_STATE_RUNNING, startedAt: ctx.at });
-        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, currentWave: p.waveIndex });
-        ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} started on ${p.hostIds.length} host(s)`;
+      case 'WaveStarted':
+        ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} started on ${step.data.hostIds.length} host(s)`;
         break;
-      }
       case 'HostApplyRequested': {
         const p = step.data;
-        ctx.hostId = p.hostId;
-        Object.assign(ctx, { patchId: p.patchId, version: p.version });
-        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, '');
-        rh.commandId = p.commandId;
+        Object.assign(ctx, { hostId: p.hostId, patchId: p.patchId, version: p.version });
         ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
         break;
       }
       case 'HostRevertRequested': {
         const p = step.data;
-        ctx.hostId = p.hostId;
-        Object.assign(ctx, { patchId: p.patchId, version: p.version });
-        const rh = this.hostOutcome(ctx, rolloutId, p.hostId, H.HOST_ROLLOUT_STATE_IN_PROGRESS, `revert: ${p.reason}`);
-        rh.commandId = p.commandId;
+        Object.assign(ctx, { hostId: p.hostId, patchId: p.patchId, version: p.version });
         ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
         break;
       }
       case 'WaveCompleted': {
         const p = step.data;
-        const w = wave(p.waveIndex);
-        if (w)
-          Object.assign(w, {
-            state: p.failedHostIds.length > 0 ? W.WAVE_STATE_FAILED : W.WAVE_STATE_COMPLETED,
-            completedAt: ctx.at,
-          });
         ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
         break;
       }
-      case 'RolloutPaused': {
-        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_PAUSED, reason: step.data.reason });
+      case 'RolloutPaused':
         ctx.summary = `rollout ${rolloutId} paused: ${step.data.reason}`;
         break;
-      }
-      case 'RolloutResumed': {
-        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_RUNNING, reason: '' });
+      case 'RolloutResumed':
         ctx.summary = `rollout ${rolloutId} resumed`;
         break;
-      }
-      case 'RolloutAborted': {
-        if (ro) Object.assign(ro, { state: R.ROLLOUT_STATE_ABORTED, reason: step.data.reason });
+      case 'RolloutAborted':
         ctx.summary = `rollout ${rolloutId} aborted: ${step.data.reason}`;
         break;
-      }
       case 'RolloutCompleted': {
         const p = step.data;
-        if (ro)
-          Object.assign(ro, {
-            state: R.ROLLOUT_STATE_COMPLETED,
-            succeeded: p.succeeded,
-            failed: p.failed,
-            skipped: p.skipped,
-          });
         ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
         break;
       }
@@ -735,44 +681,6 @@ export class LedgerProjection {
         throw new Error(`no rollout step ${JSON.stringify(unrouted)}`);
       }
     }
-  }
-
-  /**
-   * A host's outcome as its stream tells it (commands, then the agent's facts). The rollout's
-   * plan arrives on another partition, so it only fills in the wave, never the outcome.
-   */
-  private hostOutcome(ctx: Ctx, rolloutId: string, hostId: string, outcome: number, detail: string): RolloutHostRow {
-    const k = key(rolloutId, hostId);
-    let rh = this.rolloutHosts.get(k);
-    if (!rh) {
-      rh = { rolloutId, hostId, waveIndex: -1, commandId: '', outcome, detail, updatedAt: ctx.at, planned: false };
-      if (!rolloutId) return rh; // an agent event outside any rollout
-      this.rolloutHosts.set(k, rh);
-    }
-    Object.assign(rh, { outcome, detail, updatedAt: ctx.at, planned: rh.planned });
-    this.dirtyRolloutHosts.add(rh);
-    return rh;
-  }
-
-  private plannedHost(ctx: Ctx, rolloutId: string, hostId: string, waveIndex: number, skipped: boolean): void {
-    const k = key(rolloutId, hostId);
-    let rh = this.rolloutHosts.get(k);
-    if (!rh) {
-      rh = {
-        rolloutId,
-        hostId,
-        waveIndex,
-        commandId: '',
-        outcome: skipped ? H.HOST_ROLLOUT_STATE_SKIPPED : H.HOST_ROLLOUT_STATE_PENDING,
-        detail: skipped ? 'already carried the patch' : '',
-        updatedAt: 0,
-        planned: true,
-      };
-      this.rolloutHosts.set(k, rh);
-    }
-    rh.waveIndex = waveIndex;
-    rh.planned = true;
-    this.dirtyRolloutHosts.add(rh);
   }
 }
 

@@ -18,6 +18,7 @@ const KEYS: Record<string, string[]> = {
   builds: ['build_id'],
   rollouts: ['rollout_id'],
   rollout_hosts: ['rollout_id', 'host_id'],
+  rollout_book: ['book_key'],
   audit_log: ['partition_no', 'record_offset'],
   integrity_findings: ['partition_no', 'record_offset', 'kind'],
 };

@@ -9,3 +9,5 @@ export * from './rollout-decider';
 export * from './rollout-planner';
 export * from './rollout-view';
 export * from './first-wave-approval';
+/** The dispatcher in miniature the rollout tests drive (also the ledger's property test). */
+export * as rolloutTesting from './test-fleet';

@@ -106,6 +106,17 @@ export class RolloutBook {
   private readonly unmatched = new Map<string, CommandOutcome>();
   private readonly rolloutsOfHost = new Map<string, Set<string>>();
   private readonly warnedHosts = new Set<string>();
+  /** Steps read before their RolloutCreated (the ledger reads partitions in any interleaving). */
+  private readonly early = new Map<string, { event: RolloutEvent; meta: EventMeta }[]>();
+  private readonly leftoverChanges = new Set<string>();
+
+  /**
+   * keepOutcomes 'for-waiting-steps': an outcome whose command the book has not seen is kept
+   * only when a step waiting for its rollout carries that command. Exact for a reader that sees a
+   * host's commands and facts in their order (one partition, the ledger): any other outcome's
+   * command will never come.
+   */
+  constructor(private readonly opts: { keepOutcomes?: 'all' | 'for-waiting-steps' } = {}) {}
 
   get(rolloutId: string): RolloutRun | undefined {
     return this.runs.get(rolloutId);
@@ -132,7 +143,8 @@ export class RolloutBook {
         undo: d.undo,
         reason: d.reason,
         selector: d.selector ?? { kernelReleases: [], labels: {}, hostIds: [] },
-        strategy: d.strategy!,
+        // The dispatcher always plans one; a reader of any log folds a missing one as all defaults.
+        strategy: d.strategy ?? events.RolloutStrategy.decode(new Uint8Array(0)),
         allowForce: d.allowForce,
         allowDowngrade: d.allowDowngrade,
         undoModules: new Map(Object.entries(d.undoModules)),
@@ -157,12 +169,27 @@ export class RolloutBook {
         }
       }
       this.runs.set(d.rolloutId, run);
+      const early = this.early.get(d.rolloutId);
+      if (early) {
+        this.early.delete(d.rolloutId);
+        this.leftoverChanges.add(`early/${d.rolloutId}`);
+      }
+      for (const step of early ?? []) this.evolve(step.event, step.meta);
       return run;
     }
     const run = this.runs.get(event.data.rolloutId);
-    if (!run) return undefined;
-    run.updatedAt = meta.at;
-    run.lastEventType = event.type;
+    if (!run) {
+      // The dispatcher writes RolloutCreated first; a reader of other partitions may see a
+      // command (on its host's partition) before it: the step waits for its rollout.
+      const waiting = this.early.get(event.data.rolloutId);
+      if (waiting) waiting.push({ event, meta });
+      else this.early.set(event.data.rolloutId, [{ event, meta }]);
+      this.leftoverChanges.add(`early/${event.data.rolloutId}`);
+      return undefined;
+    }
+    // A step that waited for its rollout is folded before earlier ones: the latest stays latest.
+    if (meta.at >= run.updatedAt) run.lastEventType = event.type;
+    run.updatedAt = Math.max(run.updatedAt, meta.at);
     switch (event.type) {
       case 'RolloutApproved':
         run.approvedWaves.add(event.data.waveIndex);
@@ -269,12 +296,13 @@ export class RolloutBook {
         if (!facts) return [];
         const warned = (Number(facts.tainted) & KERNEL_WARNING_TAINT) !== 0 || facts.taintFlags.includes('W');
         if (!warned) {
-          this.warnedHosts.delete(facts.hostId);
+          if (this.warnedHosts.delete(facts.hostId)) this.leftoverChanges.add(`warned/${facts.hostId}`);
           return [];
         }
         // Only a warning that appears counts; one the host already had says nothing about the patch.
         if (this.warnedHosts.has(facts.hostId)) return [];
         this.warnedHosts.add(facts.hostId);
+        this.leftoverChanges.add(`warned/${facts.hostId}`);
         return this.hostIssue(facts.hostId, meta.at, 'the kernel logged a warning (taint W)');
       }
       case 'HostBooted': {
@@ -298,6 +326,50 @@ export class RolloutBook {
     }
   }
 
+  /** Takes back a rollout from its record (runRecord), with the indexes that lead facts to it. */
+  restore(record: RolloutRunRecord, hosts: readonly HostRun[]): RolloutRun {
+    const run = runFromRecord(record, hosts);
+    this.runs.set(run.rolloutId, run);
+    for (const host of run.hosts.values()) {
+      let set = this.rolloutsOfHost.get(host.hostId);
+      if (!set) this.rolloutsOfHost.set(host.hostId, (set = new Set()));
+      set.add(run.rolloutId);
+      if (host.apply) this.commands.set(host.apply.commandId, { rolloutId: run.rolloutId, hostId: host.hostId });
+      if (host.revert) this.commands.set(host.revert.commandId, { rolloutId: run.rolloutId, hostId: host.hostId });
+    }
+    return run;
+  }
+
+  /**
+   * What the book holds outside any rollout that changed since the last call, by key: an outcome
+   * waiting for its command (`outcome/<command id>`), a host whose kernel warned
+   * (`warned/<host id>`), steps waiting for their rollout (`early/<rollout id>`). The value is the
+   * entry as JSON, or '' when it is gone. A reader that stores the book writes these.
+   */
+  takeLeftoverChanges(): [string, string][] {
+    const out: [string, string][] = [];
+    for (const key of this.leftoverChanges) {
+      const [kind, id] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
+      let value: unknown;
+      if (kind === 'outcome') value = this.unmatched.get(id);
+      else if (kind === 'warned') value = this.warnedHosts.has(id) ? true : undefined;
+      else value = this.early.get(id);
+      out.push([key, value === undefined ? '' : JSON.stringify(value)]);
+    }
+    this.leftoverChanges.clear();
+    return out;
+  }
+
+  /** Takes back one entry takeLeftoverChanges gave. */
+  restoreLeftover(key: string, json: string): void {
+    if (!json) return;
+    const id = key.slice(key.indexOf('/') + 1);
+    if (key.startsWith('outcome/')) this.unmatched.set(id, JSON.parse(json) as CommandOutcome);
+    else if (key.startsWith('warned/')) this.warnedHosts.add(id);
+    else if (key.startsWith('early/'))
+      this.early.set(id, JSON.parse(json) as { event: RolloutEvent; meta: EventMeta }[]);
+  }
+
   private runsOf(hostId: string): RolloutRun[] {
     return [...(this.rolloutsOfHost.get(hostId) ?? [])].map((id) => this.runs.get(id)!);
   }
@@ -318,7 +390,10 @@ export class RolloutBook {
     const owner = this.commands.get(commandId);
     if (!owner) {
       // Not ours, or its request is further on in the replay.
-      if (commandId && !this.unmatched.has(commandId)) this.unmatched.set(commandId, outcome);
+      if (commandId && !this.unmatched.has(commandId) && this.mayCome(commandId)) {
+        this.unmatched.set(commandId, outcome);
+        this.leftoverChanges.add(`outcome/${commandId}`);
+      }
       return [];
     }
     const run = this.runs.get(owner.rolloutId)!;
@@ -342,8 +417,60 @@ export class RolloutBook {
     const outcome = this.unmatched.get(commandId);
     if (!outcome) return;
     this.unmatched.delete(commandId);
+    this.leftoverChanges.add(`outcome/${commandId}`);
     this.outcome(commandId, outcome);
   }
+
+  /** Whether the command of an outcome not matched yet may still come (see keepOutcomes). */
+  private mayCome(commandId: string): boolean {
+    if (this.opts.keepOutcomes !== 'for-waiting-steps') return true;
+    for (const steps of this.early.values())
+      for (const { event } of steps)
+        if (
+          (event.type === 'HostApplyRequested' || event.type === 'HostRevertRequested') &&
+          event.data.commandId === commandId
+        )
+          return true;
+    return false;
+  }
+}
+
+/** A rollout's fold state without its hosts, as plain JSON (each HostRun is plain already). */
+export type RolloutRunRecord = Omit<RolloutRun, 'undoModules' | 'hosts' | 'approvedWaves' | 'forgiven'> & {
+  undoModules: Record<string, string>;
+  approvedWaves: number[];
+  forgiven: string[];
+};
+
+export interface BookLeftovers {
+  unmatched: [string, CommandOutcome][];
+  warnedHosts: string[];
+  early: [string, { event: RolloutEvent; meta: EventMeta }[]][];
+}
+
+export function runRecord(run: RolloutRun): RolloutRunRecord {
+  const { undoModules, approvedWaves, forgiven, ...rest } = run;
+  const record: Partial<RolloutRun> = { ...rest };
+  delete record.hosts;
+  return {
+    ...(record as Omit<RolloutRun, 'undoModules' | 'hosts' | 'approvedWaves' | 'forgiven'>),
+    undoModules: Object.fromEntries(undoModules),
+    approvedWaves: [...approvedWaves].sort((a, b) => a - b),
+    forgiven: [...forgiven].sort(),
+  };
+}
+
+export function runFromRecord(record: RolloutRunRecord, hosts: readonly HostRun[]): RolloutRun {
+  const order = new Map<string, number>();
+  for (const wave of record.waves) for (const id of wave.hostIds) order.set(id, order.size);
+  const sorted = [...hosts].sort((a, b) => (order.get(a.hostId) ?? 0) - (order.get(b.hostId) ?? 0));
+  return {
+    ...record,
+    undoModules: new Map(Object.entries(record.undoModules)),
+    hosts: new Map(sorted.map((h) => [h.hostId, h])),
+    approvedWaves: new Set(record.approvedWaves),
+    forgiven: new Set(record.forgiven),
+  };
 }
 
 export type HostPhase =

@@ -77,6 +77,8 @@ export const READ_MODEL_TABLES = [
   'builds',
   'rollouts',
   'rollout_hosts',
+  // Added by 0003-rollout-fold.
+  'rollout_book',
   'audit_log',
   'integrity_findings',
 ] as const;

@@ -31,6 +31,8 @@ export interface RolloutRow {
   failed: number;
   skipped: number;
   reason: string;
+  /** The rollout fold's record of it (libs/rollout runRecord), JSON: the row's other columns are derived from it. */
+  foldState: string;
 }
 
 export interface RolloutHostRow {
@@ -45,6 +47,8 @@ export interface RolloutHostRow {
   updatedAt: number;
   /** The rollout's plan names it (RolloutCreated seen). */
   planned: boolean;
+  /** The host's run in the rollout fold (libs/rollout HostRun), JSON; '' for a host skipped at planning. */
+  foldState: string;
 }
 
 export const ROLLOUT_COLUMNS = [
@@ -63,6 +67,7 @@ export const ROLLOUT_COLUMNS = [
   'failed',
   'skipped',
   'reason',
+  'fold_state',
 ];
 export const rolloutValues = (r: RolloutRow) => [
   r.rolloutId,
@@ -80,6 +85,7 @@ export const rolloutValues = (r: RolloutRow) => [
   r.failed,
   r.skipped,
   r.reason,
+  r.foldState,
 ];
 export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
   return {
@@ -98,6 +104,7 @@ export function rolloutFromRow(r: Record<string, unknown>): RolloutRow {
     failed: num(r['failed']),
     skipped: num(r['skipped']),
     reason: String(r['reason']),
+    foldState: String(r['fold_state'] ?? ''),
   };
 }
 
@@ -110,6 +117,7 @@ export const ROLLOUT_HOST_COLUMNS = [
   'detail',
   'updated_at',
   'planned',
+  'fold_state',
 ];
 export const rolloutHostValues = (r: RolloutHostRow) => [
   r.rolloutId,
@@ -120,6 +128,7 @@ export const rolloutHostValues = (r: RolloutHostRow) => [
   r.detail,
   r.updatedAt,
   flag(r.planned),
+  r.foldState,
 ];
 export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
   return {
@@ -131,5 +140,6 @@ export function rolloutHostFromRow(r: Record<string, unknown>): RolloutHostRow {
     detail: String(r['detail']),
     updatedAt: num(r['updated_at']),
     planned: num(r['planned']) === 1,
+    foldState: String(r['fold_state'] ?? ''),
   };
 }

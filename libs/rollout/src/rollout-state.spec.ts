@@ -1,0 +1,70 @@
+import { events } from '@rebootless/contracts';
+import { RolloutDriver, catalogWith, fleetOf, hostIds, make, request } from './test-fleet';
+import { RolloutBook, type HostFactEvent, runRecord } from './rollout-state';
+
+/** A rollout on three hosts whose canary got its command, as the dispatcher wrote it; answered if asked. */
+function writtenRollout(answered: boolean) {
+  const driver = new RolloutDriver(fleetOf(hostIds(3)), catalogWith());
+  driver.create(request());
+  driver.settle();
+  driver.now += 1000;
+  if (answered) driver.applied(driver.requestedHosts()[0]!);
+  return { driver };
+}
+
+const snapshot = (book: RolloutBook, id = 'r1') => {
+  const run = book.get(id)!;
+  return { record: runRecord(run), hosts: [...run.hosts.values()] };
+};
+
+describe('a reader that sees a command before its rollout (another partition)', () => {
+  it('folds the command and its answer once the rollout is created, as the dispatcher did', () => {
+    // Given the dispatcher's log: RolloutCreated, WaveStarted, HostApplyRequested..., then an answer
+    const { driver } = writtenRollout(true);
+    const own = driver.log.map((l) => l);
+    const commands = own.filter((l) => l.event.type === 'HostApplyRequested');
+    const rest = own.filter((l) => l.event.type !== 'HostApplyRequested');
+    // When another reader reads the host partitions first (commands, then the answer), then the rollout's
+    const reader = new RolloutBook({ keepOutcomes: 'for-waiting-steps' });
+    for (const c of commands) expect(reader.evolve(c.event, { at: c.at })).toBeUndefined();
+    for (const f of driver.facts) reader.observe(f.fact, { at: f.at });
+    for (const r of rest) reader.evolve(r.event, { at: r.at });
+    // Then its rollout is the dispatcher's, the answered host succeeded
+    expect(snapshot(reader)).toEqual(snapshot(driver.book));
+    expect(reader.takeLeftoverChanges().every(([, value]) => value === '')).toBe(true);
+  });
+
+  it('keeps no answer to a command that will never come', () => {
+    // Given a reader's book
+    const reader = new RolloutBook({ keepOutcomes: 'for-waiting-steps' });
+    // When an agent answers a command no rollout sent
+    reader.observe(
+      { type: 'PatchApplied', data: make(events.PatchApplied, { hostId: 'h', commandId: 'cmd-elsewhere' }) },
+      { at: 1 },
+    );
+    // Then nothing waits for it
+    expect(reader.takeLeftoverChanges()).toEqual([]);
+  });
+});
+
+describe('a book taken back from its records', () => {
+  it('goes on as the book it was stored from', () => {
+    // Given a rollout whose canary got its command, stored as records
+    const { driver } = writtenRollout(false);
+    const { record, hosts } = snapshot(driver.book);
+    const restored = new RolloutBook();
+    restored.restore(JSON.parse(JSON.stringify(record)), JSON.parse(JSON.stringify(hosts)));
+    // When the canary answers in both
+    const hostId = driver.requestedHosts()[0]!;
+    const commandId = driver.openCommands().get(hostId)!;
+    const answer: HostFactEvent = {
+      type: 'PatchApplyFailed',
+      data: make(events.PatchApplyFailed, { hostId, commandId, stage: 'load', error: 'vermagic' }),
+    };
+    restored.observe(answer, { at: driver.now });
+    driver.observe(answer);
+    // Then the restored book matched the answer to its command, as the original did
+    expect(snapshot(restored)).toEqual(snapshot(driver.book));
+    expect(restored.get('r1')!.hosts.get(hostId)!.applyOutcome?.kind).toBe('apply-failed');
+  });
+});
