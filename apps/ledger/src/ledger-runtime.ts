@@ -6,6 +6,7 @@ import {
   LedgerDatabase,
   LedgerKeyTrust,
   LedgerQueries,
+  ReadModelChecker,
   serviceKeysFrom,
 } from '@rebootless/ledger-store';
 import { formatHostPort } from '@rebootless/service';
@@ -20,7 +21,12 @@ export class LedgerRuntime {
     readonly consumer: LedgerConsumer,
     readonly queries: LedgerQueries,
     readonly serviceKeys: Map<string, Uint8Array[]>,
-  ) {}
+  ) {
+    this.readModels = new ReadModelChecker({ kafka, topic: config.eventsTopic, serviceKeys, stored: db });
+  }
+
+  /** `ledger verify`'s comparison of the read models with the log, its re-fold kept while the log stands. */
+  readonly readModels: ReadModelChecker;
 
   static async open(config: LedgerConfig): Promise<LedgerRuntime> {
     const kafka = kafkaClient(config.kafkaBrokers.map(formatHostPort), 'rebootless-ledger');
@@ -47,6 +53,7 @@ export class LedgerRuntime {
   }
 
   async close(): Promise<void> {
+    await this.readModels.close();
     await this.consumer.stop();
     await this.db.close();
   }

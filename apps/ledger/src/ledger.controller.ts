@@ -78,8 +78,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   verifyIntegrity(request: ledger.VerifyIntegrityRequest): Promise<ledger.VerifyIntegrityResponse> {
     return this.answer('VerifyIntegrity', () =>
       verifyLog(this.rt.kafka, this.rt.config.eventsTopic, this.rt.keyTrust(), request.producerId, {
-        stored: this.rt.db,
-        serviceKeys: this.rt.serviceKeys,
+        checker: this.rt.readModels,
       }),
     );
   }

@@ -45,6 +45,7 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
       'PlanUndo',
       'ComplianceReport',
       'VerifyIntegrity',
+      'VexReport',
     ],
   };
 

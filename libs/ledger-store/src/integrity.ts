@@ -3,7 +3,7 @@ import { ledger, toTimestamp } from '@rebootless/contracts';
 import { ChainVerifier, FindingKind, KeyTrust } from '@rebootless/events';
 import { readRange } from '@rebootless/kafka';
 import type { LedgerDatabase } from './database';
-import { checkReadModels, describeDifference } from './read-model-check';
+import { ReadModelChecker, checkReadModels, describeDifference } from './read-model-check';
 
 const K = ledger.IntegrityFindingKind;
 const KIND: Record<FindingKind, ledger.IntegrityFindingKind> = {
@@ -36,7 +36,8 @@ export async function verifyLog(
   topic: string,
   trust: KeyTrust,
   producerId = '',
-  readModels?: { stored: LedgerDatabase; serviceKeys: ReadonlyMap<string, readonly Uint8Array[]> },
+  readModels?:
+    { stored: LedgerDatabase; serviceKeys: ReadonlyMap<string, readonly Uint8Array[]> } | { checker: ReadModelChecker },
 ): Promise<ledger.VerifyIntegrityResponse> {
   const verifier = new ChainVerifier(trust);
   await readRange({ kafka, topic, timeoutMs: 600_000, onRecord: (r) => void verifier.ingest(r.value, r) });
@@ -57,7 +58,10 @@ export async function verifyLog(
     }));
   // Read models answer for the whole fleet: checked when the whole log is asked about.
   if (readModels && !producerId) {
-    const check = await checkReadModels({ kafka, topic, ...readModels });
+    const check =
+      'checker' in readModels
+        ? await readModels.checker.check()
+        : await checkReadModels({ kafka, topic, ...readModels });
     for (const d of check.differences)
       findings.push({
         kind: K.INTEGRITY_FINDING_KIND_READ_MODEL_ALTERED,

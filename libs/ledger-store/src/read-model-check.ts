@@ -115,6 +115,53 @@ export function describeDifference(d: ReadModelDifference): string {
   return `read model ${d.table}: row ${d.key}, column ${d.column} is ${JSON.stringify(d.stored)}; the log says ${JSON.stringify(d.fromLog)}`;
 }
 
+/** A scratch database holding the log re-folded up to `end` (the sum of its partitions' ends). */
+interface Refold {
+  readonly end: bigint;
+  readonly ready: Promise<{ db: LedgerDatabase; dir: string }>;
+}
+
+/**
+ * Keeps the last re-fold of the log while the log has not grown, so that many `ledger verify`
+ * calls cost one re-fold, not one each (an auditor's loop must not become a rebuild per call).
+ * Only the log is cached: the stored read models are compared afresh on every call, so an edit
+ * made by a database administrator a second ago is still found.
+ */
+export class ReadModelChecker {
+  private last: Refold | undefined;
+
+  constructor(
+    private readonly opts: {
+      kafka: Kafka;
+      topic: string;
+      serviceKeys: ReadonlyMap<string, readonly Uint8Array[]>;
+      stored: LedgerDatabase;
+      timeoutMs?: number;
+    },
+  ) {}
+
+  async check(): Promise<ReadModelCheck> {
+    const { end } = await replayLag(this.opts.kafka, this.opts.topic, new Map());
+    if (!this.last || this.last.end !== end) {
+      const previous = this.last;
+      this.last = { end, ready: refold(this.opts, end) };
+      // A failed re-fold is not kept: the next call tries again.
+      this.last.ready.catch(() => {
+        if (this.last?.end === end) this.last = undefined;
+      });
+      if (previous) void previous.ready.then(dropScratch, () => undefined);
+    }
+    const { db } = await this.last.ready;
+    return compareReadModels(this.opts.stored, db);
+  }
+
+  async close(): Promise<void> {
+    const last = this.last;
+    this.last = undefined;
+    if (last) await last.ready.then(dropScratch, () => undefined);
+  }
+}
+
 /**
  * Folds the log (to its end as of the call) into a scratch SQLite file with the production
  * consumer, and compares the result with `stored`. The scratch file is deleted afterwards.
@@ -126,6 +173,18 @@ export async function checkReadModels(opts: {
   stored: LedgerDatabase;
   timeoutMs?: number;
 }): Promise<ReadModelCheck> {
+  const checker = new ReadModelChecker(opts);
+  try {
+    return await checker.check();
+  } finally {
+    await checker.close();
+  }
+}
+
+async function refold(
+  opts: { kafka: Kafka; topic: string; serviceKeys: ReadonlyMap<string, readonly Uint8Array[]>; timeoutMs?: number },
+  end: bigint,
+): Promise<{ db: LedgerDatabase; dir: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ledger-refold-'));
   const scratch = await LedgerDatabase.open({ sqliteFile: path.join(dir, 'ledger.sqlite') });
   const consumer = new LedgerConsumer({
@@ -135,7 +194,6 @@ export async function checkReadModels(opts: {
     serviceKeys: opts.serviceKeys,
   });
   try {
-    const { end } = await replayLag(opts.kafka, opts.topic, new Map());
     await consumer.start();
     const deadline = Date.now() + (opts.timeoutMs ?? 600_000);
     for (;;) {
@@ -146,10 +204,16 @@ export async function checkReadModels(opts: {
       await new Promise((r) => setTimeout(r, 100));
     }
     await consumer.flushGaps();
-    return await compareReadModels(opts.stored, scratch);
+    return { db: scratch, dir };
+  } catch (error) {
+    await dropScratch({ db: scratch, dir });
+    throw error;
   } finally {
     await consumer.stop();
-    await scratch.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+async function dropScratch(s: { db: LedgerDatabase; dir: string }): Promise<void> {
+  await s.db.close();
+  fs.rmSync(s.dir, { recursive: true, force: true });
 }
