@@ -6,11 +6,13 @@
 // live patch built for a CVE, rolled out in waves, a stalled host, an undo, the PCI report before
 // and after, the ledger verified. Then it stays up for the operator's CLI until Ctrl-C.
 //
-//   node scripts/stack.mjs up [--agents N] [--no-story] [--detach] [--json]
+//   node scripts/stack.mjs up [--agents N] [--no-story] [--detach] [--tracing] [--json]
 //                                      start what is not running, wait until healthy, verify the
 //                                      log, start the demo fleet (N hosts, default 50) and tell the
 //                                      story; stay in the foreground until Ctrl-C (then stop
-//                                      everything), unless --detach
+//                                      everything), unless --detach. --tracing also starts Zipkin
+//                                      (ZIPKIN_PORT, default 9411; scripts/zipkin-runtime.cjs), points
+//                                      every process at it and tells the link to the rollout's trace
 //   node scripts/stack.mjs down [--json]      stop the fleet, the services and the broker this script started
 //   node scripts/stack.mjs status [--json]    each service's pid and health
 //
@@ -27,6 +29,7 @@ import path from 'node:path';
 
 const require = createRequire(import.meta.url);
 const runtime = require('./kafka-runtime.cjs');
+const zipkin = require('./zipkin-runtime.cjs');
 const ROOT = runtime.REPO_ROOT;
 const DATA = path.resolve(process.env.REBOOTLESS_STACK_DIR?.trim() || path.join(ROOT, '.data'));
 const KAFKA_DATA = path.join(DATA, 'kafka');
@@ -50,6 +53,7 @@ const byName = (name) => SERVICES.find((svc) => svc.name === name);
 const agentControlSocket = () => path.join(dataDir(byName('agent')), 'control', 'agent.sock');
 // The demo fleet is supervised like a service (pid file, log), but it serves nothing itself.
 const FLEET = { name: 'fleet' };
+const ZIPKIN = { name: 'zipkin' };
 // The web console (apps/console) serves HTTPS, not gRPC, and writes no events: it starts once the
 // services it calls are healthy, and stops first.
 const CONSOLE = {
@@ -67,6 +71,7 @@ const flags = new Set(args);
 const json = flags.has('--json');
 const agentsFlag = args.indexOf('--agents');
 const AGENTS = agentsFlag >= 0 ? Number(args[agentsFlag + 1]) : 50;
+const TRACING = flags.has('--tracing');
 const say = (line) => process.stderr.write(`stack: ${line}\n`);
 // The story is for people on stdout; with --json stdout holds only the final document.
 const tell = (line) => (json ? process.stderr : process.stdout).write(`${line}\n`);
@@ -294,6 +299,49 @@ async function verifyLog(brokers, pids) {
   };
 }
 
+/**
+ * Zipkin, started (or found running) before anything that sends spans, and every process started
+ * from here on pointed at it through the OpenTelemetry variables they inherit.
+ */
+async function startTracing() {
+  const { port } = zipkin.resolveConfig();
+  let pid = runningPid(ZIPKIN);
+  if (pid !== undefined && (await zipkin.healthy(port))) say(`zipkin: already running (pid ${pid})`);
+  else {
+    say(
+      `zipkin: starting on 127.0.0.1:${port} with in-memory storage (ZIPKIN_PORT), log ${path.relative(ROOT, logFile(ZIPKIN))}`,
+    );
+    const started = await zipkin.startZipkin({ port, log: say, logFile: logFile(ZIPKIN) });
+    pid = started.pid;
+    fs.mkdirSync(path.dirname(pidFile(ZIPKIN)), { recursive: true });
+    fs.writeFileSync(pidFile(ZIPKIN), `${pid}\n`);
+  }
+  Object.assign(process.env, zipkin.tracingEnv(port));
+  say(`zipkin: ${zipkin.urls(port).url} receives every process's spans`);
+  return { pid, port, url: zipkin.urls(port).url };
+}
+
+/** The story's root span, in Zipkin's v2 JSON, so that the rollout's trace starts where the story asked. */
+async function recordStorySpan(span) {
+  const { port } = zipkin.resolveConfig();
+  const response = await fetch(zipkin.urls(port).spansEndpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([
+      {
+        traceId: span.traceId,
+        id: span.spanId,
+        name: span.name,
+        kind: 'CLIENT',
+        timestamp: span.startMs * 1000,
+        duration: Math.max(1, (span.endMs - span.startMs) * 1000),
+        localEndpoint: { serviceName: 'story' },
+      },
+    ]),
+  });
+  if (!response.ok) say(`zipkin: the story's span was refused: HTTP ${response.status}`);
+}
+
 async function up() {
   const t0 = Date.now();
   freshStart();
@@ -304,6 +352,7 @@ async function up() {
     ...(process.env.EVENTS_TOPIC?.trim() ? { topic: process.env.EVENTS_TOPIC.trim() } : {}),
   });
   say(`topic ${topic.topic}: ${topic.created ? 'created' : 'present'}, ${topic.partitions} partitions`);
+  const tracing = TRACING ? await startTracing() : undefined;
 
   const trust = built('libs/trust/dist/index.js');
   say(
@@ -381,6 +430,7 @@ async function up() {
     unvouched_findings: log.others,
     services,
     console: { url: consoleUrl(), pid: consolePid },
+    ...(tracing ? { zipkin: tracing } : {}),
     seconds: (Date.now() - t0) / 1000,
   };
   if (!json) {
@@ -533,6 +583,14 @@ async function story(kafka, topic) {
     plan,
     say: tell,
     consoleUrl: consoleUrl(),
+    ...(TRACING
+      ? {
+          tracing: {
+            link: (traceId) => zipkin.traceLink(zipkin.resolveConfig().port, traceId),
+            recordRootSpan: recordStorySpan,
+          },
+        }
+      : {}),
   });
   const result = { ...told, stall_host: plan.stallHostId, undo_host: plan.undoHostId };
   fs.writeFileSync(path.join(DATA, 'story.json'), JSON.stringify(result, null, 2));
@@ -590,7 +648,7 @@ async function stopService(svc) {
 async function down({ stopKafka = !process.env.KAFKA_BROKERS?.trim() } = {}) {
   const services = [];
   // The fleet first: its agents would otherwise keep reconnecting to a dispatcher that is gone.
-  for (const svc of [FLEET, CONSOLE, ...[...SERVICES].reverse()]) services.push(await stopService(svc));
+  for (const svc of [FLEET, CONSOLE, ...[...SERVICES].reverse(), ZIPKIN]) services.push(await stopService(svc));
   const kafka = stopKafka ? await runtime.stopBroker({ log: say, dataDir: KAFKA_DATA }) : { stopped: false };
   return { services, kafka };
 }
@@ -637,6 +695,10 @@ async function main() {
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else {
       tell(`\nThe web console: ${consoleUrl()} (sign in with the token below; the CA is ${path.join(PKI, 'ca.crt')})`);
+      if (result.zipkin) {
+        const trace = result.story?.rollout?.trace;
+        tell(`Traces: ${result.zipkin.url}${trace ? ` (the rollout's: ${trace.link})` : ''}`);
+      }
       tell('\nThe system stays up for you to explore. In another terminal, from here:');
       for (const line of hints.env) tell(`  ${line}`);
       for (const line of hints.commands) tell(`  ${line}`);
@@ -682,7 +744,7 @@ async function main() {
     if (!json)
       process.stdout.write(`demo fleet  pid ${r.fleet.pid ?? '-'} ${r.fleet.running ? 'RUNNING' : 'STOPPED'}\n`);
   } else {
-    throw new StackError('usage: node scripts/stack.mjs <up [--detach]|down|status> [--json]');
+    throw new StackError('usage: node scripts/stack.mjs <up [--detach] [--tracing]|down|status> [--json]');
   }
 }
 

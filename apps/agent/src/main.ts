@@ -1,5 +1,12 @@
 // First, before anything loads grpc-js or kafkajs: tracing patches them as they load.
-import { rebootlessMeter, startMetrics, startTelemetry } from '@rebootless/telemetry';
+import {
+  createLogger,
+  rebootlessMeter,
+  startMetrics,
+  startTelemetry,
+  type LogRecordFormat,
+  type RebootlessLogger,
+} from '@rebootless/telemetry';
 startTelemetry('agent');
 
 // The agent daemon: configuration, the kernel port, the event sink, the embeddable Agent
@@ -39,24 +46,24 @@ import { SERVICE_NAME, agentSettings, type AgentConfig } from './config';
 import { GET_STATUS_PATH, agentControlDefinition, serveAgentControl } from './control-server';
 import { ControlSocketError, prepareControlSocket, restrictControlSocket } from './control-socket';
 
-// `rebootless-agent run --json`: one JSON object a line, for journald and log shippers.
-const JSON_LINES = process.argv.includes('--json');
-
-function write(text: string, msg: string): void {
-  process.stdout.write(
-    JSON_LINES
-      ? `${JSON.stringify({ time: new Date().toISOString(), level: 'info', service: SERVICE_NAME, msg })}\n`
-      : `${text}\n`,
-  );
+// `rebootless-agent run --json` or LOG_FORMAT=json: one JSON object a line, for journald and log
+// shippers, in the shape every service writes (@rebootless/telemetry). Until the host id is
+// known (configuration errors) lines go to stderr as plain text.
+function logFormat(): LogRecordFormat | undefined {
+  if (process.argv.includes('--json')) return 'json';
+  const format = process.env['LOG_FORMAT'];
+  return format === 'json' || format === 'text' || format === undefined || format === '' ? format || 'text' : undefined;
 }
 
+let log: RebootlessLogger | undefined;
+
 function line(message: string): void {
-  write(`${SERVICE_NAME}: ${message}`, message);
+  log?.info(message);
 }
 
 /** "agent ready on ...", "agent stopped": the lines supervisors and the stack runner wait for, in either format. */
 function lifecycle(message: string): void {
-  write(`${SERVICE_NAME} ${message}`, `${SERVICE_NAME} ${message}`);
+  log?.info(`${SERVICE_NAME} ${message}`);
 }
 
 async function main(): Promise<void> {
@@ -72,6 +79,14 @@ async function main(): Promise<void> {
     );
     process.exit(EXIT_CONFIG);
   }
+  const format = logFormat();
+  if (format === undefined) {
+    process.stderr.write(
+      `${SERVICE_NAME}: configuration error:\n  LOG_FORMAT=${JSON.stringify(process.env['LOG_FORMAT'])}: expected one of text, json\n`,
+    );
+    process.exit(EXIT_CONFIG);
+  }
+  log = createLogger({ service: SERVICE_NAME, hostId: config.hostId, level: 'info', format });
   try {
     mkdirSync(config.dataDir, { recursive: true });
   } catch (error) {
@@ -121,7 +136,7 @@ async function main(): Promise<void> {
     log: line,
   });
   if (!config.builderAddress || !config.builderPublicKey) {
-    line('WARNING: AGENT_BUILDER_ADDRESS or AGENT_BUILDER_PUBLIC_KEY is unset: every apply command will be refused');
+    log.warn('AGENT_BUILDER_ADDRESS or AGENT_BUILDER_PUBLIC_KEY is unset: every apply command will be refused');
   }
   await agent.start();
   startMetrics(SERVICE_NAME);
@@ -135,7 +150,7 @@ async function main(): Promise<void> {
   });
   const transport = serverTransport(config.transport, serverIdentity, (denied) => {
     deniedCalls.add(1, { service: SERVICE_NAME, method: denied.method, code: denied.code });
-    line(`${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`);
+    log?.warn(`${denied.code} ${denied.method} for ${denied.subject} from ${denied.peer}: ${denied.reason}`);
   });
   const credentialsForServer: ServerCredentials = transport.credentials;
   // The same access rules and garbage handling as every other service (libs/service).

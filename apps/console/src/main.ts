@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
-import { ConfigError, formatHostPort, loadConfig, EXIT_CONFIG, LOG_LEVELS } from '@rebootless/service';
+import { ConfigError, answerVersion, formatHostPort, loadConfig, EXIT_CONFIG, LOG_LEVELS } from '@rebootless/service';
 import { TOKEN_PUBLIC_KEY, loadTlsMaterial, readTokenPublicKey } from '@rebootless/trust';
 import { ConsoleModule } from './app.module';
 import { Backends } from './backends';
@@ -28,6 +28,7 @@ function securityHeaders(_req: Request, res: Response, next: NextFunction): void
 }
 
 async function main(): Promise<void> {
+  if (answerVersion('rebootless-console')) process.exit(0);
   let config: ConsoleConfig;
   try {
     config = loadConfig(consoleSettings, process.env);

@@ -3,7 +3,7 @@ import { startTelemetry } from '@rebootless/telemetry';
 startTelemetry('ledger');
 
 import { grpcServices } from '@rebootless/contracts';
-import { bootService } from '@rebootless/service';
+import { answerVersion, bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
 import { SERVICE_NAME, ledgerSettings } from './config';
 import { registerLedgerMetrics } from './ledger-metrics';
@@ -14,10 +14,14 @@ import { rebuild } from './rebuild';
 // offset 0, then exits; without arguments the service boots (bootService: configuration check,
 // event chain, gRPC + health, ServiceStarted/Stopped, clean SIGTERM) and projects as events come.
 const [command, ...args] = process.argv.slice(2);
-if (command === 'rebuild') {
+if (answerVersion(`rebootless-${SERVICE_NAME}`)) {
+  process.exit(0);
+} else if (command === 'rebuild') {
   void rebuild(args);
 } else if (command !== undefined) {
-  process.stderr.write(`ledger: unknown command ${JSON.stringify(command)}; usage: main.js [rebuild [--json]]\n`);
+  process.stderr.write(
+    `ledger: unknown command ${JSON.stringify(command)}; usage: main.js [rebuild [--json]] | --version [--json]\n`,
+  );
   process.exit(64);
 } else {
   void bootService({

@@ -25,6 +25,7 @@ import { guardRequestDeserializers, malformedRequestInterceptor } from './malfor
 import { callDenied, serverTransport, type ServerTransport } from './transport';
 import type { Identity } from '@rebootless/trust';
 import { createServiceLogger } from './logger';
+import { answerVersion } from './version';
 import { rebootlessMeter, shutdownMetrics, shutdownTelemetry, startMetrics } from '@rebootless/telemetry';
 import type { ServiceConfig, serviceSettings } from './service-settings';
 
@@ -127,6 +128,7 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
   type Config = ConfigOf<S>;
 
   let config: Config;
+  if (answerVersion(`rebootless-${name}`)) process.exit(0);
   try {
     config = loadConfig(options.config, options.env ?? process.env);
   } catch (error) {

@@ -1,3 +1,4 @@
 export * from './start';
 export * from './spans';
 export * from './metrics';
+export * from './logs';

@@ -4,6 +4,7 @@
 import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import { OTLPTraceExporter as OTLPJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OTLPProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { ZipkinExporter } from '@opentelemetry/exporter-zipkin';
 import { isWrapped, registerInstrumentations } from '@opentelemetry/instrumentation';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { KafkaJsInstrumentation } from '@opentelemetry/instrumentation-kafkajs';
@@ -15,8 +16,8 @@ import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter } from '@open
 export interface SdkOptions {
   readonly serviceName: string;
   readonly attributes: Readonly<Record<string, string>>;
-  readonly protocol: 'http/protobuf' | 'http/json';
-  /** The full traces URL (…/v1/traces). */
+  readonly protocol: 'http/protobuf' | 'http/json' | 'zipkin';
+  /** The full traces URL (…/v1/traces, or Zipkin's …/api/v2/spans). */
   readonly endpoint: string;
   /** OTEL_LOG_LEVEL: the SDK's own diagnostics on stderr; default none. */
   readonly logLevel?: string | undefined;
@@ -30,9 +31,11 @@ export function startSdk(options: SdkOptions): () => Promise<void> {
   if (level !== undefined) diag.setLogger(new DiagConsoleLogger(), level);
 
   const exporter: SpanExporter =
-    options.protocol === 'http/json'
-      ? new OTLPJsonTraceExporter({ url: options.endpoint })
-      : new OTLPProtoTraceExporter({ url: options.endpoint });
+    options.protocol === 'zipkin'
+      ? new ZipkinExporter({ url: options.endpoint, serviceName: options.serviceName })
+      : options.protocol === 'http/json'
+        ? new OTLPJsonTraceExporter({ url: options.endpoint })
+        : new OTLPProtoTraceExporter({ url: options.endpoint });
   const provider = new NodeTracerProvider({
     // OTEL_RESOURCE_ATTRIBUTES may add attributes; the service's own name always wins.
     resource: detectResources({ detectors: [envDetector] }).merge(

@@ -41,4 +41,32 @@ describe('telemetryPlan: what the OTEL_* settings ask for', () => {
       invalid: 'OTLP protocol "grpc" is not supported here; use http/protobuf (the default) or http/json',
     });
   });
+
+  it('OTEL_TRACES_EXPORTER=zipkin sends to Zipkin’s v2 API, at OTEL_EXPORTER_ZIPKIN_ENDPOINT or its default', () => {
+    expect(
+      telemetryPlan({
+        OTEL_TRACES_EXPORTER: 'zipkin',
+        OTEL_EXPORTER_ZIPKIN_ENDPOINT: 'http://127.0.0.1:9411/api/v2/spans',
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      }),
+    ).toEqual({ exporting: true, protocol: 'zipkin', endpoint: 'http://127.0.0.1:9411/api/v2/spans' });
+    expect(telemetryPlan({ OTEL_TRACES_EXPORTER: 'zipkin' })).toEqual({
+      exporting: true,
+      protocol: 'zipkin',
+      endpoint: 'http://localhost:9411/api/v2/spans',
+    });
+    expect(telemetryPlan({ OTEL_TRACES_EXPORTER: 'zipkin', OTEL_EXPORTER_ZIPKIN_ENDPOINT: 'zipkin:9411' })).toEqual({
+      invalid: 'OTEL_EXPORTER_ZIPKIN_ENDPOINT="zipkin:9411" is not an http(s) URL',
+    });
+  });
+
+  it('OTEL_TRACES_EXPORTER=none turns tracing off; an exporter it does not know is named', () => {
+    expect(telemetryPlan({ OTEL_TRACES_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toEqual({
+      exporting: false,
+      why: 'OTEL_TRACES_EXPORTER=none',
+    });
+    expect(telemetryPlan({ OTEL_TRACES_EXPORTER: 'jaeger' })).toEqual({
+      invalid: 'OTEL_TRACES_EXPORTER="jaeger" is not supported here; use otlp (the default), zipkin or none',
+    });
+  });
 });

@@ -6,10 +6,14 @@
 import type { startSdk } from './sdk';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
+/** How spans leave: OTLP over HTTP, or Zipkin's JSON v2 API (OTEL_TRACES_EXPORTER=zipkin). */
+export type SpanProtocol = OtlpProtocol | 'zipkin';
+/** The OpenTelemetry default for OTEL_EXPORTER_ZIPKIN_ENDPOINT. */
+export const DEFAULT_ZIPKIN_ENDPOINT = 'http://localhost:9411/api/v2/spans';
 
 export type TelemetryStatus =
   | { readonly exporting: false; readonly why: string }
-  | { readonly exporting: true; readonly protocol: OtlpProtocol; readonly endpoint: string };
+  | { readonly exporting: true; readonly protocol: SpanProtocol; readonly endpoint: string };
 
 /** The settings tracing reads, all standard OpenTelemetry variables. */
 export interface TelemetryEnv {
@@ -18,6 +22,8 @@ export interface TelemetryEnv {
   readonly OTEL_EXPORTER_OTLP_PROTOCOL?: string;
   readonly OTEL_EXPORTER_OTLP_TRACES_PROTOCOL?: string;
   readonly OTEL_SDK_DISABLED?: string;
+  readonly OTEL_TRACES_EXPORTER?: string;
+  readonly OTEL_EXPORTER_ZIPKIN_ENDPOINT?: string;
   readonly OTEL_LOG_LEVEL?: string;
   readonly [name: string]: string | undefined;
 }
@@ -26,16 +32,26 @@ export interface TelemetryEnv {
 export function telemetryPlan(env: TelemetryEnv): TelemetryStatus | { readonly invalid: string } {
   if ((env.OTEL_SDK_DISABLED ?? '').trim().toLowerCase() === 'true')
     return { exporting: false, why: 'OTEL_SDK_DISABLED=true' };
+  const exporter = (env.OTEL_TRACES_EXPORTER ?? '').trim().toLowerCase();
+  if (exporter === 'none') return { exporting: false, why: 'OTEL_TRACES_EXPORTER=none' };
+  if (exporter === 'zipkin') {
+    const endpoint = env.OTEL_EXPORTER_ZIPKIN_ENDPOINT?.trim() || DEFAULT_ZIPKIN_ENDPOINT;
+    if (!isHttpUrl(endpoint))
+      return { invalid: `OTEL_EXPORTER_ZIPKIN_ENDPOINT=${JSON.stringify(endpoint)} is not an http(s) URL` };
+    return { exporting: true, protocol: 'zipkin', endpoint };
+  }
+  if (exporter !== '' && exporter !== 'otlp') {
+    return {
+      invalid: `OTEL_TRACES_EXPORTER=${JSON.stringify(env.OTEL_TRACES_EXPORTER)} is not supported here; use otlp (the default), zipkin or none`,
+    };
+  }
   const tracesEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
   const baseEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
   if (!tracesEndpoint && !baseEndpoint) return { exporting: false, why: 'OTEL_EXPORTER_OTLP_ENDPOINT is not set' };
   // Same rule as the exporter applies: the signal-specific endpoint is used as given, the base
   // endpoint gets /v1/traces appended.
   const endpoint = tracesEndpoint || `${baseEndpoint!.replace(/\/+$/, '')}/v1/traces`;
-  try {
-    const url = new URL(endpoint);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)');
-  } catch {
+  if (!isHttpUrl(endpoint)) {
     const variable = tracesEndpoint ? 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
     return { invalid: `${variable}=${JSON.stringify(tracesEndpoint || baseEndpoint)} is not an http(s) URL` };
   }
@@ -50,6 +66,15 @@ export function telemetryPlan(env: TelemetryEnv): TelemetryStatus | { readonly i
     };
   }
   return { exporting: true, protocol, endpoint };
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
 }
 
 let stopSdk: (() => Promise<void>) | undefined;

@@ -7,6 +7,11 @@
 //
 // fleet.json is a DemoFleetConfig (written by scripts/stack.mjs). Prints "demo fleet ready: ..."
 // once every host is connected, and stops every agent cleanly on SIGTERM or SIGINT.
+// First, before grpc-js and kafkajs load: with `--tracing` the fleet's agents send their spans
+// (agent verify, agent transition) as the agent daemon does.
+import { startTelemetry } from '@rebootless/telemetry';
+startTelemetry('agent', { 'rebootless.fleet': 'demo' });
+
 import * as fs from 'node:fs';
 import { channelCredentials, loadTlsMaterial } from '@rebootless/trust';
 import { kafkaClient } from '@rebootless/kafka';

@@ -3,6 +3,7 @@
 // whose transition stalls (reported, the rollout pauses, the operator resumes without it), an
 // undo on one host, the PCI report before and after, and the ledger verified. Every step goes
 // through the services' public gRPC APIs over TLS with an operator token, as the CLI would.
+import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import {
   builder,
@@ -29,6 +30,23 @@ export interface StoryOptions {
   say: (line: string) => void;
   /** The web console's address (apps/console), told at the end when it runs. */
   consoleUrl?: string;
+  /**
+   * With tracing on (`npm start -- --tracing`): the rollout is created under a trace of the
+   * story's own, whose link is told, and whose root span the story hands over to be recorded.
+   */
+  tracing?: {
+    link: (traceId: string) => string;
+    recordRootSpan: (span: StorySpan) => Promise<void>;
+  };
+}
+
+/** The story's own span over creating the rollout: the root of the rollout's trace. */
+export interface StorySpan {
+  traceId: string;
+  spanId: string;
+  name: string;
+  startMs: number;
+  endMs: number;
 }
 
 export const STORY_PATCH = 'cve-2024-1086-demo';
@@ -58,6 +76,8 @@ export interface StoryResult {
   pciBefore: PciSummary;
   rollout: {
     rolloutId: string;
+    /** The rollout's trace, with tracing on. */
+    trace?: { traceId: string; link: string };
     state: string;
     pausedBecause: string;
     stalledHost: { hostId: string; state: string; error: string };
@@ -186,24 +206,41 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     );
 
     step(`4. Rollout in waves: a canary per release, then 30% and 70% of the rest`);
-    const created = await unary<dispatcher.CreateRolloutResponse>(rollouts, 'createRollout', {
-      patchId: submitted.patchId,
-      version,
-      selector: { kernelReleases: [], labels: { ...DEMO_LABEL }, hostIds: [] },
-      strategy: {
-        canaryHostIds: plan.canaryHostIds,
-        canaryCount: 0,
-        waves: [{ percent: 30 }, { percent: 70 }],
-        maxInFlight: 0,
-        soakSeconds: 2,
-        waveFailureBudget: 0,
-        totalFailureBudget: 0,
-        onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
-        applyTimeoutSeconds: 120,
-        offlineDeadlineSeconds: 600,
+    // W3C trace context in the call's metadata: the dispatcher's span, the waves, the agents, the
+    // events and the ledger's projections all join the story's trace.
+    const root = { traceId: randomBytes(16).toString('hex'), spanId: randomBytes(8).toString('hex') };
+    const traced = new grpc.Metadata();
+    if (options.tracing) traced.set('traceparent', `00-${root.traceId}-${root.spanId}-01`);
+    const createdAt = Date.now();
+    const created = await unary<dispatcher.CreateRolloutResponse>(
+      rollouts,
+      'createRollout',
+      {
+        patchId: submitted.patchId,
+        version,
+        selector: { kernelReleases: [], labels: { ...DEMO_LABEL }, hostIds: [] },
+        strategy: {
+          canaryHostIds: plan.canaryHostIds,
+          canaryCount: 0,
+          waves: [{ percent: 30 }, { percent: 70 }],
+          maxInFlight: 0,
+          soakSeconds: 2,
+          waveFailureBudget: 0,
+          totalFailureBudget: 0,
+          onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
+          applyTimeoutSeconds: 120,
+          offlineDeadlineSeconds: 600,
+        },
       },
-    });
+      30_000,
+      traced,
+    );
     const rolloutId = created.rollout!.rolloutId;
+    const trace = options.tracing ? { traceId: root.traceId, link: options.tracing.link(root.traceId) } : undefined;
+    if (options.tracing && trace) {
+      await options.tracing.recordRootSpan({ ...root, name: 'create rollout', startMs: createdAt, endMs: Date.now() });
+      say(`   its trace, from the request to every host and the ledger: ${trace.link}`);
+    }
     await unary(approvals, 'approveRollout', { rolloutId, waveIndex: 0 });
     say(`   ${APPROVER} (approver) approved the first wave of ${OPERATOR}'s rollout`);
     say(
@@ -311,6 +348,7 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
       pciBefore,
       rollout: {
         rolloutId,
+        ...(trace ? { trace } : {}),
         state: rolloutState(rollout.state),
         pausedBecause,
         stalledHost: { hostId: stalled.hostId, state: hostState(stalled.state), error: stalled.error },

@@ -249,13 +249,23 @@ export function serviceClient(
   }) as unknown as Client;
 }
 
-export function unary<T>(client: Client, method: string, request: unknown, timeoutMs = 30_000): Promise<T> {
+export function unary<T>(
+  client: Client,
+  method: string,
+  request: unknown,
+  timeoutMs = 30_000,
+  metadata: grpc.Metadata = new grpc.Metadata(),
+): Promise<T> {
   return new Promise((resolve, reject) => {
-    (client[method] as (r: unknown, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v: T) => void) => void).call(
-      client,
-      request,
-      { deadline: Date.now() + timeoutMs },
-      (error, value) => (error ? reject(error) : resolve(value)),
+    (
+      client[method] as (
+        r: unknown,
+        m: grpc.Metadata,
+        o: grpc.CallOptions,
+        cb: (e: grpc.ServiceError | null, v: T) => void,
+      ) => void
+    ).call(client, request, metadata, { deadline: Date.now() + timeoutMs }, (error, value) =>
+      error ? reject(error) : resolve(value),
     );
   });
 }

@@ -1,0 +1,135 @@
+// `npm start -- --tracing` as a user runs it: scripts/stack.mjs up --tracing as a real process
+// (fresh topic, fresh stack dir, free ports, a small fleet) starts Zipkin from the cached
+// zipkin-server exec jar, points every process at it, and the story tells the link to its
+// rollout's trace. That trace is then read the way a person's browser reads it, through
+// Zipkin's API: one trace, from the story's request through the dispatcher, the agents, the
+// Kafka records and the ledger. Build first (`npm run build`); Maven fetches the jar once.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { freshEventsTopic } from '../kafka';
+import { REPO_ROOT, builtEntry } from '../process';
+import { freePort } from '../fleet/rig';
+
+// Bounds on waiting for real processes (a JVM, a compile, a rollout); they measure nothing.
+jest.setTimeout(15 * 60_000);
+
+interface ZipkinSpan {
+  traceId: string;
+  id: string;
+  parentId?: string;
+  name?: string;
+  kind?: string;
+  localEndpoint?: { serviceName?: string };
+}
+
+describe('npm start -- --tracing: the rollout’s trace in Zipkin', () => {
+  let dir: string;
+  let stack: ChildProcess | undefined;
+  let stdout = '';
+  let stderr = '';
+  let zipkinPort: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let result: any;
+
+  beforeAll(async () => {
+    builtEntry('libs/testing/dist/demo/demo-fleet.js');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-tracing-e2e-'));
+    const ports = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+    zipkinPort = await freePort();
+    const topic = await freshEventsTopic('tracing', 6);
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(
+        ([key]) =>
+          !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) &&
+          !key.startsWith('REBOOTLESS_') &&
+          !key.startsWith('OTEL_'),
+      ),
+    );
+    stack = spawn(
+      process.execPath,
+      [path.join(REPO_ROOT, 'scripts', 'stack.mjs'), 'up', '--agents', '5', '--tracing', '--json'],
+      {
+        cwd: REPO_ROOT,
+        env: {
+          ...inherited,
+          REBOOTLESS_STACK_DIR: path.join(dir, 'data'),
+          EVENTS_TOPIC: topic,
+          EVENTS_TOPIC_PARTITIONS: '6',
+          BUILDER_GRPC_PORT: String(ports[0]),
+          DISPATCHER_GRPC_PORT: String(ports[1]),
+          LEDGER_GRPC_PORT: String(ports[2]),
+          AGENT_GRPC_PORT: String(ports[3]),
+          CONSOLE_HTTP_PORT: String(ports[4]),
+          ZIPKIN_PORT: String(zipkinPort),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    stack.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    stack.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const deadline = Date.now() + 13 * 60_000;
+    while (!stdout.includes('\n')) {
+      if (stack.exitCode !== null) throw new Error(`the stack exited (${stack.exitCode}):\n${stderr}`);
+      if (Date.now() > deadline) throw new Error(`no story within 13 minutes:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    result = JSON.parse(stdout.split('\n')[0]!);
+    if (!result.ok) throw new Error(`the stack failed: ${result.error}\n${stderr}`);
+  });
+
+  afterAll(async () => {
+    if (stack && stack.exitCode === null) {
+      stack.kill('SIGINT');
+      await new Promise((r) => stack!.once('exit', r));
+    }
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('tells the link to the rollout’s trace on Zipkin’s loopback port', () => {
+    const trace = result.story.rollout.trace;
+    expect(trace.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(trace.link).toBe(`http://127.0.0.1:${zipkinPort}/zipkin/traces/${trace.traceId}`);
+    expect(stderr).toContain(`its trace, from the request to every host and the ledger: ${trace.link}`);
+    expect(result.zipkin).toMatchObject({ port: zipkinPort, url: `http://127.0.0.1:${zipkinPort}/zipkin/` });
+  });
+
+  it('Zipkin’s API holds one trace spanning the story, the dispatcher, the agents, Kafka and the ledger', async () => {
+    const { traceId } = result.story.rollout.trace as { traceId: string };
+    const url = `http://127.0.0.1:${zipkinPort}/api/v2/trace/${traceId}`;
+    const services = (spans: ZipkinSpan[]) => new Set(spans.map((s) => s.localEndpoint?.serviceName));
+    const complete = (spans: ZipkinSpan[]) =>
+      ['story', 'dispatcher', 'agent', 'ledger'].every((name) => services(spans).has(name)) &&
+      spans.some((s) => s.kind === 'PRODUCER');
+    let spans: ZipkinSpan[] = [];
+    const deadline = Date.now() + 60_000;
+    while (!complete(spans)) {
+      if (Date.now() > deadline)
+        throw new Error(`trace ${traceId} in Zipkin after 60 s: ${[...services(spans)].join(', ')}`);
+      await new Promise((r) => setTimeout(r, 1000));
+      const response = await fetch(url);
+      spans = response.status === 404 ? [] : ((await response.json()) as ZipkinSpan[]);
+    }
+    expect(new Set(spans.map((s) => s.traceId))).toEqual(new Set([traceId]));
+    // Every span hangs from one root: the story's own request.
+    const ids = new Set(spans.map((s) => s.id));
+    const roots = spans.filter((s) => !s.parentId || !ids.has(s.parentId));
+    expect(roots.map((s) => [s.localEndpoint?.serviceName, s.name])).toEqual([['story', 'create rollout']]);
+    // The agents' transitions are in it, and the ledger's projections of the events they sent.
+    const named = (service: string) =>
+      spans.filter((s) => s.localEndpoint?.serviceName === service).map((s) => s.name ?? '');
+    expect(named('agent').some((n) => n.includes('transition'))).toBe(true);
+    expect(named('ledger').some((n) => n.includes('projection'))).toBe(true);
+  });
+
+  it('Ctrl-C stops Zipkin with the rest', async () => {
+    stack!.kill('SIGINT');
+    await new Promise((r) => stack!.once('exit', r));
+    const answered = await fetch(`http://127.0.0.1:${zipkinPort}/health`).then(
+      () => true,
+      () => false,
+    );
+    expect(answered).toBe(false);
+  });
+});
