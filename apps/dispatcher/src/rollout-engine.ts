@@ -279,9 +279,9 @@ export class RolloutEngine {
       now: this.now(),
       isOnline: (hostId) => this.agents.isOnline(hostId),
       offlineSince: (hostId) => this.agents.offlineSince(hostId),
-      artifactFor: (run, hostId) => {
+      artifactFor: (run, hostId, which = run) => {
         const host = this.fleet.get(hostId);
-        const patch = this.catalog.find(run.patchId, run.version);
+        const patch = this.catalog.find(which.patchId, which.version);
         if (!host || !patch || patch.retracted !== undefined) return undefined;
         const artifact = patch.artifacts.get(host.kernelRelease);
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
