@@ -311,12 +311,12 @@ export class RolloutEngine {
       commandId: apply.commandId,
       expiresAt: timestamp(apply.expiresAt),
       rolloutId: run.rolloutId,
-      patchId: run.patchId,
-      version: run.version,
+      patchId: apply.patchId,
+      version: apply.version,
       kernelRelease: apply.kernelRelease,
       artifactDigest: apply.artifactDigest,
-      allowForce: run.allowForce,
-      allowDowngrade: run.allowDowngrade,
+      allowForce: apply.allowForce,
+      allowDowngrade: apply.allowDowngrade,
     };
   }
 
@@ -326,8 +326,8 @@ export class RolloutEngine {
       commandId: revert.commandId,
       expiresAt: timestamp(revert.expiresAt),
       rolloutId: run.rolloutId,
-      patchId: run.patchId,
-      version: run.version,
+      patchId: revert.patchId,
+      version: revert.version,
       moduleName: revert.moduleName,
       reason: run.undo ? 'undo' : 'roll-back',
     };

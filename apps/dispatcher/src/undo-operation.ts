@@ -92,14 +92,17 @@ function targetOf(hostId: string, patchId: string, plan: ledger.PlanUndoResponse
       `the ledger's undo plan for ${patchId} on ${hostId} has a step of unknown kind ${unknown.kind}`,
     );
   }
-  const steps = plan.steps.map((s) => ({
-    action: ACTION[s.kind]!,
-    moduleName: s.moduleName,
-    patchId: s.patch?.patchId ?? '',
-    version: s.patch?.version ?? '',
-    downgrade: s.downgrade,
-    detail: s.detail,
-  }));
+  // Automatic steps are the agent's part of the step before (removing what a replace disabled).
+  const steps = plan.steps
+    .filter((s) => !s.automatic)
+    .map((s) => ({
+      action: ACTION[s.kind]!,
+      moduleName: s.moduleName,
+      patchId: s.patch?.patchId ?? '',
+      version: s.patch?.version ?? '',
+      downgrade: s.downgrade,
+      detail: s.detail,
+    }));
   const apply = steps.find((s) => s.action === events.UndoStepAction.UNDO_STEP_ACTION_APPLY && !s.patchId);
   if (apply) {
     throw new RolloutPreconditionError(

@@ -51,9 +51,17 @@ export type CommandOutcome =
 export interface HostRun {
   hostId: string;
   wave: number;
-  apply?: HostCommand & { kernelRelease: string; artifactDigest: string };
+  /** The patch is the rollout's, or in an undo the one its step loads again. */
+  apply?: HostCommand & {
+    kernelRelease: string;
+    artifactDigest: string;
+    patchId: string;
+    version: string;
+    allowForce: boolean;
+    allowDowngrade: boolean;
+  };
   applyOutcome?: CommandOutcome;
-  revert?: HostCommand & { moduleName: string };
+  revert?: HostCommand & { moduleName: string; patchId: string; version: string };
   revertOutcome?: CommandOutcome;
   /** A fact after the apply that fails the health gate (drift, kernel warning). */
   issue?: { at: number; what: string };
@@ -191,6 +199,10 @@ export class RolloutBook {
           expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
           kernelRelease: d.kernelRelease,
           artifactDigest: d.artifactDigest,
+          patchId: d.patchId,
+          version: d.version,
+          allowForce: d.allowForce,
+          allowDowngrade: d.allowDowngrade,
         };
         delete host.applyOutcome;
         delete host.issue;
@@ -209,6 +221,8 @@ export class RolloutBook {
           requestedAt: meta.at,
           expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
           moduleName: d.moduleName,
+          patchId: d.patchId,
+          version: d.version,
         };
         delete host.revertOutcome;
         if (run.undo) host.undoStep = d.undoStep || 1;
