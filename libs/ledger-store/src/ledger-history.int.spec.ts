@@ -317,6 +317,7 @@ async function writeHistory(writer: LogWriter) {
             allowForce: false,
             allowDowngrade: false,
             undoModules: {},
+            undoPlans: {},
           },
         },
       },
