@@ -634,6 +634,27 @@ describe('a multi-step undo', () => {
     expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
   });
 
+  it('never loads a retracted patch again: the step waits, then times out at the offline deadline', () => {
+    const d = undoOf(
+      [
+        revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+        revertStep('livepatch_cve_2024_1086'),
+        applyStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+      ],
+      [['cve-2024-9999', '1']],
+    );
+    sent(d);
+    d.reverted('host-0000');
+    sent(d);
+    d.catalog.patchRetracted({ patchId: 'cve-2024-9999', version: '1', reason: 'corrupts ext4' });
+    d.reverted('host-0000');
+    expect(sent(d)).toEqual([]);
+    d.now += strategy().offlineDeadlineSeconds * 1000 + 1;
+    expect(sent(d)).toEqual([]);
+    expect(d.log.at(-1)!.event).toMatchObject({ type: 'RolloutPaused' });
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_TIMED_OUT);
+  });
+
   it('replays to the same place: a book rebuilt from the log sends the same next step', () => {
     const d = undoOf(
       [revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'), revertStep('livepatch_cve_2024_1086')],

@@ -424,11 +424,12 @@ function undoPhase(run: RolloutRun, host: HostRun, now: number): HostPhase {
   if (host.undoStep === undefined) {
     if (run.status === 'aborted') return 'skipped';
     // Waiting for the operator's reboot, or past it with steps to go.
-    if (done > 0 || (awaitsReboot(run, host) && run.waves[host.wave]?.startedAt !== undefined)) return 'in-progress';
+    if (done > 0) return betweenSteps(run, host, now);
+    if (awaitsReboot(run, host) && run.waves[host.wave]?.startedAt !== undefined) return 'in-progress';
     const deadline = offlineDeadline(run, host);
     return deadline !== undefined && now > deadline ? 'skipped' : 'pending';
   }
-  if (done >= host.undoStep) return 'in-progress';
+  if (done >= host.undoStep) return betweenSteps(run, host, now);
   const step = steps[host.undoStep - 1];
   const applying = step?.action === events.UndoStepAction.UNDO_STEP_ACTION_APPLY;
   const command = applying ? host.apply : host.revert;
@@ -436,6 +437,16 @@ function undoPhase(run: RolloutRun, host: HostRun, now: number): HostPhase {
   if (!command) return 'pending';
   if (!outcome) return now > command.expiresAt ? 'timed-out' : 'in-progress';
   return 'failed';
+}
+
+/**
+ * A confirmed step with more to go: the next one goes out at the next tick. One that cannot
+ * (the host went away, or the patch to load again has no artifact any more, e.g. retracted)
+ * times out at the offline deadline; a reboot is waited for as long as it takes.
+ */
+function betweenSteps(run: RolloutRun, host: HostRun, now: number): HostPhase {
+  if (awaitsReboot(run, host) || host.undoStepDoneAt === undefined) return 'in-progress';
+  return now > host.undoStepDoneAt + run.strategy.offlineDeadlineSeconds * 1000 ? 'timed-out' : 'in-progress';
 }
 
 /** The host's next undo step (1-based index), when the previous one is confirmed and steps remain. */

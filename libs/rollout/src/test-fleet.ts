@@ -136,7 +136,9 @@ export class RolloutDriver {
       artifactFor: (run, id, which = run) => {
         const host = this.fleet.get(id);
         const patch = this.catalog.find(which.patchId, which.version);
-        const artifact = host && patch?.artifacts.get(host.kernelRelease);
+        // As the dispatcher: no artifact of a retracted patch is ever sent.
+        const artifact =
+          host && patch && patch.retracted === undefined ? patch.artifacts.get(host.kernelRelease) : undefined;
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
       },
       newCommandId: () => `cmd-${++this.ids}`,
