@@ -344,6 +344,7 @@ async function writeHistory(writer: LogWriter) {
             kernelRelease: K61,
             allowForce: false,
             allowDowngrade: false,
+            undoStep: 0,
           },
         },
       },
