@@ -53,6 +53,7 @@ function rolloutCreated(rolloutId: string): EventDraft {
         allowForce: false,
         allowDowngrade: true,
         undoModules: {},
+        undoPlans: {},
       } as unknown as events.RolloutCreated,
     },
   };

@@ -279,9 +279,9 @@ export class RolloutEngine {
       now: this.now(),
       isOnline: (hostId) => this.agents.isOnline(hostId),
       offlineSince: (hostId) => this.agents.offlineSince(hostId),
-      artifactFor: (run, hostId) => {
+      artifactFor: (run, hostId, which = run) => {
         const host = this.fleet.get(hostId);
-        const patch = this.catalog.find(run.patchId, run.version);
+        const patch = this.catalog.find(which.patchId, which.version);
         if (!host || !patch || patch.retracted !== undefined) return undefined;
         const artifact = patch.artifacts.get(host.kernelRelease);
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
@@ -311,12 +311,12 @@ export class RolloutEngine {
       commandId: apply.commandId,
       expiresAt: timestamp(apply.expiresAt),
       rolloutId: run.rolloutId,
-      patchId: run.patchId,
-      version: run.version,
+      patchId: apply.patchId,
+      version: apply.version,
       kernelRelease: apply.kernelRelease,
       artifactDigest: apply.artifactDigest,
-      allowForce: run.allowForce,
-      allowDowngrade: run.allowDowngrade,
+      allowForce: apply.allowForce,
+      allowDowngrade: apply.allowDowngrade,
     };
   }
 
@@ -326,8 +326,8 @@ export class RolloutEngine {
       commandId: revert.commandId,
       expiresAt: timestamp(revert.expiresAt),
       rolloutId: run.rolloutId,
-      patchId: run.patchId,
-      version: run.version,
+      patchId: revert.patchId,
+      version: revert.version,
       moduleName: revert.moduleName,
       reason: run.undo ? 'undo' : 'roll-back',
     };

@@ -77,15 +77,38 @@ export class UndoOperation {
   }
 }
 
-/** The one module to disable, or undefined when the host does not carry the patch. */
+const ACTION: Partial<Record<number, events.UndoStepAction>> = {
+  [STEP.UNDO_STEP_KIND_REVERT]: events.UndoStepAction.UNDO_STEP_ACTION_REVERT,
+  [STEP.UNDO_STEP_KIND_APPLY]: events.UndoStepAction.UNDO_STEP_ACTION_APPLY,
+  [STEP.UNDO_STEP_KIND_REBOOT]: events.UndoStepAction.UNDO_STEP_ACTION_REBOOT,
+};
+
+/** The ledger's plan for one host as the rollout records it, or undefined when the host does not carry the patch. */
 function targetOf(hostId: string, patchId: string, plan: ledger.PlanUndoResponse): UndoTarget | undefined {
   if (plan.steps.length === 0) return undefined;
-  const [step] = plan.steps;
-  if (plan.steps.length === 1 && step!.kind === STEP.UNDO_STEP_KIND_REVERT)
-    return { hostId, moduleName: step!.moduleName };
-  const described = plan.steps.map((s) => `${STEP[s.kind] ?? s.kind} ${s.moduleName}`).join(', then ');
-  throw new RolloutPreconditionError(
-    `undoing ${patchId} on ${hostId} takes ${plan.steps.length} step(s) (${described}); ` +
-      'this dispatcher carries out only plans that disable a single module so far',
-  );
+  const unknown = plan.steps.find((s) => ACTION[s.kind] === undefined);
+  if (unknown) {
+    throw new RolloutPreconditionError(
+      `the ledger's undo plan for ${patchId} on ${hostId} has a step of unknown kind ${unknown.kind}`,
+    );
+  }
+  // Automatic steps are the agent's part of the step before (removing what a replace disabled).
+  const steps = plan.steps
+    .filter((s) => !s.automatic)
+    .map((s) => ({
+      action: ACTION[s.kind]!,
+      moduleName: s.moduleName,
+      patchId: s.patch?.patchId ?? '',
+      version: s.patch?.version ?? '',
+      downgrade: s.downgrade,
+      detail: s.detail,
+    }));
+  const apply = steps.find((s) => s.action === events.UndoStepAction.UNDO_STEP_ACTION_APPLY && !s.patchId);
+  if (apply) {
+    throw new RolloutPreconditionError(
+      `undoing ${patchId} on ${hostId} needs ${apply.moduleName} loaded again, which rebootless did not publish`,
+    );
+  }
+  const target = plan.steps.find((s) => s.patch?.patchId === patchId && s.kind === STEP.UNDO_STEP_KIND_REVERT);
+  return { hostId, moduleName: target?.moduleName ?? '', steps };
 }

@@ -50,6 +50,27 @@ function pathList(): Parser<string[]> {
   };
 }
 
+/** `release=any|top-only,...`: kernels whose livepatch disable order is not their upstream version's. */
+function disableOrders(): Parser<Record<string, 'any' | 'top-only'>> {
+  return {
+    expected: 'a comma-separated list of release=any|top-only, e.g. 4.18.0-513.el8.x86_64=any',
+    parse(raw) {
+      const orders: Record<string, 'any' | 'top-only'> = {};
+      for (const pair of raw
+        .split(',')
+        .map((p) => p.trim())
+        .filter(Boolean)) {
+        const at = pair.lastIndexOf('=');
+        const release = pair.slice(0, at).trim();
+        const order = pair.slice(at + 1).trim();
+        if (at <= 0 || (order !== 'any' && order !== 'top-only')) return undefined;
+        orders[release] = order;
+      }
+      return Object.keys(orders).length > 0 ? orders : undefined;
+    },
+  };
+}
+
 export const ledgerSettings = {
   ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'LEDGER', defaultPort: 7453 }),
   databaseUrl: setting({
@@ -73,6 +94,13 @@ export const ledgerSettings = {
     default: '5000',
     description:
       'how long events of a chain not yet sealed wait for their seal; then they are an unsealed finding, never a fact',
+  }),
+  kernelDisableOrders: setting({
+    env: 'LEDGER_KERNEL_DISABLE_ORDER',
+    parser: disableOrders(),
+    description:
+      'kernel releases whose livepatch disable order differs from their upstream version (distribution backports); ' +
+      'the undo planner follows it',
   }),
   onlineWindowSeconds: setting({
     env: 'LEDGER_ONLINE_WINDOW_SECONDS',

@@ -64,7 +64,9 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   planUndo(request: ledger.PlanUndoRequest): Promise<ledger.PlanUndoResponse> {
-    return this.answer('PlanUndo', () => undoPlanForHost(this.rt.queries, request.hostId, request.patchId));
+    return this.answer('PlanUndo', () =>
+      undoPlanForHost(this.rt.queries, request.hostId, request.patchId, this.rt.config.kernelDisableOrders),
+    );
   }
 
   complianceReport(request: ledger.ComplianceReportRequest): Promise<ledger.ComplianceReportResponse> {

@@ -40,6 +40,8 @@ export async function undoPlanForHost(
   q: LedgerQueries,
   hostId: string,
   patchId: string,
+  /** Releases whose disable order is not their upstream version's (LEDGER_KERNEL_DISABLE_ORDER). */
+  disableOrders: Readonly<Record<string, model.DisableOrder>> = {},
 ): Promise<ledger.PlanUndoResponse> {
   const h = await q.hostRow(hostId);
   if (!patchId) throw new InvalidArgumentError('patch_id', 'is required');
@@ -55,6 +57,7 @@ export async function undoPlanForHost(
       stack,
       patchId,
       kernelRelease: h.kernelRelease,
+      ...(disableOrders[h.kernelRelease] ? { kernelOverrides: { disableOrder: disableOrders[h.kernelRelease] } } : {}),
       earlierCumulatives: [...patches.values()].filter((p) => p.replace).map(toPublishedPatch),
       ...(target ? { replacedOnHost: model.previousCumulativeOnHost(history, target) } : {}),
     });
@@ -84,7 +87,14 @@ function revertSteps(steps: readonly model.UndoStep[]): ledger.UndoStep[] {
       last.detail = `${last.detail}; ${detail}`;
       continue;
     }
-    out.push({ kind: STEP_KIND[s.kind], moduleName: s.moduleName, patch: s.patch, downgrade: s.downgrade, detail });
+    out.push({
+      kind: STEP_KIND[s.kind],
+      moduleName: s.moduleName,
+      patch: s.patch,
+      downgrade: s.downgrade,
+      detail,
+      automatic: s.automatic ?? false,
+    });
   }
   return out;
 }

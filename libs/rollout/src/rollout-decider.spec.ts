@@ -3,7 +3,7 @@ import { RolloutForbiddenError, RolloutPreconditionError } from './errors';
 import { abort, approve, pause, resume, rollBack } from './rollout-decider';
 import { planRollout, planUndoRollout } from './rollout-planner';
 import { rolloutView } from './rollout-view';
-import { catalogWith, fleetOf, hostIds, make, request, RolloutDriver, strategy, T0 } from './test-fleet';
+import { catalogWith, fleetOf, hostIds, make, publishTo, request, RolloutDriver, strategy, T0 } from './test-fleet';
 
 const H = dispatcher.HostRolloutState;
 const R = dispatcher.RolloutState;
@@ -400,7 +400,13 @@ describe('a host that rebooted', () => {
         'u1',
         { patchId: 'cve-2024-1086', version: '1', reason: 'undo', strategy: strategy({ canaryCount: 0 }) },
         make(events.HostSelector, { hostIds: ['host-0001'] }),
-        [{ hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086' }],
+        [
+          {
+            hostId: 'host-0001',
+            moduleName: 'livepatch_cve_2024_1086',
+            steps: [revertStep('livepatch_cve_2024_1086')],
+          },
+        ],
       ),
     });
     const revert = d.settle('u1').find((e) => e.type === 'HostRevertRequested')!;
@@ -493,8 +499,8 @@ describe('an undo', () => {
       { patchId: 'cve-2024-1086', version: '1', reason: 'regression', strategy: strategy({ canaryCount: 1 }) },
       make(events.HostSelector, { hostIds: ['host-0001', 'host-0002'] }),
       [
-        { hostId: 'host-0002', moduleName: 'livepatch_cve_2024_1086' },
-        { hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086' },
+        { hostId: 'host-0002', moduleName: 'livepatch_cve_2024_1086', steps: [revertStep('livepatch_cve_2024_1086')] },
+        { hostId: 'host-0001', moduleName: 'livepatch_cve_2024_1086', steps: [revertStep('livepatch_cve_2024_1086')] },
       ],
     );
     d.write({ type: 'RolloutCreated', data: created });
@@ -513,6 +519,153 @@ describe('an undo', () => {
     expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
     expect(run.status).toBe('completed');
     expect(() => rollBack(run, 'x')).toThrow(RolloutPreconditionError);
+  });
+});
+
+const ACTION = events.UndoStepAction;
+
+function revertStep(moduleName: string, patchId = 'cve-2024-1086', version = '1'): events.UndoPlanStep {
+  return { action: ACTION.UNDO_STEP_ACTION_REVERT, moduleName, patchId, version, downgrade: false, detail: '' };
+}
+
+function applyStep(moduleName: string, patchId: string, version: string, downgrade = false): events.UndoPlanStep {
+  return { action: ACTION.UNDO_STEP_ACTION_APPLY, moduleName, patchId, version, downgrade, detail: '' };
+}
+
+const rebootStep: events.UndoPlanStep = {
+  action: ACTION.UNDO_STEP_ACTION_REBOOT,
+  moduleName: '',
+  patchId: '',
+  version: '',
+  downgrade: false,
+  detail: 'the patch was forced: only a reboot removes it',
+};
+
+/** An undo of cve-2024-1086 on host-0000 carrying out `steps`; the catalog also has `others`. */
+function undoOf(steps: events.UndoPlanStep[], others: [string, string][] = []): RolloutDriver {
+  const catalog = catalogWith();
+  for (const [patchId, version] of others) publishTo(catalog, patchId, version);
+  const d = new RolloutDriver(fleetOf(hostIds(1)), catalog);
+  d.write({
+    type: 'RolloutCreated',
+    data: planUndoRollout(
+      'r1',
+      { patchId: 'cve-2024-1086', version: '1', reason: 'regression', strategy: strategy({ canaryCount: 0 }) },
+      make(events.HostSelector, { hostIds: ['host-0000'] }),
+      [{ hostId: 'host-0000', moduleName: 'livepatch_cve_2024_1086', steps }],
+    ),
+  });
+  return d;
+}
+
+/** The one command the decider sends now, in short. */
+function sent(d: RolloutDriver): string[] {
+  return d
+    .settle()
+    .filter((e) => e.type === 'HostApplyRequested' || e.type === 'HostRevertRequested')
+    .map((e) =>
+      e.type === 'HostRevertRequested'
+        ? `revert ${e.data.moduleName} (step ${e.data.undoStep})`
+        : `apply ${e.data.patchId}@${e.data.version}${e.data.allowDowngrade ? ' downgrade' : ''} (step ${e.data.undoStep})`,
+    );
+}
+
+describe('a multi-step undo', () => {
+  it('before 5.1: reverts the patch above first, then the target, then applies the one above again, each after the last was confirmed', () => {
+    // Given a stack cve-2024-1086 < cve-2024-9999 on a kernel where only the top patch may be disabled
+    const d = undoOf(
+      [
+        revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+        revertStep('livepatch_cve_2024_1086'),
+        applyStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+      ],
+      [['cve-2024-9999', '1']],
+    );
+    // When the undo runs, the first step goes out alone
+    expect(sent(d)).toEqual(['revert livepatch_cve_2024_9999 (step 1)']);
+    expect(sent(d)).toEqual([]);
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_IN_PROGRESS);
+    // Then each next one only after the agent's fact confirmed the previous
+    d.reverted('host-0000');
+    expect(sent(d)).toEqual(['revert livepatch_cve_2024_1086 (step 2)']);
+    d.reverted('host-0000');
+    expect(sent(d)).toEqual(['apply cve-2024-9999@1 (step 3)']);
+    expect(d.book.get('r1')!.status).toBe('running');
+    d.applied('host-0000', { patchId: 'cve-2024-9999', moduleName: 'livepatch_cve_2024_9999' });
+    expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
+    expect(d.log.at(-1)!.event).toMatchObject({ type: 'RolloutCompleted', data: { succeeded: 1, failed: 0 } });
+  });
+
+  it('a replace chain: loads the previous cumulative patch again as a downgrade', () => {
+    const d = undoOf([applyStep('livepatch_cumulative', 'cumulative', '1', true)], [['cumulative', '1']]);
+    expect(sent(d)).toEqual(['apply cumulative@1 downgrade (step 1)']);
+    d.applied('host-0000', { patchId: 'cumulative', moduleName: 'livepatch_cumulative', replace: true });
+    expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
+  });
+
+  it('stops at a step that failed, and sends nothing after it', () => {
+    const d = undoOf(
+      [revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'), revertStep('livepatch_cve_2024_1086')],
+      [['cve-2024-9999', '1']],
+    );
+    expect(sent(d)).toEqual(['revert livepatch_cve_2024_9999 (step 1)']);
+    const commandId = d.openCommands().get('host-0000')!;
+    d.observe({
+      type: 'PatchRevertFailed',
+      data: make(events.PatchRevertFailed, { hostId: 'host-0000', commandId, stage: 'disable', error: 'EBUSY' }),
+    });
+    const after = d.settle();
+    expect(after.filter((e) => e.type === 'HostRevertRequested')).toEqual([]);
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_FAILED);
+  });
+
+  it('a forced patch: never reboots on its own; a reboot by the operator completes the step, then the others come back', () => {
+    const d = undoOf(
+      [rebootStep, applyStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1')],
+      [['cve-2024-9999', '1']],
+    );
+    expect(sent(d)).toEqual([]);
+    d.now += 24 * 3600_000; // a day later: still waiting, not skipped, no command sent
+    expect(sent(d)).toEqual([]);
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_IN_PROGRESS);
+    d.observe({ type: 'HostBooted', data: make(events.HostBooted, { hostId: 'host-0000', bootId: 'after' }) });
+    expect(sent(d)).toEqual(['apply cve-2024-9999@1 (step 2)']);
+    d.applied('host-0000', { patchId: 'cve-2024-9999', moduleName: 'livepatch_cve_2024_9999' });
+    expect(d.types(d.settle())).toEqual(['WaveCompleted', 'RolloutCompleted']);
+  });
+
+  it('never loads a retracted patch again: the step waits, then times out at the offline deadline', () => {
+    const d = undoOf(
+      [
+        revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+        revertStep('livepatch_cve_2024_1086'),
+        applyStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'),
+      ],
+      [['cve-2024-9999', '1']],
+    );
+    sent(d);
+    d.reverted('host-0000');
+    sent(d);
+    d.catalog.patchRetracted({ patchId: 'cve-2024-9999', version: '1', reason: 'corrupts ext4' });
+    d.reverted('host-0000');
+    expect(sent(d)).toEqual([]);
+    d.now += strategy().offlineDeadlineSeconds * 1000 + 1;
+    expect(sent(d)).toEqual([]);
+    expect(d.log.at(-1)!.event).toMatchObject({ type: 'RolloutPaused' });
+    expect(rolloutView(d.book.get('r1')!, d.now).waves[0]!.hosts[0]!.state).toBe(H.HOST_ROLLOUT_STATE_TIMED_OUT);
+  });
+
+  it('replays to the same place: a book rebuilt from the log sends the same next step', () => {
+    const d = undoOf(
+      [revertStep('livepatch_cve_2024_9999', 'cve-2024-9999', '1'), revertStep('livepatch_cve_2024_1086')],
+      [['cve-2024-9999', '1']],
+    );
+    sent(d);
+    d.reverted('host-0000');
+    const again = new RolloutDriver(d.fleet, d.catalog);
+    for (const { event } of d.log) again.write(event);
+    for (const { fact } of d.facts) again.observe(fact);
+    expect(sent(again)).toEqual(['revert livepatch_cve_2024_1086 (step 2)']);
   });
 });
 

@@ -7,6 +7,7 @@ import { insideWindow, isWindowSet, parseWindow } from './maintenance-window';
 import {
   failureOf,
   hostPhase,
+  nextUndoStep,
   offlineDeadline,
   type HostRun,
   type RolloutEvent,
@@ -20,8 +21,15 @@ export interface TickContext {
   isOnline(hostId: string): boolean;
   /** Since when (ms) a host has been disconnected; undefined while connected or never seen. */
   offlineSince(hostId: string): number | undefined;
-  /** The artifact the host's kernel needs for this rollout's patch; undefined if none was built. */
-  artifactFor(run: RolloutRun, hostId: string): { kernelRelease: string; artifactDigest: string } | undefined;
+  /**
+   * The artifact the host's kernel needs for this rollout's patch (or, for an undo's apply step,
+   * the patch the step loads); undefined if none was built.
+   */
+  artifactFor(
+    run: RolloutRun,
+    hostId: string,
+    patch?: { patchId: string; version: string },
+  ): { kernelRelease: string; artifactDigest: string } | undefined;
   newCommandId(): string;
   /** How long a host that applied may stay disconnected before it counts as gone silent. */
   silenceGraceMs: number;
@@ -85,7 +93,10 @@ function runningStep(run: RolloutRun, ctx: TickContext): RolloutEvent[] {
       for (const id of wave.hostIds) {
         if (capacity <= 0) break;
         const host = run.hosts.get(id)!;
-        if (hostPhase(run, host, ctx.now) === 'pending' && ctx.isOnline(id)) request(host);
+        if (!ctx.isOnline(id)) continue;
+        const phase = hostPhase(run, host, ctx.now);
+        // An undo's next step goes out once the agent's fact confirmed the one before.
+        if (phase === 'pending' || (run.undo && phase === 'in-progress')) request(host);
       }
     }
     out.push(...reapplyAfterReboot(run, ctx, capacity));
@@ -188,27 +199,61 @@ function applyRequest(run: RolloutRun, host: HostRun, ctx: TickContext): Rollout
       expiresAt: toTimestamp(new Date(ctx.now + run.strategy.applyTimeoutSeconds * 1000)),
       allowForce: run.allowForce,
       allowDowngrade: run.allowDowngrade,
+      undoStep: 0,
     },
   };
 }
 
-/** An undo's step on a host: disable the module the ledger's plan names. */
+/**
+ * An undo's next step on a host, as the ledger planned it: disable a module, or load one again
+ * (a patch taken off on the way, the previous cumulative patch). A reboot step sends nothing:
+ * the dispatcher never reboots a host; the step is done when the host reports a new boot.
+ */
 function undoRequest(run: RolloutRun, host: HostRun, ctx: TickContext): RolloutEvent | undefined {
-  const moduleName = run.undoModules.get(host.hostId);
-  if (!moduleName) return undefined;
-  return {
-    type: 'HostRevertRequested',
-    data: {
-      rolloutId: run.rolloutId,
-      hostId: host.hostId,
-      commandId: ctx.newCommandId(),
-      patchId: run.patchId,
-      version: run.version,
-      moduleName,
-      expiresAt: toTimestamp(new Date(ctx.now + run.strategy.applyTimeoutSeconds * 1000)),
-      reason: 'undo',
-    },
-  };
+  const next = nextUndoStep(run, host);
+  if (!next) return undefined;
+  const { index, step } = next;
+  const expiresAt = toTimestamp(new Date(ctx.now + run.strategy.applyTimeoutSeconds * 1000));
+  switch (step.action) {
+    case events.UndoStepAction.UNDO_STEP_ACTION_REVERT:
+      return {
+        type: 'HostRevertRequested',
+        data: {
+          rolloutId: run.rolloutId,
+          hostId: host.hostId,
+          commandId: ctx.newCommandId(),
+          patchId: step.patchId || run.patchId,
+          version: step.version || run.version,
+          moduleName: step.moduleName,
+          expiresAt,
+          reason: 'undo',
+          undoStep: index,
+        },
+      };
+    case events.UndoStepAction.UNDO_STEP_ACTION_APPLY: {
+      const artifact = ctx.artifactFor(run, host.hostId, { patchId: step.patchId, version: step.version });
+      // Not built for the host's kernel (it moved on): the host waits and times out, as in an apply.
+      if (!artifact) return undefined;
+      return {
+        type: 'HostApplyRequested',
+        data: {
+          rolloutId: run.rolloutId,
+          hostId: host.hostId,
+          commandId: ctx.newCommandId(),
+          patchId: step.patchId,
+          version: step.version,
+          artifactDigest: artifact.artifactDigest,
+          kernelRelease: artifact.kernelRelease,
+          expiresAt,
+          allowForce: false,
+          allowDowngrade: step.downgrade,
+          undoStep: index,
+        },
+      };
+    }
+    default:
+      return undefined;
+  }
 }
 
 /** A host that booted lost its live patches: it gets the patch again (its desired state). */
@@ -304,6 +349,7 @@ function rollBackStep(run: RolloutRun, ctx: TickContext): RolloutEvent[] {
         moduleName: host.applyOutcome?.kind === 'applied' ? host.applyOutcome.moduleName : '',
         expiresAt: toTimestamp(new Date(ctx.now + run.strategy.applyTimeoutSeconds * 1000)),
         reason: 'roll-back',
+        undoStep: 0,
       },
     }));
     return out;

@@ -62,16 +62,22 @@ export function planRollout(
     allowDowngrade: request.allowDowngrade,
     undoModules: {},
     approvalWaived: false,
+    undoPlans: {},
   };
 }
 
 export interface UndoTarget {
   hostId: string;
-  /** The module the ledger's plan disables on that host. */
+  /** The module of the patch being undone on that host. */
   moduleName: string;
+  /** The ledger's plan for that host, in the order the kernel requires. */
+  steps: events.UndoPlanStep[];
 }
 
-/** An undo runs as a rollout whose hosts each disable one module, in the same canary and waves. */
+/**
+ * An undo runs as a rollout in the same canary and waves; each host carries out the steps the
+ * ledger planned for it (recorded in the RolloutCreated), one after the other.
+ */
 export function planUndoRollout(
   rolloutId: string,
   request: { patchId: string; version: string; reason: string; strategy?: events.RolloutStrategy | undefined },
@@ -95,5 +101,6 @@ export function planUndoRollout(
     allowDowngrade: false,
     undoModules: Object.fromEntries(targets.map((t) => [t.hostId, t.moduleName])),
     approvalWaived: false,
+    undoPlans: Object.fromEntries(targets.map((t) => [t.hostId, { steps: t.steps }])),
   };
 }

@@ -51,14 +51,28 @@ export type CommandOutcome =
 export interface HostRun {
   hostId: string;
   wave: number;
-  apply?: HostCommand & { kernelRelease: string; artifactDigest: string };
+  /** The patch is the rollout's, or in an undo the one its step loads again. */
+  apply?: HostCommand & {
+    kernelRelease: string;
+    artifactDigest: string;
+    patchId: string;
+    version: string;
+    allowForce: boolean;
+    allowDowngrade: boolean;
+  };
   applyOutcome?: CommandOutcome;
-  revert?: HostCommand & { moduleName: string };
+  revert?: HostCommand & { moduleName: string; patchId: string; version: string };
   revertOutcome?: CommandOutcome;
   /** A fact after the apply that fails the health gate (drift, kernel warning). */
   issue?: { at: number; what: string };
   /** The host booted after the apply: its live patches are gone. */
   rebootedAt?: number;
+  /** In an undo: the step (1-based) the latest command carries out. */
+  undoStep?: number;
+  /** In an undo: how many steps of the host's plan the agent's facts (or a new boot) confirmed. */
+  undoStepsDone?: number;
+  /** In an undo: when the last step was confirmed; a boot after it completes a reboot step. */
+  undoStepDoneAt?: number;
 }
 
 export interface WaveRun {
@@ -81,6 +95,8 @@ export interface RolloutRun {
   allowDowngrade: boolean;
   /** For an undo: the module each host disables. */
   undoModules: ReadonlyMap<string, string>;
+  /** For an undo: each host's steps, in order (one revert of its undoModules entry when none were recorded). */
+  undoPlans: ReadonlyMap<string, readonly events.UndoPlanStep[]>;
   waves: WaveRun[];
   hosts: Map<string, HostRun>;
   skippedHostIds: readonly string[];
@@ -148,6 +164,7 @@ export class RolloutBook {
         allowForce: d.allowForce,
         allowDowngrade: d.allowDowngrade,
         undoModules: new Map(Object.entries(d.undoModules)),
+        undoPlans: undoPlansOf(d),
         waves: d.waves.map((w) => ({ index: w.index, name: w.name, hostIds: w.hostIds })),
         hosts: new Map(),
         skippedHostIds: d.skippedHostIds,
@@ -209,10 +226,15 @@ export class RolloutBook {
           expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
           kernelRelease: d.kernelRelease,
           artifactDigest: d.artifactDigest,
+          patchId: d.patchId,
+          version: d.version,
+          allowForce: d.allowForce,
+          allowDowngrade: d.allowDowngrade,
         };
         delete host.applyOutcome;
         delete host.issue;
         delete host.rebootedAt;
+        if (run.undo) host.undoStep = d.undoStep || 1;
         this.commands.set(d.commandId, { rolloutId: run.rolloutId, hostId: d.hostId });
         this.matchUnmatched(d.commandId);
         break;
@@ -226,8 +248,11 @@ export class RolloutBook {
           requestedAt: meta.at,
           expiresAt: d.expiresAt ? timestampMs(d.expiresAt) : meta.at,
           moduleName: d.moduleName,
+          patchId: d.patchId,
+          version: d.version,
         };
         delete host.revertOutcome;
+        if (run.undo) host.undoStep = d.undoStep || 1;
         this.commands.set(d.commandId, { rolloutId: run.rolloutId, hostId: d.hostId });
         this.matchUnmatched(d.commandId);
         break;
@@ -310,6 +335,16 @@ export class RolloutBook {
         const runs = this.runsOf(fact.data.hostId);
         for (const run of runs) {
           const host = run.hosts.get(fact.data.hostId)!;
+          if (run.undo) {
+            if (
+              awaitsReboot(run, host) &&
+              meta.at >= (host.undoStepDoneAt ?? run.waves[host.wave]?.startedAt ?? Infinity)
+            ) {
+              confirmStep(host, (host.undoStepsDone ?? 0) + 1, meta.at);
+              changed.push(run);
+            }
+            continue;
+          }
           if (
             host.applyOutcome?.kind === 'applied' &&
             host.applyOutcome.at <= meta.at &&
@@ -403,9 +438,11 @@ export class RolloutBook {
     if (host.apply?.commandId === commandId) {
       if (host.applyOutcome) return [];
       if (outcome.kind === 'applied' || outcome.kind === 'apply-failed') host.applyOutcome = outcome;
+      if (run.undo && outcome.kind === 'applied') confirmStep(host, host.undoStep ?? 1, outcome.at);
     } else if (host.revert?.commandId === commandId) {
       if (host.revertOutcome) return [];
       if (outcome.kind === 'reverted' || outcome.kind === 'revert-failed') host.revertOutcome = outcome;
+      if (run.undo && outcome.kind === 'reverted') confirmStep(host, host.undoStep ?? 1, outcome.at);
     } else {
       return [];
     }
@@ -502,16 +539,81 @@ export function hostPhase(run: RolloutRun, host: HostRun, now: number): HostPhas
   return outcome.kind === 'applied' ? 'succeeded' : 'failed';
 }
 
-/** In an undo the host's command is the revert: reverted is success. */
+/**
+ * In an undo the host carries out its plan's steps one after the other: it succeeded once the
+ * agent confirmed the last one; a step that failed or got no answer fails it. Between two steps,
+ * and while a reboot step waits for the operator's reboot, it is in progress.
+ */
 function undoPhase(run: RolloutRun, host: HostRun, now: number): HostPhase {
-  if (!host.revert) {
-    const deadline = offlineDeadline(run, host);
+  const steps = run.undoPlans.get(host.hostId) ?? [];
+  const done = host.undoStepsDone ?? 0;
+  if (done >= steps.length) return 'succeeded';
+  if (host.undoStep === undefined) {
     if (run.status === 'aborted') return 'skipped';
+    // Waiting for the operator's reboot, or past it with steps to go.
+    if (done > 0) return betweenSteps(run, host, now);
+    if (awaitsReboot(run, host) && run.waves[host.wave]?.startedAt !== undefined) return 'in-progress';
+    const deadline = offlineDeadline(run, host);
     return deadline !== undefined && now > deadline ? 'skipped' : 'pending';
   }
-  const outcome = host.revertOutcome;
-  if (!outcome) return now > host.revert.expiresAt ? 'timed-out' : 'in-progress';
-  return outcome.kind === 'reverted' ? 'succeeded' : 'failed';
+  if (done >= host.undoStep) return betweenSteps(run, host, now);
+  const step = steps[host.undoStep - 1];
+  const applying = step?.action === events.UndoStepAction.UNDO_STEP_ACTION_APPLY;
+  const command = applying ? host.apply : host.revert;
+  const outcome = applying ? host.applyOutcome : host.revertOutcome;
+  if (!command) return 'pending';
+  if (!outcome) return now > command.expiresAt ? 'timed-out' : 'in-progress';
+  return 'failed';
+}
+
+/**
+ * A confirmed step with more to go: the next one goes out at the next tick. One that cannot
+ * (the host went away, or the patch to load again has no artifact any more, e.g. retracted)
+ * times out at the offline deadline; a reboot is waited for as long as it takes.
+ */
+function betweenSteps(run: RolloutRun, host: HostRun, now: number): HostPhase {
+  if (awaitsReboot(run, host) || host.undoStepDoneAt === undefined) return 'in-progress';
+  return now > host.undoStepDoneAt + run.strategy.offlineDeadlineSeconds * 1000 ? 'timed-out' : 'in-progress';
+}
+
+/** The host's next undo step (1-based index), when the previous one is confirmed and steps remain. */
+export function nextUndoStep(run: RolloutRun, host: HostRun): { index: number; step: events.UndoPlanStep } | undefined {
+  const steps = run.undoPlans.get(host.hostId) ?? [];
+  const done = host.undoStepsDone ?? 0;
+  if (host.undoStep !== undefined && done < host.undoStep) return undefined;
+  const step = steps[done];
+  return step && { index: done + 1, step };
+}
+
+/** Whether the host's next step is a reboot only its operator may do. */
+export function awaitsReboot(run: RolloutRun, host: HostRun): boolean {
+  return nextUndoStep(run, host)?.step.action === events.UndoStepAction.UNDO_STEP_ACTION_REBOOT;
+}
+
+function confirmStep(host: HostRun, step: number, at: number): void {
+  if (step <= (host.undoStepsDone ?? 0)) return;
+  host.undoStepsDone = step;
+  host.undoStepDoneAt = at;
+}
+
+/** Rollouts written before plans were recorded: one revert of the module named in undo_modules. */
+function undoPlansOf(d: events.RolloutCreated): Map<string, readonly events.UndoPlanStep[]> {
+  const plans = new Map<string, readonly events.UndoPlanStep[]>();
+  if (!d.undo) return plans;
+  for (const [hostId, moduleName] of Object.entries(d.undoModules)) {
+    plans.set(hostId, [
+      {
+        action: events.UndoStepAction.UNDO_STEP_ACTION_REVERT,
+        moduleName,
+        patchId: d.patchId,
+        version: d.version,
+        downgrade: false,
+        detail: '',
+      },
+    ]);
+  }
+  for (const [hostId, plan] of Object.entries(d.undoPlans ?? {})) plans.set(hostId, plan.steps);
+  return plans;
 }
 
 /** Why a host counts against the failure budget, or undefined when it does not. */

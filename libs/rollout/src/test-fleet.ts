@@ -44,7 +44,17 @@ export function fleetOf(ids: readonly string[], kernelRelease = RELEASE, labels:
 }
 
 export function catalogWith(patchId = 'cve-2024-1086', version = '1', releases: string[] = [RELEASE]): PatchCatalog {
-  const catalog = new PatchCatalog();
+  return publishTo(new PatchCatalog(), patchId, version, releases);
+}
+
+/** Publishes one more patch (built for `releases`) in the catalog. */
+export function publishTo(
+  catalog: PatchCatalog,
+  patchId: string,
+  version: string,
+  releases: string[] = [RELEASE],
+  replace = false,
+): PatchCatalog {
   for (const release of releases) {
     catalog.buildSucceeded({
       buildId: `build-${patchId}-${version}`,
@@ -62,7 +72,7 @@ export function catalogWith(patchId = 'cve-2024-1086', version = '1', releases: 
     buildId: `build-${patchId}-${version}`,
     artifacts: releases.map((r) => ({ kernelRelease: r, artifactDigest: `sha256:${r}`, vermagic: r })),
     cves: [],
-    replace: false,
+    replace,
     severity: 0,
     patchName: patchId,
   });
@@ -123,10 +133,12 @@ export class RolloutDriver {
       now: this.now,
       isOnline: (id) => !this.offline.has(id),
       offlineSince: (id) => this.offline.get(id),
-      artifactFor: (run, id) => {
+      artifactFor: (run, id, which = run) => {
         const host = this.fleet.get(id);
-        const patch = this.catalog.find(run.patchId, run.version);
-        const artifact = host && patch?.artifacts.get(host.kernelRelease);
+        const patch = this.catalog.find(which.patchId, which.version);
+        // As the dispatcher: no artifact of a retracted patch is ever sent.
+        const artifact =
+          host && patch && patch.retracted === undefined ? patch.artifacts.get(host.kernelRelease) : undefined;
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
       },
       newCommandId: () => `cmd-${++this.ids}`,
@@ -152,7 +164,26 @@ export class RolloutDriver {
   /** Commands sent and not yet answered, by host. */
   openCommands(rolloutId = 'r1'): Map<string, string> {
     const open = new Map<string, string>();
-    for (const host of this.book.get(rolloutId)!.hosts.values()) {
+    const run = this.book.get(rolloutId)!;
+    if (run.undo) {
+      // An undo sends applies and reverts one after the other: the latest command is the open one.
+      for (const host of run.hosts.values()) {
+        const latest = [...this.log]
+          .reverse()
+          .find(
+            (l) =>
+              (l.event.type === 'HostApplyRequested' || l.event.type === 'HostRevertRequested') &&
+              l.event.data.rolloutId === rolloutId &&
+              l.event.data.hostId === host.hostId,
+          );
+        if (!latest || (latest.event.type !== 'HostApplyRequested' && latest.event.type !== 'HostRevertRequested'))
+          continue;
+        const answered = latest.event.type === 'HostApplyRequested' ? host.applyOutcome : host.revertOutcome;
+        if (!answered) open.set(host.hostId, latest.event.data.commandId);
+      }
+      return open;
+    }
+    for (const host of run.hosts.values()) {
       if (host.revert && !host.revertOutcome) open.set(host.hostId, host.revert.commandId);
       else if (host.apply && !host.applyOutcome && !host.revert) open.set(host.hostId, host.apply.commandId);
     }

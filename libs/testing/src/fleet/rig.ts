@@ -138,7 +138,7 @@ export async function startDispatcher(
 }
 
 export async function startLedger(
-  env: ServiceEnv & { address?: string; trustedDataDirs: string[] },
+  env: ServiceEnv & { address?: string; trustedDataDirs: string[]; extra?: Record<string, string> },
 ): Promise<{ process: ServiceProcess; address: string }> {
   const address = env.address ?? `127.0.0.1:${await freePort()}`;
   const service = new ServiceProcess(
@@ -149,6 +149,7 @@ export async function startLedger(
       EVENTS_TOPIC: env.topic,
       KAFKA_BROKERS: env.brokers,
       LEDGER_TRUSTED_DATA_DIRS: env.trustedDataDirs.join(','),
+      ...env.extra,
     },
     nodeArgs('LEDGER_NODE_ARGS'),
   );

@@ -12,7 +12,7 @@ import {
   type EventSink,
 } from '@rebootless/agent-runtime';
 import { ArtifactStore } from '@rebootless/artifacts';
-import { SimulatedKernel, type LoadModuleRequest } from '@rebootless/kernel-model';
+import { SimulatedKernel, type LoadModuleRequest, type StackingRule } from '@rebootless/kernel-model';
 
 export interface SimulatedHostSpec {
   hostId: string;
@@ -22,6 +22,8 @@ export interface SimulatedHostSpec {
   relay?: boolean;
   /** How long the host's patch transitions take. */
   transitionMs?: number;
+  /** The kernel's disable rule regardless of its release ('top-only': before 5.1). */
+  stacking?: StackingRule;
 }
 
 export interface SimulatedFleetOptions {
@@ -83,7 +85,11 @@ export class SimulatedFleet {
   }
 
   add(spec: SimulatedHostSpec): SimulatedHost {
-    const kernel = new CountingKernel({ release: spec.kernelRelease, transitionMs: spec.transitionMs ?? 0 });
+    const kernel = new CountingKernel({
+      release: spec.kernelRelease,
+      transitionMs: spec.transitionMs ?? 0,
+      ...(spec.stacking ? { stacking: spec.stacking } : {}),
+    });
     const host: SimulatedHost = { spec, kernel, agent: this.agentFor(spec, kernel), running: false };
     this.hosts.set(spec.hostId, host);
     return host;

@@ -20,6 +20,24 @@ export enum FailurePolicy {
   FAILURE_POLICY_ROLL_BACK = 3,
 }
 
+/** What one undo step does on its host. */
+export enum UndoStepAction {
+  /** UNDO_STEP_ACTION_UNSPECIFIED - Not set (the zero value); never written. */
+  UNDO_STEP_ACTION_UNSPECIFIED = 0,
+  /** UNDO_STEP_ACTION_REVERT - Disable a live patch and remove its module (HostRevertRequested). */
+  UNDO_STEP_ACTION_REVERT = 1,
+  /**
+   * UNDO_STEP_ACTION_APPLY - Load a module again: a patch taken off on the way, or the previous cumulative patch
+   * (HostApplyRequested).
+   */
+  UNDO_STEP_ACTION_APPLY = 2,
+  /**
+   * UNDO_STEP_ACTION_REBOOT - A forced patch leaves no other way: the host must be rebooted by its operator. The
+   * dispatcher never reboots; the step is done when the host reports a new boot.
+   */
+  UNDO_STEP_ACTION_REBOOT = 3,
+}
+
 /** Which hosts a rollout, an undo or a report concerns. */
 export interface HostSelector {
   kernelReleases: string[];
@@ -99,11 +117,41 @@ export interface RolloutCreated {
    * other than the creator opens the first wave.
    */
   approvalWaived: boolean;
+  /**
+   * For an undo: each host's plan from the ledger, in the order the kernel requires. Hosts
+   * missing here (rollouts written before plans were recorded) have one step, the revert of
+   * their undo_modules entry.
+   */
+  undoPlans: { [key: string]: UndoHostPlan };
 }
 
 export interface RolloutCreated_UndoModulesEntry {
   key: string;
   value: string;
+}
+
+export interface RolloutCreated_UndoPlansEntry {
+  key: string;
+  value?: UndoHostPlan | undefined;
+}
+
+/** One step of an undo on one host, as the ledger planned it. */
+export interface UndoPlanStep {
+  action: UndoStepAction;
+  /** Empty for a reboot. */
+  moduleName: string;
+  /** The patch the step loads or disables; empty for a reboot or a module rebootless did not publish. */
+  patchId: string;
+  version: string;
+  /** Loads an older version than the host runs: the command carries allow_downgrade. */
+  downgrade: boolean;
+  /** The planner's sentence for people. */
+  detail: string;
+}
+
+/** The steps of one host's undo. */
+export interface UndoHostPlan {
+  steps: UndoPlanStep[];
 }
 
 /** Dispatcher: an approver approved the rollout's next wave. */
@@ -133,6 +181,8 @@ export interface HostApplyRequested {
   expiresAt?: Timestamp | undefined;
   allowForce: boolean;
   allowDowngrade: boolean;
+  /** In an undo rollout: which step of the host's plan this command carries out (1-based); 0 otherwise. */
+  undoStep: number;
 }
 
 /** Dispatcher: a host was sent a command to revert a patch. */
@@ -148,6 +198,8 @@ export interface HostRevertRequested {
     | undefined;
   /** Why: roll-back, undo. */
   reason: string;
+  /** In an undo rollout: which step of the host's plan this command carries out (1-based); 0 otherwise. */
+  undoStep: number;
 }
 
 /** Dispatcher: every host of the wave answered (or timed out). */
@@ -714,6 +766,7 @@ function createBaseRolloutCreated(): RolloutCreated {
     allowDowngrade: false,
     undoModules: {},
     approvalWaived: false,
+    undoPlans: {},
   };
 }
 
@@ -758,6 +811,9 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
     if (message.approvalWaived !== false) {
       writer.uint32(104).bool(message.approvalWaived);
     }
+    globalThis.Object.entries(message.undoPlans).forEach(([key, value]: [string, UndoHostPlan]) => {
+      RolloutCreated_UndoPlansEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
     return writer;
   },
 
@@ -881,6 +937,17 @@ export const RolloutCreated: MessageFns<RolloutCreated> = {
             message.approvalWaived = reader.bool();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = RolloutCreated_UndoPlansEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.undoPlans[entry14.key] = entry14.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -936,6 +1003,210 @@ export const RolloutCreated_UndoModulesEntry: MessageFns<RolloutCreated_UndoModu
             }
 
             message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRolloutCreated_UndoPlansEntry(): RolloutCreated_UndoPlansEntry {
+  return { key: "" };
+}
+
+export const RolloutCreated_UndoPlansEntry: MessageFns<RolloutCreated_UndoPlansEntry> = {
+  encode(message: RolloutCreated_UndoPlansEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      UndoHostPlan.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RolloutCreated_UndoPlansEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRolloutCreated_UndoPlansEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = UndoHostPlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseUndoPlanStep(): UndoPlanStep {
+  return { action: 0, moduleName: "", patchId: "", version: "", downgrade: false, detail: "" };
+}
+
+export const UndoPlanStep: MessageFns<UndoPlanStep> = {
+  encode(message: UndoPlanStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.action !== 0) {
+      writer.uint32(8).int32(message.action);
+    }
+    if (message.moduleName !== "") {
+      writer.uint32(18).string(message.moduleName);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.downgrade !== false) {
+      writer.uint32(40).bool(message.downgrade);
+    }
+    if (message.detail !== "") {
+      writer.uint32(50).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndoPlanStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndoPlanStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.moduleName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.downgrade = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseUndoHostPlan(): UndoHostPlan {
+  return { steps: [] };
+}
+
+export const UndoHostPlan: MessageFns<UndoHostPlan> = {
+  encode(message: UndoHostPlan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.steps) {
+      UndoPlanStep.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndoHostPlan {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndoHostPlan();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.steps.push(UndoPlanStep.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -1098,6 +1369,7 @@ function createBaseHostApplyRequested(): HostApplyRequested {
     kernelRelease: "",
     allowForce: false,
     allowDowngrade: false,
+    undoStep: 0,
   };
 }
 
@@ -1132,6 +1404,9 @@ export const HostApplyRequested: MessageFns<HostApplyRequested> = {
     }
     if (message.allowDowngrade !== false) {
       writer.uint32(80).bool(message.allowDowngrade);
+    }
+    if (message.undoStep !== 0) {
+      writer.uint32(88).uint32(message.undoStep);
     }
     return writer;
   },
@@ -1229,6 +1504,14 @@ export const HostApplyRequested: MessageFns<HostApplyRequested> = {
             message.allowDowngrade = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.undoStep = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1243,7 +1526,16 @@ export const HostApplyRequested: MessageFns<HostApplyRequested> = {
 };
 
 function createBaseHostRevertRequested(): HostRevertRequested {
-  return { rolloutId: "", hostId: "", commandId: "", patchId: "", version: "", moduleName: "", reason: "" };
+  return {
+    rolloutId: "",
+    hostId: "",
+    commandId: "",
+    patchId: "",
+    version: "",
+    moduleName: "",
+    reason: "",
+    undoStep: 0,
+  };
 }
 
 export const HostRevertRequested: MessageFns<HostRevertRequested> = {
@@ -1271,6 +1563,9 @@ export const HostRevertRequested: MessageFns<HostRevertRequested> = {
     }
     if (message.reason !== "") {
       writer.uint32(66).string(message.reason);
+    }
+    if (message.undoStep !== 0) {
+      writer.uint32(72).uint32(message.undoStep);
     }
     return writer;
   },
@@ -1350,6 +1645,14 @@ export const HostRevertRequested: MessageFns<HostRevertRequested> = {
             }
 
             message.reason = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.undoStep = reader.uint32();
             continue;
           }
         }

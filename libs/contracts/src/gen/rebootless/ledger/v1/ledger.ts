@@ -374,6 +374,11 @@ export interface UndoStep {
   /** Loads an older version than the host runs: the command needs allow_downgrade. */
   downgrade: boolean;
   detail: string;
+  /**
+   * Done by the agent as part of the step before (it removes the modules an atomic replace
+   * disabled): listed for people; no command of its own is sent.
+   */
+  automatic: boolean;
 }
 
 /** What a function runs once the undo is done: an older patch's code or the original. */
@@ -2437,7 +2442,7 @@ export const QueryAuditResponse: MessageFns<QueryAuditResponse> = {
 };
 
 function createBaseUndoStep(): UndoStep {
-  return { kind: 0, moduleName: "", downgrade: false, detail: "" };
+  return { kind: 0, moduleName: "", downgrade: false, detail: "", automatic: false };
 }
 
 export const UndoStep: MessageFns<UndoStep> = {
@@ -2456,6 +2461,9 @@ export const UndoStep: MessageFns<UndoStep> = {
     }
     if (message.detail !== "") {
       writer.uint32(42).string(message.detail);
+    }
+    if (message.automatic !== false) {
+      writer.uint32(48).bool(message.automatic);
     }
     return writer;
   },
@@ -2511,6 +2519,14 @@ export const UndoStep: MessageFns<UndoStep> = {
             }
 
             message.detail = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.automatic = reader.bool();
             continue;
           }
         }
