@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     const disp = await startDispatcher({
       ...env,
       dataDir: path.join(root, 'dispatcher'),
-      extra: { LOG_LEVEL: 'warn' },
+      extra: { DISPATCHER_TRUSTED_DATA_DIRS: builderDir, LOG_LEVEL: 'warn' },
     });
     processes.push(disp.process);
 

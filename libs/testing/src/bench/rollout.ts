@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     const disp = await startDispatcher({
       ...env,
       dataDir: dispatcherDir,
-      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, LOG_LEVEL: 'warn' },
+      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, DISPATCHER_TRUSTED_DATA_DIRS: builderDir, LOG_LEVEL: 'warn' },
     });
     processes.push(disp.process);
 

@@ -199,7 +199,12 @@ export async function startFleetServices(env: {
       topic: env.topic,
       brokers: env.brokers,
       dataDir: dataDirs.dispatcher,
-      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, ...env.dispatcherExtra },
+      // The dispatcher acts only on what a vouched producer sealed (ADR 0012): the builder's key.
+      extra: {
+        DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
+        DISPATCHER_TRUSTED_DATA_DIRS: dataDirs.builder,
+        ...env.dispatcherExtra,
+      },
     });
     started.push(dispatcher.process);
     const ledger = await startLedger({
