@@ -473,8 +473,12 @@ export class RolloutBook {
 }
 
 /** A rollout's fold state without its hosts, as plain JSON (each HostRun is plain already). */
-export type RolloutRunRecord = Omit<RolloutRun, 'undoModules' | 'hosts' | 'approvedWaves' | 'forgiven'> & {
+export type RolloutRunRecord = Omit<
+  RolloutRun,
+  'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves' | 'forgiven'
+> & {
   undoModules: Record<string, string>;
+  undoPlans: Record<string, readonly events.UndoPlanStep[]>;
   approvedWaves: number[];
   forgiven: string[];
 };
@@ -486,12 +490,13 @@ export interface BookLeftovers {
 }
 
 export function runRecord(run: RolloutRun): RolloutRunRecord {
-  const { undoModules, approvedWaves, forgiven, ...rest } = run;
+  const { undoModules, undoPlans, approvedWaves, forgiven, ...rest } = run;
   const record: Partial<RolloutRun> = { ...rest };
   delete record.hosts;
   return {
-    ...(record as Omit<RolloutRun, 'undoModules' | 'hosts' | 'approvedWaves' | 'forgiven'>),
+    ...(record as Omit<RolloutRun, 'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves' | 'forgiven'>),
     undoModules: Object.fromEntries(undoModules),
+    undoPlans: Object.fromEntries(undoPlans),
     approvedWaves: [...approvedWaves].sort((a, b) => a - b),
     forgiven: [...forgiven].sort(),
   };
@@ -504,6 +509,8 @@ export function runFromRecord(record: RolloutRunRecord, hosts: readonly HostRun[
   return {
     ...record,
     undoModules: new Map(Object.entries(record.undoModules)),
+    // Records stored before multi-step undo carry no plans.
+    undoPlans: new Map(Object.entries(record.undoPlans ?? {})),
     hosts: new Map(sorted.map((h) => [h.hostId, h])),
     approvedWaves: new Set(record.approvedWaves),
     forgiven: new Set(record.forgiven),

@@ -36,8 +36,8 @@ describe('the pki lays out one directory per party', () => {
 
   it('gives each service and the CLI its own directory holding its key and certificate, ca.crt and token.pub, and nothing else', () => {
     expect(init.certificates.map((c) => c.partyDir).sort()).toEqual(
-      ['service-agent', 'service-builder', 'service-dispatcher', 'service-ledger', 'user-cli'].map((n) =>
-        path.join(identities, n),
+      ['service-agent', 'service-builder', 'service-console', 'service-dispatcher', 'service-ledger', 'user-cli'].map(
+        (n) => path.join(identities, n),
       ),
     );
     for (const { kind, id, partyDir } of init.certificates) {
