@@ -7,6 +7,7 @@ import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
 import { withTraceContext } from '@rebootless/telemetry';
+import { agentKeyBindings } from './agent-key-binding';
 import type { AgentStream } from './agent-connections';
 import { DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
@@ -31,10 +32,13 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
   connect(
     requests: Observable<dispatcher.ConnectRequest>,
     metadata?: Metadata,
-    call?: { getPeer(): string },
+    call?: { getPeer(): string; getAuthContext?(): { sslPeerCertificate?: { fingerprint256?: string } } },
   ): Observable<dispatcher.ConnectResponse> {
     // With TLS the certificate names the host; on an insecure server the hello is taken at its word.
     const certified = principalOf(metadata)?.identity;
+    const certificateFingerprint = (call?.getAuthContext?.().sslPeerCertificate?.fingerprint256 ?? '')
+      .replace(/:/g, '')
+      .toLowerCase();
     return new Observable((subscriber) => {
       let hostId: string | undefined;
       let ended = false;
@@ -139,6 +143,14 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
             relaying = relaying.then(async () => {
               if (ended) return;
               try {
+                // The gateway vouches for the agent's epoch key (docs/adr/0012): its binding goes on the
+                // host's stream, sealed, before the epoch start it names, so readers meet it first.
+                this.relay.check(host, envelopes);
+                const bindings = agentKeyBindings(host, envelopes, {
+                  certificateFingerprint,
+                  certificateIdentity: certified?.kind === 'host' ? certified.id : '',
+                });
+                if (bindings.length > 0) await this.events.publish(bindings);
                 // The agent's traceparent (the work that recorded these events): the producer spans join it.
                 await withTraceContext(request, () => this.relay.relay(host, envelopes));
                 ack(request.messageId);

@@ -23,6 +23,17 @@ export class EventRelay {
    * envelope that is not its to say refuses the whole batch, before anything is written.
    */
   async relay(hostId: string, envelopes: readonly Uint8Array[]): Promise<void> {
+    this.check(hostId, envelopes);
+    if (envelopes.length === 0) return;
+    await this.producer.send({
+      topic: this.topic,
+      acks: -1,
+      messages: envelopes.map((value) => ({ key: `host/${hostId}`, value: Buffer.from(value) })),
+    });
+  }
+
+  /** Throws a PermissionError naming the first envelope that is not the agent's to relay. */
+  check(hostId: string, envelopes: readonly Uint8Array[]): void {
     const producerId = `agent/${hostId}`;
     for (const [i, bytes] of envelopes.entries()) {
       let body;
@@ -40,12 +51,6 @@ export class EventRelay {
       const why = authorityViolation(body);
       if (why) throw new PermissionError(`relay_events.envelopes[${i}]: ${why}`);
     }
-    if (envelopes.length === 0) return;
-    await this.producer.send({
-      topic: this.topic,
-      acks: -1,
-      messages: envelopes.map((value) => ({ key: `host/${hostId}`, value: Buffer.from(value) })),
-    });
   }
 
   close(): Promise<void> {

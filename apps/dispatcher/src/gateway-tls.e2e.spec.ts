@@ -1,5 +1,6 @@
 // The agent gateway over real TLS (issue 7): an agent speaks only for the host its certificate
 // names, and each refusal is audited like any other denied call.
+import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -206,6 +207,41 @@ describe('an agent holding the certificate of host web-a', () => {
     client.close();
   });
 
+  it("is vouched for: the gateway's AgentKeyBound names the certificate and comes before the epoch start it binds", async () => {
+    const { client, call, received } = openStream({ kind: 'host', id: 'web-a' });
+    call.write(hello('web-a'));
+    const relayed = envelopesOf('agent/web-a', 'web-a');
+    call.write({ messageId: '2', relayEvents: { envelopes: relayed } });
+    await until(() => received.some((m) => m.ack?.messageId === '2'), 'the relay was acknowledged');
+    call.end();
+    client.close();
+
+    const started = decodeEvent(relayed[0]!).body;
+    const records = await readWholeTopic(testKafka(), topic);
+    const epochStart = records.find((r) => r.value && Buffer.compare(r.value, relayed[0]!) === 0)!;
+    const bindings = records.filter((r) => {
+      const b = r.value ? decodeEvent(r.value).body.agentKeyBound : undefined;
+      return b && Buffer.from(b.publicKey).equals(Buffer.from(started.chainEpochStarted!.publicKey));
+    });
+    expect(bindings).toHaveLength(1);
+    const binding = bindings[0]!;
+    const body = decodeEvent(binding.value!).body;
+    const certificate = new X509Certificate(loadTlsMaterial(pki, { kind: 'host', id: 'web-a' }).cert);
+    expect({ producer: body.producer?.producerId, stream: body.stream, ...body.agentKeyBound }).toEqual({
+      producer: 'dispatcher',
+      stream: 'host/web-a',
+      hostId: 'web-a',
+      producerId: 'agent/web-a',
+      epoch: 1,
+      publicKey: started.chainEpochStarted!.publicKey,
+      certificateFingerprint: certificate.fingerprint256.replace(/:/g, '').toLowerCase(),
+      certificateIdentity: 'web-a',
+    });
+    // Same partition (the host's stream), earlier offset: a reader meets the binding first.
+    expect(binding.partition).toBe(epochStart.partition);
+    expect(BigInt(binding.offset)).toBeLessThan(BigInt(epochStart.offset));
+  });
+
   it('cannot say hello as web-b: PERMISSION_DENIED', async () => {
     const { client, call, failed } = openStream({ kind: 'host', id: 'web-a' });
     call.write(hello('web-b'));
@@ -233,6 +269,8 @@ describe('an agent holding the certificate of host web-a', () => {
     expect(received.map((m) => m.ack?.messageId)).toEqual(['1']);
     const records = await readWholeTopic(testKafka(), topic);
     expect(records.filter((r) => r.value && Buffer.compare(r.value, forged[0]!) === 0)).toEqual([]);
+    // A refused relay binds nothing either.
+    expect(records.filter((r) => r.value && decodeEvent(r.value).body.agentKeyBound?.hostId === 'web-b')).toEqual([]);
     client.close();
   });
 

@@ -27,6 +27,8 @@ export const EVENT_TYPES = {
   RolloutResumed: { field: 'rolloutResumed', number: 307 },
   RolloutAborted: { field: 'rolloutAborted', number: 308 },
   RolloutCompleted: { field: 'rolloutCompleted', number: 309 },
+  AgentKeyBound: { field: 'agentKeyBound', number: 310 },
+  AgentKeyRevoked: { field: 'agentKeyRevoked', number: 311 },
   HostEnrolled: { field: 'hostEnrolled', number: 400 },
   HostBooted: { field: 'hostBooted', number: 401 },
   HostInventoryReported: { field: 'hostInventoryReported', number: 402 },

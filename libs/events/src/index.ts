@@ -7,3 +7,4 @@ export * from './verifier';
 export * from './seal-verdicts';
 export * from './producer-authority';
 export * from './projection-gate';
+export * from './agent-key-book';

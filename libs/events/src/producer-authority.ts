@@ -65,6 +65,9 @@ export const PRODUCER_AUTHORITY: { readonly [T in EventType]: Rule } = {
   RolloutResumed: { by: ['dispatcher'], streams: ['rollout/'] },
   RolloutAborted: { by: ['dispatcher'], streams: ['rollout/'] },
   RolloutCompleted: { by: ['dispatcher'], streams: ['rollout/'] },
+  // The dispatcher's gateway verified the host's certificate: it alone binds and revokes agent keys.
+  AgentKeyBound: { by: ['dispatcher'], streams: ['command-host'], hostOf: (b) => b.agentKeyBound?.hostId },
+  AgentKeyRevoked: { by: ['dispatcher'], streams: ['command-host'], hostOf: (b) => b.agentKeyRevoked?.hostId },
   // An agent: facts about its own host only.
   HostEnrolled: { by: ['agent'], streams: ['host'], hostOf: (b) => hostOfFacts(b.hostEnrolled?.facts) },
   HostBooted: { by: ['agent'], streams: ['host'], hostOf: (b) => b.hostBooted?.hostId },

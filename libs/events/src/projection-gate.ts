@@ -1,5 +1,7 @@
 import { events } from '@rebootless/contracts';
-import { authorityViolation } from './producer-authority';
+import { AgentKeyBook } from './agent-key-book';
+import { authorityViolation, producerOf } from './producer-authority';
+import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
 import { ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
 
@@ -58,6 +60,31 @@ export interface ProjectionGateOptions {
   /** How long a chain's unsealed tail may wait for its seal before it becomes a finding. */
   unsealedTimeoutMs: number;
   verdicts?: SealVerdicts;
+  /**
+   * Agents' keys count only through a released `AgentKeyBound` (the dispatcher vouches for
+   * them at enrolment) and stop counting at `AgentKeyRevoked`; `trust` then answers for
+   * services only. An agent epoch waits for its binding as an unsealed tail waits for its seal,
+   * and becomes an `unknown-producer-key` finding after the same timeout.
+   */
+  boundAgentKeys?: boolean;
+}
+
+/** Service keys from the reader's trust; agents' keys from the bindings the gate released. */
+class BoundAgentTrust implements KeyTrust {
+  constructor(
+    private readonly services: KeyTrust,
+    private readonly book: AgentKeyBook,
+  ) {}
+
+  keysFor(producerId: string, epoch?: number): readonly Uint8Array[] {
+    if (producerOf(producerId).kind !== 'agent') return this.services.keysFor(producerId, epoch);
+    const key = epoch === undefined ? undefined : this.book.keyFor(producerId, epoch);
+    return key ? [key] : [];
+  }
+
+  awaitsBinding(producerId: string): boolean {
+    return producerOf(producerId).kind === 'agent';
+  }
 }
 
 const chainOf = (producerId: string, epoch: number) => `${producerId}\u0000${epoch}`;
@@ -73,9 +100,14 @@ export class ProjectionGate<T> {
   /** The host each command was sent to: an agent may answer only its own host's commands. */
   private readonly commandHosts = new Map<string, string>();
   private out: Finding[] = [];
+  /** Agents' keys the dispatcher bound and an operator did not revoke (boundAgentKeys). */
+  private readonly agentKeys = new AgentKeyBook();
+  /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
+  private newlyBound = new Set<string>();
 
   constructor(private readonly opts: ProjectionGateOptions) {
-    this.verifier = new ChainVerifier(opts.trust, opts.verdicts, (producerId, epoch, from, to) =>
+    const trust = opts.boundAgentKeys ? new BoundAgentTrust(opts.trust, this.agentKeys) : opts.trust;
+    this.verifier = new ChainVerifier(trust, opts.verdicts, (producerId, epoch, from, to) =>
       this.sealed(chainOf(producerId, epoch), from, to),
     );
   }
@@ -146,6 +178,25 @@ export class ProjectionGate<T> {
       }
     }
     for (const chain of stale) {
+      const [agentId = '', agentEpoch = '0'] = chain.split('\u0000');
+      if (this.verifier.awaitingKey(agentId, Number(agentEpoch))) {
+        // Not a missing seal: nobody bound the key. The epoch is refused whole, as an unvouched key is.
+        const first = [...(this.waiting.get(chain)?.values() ?? [])].reduce<Held<T> | undefined>(
+          (m, h) => (!m || h.seq < m.seq ? h : m),
+          undefined,
+        );
+        const waited = first ? now - Math.max(first.arrivedAt, liveSince) : this.opts.unsealedTimeoutMs;
+        const key = this.verifier.keyOf(agentId, Number(agentEpoch));
+        this.out.push(
+          ...this.verifier.refuseKey(
+            agentId,
+            Number(agentEpoch),
+            `waited ${waited} ms for a binding of its key${key ? ` ${keyFingerprint(key)}` : ''} that a vouched dispatcher sealed, and none came: nobody vouches for it`,
+          ),
+        );
+        this.distrust(chain);
+        continue;
+      }
       const records = [...(this.waiting.get(chain)?.values() ?? [])].filter((h) => h.verdict === 'waiting');
       const [producerId = '', epochText = '0'] = chain.split('\u0000');
       const epoch = Number(epochText);
@@ -218,8 +269,66 @@ export class ProjectionGate<T> {
     if (chain?.get(h.seq) === h) chain.delete(h.seq);
   }
 
+  /** The revoked key the record's agent epoch is signed with, if it is revoked. */
+  private revokedKeyOf(body: events.EventBody | undefined): Uint8Array | undefined {
+    const p = body?.producer;
+    if (!this.opts.boundAgentKeys || !this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/'))
+      return undefined;
+    const key = this.verifier.keyOf(p.producerId, p.epoch);
+    return key && this.agentKeys.isRevoked(p.producerId, key) ? key : undefined;
+  }
+
+  /** A record of a revoked epoch, released after the revocation: a finding, not a fact. */
+  private revokedFinding(r: GateRecord<T>, key: Uint8Array): Finding {
+    const p = r.body?.producer;
+    const what = `${p?.producerId} epoch ${p?.epoch} seq ${p?.seq} at partition ${r.partition} offset ${r.offset}`;
+    return {
+      kind: 'unknown-producer-key',
+      producerId: p?.producerId,
+      epoch: p?.epoch,
+      seq: Number(p?.seq ?? 0),
+      position: { partition: r.partition, offset: r.offset },
+      detail: `${what} is signed by key ${keyFingerprint(key)}, which was revoked before it; it is kept out of the read models`,
+    };
+  }
+
+  /**
+   * A released binding or revocation changes which agent keys count. Returns false for a
+   * binding that binds nothing (a finding, kept out of the read models).
+   */
+  private learn(body: events.EventBody | undefined, pos: RecordPosition): boolean {
+    if (!this.opts.boundAgentKeys || !body) return true;
+    if (body.agentKeyBound) {
+      const why = this.agentKeys.bind(body.agentKeyBound);
+      if (why)
+        this.out.push({
+          kind: 'unauthorized',
+          producerId: body.producer?.producerId,
+          epoch: body.producer?.epoch,
+          seq: Number(body.producer?.seq ?? 0),
+          position: pos,
+          detail: `${body.producer?.producerId} seq ${body.producer?.seq} (AgentKeyBound) binds nothing: ${why}`,
+        });
+      else this.newlyBound.add(body.agentKeyBound.producerId);
+      return !why;
+    }
+    if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked);
+    return true;
+  }
+
   private drain(): GateOutput<T> {
     const released: GateRecord<T>[] = [];
+    do {
+      for (const producerId of this.newlyBound) this.out.push(...this.verifier.keyVouched(producerId));
+      this.newlyBound.clear();
+      this.drainOnce(released);
+    } while (this.newlyBound.size > 0);
+    const findings = this.out;
+    this.out = [];
+    return { released, findings };
+  }
+
+  private drainOnce(released: GateRecord<T>[]): void {
     for (const [partition, queue] of this.queues) {
       const { items } = queue;
       let i = queue.head;
@@ -227,6 +336,12 @@ export class ProjectionGate<T> {
         const h = items[i]!;
         items[i] = undefined as unknown as Held<T>; // released: nothing keeps it
         if (h.verdict !== 'accepted') continue;
+        const revoked = this.revokedKeyOf(h.record.body);
+        if (revoked) {
+          this.out.push(this.revokedFinding(h.record, revoked));
+          continue;
+        }
+        if (!this.learn(h.record.body, { partition: h.record.partition, offset: h.record.offset })) continue;
         released.push(h.record);
         const cmd = h.record.body?.hostApplyRequested ?? h.record.body?.hostRevertRequested;
         if (cmd?.commandId) this.commandHosts.set(cmd.commandId, cmd.hostId);
@@ -234,9 +349,6 @@ export class ProjectionGate<T> {
       if (i === items.length) this.queues.delete(partition);
       else queue.advance(i);
     }
-    const findings = this.out;
-    this.out = [];
-    return { released, findings };
   }
 }
 

@@ -43,8 +43,13 @@ export interface Finding {
 
 /** Who may sign for a producer: configured service keys, hosts' enrolled keys. */
 export interface KeyTrust {
-  /** Raw Ed25519 keys vouched for this producer. */
-  keysFor(producerId: string): readonly Uint8Array[];
+  /** Raw Ed25519 keys vouched for this producer (for this epoch of its chain, when given). */
+  keysFor(producerId: string, epoch?: number): readonly Uint8Array[];
+  /**
+   * Whether an epoch of this producer whose key is not vouched for yet waits for a binding
+   * (keyVouched) instead of being refused at once: agents' keys are bound by the dispatcher.
+   */
+  awaitsBinding?(producerId: string): boolean;
 }
 
 export class StaticKeyTrust implements KeyTrust {
@@ -281,6 +286,8 @@ interface ChainTrack {
   /** undefined: not known yet; null: nobody vouches for it (reported once). */
   key: KeyObject | null | undefined;
   keyRaw?: Uint8Array;
+  /** The epoch's key waits for a binding: seals met meanwhile are checked once it comes. */
+  awaiting?: { seals: { a: Arrival; fromSeq: number }[] };
   pending: PendingArrivals;
   lastSeqByPartition: Map<number, number>;
   seen: SeenRing;
@@ -351,6 +358,52 @@ export class ChainVerifier {
     for (const [partition, seq] of t.lastSeqByPartition)
       if (seq > sealedTo) t.lastSeqByPartition.set(partition, sealedTo);
     return { fromSeq: sealedTo + 1, toSeq };
+  }
+
+  /** Whether the epoch's key still waits for a binding. */
+  awaitingKey(producerId: string, epoch: number): boolean {
+    return this.tracks.get(`${producerId}\u0000${epoch}`)?.awaiting !== undefined;
+  }
+
+  /**
+   * A binding for the producer was learned: each of its epochs waiting for one whose key the
+   * trust now vouches for takes it, and the seals it met meanwhile are checked in order.
+   */
+  keyVouched(producerId: string): Finding[] {
+    const before = this.findings.length;
+    for (const t of this.tracks.values()) {
+      if (t.producerId !== producerId || !t.awaiting || !t.keyRaw) continue;
+      const raw = t.keyRaw;
+      if (!this.trust.keysFor(producerId, t.epoch).some((k) => Buffer.from(k).equals(raw))) continue;
+      const { seals } = t.awaiting;
+      t.awaiting = undefined;
+      t.key = publicKeyFromRaw(raw);
+      for (const { a, fromSeq } of seals) {
+        if (!verifyHash(t.key, a.hash, a.signature)) {
+          this.addFinding({
+            kind: 'bad-signature',
+            ...where(t, a),
+            position: a.pos,
+            detail: `${who(t, a)} at ${at(a.pos)}: the seal does not verify with the epoch's key ${keyFingerprint(raw)}`,
+          });
+          continue;
+        }
+        t.sealed += a.seq - fromSeq + 1;
+        this.onSealed?.(t.producerId, t.epoch, fromSeq, a.seq);
+        t.lastSealed = a;
+      }
+    }
+    return this.findings.slice(before);
+  }
+
+  /** Gives up waiting for a binding of the epoch's key: an `unknown-producer-key` finding. */
+  refuseKey(producerId: string, epoch: number, why: string): Finding[] {
+    const t = this.tracks.get(`${producerId}\u0000${epoch}`);
+    if (!t?.awaiting) return [];
+    t.awaiting = undefined;
+    const before = this.findings.length;
+    this.rejectKey(t, t.lastProcessed?.pos ?? { partition: -1, offset: '-1' }, why);
+    return this.findings.slice(before);
   }
 
   /** The raw key the epoch's seals are checked with, once known and vouched for. */
@@ -600,8 +653,9 @@ export class ChainVerifier {
     }
     const raw = started.publicKey;
     t.keyRaw = raw;
-    const vouched = this.trust.keysFor(t.producerId).some((k) => Buffer.from(k).equals(raw));
+    const vouched = this.trust.keysFor(t.producerId, t.epoch).some((k) => Buffer.from(k).equals(raw));
     if (vouched) t.key = publicKeyFromRaw(raw);
+    else if (this.trust.awaitsBinding?.(t.producerId)) t.awaiting = { seals: [] };
     else this.rejectKey(t, pos, `is signed by key ${keyFingerprint(raw)}, which nobody vouches for`);
   }
 
@@ -618,6 +672,12 @@ export class ChainVerifier {
 
   private checkSeal(t: ChainTrack, a: Arrival): void {
     const { pos, hash, signature } = a;
+    if (t.awaiting) {
+      // Checked once the key is bound; until then nothing of the epoch is sealed.
+      t.awaiting.seals.push({ a, fromSeq: t.unsealedFrom!.seq });
+      t.unsealedFrom = null;
+      return;
+    }
     if (t.key === undefined) {
       // No epoch start seen: accept a key vouched for the producer directly, if one verifies.
       const match = this.trust.keysFor(t.producerId).find((k) => verifyHash(publicKeyFromRaw(k), hash, signature));
@@ -646,6 +706,15 @@ export class ChainVerifier {
     const from = t.unsealedFrom;
     const to = t.lastProcessed;
     t.unsealedFrom = null;
+    if (t.awaiting) {
+      t.awaiting = undefined;
+      this.rejectKey(
+        t,
+        (from ?? to)?.pos ?? { partition: -1, offset: '-1' },
+        'is signed by a key no binding vouches for',
+      );
+      return;
+    }
     if (!from || !to || t.key === null) return;
     this.addFinding({
       kind: 'unsealed',

@@ -64,6 +64,11 @@ export interface LedgerConsumerOptions {
    * finding and never reach the read models (docs/adr/0012). Default 5 s.
    */
   unsealedTailTimeoutMs?: number;
+  /**
+   * How an agent's key comes to count: `first-seen` (default, for now) binds it on the agent's
+   * first epoch read; `bound` only through the dispatcher's AgentKeyBound (docs/adr/0012).
+   */
+  agentKeys?: 'first-seen' | 'bound';
   /** Called after every committed batch. */
   onProgress?: (p: LedgerProgress) => void;
   /** Told each table write's duration (benchmarks); none in production. */
@@ -132,6 +137,7 @@ export class LedgerConsumer {
       trust: new LedgerKeyTrust(this.opts.serviceKeys, this.projection),
       unsealedTimeoutMs: this.unsealedTimeoutMs,
       verdicts: this.verdicts,
+      boundAgentKeys: this.opts.agentKeys === 'bound',
     });
   }
 
@@ -265,6 +271,7 @@ export class LedgerConsumer {
       const producerId = body?.producer?.producerId ?? '';
       // Trust on first use: an agent's first epoch binds its key to the host.
       if (
+        this.opts.agentKeys !== 'bound' &&
         body?.chainEpochStarted &&
         producerId.startsWith('agent/') &&
         !this.opts.serviceKeys.has(producerId) &&

@@ -406,6 +406,18 @@ export class LedgerProjection {
       case 'CallDenied':
         ctx.summary = summarizeOther(ctx.e.body);
         return;
+      case 'AgentKeyBound': {
+        const d = p.data;
+        ctx.hostId = d.hostId;
+        ctx.summary = `bound ${d.producerId} epoch ${d.epoch} key ${Buffer.from(d.publicKey).toString('hex').slice(0, 16)}… to ${d.hostId}`;
+        return;
+      }
+      case 'AgentKeyRevoked': {
+        const d = p.data;
+        ctx.hostId = d.hostId;
+        ctx.summary = `revoked ${d.producerId} ${d.epoch ? `epoch ${d.epoch}` : 'every epoch bound so far'}: ${d.reason}`;
+        return;
+      }
       default: {
         const unrouted: never = p;
         throw new Error(`the projection has no route for ${JSON.stringify(unrouted)}`);

@@ -60,6 +60,49 @@ export class ScriptedProducer {
 }
 
 /** A plain kafkajs producer writing chained events with their stream as the key. */
+/**
+ * What the dispatcher's gateway writes when an agent relays its epoch start over a connection
+ * holding the host's certificate (docs/adr/0012): the binding that makes the agent's key count.
+ * For logs written straight to Kafka, signed by a dispatcher key the reader trusts.
+ */
+export function agentKeyBound(dispatcher: ScriptedProducer, agent: ScriptedProducer, at: Date): ChainedEvent[] {
+  const hostId = agent.producerId.slice('agent/'.length);
+  return dispatcher.write([
+    {
+      stream: `host/${hostId}`,
+      occurredAt: at,
+      payload: {
+        type: 'AgentKeyBound',
+        data: {
+          hostId,
+          producerId: agent.producerId,
+          epoch: agent.head.epoch,
+          publicKey: agent.key.rawPublicKey,
+          certificateFingerprint: '',
+          certificateIdentity: '',
+        },
+      },
+    },
+  ]);
+}
+
+/** An operator's revocation of an agent's epoch keys (0: every epoch bound so far), as the dispatcher writes it. */
+export function agentKeyRevoked(
+  dispatcher: ScriptedProducer,
+  agent: ScriptedProducer,
+  epoch: number,
+  at: Date,
+): ChainedEvent[] {
+  const hostId = agent.producerId.slice('agent/'.length);
+  return dispatcher.write([
+    {
+      stream: `host/${hostId}`,
+      occurredAt: at,
+      payload: { type: 'AgentKeyRevoked', data: { hostId, producerId: agent.producerId, epoch, reason: 'test' } },
+    },
+  ]);
+}
+
 export class LogWriter {
   private constructor(
     private readonly producer: Producer,

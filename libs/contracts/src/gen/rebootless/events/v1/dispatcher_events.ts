@@ -241,6 +241,41 @@ export interface RolloutCompleted {
   reverted: number;
 }
 
+/**
+ * An agent's epoch key is valid for its host (docs/adr/0012): written by the dispatcher's
+ * gateway on the host's stream, before it relays the agent's epoch start, once the agent
+ * said hello over a connection whose certificate names the host. Readers accept an agent
+ * epoch's key only through a binding a vouched dispatcher key sealed; nothing else binds one.
+ */
+export interface AgentKeyBound {
+  hostId: string;
+  /** "agent/<host_id>". */
+  producerId: string;
+  epoch: number;
+  /** Raw 32-byte Ed25519 public key the epoch is signed with. */
+  publicKey: Uint8Array;
+  /**
+   * SHA-256 of the DER certificate the connection presented, hex; empty in insecure mode,
+   * where the binding vouches for nothing but the hello the gateway received.
+   */
+  certificateFingerprint: string;
+  /** The certificate's identity (its host name), empty in insecure mode. */
+  certificateIdentity: string;
+}
+
+/**
+ * An operator revoked agent keys of a host: events the revoked epochs write after this one
+ * are findings, never facts. A new epoch bound afterwards (rotation, re-enrolment) is valid.
+ */
+export interface AgentKeyRevoked {
+  hostId: string;
+  /** "agent/<host_id>". */
+  producerId: string;
+  /** The epoch revoked; 0 revokes every epoch bound so far. */
+  epoch: number;
+  reason: string;
+}
+
 function createBaseHostSelector(): HostSelector {
   return { kernelReleases: [], labels: {}, hostIds: [] };
 }
@@ -2015,6 +2050,193 @@ export const RolloutCompleted: MessageFns<RolloutCompleted> = {
             }
 
             message.reverted = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseAgentKeyBound(): AgentKeyBound {
+  return {
+    hostId: "",
+    producerId: "",
+    epoch: 0,
+    publicKey: new Uint8Array(0),
+    certificateFingerprint: "",
+    certificateIdentity: "",
+  };
+}
+
+export const AgentKeyBound: MessageFns<AgentKeyBound> = {
+  encode(message: AgentKeyBound, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.producerId !== "") {
+      writer.uint32(18).string(message.producerId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint32(message.epoch);
+    }
+    if (message.publicKey.length !== 0) {
+      writer.uint32(34).bytes(message.publicKey);
+    }
+    if (message.certificateFingerprint !== "") {
+      writer.uint32(42).string(message.certificateFingerprint);
+    }
+    if (message.certificateIdentity !== "") {
+      writer.uint32(50).string(message.certificateIdentity);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentKeyBound {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentKeyBound();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.producerId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.publicKey = reader.bytes();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.certificateFingerprint = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.certificateIdentity = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseAgentKeyRevoked(): AgentKeyRevoked {
+  return { hostId: "", producerId: "", epoch: 0, reason: "" };
+}
+
+export const AgentKeyRevoked: MessageFns<AgentKeyRevoked> = {
+  encode(message: AgentKeyRevoked, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.producerId !== "") {
+      writer.uint32(18).string(message.producerId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).uint32(message.epoch);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentKeyRevoked {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentKeyRevoked();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.producerId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
             continue;
           }
         }

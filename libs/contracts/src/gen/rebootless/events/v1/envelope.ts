@@ -21,6 +21,8 @@ import {
 import { BuildFailed, BuildRequested, BuildSucceeded, PatchPublished, PatchRetracted } from "./builder_events";
 import { Actor } from "./common";
 import {
+  AgentKeyBound,
+  AgentKeyRevoked,
   HostApplyRequested,
   HostRevertRequested,
   RolloutAborted,
@@ -97,6 +99,8 @@ export interface EventBody {
   rolloutResumed?: RolloutResumed | undefined;
   rolloutAborted?: RolloutAborted | undefined;
   rolloutCompleted?: RolloutCompleted | undefined;
+  agentKeyBound?: AgentKeyBound | undefined;
+  agentKeyRevoked?: AgentKeyRevoked | undefined;
   hostEnrolled?: HostEnrolled | undefined;
   hostBooted?: HostBooted | undefined;
   hostInventoryReported?: HostInventoryReported | undefined;
@@ -341,6 +345,12 @@ export const EventBody: MessageFns<EventBody> = {
     }
     if (message.rolloutCompleted !== undefined) {
       RolloutCompleted.encode(message.rolloutCompleted, writer.uint32(2474).fork()).join();
+    }
+    if (message.agentKeyBound !== undefined) {
+      AgentKeyBound.encode(message.agentKeyBound, writer.uint32(2482).fork()).join();
+    }
+    if (message.agentKeyRevoked !== undefined) {
+      AgentKeyRevoked.encode(message.agentKeyRevoked, writer.uint32(2490).fork()).join();
     }
     if (message.hostEnrolled !== undefined) {
       HostEnrolled.encode(message.hostEnrolled, writer.uint32(3202).fork()).join();
@@ -599,6 +609,22 @@ export const EventBody: MessageFns<EventBody> = {
             }
 
             message.rolloutCompleted = RolloutCompleted.decode(reader, reader.uint32());
+            continue;
+          }
+          case 310: {
+            if (tag !== 2482) {
+              break;
+            }
+
+            message.agentKeyBound = AgentKeyBound.decode(reader, reader.uint32());
+            continue;
+          }
+          case 311: {
+            if (tag !== 2490) {
+              break;
+            }
+
+            message.agentKeyRevoked = AgentKeyRevoked.decode(reader, reader.uint32());
             continue;
           }
           case 400: {

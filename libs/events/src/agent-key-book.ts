@@ -1,0 +1,73 @@
+import { events } from '@rebootless/contracts';
+
+/**
+ * Which agent keys are valid for which host (docs/adr/0012, "Agent keys are vouched for"): an
+ * agent epoch's key counts only once a binding (`AgentKeyBound`) the dispatcher sealed has been
+ * released, and stops counting once an `AgentKeyRevoked` names it. A key revoked for a producer
+ * stays revoked: a later binding of the same key is ignored, so a rotation needs a new key.
+ * Pure: the gate feeds it released events.
+ */
+export interface AgentKeyBinding {
+  hostId: string;
+  producerId: string;
+  epoch: number;
+  publicKey: Uint8Array;
+}
+
+const hex = (k: Uint8Array) => Buffer.from(k).toString('hex');
+
+export class AgentKeyBook {
+  /** producer id → epoch → the key's hex. */
+  private readonly bound = new Map<string, Map<number, string>>();
+  /** producer id → keys revoked (hex). */
+  private readonly revoked = new Map<string, Set<string>>();
+
+  /** Why `b` cannot bind, or undefined when it bound its key. */
+  bind(b: events.AgentKeyBound): string | undefined {
+    if (b.producerId !== `agent/${b.hostId}`)
+      return `the binding names producer "${b.producerId}", which is not the agent of host "${b.hostId}"`;
+    if (b.epoch < 1) return `the binding of ${b.producerId} names no epoch`;
+    if (b.publicKey.length !== 32) return `the binding of ${b.producerId} carries no 32-byte Ed25519 key`;
+    const key = hex(b.publicKey);
+    if (this.revoked.get(b.producerId)?.has(key))
+      return `the binding of ${b.producerId} epoch ${b.epoch} names key ${key.slice(0, 16)}…, which was revoked`;
+    const epochs = this.bound.get(b.producerId) ?? new Map<number, string>();
+    this.bound.set(b.producerId, epochs);
+    const already = epochs.get(b.epoch);
+    if (already !== undefined && already !== key)
+      return `${b.producerId} epoch ${b.epoch} is already bound to another key`;
+    epochs.set(b.epoch, key);
+    return undefined;
+  }
+
+  /** Revokes the key of `epoch` (0: of every epoch bound so far); returns the keys revoked. */
+  revoke(r: events.AgentKeyRevoked): number {
+    const epochs = this.bound.get(r.producerId);
+    if (!epochs) return 0;
+    const keys = this.revoked.get(r.producerId) ?? new Set<string>();
+    this.revoked.set(r.producerId, keys);
+    let n = 0;
+    for (const [epoch, key] of epochs) {
+      if (r.epoch !== 0 && epoch !== r.epoch) continue;
+      keys.add(key);
+      epochs.delete(epoch);
+      n += 1;
+    }
+    return n;
+  }
+
+  /** The key bound to the producer's epoch and not revoked, if any. */
+  keyFor(producerId: string, epoch: number): Uint8Array | undefined {
+    const key = this.bound.get(producerId)?.get(epoch);
+    return key === undefined ? undefined : Buffer.from(key, 'hex');
+  }
+
+  /** Whether any key was revoked at all (most logs: none, and nothing to look up). */
+  get revokes(): boolean {
+    return this.revoked.size > 0;
+  }
+
+  isRevoked(producerId: string, key: Uint8Array): boolean {
+    return this.revoked.get(producerId)?.has(hex(key)) ?? false;
+  }
+}
