@@ -158,7 +158,13 @@ async function main(): Promise<void> {
   const health = new HealthImplementation();
   const addStandard = (server: Parameters<typeof health.addToServer>[0]) => {
     health.addToServer(server);
-    addReflection(server, [grpcServices.agentControl]);
+    try {
+      addReflection(server, [grpcServices.agentControl]);
+    } catch (error) {
+      // The single-file agent bundled for small hosts (the kernel lab's guest) carries no
+      // descriptor files: it serves AgentControl and health, without reflection.
+      log?.warn(`reflection is off: ${error instanceof Error ? error.message : String(error)}`);
+    }
   };
   const control = await serveAgentControl(
     agent,

@@ -16,7 +16,6 @@ import {
 import { descriptorSetPath, protoLoaderOptions, type GrpcServiceContract } from '@rebootless/contracts';
 
 /** The standard health service every server also answers, as grpc-health-check ships it. */
-const HEALTH_PROTO = require.resolve('grpc-health-check/proto/health/v1/health.proto');
 
 /**
  * proto-loader writes type references as the .proto spelled them and no JSON names ("ServingStatus"); a
@@ -68,7 +67,9 @@ function qualified(file: FileDescriptorProto): FileDescriptorProto {
  */
 export function addReflection(server: Pick<Server, 'addService'>, services: readonly GrpcServiceContract[]): void {
   const ours = fromBinary(FileDescriptorSetSchema, readFileSync(descriptorSetPath)).file;
-  const health = Object.values(loadSync(HEALTH_PROTO, protoLoaderOptions)).flatMap((d) =>
+  // Resolved here, not at load: a bundled agent without the proto files still starts (main.ts).
+  const healthProto = require.resolve('grpc-health-check/proto/health/v1/health.proto');
+  const health = Object.values(loadSync(healthProto, protoLoaderOptions)).flatMap((d) =>
     'fileDescriptorProtos' in d ? (d.fileDescriptorProtos as Buffer[]) : [],
   );
   const files = [...ours, ...health.map((bytes) => qualified(fromBinary(FileDescriptorProtoSchema, bytes)))].map(
