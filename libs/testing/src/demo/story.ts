@@ -85,7 +85,7 @@ export interface StoryResult {
   };
   undo: { hostId: string; rolloutId: string; state: string; plan: string[] };
   pciAfter: PciSummary;
-  verify: { eventsChecked: string; producersChecked: number; findings: number };
+  verify: { eventsChecked: string; producersChecked: number; findings: number; details: string[] };
   seconds: number;
 }
 
@@ -328,6 +328,7 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     say(
       `   ${verified.eventsChecked} events of ${verified.producersChecked} producers re-checked (hash chains, signatures): ${verified.findings.length} findings`,
     );
+    for (const f of verified.findings) say(`   finding: ${f.detail}`);
     if (options.consoleUrl) {
       step(`9. The same, in the web console: ${options.consoleUrl}`);
       say(`   the fleet's verdicts, ${plan.undoHostId}'s stack at any instant, rollout ${rolloutId} and its timeline,`);
@@ -360,6 +361,7 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
         eventsChecked: verified.eventsChecked,
         producersChecked: verified.producersChecked,
         findings: verified.findings.length,
+        details: verified.findings.map((f) => f.detail),
       },
       seconds: (Date.now() - t0) / 1000,
     };
