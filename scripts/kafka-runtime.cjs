@@ -102,6 +102,8 @@ function resolveConfig(options = {}) {
     heapOpts: envOr(env, 'KAFKA_HEAP_OPTS', '-Xms256m -Xmx512m').split(/\s+/).filter(Boolean),
     detached: options.detached ?? true,
     log: options.log || noop,
+    node: options.node,
+    clusterId: options.clusterId,
   };
 }
 
@@ -404,14 +406,29 @@ function readConfiguredPort(propsFile) {
 // ---------------------------------------------------------------------------------------------
 // start
 
+/**
+ * A node's place in a cluster: its id, every controller (`id@host:port`) and how many replicas
+ * internal topics get. A lone development broker is node 1 of 1.
+ */
+function nodeOf(config) {
+  return config.node || { id: 1, voters: `1@${config.host}:${config.controllerPort}`, size: 1 };
+}
+
 function serverProperties(config) {
   const { host, port, controllerPort, logDirs } = config;
+  const node = nodeOf(config);
+  // A cluster keeps 3 copies and refuses a write that fewer than 2 replicas hold (acks=all);
+  // a single node can only keep one.
+  const replicas = Math.min(node.size, 3);
+  const minIsr = node.size >= 3 ? 2 : 1;
   return [
     '# Written by scripts/kafka.mjs on every start; edit the script, not this file.',
-    '# Single combined KRaft broker+controller on loopback for development and tests.',
+    node.size === 1
+      ? '# Single combined KRaft broker+controller on loopback for development and tests.'
+      : `# Node ${node.id} of a ${node.size}-node KRaft cluster on loopback (each node broker+controller).`,
     'process.roles=broker,controller',
-    'node.id=1',
-    `controller.quorum.voters=1@${host}:${controllerPort}`,
+    `node.id=${node.id}`,
+    `controller.quorum.voters=${node.voters}`,
     `listeners=PLAINTEXT://${host}:${port},CONTROLLER://${host}:${controllerPort}`,
     `advertised.listeners=PLAINTEXT://${host}:${port}`,
     'controller.listener.names=CONTROLLER',
@@ -427,13 +444,17 @@ function serverProperties(config) {
     '# Idle consumer groups keep their committed offsets (10 years).',
     'offsets.retention.minutes=5256000',
     '',
-    '# One node: every internal topic has one replica.',
+    `# Replication: ${replicas} replica(s), writes need ${minIsr} in sync.`,
     'num.partitions=1',
-    'default.replication.factor=1',
-    'min.insync.replicas=1',
-    'offsets.topic.replication.factor=1',
-    'transaction.state.log.replication.factor=1',
-    'transaction.state.log.min.isr=1',
+    `default.replication.factor=${replicas}`,
+    `min.insync.replicas=${minIsr}`,
+    `offsets.topic.replication.factor=${replicas}`,
+    `transaction.state.log.replication.factor=${replicas}`,
+    `transaction.state.log.min.isr=${minIsr}`,
+    '# An out-of-sync replica never becomes leader: an acknowledged event is never lost.',
+    'unclean.leader.election.enable=false',
+    // A replica silent for 10 s leaves the in-sync set, so acks=all writes go on without it.
+    ...(node.size > 1 ? ['replica.lag.time.max.ms=10000'] : []),
     'group.initial.rebalance.delay.ms=0',
     '',
   ].join('\n');
@@ -442,9 +463,8 @@ function serverProperties(config) {
 function formatStorage(config, java, classpath) {
   if (fs.existsSync(path.join(config.logDirs, 'meta.properties'))) return false;
   // base64url may start with '-', which kafka-storage's argument parser takes for an option.
-  let clusterId;
-  do clusterId = crypto.randomBytes(16).toString('base64url');
-  while (clusterId.startsWith('-'));
+  let clusterId = config.clusterId;
+  while (!clusterId || clusterId.startsWith('-')) clusterId = crypto.randomBytes(16).toString('base64url');
   config.log(`kafka: formatting KRaft storage in ${config.logDirs} (cluster id ${clusterId})`);
   const result = spawnSync(
     java,
@@ -664,6 +684,111 @@ async function brokerStatus(options = {}) {
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// A three-node cluster on loopback (DESIGN.md section 9): the fault tests' and the scale-out
+// stack's Kafka. Every node is broker and controller; node i listens on base+i-1 and its
+// controller on base+100+i-1, with its own data dir under one cluster dir.
+
+const DEFAULT_CLUSTER_BASE_PORT = 19092;
+
+/**
+ * Where each node of the cluster lives. Options: size (3), basePort or KAFKA_CLUSTER_BASE_PORT
+ * (19092), ports ([{ port, controllerPort }], overrides basePort), dataDir or KAFKA_CLUSTER_DATA_DIR
+ * (<repo>/.data/kafka-cluster).
+ */
+function clusterLayout(options = {}) {
+  const env = options.env || process.env;
+  const size = options.size ?? 3;
+  if (!Number.isInteger(size) || size < 1)
+    throw new KafkaRuntimeError(`a cluster needs a positive node count, got ${size}`);
+  const base = parsePort(
+    options.basePort ?? envOr(env, 'KAFKA_CLUSTER_BASE_PORT', DEFAULT_CLUSTER_BASE_PORT),
+    'KAFKA_CLUSTER_BASE_PORT',
+  );
+  const ports =
+    options.ports ?? Array.from({ length: size }, (_, i) => ({ port: base + i, controllerPort: base + 100 + i }));
+  if (ports.length !== size) throw new KafkaRuntimeError(`${size} nodes need ${size} port pairs, got ${ports.length}`);
+  const dataDir = path.resolve(
+    options.dataDir || envOr(env, 'KAFKA_CLUSTER_DATA_DIR', path.join(REPO_ROOT, '.data', 'kafka-cluster')),
+  );
+  const nodes = ports.map((p, i) => ({ id: i + 1, ...p, dataDir: path.join(dataDir, `node-${i + 1}`) }));
+  return {
+    size,
+    dataDir,
+    nodes,
+    voters: nodes.map((n) => `${n.id}@${HOST}:${n.controllerPort}`).join(','),
+    brokers: nodes.map((n) => `${HOST}:${n.port}`).join(','),
+  };
+}
+
+/** The cluster's id, chosen once and kept beside the nodes' data dirs: all nodes format with it. */
+function clusterId(layout) {
+  const file = path.join(layout.dataDir, 'cluster-id');
+  if (!fs.existsSync(file)) {
+    let id;
+    do id = crypto.randomBytes(16).toString('base64url');
+    while (id.startsWith('-'));
+    fs.mkdirSync(layout.dataDir, { recursive: true });
+    fs.writeFileSync(file, `${id}\n`);
+  }
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+function nodeOptions(layout, node, options) {
+  return {
+    ...options,
+    port: node.port,
+    controllerPort: node.controllerPort,
+    dataDir: node.dataDir,
+    node: { id: node.id, voters: layout.voters, size: layout.size },
+    clusterId: clusterId(layout),
+  };
+}
+
+/** Starts (or restarts) one node of the cluster by its id (1-based) and resolves when it serves. */
+async function startClusterNode(options, id) {
+  const layout = clusterLayout(options);
+  const node = layout.nodes.find((n) => n.id === id);
+  if (!node) throw new KafkaRuntimeError(`the cluster has nodes 1..${layout.size}, not ${id}`);
+  return { id, ...(await startBroker(nodeOptions(layout, node, options))) };
+}
+
+/**
+ * Starts every node at once (a node's broker is not ready before a majority of controllers is
+ * up) and resolves when all serve; on any failure stops the ones that started.
+ */
+async function startCluster(options = {}) {
+  const layout = clusterLayout(options);
+  const started = Date.now();
+  await fetchJars(resolveConfig(options)); // once, before the nodes race for the cache
+  const results = await Promise.allSettled(layout.nodes.map((n) => startClusterNode(options, n.id)));
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) {
+    await stopCluster(options).catch(() => undefined);
+    throw failed.reason;
+  }
+  const ms = Date.now() - started;
+  (options.log || noop)(`kafka: ${layout.size}-node cluster ready on ${layout.brokers} (${seconds(ms)})`);
+  return { brokers: layout.brokers, dataDir: layout.dataDir, nodes: results.map((r) => r.value), ms };
+}
+
+/** Stops every node that runs (SIGTERM, SIGKILL after a timeout); quietly succeeds when none does. */
+async function stopCluster(options = {}) {
+  const layout = clusterLayout(options);
+  const nodes = await Promise.all(
+    layout.nodes.map(async (n) => ({ id: n.id, ...(await stopBroker(nodeOptions(layout, n, options))) })),
+  );
+  return { dataDir: layout.dataDir, nodes };
+}
+
+async function clusterStatus(options = {}) {
+  const layout = clusterLayout(options);
+  const nodes = await Promise.all(
+    layout.nodes.map(async (n) => ({ id: n.id, ...(await brokerStatus(nodeOptions(layout, n, options))) })),
+  );
+  return { brokers: layout.brokers, dataDir: layout.dataDir, nodes };
+}
+
 module.exports = {
   KAFKA_VERSION,
   REPO_ROOT,
@@ -673,6 +798,11 @@ module.exports = {
   startBroker,
   stopBroker,
   brokerStatus,
+  clusterLayout,
+  startCluster,
+  startClusterNode,
+  stopCluster,
+  clusterStatus,
   probeApiVersions,
   findFreePorts,
   assertPortFree,

@@ -7,7 +7,11 @@
 //   node scripts/kafka.mjs start    start one KRaft broker+controller on 127.0.0.1, wait until it serves
 //   node scripts/kafka.mjs stop     SIGTERM by PID (SIGKILL after 20 s)
 //   node scripts/kafka.mjs status   running or not, pid, port
-//   node scripts/kafka.mjs topic    create rebootless.events.v1 (idempotent) on KAFKA_BROKERS or 127.0.0.1:9092
+//   node scripts/kafka.mjs topic    create rebootless.events.v1 (idempotent) on KAFKA_BROKERS or 127.0.0.1:9092;
+//                                   refuses fewer than 3 replicas unless --single-broker (the development broker)
+//   node scripts/kafka.mjs cluster start|stop|status
+//                                   three KRaft nodes on 127.0.0.1:19092-19094 (KAFKA_CLUSTER_BASE_PORT,
+//                                   KAFKA_CLUSTER_DATA_DIR), replication factor 3, min.insync.replicas 2
 //
 // Every subcommand takes --json (one JSON object on stdout). Progress goes to stderr; errors go to
 // stderr with a non-zero exit. Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
@@ -23,15 +27,26 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const runtime = require('./kafka-runtime.cjs');
 
-const USAGE = `usage: node scripts/kafka.mjs <fetch|start|stop|status|topic> [--json]
-  topic options: [--topic <name>] [--partitions <n>] [--replication-factor <n>]`;
+const USAGE = `usage: node scripts/kafka.mjs <fetch|start|stop|status|topic|cluster start|cluster stop|cluster status> [--json]
+  topic options: [--topic <name>] [--partitions <n>] [--replication-factor <n>] [--single-broker]`;
+const CLUSTER_ACTIONS = ['start', 'stop', 'status'];
 
 function parseArgs(argv) {
   const [command, ...rest] = argv;
   const flags = { json: false };
+  if (command === 'cluster') {
+    const action = rest.shift();
+    if (!CLUSTER_ACTIONS.includes(action)) {
+      throw new runtime.KafkaRuntimeError(
+        `cluster needs one of ${CLUSTER_ACTIONS.join(', ')}, got "${action ?? ''}"\n${USAGE}`,
+      );
+    }
+    flags.action = action;
+  }
   for (let i = 0; i < rest.length; i += 1) {
     const arg = rest[i];
     if (arg === '--json') flags.json = true;
+    else if (arg === '--single-broker' && command === 'topic') flags.singleBroker = true;
     else if (arg === '--topic' || arg === '--partitions' || arg === '--replication-factor') {
       const value = rest[i + 1];
       if (value === undefined || value.startsWith('--')) throw new runtime.KafkaRuntimeError(`${arg} needs a value`);
@@ -106,8 +121,13 @@ async function run(command, flags, log) {
         topic: flags.topic,
         partitions: positiveInt(flags.partitions, '--partitions'),
         replicationFactor: positiveInt(flags['replication-factor'], '--replication-factor'),
+        ...(flags.singleBroker ? { durability: 'single-broker' } : {}),
       });
     }
+    case 'cluster':
+      if (flags.action === 'start') return runtime.startCluster({ log });
+      if (flags.action === 'stop') return runtime.stopCluster({ log });
+      return runtime.clusterStatus({});
     default:
       throw new runtime.KafkaRuntimeError(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
   }
@@ -131,6 +151,22 @@ function humanLine(command, result) {
       return result.running
         ? `running: pid ${result.pid}, port ${result.port}, ${result.ready ? 'answering' : 'NOT answering yet'}`
         : `not running (port ${result.port}, data dir ${result.dataDir})`;
+    case 'cluster':
+      if (result.nodes.every((n) => n.stopped === false)) return '';
+      if (result.nodes.some((n) => n.stopped !== undefined)) {
+        return result.nodes
+          .map((n) => `node ${n.id}: ${n.stopped ? `stopped (pid ${n.pid})` : 'was not running'}`)
+          .join('\n');
+      }
+      if (result.nodes.some((n) => n.running !== undefined)) {
+        return result.nodes
+          .map(
+            (n) =>
+              `node ${n.id}: ${n.running ? `pid ${n.pid}, port ${n.port}, ${n.ready ? 'answering' : 'NOT answering'}` : `not running (port ${n.port})`}`,
+          )
+          .join('\n');
+      }
+      return `KAFKA_BROKERS=${result.brokers}`;
     case 'topic':
       return `topic ${result.topic}: ${result.created ? 'created' : 'exists'}, ${result.partitions} partitions, replication factor ${result.replicationFactor}, ${Object.entries(
         result.configs,

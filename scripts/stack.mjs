@@ -349,6 +349,9 @@ async function up() {
   const { ensureEventsTopic } = built('libs/kafka/dist/index.js');
   const topic = await ensureEventsTopic({
     brokers: kafka.brokers.split(','),
+    // The broker started here is one development node; a cluster named by KAFKA_BROKERS is held
+    // to KAFKA_DURABILITY (replicated unless it says otherwise).
+    ...(process.env.KAFKA_BROKERS?.trim() ? {} : { durability: 'single-broker' }),
     ...(process.env.EVENTS_TOPIC?.trim() ? { topic: process.env.EVENTS_TOPIC.trim() } : {}),
   });
   say(`topic ${topic.topic}: ${topic.created ? 'created' : 'present'}, ${topic.partitions} partitions`);

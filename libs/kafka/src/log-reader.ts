@@ -45,6 +45,9 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
   const groupId = `rebootless-reader-${randomUUID()}`;
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100, retry: { retries: 3 } });
   let records = 0;
+  // A rebalance (a broker lost mid-read, the group's coordinator with it) hands a partition back
+  // from its beginning, since this reader never commits: what was read already is skipped.
+  const next = new Map([...starts].map(([p, o]) => [p, BigInt(o)]));
   let settle!: (err?: unknown) => void;
   const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
   const timer = setTimeout(
@@ -72,6 +75,8 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
             todo.delete(p);
             break;
           }
+          if (BigInt(m.offset) < next.get(p)!) continue;
+          next.set(p, BigInt(m.offset) + 1n);
           records += 1;
           await opts.onRecord({
             partition: p,
@@ -88,7 +93,14 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
         if (todo.size === 0) settle();
       },
     });
-    for (const [partition, offset] of starts) consumer.seek({ topic, partition, offset });
+    for (const [partition, offset] of starts) {
+      try {
+        consumer.seek({ topic, partition, offset });
+      } catch {
+        // The group is still forming (its coordinator was just lost): the read starts at each
+        // partition's beginning instead, and skips to `starts` itself.
+      }
+    }
     await done;
   } finally {
     clearTimeout(timer);

@@ -48,12 +48,29 @@ async function crashMidSend(landed: (seq: number) => boolean) {
     });
   }
   await raw.disconnect();
-  return { topic, stateDir, key, before };
+  const landLate = async () => {
+    const late = kafka.producer();
+    await late.connect();
+    await late.send({
+      topic,
+      acks: -1,
+      messages: batch.events.map((e) => ({ key: e.stream, value: Buffer.from(e.envelope), timestamp: String(at) })),
+    });
+    await late.disconnect();
+  };
+  return { topic, stateDir, key, before, landLate };
 }
 
-async function reopenAndVerify(topic: string, stateDir: string, rawKey: Buffer) {
+async function reopenAndVerify(topic: string, stateDir: string, rawKey: Buffer, settleGraceMs = 0) {
   const logs: string[] = [];
-  const pub = await EventPublisher.open({ kafka, producerId: 'builder', stateDir, topic, log: (l) => logs.push(l) });
+  const pub = await EventPublisher.open({
+    kafka,
+    producerId: 'builder',
+    stateDir,
+    topic,
+    settleGraceMs,
+    log: (l) => logs.push(l.replace(/in \d+ ms/, 'in … ms')),
+  });
   const opened = pub.head.seq;
   await pub.publish(drift(99));
   await pub.close();
@@ -84,10 +101,30 @@ describe('settling a batch whose send was cut short', () => {
 
   it('withdraws a batch of which nothing arrived, and continues from before it', async () => {
     const { topic, stateDir, key, before } = await crashMidSend(() => false);
-    const { opened, logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey);
-    expect(logs).toEqual(['builder: withdrew seq 4-9: none reached the log']);
+    const { opened, logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey, 1_000);
+    expect(logs).toEqual([
+      'builder: none of seq 4+ found yet; looking again in … ms',
+      'builder: withdrew seq 4-9: none reached the log',
+    ]);
     expect(opened).toBe(before.seq);
     expect(report.findings).toEqual([]);
     expect(report.chains[0]).toMatchObject({ lastSeq: 4, events: 4 });
+  });
+
+  it('keeps a batch that lands late (a broker held it for its replicas) instead of forking the chain', async () => {
+    // Given a batch of which nothing is in the log yet, but which a broker writes a moment later
+    const { topic, stateDir, key, landLate } = await crashMidSend(() => false);
+    const late = new Promise((resolve) => setTimeout(resolve, 500)).then(landLate);
+    // When the producer reopens, with a grace of 4 s for late batches
+    const { opened, logs, report } = await reopenAndVerify(topic, stateDir, key.rawPublicKey, 4_000);
+    await late;
+    // Then the batch is kept as it landed, and the chain goes on after it: no conflict, no gap
+    expect(logs).toEqual([
+      'builder: none of seq 4+ found yet; looking again in … ms',
+      'builder: settled seq 4-9: 6 in the log, 0 re-sent',
+    ]);
+    expect(opened).toBe(9);
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]).toMatchObject({ lastSeq: 10, events: 10, sealed: 10 });
   });
 });

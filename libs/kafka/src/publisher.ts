@@ -1,4 +1,4 @@
-import { CompressionTypes, Kafka, Producer } from 'kafkajs';
+import { CompressionTypes, Kafka, PartitionMetadata, Partitioners, Producer } from 'kafkajs';
 import { events } from '@rebootless/contracts';
 import {
   ChainHead,
@@ -24,6 +24,14 @@ export interface EventPublisherOptions {
   now?: () => number;
   /** Told about recoveries and withdrawn batches; default: silent. */
   log?: (line: string) => void;
+  /**
+   * How long after its send a batch whose send failed may still reach the log (a broker holds a
+   * write until its in-sync replicas have it, up to replica.lag.time.max.ms: 10 s on the clusters
+   * scripts/kafka.mjs starts, 30 s in Kafka's defaults, so raise this there): a batch of which
+   * nothing was found is withdrawn only once this long has passed since it was sent, after a
+   * second look. Default 15,000 ms.
+   */
+  settleGraceMs?: number;
 }
 
 export class PublishError extends Error {
@@ -36,6 +44,7 @@ export class PublishError extends Error {
 // How far around a pending batch's send time its records can be in the log.
 const SETTLE_BEFORE_MS = 10_000;
 const SETTLE_AFTER_MS = 120_000;
+const DEFAULT_SETTLE_GRACE_MS = 15_000;
 
 /**
  * Appends events to the producer's hash chain and writes them to Kafka (idempotent producer,
@@ -56,10 +65,13 @@ export class EventPublisher {
   private failure: unknown;
   private preparedHead: ChainHead;
   private closed = false;
+  private partitions: PartitionMetadata[] | undefined;
+  /** A send failed: the client's idempotence sequence can no longer be trusted (see renewProducer). */
+  private stale = false;
 
   private constructor(
     private readonly opts: Required<Pick<EventPublisherOptions, 'topic' | 'now' | 'log'>> & EventPublisherOptions,
-    private readonly producer: Producer,
+    private producer: Producer,
     private readonly state: ChainStateFile,
     readonly key: SigningKey,
     private ackedHead: ChainHead,
@@ -72,7 +84,7 @@ export class EventPublisher {
     const state = new ChainStateFile(opts.stateDir, opts.producerId);
     const { key, created } = state.loadOrCreateKey();
     const stored = created ? undefined : state.load();
-    const producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    const producer = newProducer(opts.kafka);
     await producer.connect();
     try {
       if (stored) {
@@ -149,6 +161,7 @@ export class EventPublisher {
       this.inflight = [];
       this.failure = undefined;
     }
+    if (this.stale) await this.renewProducer();
     if (this.unsettled) await this.settle();
     if (drafts.length === 0) return { acknowledged: Promise.resolve([]) };
     const { events: written, head } = appendToChain(this.preparedHead, drafts, this.key, this.opts.now);
@@ -182,6 +195,7 @@ export class EventPublisher {
         await this.send(batch.records, batch.at);
       } catch (err) {
         this.failure = err;
+        this.stale = true;
         throw new PublishError(
           `Kafka did not acknowledge ${written.length} event(s) of ${this.opts.producerId} (seq ${written[0]!.seq} to ${head.seq}): ${(err as Error).message}; ` +
             'the next publish or restart settles them from the log',
@@ -205,14 +219,56 @@ export class EventPublisher {
     };
   }
 
-  private send(messages: { key: string; value: Buffer }[], at: number) {
+  /**
+   * Sends records to the partitions kafkajs' default partitioner would pick for their keys, and
+   * fails unless Kafka answered for every one of those partitions. kafkajs, retrying a request
+   * after a leader moved to a broker that had already answered, resolves without sending that
+   * partition's records again: acknowledged but never written (found with a broker SIGKILLed
+   * under load, libs/kafka/src/cluster-faults.int.spec.ts). A failure here is settled from the log.
+   */
+  private async send(messages: { key: string; value: Buffer }[], at: number): Promise<void> {
     const timestamp = String(at);
-    return this.producer.send({
-      topic: this.opts.topic,
-      acks: -1,
-      compression: CompressionTypes.None,
-      messages: messages.map((m) => ({ key: m.key, value: m.value, timestamp })),
-    });
+    const topic = this.opts.topic;
+    const partitionMetadata = await this.partitionMetadata();
+    const placed = messages.map((m) => ({
+      key: m.key,
+      value: m.value,
+      timestamp,
+      partition: placeByKey({ topic, partitionMetadata, message: { key: m.key, value: m.value } }),
+    }));
+    const answers = await this.producer.send({ topic, acks: -1, compression: CompressionTypes.None, messages: placed });
+    const answered = new Set(answers.filter((a) => a.errorCode === 0).map((a) => a.partition));
+    const silent = [...new Set(placed.map((m) => m.partition))].filter((p) => !answered.has(p));
+    if (silent.length > 0) {
+      throw new Error(
+        `Kafka acknowledged the request but not partition(s) ${silent.sort((a, b) => a - b).join(', ')} of ${topic}`,
+      );
+    }
+  }
+
+  /** The topic's partitions, read once: the bootstrap never lets their number change. */
+  private async partitionMetadata(): Promise<PartitionMetadata[]> {
+    if (!this.partitions) {
+      const admin = this.opts.kafka.admin();
+      await admin.connect();
+      try {
+        const { topics } = await admin.fetchTopicMetadata({ topics: [this.opts.topic] });
+        const count = topics.find((t) => t.name === this.opts.topic)?.partitions.length ?? 0;
+        if (count === 0) throw new Error(`Kafka topic "${this.opts.topic}" has no partitions`);
+        // Only the count matters for keyed records; the leaders here are placeholders.
+        this.partitions = Array.from({ length: count }, (_, partitionId) => ({
+          partitionErrorCode: 0,
+          partitionId,
+          leader: 0,
+          replicas: [],
+          isr: [],
+          offlineReplicas: [],
+        }));
+      } finally {
+        await admin.disconnect();
+      }
+    }
+    return this.partitions;
   }
 
   /**
@@ -220,13 +276,22 @@ export class EventPublisher {
    * its send time: records found stay; missing ones are re-sent, byte for byte, unless none of
    * the batch arrived, in which case it is withdrawn and the chain continues from before it.
    */
-  private async settle(): Promise<void> {
-    const batch = this.unsettled;
-    if (!batch) return;
-    if (batch.records.length === 0) {
-      this.unsettled = undefined;
-      return;
-    }
+  /**
+   * After a failed send kafkajs' idempotent producer may hold sequence numbers the broker never
+   * saw, or saw without telling it: a later batch can then be answered DUPLICATE_SEQUENCE_NUMBER,
+   * which kafkajs takes for success although nothing was written (found with a broker SIGKILLed
+   * under load, libs/kafka/src/cluster-faults.int.spec.ts). A new producer id starts clean.
+   */
+  private async renewProducer(): Promise<void> {
+    const old = this.producer;
+    this.producer = newProducer(this.opts.kafka);
+    this.stale = false;
+    await old.disconnect().catch(() => undefined);
+    await this.producer.connect();
+  }
+
+  /** The producer's records of a pending batch found in the log, by seq. */
+  private async findInLog(batch: PendingBatch): Promise<Set<number>> {
     const wanted = new Set(batch.records.map((r) => r.seq));
     const found = new Set<number>();
     await readRange({
@@ -245,6 +310,28 @@ export class EventPublisher {
         }
       },
     });
+    return found;
+  }
+
+  private async settle(): Promise<void> {
+    const batch = this.unsettled;
+    if (!batch) return;
+    if (batch.records.length === 0) {
+      this.unsettled = undefined;
+      return;
+    }
+    let found = await this.findInLog(batch);
+    const grace = this.opts.settleGraceMs ?? DEFAULT_SETTLE_GRACE_MS;
+    const wait = (batch.lastAt ?? batch.at) + grace - this.opts.now();
+    if (found.size < batch.records.length && wait > 0) {
+      // A write the broker still holds lands later: withdrawn, it would fork the chain; re-sent,
+      // it would be there twice. Give it time to land first.
+      this.opts.log(
+        `${this.opts.producerId}: ${found.size === 0 ? 'none' : `${found.size} of ${batch.records.length}`} of seq ${batch.records[0]!.seq}+ found yet; looking again in ${wait} ms`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      found = await this.findInLog(batch);
+    }
     const last = batch.records[batch.records.length - 1]!;
     if (found.size === 0) {
       this.opts.log(`${this.opts.producerId}: withdrew seq ${batch.records[0]!.seq}-${last.seq}: none reached the log`);
@@ -252,7 +339,12 @@ export class EventPublisher {
     } else {
       const missing = batch.records.filter((r) => !found.has(r.seq));
       if (missing.length > 0) {
-        await this.send(missing, this.opts.now());
+        try {
+          await this.send(missing, this.opts.now());
+        } catch (err) {
+          this.stale = true; // settled again, with a new producer, at the next publish
+          throw err;
+        }
       }
       this.opts.log(
         `${this.opts.producerId}: settled seq ${batch.records[0]!.seq}-${last.seq}: ${found.size} in the log, ${missing.length} re-sent`,
@@ -263,4 +355,10 @@ export class EventPublisher {
     await this.state.saveAsync(this.ackedHead);
     this.unsettled = undefined;
   }
+}
+
+const placeByKey = Partitioners.DefaultPartitioner();
+
+function newProducer(kafka: Kafka): Producer {
+  return kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 }

@@ -7,6 +7,7 @@ import {
   ensureEventsTopic,
   eventsTopicPartitionsFromEnv,
   kafkaBrokersFromEnv,
+  topicDurabilityFromEnv,
 } from './topic';
 
 const brokers = kafkaBrokersFromEnv();
@@ -47,7 +48,12 @@ describe('ensureEventsTopic on a real broker', () => {
       created: false,
       partitions: eventsTopicPartitionsFromEnv(),
       replicationFactor: expect.any(Number), // 1 on the test broker; whatever an external KAFKA_BROKERS cluster uses
-      configs: { 'retention.ms': '-1', 'retention.bytes': '-1', 'cleanup.policy': 'delete' },
+      configs: {
+        'retention.ms': '-1',
+        'retention.bytes': '-1',
+        'cleanup.policy': 'delete',
+        'min.insync.replicas': expect.stringMatching(/^[12]$/),
+      },
     });
     const metadata = await admin.fetchTopicMetadata({ topics: [EVENTS_TOPIC] });
     expect(metadata.topics[0]?.partitions).toHaveLength(eventsTopicPartitionsFromEnv());
@@ -132,6 +138,28 @@ describe('ensureEventsTopic on a real broker', () => {
     expect((error as Error).message).toContain('set EVENTS_TOPIC_PARTITIONS');
   });
 
+  it('refuses to keep the event log on one broker unless told it is a development broker', async () => {
+    // Given the test broker, a cluster of one
+    const topic = uniqueTopic('replicated');
+    // When the production bootstrap (replicated, the default) is pointed at it
+    const refused = ensureEventsTopic({ brokers, topic, partitions: 2, durability: 'replicated' });
+    // Then it names the broker count, the replication it needs and the override
+    await expect(refused).rejects.toThrow(
+      /has 1 broker\(s\); the event log keeps 3 replicas with min\.insync\.replicas=2 .*KAFKA_DURABILITY=single-broker/,
+    );
+    expect(await admin.listTopics()).not.toContain(topic);
+    // And a weaker replication factor is refused before anything is asked of the cluster
+    await expect(
+      ensureEventsTopic({ brokers, topic, partitions: 2, durability: 'replicated', replicationFactor: 2 }),
+    ).rejects.toThrow('replication factor 2 is too weak for the event log: it needs 3');
+    // And the topic made for the development broker is refused as a production log
+    created.push(topic);
+    await ensureEventsTopic({ brokers, topic, partitions: 2, durability: 'single-broker' });
+    await expect(ensureEventsTopic({ brokers, topic, partitions: 2, durability: 'replicated' })).rejects.toThrow(
+      'replication factor is 1 (expected >= 3); min.insync.replicas is 1 (expected >= 2)',
+    );
+  }, 60_000);
+
   it('names an unreachable cluster', async () => {
     // Given no broker listens on port 1
     // When the bootstrap is pointed there
@@ -140,6 +168,16 @@ describe('ensureEventsTopic on a real broker', () => {
       /cannot reach Kafka at 127\.0\.0\.1:1: .*ECONNREFUSED/,
     );
   }, 30_000);
+});
+
+describe('topicDurabilityFromEnv', () => {
+  it('is replicated unless KAFKA_DURABILITY says single-broker, and names a wrong value', () => {
+    expect(topicDurabilityFromEnv({})).toBe('replicated');
+    expect(topicDurabilityFromEnv({ KAFKA_DURABILITY: 'single-broker' })).toBe('single-broker');
+    expect(() => topicDurabilityFromEnv({ KAFKA_DURABILITY: 'one' })).toThrow(
+      'KAFKA_DURABILITY must be "replicated" or "single-broker", got "one"',
+    );
+  });
 });
 
 describe('kafkaBrokersFromEnv', () => {

@@ -15,6 +15,23 @@ export const EVENTS_TOPIC_CONFIG: Readonly<Record<string, string>> = Object.free
   'cleanup.policy': 'delete',
 });
 
+/**
+ * How many copies of the log the topic keeps. `replicated` (production, the default): 3 replicas,
+ * `min.insync.replicas=2`, so an event acknowledged with acks=all survives the loss of any one
+ * broker. `single-broker`: one copy, only for the development broker and tests (KAFKA_DURABILITY).
+ */
+export type TopicDurability = 'replicated' | 'single-broker';
+export const REPLICATED_FACTOR = 3;
+export const REPLICATED_MIN_INSYNC = 2;
+
+/** KAFKA_DURABILITY (`replicated` | `single-broker`), else `replicated`. */
+export function topicDurabilityFromEnv(env: NodeJS.ProcessEnv = process.env): TopicDurability {
+  const raw = env['KAFKA_DURABILITY']?.trim();
+  if (raw === undefined || raw === '') return 'replicated';
+  if (raw === 'replicated' || raw === 'single-broker') return raw;
+  throw new Error(`KAFKA_DURABILITY must be "replicated" or "single-broker", got "${raw}"`);
+}
+
 export interface EnsureEventsTopicOptions {
   /** host:port list; defaults to kafkaBrokersFromEnv(). Ignored when `admin` is given. */
   brokers?: string[];
@@ -22,7 +39,9 @@ export interface EnsureEventsTopicOptions {
   topic?: string;
   /** Defaults to EVENTS_TOPIC_PARTITIONS from the environment, else 12. */
   partitions?: number;
-  /** Defaults to 1 (the single-node development broker). Used only when the topic is created. */
+  /** Defaults to KAFKA_DURABILITY, else `replicated`. */
+  durability?: TopicDurability;
+  /** Defaults to 3 when replicated (never fewer), 1 for a single broker. Used only when the topic is created. */
   replicationFactor?: number;
   /** An already connected admin client to use (it is not disconnected). */
   admin?: Admin;
@@ -38,7 +57,7 @@ export interface EventsTopicDescription {
   created: boolean;
   partitions: number;
   replicationFactor: number;
-  /** Effective values of the configs in EVENTS_TOPIC_CONFIG. */
+  /** Effective values of the configs in EVENTS_TOPIC_CONFIG, and min.insync.replicas. */
   configs: Record<string, string>;
 }
 
@@ -123,7 +142,18 @@ export async function ensureEventsTopic(options: EnsureEventsTopicOptions = {}):
     options.partitions === undefined
       ? eventsTopicPartitionsFromEnv()
       : positiveInteger(options.partitions, 'partitions');
-  const replicationFactor = positiveInteger(options.replicationFactor ?? 1, 'replicationFactor');
+  const durability = options.durability ?? topicDurabilityFromEnv();
+  const replicated = durability === 'replicated';
+  const replicationFactor = positiveInteger(
+    options.replicationFactor ?? (replicated ? REPLICATED_FACTOR : 1),
+    'replicationFactor',
+  );
+  if (replicated && replicationFactor < REPLICATED_FACTOR) {
+    throw new Error(
+      `replication factor ${replicationFactor} is too weak for the event log: it needs ${REPLICATED_FACTOR} ` +
+        '(set KAFKA_DURABILITY=single-broker only for a development broker)',
+    );
+  }
 
   let admin = options.admin;
   const ownAdmin = admin === undefined;
@@ -144,19 +174,26 @@ export async function ensureEventsTopic(options: EnsureEventsTopicOptions = {}):
   try {
     let created = false;
     if (!(await admin.listTopics()).includes(topic)) {
+      if (replicated) await requireBrokers(admin, replicationFactor);
       // false = someone else created it meanwhile: verify theirs like any existing topic.
       created = await admin.createTopics({
-        waitForLeaders: true,
+        // kafkajs' own wait asks one broker and gives up on UNKNOWN_TOPIC_OR_PARTITION, which a
+        // cluster's other brokers answer until the controller's metadata reaches them.
+        waitForLeaders: false,
         topics: [
           {
             topic,
             numPartitions: partitions,
             replicationFactor,
-            configEntries: Object.entries(EVENTS_TOPIC_CONFIG).map(([name, value]) => ({ name, value })),
+            configEntries: Object.entries({
+              ...EVENTS_TOPIC_CONFIG,
+              ...(replicated ? { 'min.insync.replicas': String(REPLICATED_MIN_INSYNC) } : {}),
+            }).map(([name, value]) => ({ name, value })),
           },
         ],
       });
     }
+    await waitForLeaders(admin, topic);
     const description = await describeTopic(admin, topic);
     const differences: TopicSettingDifference[] = [];
     if (description.partitions !== partitions) {
@@ -166,11 +203,69 @@ export async function ensureEventsTopic(options: EnsureEventsTopicOptions = {}):
       const actual = description.configs[name];
       if (actual !== expected) differences.push({ setting: name, actual: actual ?? '(unknown)', expected });
     }
+    if (replicated) differences.push(...replicationShortfall(description));
     if (differences.length > 0) throw new EventsTopicMismatchError(topic, differences);
     return { ...description, created };
   } finally {
     if (ownAdmin) await admin.disconnect();
   }
+}
+
+/**
+ * Refuses to create a replicated topic on a cluster with too few brokers, naming what it found.
+ * Waits up to 15 s first: a cluster that has just started registers its brokers one by one.
+ */
+async function requireBrokers(admin: Admin, needed: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  let { brokers } = await admin.describeCluster();
+  while (brokers.length < needed && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    ({ brokers } = await admin.describeCluster());
+  }
+  if (brokers.length < needed) {
+    throw new Error(
+      `the Kafka cluster at ${brokers.map((b) => `${b.host}:${b.port}`).join(',')} has ${brokers.length} broker(s); ` +
+        `the event log keeps ${needed} replicas with min.insync.replicas=${REPLICATED_MIN_INSYNC} ` +
+        '(start a cluster with "npm run kafka:cluster -- start", or set KAFKA_DURABILITY=single-broker for a development broker)',
+    );
+  }
+}
+
+/** Waits (up to 30 s) until every broker asked knows the topic and each partition has a leader. */
+async function waitForLeaders(admin: Admin, topic: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+      const partitions = topics.find((t) => t.name === topic)?.partitions ?? [];
+      if (partitions.length > 0 && partitions.every((p) => p.leader >= 0)) return;
+    } catch (error) {
+      if ((error as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION' || Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`Kafka topic "${topic}" has partitions without a leader after 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** Where an existing topic keeps fewer copies, or accepts writes with fewer in sync, than the log needs. */
+function replicationShortfall(d: Omit<EventsTopicDescription, 'created'>): TopicSettingDifference[] {
+  const out: TopicSettingDifference[] = [];
+  if (d.replicationFactor < REPLICATED_FACTOR) {
+    out.push({
+      setting: 'replication factor',
+      actual: String(d.replicationFactor),
+      expected: `>= ${REPLICATED_FACTOR}`,
+    });
+  }
+  const minIsr = Number(d.configs['min.insync.replicas'] ?? '1');
+  if (!(minIsr >= REPLICATED_MIN_INSYNC)) {
+    out.push({
+      setting: 'min.insync.replicas',
+      actual: d.configs['min.insync.replicas'] ?? '(unknown)',
+      expected: `>= ${REPLICATED_MIN_INSYNC}`,
+    });
+  }
+  return out;
 }
 
 async function describeTopic(admin: Admin, topic: string): Promise<Omit<EventsTopicDescription, 'created'>> {
@@ -179,7 +274,13 @@ async function describeTopic(admin: Admin, topic: string): Promise<Omit<EventsTo
   if (!found) throw new Error(`Kafka topic "${topic}" has no metadata`);
   const described = await admin.describeConfigs({
     includeSynonyms: false,
-    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: Object.keys(EVENTS_TOPIC_CONFIG) }],
+    resources: [
+      {
+        type: ConfigResourceTypes.TOPIC,
+        name: topic,
+        configNames: [...Object.keys(EVENTS_TOPIC_CONFIG), 'min.insync.replicas'],
+      },
+    ],
   });
   const resource = described.resources[0];
   if (!resource || resource.errorCode !== 0) {

@@ -113,6 +113,8 @@ export default async function globalSetup(globalConfig: JestGlobalConfigLike): P
     return;
   }
   const rootDir = globalConfig.rootDir;
+  // The tests' broker is one node; the processes they start (services, the stack) inherit this.
+  if (!process.env['KAFKA_DURABILITY']?.trim()) process.env['KAFKA_DURABILITY'] = 'single-broker';
   let started: StartedKafka | undefined;
   let note: string;
   if (process.env['KAFKA_BROKERS']?.trim()) {

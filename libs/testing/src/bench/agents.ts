@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispatcher } from '@rebootless/contracts';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import { buildPatch, rolloutClient, startBuilder, startDispatcher, unary, type ServiceProcess } from '../fleet/rig';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
   if (!global.gc) say('run with --expose-gc (npm run bench:agents does) for steadier memory figures');
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.agents.${randomUUID().slice(0, 8)}`;
-  await ensureEventsTopic({ brokers, topic, partitions: 12 });
+  await ensureEventsTopic({ brokers, topic, partitions: 12, durability: devTopicDurability() });
   const base = process.env['BENCH_DIR'] ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
   const root = fs.mkdtempSync(path.join(base, 'rebootless-bench-agents-'));
   const env = { topic, brokers: brokers.join(',') };

@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium } from 'playwright-core';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import { LogWriter, writeFleetHistory } from '@rebootless/ledger-store';
 import {
   credentialPaths,
@@ -55,7 +56,7 @@ async function main() {
   const brokers = kafkaBrokersFromEnv();
   const kafka = kafkaClient(brokers, 'bench-console');
   const topic = `bench.console.${Date.now()}`;
-  await ensureEventsTopic({ brokers, topic, partitions: 6 });
+  await ensureEventsTopic({ brokers, topic, partitions: 6, durability: devTopicDurability() });
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-console-'));
   const pki = path.join(root, 'pki');
   await ensureCertificateAuthority(pki);

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { Kafka } from 'kafkajs';
 import { ChainVerifier, ChainedEvent, EventDraft, StaticKeyTrust } from '@rebootless/events';
 import { EventPublisher, ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient, readRange } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import { REPO_ROOT } from '../process';
 import { machineFacts } from './machine';
 
@@ -57,7 +58,7 @@ function drafts(round: number): EventDraft[] {
 
 async function topic(brokers: string[], name: string): Promise<string> {
   const t = `bench.${name}.${Date.now()}`;
-  await ensureEventsTopic({ brokers, topic: t, partitions: PARTITIONS });
+  await ensureEventsTopic({ brokers, topic: t, partitions: PARTITIONS, durability: devTopicDurability() });
   return t;
 }
 

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Kafka } from 'kafkajs';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import {
   LedgerConsumer,
   LedgerDatabase,
@@ -170,7 +171,7 @@ async function main() {
   const brokers = kafkaBrokersFromEnv();
   const kafka = kafkaClient(brokers, 'bench-ledger');
   const topic = `bench.ledger.${Date.now()}`;
-  await ensureEventsTopic({ brokers, topic, partitions: PARTITIONS });
+  await ensureEventsTopic({ brokers, topic, partitions: PARTITIONS, durability: devTopicDurability() });
   say(`writing ${EVENTS} events of ${HOSTS} hosts (signed chains) to ${topic}`);
   const writer = await LogWriter.open(kafka, topic);
   const writeStarted = performance.now();

@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispatcher, grpcServices, ledger } from '@rebootless/contracts';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import {
   buildPatch,
   freePort,
@@ -95,7 +96,7 @@ async function main(): Promise<void> {
   RELEASE ||= await currentDebianCloudRelease();
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
-  await ensureEventsTopic({ brokers, topic, partitions: 12 });
+  await ensureEventsTopic({ brokers, topic, partitions: 12, durability: devTopicDurability() });
   // The simulated hosts' disks (10,000 data dirs, one module copy each) live in memory when the
   // machine has /dev/shm: a host writes to its own disk, not to one shared by ten thousand.
   const base = process.env['BENCH_DIR'] ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());

@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { ensureEventsTopic, kafkaBrokersFromEnv } from '@rebootless/kafka';
+import { devTopicDurability } from '../kafka';
 import { OtlpReceiver } from '../otlp-receiver';
 import { REPO_ROOT } from '../process';
 import { machineFacts } from './machine';
@@ -144,7 +145,7 @@ async function main(): Promise<void> {
         await quiet(receiver);
         samples.startup[mode].push(await child(STARTUP, modes[mode]));
         const topic = `bench.telemetry.${mode}.${Date.now()}`;
-        await ensureEventsTopic({ brokers, topic, partitions: 6 });
+        await ensureEventsTopic({ brokers, topic, partitions: 6, durability: devTopicDurability() });
         const common = { ...modes[mode], BROKERS: brokers.join(','), TOPIC: topic, EVENTS: String(EVENTS) };
         const stateDir = path.join(stateRoot, `${mode}-${round}`);
         samples.publish[mode].push(await child(PUBLISH, { ...common, STATE_DIR: stateDir }));
