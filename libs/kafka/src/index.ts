@@ -4,3 +4,4 @@ export * from './chain-state';
 export * from './publisher';
 export * from './consumer';
 export * from './trusted-keys';
+export * from './whole-send';

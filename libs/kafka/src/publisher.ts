@@ -1,4 +1,4 @@
-import { CompressionTypes, Kafka, PartitionMetadata, Partitioners, Producer } from 'kafkajs';
+import { Kafka, Producer } from 'kafkajs';
 import { events } from '@rebootless/contracts';
 import {
   ChainHead,
@@ -12,6 +12,7 @@ import {
 import { ChainStateFile, PendingBatch } from './chain-state';
 import { readRange } from './log-reader';
 import { EVENTS_TOPIC } from './topic';
+import { WholeSend } from './whole-send';
 
 export interface EventPublisherOptions {
   kafka: Kafka;
@@ -65,7 +66,7 @@ export class EventPublisher {
   private failure: unknown;
   private preparedHead: ChainHead;
   private closed = false;
-  private partitions: PartitionMetadata[] | undefined;
+  private readonly whole: WholeSend;
   /** A send failed: the client's idempotence sequence can no longer be trusted (see renewProducer). */
   private stale = false;
 
@@ -77,6 +78,7 @@ export class EventPublisher {
     private ackedHead: ChainHead,
   ) {
     this.preparedHead = ackedHead;
+    this.whole = new WholeSend(opts.kafka, opts.topic);
   }
 
   static async open(options: EventPublisherOptions): Promise<EventPublisher> {
@@ -219,56 +221,13 @@ export class EventPublisher {
     };
   }
 
-  /**
-   * Sends records to the partitions kafkajs' default partitioner would pick for their keys, and
-   * fails unless Kafka answered for every one of those partitions. kafkajs, retrying a request
-   * after a leader moved to a broker that had already answered, resolves without sending that
-   * partition's records again: acknowledged but never written (found with a broker SIGKILLed
-   * under load, libs/kafka/src/cluster-faults.int.spec.ts). A failure here is settled from the log.
-   */
-  private async send(messages: { key: string; value: Buffer }[], at: number): Promise<void> {
+  /** Fails unless Kafka answered for every partition written (see WholeSend); a failure is settled from the log. */
+  private send(messages: { key: string; value: Buffer }[], at: number): Promise<void> {
     const timestamp = String(at);
-    const topic = this.opts.topic;
-    const partitionMetadata = await this.partitionMetadata();
-    const placed = messages.map((m) => ({
-      key: m.key,
-      value: m.value,
-      timestamp,
-      partition: placeByKey({ topic, partitionMetadata, message: { key: m.key, value: m.value } }),
-    }));
-    const answers = await this.producer.send({ topic, acks: -1, compression: CompressionTypes.None, messages: placed });
-    const answered = new Set(answers.filter((a) => a.errorCode === 0).map((a) => a.partition));
-    const silent = [...new Set(placed.map((m) => m.partition))].filter((p) => !answered.has(p));
-    if (silent.length > 0) {
-      throw new Error(
-        `Kafka acknowledged the request but not partition(s) ${silent.sort((a, b) => a - b).join(', ')} of ${topic}`,
-      );
-    }
-  }
-
-  /** The topic's partitions, read once: the bootstrap never lets their number change. */
-  private async partitionMetadata(): Promise<PartitionMetadata[]> {
-    if (!this.partitions) {
-      const admin = this.opts.kafka.admin();
-      await admin.connect();
-      try {
-        const { topics } = await admin.fetchTopicMetadata({ topics: [this.opts.topic] });
-        const count = topics.find((t) => t.name === this.opts.topic)?.partitions.length ?? 0;
-        if (count === 0) throw new Error(`Kafka topic "${this.opts.topic}" has no partitions`);
-        // Only the count matters for keyed records; the leaders here are placeholders.
-        this.partitions = Array.from({ length: count }, (_, partitionId) => ({
-          partitionErrorCode: 0,
-          partitionId,
-          leader: 0,
-          replicas: [],
-          isr: [],
-          offlineReplicas: [],
-        }));
-      } finally {
-        await admin.disconnect();
-      }
-    }
-    return this.partitions;
+    return this.whole.send(
+      this.producer,
+      messages.map((m) => ({ key: m.key, value: m.value, timestamp })),
+    );
   }
 
   /**
@@ -356,8 +315,6 @@ export class EventPublisher {
     this.unsettled = undefined;
   }
 }
-
-const placeByKey = Partitioners.DefaultPartitioner();
 
 function newProducer(kafka: Kafka): Producer {
   return kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
