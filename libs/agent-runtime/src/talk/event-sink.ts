@@ -1,6 +1,7 @@
 // How the agent's signed envelopes reach the log (brief: "delivery is through an EventSink port").
 // Both sinks only carry bytes: the agent signed them, nobody on the way can alter them unseen.
 import type { Kafka, Producer } from 'kafkajs';
+import { WholeSend } from '@rebootless/kafka';
 import { traceFields, withTraceContext, type TraceFields } from '@rebootless/telemetry';
 
 /** The agent's gateway stream, as a sink sees it. */
@@ -57,7 +58,11 @@ export class KafkaEventSink implements EventSink {
   private sending = false;
   private closed = false;
 
-  constructor(private readonly options: KafkaEventSinkOptions) {}
+  private readonly whole: WholeSend;
+
+  constructor(private readonly options: KafkaEventSinkOptions) {
+    this.whole = new WholeSend(options.kafka, options.topic);
+  }
 
   deliver(hostId: string, envelopes: readonly Buffer[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the Kafka event sink is closed'));
@@ -120,12 +125,12 @@ export class KafkaEventSink implements EventSink {
         const batch = this.queue.splice(0, take);
         try {
           const producer = await this.connected();
+          // Checked partition by partition: kafkajs can report whole a send it left a partition out of.
           await withTraceContext(trace, () =>
-            producer.send({
-              topic: this.options.topic,
-              acks: -1,
-              messages: batch.flatMap((w) => w.messages),
-            }),
+            this.whole.send(
+              producer,
+              batch.flatMap((w) => w.messages),
+            ),
           );
           for (const w of batch) w.resolve();
         } catch (error) {
