@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { Logger } from '@nestjs/common';
 import { Kafka } from 'kafkajs';
 import { kafkaClient } from '@rebootless/kafka';
 import {
@@ -11,6 +12,8 @@ import {
 } from '@rebootless/ledger-store';
 import { formatHostPort } from '@rebootless/service';
 import type { LedgerConfig } from './config';
+
+const log = new Logger('ledger');
 
 /** Everything the ledger runs: its database, the consumer projecting into it, the queries over it. */
 export class LedgerRuntime {
@@ -42,6 +45,12 @@ export class LedgerRuntime {
       topic: config.eventsTopic,
       serviceKeys,
       unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
+      onRecovery: ({ attempt, error, retryInMs }) =>
+        retryInMs === undefined
+          ? log.log(`projecting again after ${attempt} attempt(s): the database answers`)
+          : log.warn(
+              `the database refused a write or a reload (${error?.message ?? 'unknown error'}); trying again in ${retryInMs} ms`,
+            ),
     });
     const queries = new LedgerQueries(db, { onlineWindowMs: config.onlineWindowSeconds * 1000 });
     return new LedgerRuntime(config, kafka, db, consumer, queries, serviceKeys);

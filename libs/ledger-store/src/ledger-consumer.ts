@@ -71,6 +71,11 @@ export interface LedgerConsumerOptions {
   agentKeys?: 'first-seen' | 'bound';
   /** Called after every committed batch. */
   onProgress?: (p: LedgerProgress) => void;
+  /**
+   * Told when the database refused a write or a reload (`retryInMs` until the next attempt) and
+   * when projecting resumed after that (`retryInMs` undefined): the operator's log line.
+   */
+  onRecovery?: (r: { attempt: number; error?: Error; retryInMs?: number }) => void;
   /** Told each table write's duration (benchmarks); none in production. */
   onTableWritten?: TableWriteObserver;
 }
@@ -109,6 +114,8 @@ export class LedgerConsumer {
   /** Since when every partition read is read to its end: unsealed tails are timed from then. */
   private liveSince: number | undefined;
   private recovering: Promise<void> | undefined;
+  /** stop() was called: recovery gives up waiting for the database. */
+  private stopped = false;
   private consumer: Consumer | undefined;
   /** Each partition's next offset as committed with the read models. */
   private offsets = new Map<number, bigint>();
@@ -151,6 +158,7 @@ export class LedgerConsumer {
   }
 
   async start(): Promise<void> {
+    this.stopped = false;
     this.offsets = await this.projection.load();
     this.projectedTo = new Map(this.offsets);
     this.resumeAt = new Map(this.offsets);
@@ -206,19 +214,31 @@ export class LedgerConsumer {
    * see the chains whole again), projecting from the committed offsets.
    */
   private async recover(partition: number): Promise<void> {
+    // Until the database answers again: a reload refused while it is down (PostgreSQL stopped,
+    // the network cut) is tried again later, never given up on silently.
     this.recovering ??= (async () => {
       await this.writes;
-      await new Promise((r) => setTimeout(r, 1000));
-      await this.consumer?.stop();
+      await this.consumer?.disconnect().catch(() => undefined);
       this.consumer = undefined;
-      this.gate = this.newGate();
-      this.failure = undefined;
-      this.recovering = undefined;
-      await this.start();
-    })().catch((err: unknown) => {
-      this.failure = err as Error;
-      this.recovering = undefined;
-    });
+      for (let attempt = 1; !this.stopped; attempt++) {
+        const retryInMs = Math.min(1000 * 2 ** (attempt - 1), 10_000);
+        this.opts.onRecovery?.({ attempt, error: this.failure, retryInMs });
+        await new Promise((r) => setTimeout(r, retryInMs));
+        if (this.stopped) return;
+        this.gate = this.newGate();
+        this.failure = undefined;
+        try {
+          await this.start();
+          this.opts.onRecovery?.({ attempt });
+          return;
+        } catch (err) {
+          this.failure = err as Error;
+          const half = this.consumer as Consumer | undefined; // start() may have got as far as connecting
+          this.consumer = undefined;
+          await half?.disconnect().catch(() => undefined);
+        }
+      }
+    })().finally(() => (this.recovering = undefined));
     void partition;
   }
 
@@ -430,6 +450,7 @@ export class LedgerConsumer {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.expiry);
     this.expiry = undefined;
     if (!this.consumer) return;
