@@ -231,20 +231,31 @@ async function requireBrokers(admin: Admin, needed: number): Promise<void> {
   }
 }
 
-/** Waits (up to 30 s) until every broker asked knows the topic and each partition has a leader. */
-async function waitForLeaders(admin: Admin, topic: string): Promise<void> {
+/**
+ * Runs `ask` until it has an answer, for up to 30 s: right after a topic is created, a
+ * cluster's brokers answer UNKNOWN_TOPIC_OR_PARTITION until the controller's metadata reaches
+ * them, and `ask` returns undefined while the answer is not there yet.
+ */
+async function untilKnown<T>(topic: string, what: string, ask: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
-      const partitions = topics.find((t) => t.name === topic)?.partitions ?? [];
-      if (partitions.length > 0 && partitions.every((p) => p.leader >= 0)) return;
+      const answer = await ask();
+      if (answer !== undefined) return answer;
     } catch (error) {
       if ((error as { type?: string }).type !== 'UNKNOWN_TOPIC_OR_PARTITION' || Date.now() > deadline) throw error;
     }
-    if (Date.now() > deadline) throw new Error(`Kafka topic "${topic}" has partitions without a leader after 30 s`);
+    if (Date.now() > deadline) throw new Error(`Kafka topic "${topic}": ${what} after 30 s`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
+}
+
+async function waitForLeaders(admin: Admin, topic: string): Promise<void> {
+  await untilKnown(topic, 'partitions without a leader', async () => {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    const partitions = topics.find((t) => t.name === topic)?.partitions ?? [];
+    return partitions.length > 0 && partitions.every((p) => p.leader >= 0) ? true : undefined;
+  });
 }
 
 /** Where an existing topic keeps fewer copies, or accepts writes with fewer in sync, than the log needs. */
@@ -269,19 +280,21 @@ function replicationShortfall(d: Omit<EventsTopicDescription, 'created'>): Topic
 }
 
 async function describeTopic(admin: Admin, topic: string): Promise<Omit<EventsTopicDescription, 'created'>> {
-  const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
-  const found = metadata.topics.find((t) => t.name === topic);
-  if (!found) throw new Error(`Kafka topic "${topic}" has no metadata`);
-  const described = await admin.describeConfigs({
-    includeSynonyms: false,
-    resources: [
-      {
-        type: ConfigResourceTypes.TOPIC,
-        name: topic,
-        configNames: [...Object.keys(EVENTS_TOPIC_CONFIG), 'min.insync.replicas'],
-      },
-    ],
-  });
+  const found = await untilKnown(topic, 'no metadata', async () =>
+    (await admin.fetchTopicMetadata({ topics: [topic] })).topics.find((t) => t.name === topic),
+  );
+  const described = await untilKnown(topic, 'no configs', () =>
+    admin.describeConfigs({
+      includeSynonyms: false,
+      resources: [
+        {
+          type: ConfigResourceTypes.TOPIC,
+          name: topic,
+          configNames: [...Object.keys(EVENTS_TOPIC_CONFIG), 'min.insync.replicas'],
+        },
+      ],
+    }),
+  );
   const resource = described.resources[0];
   if (!resource || resource.errorCode !== 0) {
     throw new Error(`describeConfigs for topic "${topic}" failed: ${resource?.errorMessage ?? 'no result'}`);

@@ -1,0 +1,121 @@
+// `npm start` on a three-broker KRaft cluster (issue "Past one machine"): the stack is pointed at
+// the cluster with KAFKA_BROKERS and creates its topic replicated (3 copies, min.insync.replicas
+// 2); when the story's rollout begins, one broker is SIGKILLed, and restarted 5 s later. The
+// story must end as it does on one broker, the ledger must verify every chain with no finding,
+// and no host may have been asked twice to apply a patch in a rollout.
+import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { decodeEvent } from '@rebootless/events';
+import { kafkaClient } from '@rebootless/kafka';
+import { readWholeTopic } from '../kafka';
+import { REPO_ROOT } from '../process';
+import { type StoryStack, startStoryStack } from './story-stack';
+
+jest.setTimeout(20 * 60_000);
+
+const runtime = require(path.join(REPO_ROOT, 'scripts', 'kafka-runtime.cjs')) as {
+  findFreePorts(count: number): Promise<number[]>;
+  startCluster(o: object): Promise<{ brokers: string; nodes: { id: number; pid: number }[] }>;
+  startClusterNode(o: object, id: number): Promise<{ id: number; pid: number }>;
+  stopCluster(o: object): Promise<unknown>;
+};
+
+const AGENTS = 6;
+
+describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', () => {
+  let dir: string;
+  let options: { dataDir: string; ports: { port: number; controllerPort: number }[]; detached: boolean };
+  let brokers: string;
+  let stack: StoryStack;
+  const topic = `test.cluster-story.${randomUUID().slice(0, 8)}`;
+  const pids = new Map<number, number>();
+  let killedAt = '';
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let story: any;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cluster-story-'));
+    const free = await runtime.findFreePorts(6);
+    options = {
+      dataDir: path.join(dir, 'kafka'),
+      ports: [0, 1, 2].map((i) => ({ port: free[i]!, controllerPort: free[i + 3]! })),
+      detached: false,
+    };
+    const cluster = await runtime.startCluster(options);
+    brokers = cluster.brokers;
+    for (const n of cluster.nodes) pids.set(n.id, n.pid);
+
+    stack = await startStoryStack({
+      name: 'cluster-story',
+      agents: AGENTS,
+      topic,
+      env: { KAFKA_BROKERS: brokers, KAFKA_DURABILITY: 'replicated' },
+    });
+    // When the rollout begins, broker 2 dies; 5 s later it is back.
+    const begun = Date.now();
+    while (!stack.stderr().includes('== 4. Rollout in waves')) {
+      if (stack.child.exitCode !== null)
+        throw new Error(`the stack exited (${stack.child.exitCode}):\n${stack.stderr()}`);
+      if (Date.now() - begun > 12 * 60_000) throw new Error(`no rollout within 12 minutes:\n${stack.stderr()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.kill(pids.get(2)!, 'SIGKILL');
+    killedAt = stack.stderr().split('\n').slice(-3).join(' | ');
+    await new Promise((r) => setTimeout(r, 5_000));
+    pids.set(2, (await runtime.startClusterNode(options, 2)).pid);
+    const result = await stack.result().catch((error: unknown) => ({ ok: false, error: String(error) }));
+    if (!result.ok) {
+      const log = path.join(stack.dir, 'data', 'logs', 'dispatcher.log');
+      const tail = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').slice(-40).join('\n') : '';
+      throw new Error(`the stack failed: ${result.error}\n${stack.stderr()}\ndispatcher log:\n${tail}`);
+    }
+    story = result['story'];
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+    if (options) await runtime.stopCluster(options);
+    for (const d of [dir, stack?.dir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('tells the whole story: the rollout completes but for the stalled host, the undo, the PCI report after', () => {
+    expect(killedAt).not.toBe('');
+    expect(stack.stderr()).toContain(`topic ${topic}: created`);
+    expect(story.rollout.state).toBe('completed');
+    expect(story.rollout.succeeded).toBe(AGENTS - 1);
+    expect(story.undo).toMatchObject({ hostId: story.undo_host, state: 'completed' });
+    expect(story.pciAfter).toMatchObject({ hostsInScope: AGENTS, hostsCompliant: AGENTS - 2 });
+  });
+
+  it('verifies the ledger with 0 findings: no chain has a gap, a fork or an unsealed tail', () => {
+    expect(story.verify.details).toEqual([]);
+    expect(story.verify.findings).toBe(0);
+  });
+
+  it('keeps the log on 3 replicas, and asks no host twice to apply a patch in one rollout', async () => {
+    const kafka = kafkaClient(brokers.split(','), 'cluster-story-check');
+    const admin = kafka.admin();
+    await admin.connect();
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    await admin.disconnect();
+    expect(topics[0]!.partitions.every((p) => p.replicas.length === 3)).toBe(true);
+
+    const asks = new Map<string, Set<string>>();
+    const applied = new Map<string, number>();
+    for (const r of await readWholeTopic(kafka, topic)) {
+      const { body } = decodeEvent(r.value!);
+      const ask = body.hostApplyRequested;
+      if (ask) {
+        const key = `${ask.rolloutId} ${ask.hostId} ${ask.patchId} step ${ask.undoStep}`;
+        asks.set(key, (asks.get(key) ?? new Set()).add(ask.commandId));
+      }
+      if (body.patchApplied)
+        applied.set(body.patchApplied.commandId, (applied.get(body.patchApplied.commandId) ?? 0) + 1);
+    }
+    expect(asks.size).toBeGreaterThanOrEqual(AGENTS);
+    expect([...asks].filter(([, ids]) => ids.size !== 1)).toEqual([]);
+    expect([...applied].filter(([, n]) => n !== 1)).toEqual([]);
+  });
+});
