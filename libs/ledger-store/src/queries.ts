@@ -23,6 +23,7 @@ import {
 } from '@rebootless/ledger-model';
 import { toPublishedPatch } from './catalog/published';
 import { toHostHistory } from './hosts/history';
+import { quarantinesOf } from './hosts/quarantines';
 import { withCatalog } from './stacks/read';
 import { VERDICT_WIRE } from './verdict-wire';
 
@@ -257,6 +258,7 @@ export class LedgerQueries {
     stack: ledger.HostStack,
     intervals: IntervalRow[],
     verdict: HostVerdictResult | undefined,
+    quarantined: ledger.HostQuarantine[] = [],
   ): ledger.Host {
     return {
       facts: {
@@ -281,6 +283,7 @@ export class LedgerQueries {
       verdict: verdict ? VERDICT_WIRE[verdict.verdict] : ledger.HostVerdict.HOST_VERDICT_UNSPECIFIED,
       verdictReasons: verdict?.reasons ?? [],
       missingPatches: verdict?.missing ?? [],
+      quarantined,
     };
   }
 
@@ -290,7 +293,8 @@ export class LedgerQueries {
     const patches = await this.patchMap();
     const stack = await this.stack(h, intervals, patches, h.stackObservedAt);
     const verdicts = await this.verdicts([h], new Map([[hostId, intervals]]), patches, verdictDeadlineDays);
-    return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId)) };
+    const quarantines = await quarantinesOf(this.db, [hostId]);
+    return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId), quarantines.get(hostId)) };
   }
 
   async listHosts(req: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
@@ -326,6 +330,10 @@ export class LedgerQueries {
     const open = new Map<string, IntervalRow[]>();
     for (const h of page) open.set(h.hostId, await this.intervalsAt(h.hostId));
     const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays);
+    const quarantines = await quarantinesOf(
+      this.db,
+      page.map((h) => h.hostId),
+    );
     const hosts: ledger.Host[] = [];
     for (const h of page) {
       const intervals = open.get(h.hostId)!;
@@ -335,6 +343,7 @@ export class LedgerQueries {
           await this.stack(h, intervals, patches, h.stackObservedAt),
           intervals,
           verdicts.get(h.hostId),
+          quarantines.get(h.hostId),
         ),
       );
     }

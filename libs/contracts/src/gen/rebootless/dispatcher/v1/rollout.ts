@@ -275,6 +275,24 @@ export interface UndoResponse {
   rollout?: Rollout | undefined;
 }
 
+/** The request of RolloutService.ClearQuarantine. */
+export interface ClearQuarantineRequest {
+  /** The host whose agent quarantined the patch. */
+  hostId: string;
+  /** The quarantined patch. */
+  patchId: string;
+  /** Its quarantined version. */
+  version: string;
+  /** Why it is safe to try again (required): kept in the audit trail with the caller. */
+  reason: string;
+}
+
+/** The answer of RolloutService.ClearQuarantine: the agent cleared it. */
+export interface ClearQuarantineResponse {
+  /** The command sent to the agent; QuarantineClearRequested and PatchQuarantineCleared carry it. */
+  commandId: string;
+}
+
 function createBaseHostProgress(): HostProgress {
   return { hostId: "", state: 0, commandId: "", error: "", forced: false };
 }
@@ -1886,6 +1904,131 @@ export const UndoResponse: MessageFns<UndoResponse> = {
   },
 };
 
+function createBaseClearQuarantineRequest(): ClearQuarantineRequest {
+  return { hostId: "", patchId: "", version: "", reason: "" };
+}
+
+export const ClearQuarantineRequest: MessageFns<ClearQuarantineRequest> = {
+  encode(message: ClearQuarantineRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(18).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(26).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearQuarantineRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearQuarantineRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseClearQuarantineResponse(): ClearQuarantineResponse {
+  return { commandId: "" };
+}
+
+export const ClearQuarantineResponse: MessageFns<ClearQuarantineResponse> = {
+  encode(message: ClearQuarantineResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.commandId !== "") {
+      writer.uint32(10).string(message.commandId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearQuarantineResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearQuarantineResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
@@ -1967,6 +2110,18 @@ export interface RolloutServiceClient {
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Observable<UndoResponse>;
+
+  /**
+   * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
+   * the host went down soon after applying it), so a later rollout may apply it again. Written
+   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
+   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
+   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
+   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * Access: a token with role operator.
+   */
+
+  clearQuarantine(request: ClearQuarantineRequest, metadata?: Metadata): Observable<ClearQuarantineResponse>;
 }
 
 /**
@@ -2074,6 +2229,21 @@ export interface RolloutServiceController {
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Promise<UndoResponse> | Observable<UndoResponse> | UndoResponse;
+
+  /**
+   * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
+   * the host went down soon after applying it), so a later rollout may apply it again. Written
+   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
+   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
+   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
+   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * Access: a token with role operator.
+   */
+
+  clearQuarantine(
+    request: ClearQuarantineRequest,
+    metadata?: Metadata,
+  ): Promise<ClearQuarantineResponse> | Observable<ClearQuarantineResponse> | ClearQuarantineResponse;
 }
 
 export function RolloutServiceControllerMethods() {
@@ -2089,6 +2259,7 @@ export function RolloutServiceControllerMethods() {
       "rollbackRollout",
       "approveRollout",
       "undo",
+      "clearQuarantine",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState, PatchedFunction, StalledTask } from "./common";
 
 /** Agent: the host joined the fleet, with the key its agent signs its chain with. */
@@ -101,6 +102,28 @@ export interface DriftDetected {
   detail: string;
   expected: LivePatchState[];
   observed: LivePatchState[];
+}
+
+/**
+ * Agent: an operator's ClearQuarantineCommand took a patch out of quarantine (the crash-loop
+ * guard's PatchApplyFailed at stage crash-loop-guard put it there); the agent applies it again
+ * when a rollout or its next boot asks.
+ */
+export interface PatchQuarantineCleared {
+  /** The host the quarantine was on. */
+  hostId: string;
+  /** The dispatcher's command (QuarantineClearRequested.command_id). */
+  commandId: string;
+  /** The patch no longer quarantined. */
+  patchId: string;
+  /** Its version. */
+  version: string;
+  /** Why the operator cleared it, as the command said. */
+  reason: string;
+  /** Why it had been quarantined, as the agent recorded it then. */
+  quarantineReason: string;
+  /** When it had been quarantined. */
+  quarantinedSince?: Timestamp | undefined;
 }
 
 function createBaseHostEnrolled(): HostEnrolled {
@@ -984,6 +1007,118 @@ export const DriftDetected: MessageFns<DriftDetected> = {
             }
 
             message.observed.push(LivePatchState.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePatchQuarantineCleared(): PatchQuarantineCleared {
+  return { hostId: "", commandId: "", patchId: "", version: "", reason: "", quarantineReason: "" };
+}
+
+export const PatchQuarantineCleared: MessageFns<PatchQuarantineCleared> = {
+  encode(message: PatchQuarantineCleared, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(18).string(message.commandId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.quarantineReason !== "") {
+      writer.uint32(50).string(message.quarantineReason);
+    }
+    if (message.quarantinedSince !== undefined) {
+      Timestamp.encode(message.quarantinedSince, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchQuarantineCleared {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchQuarantineCleared();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.quarantineReason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.quarantinedSince = Timestamp.decode(reader, reader.uint32());
             continue;
           }
         }

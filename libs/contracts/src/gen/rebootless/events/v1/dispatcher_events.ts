@@ -276,6 +276,26 @@ export interface AgentKeyRevoked {
   reason: string;
 }
 
+/**
+ * Dispatcher: an operator asked the host's agent to clear a quarantined patch (ClearQuarantine);
+ * written before the command is sent. The actor is the operator; the agent's
+ * PatchQuarantineCleared (same command_id) says it was done.
+ */
+export interface QuarantineClearRequested {
+  /** The host whose agent holds the quarantine. */
+  hostId: string;
+  /** The ClearQuarantineCommand's id; the agent's PatchQuarantineCleared carries it. */
+  commandId: string;
+  /** The quarantined patch. */
+  patchId: string;
+  /** The quarantined version of it. */
+  version: string;
+  /** Why the operator clears it (required), for the audit trail. */
+  reason: string;
+  /** The agent refuses the command after this instant. */
+  expiresAt?: Timestamp | undefined;
+}
+
 function createBaseHostSelector(): HostSelector {
   return { kernelReleases: [], labels: {}, hostIds: [] };
 }
@@ -2237,6 +2257,107 @@ export const AgentKeyRevoked: MessageFns<AgentKeyRevoked> = {
             }
 
             message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseQuarantineClearRequested(): QuarantineClearRequested {
+  return { hostId: "", commandId: "", patchId: "", version: "", reason: "" };
+}
+
+export const QuarantineClearRequested: MessageFns<QuarantineClearRequested> = {
+  encode(message: QuarantineClearRequested, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(18).string(message.commandId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(message.expiresAt, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QuarantineClearRequested {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQuarantineClearRequested();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.expiresAt = Timestamp.decode(reader, reader.uint32());
             continue;
           }
         }

@@ -15,6 +15,7 @@ import {
   PatchApplied,
   PatchApplyFailed,
   PatchApplyStarted,
+  PatchQuarantineCleared,
   PatchReverted,
   PatchRevertFailed,
 } from "./agent_events";
@@ -25,6 +26,7 @@ import {
   AgentKeyRevoked,
   HostApplyRequested,
   HostRevertRequested,
+  QuarantineClearRequested,
   RolloutAborted,
   RolloutApproved,
   RolloutCompleted,
@@ -100,7 +102,11 @@ export interface EventBody {
   rolloutAborted?: RolloutAborted | undefined;
   rolloutCompleted?: RolloutCompleted | undefined;
   agentKeyBound?: AgentKeyBound | undefined;
-  agentKeyRevoked?: AgentKeyRevoked | undefined;
+  agentKeyRevoked?:
+    | AgentKeyRevoked
+    | undefined;
+  /** Issue 21: clearing a quarantine (numbered apart from other additions). */
+  quarantineClearRequested?: QuarantineClearRequested | undefined;
   hostEnrolled?: HostEnrolled | undefined;
   hostBooted?: HostBooted | undefined;
   hostInventoryReported?: HostInventoryReported | undefined;
@@ -110,6 +116,7 @@ export interface EventBody {
   patchReverted?: PatchReverted | undefined;
   patchRevertFailed?: PatchRevertFailed | undefined;
   driftDetected?: DriftDetected | undefined;
+  patchQuarantineCleared?: PatchQuarantineCleared | undefined;
 }
 
 function createBaseEnvelope(): Envelope {
@@ -352,6 +359,9 @@ export const EventBody: MessageFns<EventBody> = {
     if (message.agentKeyRevoked !== undefined) {
       AgentKeyRevoked.encode(message.agentKeyRevoked, writer.uint32(2490).fork()).join();
     }
+    if (message.quarantineClearRequested !== undefined) {
+      QuarantineClearRequested.encode(message.quarantineClearRequested, writer.uint32(2562).fork()).join();
+    }
     if (message.hostEnrolled !== undefined) {
       HostEnrolled.encode(message.hostEnrolled, writer.uint32(3202).fork()).join();
     }
@@ -378,6 +388,9 @@ export const EventBody: MessageFns<EventBody> = {
     }
     if (message.driftDetected !== undefined) {
       DriftDetected.encode(message.driftDetected, writer.uint32(3266).fork()).join();
+    }
+    if (message.patchQuarantineCleared !== undefined) {
+      PatchQuarantineCleared.encode(message.patchQuarantineCleared, writer.uint32(3274).fork()).join();
     }
     return writer;
   },
@@ -627,6 +640,14 @@ export const EventBody: MessageFns<EventBody> = {
             message.agentKeyRevoked = AgentKeyRevoked.decode(reader, reader.uint32());
             continue;
           }
+          case 320: {
+            if (tag !== 2562) {
+              break;
+            }
+
+            message.quarantineClearRequested = QuarantineClearRequested.decode(reader, reader.uint32());
+            continue;
+          }
           case 400: {
             if (tag !== 3202) {
               break;
@@ -697,6 +718,14 @@ export const EventBody: MessageFns<EventBody> = {
             }
 
             message.driftDetected = DriftDetected.decode(reader, reader.uint32());
+            continue;
+          }
+          case 409: {
+            if (tag !== 3274) {
+              break;
+            }
+
+            message.patchQuarantineCleared = PatchQuarantineCleared.decode(reader, reader.uint32());
             continue;
           }
         }

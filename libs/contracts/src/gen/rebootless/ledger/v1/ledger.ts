@@ -198,6 +198,27 @@ export interface Host {
    * `rebootless upgrade` would roll out to it, oldest publication first.
    */
   missingPatches: PatchRef[];
+  /**
+   * Patches its agent's crash-loop guard quarantined and no operator cleared since
+   * (RolloutService.ClearQuarantine): the agent refuses to apply them.
+   */
+  quarantined: HostQuarantine[];
+}
+
+/** A patch version a host's agent will not apply until an operator clears it. */
+export interface HostQuarantine {
+  /** The quarantined patch version. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** Why the agent quarantined it (e.g. the host went down soon after it was applied). */
+  reason: string;
+  /** When the agent recorded it. */
+  since?:
+    | Timestamp
+    | undefined;
+  /** The PatchApplyFailed (stage crash-loop-guard) that recorded it. */
+  eventId: string;
 }
 
 /** The request of LedgerService.GetHost. */
@@ -928,7 +949,7 @@ export const HostStack: MessageFns<HostStack> = {
 };
 
 function createBaseHost(): Host {
-  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [] };
+  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [], quarantined: [] };
 }
 
 export const Host: MessageFns<Host> = {
@@ -959,6 +980,9 @@ export const Host: MessageFns<Host> = {
     }
     for (const v of message.missingPatches) {
       PatchRef.encode(v!, writer.uint32(74).fork()).join();
+    }
+    for (const v of message.quarantined) {
+      HostQuarantine.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1046,6 +1070,93 @@ export const Host: MessageFns<Host> = {
             }
 
             message.missingPatches.push(PatchRef.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.quarantined.push(HostQuarantine.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHostQuarantine(): HostQuarantine {
+  return { reason: "", eventId: "" };
+}
+
+export const HostQuarantine: MessageFns<HostQuarantine> = {
+  encode(message: HostQuarantine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.patch !== undefined) {
+      PatchRef.encode(message.patch, writer.uint32(10).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.since !== undefined) {
+      Timestamp.encode(message.since, writer.uint32(26).fork()).join();
+    }
+    if (message.eventId !== "") {
+      writer.uint32(34).string(message.eventId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostQuarantine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostQuarantine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.patch = PatchRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.since = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.eventId = reader.string();
             continue;
           }
         }
