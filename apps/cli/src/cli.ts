@@ -24,6 +24,7 @@ import {
   rolloutWatch,
   undo,
 } from './rollout-commands';
+import { hostsClearQuarantine } from './quarantine-commands';
 import { ServiceCalls } from './service-calls';
 import { resolveSettings } from './settings';
 
@@ -53,6 +54,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   'hosts list': hostsList,
   'hosts show': hostsShow,
   'hosts check': hostsCheck,
+  'hosts clear-quarantine': hostsClearQuarantine,
   upgrade,
   undo,
   audit,

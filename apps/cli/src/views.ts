@@ -341,6 +341,12 @@ export function hostDetail(host: ledger.Host): string {
       ['agent', f?.agentVersion || '-'],
       ['reboot', host.rebootRequired ? 'required (a forced patch can only be rebooted away)' : 'not required'],
       ['verdict', [verdictLabel(host.verdict), ...host.verdictReasons].join('; ')],
+      [
+        'quarantined',
+        host.quarantined
+          .map((q) => `${q.patch?.patchId ?? '-'} ${q.patch?.version ?? '-'} since ${time(q.since)}: ${q.reason}`)
+          .join('; ') || '-',
+      ],
       ['enrolled', time(host.enrolledAt)],
       ['last seen', time(host.lastSeenAt)],
     ]),

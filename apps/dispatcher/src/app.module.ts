@@ -88,7 +88,8 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
     },
     {
       provide: QuarantineOperation,
-      useFactory: (engine: RolloutEngine, publisher: EventPublisher) => new QuarantineOperation(engine.agents, publisher),
+      useFactory: (engine: RolloutEngine, publisher: EventPublisher) =>
+        new QuarantineOperation(engine.agents, publisher),
       inject: [RolloutEngine, EVENT_PUBLISHER],
     },
     DispatcherLifecycle,

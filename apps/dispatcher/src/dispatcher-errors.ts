@@ -46,4 +46,3 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: HostPreconditionError, code: status.FAILED_PRECONDITION, reason: 'HOST_PRECONDITION' }),
   rule({ type: AgentNoAnswerError, code: status.UNAVAILABLE, reason: 'AGENT_NO_ANSWER' }),
 ]);
-

@@ -348,7 +348,11 @@ export class Agent {
       { commandId: cmd.commandId, rolloutId: '' },
     );
     this.log(`quarantine of ${cmd.patchId} ${cmd.version} cleared: ${cmd.reason}`);
-    return this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'clear-quarantine', error: '' });
+    return this.answer(cmd.commandId, {
+      outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED,
+      stage: 'clear-quarantine',
+      error: '',
+    });
   }
 
   // ---- boot, recovery, drift ------------------------------------------------------------------

@@ -47,6 +47,8 @@ describe('quarantinesAfter', () => {
   });
 
   it('Given the guard recorded the same version twice, Then the first record stands', () => {
-    expect(quarantinesAfter([guard('e1', 100), guard('e2', 150)])).toEqual([expect.objectContaining({ eventId: 'e1' })]);
+    expect(quarantinesAfter([guard('e1', 100), guard('e2', 150)])).toEqual([
+      expect.objectContaining({ eventId: 'e1' }),
+    ]);
   });
 });

@@ -47,7 +47,14 @@ function factOf(r: Record<string, unknown>): QuarantineFact | undefined {
   const base = { eventId: String(r['event_id']), at: num(r['occurred_at']) };
   if (body.patchApplyFailed) {
     const f = body.patchApplyFailed;
-    return { type: 'PatchApplyFailed', ...base, patchId: f.patchId, version: f.version, stage: f.stage, error: f.error };
+    return {
+      type: 'PatchApplyFailed',
+      ...base,
+      patchId: f.patchId,
+      version: f.version,
+      stage: f.stage,
+      error: f.error,
+    };
   }
   if (body.patchQuarantineCleared) {
     const c = body.patchQuarantineCleared;
