@@ -11,6 +11,7 @@ import { HostFacts, LivePatchState, PatchedFunction, StalledTask } from "./commo
 
 /** Agent: the host joined the fleet, with the key its agent signs its chain with. */
 export interface HostEnrolled {
+  /** The host as its agent saw it at enrolment. */
   facts?:
     | HostFacts
     | undefined;
@@ -20,39 +21,61 @@ export interface HostEnrolled {
 
 /** A new boot id: every live patch is gone. */
 export interface HostBooted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The new boot's id. */
   bootId: string;
+  /** The boot before, as the agent remembered it; empty on its first start. */
   previousBootId: string;
+  /** The kernel release now running (it may differ from the one before the boot). */
   kernelRelease: string;
 }
 
 /** Agent: what /sys/kernel/livepatch shows on the host now. */
 export interface HostInventoryReported {
-  facts?: HostFacts | undefined;
+  /** The host as the agent sees it now. */
+  facts?:
+    | HostFacts
+    | undefined;
+  /** Every live patch the kernel shows, in its stack order, oldest first. */
   patches: LivePatchState[];
 }
 
 /** Agent: the artifact passed every check and the module is being loaded. */
 export interface PatchApplyStarted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module being loaded, as the manifest names it. */
   moduleName: string;
+  /** The verified module's sha256 (BuildSucceeded.artifact_digest). */
   artifactDigest: string;
 }
 
 /** Agent: the patch is enabled and its transition complete. */
 export interface PatchApplied {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module now live. */
   moduleName: string;
+  /** How long the kernel's transition took, from enable to done. */
   transitionMs: string;
   /** The transition was ended with force: the module can never be removed. */
   forced: boolean;
+  /** An atomic-replace patch: the patches below it were disabled by the kernel. */
   replace: boolean;
+  /** The functions the live patch replaces. */
   functions: PatchedFunction[];
   /** What the kernel showed right after the transition. */
   stack: LivePatchState[];
@@ -60,13 +83,19 @@ export interface PatchApplied {
 
 /** Agent: applying failed, at which stage and why; the kernel state after it is reported too. */
 export interface PatchApplyFailed {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
   /** verify, fetch, load, transition, ... */
   stage: string;
+  /** Why, in a sentence; for the crash-loop guard, "quarantined: " and the reason. */
   error: string;
+  /** The tasks that kept the transition from finishing, when it stalled. */
   stalledTasks: StalledTask[];
   /** True when the transition was reversed and the kernel is as before. */
   reverted: boolean;
@@ -74,33 +103,51 @@ export interface PatchApplyFailed {
 
 /** Agent: the patch was disabled and its module removed. */
 export interface PatchReverted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's revert command this answers. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module disabled and removed. */
   moduleName: string;
+  /** How long the kernel's transition back took. */
   transitionMs: string;
+  /** What the kernel showed once it was removed. */
   stack: LivePatchState[];
 }
 
 /** Agent: reverting failed, at which stage and why. */
 export interface PatchRevertFailed {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's revert command this answers. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** verify, disable, transition, remove, ... */
   stage: string;
+  /** Why, in a sentence. */
   error: string;
+  /** The tasks that kept the transition from finishing, when it stalled. */
   stalledTasks: StalledTask[];
 }
 
 /** Agent: the kernel shows something other than what the agent last reported (a module loaded or removed by hand). */
 export interface DriftDetected {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
   /** loaded-by-hand, removed-by-hand, transition-stuck, ... */
   kind: string;
+  /** What differs, in a sentence (which module, since when). */
   detail: string;
+  /** The stack the agent last reported. */
   expected: LivePatchState[];
+  /** The stack the kernel shows now. */
   observed: LivePatchState[];
 }
 
