@@ -6,8 +6,15 @@ import * as path from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
-import { ConfigError, answerVersion, formatHostPort, loadConfig, EXIT_CONFIG, LOG_LEVELS } from '@rebootless/service';
-import { TOKEN_PUBLIC_KEY, loadTlsMaterial, readTokenPublicKey } from '@rebootless/trust';
+import {
+  ConfigError,
+  answerVersion,
+  createServiceLogger,
+  formatHostPort,
+  loadConfig,
+  EXIT_CONFIG,
+} from '@rebootless/service';
+import { PkiError, TOKEN_PUBLIC_KEY, loadTlsMaterial, readTokenPublicKey } from '@rebootless/trust';
 import { ConsoleModule } from './app.module';
 import { Backends } from './backends';
 import { consoleSettings, SERVICE_NAME, type ConsoleConfig } from './config';
@@ -63,7 +70,7 @@ async function main(): Promise<void> {
     ConsoleModule.with({ data, sessions: new SessionStore(tokenKey), secure: tls }),
     adapter,
     {
-      logger: LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(config.logLevel) + 1).map((l) => (l === 'info' ? 'log' : l)),
+      logger: createServiceLogger(SERVICE_NAME, { level: config.logLevel, format: config.logFormat }),
       ...(httpsOptions ? { httpsOptions } : {}),
     },
   );
@@ -71,8 +78,9 @@ async function main(): Promise<void> {
   app.enableShutdownHooks();
   await app.listen(config.listen.port, config.listen.host);
   const url = `${tls ? 'https' : 'http'}://${formatHostPort(config.listen)}`;
-  process.stdout.write(
-    `${SERVICE_NAME} ready on ${url}${tls ? '' : ' (INSECURE: plaintext HTTP and gRPC, REBOOTLESS_INSECURE=true)'}${tokenKey ? '' : ' (sign-in off: no token public key)'}\n`,
+  // Written whatever LOG_LEVEL says, in the LOG_FORMAT shape: supervisors and operators rely on it.
+  createServiceLogger(SERVICE_NAME, { level: 'info', format: config.logFormat }).log(
+    `${SERVICE_NAME} ready on ${url}${tls ? '' : ' (INSECURE: plaintext HTTP and gRPC, REBOOTLESS_INSECURE=true)'}${tokenKey ? '' : ' (sign-in off: no token public key)'}`,
   );
   const stop = () => {
     backends.close();
@@ -84,5 +92,6 @@ async function main(): Promise<void> {
 
 main().catch((error: Error) => {
   process.stderr.write(`${SERVICE_NAME}: ${error.message}\n`);
-  process.exit(1);
+  // Missing or unreadable TLS material is a setting to fix, not a crash to restart (exit 78).
+  process.exit(error instanceof PkiError ? EXIT_CONFIG : 1);
 });
