@@ -218,6 +218,14 @@ describe('hosts clear-quarantine: the operator’s way out of the crash-loop gua
         reason: expect.stringMatching(/^the host went down \d+ s after it was applied, without a planned stop$/),
       }),
     ]);
+    // The host still lacks the fix, and says why; `upgrade` would not send what the agent refuses.
+    expect(host).toMatchObject({
+      verdict: 'HOST_VERDICT_PATCH_MISSING',
+      verdictReasons: [
+        `quarantined by its agent, refused until an operator clears it (rebootless hosts clear-quarantine): ${PATCH} 1.0.0`,
+      ],
+      missingPatches: [],
+    });
     const text = await cli(['hosts', 'show', HOST]);
     expect(text.stdout).toMatch(new RegExp(`quarantined: +${PATCH} 1\\.0\\.0 since \\S+: the host went down`));
   });
@@ -273,9 +281,11 @@ describe('hosts clear-quarantine: the operator’s way out of the crash-loop gua
     expect(cleared).toMatchObject({ hostId: HOST, patchId: PATCH, version: '1.0.0', cleared: true });
     expect((await agent!.status()).quarantined).toEqual([]);
 
-    await eventually('the ledger shows it cleared', async () =>
-      (await json(['hosts', 'show', HOST])).quarantined.length === 0 ? true : undefined,
-    );
+    const after = await eventually('the ledger shows it cleared', async () => {
+      const shown = await json(['hosts', 'show', HOST]);
+      return shown.quarantined.length === 0 ? shown : undefined;
+    });
+    expect(after.missingPatches).toEqual([{ patchId: PATCH, version: '1.0.0' }]);
     const trail = (await json(['audit', '--host', HOST])).records as {
       body: {
         type: string;

@@ -218,6 +218,7 @@ export class LedgerQueries {
     open: ReadonlyMap<string, IntervalRow[]>,
     patches: Map<string, PatchRow>,
     deadlineDays: number,
+    quarantines: ReadonlyMap<string, readonly ledger.HostQuarantine[]> = new Map(),
   ): Promise<Map<string, HostVerdictResult>> {
     const asOf = this.now();
     const exposures = await this.exposures(hosts, asOf);
@@ -247,6 +248,7 @@ export class LedgerQueries {
           driftReported: drift !== undefined && drift > (h.stackObservedAt ?? -Infinity),
           asOf,
           deadlineDays: deadlineDays || 30,
+          quarantined: (quarantines.get(h.hostId) ?? []).flatMap((q) => (q.patch ? [q.patch] : [])),
         }),
       );
     }
@@ -292,8 +294,14 @@ export class LedgerQueries {
     const intervals = await this.intervalsAt(hostId);
     const patches = await this.patchMap();
     const stack = await this.stack(h, intervals, patches, h.stackObservedAt);
-    const verdicts = await this.verdicts([h], new Map([[hostId, intervals]]), patches, verdictDeadlineDays);
     const quarantines = await quarantinesOf(this.db, [hostId]);
+    const verdicts = await this.verdicts(
+      [h],
+      new Map([[hostId, intervals]]),
+      patches,
+      verdictDeadlineDays,
+      quarantines,
+    );
     return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId), quarantines.get(hostId)) };
   }
 
@@ -329,11 +337,11 @@ export class LedgerQueries {
     const page = matching.slice(skip, skip + size);
     const open = new Map<string, IntervalRow[]>();
     for (const h of page) open.set(h.hostId, await this.intervalsAt(h.hostId));
-    const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays);
     const quarantines = await quarantinesOf(
       this.db,
       page.map((h) => h.hostId),
     );
+    const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays, quarantines);
     const hosts: ledger.Host[] = [];
     for (const h of page) {
       const intervals = open.get(h.hostId)!;

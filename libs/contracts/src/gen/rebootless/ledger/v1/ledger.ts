@@ -220,7 +220,8 @@ export interface Host {
   verdictReasons: string[];
   /**
    * The published, non-retracted patch versions for its kernel it does not run: what
-   * `rebootless upgrade` would roll out to it, oldest publication first.
+   * `rebootless upgrade` would roll out to it, oldest publication first. A version its agent
+   * quarantined is left out (the agent would refuse it); verdict_reasons names it.
    */
   missingPatches: PatchRef[];
   /**
