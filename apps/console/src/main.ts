@@ -1,5 +1,9 @@
 // The web console: pages and an HTTP/JSON API over HTTPS with the stack's certificates, acting
 // on the ledger, dispatcher and builder as the signed-in person. Wiring only.
+// First, before anything loads grpc-js or NestJS: tracing patches them as they load, so what a
+// person does in the console is a trace through the services it calls (`npm start -- --tracing`).
+import { shutdownTelemetry, startTelemetry } from '@rebootless/telemetry';
+startTelemetry('console');
 import 'reflect-metadata';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -75,19 +79,25 @@ async function main(): Promise<void> {
     },
   );
   app.use(securityHeaders);
-  app.enableShutdownHooks();
+  // No enableShutdownHooks: stop() below closes the app (which runs its shutdown hooks), flushes
+  // the last spans and exits 0; Nest's hook would end the process by the signal before the flush.
   await app.listen(config.listen.port, config.listen.host);
   const url = `${tls ? 'https' : 'http'}://${formatHostPort(config.listen)}`;
+  // Stopping is wired before the ready line: a supervisor may stop it as soon as it reads it.
+  const stop = () => {
+    backends.close();
+    // process.exit skips the exporter's own flush at exit: the last spans go first.
+    void app
+      .close()
+      .then(() => shutdownTelemetry())
+      .then(() => process.exit(0));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
   // Written whatever LOG_LEVEL says, in the LOG_FORMAT shape: supervisors and operators rely on it.
   createServiceLogger(SERVICE_NAME, { level: 'info', format: config.logFormat }).log(
     `${SERVICE_NAME} ready on ${url}${tls ? '' : ' (INSECURE: plaintext HTTP and gRPC, REBOOTLESS_INSECURE=true)'}${tokenKey ? '' : ' (sign-in off: no token public key)'}`,
   );
-  const stop = () => {
-    backends.close();
-    void app.close().then(() => process.exit(0));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
 }
 
 main().catch((error: Error) => {
