@@ -2,7 +2,8 @@
 // CVE on both kernel releases of the demo fleet, rolled out in waves with a canary, one host
 // whose transition stalls (reported, the rollout pauses, the operator resumes without it), an
 // undo on one host, the PCI report before and after, and the ledger verified. Every step goes
-// through the services' public gRPC APIs over TLS with an operator token, as the CLI would.
+// through the services' public gRPC APIs over TLS with an operator token, as the CLI would; the
+// rollout itself is created by the rebootless CLI, so its trace starts where an operator's does.
 import { spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import {
