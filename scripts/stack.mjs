@@ -321,27 +321,6 @@ async function startTracing() {
   return { pid, port, url: zipkin.urls(port).url };
 }
 
-/** The story's root span, in Zipkin's v2 JSON, so that the rollout's trace starts where the story asked. */
-async function recordStorySpan(span) {
-  const { port } = zipkin.resolveConfig();
-  const response = await fetch(zipkin.urls(port).spansEndpoint, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify([
-      {
-        traceId: span.traceId,
-        id: span.spanId,
-        name: span.name,
-        kind: 'CLIENT',
-        timestamp: span.startMs * 1000,
-        duration: Math.max(1, (span.endMs - span.startMs) * 1000),
-        localEndpoint: { serviceName: 'story' },
-      },
-    ]),
-  });
-  if (!response.ok) say(`zipkin: the story's span was refused: HTTP ${response.status}`);
-}
-
 async function up() {
   const t0 = Date.now();
   freshStart();
@@ -590,7 +569,6 @@ async function story(kafka, topic) {
       ? {
           tracing: {
             link: (traceId) => zipkin.traceLink(zipkin.resolveConfig().port, traceId),
-            recordRootSpan: recordStorySpan,
           },
         }
       : {}),

@@ -3,7 +3,7 @@
 // CliIo, so the whole CLI runs the same in a test as from a shell.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { withSpan } from '@rebootless/telemetry';
+import { telemetryStatus, withSpan } from '@rebootless/telemetry';
 import { parseArgs, helpText, type ParsedCommand } from './args';
 import { audit, hostsList, hostsShow, ledgerVerify, reportPci, reportVex } from './ledger-commands';
 import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
@@ -24,6 +24,7 @@ import {
   rolloutWatch,
   undo,
 } from './rollout-commands';
+import { hostsClearQuarantine } from './quarantine-commands';
 import { ServiceCalls } from './service-calls';
 import { resolveSettings } from './settings';
 
@@ -53,6 +54,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   'hosts list': hostsList,
   'hosts show': hostsShow,
   'hosts check': hostsCheck,
+  'hosts clear-quarantine': hostsClearQuarantine,
   upgrade,
   undo,
   audit,
@@ -126,6 +128,8 @@ export async function runCli(io: CliIo): Promise<ExitCode> {
     // One span per command: the root of its trace (a rollout's, for rollout create and undo),
     // so its calls (create, then watch) hang together.
     return await withSpan(`rebootless ${name}`, {}, async (span) => {
+      // With tracing on, where to look: the trace this command roots, in the tracer's UI.
+      if (telemetryStatus().exporting) io.stderr.write(`rebootless: trace ${span.spanContext().traceId}\n`);
       const code = await HANDLERS[name]!(ctx);
       span.setAttribute('rebootless.cli.exit_code', code);
       return code;

@@ -274,6 +274,21 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'history', help: 'also the host’s events, oldest first' },
     ],
   },
+  // Issue 21: the operator's way out of the agent's crash-loop guard.
+  {
+    path: ['hosts', 'clear-quarantine'],
+    summary:
+      'take a patch out of a host’s quarantine (its agent refused it after the host went down soon after applying it), so a later rollout may apply it again',
+    positionals: [{ name: 'HOST', help: 'the host id' }],
+    flags: [
+      { name: 'patch', value: 'PATCH_ID', required: true, help: 'the quarantined patch' },
+      { name: 'version', value: 'VERSION', required: true, help: 'its quarantined version' },
+      { name: 'reason', value: 'TEXT', required: true, help: 'why it is safe to try again, for the audit trail' },
+    ],
+    examples: [
+      'rebootless hosts clear-quarantine web-17 --patch cve-2024-1086 --version 1.0.0 --reason "crash was a PSU fault, INC-4711"',
+    ],
+  },
   {
     path: ['undo'],
     summary: 'remove one patch from a host, as the ledger’s undo plan says',

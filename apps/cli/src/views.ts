@@ -341,6 +341,11 @@ export function hostDetail(host: ledger.Host): string {
       ['agent', f?.agentVersion || '-'],
       ['reboot', host.rebootRequired ? 'required (a forced patch can only be rebooted away)' : 'not required'],
       ['verdict', [verdictLabel(host.verdict), ...host.verdictReasons].join('; ')],
+      // Only when there is one: the agent refuses these until an operator clears them.
+      ...host.quarantined.map((q): [string, string] => [
+        'quarantined',
+        `${q.patch?.patchId ?? '-'} ${q.patch?.version ?? '-'} since ${time(q.since)}: ${q.reason}`,
+      ]),
       ['enrolled', time(host.enrolledAt)],
       ['last seen', time(host.lastSeenAt)],
     ]),

@@ -138,6 +138,7 @@ export class ApiController {
       hosts: page.rows.map((r) => ({
         host_id: r.host.facts?.hostId,
         verdict: r.verdict.verdict,
+        verdict_reasons: r.verdict.reasons,
         missing: plain(r.verdict.missing),
         host: plain(r.host),
       })),

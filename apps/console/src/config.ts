@@ -8,6 +8,7 @@ import {
   path,
   rawValue,
   setting,
+  LOG_FORMATS,
   LOG_LEVELS,
   type ConfigOf,
   type ConfigSpec,
@@ -108,6 +109,13 @@ export const consoleSettings = {
     parser: oneOf(LOG_LEVELS),
     default: 'info',
     description: 'least severe level written',
+  }),
+  // The services' one log shape (ADR 0008): one JSON object a line for journald and shippers.
+  logFormat: setting({
+    env: 'LOG_FORMAT',
+    parser: oneOf(LOG_FORMATS),
+    default: 'text',
+    description: 'text for people, json for one JSON object per line',
   }),
 } satisfies ConfigSpec;
 

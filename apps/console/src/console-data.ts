@@ -4,7 +4,7 @@ import { toTimestamp } from '@rebootless/contracts';
 import { badRequest } from './api-error';
 import type { Backends, Caller } from './backends';
 import { timestampToIso } from './plain';
-import { hostVerdict, VERDICTS, type Fix, type HostVerdict, type Verdict } from './verdict';
+import { verdictOf, VERDICTS, type HostVerdict, type Verdict } from './verdict';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- messages as proto-loader hands them out */
 export type Message = any;
@@ -52,36 +52,6 @@ function decodeCursor(raw: string | undefined): { t: string; s: number } {
   throw badRequest(`page_token "${raw.slice(0, 40)}" is not a page token this console handed out`);
 }
 
-export function fixesOf(patches: readonly Message[]): Fix[] {
-  return patches.map((p) => ({
-    patchId: p.patchId,
-    version: p.version,
-    kernelReleases: (p.artifacts ?? []).map((a: Message) => a.kernelRelease),
-    cveIds: (p.cves ?? []).map((c: Message) => c.id),
-    publishedAt: new Date(timestampToIso(p.publishedAt) ?? 0),
-    retracted: Boolean(p.retracted),
-  }));
-}
-
-export function verdictOf(host: Message, fixes: readonly Fix[], now: Date, deadlineDays: number): HostVerdict {
-  return hostVerdict(
-    {
-      kernelRelease: host.facts?.kernelRelease ?? '',
-      online: Boolean(host.online),
-      rebootRequired: Boolean(host.rebootRequired),
-      entries: (host.stack?.entries ?? []).map((e: Message) => ({
-        moduleName: e.moduleName,
-        ...(e.patch?.patchId ? { patchId: e.patch.patchId } : {}),
-        state: e.state,
-        cveIds: e.cveIds ?? [],
-      })),
-    },
-    fixes,
-    now,
-    deadlineDays,
-  );
-}
-
 export class ConsoleData {
   private readonly counts = new Map<string, { at: number; value: Promise<Record<string, number>> }>();
 
@@ -114,13 +84,15 @@ export class ConsoleData {
       labels: filter.labels,
       carriesPatchId: '',
       exposedToCveId: filter.cve,
+      // The ledger judges each host (ADR 0019); the console's deadline is the one it judges by.
+      verdictDeadlineDays: this.deadlineDays,
     });
   }
 
   /**
-   * One page of the fleet with each host's verdict. The verdict is the console's, so filtering
-   * by it reads the ledger's pages until one page of matches is found; the cursor remembers
-   * where in the ledger's page it stopped.
+   * One page of the fleet with each host's verdict, as the ledger gives it. The ledger's ListHosts
+   * does not filter by verdict, so filtering reads its pages until one page of matches is found;
+   * the cursor remembers where in the ledger's page it stopped.
    */
   async fleetPage(
     caller: Caller,
@@ -130,20 +102,13 @@ export class ConsoleData {
     let { t, s } = decodeCursor(cursor);
     const rows: FleetRow[] = [];
     const ledgerPage = filter.verdict ? LEDGER_PAGE : this.pageSize;
-    // The fixes and the first page at once: the first screen waits for one round trip, not two.
-    const [patches, firstPage] = await Promise.all([
-      this.patches(caller, false),
-      this.listHosts(caller, filter, t, ledgerPage),
-    ]);
-    const fixes = fixesOf(patches);
-    const now = new Date();
-    let next: Message | undefined = firstPage;
+    let next: Message | undefined = await this.listHosts(caller, filter, t, ledgerPage);
     for (;;) {
       const page: Message = next ?? (await this.listHosts(caller, filter, t, ledgerPage));
       next = undefined;
       const hosts: Message[] = page.hosts;
       for (let i = s; i < hosts.length; i++) {
-        const verdict = verdictOf(hosts[i], fixes, now, this.deadlineDays);
+        const verdict = verdictOf(hosts[i]);
         if (filter.verdict && verdict.verdict !== filter.verdict) continue;
         rows.push({ host: hosts[i], verdict });
         if (rows.length === this.pageSize) {
@@ -168,14 +133,12 @@ export class ConsoleData {
     const cached = this.counts.get(key);
     if (cached && Date.now() - cached.at < COUNTS_TTL_MS) return cached.value;
     const value = (async () => {
-      const fixes = fixesOf(await this.patches(caller, false));
-      const now = new Date();
       const counts: Record<string, number> = { total: 0, ...Object.fromEntries(VERDICTS.map((v) => [v, 0])) };
       let token = '';
       do {
         const page = await this.listHosts(caller, { ...filter }, token, 1000);
         for (const host of page.hosts as Message[]) {
-          counts[verdictOf(host, fixes, now, this.deadlineDays).verdict]! += 1;
+          counts[verdictOf(host).verdict]! += 1;
           counts['total']! += 1;
         }
         token = page.nextPageToken;
@@ -188,7 +151,12 @@ export class ConsoleData {
   }
 
   async host(caller: Caller, hostId: string): Promise<Message> {
-    return (await this.backends.unary<Message>(caller, 'ledger', 'GetHost', { hostId })).host;
+    return (
+      await this.backends.unary<Message>(caller, 'ledger', 'GetHost', {
+        hostId,
+        verdictDeadlineDays: this.deadlineDays,
+      })
+    ).host;
   }
 
   stackAt(caller: Caller, hostId: string, at: Date): Promise<Message> {

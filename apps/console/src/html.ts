@@ -54,7 +54,7 @@ main{padding:1rem 1.5rem}table{border-collapse:collapse;width:100%;background:#f
 th,td{border-bottom:1px solid #e1e4ea;padding:.3rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}
 .verdict{padding:.1rem .4rem;border-radius:.3rem;font-size:.8rem;white-space:nowrap}
 .v-up-to-date{background:#d9f2df}.v-patch-missing{background:#fff0c2}.v-exposed-past-deadline{background:#ffc9c9}
-.v-reboot-required{background:#e8d9ff}.v-offline{background:#ddd}.v-drift{background:#ffd9b3}
+.v-reboot-required{background:#e8d9ff}.v-offline{background:#ddd}.v-drift{background:#ffd9b3}.v-unknown{background:#eee}
 .counts span{margin-right:1rem}form.inline{display:inline}.error{background:#ffe3e3;padding:.5rem;border-left:4px solid #c00}
 button{margin-right:.3rem}fieldset{border:1px solid #ccd;margin:.5rem 0}code{font-size:.85rem}`;
 

@@ -1,13 +1,24 @@
 // The web console: pages and an HTTP/JSON API over HTTPS with the stack's certificates, acting
 // on the ledger, dispatcher and builder as the signed-in person. Wiring only.
+// First, before anything loads grpc-js or NestJS: tracing patches them as they load, so what a
+// person does in the console is a trace through the services it calls (`npm start -- --tracing`).
+import { shutdownTelemetry, startTelemetry } from '@rebootless/telemetry';
+startTelemetry('console');
 import 'reflect-metadata';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
-import { ConfigError, answerVersion, formatHostPort, loadConfig, EXIT_CONFIG, LOG_LEVELS } from '@rebootless/service';
-import { TOKEN_PUBLIC_KEY, loadTlsMaterial, readTokenPublicKey } from '@rebootless/trust';
+import {
+  ConfigError,
+  answerVersion,
+  createServiceLogger,
+  formatHostPort,
+  loadConfig,
+  EXIT_CONFIG,
+} from '@rebootless/service';
+import { PkiError, TOKEN_PUBLIC_KEY, loadTlsMaterial, readTokenPublicKey } from '@rebootless/trust';
 import { ConsoleModule } from './app.module';
 import { Backends } from './backends';
 import { consoleSettings, SERVICE_NAME, type ConsoleConfig } from './config';
@@ -63,26 +74,34 @@ async function main(): Promise<void> {
     ConsoleModule.with({ data, sessions: new SessionStore(tokenKey), secure: tls }),
     adapter,
     {
-      logger: LOG_LEVELS.slice(0, LOG_LEVELS.indexOf(config.logLevel) + 1).map((l) => (l === 'info' ? 'log' : l)),
+      logger: createServiceLogger(SERVICE_NAME, { level: config.logLevel, format: config.logFormat }),
       ...(httpsOptions ? { httpsOptions } : {}),
     },
   );
   app.use(securityHeaders);
-  app.enableShutdownHooks();
+  // No enableShutdownHooks: stop() below closes the app (which runs its shutdown hooks), flushes
+  // the last spans and exits 0; Nest's hook would end the process by the signal before the flush.
   await app.listen(config.listen.port, config.listen.host);
   const url = `${tls ? 'https' : 'http'}://${formatHostPort(config.listen)}`;
-  process.stdout.write(
-    `${SERVICE_NAME} ready on ${url}${tls ? '' : ' (INSECURE: plaintext HTTP and gRPC, REBOOTLESS_INSECURE=true)'}${tokenKey ? '' : ' (sign-in off: no token public key)'}\n`,
-  );
+  // Stopping is wired before the ready line: a supervisor may stop it as soon as it reads it.
   const stop = () => {
     backends.close();
-    void app.close().then(() => process.exit(0));
+    // process.exit skips the exporter's own flush at exit: the last spans go first.
+    void app
+      .close()
+      .then(() => shutdownTelemetry())
+      .then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // Written whatever LOG_LEVEL says, in the LOG_FORMAT shape: supervisors and operators rely on it.
+  createServiceLogger(SERVICE_NAME, { level: 'info', format: config.logFormat }).log(
+    `${SERVICE_NAME} ready on ${url}${tls ? '' : ' (INSECURE: plaintext HTTP and gRPC, REBOOTLESS_INSECURE=true)'}${tokenKey ? '' : ' (sign-in off: no token public key)'}`,
+  );
 }
 
 main().catch((error: Error) => {
   process.stderr.write(`${SERVICE_NAME}: ${error.message}\n`);
-  process.exit(1);
+  // Missing or unreadable TLS material is a setting to fix, not a crash to restart (exit 78).
+  process.exit(error instanceof PkiError ? EXIT_CONFIG : 1);
 });

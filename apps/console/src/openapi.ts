@@ -1,5 +1,7 @@
 // The API's description (OpenAPI 3.0), served at /api/v1/openapi.json. The contract test walks
 // it and calls every route; the validator from npm checks it is well formed.
+import { VERDICTS } from './verdict';
+
 const ERROR_CODES = ['BAD_REQUEST', 'UNAUTHENTICATED', 'FORBIDDEN', 'NOT_FOUND', 'CONFLICT', 'UNAVAILABLE', 'INTERNAL'];
 
 const errorRef = { $ref: '#/components/responses/Error' };
@@ -29,7 +31,7 @@ const fleetParams = [
   queryParam('cve', 'hosts exposed to this CVE, e.g. CVE-2024-1086'),
   queryParam('verdict', 'one verdict', {
     type: 'string',
-    enum: ['up-to-date', 'patch-missing', 'exposed-past-deadline', 'reboot-required', 'offline', 'drift'],
+    enum: [...VERDICTS],
   }),
 ];
 const rolloutId = pathParam('rolloutId', 'the rollout id');

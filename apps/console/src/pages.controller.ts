@@ -8,12 +8,12 @@ import { auditFilter, fleetFilter, param, rolloutInput, streamEvents } from './a
 import { CONSOLE_SCRIPT } from './assets';
 import { asker } from './auth';
 import { CONSOLE_OPTIONS, type ConsoleOptions } from './console-options';
-import { exposureOf, fixesOf, ROLLOUT_ACTIONS, verdictOf, type Message, type RolloutAction } from './console-data';
+import { exposureOf, ROLLOUT_ACTIONS, type Message, type RolloutAction } from './console-data';
 import { html, layout, query, type Html, type PageUser } from './html';
 import { localPath, parseChoice, parseCve, parseId, parseInstant } from './instant';
 import { timestampToIso } from './plain';
 import { clearedCookie, sessionCookie } from './sessions';
-import { VERDICT_LABEL, VERDICTS, type HostVerdict } from './verdict';
+import { VERDICT_LABEL, VERDICTS, verdictOf, type HostVerdict } from './verdict';
 
 const iso = (ts: Message) => timestampToIso(ts) ?? '';
 const short = (value: string | undefined, prefix: string) =>
@@ -303,9 +303,7 @@ export class PagesController {
                       .map((e: Message) => patchRef(e.patch) || e.moduleName)
                       .join(', ')}
                   </td>
-                  <td>
-                    ${r.verdict.missing.map((m) => `${m.cveId} (since ${m.since.toISOString().slice(0, 10)})`).join(', ')}
-                  </td>
+                  <td>${r.verdict.missing.map((m) => `${m.patchId} ${m.version}`).join(', ')}</td>
                   <td>${iso(r.host.lastSeenAt)}</td>
                 </tr>`,
             )}
@@ -326,8 +324,7 @@ export class PagesController {
     const history = await this.options.data.history(caller, hostId);
     const records: Message[] = history.records ?? [];
     const stackAt = at ? await this.options.data.stackAt(caller, hostId, at) : undefined;
-    const fixes = await this.options.data.patches(caller, false);
-    const verdict = verdictOf(host, fixesOf(fixes), new Date(), this.options.data.deadlineDays);
+    const verdict = verdictOf(host);
     const times = records.map((r) => iso(r.body?.occurredAt)).filter(Boolean);
     const facts = host.facts ?? {};
     this.send(
@@ -338,6 +335,13 @@ export class PagesController {
           ${verdictBadge(verdict)} ${host.online ? 'online' : 'offline'}; last seen ${iso(host.lastSeenAt)}; enrolled
           ${iso(host.enrolledAt)}
         </p>
+        ${
+          verdict.reasons.length
+            ? html`<ul class="verdict-reasons">
+                ${verdict.reasons.map((r) => html`<li>${r}</li>`)}
+              </ul>`
+            : ''
+        }
         <table class="facts">
           <tbody>
             <tr>

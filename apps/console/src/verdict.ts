@@ -1,99 +1,58 @@
-// One word per host for the fleet page, from the ledger's facts only: what its agent observed
-// and which fixes exist for its kernel. Pure: the instant and the deadline are passed in.
+// The fleet page's one word per host is the ledger's verdict (Host.verdict, ADR 0019), the same
+// answer `rebootless hosts list` and `hosts check` give; the console only names it for its URLs
+// and pages. Pure: a ledger Host message (as the runtime loader hands it out) in, the view out.
 
+/** Worst first, as the ledger ranks them; `unknown` when the ledger gave none (an older ledger). */
 export const VERDICTS = [
-  'offline',
   'exposed-past-deadline',
   'drift',
+  'offline',
   'reboot-required',
   'patch-missing',
   'up-to-date',
+  'unknown',
 ] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
 export const VERDICT_LABEL: Readonly<Record<Verdict, string>> = {
-  'up-to-date': 'up to date',
-  'patch-missing': 'patch missing',
   'exposed-past-deadline': 'exposed past deadline',
-  'reboot-required': 'reboot required',
-  offline: 'offline',
   drift: 'drift',
+  offline: 'offline',
+  'reboot-required': 'reboot required',
+  'patch-missing': 'patch missing',
+  'up-to-date': 'up to date',
+  unknown: 'unknown',
 };
 
-/** The parts of a ledger Host the verdict reads. */
-export interface HostFacts {
-  readonly kernelRelease: string;
-  readonly online: boolean;
-  readonly rebootRequired: boolean;
-  readonly entries: readonly {
-    readonly moduleName: string;
-    readonly patchId?: string;
-    readonly state: string;
-    readonly cveIds: readonly string[];
-  }[];
-}
+/** The ledger's HostVerdict enum names (proto-loader `enums: String`) to the console's words. */
+const FROM_LEDGER: Readonly<Record<string, Verdict>> = {
+  HOST_VERDICT_EXPOSED_PAST_DEADLINE: 'exposed-past-deadline',
+  HOST_VERDICT_DRIFT: 'drift',
+  HOST_VERDICT_OFFLINE: 'offline',
+  HOST_VERDICT_REBOOT_REQUIRED: 'reboot-required',
+  HOST_VERDICT_PATCH_MISSING: 'patch-missing',
+  HOST_VERDICT_UP_TO_DATE: 'up-to-date',
+};
 
-/** A published fix: which kernels it was built for, which CVEs it closes, since when. */
-export interface Fix {
-  readonly patchId: string;
-  readonly version: string;
-  readonly kernelReleases: readonly string[];
-  readonly cveIds: readonly string[];
-  readonly publishedAt: Date;
-  readonly retracted: boolean;
-}
-
-export interface MissingFix {
-  readonly cveId: string;
-  readonly patchId: string;
-  readonly version: string;
-  /** When the host became exposed: the first fix for its kernel was published. */
-  readonly since: Date;
-  readonly deadline: Date;
+/** The parts of a ledger Host the verdict view reads. */
+export interface LedgerHostVerdict {
+  readonly verdict?: string;
+  readonly verdictReasons?: readonly string[];
+  readonly missingPatches?: readonly { readonly patchId: string; readonly version: string }[];
 }
 
 export interface HostVerdict {
   readonly verdict: Verdict;
-  readonly missing: readonly MissingFix[];
-  /** Live modules rebootless never published (loaded by hand). */
-  readonly unknownModules: readonly string[];
+  /** Every problem the ledger found, worst first, each a sentence. */
+  readonly reasons: readonly string[];
+  /** The published, non-retracted patch versions for its kernel it does not run. */
+  readonly missing: readonly { readonly patchId: string; readonly version: string }[];
 }
 
-const DAY_MS = 86_400_000;
-const LIVE = new Set(['STACK_ENTRY_STATE_ENABLED', 'STACK_ENTRY_STATE_IN_TRANSITION']);
-
-export function hostVerdict(host: HostFacts, fixes: readonly Fix[], now: Date, deadlineDays: number): HostVerdict {
-  const live = host.entries.filter((e) => LIVE.has(e.state));
-  const fixed = new Set(live.flatMap((e) => e.cveIds));
-  const unknownModules = live.filter((e) => !e.patchId).map((e) => e.moduleName);
-  const firstFix = new Map<string, Fix>();
-  for (const fix of fixes) {
-    if (fix.retracted || !fix.kernelReleases.includes(host.kernelRelease)) continue;
-    for (const cve of fix.cveIds) {
-      const known = firstFix.get(cve);
-      if (!known || fix.publishedAt < known.publishedAt) firstFix.set(cve, fix);
-    }
-  }
-  const missing: MissingFix[] = [...firstFix.entries()]
-    .filter(([cve]) => !fixed.has(cve))
-    .map(([cveId, fix]) => ({
-      cveId,
-      patchId: fix.patchId,
-      version: fix.version,
-      since: fix.publishedAt,
-      deadline: new Date(fix.publishedAt.getTime() + deadlineDays * DAY_MS),
-    }))
-    .sort((a, b) => a.cveId.localeCompare(b.cveId));
-  const verdict: Verdict = !host.online
-    ? 'offline'
-    : missing.some((m) => m.deadline < now)
-      ? 'exposed-past-deadline'
-      : unknownModules.length > 0
-        ? 'drift'
-        : host.rebootRequired
-          ? 'reboot-required'
-          : missing.length > 0
-            ? 'patch-missing'
-            : 'up-to-date';
-  return { verdict, missing, unknownModules };
+export function verdictOf(host: LedgerHostVerdict): HostVerdict {
+  return {
+    verdict: FROM_LEDGER[host.verdict ?? ''] ?? 'unknown',
+    reasons: [...(host.verdictReasons ?? [])],
+    missing: (host.missingPatches ?? []).map((p) => ({ patchId: p.patchId, version: p.version })),
+  };
 }

@@ -1,5 +1,5 @@
 // Which agents hold a stream to this dispatcher now, and since when the others are away.
-import type { dispatcher } from '@rebootless/contracts';
+import { dispatcher } from '@rebootless/contracts';
 
 export interface AgentStream {
   send(message: dispatcher.ConnectResponse): void;
@@ -10,6 +10,8 @@ export interface AgentStream {
 export class AgentConnections {
   private readonly streams = new Map<string, AgentStream>();
   private readonly away = new Map<string, number>();
+  /** Commands outside rollouts whose caller waits for the agent's answer, by command id. */
+  private readonly waiting = new Map<string, (result: dispatcher.CommandResult) => void>();
 
   get connected(): number {
     return this.streams.size;
@@ -43,5 +45,29 @@ export class AgentConnections {
     if (!stream) return false;
     stream.send(message);
     return true;
+  }
+
+  /**
+   * The agent's final answer to `commandId` (ACCEPTED is not one), or undefined after
+   * `timeoutMs`. Call before sending the command, so a quick answer is not missed.
+   */
+  answerTo(commandId: string, timeoutMs: number): Promise<dispatcher.CommandResult | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(commandId);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiting.set(commandId, (result) => {
+        clearTimeout(timer);
+        this.waiting.delete(commandId);
+        resolve(result);
+      });
+    });
+  }
+
+  /** An agent's CommandResult arrived (rollout commands are judged by their events instead). */
+  answered(result: dispatcher.CommandResult): void {
+    if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_ACCEPTED) return;
+    this.waiting.get(result.commandId)?.(result);
   }
 }

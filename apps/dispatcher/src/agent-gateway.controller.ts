@@ -133,6 +133,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
           if (request.commandResult) {
             // The outcome that counts is the agent's signed event in the log; this is its echo.
             const r = request.commandResult;
+            this.engine.agents.answered(r);
             if (r.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED) {
               this.logger.warn(`${host} refused command ${r.commandId} at ${r.stage}: ${r.error}`);
             }

@@ -9,6 +9,7 @@ import { LedgerClient } from './ledger-client';
 import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { RolloutController } from './rollout.controller';
+import { QuarantineOperation } from './quarantine-operation';
 import { UndoOperation } from './undo-operation';
 
 function brokersOf(config: DispatcherConfig): string[] {
@@ -84,6 +85,12 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
       provide: UndoOperation,
       useFactory: (engine: RolloutEngine, ledger: LedgerClient) => new UndoOperation(engine, ledger),
       inject: [RolloutEngine, LedgerClient],
+    },
+    {
+      provide: QuarantineOperation,
+      useFactory: (engine: RolloutEngine, publisher: EventPublisher) =>
+        new QuarantineOperation(engine.agents, publisher),
+      inject: [RolloutEngine, EVENT_PUBLISHER],
     },
     DispatcherLifecycle,
   ],

@@ -23,6 +23,13 @@ export class DependencyUnavailableError extends Error {}
 
 export class PermissionError extends Error {}
 
+// Host commands outside rollouts (ClearQuarantine, issue 21).
+/** The host cannot take the command now (its agent is not connected, or refused it as it stands). */
+export class HostPreconditionError extends Error {}
+
+/** The agent was sent the command and did not answer in time. */
+export class AgentNoAnswerError extends Error {}
+
 export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: RolloutInputError, code: status.INVALID_ARGUMENT, reason: 'INVALID_ROLLOUT' }),
   rule({ type: InvalidRequestError, code: status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' }),
@@ -36,4 +43,6 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: DependencyUnavailableError, code: status.UNAVAILABLE, reason: 'DEPENDENCY_UNAVAILABLE' }),
   rule({ type: PermissionError, code: status.PERMISSION_DENIED, reason: 'RELAY_REFUSED' }),
   rule({ type: RolloutForbiddenError, code: status.PERMISSION_DENIED, reason: 'ROLLOUT_FORBIDDEN' }),
+  rule({ type: HostPreconditionError, code: status.FAILED_PRECONDITION, reason: 'HOST_PRECONDITION' }),
+  rule({ type: AgentNoAnswerError, code: status.UNAVAILABLE, reason: 'AGENT_NO_ANSWER' }),
 ]);

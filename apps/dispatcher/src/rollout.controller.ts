@@ -11,6 +11,7 @@ import { status } from '@grpc/grpc-js';
 import { DISPATCHER_ERRORS } from './dispatcher-errors';
 import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
+import { QuarantineOperation } from './quarantine-operation';
 import { UndoOperation } from './undo-operation';
 
 type Call = ServerUnaryCall<unknown, unknown> | undefined;
@@ -78,6 +79,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
     @Inject(RolloutOperations) private readonly rollouts: RolloutOperations,
     @Inject(RolloutEngine) private readonly engine: RolloutEngine,
     @Inject(UndoOperation) private readonly undos: UndoOperation,
+    @Inject(QuarantineOperation) private readonly quarantines: QuarantineOperation,
     @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
   ) {}
 
@@ -181,5 +183,9 @@ export class RolloutController implements dispatcher.RolloutServiceController {
     return this.answer('Undo', async () => ({
       rollout: await this.undos.undo(typed(request), callerOf(metadata, call)),
     }));
+  }
+
+  clearQuarantine(request: dispatcher.ClearQuarantineRequest, metadata?: Metadata, call?: Call) {
+    return this.answer('ClearQuarantine', () => this.quarantines.clear(typed(request), callerOf(metadata, call)));
   }
 }

@@ -419,6 +419,56 @@ describe('Agent on the simulated kernel', () => {
     expect(failed).toMatchObject({ patchId: 'crashy', stage: 'crash-loop-guard' });
   });
 
+  it('clears a quarantine on an operator’s command, once, and records it with the reason (issue 21)', async () => {
+    const host = newHost();
+    const first = host.make();
+    await first.start();
+    const artifact = await publish({ patchId: 'crashy-2', version: '1' });
+    await send(host.hostId, { apply: applyCommand(artifact) });
+    await first.drain();
+    await first.stop({ clean: false });
+    host.kernel.reboot();
+    const second = host.make();
+    await second.start();
+    const clear = (over: Partial<dispatcher.ClearQuarantineCommand> = {}) =>
+      second.handle({
+        clearQuarantine: {
+          commandId: `clear-${++commandCounter}`,
+          expiresAt: toTimestamp(new Date(Date.now() + 60_000)),
+          patchId: 'crashy-2',
+          version: '1',
+          reason: 'PSU fault, not the patch',
+          ...over,
+        },
+      });
+    const expired = await clear({ expiresAt: toTimestamp(new Date(Date.now() - 1000)) });
+    expect(expired).toMatchObject({ outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED, stage: 'verify' });
+    const other = await clear({ version: '2' });
+    expect(other.error).toBe('patch crashy-2 2 is not quarantined on this host');
+    expect((await second.status()).quarantined).toHaveLength(1);
+
+    const done = await clear({ commandId: 'clear-once' });
+    expect(done.outcome).toBe(dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect((await second.status()).quarantined).toEqual([]);
+    const replayed = await clear({ commandId: 'clear-once' });
+    expect(replayed.outcome).toBe(dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED);
+    await second.drain();
+    const cleared = (await hostEvents(second)).filter((e) => e.type === 'PatchQuarantineCleared');
+    expect(cleared.map((e) => [e.causationId, e.patchQuarantineCleared])).toEqual([
+      [
+        'clear-once',
+        expect.objectContaining({
+          hostId: host.hostId,
+          commandId: 'clear-once',
+          patchId: 'crashy-2',
+          version: '1',
+          reason: 'PSU fault, not the patch',
+          quarantineReason: expect.stringMatching(/^the host went down/),
+        }),
+      ],
+    ]);
+  });
+
   it('reports drift: a transition nobody asked for, stuck for long', async () => {
     const host = newHost();
     const agent = host.make(host.kernel, { timeouts: { transitionMs: 400, pollMs: 10, stuckTransitionMs: 100 } });

@@ -23,8 +23,16 @@ import { watchDrift } from './drift-schedule';
 import { readHostFacts } from './host/host-facts';
 import { OutboxDelivery } from './outbox-delivery';
 import { RevertFlow } from './revert-flow';
-import { crashLoopSuspect, detectDrift, isQuarantined, rememberCommand } from './rules/host-rules';
+import {
+  crashLoopSuspect,
+  detectDrift,
+  isQuarantined,
+  rememberCommand,
+  wasSeen,
+  withoutQuarantine,
+} from './rules/host-rules';
 import { AgentStateFile, type DesiredPatch } from './state/agent-state';
+import { CommandRefused, checkCommand } from './verification';
 import { EventOutbox } from './state/event-outbox';
 import { ArtifactFetchError } from './talk/artifact-fetch';
 import { GatewayLink } from './talk/gateway-link';
@@ -276,6 +284,7 @@ export class Agent {
       // The command's traceparent (the dispatcher's rollout wave) is the parent of its spans.
       if (command.apply) return this.applies.apply(command.apply, command);
       if (command.revert) return this.reverts.revert(command.revert, command);
+      if (command.clearQuarantine) return this.clearQuarantine(command.clearQuarantine);
       return this.sendResult(
         '',
         { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error: 'empty command' },
@@ -298,6 +307,52 @@ export class Agent {
     const now = this.now();
     const expiry = expiresAt ? fromTimestampMs(expiresAt) : undefined;
     this.state.stage((s) => void (s.seenCommands = rememberCommand(s.seenCommands, commandId, expiry, now)));
+  }
+
+  /**
+   * An operator's ClearQuarantine: the patch leaves quarantine, recorded with the operator's
+   * reason; nothing is applied now (a rollout, or the next boot's re-apply, does that).
+   */
+  private clearQuarantine(cmd: dispatcher.ClearQuarantineCommand): dispatcher.CommandResult {
+    const refuse = (error: string) =>
+      this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error });
+    try {
+      checkCommand(
+        { commandId: cmd.commandId, ...(cmd.expiresAt ? { expiresAt: fromTimestamp(cmd.expiresAt) } : {}) },
+        new Date(this.now()),
+        (id) => wasSeen(this.state.data.seenCommands, id),
+      );
+    } catch (error) {
+      if (error instanceof CommandRefused) return refuse(error.message);
+      throw error;
+    }
+    this.rememberCommand(cmd.commandId, cmd.expiresAt);
+    const held = this.state.data.quarantined.find((q) => q.patchId === cmd.patchId && q.version === cmd.version);
+    if (!held) return refuse(`patch ${cmd.patchId} ${cmd.version} is not quarantined on this host`);
+    this.state.update((s) => void (s.quarantined = withoutQuarantine(s.quarantined, cmd)));
+    this.record(
+      [
+        {
+          type: 'PatchQuarantineCleared',
+          data: {
+            hostId: this.hostId,
+            commandId: cmd.commandId,
+            patchId: cmd.patchId,
+            version: cmd.version,
+            reason: cmd.reason,
+            quarantineReason: held.reason,
+            quarantinedSince: toTimestamp(new Date(held.since)),
+          },
+        },
+      ],
+      { commandId: cmd.commandId, rolloutId: '' },
+    );
+    this.log(`quarantine of ${cmd.patchId} ${cmd.version} cleared: ${cmd.reason}`);
+    return this.answer(cmd.commandId, {
+      outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED,
+      stage: 'clear-quarantine',
+      error: '',
+    });
   }
 
   // ---- boot, recovery, drift ------------------------------------------------------------------

@@ -29,6 +29,7 @@ export const EVENT_TYPES = {
   RolloutCompleted: { field: 'rolloutCompleted', number: 309 },
   AgentKeyBound: { field: 'agentKeyBound', number: 310 },
   AgentKeyRevoked: { field: 'agentKeyRevoked', number: 311 },
+  QuarantineClearRequested: { field: 'quarantineClearRequested', number: 320 },
   HostEnrolled: { field: 'hostEnrolled', number: 400 },
   HostBooted: { field: 'hostBooted', number: 401 },
   HostInventoryReported: { field: 'hostInventoryReported', number: 402 },
@@ -38,6 +39,7 @@ export const EVENT_TYPES = {
   PatchReverted: { field: 'patchReverted', number: 406 },
   PatchRevertFailed: { field: 'patchRevertFailed', number: 407 },
   DriftDetected: { field: 'driftDetected', number: 408 },
+  PatchQuarantineCleared: { field: 'patchQuarantineCleared', number: 409 },
 } as const satisfies Record<string, { field: keyof Body; number: number }>;
 
 export type EventType = keyof typeof EVENT_TYPES;

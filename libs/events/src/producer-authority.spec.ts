@@ -66,6 +66,27 @@ describe('producer authority', () => {
       );
       expect(authorityViolation(b, () => 'evil-01')).toBeUndefined();
     });
+    // Issue 21: clearing a quarantine is asked by the dispatcher and answered by the agent itself.
+    it('may not ask for a quarantine to be cleared, nor answer a clear sent to another host', () => {
+      expect(
+        authorityViolation(
+          body(evil, 'QuarantineClearRequested', 'host/evil-01', {
+            quarantineClearRequested: { hostId: 'evil-01' } as never,
+          }),
+        ),
+      ).toBe('agent/evil-01 seq 7 (QuarantineClearRequested): an agent may not emit QuarantineClearRequested');
+      const cleared = body(evil, 'PatchQuarantineCleared', 'host/evil-01', {
+        patchQuarantineCleared: { hostId: 'evil-01', commandId: 'q1' } as never,
+      });
+      expect(authorityViolation(cleared, () => 'evil-01')).toBeUndefined();
+      expect(authorityViolation(cleared, (id) => (id === 'q1' ? 'web-02' : undefined))).toBe(
+        'agent/evil-01 seq 7 (PatchQuarantineCleared): it answers command q1, which was sent to web-02, not to evil-01',
+      );
+      const forWeb = body(evil, 'PatchQuarantineCleared', 'host/evil-01', {
+        patchQuarantineCleared: { hostId: 'web-02' } as never,
+      });
+      expect(authorityViolation(forWeb)).toMatch(/may speak only about its own host/);
+    });
     it('writes its epoch start on its own producer stream', () => {
       expect(authorityViolation(body(evil, 'ChainEpochStarted', 'producer/agent/evil-01'))).toBeUndefined();
       expect(authorityViolation(body(evil, 'ChainEpochStarted', 'producer/agent/web-02'))).toMatch(/may not write/);
@@ -83,6 +104,14 @@ describe('producer authority', () => {
     expect(authorityViolation(body('dispatcher', 'HostApplyRequested', 'host/web-02', cmd))).toBeUndefined();
     expect(authorityViolation(body('dispatcher', 'HostApplyRequested', 'host/web-03', cmd))).toMatch(/may not write/);
     expect(authorityViolation(body('dispatcher', 'PatchRetracted', 'patch/p1'))).toMatch(/a dispatcher may not emit/);
+    const clear = { quarantineClearRequested: { hostId: 'web-02' } as never };
+    expect(authorityViolation(body('dispatcher', 'QuarantineClearRequested', 'host/web-02', clear))).toBeUndefined();
+    expect(authorityViolation(body('dispatcher', 'QuarantineClearRequested', 'host/web-03', clear))).toMatch(
+      /may not write/,
+    );
+    expect(authorityViolation(body('dispatcher', 'PatchQuarantineCleared', 'host/web-02'))).toMatch(
+      /a dispatcher may not emit/,
+    );
   });
 
   it('lets any other service write only its own lifecycle and denials', () => {

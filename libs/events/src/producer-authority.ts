@@ -82,6 +82,14 @@ export const PRODUCER_AUTHORITY: { readonly [T in EventType]: Rule } = {
   PatchReverted: { by: ['agent'], streams: ['host'], hostOf: (b) => b.patchReverted?.hostId },
   PatchRevertFailed: { by: ['agent'], streams: ['host'], hostOf: (b) => b.patchRevertFailed?.hostId },
   DriftDetected: { by: ['agent'], streams: ['host'], hostOf: (b) => b.driftDetected?.hostId },
+  // Clearing a quarantine (issue 21): the operator's request through the dispatcher, on the
+  // host's stream; the agent's answer about its own host.
+  QuarantineClearRequested: {
+    by: ['dispatcher'],
+    streams: ['command-host'],
+    hostOf: (b) => b.quarantineClearRequested?.hostId,
+  },
+  PatchQuarantineCleared: { by: ['agent'], streams: ['host'], hostOf: (b) => b.patchQuarantineCleared?.hostId },
 };
 
 /** The command an agent's event answers, when it answers one. */
@@ -91,7 +99,8 @@ export function commandAnswered(body: events.EventBody): string | undefined {
     body.patchApplied?.commandId ??
     body.patchApplyFailed?.commandId ??
     body.patchReverted?.commandId ??
-    body.patchRevertFailed?.commandId;
+    body.patchRevertFailed?.commandId ??
+    body.patchQuarantineCleared?.commandId;
   return id || undefined;
 }
 

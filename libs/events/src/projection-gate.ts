@@ -343,7 +343,10 @@ export class ProjectionGate<T> {
         }
         if (!this.learn(h.record.body, { partition: h.record.partition, offset: h.record.offset })) continue;
         released.push(h.record);
-        const cmd = h.record.body?.hostApplyRequested ?? h.record.body?.hostRevertRequested;
+        const cmd =
+          h.record.body?.hostApplyRequested ??
+          h.record.body?.hostRevertRequested ??
+          h.record.body?.quarantineClearRequested;
         if (cmd?.commandId) this.commandHosts.set(cmd.commandId, cmd.hostId);
       }
       if (i === items.length) this.queues.delete(partition);

@@ -11,3 +11,4 @@ export * from './exposure';
 export * from './compliance';
 export * from './verdict';
 export * from './vex';
+export * from './quarantine';

@@ -65,6 +65,25 @@ describe('hostVerdict', () => {
     expect(result.reasons).toEqual([`published for ${RELEASE} and not live: nf-tables 1`]);
   });
 
+  it('given the missing version quarantined by its agent, the patch is missing but upgrade would not send it', () => {
+    const result = hostVerdict(
+      given({ stack: [], exposures: exposedSinceFix(), quarantined: [{ patchId: 'nf-tables', version: '1' }] }),
+    );
+    expect(result).toEqual({
+      verdict: 'patch-missing',
+      reasons: [
+        'quarantined by its agent, refused until an operator clears it (rebootless hosts clear-quarantine): nf-tables 1',
+      ],
+      missing: [],
+    });
+    // Another version quarantined holds nothing back.
+    expect(
+      hostVerdict(
+        given({ stack: [], exposures: exposedSinceFix(), quarantined: [{ patchId: 'nf-tables', version: '0' }] }),
+      ).missing,
+    ).toEqual([{ patchId: 'nf-tables', version: '1' }]);
+  });
+
   it('when the deadline passes with the CVE still exposed, the host is exposed past deadline', () => {
     const day31 = at(100) + 31 * DAY_MS;
     const result = hostVerdict(given({ stack: [], exposures: exposedSinceFix(), asOf: day31 }));

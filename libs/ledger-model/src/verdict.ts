@@ -58,13 +58,18 @@ export interface VerdictInput {
   asOf: EpochMillis;
   /** Days from a fix's publication for the host's kernel to its being live (PCI-DSS 6.3.3: 30). */
   deadlineDays: number;
+  /** Versions its agent holds in quarantine (quarantinesAfter): it refuses them until cleared. */
+  quarantined?: readonly PatchRef[];
 }
 
 export interface HostVerdictResult {
   verdict: HostVerdict;
   /** Every problem found, worst first, each a sentence naming what to look at. */
   reasons: string[];
-  /** What `rebootless upgrade` would roll out to this host, oldest publication first. */
+  /**
+   * What `rebootless upgrade` would roll out to this host, oldest publication first: never a
+   * version its agent quarantined, which it would refuse until an operator clears it.
+   */
   missing: PatchRef[];
 }
 
@@ -130,7 +135,16 @@ export function hostVerdict(input: VerdictInput): HostVerdictResult {
       verdict: 'reboot-required',
       reason: `forced transitions leave only a reboot to remove ${forced.map((s) => s.moduleName).join(', ')}`,
     });
-  const missing = missingPatches(input.kernelRelease, input.stack, input.published);
+  const isHeld = (m: PatchRef) =>
+    (input.quarantined ?? []).some((q) => q.patchId === m.patchId && q.version === m.version);
+  const wanted = missingPatches(input.kernelRelease, input.stack, input.published);
+  const held = wanted.filter(isHeld);
+  const missing = wanted.filter((m) => !isHeld(m));
+  if (held.length > 0)
+    found.push({
+      verdict: 'patch-missing',
+      reason: `quarantined by its agent, refused until an operator clears it (rebootless hosts clear-quarantine): ${held.map((m) => `${m.patchId} ${m.version}`).join(', ')}`,
+    });
   if (missing.length > 0)
     found.push({
       verdict: 'patch-missing',

@@ -418,6 +418,21 @@ export class LedgerProjection {
         ctx.summary = `revoked ${d.producerId} ${d.epoch ? `epoch ${d.epoch}` : 'every epoch bound so far'}: ${d.reason}`;
         return;
       }
+      // Quarantines are read from the audit rows (queries: quarantinedOn), so only the summary here.
+      case 'QuarantineClearRequested': {
+        const d = p.data;
+        ctx.hostId = d.hostId;
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `asked ${d.hostId} to clear the quarantine of ${d.patchId} ${d.version}: ${d.reason}`;
+        return;
+      }
+      case 'PatchQuarantineCleared': {
+        const d = p.data;
+        this.seen(ctx, d.hostId);
+        Object.assign(ctx, { patchId: d.patchId, version: d.version });
+        ctx.summary = `quarantine of ${d.patchId} ${d.version} cleared on ${ctx.hostId}: ${d.reason}`;
+        return;
+      }
       default: {
         const unrouted: never = p;
         throw new Error(`the projection has no route for ${JSON.stringify(unrouted)}`);

@@ -23,6 +23,7 @@ import {
 } from '@rebootless/ledger-model';
 import { toPublishedPatch } from './catalog/published';
 import { toHostHistory } from './hosts/history';
+import { quarantinesOf } from './hosts/quarantines';
 import { withCatalog } from './stacks/read';
 import { VERDICT_WIRE } from './verdict-wire';
 
@@ -217,6 +218,7 @@ export class LedgerQueries {
     open: ReadonlyMap<string, IntervalRow[]>,
     patches: Map<string, PatchRow>,
     deadlineDays: number,
+    quarantines: ReadonlyMap<string, readonly ledger.HostQuarantine[]> = new Map(),
   ): Promise<Map<string, HostVerdictResult>> {
     const asOf = this.now();
     const exposures = await this.exposures(hosts, asOf);
@@ -246,6 +248,7 @@ export class LedgerQueries {
           driftReported: drift !== undefined && drift > (h.stackObservedAt ?? -Infinity),
           asOf,
           deadlineDays: deadlineDays || 30,
+          quarantined: (quarantines.get(h.hostId) ?? []).flatMap((q) => (q.patch ? [q.patch] : [])),
         }),
       );
     }
@@ -257,6 +260,7 @@ export class LedgerQueries {
     stack: ledger.HostStack,
     intervals: IntervalRow[],
     verdict: HostVerdictResult | undefined,
+    quarantined: ledger.HostQuarantine[] = [],
   ): ledger.Host {
     return {
       facts: {
@@ -281,6 +285,7 @@ export class LedgerQueries {
       verdict: verdict ? VERDICT_WIRE[verdict.verdict] : ledger.HostVerdict.HOST_VERDICT_UNSPECIFIED,
       verdictReasons: verdict?.reasons ?? [],
       missingPatches: verdict?.missing ?? [],
+      quarantined,
     };
   }
 
@@ -289,8 +294,15 @@ export class LedgerQueries {
     const intervals = await this.intervalsAt(hostId);
     const patches = await this.patchMap();
     const stack = await this.stack(h, intervals, patches, h.stackObservedAt);
-    const verdicts = await this.verdicts([h], new Map([[hostId, intervals]]), patches, verdictDeadlineDays);
-    return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId)) };
+    const quarantines = await quarantinesOf(this.db, [hostId]);
+    const verdicts = await this.verdicts(
+      [h],
+      new Map([[hostId, intervals]]),
+      patches,
+      verdictDeadlineDays,
+      quarantines,
+    );
+    return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId), quarantines.get(hostId)) };
   }
 
   async listHosts(req: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
@@ -325,7 +337,11 @@ export class LedgerQueries {
     const page = matching.slice(skip, skip + size);
     const open = new Map<string, IntervalRow[]>();
     for (const h of page) open.set(h.hostId, await this.intervalsAt(h.hostId));
-    const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays);
+    const quarantines = await quarantinesOf(
+      this.db,
+      page.map((h) => h.hostId),
+    );
+    const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays, quarantines);
     const hosts: ledger.Host[] = [];
     for (const h of page) {
       const intervals = open.get(h.hostId)!;
@@ -335,6 +351,7 @@ export class LedgerQueries {
           await this.stack(h, intervals, patches, h.stackObservedAt),
           intervals,
           verdicts.get(h.hostId),
+          quarantines.get(h.hostId),
         ),
       );
     }

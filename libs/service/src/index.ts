@@ -17,4 +17,5 @@ export { callDenied, callerActor, clientCredentials, serverTransport } from './t
 export { guardRequestDeserializers, malformedRequestInterceptor } from './malformed-requests';
 export { RpcErrorMapping, rule, type ErrorLog, type ErrorRule } from './rpc-errors';
 export { addReflection } from './reflection';
+export { createServiceLogger, ServiceLogger } from './logger';
 export * from './version';

@@ -10,7 +10,7 @@ import { EXIT_CANTCREAT, EXIT_CONFIG, EXIT_UNAVAILABLE } from './boot-service';
 const ROOT = path.resolve(__dirname, '../../..');
 const UNITS = path.join(ROOT, 'deploy/systemd');
 const INSTALLED = '/opt/rebootless';
-const APPS = ['agent', 'builder', 'dispatcher', 'ledger'] as const;
+const APPS = ['agent', 'builder', 'console', 'dispatcher', 'ledger'] as const;
 
 /** [Section] Key=Value, repeated keys kept in order; comments and blank lines skipped. */
 function parseUnit(text: string): Map<string, string[]> {
@@ -34,7 +34,7 @@ function parseUnit(text: string): Map<string, string[]> {
 const unit = (app: string) => parseUnit(fs.readFileSync(path.join(UNITS, `rebootless-${app}.service`), 'utf8'));
 
 describe('the systemd units in deploy/systemd', () => {
-  it('are one per service and one for the agent', () => {
+  it('are one per service (the console too) and one for the agent', () => {
     expect(
       fs
         .readdirSync(UNITS)

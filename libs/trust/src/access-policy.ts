@@ -46,6 +46,8 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
   '/rebootless.dispatcher.v1.RolloutService/GetRollout': READ,
   '/rebootless.dispatcher.v1.RolloutService/ListRollouts': READ,
   '/rebootless.dispatcher.v1.RolloutService/WatchRollout': READ,
+  // Issue 21: taking a patch out of a host's quarantine is an operator's write, audited.
+  '/rebootless.dispatcher.v1.RolloutService/ClearQuarantine': WRITE,
 
   '/rebootless.ledger.v1.LedgerService/GetHost': { ...READ, services: ['dispatcher'] },
   '/rebootless.ledger.v1.LedgerService/ListHosts': { ...READ, services: ['dispatcher'] },

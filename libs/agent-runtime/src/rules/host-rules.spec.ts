@@ -9,6 +9,7 @@ import {
   detectDrift,
   forcedThisBoot,
   isQuarantined,
+  withoutQuarantine,
   liveVersionOf,
   moduleToRevert,
   rememberCommand,
@@ -101,6 +102,18 @@ describe('the crash-loop guard', () => {
 
     expect(isQuarantined(quarantined, { patchId: 'fix-a', version: '1' })).toBe(true);
     expect(isQuarantined(quarantined, { patchId: 'fix-a', version: '2' })).toBe(false);
+  });
+
+  it('Given two quarantined versions, When an operator clears one, Then only the other stays held back', () => {
+    const quarantined = [
+      { patchId: 'fix-a', version: '1', reason: 'crash', since: NOW },
+      { patchId: 'fix-a', version: '2', reason: 'crash', since: NOW },
+    ];
+
+    const after = withoutQuarantine(quarantined, { patchId: 'fix-a', version: '1' });
+
+    expect(after).toEqual([quarantined[1]]);
+    expect(isQuarantined(after, { patchId: 'fix-a', version: '1' })).toBe(false);
   });
 });
 

@@ -50,6 +50,14 @@ export function isQuarantined(
   return quarantined.some((q) => q.patchId === patch.patchId && q.version === patch.version);
 }
 
+/** The quarantine without that patch version: an operator cleared it (ClearQuarantine). */
+export function withoutQuarantine(
+  quarantined: AgentStateData['quarantined'],
+  patch: { patchId: string; version: string },
+): AgentStateData['quarantined'] {
+  return quarantined.filter((q) => !(q.patchId === patch.patchId && q.version === patch.version));
+}
+
 // ---- the command replay window ----------------------------------------------------------------
 
 /**

@@ -2,8 +2,9 @@
 // CVE on both kernel releases of the demo fleet, rolled out in waves with a canary, one host
 // whose transition stalls (reported, the rollout pauses, the operator resumes without it), an
 // undo on one host, the PCI report before and after, and the ledger verified. Every step goes
-// through the services' public gRPC APIs over TLS with an operator token, as the CLI would.
-import { randomBytes } from 'node:crypto';
+// through the services' public gRPC APIs over TLS with an operator token, as the CLI would; the
+// rollout itself is created by the rebootless CLI, so its trace starts where an operator's does.
+import { spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import {
   builder,
@@ -17,6 +18,7 @@ import {
 import { livepatchSample } from '@rebootless/kernel-toolchain';
 import { channelCredentials, loadTlsMaterial, mintToken, readTokenPrivateKey, type Role } from '@rebootless/trust';
 import { readStream, serviceClient, unary, type Client } from '../fleet/rig';
+import { builtEntry } from '../process';
 import { DEMO_LABEL, type DemoPlan } from './demo-plan';
 
 export interface StoryOptions {
@@ -31,22 +33,12 @@ export interface StoryOptions {
   /** The web console's address (apps/console), told at the end when it runs. */
   consoleUrl?: string;
   /**
-   * With tracing on (`npm start -- --tracing`): the rollout is created under a trace of the
-   * story's own, whose link is told, and whose root span the story hands over to be recorded.
+   * With tracing on (`npm start -- --tracing`): the CLI that creates the rollout exports its spans
+   * too (the OpenTelemetry variables of this process), and the link to its trace is told.
    */
   tracing?: {
     link: (traceId: string) => string;
-    recordRootSpan: (span: StorySpan) => Promise<void>;
   };
-}
-
-/** The story's own span over creating the rollout: the root of the rollout's trace. */
-export interface StorySpan {
-  traceId: string;
-  spanId: string;
-  name: string;
-  startMs: number;
-  endMs: number;
 }
 
 export const STORY_PATCH = 'cve-2024-1086-demo';
@@ -206,46 +198,38 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     );
 
     step(`4. Rollout in waves: a canary per release, then 30% and 70% of the rest`);
-    // W3C trace context in the call's metadata: the dispatcher's span, the waves, the agents, the
-    // events and the ledger's projections all join the story's trace.
-    const root = { traceId: randomBytes(16).toString('hex'), spanId: randomBytes(8).toString('hex') };
-    const traced = new grpc.Metadata();
-    if (options.tracing) traced.set('traceparent', `00-${root.traceId}-${root.spanId}-01`);
-    const createdAt = Date.now();
-    const created = await unary<dispatcher.CreateRolloutResponse>(
-      rollouts,
-      'createRollout',
-      {
-        patchId: submitted.patchId,
-        version,
-        selector: { kernelReleases: [], labels: { ...DEMO_LABEL }, hostIds: [] },
-        strategy: {
-          canaryHostIds: plan.canaryHostIds,
-          canaryCount: 0,
-          waves: [{ percent: 30 }, { percent: 70 }],
-          maxInFlight: 0,
-          soakSeconds: 2,
-          waveFailureBudget: 0,
-          totalFailureBudget: 0,
-          onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
-          applyTimeoutSeconds: 120,
-          offlineDeadlineSeconds: 600,
-        },
-      },
-      30_000,
-      traced,
-    );
-    const rolloutId = created.rollout!.rolloutId;
-    const trace = options.tracing ? { traceId: root.traceId, link: options.tracing.link(root.traceId) } : undefined;
-    if (options.tracing && trace) {
-      await options.tracing.recordRootSpan({ ...root, name: 'create rollout', startMs: createdAt, endMs: Date.now() });
-      say(`   its trace, from the request to every host and the ledger: ${trace.link}`);
+    // Through the rebootless CLI as a process, as an operator starts it: with tracing on, its
+    // command span is the root of the rollout's trace (gRPC metadata carries it to the dispatcher,
+    // whose waves, commands to agents, events and the ledger's projections all join it).
+    const { rollout: createdRollout, traceId } = await createRolloutWithCli(options, [
+      '--patch',
+      submitted.patchId,
+      '--version',
+      version,
+      ...Object.entries(DEMO_LABEL).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
+      ...plan.canaryHostIds.flatMap((h) => ['--canary-host', h]),
+      '--waves',
+      '30%,70%',
+      '--soak',
+      '2s',
+      '--on-failure',
+      'pause',
+      '--apply-timeout',
+      '120s',
+      '--offline-deadline',
+      '600s',
+    ]);
+    const rolloutId = createdRollout.rolloutId;
+    const trace = options.tracing && traceId ? { traceId, link: options.tracing.link(traceId) } : undefined;
+    if (options.tracing) {
+      if (!trace) throw new Error('the story stopped: with tracing on, the CLI did not tell its trace id');
+      say(`   its trace, from the operator's command to every host and the ledger: ${trace.link}`);
     }
     await unary(approvals, 'approveRollout', { rolloutId, waveIndex: 0 });
     say(`   ${APPROVER} (approver) approved the first wave of ${OPERATOR}'s rollout`);
     say(
-      `   rollout ${rolloutId}: ${created
-        .rollout!.waves.map((w) => `${w.name} ${w.hosts.length} host(s)`)
+      `   rollout ${rolloutId}: ${createdRollout.waves
+        .map((w) => `${w.name} ${w.hosts.length} host(s)`)
         .join(', ')}; on failure: pause`,
     );
     let rollout = await followRollout(rollouts, rolloutId, say, [R.ROLLOUT_STATE_PAUSED, R.ROLLOUT_STATE_COMPLETED]);
@@ -446,4 +430,50 @@ async function followRollout(
     },
     15 * 60_000,
   );
+}
+
+/** The rollout as `rebootless rollout create --json` prints it (proto JSON names, enums as names). */
+interface CliRollout {
+  rolloutId: string;
+  waves: { name: string; hosts: unknown[] }[];
+}
+
+/**
+ * Runs the built CLI (apps/cli/dist/main.js) as the operator: TLS with the CLI's certificate and
+ * an operator token. Resolves with the rollout it printed and, when it traced, the trace id it
+ * told on stderr.
+ */
+async function createRolloutWithCli(
+  options: StoryOptions,
+  args: readonly string[],
+): Promise<{ rollout: CliRollout; traceId: string | undefined }> {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REBOOTLESS_')));
+  const child = spawn(process.execPath, [builtEntry('apps/cli/dist/main.js'), 'rollout', 'create', ...args, '--json'], {
+    env: {
+      ...inherited,
+      REBOOTLESS_PKI_DIR: options.pkiDir,
+      REBOOTLESS_BUILDER: options.builderAddress,
+      REBOOTLESS_DISPATCHER: options.dispatcherAddress,
+      REBOOTLESS_LEDGER: options.ledgerAddress,
+      REBOOTLESS_TOKEN: mintToken(readTokenPrivateKey(options.pkiDir), {
+        sub: OPERATOR,
+        roles: ['operator', 'auditor'],
+        ttlSeconds: 600,
+      }),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  if (code !== 0) throw new Error(`the story stopped: rebootless rollout create exited ${code}: ${stderr.trim()}`);
+  return {
+    rollout: JSON.parse(stdout) as CliRollout,
+    traceId: /^rebootless: trace ([0-9a-f]{32})$/m.exec(stderr)?.[1],
+  };
 }

@@ -147,6 +147,26 @@ export interface RevertCommand {
   reason: string;
 }
 
+/**
+ * Take a patch out of the agent's quarantine (an operator's ClearQuarantine). The agent answers
+ * SUCCEEDED once PatchQuarantineCleared is recorded, REJECTED when the patch is not quarantined
+ * there or the command is expired or replayed. It applies nothing by itself.
+ */
+export interface ClearQuarantineCommand {
+  /** Unique; the agent refuses a command id it has already seen (replay). */
+  commandId: string;
+  /** The agent refuses the command after this instant. */
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The quarantined patch. */
+  patchId: string;
+  /** Its quarantined version. */
+  version: string;
+  /** Why the operator clears it; recorded in PatchQuarantineCleared. */
+  reason: string;
+}
+
 /** The dispatcher made durable what the agent message with this id carried; the agent may drop it. */
 export interface Ack {
   /** The ConnectRequest.message_id now durable. */
@@ -166,6 +186,10 @@ export interface ConnectResponse {
   /** Revert a patch. */
   revert?:
     | RevertCommand
+    | undefined;
+  /** Take a patch out of quarantine. */
+  clearQuarantine?:
+    | ClearQuarantineCommand
     | undefined;
   /**
    * W3C trace context of the dispatcher's work that sent this command (the rollout wave), so
@@ -807,6 +831,96 @@ export const RevertCommand: MessageFns<RevertCommand> = {
   },
 };
 
+function createBaseClearQuarantineCommand(): ClearQuarantineCommand {
+  return { commandId: "", patchId: "", version: "", reason: "" };
+}
+
+export const ClearQuarantineCommand: MessageFns<ClearQuarantineCommand> = {
+  encode(message: ClearQuarantineCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.commandId !== "") {
+      writer.uint32(10).string(message.commandId);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(message.expiresAt, writer.uint32(18).fork()).join();
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearQuarantineCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearQuarantineCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.expiresAt = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBaseAck(): Ack {
   return { messageId: "0" };
 }
@@ -868,6 +982,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
     if (message.revert !== undefined) {
       RevertCommand.encode(message.revert, writer.uint32(26).fork()).join();
     }
+    if (message.clearQuarantine !== undefined) {
+      ClearQuarantineCommand.encode(message.clearQuarantine, writer.uint32(50).fork()).join();
+    }
     if (message.traceparent !== undefined) {
       writer.uint32(34).string(message.traceparent);
     }
@@ -912,6 +1029,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             }
 
             message.revert = RevertCommand.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.clearQuarantine = ClearQuarantineCommand.decode(reader, reader.uint32());
             continue;
           }
           case 4: {

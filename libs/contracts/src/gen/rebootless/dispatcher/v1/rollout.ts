@@ -83,52 +83,90 @@ export enum HostRolloutState {
 
 /** One host's part in a rollout: its state, the last command and its outcome. */
 export interface HostProgress {
+  /** The host. */
   hostId: string;
+  /** Where it stands in this rollout. */
   state: HostRolloutState;
   /** The latest command sent to the host for this rollout. */
   commandId: string;
+  /**
+   * Why it failed, was refused or timed out, in the agent's or the dispatcher's words; empty
+   * otherwise.
+   */
   error: string;
   /** The transition was forced: the host must be rebooted eventually. */
   forced: boolean;
+  /** When its state last changed. */
   updatedAt?: Timestamp | undefined;
 }
 
 /** One wave of a rollout: its hosts, its failure budget and its state. */
 export interface Wave {
+  /** Its place in the rollout, from 0. */
   index: number;
   /** "canary", "wave 1", ... */
   name: string;
+  /** Where the wave stands. */
   state: WaveState;
+  /** Each of its hosts and where it stands. */
   hosts: HostProgress[];
-  startedAt?: Timestamp | undefined;
+  /** When its first command went out; unset while pending. */
+  startedAt?:
+    | Timestamp
+    | undefined;
+  /** When every host had answered or timed out; unset until then. */
   completedAt?: Timestamp | undefined;
 }
 
 /** A rollout as the dispatcher holds it: what, to which hosts, in which waves, and where it stands. */
 export interface Rollout {
+  /** The rollout's id (UUIDv7, so ids sort by creation). */
   rolloutId: string;
+  /** Apply a patch, or carry out an undo. */
   kind: RolloutKind;
+  /** The patch rolled out (or undone). */
   patchId: string;
+  /** Its version; for an undo, empty when whatever version each host carries is undone. */
   version: string;
-  selector?: HostSelector | undefined;
-  strategy?: RolloutStrategy | undefined;
+  /** The hosts it was asked for. */
+  selector?:
+    | HostSelector
+    | undefined;
+  /** How it proceeds, with the dispatcher's defaults filled in. */
+  strategy?:
+    | RolloutStrategy
+    | undefined;
+  /** Where it stands now. */
   state: RolloutState;
   /** Why it is paused, aborted or rolled back. */
   stateReason: string;
+  /** Its waves in order, the canary first. */
   waves: Wave[];
   /** Matched the selector but already carried the patch. */
   skippedHostIds: string[];
+  /** Agents may force a stalled transition (such a host must be rebooted eventually). */
   allowForce: boolean;
+  /** Agents may load a version older than the one they run. */
   allowDowngrade: boolean;
-  createdBy?: Actor | undefined;
-  createdAt?: Timestamp | undefined;
+  /** The operator who created it. */
+  createdBy?:
+    | Actor
+    | undefined;
+  /** When it was created. */
+  createdAt?:
+    | Timestamp
+    | undefined;
+  /** When anything about it last changed. */
   updatedAt?: Timestamp | undefined;
 }
 
 /** The request of RolloutService.CreateRollout. */
 export interface CreateRolloutRequest {
+  /** The published patch to roll out. */
   patchId: string;
+  /** Its version; a retracted version is refused. */
   version: string;
+  /** The hosts to roll out to; at least one criterion (never the whole fleet by omission). */
   selector?:
     | HostSelector
     | undefined;
@@ -151,16 +189,19 @@ export interface CreateRolloutRequest {
 
 /** The answer of RolloutService.CreateRollout. */
 export interface CreateRolloutResponse {
+  /** The rollout as created (or, with dry_run, as it would be). */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
+  /** The rollout. */
   rolloutId: string;
 }
 
 /** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
+  /** The rollout as it stands now. */
   rollout?: Rollout | undefined;
 }
 
@@ -168,25 +209,31 @@ export interface GetRolloutResponse {
 export interface ListRolloutsRequest {
   /** page_size 0 means the server's default; an empty next_page_token ends the list. */
   pageSize: number;
+  /** From the previous answer's next_page_token; empty for the first page. */
   pageToken: string;
   /** Filters; empty matches everything. */
   states: RolloutState[];
+  /** Only rollouts of this patch; empty: every patch. */
   patchId: string;
 }
 
 /** The answer of RolloutService.ListRollouts. */
 export interface ListRolloutsResponse {
+  /** One page, newest first. */
   rollouts: Rollout[];
+  /** Pass it to get the next page; empty on the last. */
   nextPageToken: string;
 }
 
 /** The request of RolloutService.WatchRollout. */
 export interface WatchRolloutRequest {
+  /** The rollout to follow. */
   rolloutId: string;
 }
 
 /** The answer of RolloutService.WatchRollout. */
 export interface WatchRolloutResponse {
+  /** The rollout as it stands after the change. */
   rollout?:
     | Rollout
     | undefined;
@@ -196,70 +243,92 @@ export interface WatchRolloutResponse {
 
 /** The request of RolloutService.PauseRollout. */
 export interface PauseRolloutRequest {
+  /** The rollout to pause. */
   rolloutId: string;
+  /** Why, for the audit trail. */
   reason: string;
 }
 
 /** The answer of RolloutService.PauseRollout. */
 export interface PauseRolloutResponse {
+  /** The rollout, paused. */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.ResumeRollout. */
 export interface ResumeRolloutRequest {
+  /** The paused rollout. */
   rolloutId: string;
 }
 
 /** The answer of RolloutService.ResumeRollout. */
 export interface ResumeRolloutResponse {
+  /** The rollout, running again. */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.AbortRollout. */
 export interface AbortRolloutRequest {
+  /** The rollout to abort. */
   rolloutId: string;
+  /** Why, for the audit trail. */
   reason: string;
 }
 
 /** The answer of RolloutService.AbortRollout. */
 export interface AbortRolloutResponse {
+  /** The rollout, aborted. */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.RollbackRollout. */
 export interface RollbackRolloutRequest {
+  /** The rollout whose patch is to be reverted. */
   rolloutId: string;
+  /** Why, for the audit trail. */
   reason: string;
 }
 
 /** The answer of RolloutService.RollbackRollout. */
 export interface RollbackRolloutResponse {
+  /** The rollout, rolling back. */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.ApproveRollout. */
 export interface ApproveRolloutRequest {
+  /** The rollout waiting for approval. */
   rolloutId: string;
   /**
    * The wave being approved; FAILED_PRECONDITION unless that wave is the one waiting,
    * so a stale screen cannot approve the wrong wave.
    */
   waveIndex: number;
+  /** The approver's words, for the audit trail. */
   comment: string;
 }
 
 /** The answer of RolloutService.ApproveRollout. */
 export interface ApproveRolloutResponse {
+  /** The rollout, its approved wave started. */
   rollout?: Rollout | undefined;
 }
 
 /** The request of RolloutService.Undo. */
 export interface UndoRequest {
-  hostId?: string | undefined;
-  selector?: HostSelector | undefined;
+  /** One host. */
+  hostId?:
+    | string
+    | undefined;
+  /** Every host the selector matches that carries the patch. */
+  selector?:
+    | HostSelector
+    | undefined;
+  /** The patch to remove. */
   patchId: string;
   /** Empty: whatever version of the patch each host carries. */
   version: string;
+  /** Why, for the audit trail. */
   reason: string;
   /** Unset: the dispatcher's default strategy. */
   strategy?:
@@ -267,12 +336,32 @@ export interface UndoRequest {
     | undefined;
   /** Undoing a cumulative (replace) patch loads the previous one again: a downgrade. */
   allowDowngrade: boolean;
+  /** Plan the undo rollout and answer without creating anything. */
   dryRun: boolean;
 }
 
 /** The answer of RolloutService.Undo. */
 export interface UndoResponse {
+  /** The undo rollout (kind UNDO) as created, or as it would be with dry_run. */
   rollout?: Rollout | undefined;
+}
+
+/** The request of RolloutService.ClearQuarantine. */
+export interface ClearQuarantineRequest {
+  /** The host whose agent quarantined the patch. */
+  hostId: string;
+  /** The quarantined patch. */
+  patchId: string;
+  /** Its quarantined version. */
+  version: string;
+  /** Why it is safe to try again (required): kept in the audit trail with the caller. */
+  reason: string;
+}
+
+/** The answer of RolloutService.ClearQuarantine: the agent cleared it. */
+export interface ClearQuarantineResponse {
+  /** The command sent to the agent; QuarantineClearRequested and PatchQuarantineCleared carry it. */
+  commandId: string;
 }
 
 function createBaseHostProgress(): HostProgress {
@@ -1886,6 +1975,131 @@ export const UndoResponse: MessageFns<UndoResponse> = {
   },
 };
 
+function createBaseClearQuarantineRequest(): ClearQuarantineRequest {
+  return { hostId: "", patchId: "", version: "", reason: "" };
+}
+
+export const ClearQuarantineRequest: MessageFns<ClearQuarantineRequest> = {
+  encode(message: ClearQuarantineRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(18).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(26).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearQuarantineRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearQuarantineRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseClearQuarantineResponse(): ClearQuarantineResponse {
+  return { commandId: "" };
+}
+
+export const ClearQuarantineResponse: MessageFns<ClearQuarantineResponse> = {
+  encode(message: ClearQuarantineResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.commandId !== "") {
+      writer.uint32(10).string(message.commandId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClearQuarantineResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClearQuarantineResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
@@ -1967,6 +2181,18 @@ export interface RolloutServiceClient {
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Observable<UndoResponse>;
+
+  /**
+   * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
+   * the host went down soon after applying it), so a later rollout may apply it again. Written
+   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
+   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
+   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
+   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * Access: a token with role operator.
+   */
+
+  clearQuarantine(request: ClearQuarantineRequest, metadata?: Metadata): Observable<ClearQuarantineResponse>;
 }
 
 /**
@@ -2074,6 +2300,21 @@ export interface RolloutServiceController {
    */
 
   undo(request: UndoRequest, metadata?: Metadata): Promise<UndoResponse> | Observable<UndoResponse> | UndoResponse;
+
+  /**
+   * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
+   * the host went down soon after applying it), so a later rollout may apply it again. Written
+   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
+   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
+   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
+   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * Access: a token with role operator.
+   */
+
+  clearQuarantine(
+    request: ClearQuarantineRequest,
+    metadata?: Metadata,
+  ): Promise<ClearQuarantineResponse> | Observable<ClearQuarantineResponse> | ClearQuarantineResponse;
 }
 
 export function RolloutServiceControllerMethods() {
@@ -2089,6 +2330,7 @@ export function RolloutServiceControllerMethods() {
       "rollbackRollout",
       "approveRollout",
       "undo",
+      "clearQuarantine",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);

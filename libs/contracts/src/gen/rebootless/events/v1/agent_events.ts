@@ -6,10 +6,12 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Timestamp } from "../../../google/protobuf/timestamp";
 import { HostFacts, LivePatchState, PatchedFunction, StalledTask } from "./common";
 
 /** Agent: the host joined the fleet, with the key its agent signs its chain with. */
 export interface HostEnrolled {
+  /** The host as its agent saw it at enrolment. */
   facts?:
     | HostFacts
     | undefined;
@@ -19,39 +21,61 @@ export interface HostEnrolled {
 
 /** A new boot id: every live patch is gone. */
 export interface HostBooted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The new boot's id. */
   bootId: string;
+  /** The boot before, as the agent remembered it; empty on its first start. */
   previousBootId: string;
+  /** The kernel release now running (it may differ from the one before the boot). */
   kernelRelease: string;
 }
 
 /** Agent: what /sys/kernel/livepatch shows on the host now. */
 export interface HostInventoryReported {
-  facts?: HostFacts | undefined;
+  /** The host as the agent sees it now. */
+  facts?:
+    | HostFacts
+    | undefined;
+  /** Every live patch the kernel shows, in its stack order, oldest first. */
   patches: LivePatchState[];
 }
 
 /** Agent: the artifact passed every check and the module is being loaded. */
 export interface PatchApplyStarted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module being loaded, as the manifest names it. */
   moduleName: string;
+  /** The verified module's sha256 (BuildSucceeded.artifact_digest). */
   artifactDigest: string;
 }
 
 /** Agent: the patch is enabled and its transition complete. */
 export interface PatchApplied {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module now live. */
   moduleName: string;
+  /** How long the kernel's transition took, from enable to done. */
   transitionMs: string;
   /** The transition was ended with force: the module can never be removed. */
   forced: boolean;
+  /** An atomic-replace patch: the patches below it were disabled by the kernel. */
   replace: boolean;
+  /** The functions the live patch replaces. */
   functions: PatchedFunction[];
   /** What the kernel showed right after the transition. */
   stack: LivePatchState[];
@@ -59,13 +83,19 @@ export interface PatchApplied {
 
 /** Agent: applying failed, at which stage and why; the kernel state after it is reported too. */
 export interface PatchApplyFailed {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's command this answers; empty for a re-apply at boot or the crash-loop guard. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
   /** verify, fetch, load, transition, ... */
   stage: string;
+  /** Why, in a sentence; for the crash-loop guard, "quarantined: " and the reason. */
   error: string;
+  /** The tasks that kept the transition from finishing, when it stalled. */
   stalledTasks: StalledTask[];
   /** True when the transition was reversed and the kernel is as before. */
   reverted: boolean;
@@ -73,34 +103,74 @@ export interface PatchApplyFailed {
 
 /** Agent: the patch was disabled and its module removed. */
 export interface PatchReverted {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's revert command this answers. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module disabled and removed. */
   moduleName: string;
+  /** How long the kernel's transition back took. */
   transitionMs: string;
+  /** What the kernel showed once it was removed. */
   stack: LivePatchState[];
 }
 
 /** Agent: reverting failed, at which stage and why. */
 export interface PatchRevertFailed {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
+  /** The dispatcher's revert command this answers. */
   commandId: string;
+  /** The patch. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** verify, disable, transition, remove, ... */
   stage: string;
+  /** Why, in a sentence. */
   error: string;
+  /** The tasks that kept the transition from finishing, when it stalled. */
   stalledTasks: StalledTask[];
 }
 
 /** Agent: the kernel shows something other than what the agent last reported (a module loaded or removed by hand). */
 export interface DriftDetected {
+  /** The host, as its certificate names it: an agent speaks only for its own. */
   hostId: string;
   /** loaded-by-hand, removed-by-hand, transition-stuck, ... */
   kind: string;
+  /** What differs, in a sentence (which module, since when). */
   detail: string;
+  /** The stack the agent last reported. */
   expected: LivePatchState[];
+  /** The stack the kernel shows now. */
   observed: LivePatchState[];
+}
+
+/**
+ * Agent: an operator's ClearQuarantineCommand took a patch out of quarantine (the crash-loop
+ * guard's PatchApplyFailed at stage crash-loop-guard put it there); the agent applies it again
+ * when a rollout or its next boot asks.
+ */
+export interface PatchQuarantineCleared {
+  /** The host the quarantine was on. */
+  hostId: string;
+  /** The dispatcher's command (QuarantineClearRequested.command_id). */
+  commandId: string;
+  /** The patch no longer quarantined. */
+  patchId: string;
+  /** Its version. */
+  version: string;
+  /** Why the operator cleared it, as the command said. */
+  reason: string;
+  /** Why it had been quarantined, as the agent recorded it then. */
+  quarantineReason: string;
+  /** When it had been quarantined. */
+  quarantinedSince?: Timestamp | undefined;
 }
 
 function createBaseHostEnrolled(): HostEnrolled {
@@ -984,6 +1054,118 @@ export const DriftDetected: MessageFns<DriftDetected> = {
             }
 
             message.observed.push(LivePatchState.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBasePatchQuarantineCleared(): PatchQuarantineCleared {
+  return { hostId: "", commandId: "", patchId: "", version: "", reason: "", quarantineReason: "" };
+}
+
+export const PatchQuarantineCleared: MessageFns<PatchQuarantineCleared> = {
+  encode(message: PatchQuarantineCleared, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(18).string(message.commandId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.quarantineReason !== "") {
+      writer.uint32(50).string(message.quarantineReason);
+    }
+    if (message.quarantinedSince !== undefined) {
+      Timestamp.encode(message.quarantinedSince, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PatchQuarantineCleared {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePatchQuarantineCleared();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.quarantineReason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.quarantinedSince = Timestamp.decode(reader, reader.uint32());
             continue;
           }
         }

@@ -20,14 +20,23 @@ export enum FixSourceKind {
 
 /** Builder: an operator submitted a fix to build for some kernel releases. */
 export interface BuildRequested {
+  /** The build, chosen by the builder (UUIDv7); every later event of it carries it. */
   buildId: string;
+  /** The patch the build will publish, derived from patch_name. */
   patchId: string;
+  /** As submitted, stable across versions, e.g. "cve-2024-1086-nf-tables". */
   patchName: string;
+  /** The version being built; a patch's versions only go up. */
   version: string;
+  /** What the fix does, for people. */
   description: string;
+  /** The CVEs the fix closes. */
   cves: Cve[];
+  /** Build an atomic-replace (cumulative) patch. */
   replace: boolean;
+  /** The kernel releases (`uname -r`) to build a module for, one each. */
   kernelReleases: string[];
+  /** Whether the fix came as a livepatch module's C source or as a diff. */
   sourceKind: FixSourceKind;
   /** sha256 of the submitted fix, so the audit can tie the build to its input. */
   sourceSha256: string;
@@ -35,21 +44,33 @@ export interface BuildRequested {
 
 /** Builder: one kernel release's module is built, signed and stored. */
 export interface BuildSucceeded {
+  /** The build (BuildRequested.build_id). */
   buildId: string;
+  /** The kernel release this module is for. */
   kernelRelease: string;
+  /** Lower-case hex sha256 of the signed module: its address for FetchArtifact. */
   artifactDigest: string;
-  manifest?: PatchManifest | undefined;
+  /** The module's signed description. */
+  manifest?:
+    | PatchManifest
+    | undefined;
+  /** Ed25519 signature of the encoded manifest by the builder's key, which agents pin. */
   manifestSignature: Uint8Array;
+  /** The kernel functions the fix changes, as the analysis found them. */
   changedFunctions: PatchedFunction[];
+  /** How long this release's build took, from its first stage to stored. */
   durationMs: string;
 }
 
 /** Builder: one kernel release's build failed, at which stage and with what diagnostics. */
 export interface BuildFailed {
+  /** The build (BuildRequested.build_id). */
   buildId: string;
+  /** The kernel release whose build failed. */
   kernelRelease: string;
   /** analyse, fetch-headers, compile, sign, store */
   stage: string;
+  /** What went wrong, one line each: the compiler's or the analysis's words. */
   diagnostics: string[];
   /** The gRPC status code name the failure maps to, e.g. FAILED_PRECONDITION. */
   code: string;
@@ -57,27 +78,41 @@ export interface BuildFailed {
 
 /** One signed module of a published patch, for one kernel release. */
 export interface PublishedArtifact {
+  /** The only kernel release the module loads on. */
   kernelRelease: string;
+  /** Lower-case hex sha256 of the signed module (FetchArtifact). */
   artifactDigest: string;
+  /** The module's vermagic string. */
   vermagic: string;
 }
 
 /** Builder: a patch version is published with its modules, so rollouts may carry it. */
 export interface PatchPublished {
+  /** The patch published. */
   patchId: string;
+  /** The version published. */
   version: string;
+  /** The build that made its modules. */
   buildId: string;
+  /** One signed module per kernel release it was built for. */
   artifacts: PublishedArtifact[];
+  /** The CVEs it fixes: from now on a host on one of these kernels without it is exposed. */
   cves: Cve[];
+  /** An atomic-replace (cumulative) patch: enabling it disables every older live patch. */
   replace: boolean;
+  /** The patch's severity, as its build request gave it. */
   severity: Severity;
+  /** The name it was submitted under (BuildRequested.patch_name). */
   patchName: string;
 }
 
 /** Builder: an operator retracted a patch version; agents refuse it from now on. */
 export interface PatchRetracted {
+  /** The patch retracted. */
   patchId: string;
+  /** The version retracted; other versions of the patch are unaffected. */
   version: string;
+  /** Why, as the operator said it. */
   reason: string;
 }
 

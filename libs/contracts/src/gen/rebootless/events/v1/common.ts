@@ -35,6 +35,7 @@ export enum Severity {
 
 /** Actor says who caused an event (PCI-DSS 10.2.2: user identity and origination). */
 export interface Actor {
+  /** A person, a service or a host (its agent). */
   kind: ActorKind;
   /** A user name, a service name or a host id. */
   id: string;
@@ -46,6 +47,7 @@ export interface Actor {
 export interface Cve {
   /** "CVE-2024-1086" */
   id: string;
+  /** As the advisory rates it; compliance reports filter on it. */
   severity: Severity;
   /** CVSS base score as text ("7.8"), when known. */
   cvssScore: string;
@@ -55,6 +57,7 @@ export interface Cve {
 export interface PatchedFunction {
   /** "vmlinux" or a module name. */
   object: string;
+  /** The function's symbol name, e.g. "cmdline_proc_show". */
   name: string;
   /** Symbol position for duplicate names; 0 means unique. */
   sympos: number;
@@ -62,26 +65,44 @@ export interface PatchedFunction {
 
 /** One version of one patch. */
 export interface PatchRef {
+  /** The patch, e.g. "cve-2024-1086-nf-tables". */
   patchId: string;
+  /** Its version, as the builder published it. */
   version: string;
 }
 
 /** The signed description of one built module (DESIGN.md section 7). */
 export interface PatchManifest {
+  /** The patch this module is a build of. */
   patchId: string;
+  /** The patch version; agents refuse an older one than they run unless allowed. */
   version: string;
+  /** The module's name, as /sys/kernel/livepatch and lsmod show it. */
   moduleName: string;
+  /** The only kernel release (`uname -r`) the module loads on. */
   kernelRelease: string;
+  /** The module's vermagic string; the agent checks it against the running kernel. */
   vermagic: string;
   /** Lower-case hex sha256 of the module file. */
   sha256: string;
+  /** Size of the module file; the agent refuses a download of another size. */
   sizeBytes: string;
+  /** Every function the module replaces. */
   functions: PatchedFunction[];
+  /** An atomic-replace (cumulative) patch: enabling it disables every older live patch. */
   replace: boolean;
+  /** The CVEs the patch fixes. */
   cves: Cve[];
+  /** The patch's severity, as its build request gave it. */
   severity: Severity;
+  /**
+   * What built it, by name: the compiler, the kernel's compiler, make, and each Debian package of
+   * the kernel tree, with their versions.
+   */
   toolchain: { [key: string]: string };
+  /** When the builder built it, RFC 3339 in UTC. */
   builtAt: string;
+  /** What the patch changes, for people. */
   description: string;
 }
 
@@ -92,15 +113,21 @@ export interface PatchManifest_ToolchainEntry {
 
 /** One live patch as the kernel shows it under /sys/kernel/livepatch. */
 export interface LivePatchState {
+  /** The module's name (its directory under /sys/kernel/livepatch). */
   moduleName: string;
+  /** Its `enabled` file: the patch is (being) applied. */
   enabled: boolean;
+  /** Its `transition` file: tasks are still switching to or from the patch. */
   transition: boolean;
   /** Present on 6.11+ kernels. */
   replace?:
     | boolean
     | undefined;
   /** Present on 6.13+ kernels. */
-  stackOrder?: number | undefined;
+  stackOrder?:
+    | number
+    | undefined;
+  /** The functions it replaces, from its sysfs directories. */
   functions: PatchedFunction[];
   /** Objects the patch targets and whether each is patched (6.0+). */
   objectsPatched: { [key: string]: boolean };
@@ -113,17 +140,32 @@ export interface LivePatchState_ObjectsPatchedEntry {
 
 /** What an agent knows about its host. */
 export interface HostFacts {
+  /** The host's id in rebootless: the one its certificate names. */
   hostId: string;
+  /** The host's name (`uname -n`). */
   hostname: string;
+  /** The contents of /etc/machine-id. */
   machineId: string;
+  /** The running kernel's release (`uname -r`), e.g. "6.1.0-18-cloud-amd64". */
   kernelRelease: string;
+  /**
+   * The running kernel's version string (`uname -v`), which carries the distribution's package
+   * version.
+   */
   kernelVersion: string;
+  /** The machine architecture (`uname -m`), e.g. "x86_64". */
   arch: string;
+  /** The distribution, from /etc/os-release PRETTY_NAME. */
   distro: string;
+  /** The current boot's id (/proc/sys/kernel/random/boot_id): a new one means the host rebooted. */
   bootId: string;
+  /** The operator's labels for the host (role, site, ...), which rollouts select on. */
   labels: { [key: string]: string };
+  /** The version of the rebootless agent on the host. */
   agentVersion: string;
+  /** The kernel's taint bitmask (/proc/sys/kernel/tainted); live patches set the K flag. */
   tainted: string;
+  /** The taint flags set, as letters the kernel documents (e.g. "K" for a live patch). */
   taintFlags: string[];
 }
 
@@ -134,10 +176,13 @@ export interface HostFacts_LabelsEntry {
 
 /** A task blocking a livepatch transition, as /proc/<pid>/patch_state and its stack show it. */
 export interface StalledTask {
+  /** The task's process id. */
   pid: number;
+  /** Its command name (/proc/<pid>/comm). */
   comm: string;
   /** The patch state the task is still in (from /proc/<pid>/patch_state). */
   patchState: number;
+  /** Its kernel stack, innermost frame first (/proc/<pid>/stack). */
   stack: string[];
 }
 

@@ -40,8 +40,11 @@ export enum UndoStepAction {
 
 /** Which hosts a rollout, an undo or a report concerns. */
 export interface HostSelector {
+  /** Hosts running one of these kernel releases; empty: any release. */
   kernelReleases: string[];
+  /** Hosts carrying every one of these labels; empty: any labels. */
   labels: { [key: string]: string };
+  /** Exactly these hosts; empty: any host. The criteria given must all match. */
   hostIds: string[];
 }
 
@@ -52,6 +55,7 @@ export interface HostSelector_LabelsEntry {
 
 /** How many hosts a wave takes: a count or a percentage of the selection. */
 export interface WaveSize {
+  /** This many hosts. */
   count?:
     | number
     | undefined;
@@ -63,42 +67,74 @@ export interface WaveSize {
 export interface MaintenanceWindow {
   /** Cron-like weekday list and times in UTC, e.g. days "Sat,Sun", "02:00" to "05:00". */
   days: string;
+  /** When the window opens each listed day, "HH:MM" in UTC. */
   startUtc: string;
+  /** When it closes, "HH:MM" in UTC. */
   endUtc: string;
 }
 
 /** How a rollout proceeds: canary, wave sizes, soak time, failure budget and policy, approvals. */
 export interface RolloutStrategy {
+  /** Hosts that go first, in the canary wave; each must be among the targets. */
   canaryHostIds: string[];
+  /** How many hosts the canary wave takes (at least the canary_host_ids given). */
   canaryCount: number;
+  /**
+   * The waves after the canary, in order: counts summing to the hosts left, or percents summing to
+   * 100.
+   */
   waves: WaveSize[];
+  /** At most this many hosts applying at once; 0: no limit. */
   maxInFlight: number;
+  /** How long to wait after a wave completes before the next starts. */
   soakSeconds: number;
+  /** Failed hosts a wave may have before on_failure applies. */
   waveFailureBudget: number;
+  /** Failed hosts the whole rollout may have before on_failure applies. */
   totalFailureBudget: number;
-  window?: MaintenanceWindow | undefined;
+  /** When commands may be sent; unset: any time. */
+  window?:
+    | MaintenanceWindow
+    | undefined;
+  /** An approver must open the first wave. */
   approvalBeforeFirstWave: boolean;
+  /** An approver must open every wave after the first. */
   approvalBetweenWaves: boolean;
+  /** What happens once a failure budget is spent; unset: pause. */
   onFailure: FailurePolicy;
+  /** How long a host may take to answer a command before it counts as failed; 0: the default (600). */
   applyTimeoutSeconds: number;
+  /** How long an offline host is waited for before it is timed out; 0: the default (3600). */
   offlineDeadlineSeconds: number;
 }
 
 /** One wave as planned when the rollout was created. */
 export interface PlannedWave {
+  /** Its place in the rollout, from 0. */
   index: number;
   /** "canary" or "wave 1", ... */
   name: string;
+  /** The hosts the wave sends commands to. */
   hostIds: string[];
 }
 
 /** Dispatcher: an operator created a rollout, with its planned waves. */
 export interface RolloutCreated {
+  /** The rollout, chosen by the dispatcher (UUIDv7); every later event of it carries it. */
   rolloutId: string;
+  /** The patch rolled out (or undone). */
   patchId: string;
+  /** Its version; for an undo, empty when any version the hosts carry is undone. */
   version: string;
-  selector?: HostSelector | undefined;
-  strategy?: RolloutStrategy | undefined;
+  /** The hosts the operator selected. */
+  selector?:
+    | HostSelector
+    | undefined;
+  /** How it proceeds, with the dispatcher's defaults filled in. */
+  strategy?:
+    | RolloutStrategy
+    | undefined;
+  /** The waves as planned from the hosts matched at creation. */
   waves: PlannedWave[];
   /** Hosts that matched but already carry the patch. */
   skippedHostIds: string[];
@@ -108,6 +144,10 @@ export interface RolloutCreated {
   reason: string;
   /** Carried by every HostApplyRequested of the rollout (CreateRolloutRequest). */
   allowForce: boolean;
+  /**
+   * Carried by every HostApplyRequested of the rollout: agents may load an older version than they
+   * run.
+   */
   allowDowngrade: boolean;
   /** For an undo: the module each host disables, from the ledger's undo plan (host id -> module). */
   undoModules: { [key: string]: string };
@@ -137,11 +177,13 @@ export interface RolloutCreated_UndoPlansEntry {
 
 /** One step of an undo on one host, as the ledger planned it. */
 export interface UndoPlanStep {
+  /** Revert, apply or reboot. */
   action: UndoStepAction;
   /** Empty for a reboot. */
   moduleName: string;
   /** The patch the step loads or disables; empty for a reboot or a module rebootless did not publish. */
   patchId: string;
+  /** The version of that patch. */
   version: string;
   /** Loads an older version than the host runs: the command carries allow_downgrade. */
   downgrade: boolean;
@@ -151,35 +193,53 @@ export interface UndoPlanStep {
 
 /** The steps of one host's undo. */
 export interface UndoHostPlan {
+  /** In the order they are carried out, one at a time. */
   steps: UndoPlanStep[];
 }
 
 /** Dispatcher: an approver approved the rollout's next wave. */
 export interface RolloutApproved {
+  /** The rollout. */
   rolloutId: string;
   /** The wave the approval opens. */
   waveIndex: number;
+  /** Who approved (their token's subject); never the rollout's creator. */
   approver: string;
 }
 
 /** Dispatcher: a wave began; its hosts are sent commands. */
 export interface WaveStarted {
+  /** The rollout. */
   rolloutId: string;
+  /** The wave (PlannedWave.index). */
   waveIndex: number;
+  /** Its hosts still to be sent a command. */
   hostIds: string[];
 }
 
 /** Dispatcher: a host was sent a command to apply a patch. */
 export interface HostApplyRequested {
+  /** The rollout the command is part of. */
   rolloutId: string;
+  /** The host the command went to (its stream). */
   hostId: string;
+  /** Unique; the agent's answering events carry it and it refuses it a second time. */
   commandId: string;
+  /** The patch to apply. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** The module for the host's kernel (PublishedArtifact.artifact_digest). */
   artifactDigest: string;
+  /** The release the host must be running; the agent refuses the command on another. */
   kernelRelease: string;
-  expiresAt?: Timestamp | undefined;
+  /** The agent refuses the command after this instant. */
+  expiresAt?:
+    | Timestamp
+    | undefined;
+  /** The agent may force a stalled transition (the host then needs a reboot). */
   allowForce: boolean;
+  /** The agent may load a version older than the one it runs. */
   allowDowngrade: boolean;
   /** In an undo rollout: which step of the host's plan this command carries out (1-based); 0 otherwise. */
   undoStep: number;
@@ -187,12 +247,19 @@ export interface HostApplyRequested {
 
 /** Dispatcher: a host was sent a command to revert a patch. */
 export interface HostRevertRequested {
+  /** The rollout the command is part of. */
   rolloutId: string;
+  /** The host the command went to (its stream). */
   hostId: string;
+  /** Unique; the agent's answering events carry it and it refuses it a second time. */
   commandId: string;
+  /** The patch to revert. */
   patchId: string;
+  /** Its version. */
   version: string;
+  /** Its module, as /sys/kernel/livepatch names it. */
   moduleName: string;
+  /** The agent refuses the command after this instant. */
   expiresAt?:
     | Timestamp
     | undefined;
@@ -204,27 +271,37 @@ export interface HostRevertRequested {
 
 /** Dispatcher: every host of the wave answered (or timed out). */
 export interface WaveCompleted {
+  /** The rollout. */
   rolloutId: string;
+  /** The wave (PlannedWave.index). */
   waveIndex: number;
+  /** Hosts whose agent reported the command done. */
   succeededHostIds: string[];
+  /** Hosts that failed, refused the command or timed out. */
   failedHostIds: string[];
+  /** Hosts that already carried the patch or left the selection. */
   skippedHostIds: string[];
 }
 
 /** Dispatcher: the rollout was paused, by an operator or by its failure policy. */
 export interface RolloutPaused {
+  /** The rollout. */
   rolloutId: string;
+  /** The operator's reason, or the failure policy's (which budget, which hosts). */
   reason: string;
 }
 
 /** Dispatcher: an operator resumed the rollout. */
 export interface RolloutResumed {
+  /** The rollout. */
   rolloutId: string;
 }
 
 /** Dispatcher: the rollout was aborted; hosts keep what they already applied. */
 export interface RolloutAborted {
+  /** The rollout. */
   rolloutId: string;
+  /** The operator's reason, or the failure policy's, or the patch's retraction. */
   reason: string;
   /** Aborted to roll back: the hosts the rollout patched get HostRevertRequested, newest wave first. */
   rollBack: boolean;
@@ -232,12 +309,17 @@ export interface RolloutAborted {
 
 /** Dispatcher: the last wave completed. */
 export interface RolloutCompleted {
+  /** The rollout. */
   rolloutId: string;
+  /** Hosts that carried out the command. */
   succeeded: number;
+  /** Hosts that failed, refused it or timed out. */
   failed: number;
+  /** Hosts skipped (already carrying the patch, or no longer selected). */
   skipped: number;
   /** The rollout ended by reverting what it had applied (after RolloutAborted with roll_back). */
   rolledBack: boolean;
+  /** Hosts the roll-back reverted. */
   reverted: number;
 }
 
@@ -248,9 +330,11 @@ export interface RolloutCompleted {
  * epoch's key only through a binding a vouched dispatcher key sealed; nothing else binds one.
  */
 export interface AgentKeyBound {
+  /** The host, as its certificate names it. */
   hostId: string;
   /** "agent/<host_id>". */
   producerId: string;
+  /** The agent chain's epoch the key signs. */
   epoch: number;
   /** Raw 32-byte Ed25519 public key the epoch is signed with. */
   publicKey: Uint8Array;
@@ -268,12 +352,34 @@ export interface AgentKeyBound {
  * are findings, never facts. A new epoch bound afterwards (rotation, re-enrolment) is valid.
  */
 export interface AgentKeyRevoked {
+  /** The host whose agent keys are revoked. */
   hostId: string;
   /** "agent/<host_id>". */
   producerId: string;
   /** The epoch revoked; 0 revokes every epoch bound so far. */
   epoch: number;
+  /** Why, as the operator said it. */
   reason: string;
+}
+
+/**
+ * Dispatcher: an operator asked the host's agent to clear a quarantined patch (ClearQuarantine);
+ * written before the command is sent. The actor is the operator; the agent's
+ * PatchQuarantineCleared (same command_id) says it was done.
+ */
+export interface QuarantineClearRequested {
+  /** The host whose agent holds the quarantine. */
+  hostId: string;
+  /** The ClearQuarantineCommand's id; the agent's PatchQuarantineCleared carries it. */
+  commandId: string;
+  /** The quarantined patch. */
+  patchId: string;
+  /** The quarantined version of it. */
+  version: string;
+  /** Why the operator clears it (required), for the audit trail. */
+  reason: string;
+  /** The agent refuses the command after this instant. */
+  expiresAt?: Timestamp | undefined;
 }
 
 function createBaseHostSelector(): HostSelector {
@@ -2237,6 +2343,107 @@ export const AgentKeyRevoked: MessageFns<AgentKeyRevoked> = {
             }
 
             message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseQuarantineClearRequested(): QuarantineClearRequested {
+  return { hostId: "", commandId: "", patchId: "", version: "", reason: "" };
+}
+
+export const QuarantineClearRequested: MessageFns<QuarantineClearRequested> = {
+  encode(message: QuarantineClearRequested, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(18).string(message.commandId);
+    }
+    if (message.patchId !== "") {
+      writer.uint32(26).string(message.patchId);
+    }
+    if (message.version !== "") {
+      writer.uint32(34).string(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(message.expiresAt, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QuarantineClearRequested {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQuarantineClearRequested();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.expiresAt = Timestamp.decode(reader, reader.uint32());
             continue;
           }
         }

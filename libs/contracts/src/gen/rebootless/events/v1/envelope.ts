@@ -15,6 +15,7 @@ import {
   PatchApplied,
   PatchApplyFailed,
   PatchApplyStarted,
+  PatchQuarantineCleared,
   PatchReverted,
   PatchRevertFailed,
 } from "./agent_events";
@@ -25,6 +26,7 @@ import {
   AgentKeyRevoked,
   HostApplyRequested,
   HostRevertRequested,
+  QuarantineClearRequested,
   RolloutAborted,
   RolloutApproved,
   RolloutCompleted,
@@ -43,6 +45,7 @@ import { CallDenied, ChainEpochStarted, ServiceStarted, ServiceStopped } from ".
 export interface Envelope {
   /** The encoded EventBody, kept as bytes so the hash covers exactly what was written. */
   body: Uint8Array;
+  /** sha256(prev_hash || body): links the event to the previous one of its producer's chain. */
   hash: Uint8Array;
   /**
    * Present on every event that ends a publish (a seal). The chain makes a seal
@@ -71,7 +74,11 @@ export interface EventBody {
   type: string;
   /** The Kafka key: host/<id>, rollout/<id>, patch/<id>, build/<id>, producer/<id>. */
   stream: string;
-  occurredAt?: Timestamp | undefined;
+  /** When it happened, by the producer's clock. */
+  occurredAt?:
+    | Timestamp
+    | undefined;
+  /** Who caused it: the operator behind a command, or the service or host that observed it. */
   actor?:
     | Actor
     | undefined;
@@ -79,37 +86,136 @@ export interface EventBody {
   correlationId: string;
   /** The event_id (or command id) that caused this one, if any. */
   causationId: string;
-  producer?: ProducerPosition | undefined;
-  chainEpochStarted?: ChainEpochStarted | undefined;
-  serviceStarted?: ServiceStarted | undefined;
-  serviceStopped?: ServiceStopped | undefined;
-  callDenied?: CallDenied | undefined;
-  buildRequested?: BuildRequested | undefined;
-  buildSucceeded?: BuildSucceeded | undefined;
-  buildFailed?: BuildFailed | undefined;
-  patchPublished?: PatchPublished | undefined;
-  patchRetracted?: PatchRetracted | undefined;
-  rolloutCreated?: RolloutCreated | undefined;
-  rolloutApproved?: RolloutApproved | undefined;
-  waveStarted?: WaveStarted | undefined;
-  hostApplyRequested?: HostApplyRequested | undefined;
-  hostRevertRequested?: HostRevertRequested | undefined;
-  waveCompleted?: WaveCompleted | undefined;
-  rolloutPaused?: RolloutPaused | undefined;
-  rolloutResumed?: RolloutResumed | undefined;
-  rolloutAborted?: RolloutAborted | undefined;
-  rolloutCompleted?: RolloutCompleted | undefined;
-  agentKeyBound?: AgentKeyBound | undefined;
-  agentKeyRevoked?: AgentKeyRevoked | undefined;
-  hostEnrolled?: HostEnrolled | undefined;
-  hostBooted?: HostBooted | undefined;
-  hostInventoryReported?: HostInventoryReported | undefined;
-  patchApplyStarted?: PatchApplyStarted | undefined;
-  patchApplied?: PatchApplied | undefined;
-  patchApplyFailed?: PatchApplyFailed | undefined;
-  patchReverted?: PatchReverted | undefined;
-  patchRevertFailed?: PatchRevertFailed | undefined;
-  driftDetected?: DriftDetected | undefined;
+  /** Where the event sits in its producer's hash chain. */
+  producer?:
+    | ProducerPosition
+    | undefined;
+  /** Every producer: a new epoch of its chain, with the key that signs it. */
+  chainEpochStarted?:
+    | ChainEpochStarted
+    | undefined;
+  /** Every service and agent: it started. */
+  serviceStarted?:
+    | ServiceStarted
+    | undefined;
+  /** Every service and agent: it stopped, and why. */
+  serviceStopped?:
+    | ServiceStopped
+    | undefined;
+  /** Every service: a call it refused (who, what, why). */
+  callDenied?:
+    | CallDenied
+    | undefined;
+  /** Builder: a build was submitted. */
+  buildRequested?:
+    | BuildRequested
+    | undefined;
+  /** Builder: every kernel of a build has a signed module. */
+  buildSucceeded?:
+    | BuildSucceeded
+    | undefined;
+  /** Builder: a build failed, at which stage and why. */
+  buildFailed?:
+    | BuildFailed
+    | undefined;
+  /** Builder: a patch version is available to roll out. */
+  patchPublished?:
+    | PatchPublished
+    | undefined;
+  /** Builder: a patch version must no longer be applied. */
+  patchRetracted?:
+    | PatchRetracted
+    | undefined;
+  /** Dispatcher: a rollout (or undo) was planned. */
+  rolloutCreated?:
+    | RolloutCreated
+    | undefined;
+  /** Dispatcher: an approver released a wave. */
+  rolloutApproved?:
+    | RolloutApproved
+    | undefined;
+  /** Dispatcher: a wave's hosts are being sent commands. */
+  waveStarted?:
+    | WaveStarted
+    | undefined;
+  /** Dispatcher: a host was sent an apply command. */
+  hostApplyRequested?:
+    | HostApplyRequested
+    | undefined;
+  /** Dispatcher: a host was sent a revert command. */
+  hostRevertRequested?:
+    | HostRevertRequested
+    | undefined;
+  /** Dispatcher: every host of a wave answered or timed out. */
+  waveCompleted?:
+    | WaveCompleted
+    | undefined;
+  /** Dispatcher: a rollout was paused. */
+  rolloutPaused?:
+    | RolloutPaused
+    | undefined;
+  /** Dispatcher: a paused rollout goes on. */
+  rolloutResumed?:
+    | RolloutResumed
+    | undefined;
+  /** Dispatcher: a rollout stopped for good (or is being rolled back). */
+  rolloutAborted?:
+    | RolloutAborted
+    | undefined;
+  /** Dispatcher: a rollout ended, every wave done. */
+  rolloutCompleted?:
+    | RolloutCompleted
+    | undefined;
+  /** Dispatcher: an agent's chain key was bound to its host's certificate. */
+  agentKeyBound?:
+    | AgentKeyBound
+    | undefined;
+  /** Dispatcher: an operator revoked agent keys of a host. */
+  agentKeyRevoked?:
+    | AgentKeyRevoked
+    | undefined;
+  /** Issue 21: clearing a quarantine (numbered apart from other additions). */
+  quarantineClearRequested?:
+    | QuarantineClearRequested
+    | undefined;
+  /** Agent: its host joined the fleet. */
+  hostEnrolled?:
+    | HostEnrolled
+    | undefined;
+  /** Agent: its host booted (a new boot id). */
+  hostBooted?:
+    | HostBooted
+    | undefined;
+  /** Agent: what the kernel shows now. */
+  hostInventoryReported?:
+    | HostInventoryReported
+    | undefined;
+  /** Agent: it began applying a patch. */
+  patchApplyStarted?:
+    | PatchApplyStarted
+    | undefined;
+  /** Agent: a patch is live. */
+  patchApplied?:
+    | PatchApplied
+    | undefined;
+  /** Agent: applying a patch failed (or the crash-loop guard quarantined it). */
+  patchApplyFailed?:
+    | PatchApplyFailed
+    | undefined;
+  /** Agent: a patch was disabled and removed. */
+  patchReverted?:
+    | PatchReverted
+    | undefined;
+  /** Agent: reverting a patch failed. */
+  patchRevertFailed?:
+    | PatchRevertFailed
+    | undefined;
+  /** Agent: the kernel shows something it was not told to do. */
+  driftDetected?:
+    | DriftDetected
+    | undefined;
+  /** Agent: an operator took a patch out of its quarantine. */
+  patchQuarantineCleared?: PatchQuarantineCleared | undefined;
 }
 
 function createBaseEnvelope(): Envelope {
@@ -352,6 +458,9 @@ export const EventBody: MessageFns<EventBody> = {
     if (message.agentKeyRevoked !== undefined) {
       AgentKeyRevoked.encode(message.agentKeyRevoked, writer.uint32(2490).fork()).join();
     }
+    if (message.quarantineClearRequested !== undefined) {
+      QuarantineClearRequested.encode(message.quarantineClearRequested, writer.uint32(2562).fork()).join();
+    }
     if (message.hostEnrolled !== undefined) {
       HostEnrolled.encode(message.hostEnrolled, writer.uint32(3202).fork()).join();
     }
@@ -378,6 +487,9 @@ export const EventBody: MessageFns<EventBody> = {
     }
     if (message.driftDetected !== undefined) {
       DriftDetected.encode(message.driftDetected, writer.uint32(3266).fork()).join();
+    }
+    if (message.patchQuarantineCleared !== undefined) {
+      PatchQuarantineCleared.encode(message.patchQuarantineCleared, writer.uint32(3274).fork()).join();
     }
     return writer;
   },
@@ -627,6 +739,14 @@ export const EventBody: MessageFns<EventBody> = {
             message.agentKeyRevoked = AgentKeyRevoked.decode(reader, reader.uint32());
             continue;
           }
+          case 320: {
+            if (tag !== 2562) {
+              break;
+            }
+
+            message.quarantineClearRequested = QuarantineClearRequested.decode(reader, reader.uint32());
+            continue;
+          }
           case 400: {
             if (tag !== 3202) {
               break;
@@ -697,6 +817,14 @@ export const EventBody: MessageFns<EventBody> = {
             }
 
             message.driftDetected = DriftDetected.decode(reader, reader.uint32());
+            continue;
+          }
+          case 409: {
+            if (tag !== 3274) {
+              break;
+            }
+
+            message.patchQuarantineCleared = PatchQuarantineCleared.decode(reader, reader.uint32());
             continue;
           }
         }

@@ -28,6 +28,7 @@ export interface ChainEpochStarted {
   publicKey: Uint8Array;
   /** The epoch this one follows, 0 for a producer's first. */
   previousEpoch: number;
+  /** Why a new epoch: a first start, lost chain state, or a new key. */
   reason: EpochReason;
   /** What the producer knew of its last chain, if anything. */
   detail: string;
@@ -35,10 +36,15 @@ export interface ChainEpochStarted {
 
 /** A service started (PCI-DSS 10.2.1.6: start of the audit trail's producers). */
 export interface ServiceStarted {
+  /** The service's name: builder, dispatcher, ledger, console or agent. */
   service: string;
+  /** Its package version. */
   version: string;
+  /** This run of it (unique per start), so a restart is told apart. */
   instance: string;
+  /** The machine it runs on. */
   hostname: string;
+  /** Its process id. */
   pid: number;
   /** The address its gRPC server listens on. */
   listenAddress: string;
@@ -46,8 +52,11 @@ export interface ServiceStarted {
 
 /** A service or agent stopped, and why (the signal, or the error). */
 export interface ServiceStopped {
+  /** The service's name, as in its ServiceStarted. */
   service: string;
+  /** The run that stopped (ServiceStarted.instance). */
   instance: string;
+  /** Why: the signal (SIGTERM, ...) or the error that stopped it. */
   reason: string;
 }
 
@@ -60,10 +69,13 @@ export interface CallDenied {
   method: string;
   /** UNAUTHENTICATED or PERMISSION_DENIED. */
   code: string;
+  /** Why it was refused, in a sentence (missing token, role, wrong host, ...). */
   reason: string;
   /** Who asked, as far as it is known: token subject, certificate identity, peer address. */
   subject: string;
+  /** The identity the client certificate names (user:cli, host:web-17, ...), if any. */
   certificateIdentity: string;
+  /** The client's address as the server saw it. */
   peer: string;
   /** The host or patch the call named, when it named one. */
   target: string;

@@ -128,6 +128,7 @@ export enum IntegrityFindingKind {
 
 /** Whose code a kernel function runs. An empty module_name means the original kernel code. */
 export interface FunctionCode {
+  /** The module whose code runs; empty: the original kernel code. */
   moduleName: string;
   /** Unset when the module is not one rebootless published (loaded by hand). */
   patch?: PatchRef | undefined;
@@ -135,7 +136,11 @@ export interface FunctionCode {
 
 /** A patched kernel function and whose code runs for it now. */
 export interface LiveFunction {
-  function?: PatchedFunction | undefined;
+  /** The kernel function. */
+  function?:
+    | PatchedFunction
+    | undefined;
+  /** Whose code runs for it now: the topmost enabled patch replacing it, or the original. */
   runs?: FunctionCode | undefined;
 }
 
@@ -143,20 +148,31 @@ export interface LiveFunction {
 export interface StackEntry {
   /** 1 is the oldest (bottom) of the stack. */
   position: number;
+  /** The module, as /sys/kernel/livepatch names it. */
   moduleName: string;
   /** Unset when the module is not one rebootless published. */
-  patch?: PatchRef | undefined;
+  patch?:
+    | PatchRef
+    | undefined;
+  /** Enabled, in transition or disabled. */
   state: StackEntryState;
   /** The direction of a transition: true while enabling, false while disabling. */
   enabled: boolean;
+  /** An atomic-replace (cumulative) patch. */
   replace: boolean;
   /** Ended with force: cannot be removed, only rebooted away. */
   forced: boolean;
+  /** The CVEs the patch fixes, from its publication. */
   cveIds: string[];
+  /** The functions the module replaces. */
   functions: PatchedFunction[];
   /** Who put it there and why. */
-  appliedBy?: Actor | undefined;
+  appliedBy?:
+    | Actor
+    | undefined;
+  /** The rollout whose command put it there; empty when none did (a module loaded by hand). */
   rolloutId: string;
+  /** When it became live, by the agent's report. */
   appliedAt?: Timestamp | undefined;
 }
 
@@ -168,7 +184,9 @@ export interface HostStack {
   functions: LiveFunction[];
   /** For people: e.g. "6.1.0-18-cloud-amd64 + cve-2024-1086-nf-tables 2 (replace)". */
   effectiveKernel: string;
+  /** The kernel release the stack runs on. */
   kernelRelease: string;
+  /** The boot the stack belongs to; a reboot empties it. */
   bootId: string;
   /** When the agent observed this stack. */
   observedAt?: Timestamp | undefined;
@@ -177,13 +195,20 @@ export interface HostStack {
 /** A host as the ledger knows it from its agent's facts: kernel, labels, stack, contact. */
 export interface Host {
   /** As last reported by the agent. */
-  facts?: HostFacts | undefined;
+  facts?:
+    | HostFacts
+    | undefined;
+  /** Its live-patch stack as its agent last observed it. */
   stack?:
     | HostStack
     | undefined;
   /** Some patch was forced: only a reboot removes it. */
   rebootRequired: boolean;
-  enrolledAt?: Timestamp | undefined;
+  /** When it joined the fleet (HostEnrolled). */
+  enrolledAt?:
+    | Timestamp
+    | undefined;
+  /** When the ledger last had an event from its agent. */
   lastSeenAt?:
     | Timestamp
     | undefined;
@@ -195,13 +220,36 @@ export interface Host {
   verdictReasons: string[];
   /**
    * The published, non-retracted patch versions for its kernel it does not run: what
-   * `rebootless upgrade` would roll out to it, oldest publication first.
+   * `rebootless upgrade` would roll out to it, oldest publication first. A version its agent
+   * quarantined is left out (the agent would refuse it); verdict_reasons names it.
    */
   missingPatches: PatchRef[];
+  /**
+   * Patches its agent's crash-loop guard quarantined and no operator cleared since
+   * (RolloutService.ClearQuarantine): the agent refuses to apply them.
+   */
+  quarantined: HostQuarantine[];
+}
+
+/** A patch version a host's agent will not apply until an operator clears it. */
+export interface HostQuarantine {
+  /** The quarantined patch version. */
+  patch?:
+    | PatchRef
+    | undefined;
+  /** Why the agent quarantined it (e.g. the host went down soon after it was applied). */
+  reason: string;
+  /** When the agent recorded it. */
+  since?:
+    | Timestamp
+    | undefined;
+  /** The PatchApplyFailed (stage crash-loop-guard) that recorded it. */
+  eventId: string;
 }
 
 /** The request of LedgerService.GetHost. */
 export interface GetHostRequest {
+  /** The host. */
   hostId: string;
   /** As ListHostsRequest.verdict_deadline_days. */
   verdictDeadlineDays: number;
@@ -209,15 +257,19 @@ export interface GetHostRequest {
 
 /** The answer of LedgerService.GetHost. */
 export interface GetHostResponse {
+  /** The host now. */
   host?: Host | undefined;
 }
 
 /** The request of LedgerService.ListHosts. */
 export interface ListHostsRequest {
+  /** Page size; 0: the server's default. */
   pageSize: number;
+  /** From the previous answer's next_page_token; empty for the first page. */
   pageToken: string;
   /** Filters, all of which must match; empty matches everything. */
   kernelRelease: string;
+  /** Hosts carrying every one of these labels. */
   labels: { [key: string]: string };
   /** Hosts whose stack has this patch id enabled. */
   carriesPatchId: string;
@@ -237,22 +289,33 @@ export interface ListHostsRequest_LabelsEntry {
 
 /** The answer of LedgerService.ListHosts. */
 export interface ListHostsResponse {
+  /** One page of hosts, by host id. */
   hosts: Host[];
+  /** Pass it to get the next page; empty on the last. */
   nextPageToken: string;
 }
 
 /** Where one event sits in the log, so an auditor can fetch and re-verify it. */
 export interface EventPosition {
+  /** The producer whose chain holds the event. */
   producerId: string;
+  /** The chain's epoch. */
   epoch: number;
+  /** The event's place in that epoch, from 1. */
   seq: string;
+  /** The Kafka partition it was read from. */
   partition: number;
+  /** Its offset in that partition. */
   offset: string;
 }
 
 /** One verified event, as the audit trail shows it: who, what, when, from where. */
 export interface AuditRecord {
-  body?: EventBody | undefined;
+  /** The event as its producer signed it. */
+  body?:
+    | EventBody
+    | undefined;
+  /** Where it sits in its chain and in the log. */
   position?:
     | EventPosition
     | undefined;
@@ -264,12 +327,15 @@ export interface AuditRecord {
 
 /** The request of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtRequest {
+  /** The host. */
   hostId: string;
+  /** The instant asked about (required). */
   at?: Timestamp | undefined;
 }
 
 /** The answer of LedgerService.GetHostStackAt. */
 export interface GetHostStackAtResponse {
+  /** The stack as it was then. */
   stack?:
     | HostStack
     | undefined;
@@ -279,11 +345,19 @@ export interface GetHostStackAtResponse {
 
 /** The request of LedgerService.GetHostHistory. */
 export interface GetHostHistoryRequest {
+  /** The host. */
   hostId: string;
   /** Unset bounds are open. */
-  from?: Timestamp | undefined;
-  to?: Timestamp | undefined;
+  from?:
+    | Timestamp
+    | undefined;
+  /** Events at or before this instant. */
+  to?:
+    | Timestamp
+    | undefined;
+  /** Page size; 0: the server's default. */
   pageSize: number;
+  /** From the previous answer's next_page_token; empty for the first page. */
   pageToken: string;
 }
 
@@ -291,22 +365,37 @@ export interface GetHostHistoryRequest {
 export interface GetHostHistoryResponse {
   /** Oldest first. */
   records: AuditRecord[];
+  /** Pass it to get the next page; empty on the last. */
   nextPageToken: string;
 }
 
 /** A published patch version: its CVEs, kernel releases, modules and whether it was retracted. */
 export interface Patch {
+  /** The patch. */
   patchId: string;
+  /** This version of it. */
   version: string;
+  /** The name it was submitted under. */
   patchName: string;
+  /** What it changes, for people. */
   description: string;
+  /** The CVEs it fixes. */
   cves: Cve[];
+  /** Its severity, as its build request gave it. */
   severity: Severity;
+  /** An atomic-replace (cumulative) patch. */
   replace: boolean;
+  /** The build that made its modules. */
   buildId: string;
+  /** One signed module per kernel release. */
   artifacts: PublishedArtifact[];
-  publishedAt?: Timestamp | undefined;
+  /** When the builder published it. */
+  publishedAt?:
+    | Timestamp
+    | undefined;
+  /** An operator retracted it: agents refuse it and rollouts stop sending it. */
   retracted: boolean;
+  /** Why it was retracted; empty otherwise. */
   retractionReason: string;
   /** Hosts with this version enabled now. */
   hostsCarrying: number;
@@ -314,26 +403,35 @@ export interface Patch {
 
 /** The request of LedgerService.ListPatches. */
 export interface ListPatchesRequest {
+  /** Page size; 0: the server's default. */
   pageSize: number;
+  /** From the previous answer's next_page_token; empty for the first page. */
   pageToken: string;
+  /** Only patches fixing this CVE; empty: any. */
   cveId: string;
+  /** Only patches built for this kernel release; empty: any. */
   kernelRelease: string;
+  /** Also retracted versions (left out by default). */
   includeRetracted: boolean;
 }
 
 /** The answer of LedgerService.ListPatches. */
 export interface ListPatchesResponse {
+  /** One page of patch versions. */
   patches: Patch[];
+  /** Pass it to get the next page; empty on the last. */
   nextPageToken: string;
 }
 
 /** The request of RolloutService.GetRollout. */
 export interface GetRolloutRequest {
+  /** The rollout. */
   rolloutId: string;
 }
 
 /** The answer of RolloutService.GetRollout. */
 export interface GetRolloutResponse {
+  /** The rollout as the ledger folded it from the log (the dispatcher's own fold). */
   rollout?:
     | Rollout
     | undefined;
@@ -344,35 +442,46 @@ export interface GetRolloutResponse {
 /** The request of LedgerService.QueryAudit. */
 export interface QueryAuditRequest {
   /** Unset bounds are open. */
-  from?: Timestamp | undefined;
+  from?:
+    | Timestamp
+    | undefined;
+  /** Events at or before this instant. */
   to?:
     | Timestamp
     | undefined;
   /** Filters, all of which must match; empty matches everything. */
   hostId: string;
+  /** Events caused by this user, service or host. */
   actorId: string;
   /** Event type names, e.g. "PatchApplied". */
   types: string[];
   /** A rollout or build id. */
   correlationId: string;
+  /** Events of this producer's chain, e.g. "agent/web-17". */
   producerId: string;
+  /** Also the stored envelope of each event, to re-verify it elsewhere. */
   includeEnvelopes: boolean;
 }
 
 /** The answer of LedgerService.QueryAudit. */
 export interface QueryAuditResponse {
+  /** One event; oldest first (by the time it occurred, then its place in the log). */
   record?: AuditRecord | undefined;
 }
 
 /** One step of an undo plan, in the order the kernel requires. */
 export interface UndoStep {
+  /** Revert, apply or reboot. */
   kind: UndoStepKind;
+  /** The module the step disables or loads; empty for a reboot. */
   moduleName: string;
+  /** The patch version of that module; unset for a reboot or a module rebootless did not publish. */
   patch?:
     | PatchRef
     | undefined;
   /** Loads an older version than the host runs: the command needs allow_downgrade. */
   downgrade: boolean;
+  /** The step in a sentence, for people. */
   detail: string;
   /**
    * Done by the agent as part of the step before (it removes the modules an atomic replace
@@ -383,32 +492,47 @@ export interface UndoStep {
 
 /** What a function runs once the undo is done: an older patch's code or the original. */
 export interface FunctionFallback {
-  function?: PatchedFunction | undefined;
-  runsNow?: FunctionCode | undefined;
+  /** The kernel function. */
+  function?:
+    | PatchedFunction
+    | undefined;
+  /** Whose code runs for it now. */
+  runsNow?:
+    | FunctionCode
+    | undefined;
+  /** Whose code runs once the undo is done (an empty module: the original). */
   runsAfter?: FunctionCode | undefined;
 }
 
 /** The request of LedgerService.PlanUndo. */
 export interface PlanUndoRequest {
+  /** The host to undo on. */
   hostId: string;
+  /** The patch to take off (whatever version the host carries). */
   patchId: string;
 }
 
 /** The answer of LedgerService.PlanUndo. */
 export interface PlanUndoResponse {
+  /** The disable rule of the host's kernel the plan follows. */
   disableOrder: DisableOrder;
   /** In the order to carry them out. */
   steps: UndoStep[];
   /** Every function whose code changes, and what runs once the steps are done. */
   functions: FunctionFallback[];
+  /** Some step is a reboot: a forced patch can only be rebooted away. */
   rebootRequired: boolean;
+  /** What to know before carrying it out (fixes missing between steps, downgrades), in sentences. */
   warnings: string[];
 }
 
 /** The request of LedgerService.ComplianceReport. */
 export interface ComplianceReportRequest {
   /** The reporting period; unset bounds are open. */
-  from?: Timestamp | undefined;
+  from?:
+    | Timestamp
+    | undefined;
+  /** The end of the period. */
   to?:
     | Timestamp
     | undefined;
@@ -432,42 +556,69 @@ export interface ComplianceReportRequest {
 
 /** One host and one CVE: the verdict and the events it rests on. */
 export interface HostCveCompliance {
+  /** The host. */
   hostId: string;
+  /** The CVE. */
   cveId: string;
+  /** The CVE's severity. */
   severity: Severity;
+  /** Compliant, non-compliant or exempt. */
   status: ComplianceStatus;
   /** When the host became exposed (fix published for its kernel, or enrolled later). */
-  exposedSince?: Timestamp | undefined;
+  exposedSince?:
+    | Timestamp
+    | undefined;
+  /** When the fix had to be live: exposed_since plus the deadline days. */
   deadline?:
     | Timestamp
     | undefined;
   /** When a fixing patch became live; unset while still exposed. */
-  fixedAt?: Timestamp | undefined;
+  fixedAt?:
+    | Timestamp
+    | undefined;
+  /** The patch version whose going live fixed it; unset while exposed. */
   fixedBy?:
     | PatchRef
     | undefined;
   /** The events the verdict rests on (exposure opened, fix applied), oldest first. */
   evidenceEventIds: string[];
+  /** The status in a sentence (late by how long, the exemption's reason, ...). */
   reason: string;
 }
 
 /** One CVE on one host in the report: exposure, fix, and whether it met the deadline. */
 export interface CveCompliance {
-  cve?: Cve | undefined;
+  /** The CVE. */
+  cve?:
+    | Cve
+    | undefined;
+  /** The published patch versions that fix it. */
   fixedBy: PatchRef[];
   /** When the first fix was published: the deadline counts from here. */
-  fixPublishedAt?: Timestamp | undefined;
+  fixPublishedAt?:
+    | Timestamp
+    | undefined;
+  /** Hosts in scope whose kernel it affects. */
   hostsAffected: number;
+  /** Of those, hosts where a fix went live within the deadline. */
   hostsPatchedInTime: number;
+  /** Of those, hosts where a fix went live after the deadline. */
   hostsPatchedLate: number;
+  /** Hosts still exposed as of the report's instant. */
   unpatchedHostIds: string[];
 }
 
 /** The answer of LedgerService.ComplianceReport. */
 export interface ComplianceReportResponse {
-  generatedAt?: Timestamp | undefined;
+  /** When the ledger wrote the report. */
+  generatedAt?:
+    | Timestamp
+    | undefined;
+  /** Hosts the report covers. */
   hostsInScope: number;
+  /** Of those, hosts compliant for every CVE in the report. */
   hostsCompliant: number;
+  /** Per CVE, across the hosts in scope. */
   cves: CveCompliance[];
   /** The evidence is only as good as the log: findings from verifying it, 0 when intact. */
   integrityFindings: number;
@@ -475,14 +626,19 @@ export interface ComplianceReportResponse {
   hosts: HostCveCompliance[];
   /** The report written as the request's format asked. */
   rendered: string;
+  /** The instant the report was evaluated at. */
   asOf?: Timestamp | undefined;
 }
 
 /** One problem in the event log: where, which producer, and what is wrong. */
 export interface IntegrityFinding {
+  /** What is wrong. */
   kind: IntegrityFindingKind;
   /** The offending event, or for a gap the first event after it. */
-  position?: EventPosition | undefined;
+  position?:
+    | EventPosition
+    | undefined;
+  /** The finding in a sentence (expected and found values, table and key for a read model). */
   detail: string;
 }
 
@@ -494,8 +650,13 @@ export interface VerifyIntegrityRequest {
 
 /** The answer of LedgerService.VerifyIntegrity. */
 export interface VerifyIntegrityResponse {
-  verifiedAt?: Timestamp | undefined;
+  /** When the check ran. */
+  verifiedAt?:
+    | Timestamp
+    | undefined;
+  /** Events whose hash, chain link and signature were checked. */
   eventsChecked: string;
+  /** Producers whose chains were checked. */
   producersChecked: number;
   /** Empty when the log is intact. */
   findings: IntegrityFinding[];
@@ -505,6 +666,7 @@ export interface VerifyIntegrityResponse {
 export interface VexReportRequest {
   /** The hosts named, narrowed by labels (all must match); at least one of the two is required. */
   hostIds: string[];
+  /** Hosts carrying every one of these labels. */
   labels: { [key: string]: string };
   /** Unset: now. */
   asOf?: Timestamp | undefined;
@@ -517,16 +679,19 @@ export interface VexReportRequest_LabelsEntry {
 
 /** One host's OpenVEX document. */
 export interface VexDocument {
+  /** The host the document is about. */
   hostId: string;
   /** The OpenVEX document, JSON, as a scanner reads it. */
   openvexJson: string;
   /** Its statements by status. */
   fixed: number;
+  /** Statements with status affected: CVEs the host is exposed to. */
   affected: number;
 }
 
 /** The answer of LedgerService.VexReport: one document per selected host with statements. */
 export interface VexReportResponse {
+  /** One per selected host with statements. */
   documents: VexDocument[];
   /**
    * Selected hosts without any CVE rebootless publishes a fix for on their kernel: OpenVEX has no
@@ -928,7 +1093,7 @@ export const HostStack: MessageFns<HostStack> = {
 };
 
 function createBaseHost(): Host {
-  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [] };
+  return { rebootRequired: false, online: false, verdict: 0, verdictReasons: [], missingPatches: [], quarantined: [] };
 }
 
 export const Host: MessageFns<Host> = {
@@ -959,6 +1124,9 @@ export const Host: MessageFns<Host> = {
     }
     for (const v of message.missingPatches) {
       PatchRef.encode(v!, writer.uint32(74).fork()).join();
+    }
+    for (const v of message.quarantined) {
+      HostQuarantine.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1046,6 +1214,93 @@ export const Host: MessageFns<Host> = {
             }
 
             message.missingPatches.push(PatchRef.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.quarantined.push(HostQuarantine.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseHostQuarantine(): HostQuarantine {
+  return { reason: "", eventId: "" };
+}
+
+export const HostQuarantine: MessageFns<HostQuarantine> = {
+  encode(message: HostQuarantine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.patch !== undefined) {
+      PatchRef.encode(message.patch, writer.uint32(10).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.since !== undefined) {
+      Timestamp.encode(message.since, writer.uint32(26).fork()).join();
+    }
+    if (message.eventId !== "") {
+      writer.uint32(34).string(message.eventId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostQuarantine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostQuarantine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.patch = PatchRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.since = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.eventId = reader.string();
             continue;
           }
         }

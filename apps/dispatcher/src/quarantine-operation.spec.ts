@@ -1,0 +1,115 @@
+import { dispatcher, events } from '@rebootless/contracts';
+import type { EventDraft } from '@rebootless/events';
+import type { EventPublisher } from '@rebootless/kafka';
+import { AgentConnections } from './agent-connections';
+import { AgentNoAnswerError, HostPreconditionError, InvalidRequestError } from './dispatcher-errors';
+import { QuarantineOperation } from './quarantine-operation';
+
+const ALICE: events.Actor = { kind: events.ActorKind.ACTOR_KIND_USER, id: 'alice', origin: '10.0.0.7' };
+const REQUEST: dispatcher.ClearQuarantineRequest = {
+  hostId: 'web-17',
+  patchId: 'crashy',
+  version: '1',
+  reason: 'PSU fault, not the patch',
+};
+
+/** What happened, in order: events written, commands sent. */
+type Step = { written: EventDraft[] } | { sent: dispatcher.ConnectResponse };
+
+function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => dispatcher.CommandResult | undefined) {
+  const steps: Step[] = [];
+  const agents = new AgentConnections();
+  const publisher = {
+    publish: (drafts: EventDraft[]) => {
+      steps.push({ written: drafts });
+      return Promise.resolve();
+    },
+  } as unknown as EventPublisher;
+  if (agentAnswers) {
+    agents.attach('web-17', {
+      send: (message) => {
+        steps.push({ sent: message });
+        const answer = message.clearQuarantine && agentAnswers(message.clearQuarantine);
+        if (answer) setImmediate(() => agents.answered(answer));
+      },
+      replaced: () => undefined,
+    });
+  }
+  return { steps, operation: new QuarantineOperation(agents, publisher, 50, () => Date.parse('2026-12-06T08:00:00Z')) };
+}
+
+const answer = (
+  command: dispatcher.ClearQuarantineCommand,
+  outcome: dispatcher.CommandOutcome,
+  error = '',
+): dispatcher.CommandResult => ({
+  commandId: command.commandId,
+  outcome,
+  stage: 'clear-quarantine',
+  error,
+  forced: false,
+  stack: [],
+});
+
+describe('QuarantineOperation.clear', () => {
+  it('Given a connected agent that clears it, Then the request is written with the operator and reason before the command goes out', async () => {
+    const { steps, operation } = given((c) => answer(c, dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED));
+    const { commandId } = await operation.clear(REQUEST, ALICE);
+    expect(steps.map((s) => Object.keys(s)[0])).toEqual(['written', 'sent']);
+    const [written] = (steps[0] as { written: EventDraft[] }).written;
+    expect(written).toMatchObject({
+      stream: 'host/web-17',
+      actor: ALICE,
+      payload: {
+        type: 'QuarantineClearRequested',
+        data: { hostId: 'web-17', commandId, patchId: 'crashy', version: '1', reason: 'PSU fault, not the patch' },
+      },
+    });
+    expect((steps[1] as { sent: dispatcher.ConnectResponse }).sent.clearQuarantine).toMatchObject({
+      commandId,
+      patchId: 'crashy',
+      version: '1',
+      reason: 'PSU fault, not the patch',
+      expiresAt: { seconds: String(Date.parse('2026-12-06T08:05:00Z') / 1000), nanos: 0 },
+    });
+  });
+
+  it.each([
+    ['hostId', 'host_id'],
+    ['patchId', 'patch_id'],
+    ['version', 'version'],
+    ['reason', 'reason'],
+  ] as const)('Given no %s, Then it is refused naming %s, and nothing is written or sent', async (field, wire) => {
+    const { steps, operation } = given((c) => answer(c, dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED));
+    const refusal = operation.clear({ ...REQUEST, [field]: ' ' }, ALICE);
+    await expect(refusal).rejects.toThrow(InvalidRequestError);
+    await expect(refusal).rejects.toThrow(new RegExp(`^${wire}: is required`));
+    expect(steps).toEqual([]);
+  });
+
+  it('Given the host’s agent is not connected, Then it is refused at once and nothing is written', async () => {
+    const { steps, operation } = given();
+    await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(
+      new HostPreconditionError(
+        'the agent of web-17 is not connected to this dispatcher: only the agent can clear its quarantine; try again once it is',
+      ),
+    );
+    expect(steps).toEqual([]);
+  });
+
+  it('Given the agent refuses (not quarantined there), Then the caller gets the agent’s words', async () => {
+    const { operation } = given((c) =>
+      answer(c, dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED, 'patch crashy 1 is not quarantined on this host'),
+    );
+    await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(
+      new HostPreconditionError('the agent of web-17 refused: patch crashy 1 is not quarantined on this host'),
+    );
+  });
+
+  it('Given the agent does not answer, Then the caller is told to look at the audit log', async () => {
+    const { operation } = given(() => undefined);
+    const refusal = operation.clear(REQUEST, ALICE);
+    await expect(refusal).rejects.toThrow(AgentNoAnswerError);
+    await expect(refusal).rejects.toThrow(/rebootless audit --host web-17 shows whether it cleared the quarantine$/);
+  });
+});
