@@ -100,6 +100,8 @@ export class ProjectionGate<T> {
   /** The host each command was sent to: an agent may answer only its own host's commands. */
   private readonly commandHosts = new Map<string, string>();
   private out: Finding[] = [];
+  /** Each partition's offset after the last record offered. */
+  private readonly nextOffsets = new Map<number, bigint>();
   /** Agents' keys the dispatcher bound and an operator did not revoke (boundAgentKeys). */
   private readonly agentKeys = new AgentKeyBook();
   /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
@@ -119,6 +121,13 @@ export class ProjectionGate<T> {
 
   /** Feeds one record (in its partition's order); returns what is released and found. */
   offer(record: GateRecord<T>, now: number): GateOutput<T> {
+    // An offset this partition has already given is a re-delivery, not a copy: a consumer group
+    // that lost its coordinator (a broker died) rebalances and gives partitions again from where
+    // nothing was committed. A true copy is the same event at another offset.
+    const at = BigInt(record.offset);
+    const next = this.nextOffsets.get(record.partition);
+    if (next !== undefined && at < next) return { released: [], findings: [] };
+    this.nextOffsets.set(record.partition, at + 1n);
     const { body } = record;
     const producer = body?.producer;
     const held: Held<T> = {
