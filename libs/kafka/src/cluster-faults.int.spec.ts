@@ -122,7 +122,7 @@ describe('the event log when brokers die', () => {
     }
 
     // Each producer writes batches of 20 in a loop until told to stop; what Kafka acknowledged
-    // is remembered by event id, and a batch it refused is left for the next publish to settle.
+    // is remembered by event id; a publish rejects only for a batch its settling withdrew.
     const acked = new Map<string, string>();
     let refused = 0;
     let n = 0;

@@ -33,6 +33,8 @@ export interface EventPublisherOptions {
    * second look. Default 15,000 ms.
    */
   settleGraceMs?: number;
+  /** How long a failed publish keeps trying to settle its batch before it rejects as unknown. Default 120,000 ms. */
+  settleForMs?: number;
 }
 
 export class PublishError extends Error {
@@ -46,6 +48,7 @@ export class PublishError extends Error {
 const SETTLE_BEFORE_MS = 10_000;
 const SETTLE_AFTER_MS = 120_000;
 const DEFAULT_SETTLE_GRACE_MS = 15_000;
+const DEFAULT_SETTLE_FOR_MS = 120_000;
 
 /**
  * Appends events to the producer's hash chain and writes them to Kafka (idempotent producer,
@@ -130,6 +133,13 @@ export class EventPublisher {
    * Writes the drafts, in order, as one batch; resolves once Kafka acknowledged all of them.
    * Calls may overlap: each batch is prepared as soon as the one before it is, and sent
    * after that one is acknowledged, so preparing hides behind the broker's round trip.
+   *
+   * A send that fails (a broker lost, a request timed out) leaves the batch's fate unknown: it
+   * may still land. Before the caller hears, the batch is settled from the log: it resolves if
+   * the batch is in the log after all (kept, or its missing records re-sent), and rejects only
+   * if it was withdrawn (none of it landed), so a caller that decides again after a rejection
+   * never writes one decision twice. Settling is tried for up to `settleForMs`; past that the
+   * rejection says the fate is unknown and the next publish settles it first.
    */
   publish(drafts: EventDraft | readonly EventDraft[]): Promise<ChainedEvent[]> {
     const list = Array.isArray(drafts) ? (drafts as readonly EventDraft[]) : [drafts as EventDraft];
@@ -139,7 +149,42 @@ export class EventPublisher {
       () => undefined,
       () => undefined,
     );
-    return run.then((prepared) => prepared.acknowledged);
+    return run.then(async (prepared) => {
+      try {
+        return await prepared.acknowledged;
+      } catch (err) {
+        const last = prepared.written.at(-1);
+        if (!last || !(await this.landedAfterSettling(prepared.epoch, last.seq, err))) throw err;
+        return prepared.written;
+      }
+    });
+  }
+
+  /** Settles what failed (see publish); whether `seq` of `epoch` is in the log afterwards. */
+  private async landedAfterSettling(epoch: number, seq: number, cause: unknown): Promise<boolean> {
+    const deadline = this.opts.now() + (this.opts.settleForMs ?? DEFAULT_SETTLE_FOR_MS);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // An empty batch: behind the gate, it settles whatever failed before it.
+        const settling = this.gate.then(() => this.prepare([]));
+        this.gate = settling.then(
+          () => undefined,
+          () => undefined,
+        );
+        await settling;
+        break;
+      } catch (err) {
+        if (this.closed || this.opts.now() >= deadline) {
+          throw new PublishError(
+            `${this.opts.producerId} seq ${seq}: the send failed (${(cause as Error).message}) and the log could not be read ` +
+              `to settle it (${(err as Error).message}); its fate is unknown until the next publish settles it`,
+            err,
+          );
+        }
+        await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+      }
+    }
+    return this.ackedHead.epoch === epoch && this.ackedHead.seq >= seq;
   }
 
   /** Waits for what is under way, records a clean state (nothing pending) and disconnects. */
@@ -156,7 +201,9 @@ export class EventPublisher {
    * Runs in call order, behind the gate. Resolves once the batch is prepared and written
    * ahead; its acknowledgement is awaited outside the gate, so the next batch can be prepared.
    */
-  private async prepare(drafts: readonly EventDraft[]): Promise<{ acknowledged: Promise<ChainedEvent[]> }> {
+  private async prepare(
+    drafts: readonly EventDraft[],
+  ): Promise<{ acknowledged: Promise<ChainedEvent[]>; written: ChainedEvent[]; epoch: number }> {
     if (this.failure !== undefined) {
       await this.sending;
       this.unsettled = this.pendingFromInflight();
@@ -165,7 +212,7 @@ export class EventPublisher {
     }
     if (this.stale) await this.renewProducer();
     if (this.unsettled) await this.settle();
-    if (drafts.length === 0) return { acknowledged: Promise.resolve([]) };
+    if (drafts.length === 0) return { acknowledged: Promise.resolve([]), written: [], epoch: this.preparedHead.epoch };
     const { events: written, head } = appendToChain(this.preparedHead, drafts, this.key, this.opts.now);
     const batch = {
       at: this.opts.now(),
@@ -208,7 +255,7 @@ export class EventPublisher {
       this.ackedHead = batch.head;
     });
     this.sending = sent.catch(() => undefined);
-    return { acknowledged: sent.then(() => written) };
+    return { acknowledged: sent.then(() => written), written, epoch: head.epoch };
   }
 
   private pendingFromInflight(): PendingBatch {

@@ -67,9 +67,12 @@ describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', 
     pids.set(2, (await runtime.startClusterNode(options, 2)).pid);
     const result = await stack.result().catch((error: unknown) => ({ ok: false, error: String(error) }));
     if (!result.ok) {
-      const log = path.join(stack.dir, 'data', 'logs', 'dispatcher.log');
-      const tail = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').slice(-40).join('\n') : '';
-      throw new Error(`the stack failed: ${result.error}\n${stack.stderr()}\ndispatcher log:\n${tail}`);
+      const tail = (name: string) => {
+        const log = path.join(stack.dir, 'data', 'logs', `${name}.log`);
+        const lines = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n') : [];
+        return `${name} log:\n${lines.filter((l) => !l.includes('ECONNREFUSED')).slice(-25).join('\n')}`;
+      };
+      throw new Error(`the stack failed: ${result.error}\n${stack.stderr()}\n${tail('dispatcher')}\n${tail('ledger')}`);
     }
     story = result['story'];
   });

@@ -257,6 +257,12 @@ export async function tellStory(options: StoryOptions): Promise<StoryResult> {
     say(`   ${rolloutState(rollout.state)}: ${succeeded}/${hostsOf.length} hosts patched`);
 
     step(`6. Undo on ${plan.undoHostId}`);
+    // The ledger follows the log on its own time (after a broker failover it reads again): the
+    // plan is asked for once the ledger shows the patch live there, as an operator would check.
+    await until(`the ledger shows the patch on ${plan.undoHostId}`, async () => {
+      const hosts = await listHosts(ledgerClient, { carriesPatchId: submitted.patchId });
+      return hosts.some((h) => h.facts?.hostId === plan.undoHostId) ? true : undefined;
+    });
     const undoPlan = await unary<ledger.PlanUndoResponse>(ledgerClient, 'planUndo', {
       hostId: plan.undoHostId,
       patchId: submitted.patchId,
