@@ -10,21 +10,14 @@ import { ChainVerifier, StaticKeyTrust, readEnvelope } from '@rebootless/events'
 import { EventPublisher } from './publisher';
 import { LogRecord, readRange } from './log-reader';
 import { EventsTopicMismatchError, ensureEventsTopic } from './topic';
-
-const runtime = require(path.join(__dirname, '..', '..', '..', 'scripts', 'kafka-runtime.cjs')) as {
-  findFreePorts(count: number): Promise<number[]>;
-  startCluster(o: object): Promise<{ brokers: string; nodes: { id: number; pid: number }[] }>;
-  startClusterNode(o: object, id: number): Promise<{ id: number; pid: number }>;
-  stopCluster(o: object): Promise<unknown>;
-};
+import { type TestCluster, startTestCluster } from '@rebootless/testing';
 
 jest.setTimeout(600_000);
 
 const TOPIC = 'rebootless.events.v1';
-let dir: string;
-let options: { dataDir: string; ports: { port: number; controllerPort: number }[]; detached: boolean };
+let cluster: TestCluster;
 let brokers: string[];
-const pids = new Map<number, number>();
+let dir: string;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Short client timeouts, so a frozen broker outlasts them (5 s requests against a 12 s freeze). */
@@ -51,27 +44,13 @@ function draft(n: number) {
 }
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cluster-'));
-  const free = await runtime.findFreePorts(6);
-  options = {
-    dataDir: path.join(dir, 'kafka'),
-    ports: [0, 1, 2].map((i) => ({ port: free[i]!, controllerPort: free[i + 3]! })),
-    detached: false,
-  };
-  const cluster = await runtime.startCluster(options);
-  brokers = cluster.brokers.split(',');
-  for (const n of cluster.nodes) pids.set(n.id, n.pid);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cluster-faults-'));
+  cluster = await startTestCluster();
+  brokers = cluster.brokers;
 });
 
 afterAll(async () => {
-  for (const pid of pids.values()) {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // gone
-    }
-  }
-  if (options) await runtime.stopCluster(options);
+  await cluster?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -146,17 +125,16 @@ describe('the event log when brokers die', () => {
     // Given the producers are writing
     await ackedBy(2_000);
     // When node 2 is SIGKILLed, the others carry on; then it comes back
-    process.kill(pids.get(2)!, 'SIGKILL');
+    cluster.signal(2, 'SIGKILL');
     const atKill = acked.size;
     await ackedBy(atKill + 2_000);
-    const restarted = await runtime.startClusterNode(options, 2);
-    pids.set(2, restarted.pid);
+    await cluster.restart(2);
     await ackedBy(acked.size + 1_000);
     // When node 3 is frozen for longer than the clients' timeouts, then thawed
-    process.kill(pids.get(3)!, 'SIGSTOP');
+    cluster.signal(3, 'SIGSTOP');
     const atFreeze = acked.size;
     await sleep(12_000);
-    process.kill(pids.get(3)!, 'SIGCONT');
+    cluster.signal(3, 'SIGCONT');
     await ackedBy(acked.size + 1_000);
     writing = false;
     await Promise.all(writers);
@@ -184,7 +162,7 @@ describe('the event log when brokers die', () => {
         records.push(r);
         if (records.length === Math.floor(total / 2)) {
           half = records.length;
-          process.kill(pids.get(1)!, 'SIGKILL');
+          cluster.signal(1, 'SIGKILL');
         }
       },
     });

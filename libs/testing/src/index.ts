@@ -5,3 +5,4 @@ export * from './trace-view';
 export * from './fleet/rig';
 export * from './fleet/simulated-fleet';
 export * from './prometheus';
+export * from './kafka-cluster';

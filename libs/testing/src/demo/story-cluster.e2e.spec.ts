@@ -5,47 +5,29 @@
 // and no host may have been asked twice to apply a patch in a rollout.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeEvent } from '@rebootless/events';
 import { kafkaClient } from '@rebootless/kafka';
 import { readWholeTopic } from '../kafka';
-import { REPO_ROOT } from '../process';
+import { type TestCluster, startTestCluster } from '../kafka-cluster';
 import { type StoryStack, startStoryStack } from './story-stack';
 
 jest.setTimeout(20 * 60_000);
 
-const runtime = require(path.join(REPO_ROOT, 'scripts', 'kafka-runtime.cjs')) as {
-  findFreePorts(count: number): Promise<number[]>;
-  startCluster(o: object): Promise<{ brokers: string; nodes: { id: number; pid: number }[] }>;
-  startClusterNode(o: object, id: number): Promise<{ id: number; pid: number }>;
-  stopCluster(o: object): Promise<unknown>;
-};
-
 const AGENTS = 6;
 
 describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', () => {
-  let dir: string;
-  let options: { dataDir: string; ports: { port: number; controllerPort: number }[]; detached: boolean };
+  let cluster: TestCluster;
   let brokers: string;
   let stack: StoryStack;
   const topic = `test.cluster-story.${randomUUID().slice(0, 8)}`;
-  const pids = new Map<number, number>();
   let killedAt = '';
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let story: any;
 
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-cluster-story-'));
-    const free = await runtime.findFreePorts(6);
-    options = {
-      dataDir: path.join(dir, 'kafka'),
-      ports: [0, 1, 2].map((i) => ({ port: free[i]!, controllerPort: free[i + 3]! })),
-      detached: false,
-    };
-    const cluster = await runtime.startCluster(options);
-    brokers = cluster.brokers;
-    for (const n of cluster.nodes) pids.set(n.id, n.pid);
+    cluster = await startTestCluster();
+    brokers = cluster.brokers.join(',');
 
     stack = await startStoryStack({
       name: 'cluster-story',
@@ -61,16 +43,19 @@ describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', 
       if (Date.now() - begun > 12 * 60_000) throw new Error(`no rollout within 12 minutes:\n${stack.stderr()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    process.kill(pids.get(2)!, 'SIGKILL');
+    cluster.signal(2, 'SIGKILL');
     killedAt = stack.stderr().split('\n').slice(-3).join(' | ');
     await new Promise((r) => setTimeout(r, 5_000));
-    pids.set(2, (await runtime.startClusterNode(options, 2)).pid);
+    await cluster.restart(2);
     const result = await stack.result().catch((error: unknown) => ({ ok: false, error: String(error) }));
     if (!result.ok) {
       const tail = (name: string) => {
         const log = path.join(stack.dir, 'data', 'logs', `${name}.log`);
         const lines = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n') : [];
-        return `${name} log:\n${lines.filter((l) => !l.includes('ECONNREFUSED')).slice(-25).join('\n')}`;
+        return `${name} log:\n${lines
+          .filter((l) => !l.includes('ECONNREFUSED'))
+          .slice(-25)
+          .join('\n')}`;
       };
       throw new Error(`the stack failed: ${result.error}\n${stack.stderr()}\n${tail('dispatcher')}\n${tail('ledger')}`);
     }
@@ -79,8 +64,8 @@ describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', 
 
   afterAll(async () => {
     await stack?.stop();
-    if (options) await runtime.stopCluster(options);
-    for (const d of [dir, stack?.dir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+    await cluster?.stop();
+    if (stack?.dir) fs.rmSync(stack.dir, { recursive: true, force: true });
   });
 
   it('tells the whole story: the rollout completes but for the stalled host, the undo, the PCI report after', () => {
@@ -92,7 +77,22 @@ describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', 
     expect(story.pciAfter).toMatchObject({ hostsInScope: AGENTS, hostsCompliant: AGENTS - 2 });
   });
 
-  it('verifies the ledger with 0 findings: no chain has a gap, a fork or an unsealed tail', () => {
+  it('verifies the ledger with 0 findings: no chain has a gap, a fork or an unsealed tail', async () => {
+    // Each finding names the record it is about: shown with what that record is.
+    const named = (story.verify.details as string[]).flatMap((d) => {
+      const m = /partition_no=(\d+),record_offset=(\d+)/.exec(d);
+      return m ? [{ detail: d, partition: Number(m[1]), offset: m[2]! }] : [];
+    });
+    if (named.length > 0) {
+      const records = await readWholeTopic(kafkaClient(brokers.split(','), 'cluster-story-findings'), topic);
+      for (const n of named) {
+        const r = records.find((x) => x.partition === n.partition && x.offset === n.offset);
+        const body = r?.value ? decodeEvent(r.value).body : undefined;
+        process.stdout.write(
+          `${n.detail}: ${body ? `${body.producer?.producerId} seq ${body.producer?.seq} ${body.type} on ${body.stream}` : 'not found'}\n`,
+        );
+      }
+    }
     expect(story.verify.details).toEqual([]);
     expect(story.verify.findings).toBe(0);
   });

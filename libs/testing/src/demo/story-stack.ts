@@ -29,7 +29,8 @@ export interface StoryStack {
   stdout(): string;
   stderr(): string;
   /** Resolves with the story's JSON result; rejects if the stack exits first or takes over `ms`. */
-  result(ms?: number): Promise<Record<string, unknown> & { ok: boolean; error?: string }>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  result(ms?: number): Promise<any>;
   /** Ctrl-C, as a user stops it; resolves with its exit code. */
   stop(): Promise<number | null>;
 }
@@ -41,7 +42,10 @@ export async function startStoryStack(opts: StoryStackOptions): Promise<StorySta
   const topic = opts.topic ?? (await freshEventsTopic(opts.name, 6));
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(
-      ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) && !key.startsWith('REBOOTLESS_'),
+      ([key]) =>
+        !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) &&
+        !key.startsWith('REBOOTLESS_') &&
+        !key.startsWith('OTEL_'),
     ),
   );
   const child = spawn(
@@ -88,7 +92,7 @@ export async function startStoryStack(opts: StoryStackOptions): Promise<StorySta
         if (Date.now() > deadline) throw new Error(`no story within ${ms / 60_000} minutes:\n${err}`);
         await new Promise((r) => setTimeout(r, 250));
       }
-      return JSON.parse(out.split('\n')[0]!) as Record<string, unknown> & { ok: boolean; error?: string };
+      return JSON.parse(out.split('\n')[0]!);
     },
     async stop() {
       if (child.exitCode !== null) return child.exitCode;

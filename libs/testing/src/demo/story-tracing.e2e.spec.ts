@@ -4,13 +4,9 @@
 // rollout's trace. The story creates the rollout with the rebootless CLI, as an operator would.
 // That trace is then read the way a person's browser reads it, through Zipkin's API: one trace,
 // rooted at the CLI's command, through the dispatcher, the agents, the Kafka records and the ledger. Build first (`npm run build`); Maven fetches the jar once.
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { freshEventsTopic } from '../kafka';
-import { REPO_ROOT, builtEntry } from '../process';
 import { freePort } from '../fleet/rig';
+import { type StoryStack, startStoryStack } from './story-stack';
 
 // Bounds on waiting for real processes (a JVM, a compile, a rollout); they measure nothing.
 jest.setTimeout(15 * 60_000);
@@ -25,66 +21,28 @@ interface ZipkinSpan {
 }
 
 describe('npm start -- --tracing: the rollout’s trace in Zipkin', () => {
-  let dir: string;
-  let stack: ChildProcess | undefined;
-  let stdout = '';
+  let story: StoryStack;
   let stderr = '';
   let zipkinPort: number;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let result: any;
 
   beforeAll(async () => {
-    builtEntry('libs/testing/dist/demo/demo-fleet.js');
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-tracing-e2e-'));
-    const ports = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
     zipkinPort = await freePort();
-    const topic = await freshEventsTopic('tracing', 6);
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(
-        ([key]) =>
-          !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) &&
-          !key.startsWith('REBOOTLESS_') &&
-          !key.startsWith('OTEL_'),
-      ),
-    );
-    stack = spawn(
-      process.execPath,
-      [path.join(REPO_ROOT, 'scripts', 'stack.mjs'), 'up', '--agents', '5', '--tracing', '--json'],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          ...inherited,
-          REBOOTLESS_STACK_DIR: path.join(dir, 'data'),
-          EVENTS_TOPIC: topic,
-          EVENTS_TOPIC_PARTITIONS: '6',
-          BUILDER_GRPC_PORT: String(ports[0]),
-          DISPATCHER_GRPC_PORT: String(ports[1]),
-          LEDGER_GRPC_PORT: String(ports[2]),
-          AGENT_GRPC_PORT: String(ports[3]),
-          CONSOLE_HTTP_PORT: String(ports[4]),
-          ZIPKIN_PORT: String(zipkinPort),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    stack.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    stack.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const deadline = Date.now() + 13 * 60_000;
-    while (!stdout.includes('\n')) {
-      if (stack.exitCode !== null) throw new Error(`the stack exited (${stack.exitCode}):\n${stderr}`);
-      if (Date.now() > deadline) throw new Error(`no story within 13 minutes:\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    result = JSON.parse(stdout.split('\n')[0]!);
+    story = await startStoryStack({
+      name: 'tracing',
+      agents: 5,
+      args: ['--tracing'],
+      env: { ZIPKIN_PORT: String(zipkinPort) },
+    });
+    result = await story.result(13 * 60_000);
+    stderr = story.stderr();
     if (!result.ok) throw new Error(`the stack failed: ${result.error}\n${stderr}`);
   });
 
   afterAll(async () => {
-    if (stack && stack.exitCode === null) {
-      stack.kill('SIGINT');
-      await new Promise((r) => stack!.once('exit', r));
-    }
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    await story?.stop();
+    if (story?.dir) fs.rmSync(story.dir, { recursive: true, force: true });
   });
 
   it('tells the link to the rollout’s trace on Zipkin’s loopback port', () => {
@@ -134,8 +92,7 @@ describe('npm start -- --tracing: the rollout’s trace in Zipkin', () => {
   });
 
   it('Ctrl-C stops Zipkin with the rest', async () => {
-    stack!.kill('SIGINT');
-    await new Promise((r) => stack!.once('exit', r));
+    expect(await story.stop()).toBe(0);
     const answered = await fetch(`http://127.0.0.1:${zipkinPort}/health`).then(
       () => true,
       () => false,

@@ -5,11 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createServer } from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { freshEventsTopic } from '../kafka';
-import { REPO_ROOT, builtEntry } from '../process';
-import { freePort } from '../fleet/rig';
+import { REPO_ROOT } from '../process';
+import { type StoryStack, startStoryStack } from './story-stack';
 
 jest.setTimeout(15 * 60_000);
 
@@ -33,53 +31,19 @@ function alive(pid: number): boolean {
 }
 
 describe('npm start: the story', () => {
+  let story: StoryStack;
   let dir: string;
-  let stack: ChildProcess | undefined;
-  let stdout = '';
+  let stack: ChildProcess;
   let stderr = '';
   let ports: number[];
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let result: any;
 
   beforeAll(async () => {
-    builtEntry('libs/testing/dist/demo/demo-fleet.js');
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rebootless-story-e2e-'));
-    ports = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-    const topic = await freshEventsTopic('story', 6);
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(
-        ([key]) => !/^(BUILDER|DISPATCHER|LEDGER|AGENT|CONSOLE)_/.test(key) && !key.startsWith('REBOOTLESS_'),
-      ),
-    );
-    stack = spawn(
-      process.execPath,
-      [path.join(REPO_ROOT, 'scripts', 'stack.mjs'), 'up', '--agents', String(AGENTS), '--json'],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          ...inherited,
-          REBOOTLESS_STACK_DIR: path.join(dir, 'data'),
-          EVENTS_TOPIC: topic,
-          EVENTS_TOPIC_PARTITIONS: '6',
-          BUILDER_GRPC_PORT: String(ports[0]),
-          DISPATCHER_GRPC_PORT: String(ports[1]),
-          LEDGER_GRPC_PORT: String(ports[2]),
-          AGENT_GRPC_PORT: String(ports[3]),
-          CONSOLE_HTTP_PORT: String(ports[4]),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    stack.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    stack.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    // The one JSON document comes once the story has ended; the stack then stays up.
-    const deadline = Date.now() + 12 * 60_000;
-    while (!stdout.includes('\n')) {
-      if (stack.exitCode !== null) throw new Error(`the stack exited (${stack.exitCode}):\n${stderr}`);
-      if (Date.now() > deadline) throw new Error(`no story within 12 minutes:\n${stderr}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    result = JSON.parse(stdout.split('\n')[0]!);
+    story = await startStoryStack({ name: 'story', agents: AGENTS });
+    ({ dir, child: stack, ports } = story);
+    result = await story.result();
+    stderr = story.stderr();
     if (!result.ok) throw new Error(`the stack failed: ${result.error}\n${stderr}`);
   });
 
@@ -184,7 +148,7 @@ describe('npm start: the story', () => {
     stack!.kill('SIGINT');
     const code = await new Promise((r) => stack!.once('exit', r));
     expect(code).toBe(0);
-    expect(stderr).toContain('stack: everything stopped');
+    expect(story.stderr()).toContain('stack: everything stopped');
     expect(pids.filter(alive)).toEqual([]);
     for (const port of ports) expect(await portFree(port)).toBe(true);
   });
