@@ -62,6 +62,11 @@ export class AgentKeyBook {
     return key === undefined ? undefined : Buffer.from(key, 'hex');
   }
 
+  /** Every key bound to the producer's epochs and not revoked. */
+  keysOf(producerId: string): Uint8Array[] {
+    return [...(this.bound.get(producerId)?.values() ?? [])].map((k) => Buffer.from(k, 'hex'));
+  }
+
   /** Whether any key was revoked at all (most logs: none, and nothing to look up). */
   get revokes(): boolean {
     return this.revoked.size > 0;

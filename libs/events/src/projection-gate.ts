@@ -56,17 +56,17 @@ interface Held<T> {
 }
 
 export interface ProjectionGateOptions {
+  /**
+   * Service producers' keys (configuration). Agents' keys never come from it: they count only
+   * through a released `AgentKeyBound` (the dispatcher's gateway vouches for them at enrolment,
+   * having verified the host's certificate) and stop counting at `AgentKeyRevoked`. An agent
+   * epoch waits for its binding as an unsealed tail waits for its seal, and becomes an
+   * `unknown-producer-key` finding after the same timeout.
+   */
   trust: KeyTrust;
   /** How long a chain's unsealed tail may wait for its seal before it becomes a finding. */
   unsealedTimeoutMs: number;
   verdicts?: SealVerdicts;
-  /**
-   * Agents' keys count only through a released `AgentKeyBound` (the dispatcher vouches for
-   * them at enrolment) and stop counting at `AgentKeyRevoked`; `trust` then answers for
-   * services only. An agent epoch waits for its binding as an unsealed tail waits for its seal,
-   * and becomes an `unknown-producer-key` finding after the same timeout.
-   */
-  boundAgentKeys?: boolean;
 }
 
 /** Service keys from the reader's trust; agents' keys from the bindings the gate released. */
@@ -100,14 +100,13 @@ export class ProjectionGate<T> {
   /** The host each command was sent to: an agent may answer only its own host's commands. */
   private readonly commandHosts = new Map<string, string>();
   private out: Finding[] = [];
-  /** Agents' keys the dispatcher bound and an operator did not revoke (boundAgentKeys). */
+  /** Agents' keys the dispatcher bound and an operator did not revoke. */
   private readonly agentKeys = new AgentKeyBook();
   /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
   private newlyBound = new Set<string>();
 
   constructor(private readonly opts: ProjectionGateOptions) {
-    const trust = opts.boundAgentKeys ? new BoundAgentTrust(opts.trust, this.agentKeys) : opts.trust;
-    this.verifier = new ChainVerifier(trust, opts.verdicts, (producerId, epoch, from, to) =>
+    this.verifier = new ChainVerifier(new BoundAgentTrust(opts.trust, this.agentKeys), opts.verdicts, (producerId, epoch, from, to) =>
       this.sealed(chainOf(producerId, epoch), from, to),
     );
   }
@@ -115,6 +114,16 @@ export class ProjectionGate<T> {
   /** The raw key the verifier checks the epoch's seals with, once vouched for. */
   keyOf(producerId: string, epoch: number): Uint8Array | undefined {
     return this.verifier.keyOf(producerId, epoch);
+  }
+
+  /**
+   * The agent keys bound so far and not revoked (of `epoch`, or of every epoch): what a
+   * re-verification of the whole log may vouch for agents with.
+   */
+  boundAgentKeys(producerId: string, epoch?: number): readonly Uint8Array[] {
+    if (epoch === undefined) return this.agentKeys.keysOf(producerId);
+    const key = this.agentKeys.keyFor(producerId, epoch);
+    return key ? [key] : [];
   }
 
   /** Feeds one record (in its partition's order); returns what is released and found. */
@@ -272,7 +281,7 @@ export class ProjectionGate<T> {
   /** The revoked key the record's agent epoch is signed with, if it is revoked. */
   private revokedKeyOf(body: events.EventBody | undefined): Uint8Array | undefined {
     const p = body?.producer;
-    if (!this.opts.boundAgentKeys || !this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/'))
+    if (!this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/'))
       return undefined;
     const key = this.verifier.keyOf(p.producerId, p.epoch);
     return key && this.agentKeys.isRevoked(p.producerId, key) ? key : undefined;
@@ -297,7 +306,7 @@ export class ProjectionGate<T> {
    * binding that binds nothing (a finding, kept out of the read models).
    */
   private learn(body: events.EventBody | undefined, pos: RecordPosition): boolean {
-    if (!this.opts.boundAgentKeys || !body) return true;
+    if (!body) return true;
     if (body.agentKeyBound) {
       const why = this.agentKeys.bind(body.agentKeyBound);
       if (why)

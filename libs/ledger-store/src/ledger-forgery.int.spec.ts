@@ -8,7 +8,7 @@ import { LedgerDatabase } from './database';
 import { LedgerConsumer, replayLag } from './ledger-consumer';
 import { complianceReport } from './planning';
 import { LedgerQueries } from './queries';
-import { LogWriter, ScriptedProducer, createScratchDatabase } from './scripted-log';
+import { LogWriter, ScriptedProducer, agentKeyBound, createScratchDatabase } from './scripted-log';
 
 const kafka = testKafka('ledger-forgery-test');
 const DAY = 86_400_000;
@@ -137,6 +137,8 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
   let topic = '';
   let writer: LogWriter;
   const builder = new ScriptedProducer('builder');
+  // The gateway that verified each host's certificate at enrolment and bound its agent's key.
+  const dispatcher = new ScriptedProducer('dispatcher');
   const web2 = new Host('web-02');
   const web3 = new Host('web-03');
   const evil = new Host('evil-01');
@@ -170,7 +172,8 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
     writer = await LogWriter.open(kafka, topic);
     await writer.send(builder.start(day(0)));
     await writer.send(builder.write([published('nft-verdict', 'lp_nft_1'), published('tcp-ack', 'lp_tcp_1', [])]));
-    for (const h of [web2, web3, evil]) await writer.send(h.enroll());
+    await writer.send(dispatcher.start(day(0)));
+    for (const h of [web2, web3, evil]) await writer.send([...agentKeyBound(dispatcher, h.chain, day(1)), ...h.enroll()]);
     // web-02 is fixed (nft), web-03 is not: the PCI rows to keep.
     await writer.send(web2.chain.write([web2.appliedDraft(day(2), 'web-02', 'nft-verdict', 'lp_nft_1', ['lp_nft_1'])]));
     if (dialect === 'postgres') {
@@ -187,7 +190,10 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
       kafka,
       db,
       topic,
-      serviceKeys: new Map([['builder', [builder.key.rawPublicKey]]]),
+      serviceKeys: new Map([
+        ['builder', [builder.key.rawPublicKey]],
+        ['dispatcher', [dispatcher.key.rawPublicKey]],
+      ]),
       unsealedTailTimeoutMs: UNSEALED_TIMEOUT_MS,
     });
     await consumer.start();
