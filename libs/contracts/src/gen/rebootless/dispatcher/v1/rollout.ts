@@ -293,7 +293,7 @@ export interface RevokeAgentKeyResponse {
     | undefined;
   /** The epochs whose keys were revoked, oldest first. */
   epochs: number[];
-  /** Each revoked key's fingerprint (the first 16 hex digits of its SHA-256), in the order of epochs. */
+  /** Each revoked key's fingerprint (the first 16 hex digits of the raw key), in the order of epochs. */
   keyFingerprints: string[];
 }
 
