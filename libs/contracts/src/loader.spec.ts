@@ -31,6 +31,7 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
       'RollbackRollout',
       'ApproveRollout',
       'Undo',
+      'RevokeAgentKey',
     ],
     agentGateway: ['Connect'],
     agentControl: ['GetStatus'],

@@ -1,6 +1,6 @@
 import { events } from '@rebootless/contracts';
 import { AgentKeyBook } from './agent-key-book';
-import { authorityViolation, producerOf } from './producer-authority';
+import { authorityViolation, commandAnswered, producerOf } from './producer-authority';
 import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
 import { ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
@@ -278,6 +278,18 @@ export class ProjectionGate<T> {
     if (chain?.get(h.seq) === h) chain.delete(h.seq);
   }
 
+  /**
+   * Checked again on release: a command still waiting for its seal when its answer was offered
+   * is known by now if it sits before the answer in the same partition, as a host's commands do.
+   */
+  private answersAnotherHost(body: events.EventBody | undefined): string | undefined {
+    if (!body || this.commandHosts.size === 0) return undefined;
+    const command = commandAnswered(body);
+    const to = command ? this.commandHosts.get(command) : undefined;
+    if (to === undefined) return undefined;
+    return authorityViolation(body, (id) => this.commandHosts.get(id));
+  }
+
   /** The revoked key the record's agent epoch is signed with, if it is revoked. */
   private revokedKeyOf(body: events.EventBody | undefined): Uint8Array | undefined {
     const p = body?.producer;
@@ -350,7 +362,20 @@ export class ProjectionGate<T> {
           this.out.push(this.revokedFinding(h.record, revoked));
           continue;
         }
-        if (!this.learn(h.record.body, { partition: h.record.partition, offset: h.record.offset })) continue;
+        const pos = { partition: h.record.partition, offset: h.record.offset };
+        const misanswered = this.answersAnotherHost(h.record.body);
+        if (misanswered) {
+          this.out.push({
+            kind: 'unauthorized',
+            producerId: h.record.body?.producer?.producerId,
+            epoch: h.record.body?.producer?.epoch,
+            seq: h.seq,
+            position: pos,
+            detail: `${misanswered}; it is kept out of the read models`,
+          });
+          continue;
+        }
+        if (!this.learn(h.record.body, pos)) continue;
         released.push(h.record);
         const cmd = h.record.body?.hostApplyRequested ?? h.record.body?.hostRevertRequested;
         if (cmd?.commandId) this.commandHosts.set(cmd.commandId, cmd.hostId);
