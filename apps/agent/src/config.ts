@@ -93,7 +93,7 @@ export const agentSettings = {
     default: 'gateway',
     description:
       "gateway: relay events through the dispatcher, whose gateway binds the agent's key (AgentKeyBound); " +
-      'kafka: write them straight to KAFKA_BROKERS, where no reader counts them, as nobody vouched for the key (tests that read the agent\'s own output)',
+      "kafka: write them straight to KAFKA_BROKERS, where no reader counts them, as nobody vouched for the key (tests that read the agent's own output)",
   }),
   reapply: setting({
     env: 'AGENT_REAPPLY',

@@ -93,7 +93,6 @@ export interface RolloutEngineOptions {
 
 export type RolloutWatcher = (rollout: dispatcher.Rollout, eventType: string) => void;
 
-
 export class RolloutEngine {
   readonly fleet = new Fleet();
   readonly catalog = new PatchCatalog();
@@ -249,14 +248,23 @@ export class RolloutEngine {
       throw new AgentKeyNotFoundError(
         epoch === 0
           ? `no agent key of host ${hostId} is bound (or every one is revoked already): the gateway binds one when the host's agent first relays`
-          : `no agent key of host ${hostId} is bound for epoch ${epoch} (bound: ${this.agentKeys.boundEpochs(producerId).map((b) => b.epoch).join(', ') || 'none'})`,
+          : `no agent key of host ${hostId} is bound for epoch ${epoch} (bound: ${
+              this.agentKeys
+                .boundEpochs(producerId)
+                .map((b) => b.epoch)
+                .join(', ') || 'none'
+            })`,
       );
     const revoked: events.AgentKeyRevoked = { hostId, producerId, epoch, reason };
     await this.opts.publisher.publish([
       { stream: `host/${hostId}`, actor, payload: { type: 'AgentKeyRevoked', data: revoked } },
     ]);
     this.agentKeys.revoke(revoked);
-    return { revoked, epochs: bound.map((b) => b.epoch), keyFingerprints: bound.map((b) => keyFingerprint(b.publicKey)) };
+    return {
+      revoked,
+      epochs: bound.map((b) => b.epoch),
+      keyFingerprints: bound.map((b) => keyFingerprint(b.publicKey)),
+    };
   }
 
   private noteCommand(e: RolloutEvent): void {

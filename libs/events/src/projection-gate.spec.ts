@@ -15,23 +15,27 @@ const dispatcherKey = generateSigningKey();
 // reader starts with evil-01's epoch 1 bound, on a partition of its own.
 const trust = new StaticKeyTrust().vouch('builder', key.rawPublicKey).vouch('dispatcher', dispatcherKey.rawPublicKey);
 const BINDING_PARTITION = 99;
-const evilBound = appendToChain(startEpoch('dispatcher', 1), [
-  { ...epochStart(dispatcherKey), stream: 'producer/dispatcher' },
-  {
-    stream: 'host/evil-01',
-    payload: {
-      type: 'AgentKeyBound',
-      data: {
-        hostId: 'evil-01',
-        producerId: 'agent/evil-01',
-        epoch: 1,
-        publicKey: agentKey.rawPublicKey,
-        certificateFingerprint: '',
-        certificateIdentity: 'evil-01',
+const evilBound = appendToChain(
+  startEpoch('dispatcher', 1),
+  [
+    { ...epochStart(dispatcherKey), stream: 'producer/dispatcher' },
+    {
+      stream: 'host/evil-01',
+      payload: {
+        type: 'AgentKeyBound',
+        data: {
+          hostId: 'evil-01',
+          producerId: 'agent/evil-01',
+          epoch: 1,
+          publicKey: agentKey.rawPublicKey,
+          certificateFingerprint: '',
+          certificateIdentity: 'evil-01',
+        },
       },
     },
-  },
-], dispatcherKey).events;
+  ],
+  dispatcherKey,
+).events;
 
 function bodyOf(value: Uint8Array): events.EventBody {
   const l = scanEnvelope(Buffer.from(value), new EnvelopeLayout());

@@ -106,8 +106,10 @@ export class ProjectionGate<T> {
   private newlyBound = new Set<string>();
 
   constructor(private readonly opts: ProjectionGateOptions) {
-    this.verifier = new ChainVerifier(new BoundAgentTrust(opts.trust, this.agentKeys), opts.verdicts, (producerId, epoch, from, to) =>
-      this.sealed(chainOf(producerId, epoch), from, to),
+    this.verifier = new ChainVerifier(
+      new BoundAgentTrust(opts.trust, this.agentKeys),
+      opts.verdicts,
+      (producerId, epoch, from, to) => this.sealed(chainOf(producerId, epoch), from, to),
     );
   }
 
@@ -293,8 +295,7 @@ export class ProjectionGate<T> {
   /** The revoked key the record's agent epoch is signed with, if it is revoked. */
   private revokedKeyOf(body: events.EventBody | undefined): Uint8Array | undefined {
     const p = body?.producer;
-    if (!this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/'))
-      return undefined;
+    if (!this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/')) return undefined;
     const key = this.verifier.keyOf(p.producerId, p.epoch);
     return key && this.agentKeys.isRevoked(p.producerId, key) ? key : undefined;
   }

@@ -260,7 +260,6 @@ export class LedgerConsumer {
     bodies: (events.EventBody | undefined)[],
   ): Promise<void> {
     const began = performance.now();
-    const resume = this.resumeAt.get(partition) ?? 0n;
     let projected = 0;
     const moved = new Set<number>([partition]);
     const now = Date.now();
@@ -291,7 +290,8 @@ export class LedgerConsumer {
       const m = r.item;
       const bound = r.body?.agentKeyBound;
       // The agent_keys read model: the first key the gateway vouched for, per agent.
-      if (bound) this.projection.bindAgentKey(bound.producerId, bound.publicKey, Number(m.timestamp), r.partition, r.offset);
+      if (bound)
+        this.projection.bindAgentKey(bound.producerId, bound.publicKey, Number(m.timestamp), r.partition, r.offset);
       const record = { partition: r.partition, offset: r.offset, envelope: m.value!, body: r.body! };
       if (!this.tracing || Number(m.timestamp) < tracedSince) this.projection.apply(record);
       else {

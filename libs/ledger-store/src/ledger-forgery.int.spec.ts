@@ -173,7 +173,8 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
     await writer.send(builder.start(day(0)));
     await writer.send(builder.write([published('nft-verdict', 'lp_nft_1'), published('tcp-ack', 'lp_tcp_1', [])]));
     await writer.send(dispatcher.start(day(0)));
-    for (const h of [web2, web3, evil]) await writer.send([...agentKeyBound(dispatcher, h.chain, day(1)), ...h.enroll()]);
+    for (const h of [web2, web3, evil])
+      await writer.send([...agentKeyBound(dispatcher, h.chain, day(1)), ...h.enroll()]);
     // web-02 is fixed (nft), web-03 is not: the PCI rows to keep.
     await writer.send(web2.chain.write([web2.appliedDraft(day(2), 'web-02', 'nft-verdict', 'lp_nft_1', ['lp_nft_1'])]));
     if (dialect === 'postgres') {

@@ -88,9 +88,7 @@ async function main(): Promise<void> {
     const f = fleet;
     const agents = [...f.hosts.values()].map((h) => h.agent);
     const pending = () => agents.reduce((n, a) => n + a.pendingEvents, 0);
-    say(
-      `starting ${AGENTS} agents against the dispatcher at ${disp.address} (events relayed)`,
-    );
+    say(`starting ${AGENTS} agents against the dispatcher at ${disp.address} (events relayed)`);
     const t0 = Date.now();
     await f.start(undefined, 200);
     await until(() => f.connectedCount() === AGENTS, 'every agent connected');

@@ -14,10 +14,7 @@ process.on('message', (request: WorkerRequest) => {
   void (async () => {
     if (request.type === 'start') {
       const { builderPublicKey, ...options } = request.options;
-      fleet = new SimulatedFleet(
-        { ...options, builderPublicKey: Buffer.from(builderPublicKey, 'hex') },
-        request.specs,
-      );
+      fleet = new SimulatedFleet({ ...options, builderPublicKey: Buffer.from(builderPublicKey, 'hex') }, request.specs);
       const f = fleet;
       // Counted where the agents are, sent only when it changes.
       let last = -1;

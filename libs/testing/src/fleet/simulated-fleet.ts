@@ -5,11 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import {
-  Agent,
-  GatewayRelaySink,
-  SharedArtifactDownloads,
-} from '@rebootless/agent-runtime';
+import { Agent, GatewayRelaySink, SharedArtifactDownloads } from '@rebootless/agent-runtime';
 import { ArtifactStore } from '@rebootless/artifacts';
 import { SimulatedKernel, type LoadModuleRequest, type StackingRule } from '@rebootless/kernel-model';
 
