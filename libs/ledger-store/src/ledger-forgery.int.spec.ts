@@ -288,4 +288,43 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
     const web3History = await q.getHostHistory({ hostId: 'web-03', pageSize: 0, pageToken: '' });
     expect(web3History.records.map((r) => r.body?.patchApplied?.patchId).filter(Boolean)).toEqual(['tcp-ack']);
   });
+  it("keeps an answer to another host's command out as an unauthorized finding (the command it answers)", async () => {
+    // The dispatcher sends web-02 a command, on web-02's stream; the ledger reads it.
+    await writer.send(
+      dispatcher.write([
+        {
+          stream: 'host/web-02',
+          occurredAt: day(5),
+          payload: {
+            type: 'HostApplyRequested',
+            data: {
+              rolloutId: 'r-web02',
+              hostId: 'web-02',
+              commandId: 'cmd-web02-1',
+              patchId: 'tcp-ack',
+              version: '1',
+              artifactDigest: 'sha256:lp_tcp_1',
+              kernelRelease: K61,
+              allowForce: false,
+              allowDowngrade: false,
+              undoStep: 0,
+            },
+          },
+        },
+      ]),
+    );
+    await caughtUp(consumer, topic);
+    // evil-01, sealed with its own bound key, about itself, answering web-02's command.
+    const answer = evil.appliedDraft(day(5), 'evil-01', 'tcp-ack', 'lp_tcp_1', ['lp_nft_1', 'lp_tcp_1']);
+    (answer.payload.data as { commandId: string }).commandId = 'cmd-web02-1';
+    await writer.send(evil.chain.write([answer]));
+    await caughtUp(consumer, topic);
+
+    const unauthorized = await findings('unauthorized', 'agent/evil-01');
+    expect(unauthorized.map((f) => f.detail)).toContainEqual(
+      expect.stringContaining('it answers command cmd-web02-1, which was sent to web-02, not to evil-01'),
+    );
+    expect(modules((await q.getHost('evil-01')).host?.stack)).toEqual(['lp_nft_1']);
+    expect(modules((await q.getHost('web-02')).host?.stack)).toEqual(['lp_nft_1']);
+  });
 });
