@@ -26,6 +26,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import os from 'node:os';
 
 const require = createRequire(import.meta.url);
 const runtime = require('./kafka-runtime.cjs');
@@ -51,6 +52,16 @@ const SERVICES = [
 const byName = (name) => SERVICES.find((svc) => svc.name === name);
 /** Where the stack's agent serves AgentControl for `rebootless-agent status`, as /run/rebootless/agent.sock on a host. */
 const agentControlSocket = () => path.join(dataDir(byName('agent')), 'control', 'agent.sock');
+/** The stack's own agent speaks for this machine, by the id it takes by default (machine id, else host name). */
+function stackAgentHostId() {
+  try {
+    const id = fs.readFileSync('/etc/machine-id', 'utf8').trim();
+    if (id) return id;
+  } catch {
+    // No machine id: the agent falls back to the host name too.
+  }
+  return os.hostname();
+}
 // The demo fleet is supervised like a service (pid file, log), but it serves nothing itself.
 const FLEET = { name: 'fleet' };
 const ZIPKIN = { name: 'zipkin' };
@@ -342,7 +353,11 @@ async function up() {
   );
   for (const id of [...SERVICES.map((svc) => svc.name)]) {
     await trust.issueCertificate(PKI, { kind: 'service', id });
-    trust.exportParty(PKI, partyDir(`service-${id}`), [{ kind: 'service', id }]);
+    // The agent also holds its host's certificate: it relays its events through the dispatcher's
+    // gateway, which binds its key (no reader counts an agent key the gateway did not bind).
+    const host = id === 'agent' ? [{ kind: 'host', id: stackAgentHostId() }] : [];
+    for (const h of host) await trust.issueCertificate(PKI, h);
+    trust.exportParty(PKI, partyDir(`service-${id}`), [{ kind: 'service', id }, ...host]);
   }
   await trust.issueCertificate(PKI, { kind: 'user', id: 'cli' });
   trust.exportParty(PKI, partyDir('user-cli'), [{ kind: 'user', id: 'cli' }]);
@@ -373,7 +388,11 @@ async function up() {
                   .join(','),
               }
             : svc.name === 'agent'
-              ? { AGENT_CONTROL_SOCKET: agentControlSocket() }
+              ? {
+                  AGENT_CONTROL_SOCKET: agentControlSocket(),
+                  AGENT_HOST_ID: stackAgentHostId(),
+                  AGENT_DISPATCHER_ADDRESS: address(byName('dispatcher')),
+                }
               : {};
       pids.set(svc.name, await startService(svc, kafka.brokers, env));
     }
@@ -393,7 +412,12 @@ async function up() {
   await waitConsole(consolePid);
   say(`console: serving on ${consoleUrl()}`);
 
-  const log = await verifyLog(kafka.brokers, pids);
+  // The agent's ServiceStarted reaches the log once the dispatcher it relays through is up.
+  let log = await verifyLog(kafka.brokers, pids);
+  for (const until = Date.now() + 30_000; log.started.size < SERVICES.length && Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 500));
+    log = await verifyLog(kafka.brokers, pids);
+  }
   for (const s of services) {
     s.producer = log.producerOf.get(s.name);
     s.service_started = log.started.get(s.name) ?? null;

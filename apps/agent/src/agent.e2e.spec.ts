@@ -68,6 +68,8 @@ function startAgent(hostId: string, socket: string, port: number): RunningProces
     AGENT_TRANSITION_TIMEOUT_MS: '2000',
     REBOOTLESS_DATA_DIR: path.join(tmp, hostId),
     EVENTS_TOPIC: topic,
+    // The test gateway relays nothing: the agent's own events are read from Kafka here.
+    AGENT_EVENT_SINK: 'kafka',
   });
   processes.push(agent);
   return agent;

@@ -90,8 +90,10 @@ export const agentSettings = {
   eventSink: setting({
     env: 'AGENT_EVENT_SINK',
     parser: oneOf(['kafka', 'gateway'] as const),
-    default: 'kafka',
-    description: 'kafka: write events to KAFKA_BROKERS; gateway: relay them through the dispatcher',
+    default: 'gateway',
+    description:
+      "gateway: relay events through the dispatcher, whose gateway binds the agent's key (AgentKeyBound); " +
+      "kafka: write them straight to KAFKA_BROKERS, where no reader counts them, as nobody vouched for the key (tests that read the agent's own output)",
   }),
   reapply: setting({
     env: 'AGENT_REAPPLY',

@@ -11,6 +11,7 @@ import { CLI } from './commands';
 import { CommandContext, type Output, type TerminalOutput } from './context';
 import { CliError } from './errors';
 import { CHECK_UNKNOWN, hostsCheck, upgrade } from './fleet-commands';
+import { hostsRevokeKey } from './key-commands';
 import { ExitCode } from './exit-codes';
 import {
   rolloutAbort,
@@ -55,6 +56,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   'hosts show': hostsShow,
   'hosts check': hostsCheck,
   'hosts clear-quarantine': hostsClearQuarantine,
+  'hosts revoke-key': hostsRevokeKey,
   upgrade,
   undo,
   audit,

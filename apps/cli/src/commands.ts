@@ -262,6 +262,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     examples: ['rebootless hosts check --host web-17', 'rebootless hosts check --label role=db --deadline-days 14'],
   },
   {
+    path: ['hosts', 'revoke-key'],
+    summary:
+      'revoke a host’s agent key (a stolen or rebuilt host): the dispatcher refuses its relays and readers keep what it signs afterwards out of the read models (needs the operator role)',
+    positionals: [{ name: 'HOST', help: 'the host id' }],
+    flags: [
+      { name: 'reason', value: 'TEXT', required: true, help: 'why, for the audit trail' },
+      { name: 'epoch', value: 'EPOCH', help: 'only this epoch’s key (default: every key bound so far)' },
+    ],
+    examples: ['rebootless hosts revoke-key web-17 --reason "disk stolen"'],
+  },
+  {
     path: ['hosts', 'show'],
     summary: 'one host: its facts and patch stack (what code runs for each patched function), now or at an instant',
     positionals: [{ name: 'HOST', help: 'the host id' }],

@@ -146,7 +146,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
               try {
                 // The gateway vouches for the agent's epoch key (docs/adr/0012): its binding goes on the
                 // host's stream, sealed, before the epoch start it names, so readers meet it first.
-                this.relay.check(host, envelopes);
+                this.relay.check(host, envelopes, (body) => this.engine.relayRefusal(host, body));
                 const bindings = agentKeyBindings(host, envelopes, {
                   certificateFingerprint,
                   certificateIdentity: certified?.kind === 'host' ? certified.id : '',

@@ -25,7 +25,7 @@ function engineFor(config: DispatcherConfig, publisher: EventPublisher): Rollout
     actor: serviceActor(SERVICE_NAME),
     silenceGraceMs: config.silenceGraceSeconds * 1000,
     tickIntervalMs: config.tickIntervalMs,
-    // Its own chain (its data dir) and the named services' chains; agents' keys as first seen.
+    // Its own chain (its data dir) and the named services' chains; agents' keys only as its gateway bound them.
     serviceKeys: () =>
       serviceKeysFrom([], [config.dataDir, ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d))]),
     unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,

@@ -30,6 +30,9 @@ export class HostPreconditionError extends Error {}
 /** The agent was sent the command and did not answer in time. */
 export class AgentNoAnswerError extends Error {}
 
+/** No key of the host (or of the epoch asked for) is bound: nothing to revoke. */
+export class AgentKeyNotFoundError extends Error {}
+
 export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: RolloutInputError, code: status.INVALID_ARGUMENT, reason: 'INVALID_ROLLOUT' }),
   rule({ type: InvalidRequestError, code: status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' }),
@@ -40,6 +43,7 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
     reason: 'ROLLOUT_NOT_FOUND',
     metadata: (e) => ({ rolloutId: e.rolloutId }),
   }),
+  rule({ type: AgentKeyNotFoundError, code: status.NOT_FOUND, reason: 'AGENT_KEY_NOT_FOUND' }),
   rule({ type: DependencyUnavailableError, code: status.UNAVAILABLE, reason: 'DEPENDENCY_UNAVAILABLE' }),
   rule({ type: PermissionError, code: status.PERMISSION_DENIED, reason: 'RELAY_REFUSED' }),
   rule({ type: RolloutForbiddenError, code: status.PERMISSION_DENIED, reason: 'ROLLOUT_FORBIDDEN' }),

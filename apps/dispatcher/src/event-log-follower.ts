@@ -32,8 +32,8 @@ export interface EventLogFollowerOptions {
   types: ReadonlySet<string>;
   /**
    * Service producers' vouched keys, read again when a producer has none yet (a service started
-   * beside the dispatcher writes its key a moment later); agents' keys are bound on their first
-   * epoch seen.
+   * beside the dispatcher writes its key a moment later). Agents' keys count only through the
+   * AgentKeyBound this dispatcher's gateway wrote (the gate learns them from the log).
    */
   serviceKeys: () => ReadonlyMap<string, readonly Uint8Array[]>;
   /** How long an unsealed tail waits for its seal before it is a finding. */
@@ -44,9 +44,8 @@ export interface EventLogFollowerOptions {
   onFinding(finding: Finding): void;
 }
 
-/** Configured service keys, and agents' keys as first seen (as the ledger binds them). */
+/** Configured service keys; agents' keys are the gate's, from the bindings it released. */
 class FollowerKeyTrust implements KeyTrust {
-  readonly agents = new Map<string, Uint8Array>();
   private services: ReadonlyMap<string, readonly Uint8Array[]>;
   constructor(private readonly load: () => ReadonlyMap<string, readonly Uint8Array[]>) {
     this.services = load();
@@ -54,10 +53,7 @@ class FollowerKeyTrust implements KeyTrust {
 
   keysFor(producerId: string): readonly Uint8Array[] {
     if (!producerId.startsWith('agent/') && !this.services.has(producerId)) this.services = this.load();
-    const service = this.services.get(producerId);
-    if (service) return service;
-    const agent = this.agents.get(producerId);
-    return agent ? [agent] : [];
+    return this.services.get(producerId) ?? [];
   }
 }
 
@@ -140,16 +136,6 @@ export class EventLogFollower {
         const now = Date.now();
         for (const m of batch.messages) {
           const body = m.value ? bodyOf(m.value) : undefined;
-          const producerId = body?.producer?.producerId ?? '';
-          // Trust on first use for agents, as the ledger does, until keys are vouched for at enrolment.
-          const started = body?.chainEpochStarted;
-          if (
-            started &&
-            producerId.startsWith('agent/') &&
-            !trust.agents.has(producerId) &&
-            started.publicKey.length === 32
-          )
-            trust.agents.set(producerId, started.publicKey);
           const value = m.value ?? Buffer.alloc(0);
           handOn(gate.offer({ partition: batch.partition, offset: m.offset, value: m.value, body, item: value }, now));
         }

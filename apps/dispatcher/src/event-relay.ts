@@ -1,6 +1,7 @@
 // Writes the signed envelopes an agent relays over its stream to the event log, byte for byte,
 // keyed by its host, so its facts share a partition with the commands sent to it.
 import type { Kafka, Producer } from 'kafkajs';
+import type { events } from '@rebootless/contracts';
 import { authorityViolation, decodeEvent } from '@rebootless/events';
 import { PermissionError } from './dispatcher-errors';
 
@@ -32,8 +33,16 @@ export class EventRelay {
     });
   }
 
-  /** Throws a PermissionError naming the first envelope that is not the agent's to relay. */
-  check(hostId: string, envelopes: readonly Uint8Array[]): void {
+  /**
+   * Throws a PermissionError naming the first envelope that is not the agent's to relay.
+   * `refusal`: why an envelope may not be relayed (default: the producer authority table alone;
+   * the gateway adds the commands it sent and the keys operators revoked).
+   */
+  check(
+    hostId: string,
+    envelopes: readonly Uint8Array[],
+    refusal: (body: events.EventBody) => string | undefined = (b) => authorityViolation(b),
+  ): void {
     const producerId = `agent/${hostId}`;
     for (const [i, bytes] of envelopes.entries()) {
       let body;
@@ -48,7 +57,7 @@ export class EventRelay {
           `relay_events.envelopes[${i}] belongs to producer ${claimed}; the agent of ${hostId} may relay only ${producerId}`,
         );
       }
-      const why = authorityViolation(body);
+      const why = refusal(body);
       if (why) throw new PermissionError(`relay_events.envelopes[${i}]: ${why}`);
     }
   }

@@ -4,7 +4,16 @@
 // them carries out their effect (sending a command to an agent).
 import type { Kafka } from 'kafkajs';
 import { dispatcher, events, fromTimestamp, toTimestamp } from '@rebootless/contracts';
-import { payloadOf, uuidv7, type EventDraft, type EventPayload } from '@rebootless/events';
+import {
+  AgentKeyBook,
+  authorityViolation,
+  commandAnswered,
+  keyFingerprint,
+  payloadOf,
+  uuidv7,
+  type EventDraft,
+  type EventPayload,
+} from '@rebootless/events';
 import type { EventPublisher } from '@rebootless/kafka';
 import {
   Fleet,
@@ -20,6 +29,7 @@ import {
 } from '@rebootless/rollout';
 import { telemetryStatus, traceFields, withContext, type Context } from '@rebootless/telemetry';
 import { AgentConnections } from './agent-connections';
+import { AgentKeyNotFoundError } from './dispatcher-errors';
 import { EventLogFollower, type FollowedEvent } from './event-log-follower';
 import { RolloutTraces } from './rollout-traces';
 
@@ -46,7 +56,11 @@ const HOST_FACTS = new Set<string>([
   'PatchRevertFailed',
   'DriftDetected',
 ]);
-const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS]);
+/** The gateway's bindings and an operator's revocations: which agent keys may relay. */
+const KEY_EVENTS = new Set<string>(['AgentKeyBound', 'AgentKeyRevoked']);
+const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS, ...KEY_EVENTS]);
+/** Command ids an agent makes up itself (re-applying after a boot): they answer no dispatcher command. */
+const AGENT_OWN_COMMAND = 'at-start/';
 /** The facts a rollout's hosts are judged by (HostEnrolled only feeds the fleet). */
 const ROLLOUT_FACTS = new Set<string>([...HOST_FACTS].filter((t) => t !== 'HostEnrolled'));
 
@@ -84,6 +98,10 @@ export class RolloutEngine {
   readonly catalog = new PatchCatalog();
   readonly book = new RolloutBook();
   readonly agents = new AgentConnections();
+  /** Agent keys as the gateway bound them and operators revoked them (folded from the log). */
+  readonly agentKeys = new AgentKeyBook();
+  /** The host each command was sent to: an agent may answer only its own host's commands. */
+  private readonly commandHosts = new Map<string, string>();
   private readonly now: () => number;
   private readonly producerId: string;
   private follower?: EventLogFollower;
@@ -180,7 +198,10 @@ export class RolloutEngine {
       const contexts = this.traces?.contextsFor(chunk);
       if (!contexts) await this.opts.publisher.publish(drafts);
       else await this.publishIn(contexts, drafts);
-      for (const e of chunk) this.book.evolve(e, { at, actor: by });
+      for (const e of chunk) {
+        this.book.evolve(e, { at, actor: by });
+        this.noteCommand(e);
+      }
       for (const [j, e] of chunk.entries()) this.carryOut(e, contexts?.[j]);
       this.traces?.written(chunk);
       for (const type of new Set(chunk.map((e) => e.type))) this.changed(run?.rolloutId ?? rolloutId, type);
@@ -195,6 +216,65 @@ export class RolloutEngine {
       await withContext(contexts[from]!, () => this.opts.publisher.publish(drafts.slice(from, to)));
       from = to;
     }
+  }
+
+  /**
+   * Why the gateway must refuse to relay `body` for `hostId`, or undefined: the producer
+   * authority table (its own host only, in what it may say), the command it answers (one this
+   * dispatcher sent to that host; docs/adr/0012) and the revocations of its key.
+   */
+  relayRefusal(hostId: string, body: events.EventBody): string | undefined {
+    const why = authorityViolation(body, (id) => this.commandHosts.get(id)) ?? this.agentKeys.revocationOf(body);
+    if (why) return why;
+    const command = commandAnswered(body);
+    if (command && !command.startsWith(AGENT_OWN_COMMAND) && !this.commandHosts.has(command))
+      return `${body.producer?.producerId ?? ''} seq ${body.producer?.seq ?? '?'} (${body.type}): it answers command ${command}, which this dispatcher never sent to ${hostId}`;
+    return undefined;
+  }
+
+  /**
+   * An operator revokes a host's agent key (one epoch's, or every epoch's bound so far): the
+   * revocation is written first, then counts here at once, so the next relay under it is refused.
+   */
+  async revokeAgentKey(
+    hostId: string,
+    epoch: number,
+    reason: string,
+    actor: events.Actor,
+  ): Promise<{ revoked: events.AgentKeyRevoked; epochs: number[]; keyFingerprints: string[] }> {
+    const producerId = `agent/${hostId}`;
+    const bound = this.agentKeys.boundEpochs(producerId).filter((b) => epoch === 0 || b.epoch === epoch);
+    if (bound.length === 0)
+      throw new AgentKeyNotFoundError(
+        epoch === 0
+          ? `no agent key of host ${hostId} is bound (or every one is revoked already): the gateway binds one when the host's agent first relays`
+          : `no agent key of host ${hostId} is bound for epoch ${epoch} (bound: ${
+              this.agentKeys
+                .boundEpochs(producerId)
+                .map((b) => b.epoch)
+                .join(', ') || 'none'
+            })`,
+      );
+    const revoked: events.AgentKeyRevoked = { hostId, producerId, epoch, reason };
+    await this.opts.publisher.publish([
+      { stream: `host/${hostId}`, actor, payload: { type: 'AgentKeyRevoked', data: revoked } },
+    ]);
+    this.agentKeys.revoke(revoked);
+    return {
+      revoked,
+      epochs: bound.map((b) => b.epoch),
+      keyFingerprints: bound.map((b) => keyFingerprint(b.publicKey)),
+    };
+  }
+
+  private noteCommand(e: RolloutEvent): void {
+    if (e.type === 'HostApplyRequested' || e.type === 'HostRevertRequested')
+      this.commandHosts.set(e.data.commandId, e.data.hostId);
+  }
+
+  private foldKey(body: events.EventBody): void {
+    if (body.agentKeyBound) this.agentKeys.bind(body.agentKeyBound);
+    else if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked);
   }
 
   /** A host's agent connected: what was sent to it and not answered goes again, same command id. */
@@ -341,6 +421,10 @@ export class RolloutEngine {
     for (const e of batch) {
       // Our own rollout events were folded when written.
       if (ROLLOUT_EVENTS.has(e.body.type)) continue;
+      if (KEY_EVENTS.has(e.body.type)) {
+        this.foldKey(e.body);
+        continue;
+      }
       this.foldFact(e);
     }
     this.scheduleTick();
@@ -353,22 +437,27 @@ export class RolloutEngine {
    */
   private foldBacklog(backlog: FollowedEvent[]): void {
     const own: FollowedEvent[] = [];
+    const keys: FollowedEvent[] = [];
     const facts: FollowedEvent[] = [];
     for (const e of backlog) {
       if (PATCH_EVENTS.has(e.body.type) || e.body.type === 'HostEnrolled') this.foldFact(e);
       else if (ROLLOUT_EVENTS.has(e.body.type)) {
         if (e.body.producer?.producerId === this.producerId) own.push(e);
-      } else facts.push(e);
+      } else if (KEY_EVENTS.has(e.body.type)) keys.push(e);
+      else facts.push(e);
     }
-    own.sort(
-      (a, b) =>
-        a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq),
-    );
+    const chainOrder = (a: FollowedEvent, b: FollowedEvent) =>
+      a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq);
+    own.sort(chainOrder);
     for (const e of own) {
       const payload = payloadOf(e.body) as RolloutEvent | undefined;
-      if (payload)
-        this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+      if (!payload) continue;
+      this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+      this.noteCommand(payload);
     }
+    // Bindings and revocations in the order the gateway wrote them (a revocation after its binding).
+    keys.sort(chainOrder);
+    for (const e of keys) this.foldKey(e.body);
     facts.sort((a, b) => occurredAt(a.body) - occurredAt(b.body));
     for (const e of facts) this.foldFact(e);
   }

@@ -8,7 +8,7 @@ import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
 import { status } from '@grpc/grpc-js';
-import { DISPATCHER_ERRORS } from './dispatcher-errors';
+import { DISPATCHER_ERRORS, InvalidRequestError } from './dispatcher-errors';
 import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { QuarantineOperation } from './quarantine-operation';
@@ -177,6 +177,16 @@ export class RolloutController implements dispatcher.RolloutServiceController {
       async () => ({ rollout: await this.rollouts.approve(request.rolloutId, request.waveIndex, caller) }),
       caller,
     );
+  }
+
+  revokeAgentKey(request: dispatcher.RevokeAgentKeyRequest, metadata?: Metadata, call?: Call) {
+    return this.answer('RevokeAgentKey', async () => {
+      const hostId = (request.hostId ?? '').trim();
+      const reason = (request.reason ?? '').trim();
+      if (!hostId) throw new InvalidRequestError('host_id', 'is required');
+      if (!reason) throw new InvalidRequestError('reason', 'is required: say why, for the audit trail');
+      return this.engine.revokeAgentKey(hostId, request.epoch ?? 0, reason, callerOf(metadata, call));
+    });
   }
 
   undo(request: dispatcher.UndoRequest, metadata?: Metadata, call?: Call) {

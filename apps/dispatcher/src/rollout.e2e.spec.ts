@@ -115,8 +115,6 @@ function specs(prefix: string, n: number, overrides: Partial<SimulatedHostSpec> 
     hostId: `${prefix}-${String(i).padStart(3, '0')}`,
     kernelRelease: RELEASE,
     labels: { group: prefix },
-    // Half of the hosts deliver their events through the dispatcher's relay, half straight to Kafka.
-    relay: i % 2 === 1,
     ...overrides,
   }));
 }
@@ -128,8 +126,6 @@ async function fleetOf(hosts: SimulatedHostSpec[], start = true): Promise<Simula
       dispatcherAddress,
       builderAddress,
       builderPublicKey: builderKey,
-      kafka,
-      topic,
       agentTransitionTimeoutMs: 3_000,
     },
     hosts,

@@ -102,12 +102,10 @@ beforeAll(async () => {
       dispatcherAddress,
       builderAddress,
       builderPublicKey: builderKey,
-      kafka,
-      topic,
       agentTransitionTimeoutMs: 3_000,
     },
     [
-      { hostId: 'old-0', kernelRelease: RELEASE, labels: { group: 'undo' }, stacking: 'top-only', relay: true },
+      { hostId: 'old-0', kernelRelease: RELEASE, labels: { group: 'undo' }, stacking: 'top-only' },
       { hostId: 'chain-0', kernelRelease: RELEASE, labels: { group: 'undo' } },
     ],
   );

@@ -81,7 +81,8 @@ export const ledgerSettings = {
   trustedProducers: setting({
     env: 'LEDGER_TRUSTED_PRODUCERS',
     parser: producerKeys(),
-    description: "service producers' public keys the ledger vouches for (agents' keys are bound at enrollment)",
+    description:
+      "service producers' public keys the ledger vouches for (agents' keys count only as the dispatcher's gateway bound them at enrolment)",
   }),
   trustedDataDirs: setting({
     env: 'LEDGER_TRUSTED_DATA_DIRS',

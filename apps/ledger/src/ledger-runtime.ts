@@ -56,9 +56,9 @@ export class LedgerRuntime {
     return new LedgerRuntime(config, kafka, db, consumer, queries, serviceKeys);
   }
 
-  /** Trust for re-verifying the whole log: configured services plus every agent key bound so far. */
+  /** Trust for re-verifying the whole log: configured services plus every agent key the gateway bound so far. */
   keyTrust(): LedgerKeyTrust {
-    return new LedgerKeyTrust(this.serviceKeys, this.consumer.projection);
+    return this.consumer.keyTrust();
   }
 
   async close(): Promise<void> {

@@ -80,6 +80,7 @@ describe('the ledger process', () => {
   const main = builtEntry('apps/ledger/dist/main.js');
   let topic: string;
   let builderKey: string;
+  let dispatcherKey: string;
   /** The killed ledger's data dir: its own chain's key is there. */
   let killedDir = '';
   const dirs: string[] = [];
@@ -96,6 +97,7 @@ describe('the ledger process', () => {
     const { serviceKeys } = await writeFleetHistory(writer, { events: EVENTS, hosts: 500 });
     await writer.close();
     builderKey = Buffer.from(serviceKeys.get('builder')![0]!).toString('hex');
+    dispatcherKey = Buffer.from(serviceKeys.get('dispatcher')![0]!).toString('hex');
   }, 300_000);
 
   afterAll(async () => {
@@ -107,7 +109,8 @@ describe('the ledger process', () => {
     KAFKA_BROKERS: process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092',
     EVENTS_TOPIC: topic,
     REBOOTLESS_DATA_DIR: dataDir,
-    LEDGER_TRUSTED_PRODUCERS: `builder=${builderKey}`,
+    // The dispatcher vouches for the agents' keys (its gateway's AgentKeyBound).
+    LEDGER_TRUSTED_PRODUCERS: `builder=${builderKey},dispatcher=${dispatcherKey}`,
     DATABASE_URL: '',
     ...extra,
   });

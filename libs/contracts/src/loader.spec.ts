@@ -32,6 +32,7 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
       'ApproveRollout',
       'Undo',
       'ClearQuarantine',
+      'RevokeAgentKey',
     ],
     agentGateway: ['Connect'],
     agentControl: ['GetStatus'],

@@ -23,7 +23,7 @@ const bodyOf = (value: Uint8Array) => {
 
 /** A reader: a host's stream and the dispatcher's writes about it share partition 0 unless told. */
 class Reader {
-  readonly gate = new ProjectionGate<string>({ trust, unsealedTimeoutMs: TIMEOUT, boundAgentKeys: true });
+  readonly gate = new ProjectionGate<string>({ trust, unsealedTimeoutMs: TIMEOUT });
   readonly released: string[] = [];
   readonly findings: GateOutput<string>['findings'] = [];
   private readonly offsets = new Map<number, number>();

@@ -21,6 +21,8 @@ export class AgentKeyBook {
   private readonly bound = new Map<string, Map<number, string>>();
   /** producer id → keys revoked (hex). */
   private readonly revoked = new Map<string, Set<string>>();
+  /** producer id → epochs whose key was revoked. */
+  private readonly revokedEpochs = new Map<string, Set<number>>();
 
   /** Why `b` cannot bind, or undefined when it bound its key. */
   bind(b: events.AgentKeyBound): string | undefined {
@@ -46,20 +48,50 @@ export class AgentKeyBook {
     if (!epochs) return 0;
     const keys = this.revoked.get(r.producerId) ?? new Set<string>();
     this.revoked.set(r.producerId, keys);
+    const revokedEpochs = this.revokedEpochs.get(r.producerId) ?? new Set<number>();
+    this.revokedEpochs.set(r.producerId, revokedEpochs);
     let n = 0;
     for (const [epoch, key] of epochs) {
       if (r.epoch !== 0 && epoch !== r.epoch) continue;
       keys.add(key);
+      revokedEpochs.add(epoch);
       epochs.delete(epoch);
       n += 1;
     }
     return n;
   }
 
+  /** The producer's epochs bound and not revoked, oldest first, with their keys. */
+  boundEpochs(producerId: string): { epoch: number; publicKey: Uint8Array }[] {
+    return [...(this.bound.get(producerId) ?? [])]
+      .sort(([a], [b]) => a - b)
+      .map(([epoch, key]) => ({ epoch, publicKey: Buffer.from(key, 'hex') }));
+  }
+
+  /**
+   * Why an agent's relayed event must be refused because of a revocation, or undefined: an epoch
+   * start carrying a revoked key, or any event of an epoch whose key was revoked.
+   */
+  revocationOf(body: events.EventBody): string | undefined {
+    const p = body.producer;
+    if (!p || (!this.revoked.has(p.producerId) && !this.revokedEpochs.has(p.producerId))) return undefined;
+    const started = body.chainEpochStarted;
+    if (started && this.isRevoked(p.producerId, started.publicKey))
+      return `${p.producerId} epoch ${p.epoch} starts with key ${hex(started.publicKey).slice(0, 16)}, which an operator revoked; a rebuilt host re-enrols with a new key`;
+    if (this.revokedEpochs.get(p.producerId)?.has(p.epoch))
+      return `${p.producerId} epoch ${p.epoch}: its key was revoked by an operator; a rebuilt host re-enrols with a new key`;
+    return undefined;
+  }
+
   /** The key bound to the producer's epoch and not revoked, if any. */
   keyFor(producerId: string, epoch: number): Uint8Array | undefined {
     const key = this.bound.get(producerId)?.get(epoch);
     return key === undefined ? undefined : Buffer.from(key, 'hex');
+  }
+
+  /** Every key bound to the producer's epochs and not revoked. */
+  keysOf(producerId: string): Uint8Array[] {
+    return [...(this.bound.get(producerId)?.values() ?? [])].map((k) => Buffer.from(k, 'hex'));
   }
 
   /** Whether any key was revoked at all (most logs: none, and nothing to look up). */

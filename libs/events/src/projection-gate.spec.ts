@@ -10,7 +10,32 @@ const TIMEOUT = 5_000;
 const key = generateSigningKey();
 const agentKey = generateSigningKey();
 const forgerKey = generateSigningKey();
-const trust = new StaticKeyTrust().vouch('builder', key.rawPublicKey).vouch('agent/evil-01', agentKey.rawPublicKey);
+const dispatcherKey = generateSigningKey();
+// Agents' keys count only through the dispatcher's binding (agent-key-binding.spec.ts): each
+// reader starts with evil-01's epoch 1 bound, on a partition of its own.
+const trust = new StaticKeyTrust().vouch('builder', key.rawPublicKey).vouch('dispatcher', dispatcherKey.rawPublicKey);
+const BINDING_PARTITION = 99;
+const evilBound = appendToChain(
+  startEpoch('dispatcher', 1),
+  [
+    { ...epochStart(dispatcherKey), stream: 'producer/dispatcher' },
+    {
+      stream: 'host/evil-01',
+      payload: {
+        type: 'AgentKeyBound',
+        data: {
+          hostId: 'evil-01',
+          producerId: 'agent/evil-01',
+          epoch: 1,
+          publicKey: agentKey.rawPublicKey,
+          certificateFingerprint: '',
+          certificateIdentity: 'evil-01',
+        },
+      },
+    },
+  ],
+  dispatcherKey,
+).events;
 
 function bodyOf(value: Uint8Array): events.EventBody {
   const l = scanEnvelope(Buffer.from(value), new EnvelopeLayout());
@@ -23,6 +48,11 @@ class Reader {
   readonly released: string[] = [];
   readonly findings: GateOutput<string>['findings'] = [];
   private offsets = new Map<number, number>();
+
+  constructor() {
+    for (const e of evilBound) this.offer(e, BINDING_PARTITION);
+    this.released.length = 0;
+  }
 
   offer(e: ChainedEvent | Uint8Array, partition = 0, now = 0): this {
     const value = e instanceof Uint8Array ? e : e.envelope;
@@ -212,6 +242,7 @@ describe('ProjectionGate', () => {
   it('releases nothing of an epoch whose key nobody vouches for', () => {
     const r = new Reader();
     ownChain(forgerKey, 'agent/web-02', 5, 5).forEach((e) => r.offer(e));
+    r.expire(TIMEOUT); // no binding of it came in time
     expect(r.released).toEqual([]);
     expect(r.findings.map((f) => f.kind)).toContain('unknown-producer-key');
     expect(r.gate.holding).toBe(0);

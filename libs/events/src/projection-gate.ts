@@ -1,6 +1,6 @@
 import { events } from '@rebootless/contracts';
 import { AgentKeyBook } from './agent-key-book';
-import { authorityViolation, producerOf } from './producer-authority';
+import { authorityViolation, commandAnswered, producerOf } from './producer-authority';
 import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
 import { ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
@@ -56,17 +56,17 @@ interface Held<T> {
 }
 
 export interface ProjectionGateOptions {
+  /**
+   * Service producers' keys (configuration). Agents' keys never come from it: they count only
+   * through a released `AgentKeyBound` (the dispatcher's gateway vouches for them at enrolment,
+   * having verified the host's certificate) and stop counting at `AgentKeyRevoked`. An agent
+   * epoch waits for its binding as an unsealed tail waits for its seal, and becomes an
+   * `unknown-producer-key` finding after the same timeout.
+   */
   trust: KeyTrust;
   /** How long a chain's unsealed tail may wait for its seal before it becomes a finding. */
   unsealedTimeoutMs: number;
   verdicts?: SealVerdicts;
-  /**
-   * Agents' keys count only through a released `AgentKeyBound` (the dispatcher vouches for
-   * them at enrolment) and stop counting at `AgentKeyRevoked`; `trust` then answers for
-   * services only. An agent epoch waits for its binding as an unsealed tail waits for its seal,
-   * and becomes an `unknown-producer-key` finding after the same timeout.
-   */
-  boundAgentKeys?: boolean;
 }
 
 /** Service keys from the reader's trust; agents' keys from the bindings the gate released. */
@@ -102,21 +102,32 @@ export class ProjectionGate<T> {
   private out: Finding[] = [];
   /** Each partition's offset after the last record offered. */
   private readonly nextOffsets = new Map<number, bigint>();
-  /** Agents' keys the dispatcher bound and an operator did not revoke (boundAgentKeys). */
+  /** Agents' keys the dispatcher bound and an operator did not revoke. */
   private readonly agentKeys = new AgentKeyBook();
   /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
   private newlyBound = new Set<string>();
 
   constructor(private readonly opts: ProjectionGateOptions) {
-    const trust = opts.boundAgentKeys ? new BoundAgentTrust(opts.trust, this.agentKeys) : opts.trust;
-    this.verifier = new ChainVerifier(trust, opts.verdicts, (producerId, epoch, from, to) =>
-      this.sealed(chainOf(producerId, epoch), from, to),
+    this.verifier = new ChainVerifier(
+      new BoundAgentTrust(opts.trust, this.agentKeys),
+      opts.verdicts,
+      (producerId, epoch, from, to) => this.sealed(chainOf(producerId, epoch), from, to),
     );
   }
 
   /** The raw key the verifier checks the epoch's seals with, once vouched for. */
   keyOf(producerId: string, epoch: number): Uint8Array | undefined {
     return this.verifier.keyOf(producerId, epoch);
+  }
+
+  /**
+   * The agent keys bound so far and not revoked (of `epoch`, or of every epoch): what a
+   * re-verification of the whole log may vouch for agents with.
+   */
+  boundAgentKeys(producerId: string, epoch?: number): readonly Uint8Array[] {
+    if (epoch === undefined) return this.agentKeys.keysOf(producerId);
+    const key = this.agentKeys.keyFor(producerId, epoch);
+    return key ? [key] : [];
   }
 
   /** Feeds one record (in its partition's order); returns what is released and found. */
@@ -278,11 +289,22 @@ export class ProjectionGate<T> {
     if (chain?.get(h.seq) === h) chain.delete(h.seq);
   }
 
+  /**
+   * Checked again on release: a command still waiting for its seal when its answer was offered
+   * is known by now if it sits before the answer in the same partition, as a host's commands do.
+   */
+  private answersAnotherHost(body: events.EventBody | undefined): string | undefined {
+    if (!body || this.commandHosts.size === 0) return undefined;
+    const command = commandAnswered(body);
+    const to = command ? this.commandHosts.get(command) : undefined;
+    if (to === undefined) return undefined;
+    return authorityViolation(body, (id) => this.commandHosts.get(id));
+  }
+
   /** The revoked key the record's agent epoch is signed with, if it is revoked. */
   private revokedKeyOf(body: events.EventBody | undefined): Uint8Array | undefined {
     const p = body?.producer;
-    if (!this.opts.boundAgentKeys || !this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/'))
-      return undefined;
+    if (!this.agentKeys.revokes || !p || !p.producerId.startsWith('agent/')) return undefined;
     const key = this.verifier.keyOf(p.producerId, p.epoch);
     return key && this.agentKeys.isRevoked(p.producerId, key) ? key : undefined;
   }
@@ -306,7 +328,7 @@ export class ProjectionGate<T> {
    * binding that binds nothing (a finding, kept out of the read models).
    */
   private learn(body: events.EventBody | undefined, pos: RecordPosition): boolean {
-    if (!this.opts.boundAgentKeys || !body) return true;
+    if (!body) return true;
     if (body.agentKeyBound) {
       const why = this.agentKeys.bind(body.agentKeyBound);
       if (why)
@@ -350,7 +372,20 @@ export class ProjectionGate<T> {
           this.out.push(this.revokedFinding(h.record, revoked));
           continue;
         }
-        if (!this.learn(h.record.body, { partition: h.record.partition, offset: h.record.offset })) continue;
+        const pos = { partition: h.record.partition, offset: h.record.offset };
+        const misanswered = this.answersAnotherHost(h.record.body);
+        if (misanswered) {
+          this.out.push({
+            kind: 'unauthorized',
+            producerId: h.record.body?.producer?.producerId,
+            epoch: h.record.body?.producer?.epoch,
+            seq: h.seq,
+            position: pos,
+            detail: `${misanswered}; it is kept out of the read models`,
+          });
+          continue;
+        }
+        if (!this.learn(h.record.body, pos)) continue;
         released.push(h.record);
         const cmd =
           h.record.body?.hostApplyRequested ??

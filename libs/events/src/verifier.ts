@@ -317,6 +317,8 @@ const at = (p: RecordPosition | undefined): string =>
  */
 export class ChainVerifier {
   private readonly tracks = new Map<string, ChainTrack>();
+  /** Epochs waiting for a binding of their key: a binding looks only at these, not every chain. */
+  private readonly awaitingKeys = new Set<ChainTrack>();
   private readonly findings: Finding[] = [];
   private records = 0;
   /** The chain of the previous record: consecutive records mostly share one. */
@@ -371,15 +373,18 @@ export class ChainVerifier {
    */
   keyVouched(producerId: string): Finding[] {
     const before = this.findings.length;
-    for (const t of this.tracks.values()) {
+    for (const t of [...this.awaitingKeys]) {
       if (t.producerId !== producerId || !t.awaiting || !t.keyRaw) continue;
       const raw = t.keyRaw;
       if (!this.trust.keysFor(producerId, t.epoch).some((k) => Buffer.from(k).equals(raw))) continue;
       const { seals } = t.awaiting;
       t.awaiting = undefined;
+      this.awaitingKeys.delete(t);
       t.key = publicKeyFromRaw(raw);
       for (const { a, fromSeq } of seals) {
-        if (!verifyHash(t.key, a.hash, a.signature)) {
+        // Checked ahead on the worker when it could guess the key (the epoch start it read).
+        const ok = this.verdicts?.take(raw, a.hash, a.signature) ?? verifyHash(t.key, a.hash, a.signature);
+        if (!ok) {
           this.addFinding({
             kind: 'bad-signature',
             ...where(t, a),
@@ -401,6 +406,7 @@ export class ChainVerifier {
     const t = this.tracks.get(`${producerId}\u0000${epoch}`);
     if (!t?.awaiting) return [];
     t.awaiting = undefined;
+    this.awaitingKeys.delete(t);
     const before = this.findings.length;
     this.rejectKey(t, t.lastProcessed?.pos ?? { partition: -1, offset: '-1' }, why);
     return this.findings.slice(before);
@@ -655,8 +661,10 @@ export class ChainVerifier {
     t.keyRaw = raw;
     const vouched = this.trust.keysFor(t.producerId, t.epoch).some((k) => Buffer.from(k).equals(raw));
     if (vouched) t.key = publicKeyFromRaw(raw);
-    else if (this.trust.awaitsBinding?.(t.producerId)) t.awaiting = { seals: [] };
-    else this.rejectKey(t, pos, `is signed by key ${keyFingerprint(raw)}, which nobody vouches for`);
+    else if (this.trust.awaitsBinding?.(t.producerId)) {
+      t.awaiting = { seals: [] };
+      this.awaitingKeys.add(t);
+    } else this.rejectKey(t, pos, `is signed by key ${keyFingerprint(raw)}, which nobody vouches for`);
   }
 
   private rejectKey(t: ChainTrack, pos: RecordPosition, why: string): void {
@@ -708,6 +716,7 @@ export class ChainVerifier {
     t.unsealedFrom = null;
     if (t.awaiting) {
       t.awaiting = undefined;
+      this.awaitingKeys.delete(t);
       this.rejectKey(
         t,
         (from ?? to)?.pos ?? { partition: -1, offset: '-1' },

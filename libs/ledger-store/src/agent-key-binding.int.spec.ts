@@ -1,5 +1,5 @@
-// A Kafka writer enrolling a host of its own (docs/adr/0012, "Agent keys are vouched for"): with
-// agent keys bound by the dispatcher, an agent chain written straight to the log, epoch start
+// A Kafka writer enrolling a host of its own (docs/adr/0012, "Agent keys are vouched for"): agent
+// keys count only as bound by the dispatcher's gateway, so an agent chain written straight to the log, epoch start
 // and all, properly sealed, is a stored finding and never a host; the agent the dispatcher bound
 // is projected; after its key is revoked its later events are findings; a new key bound counts.
 import { events } from '@rebootless/contracts';
@@ -111,7 +111,6 @@ describe.each(['sqlite', 'postgres'] as const)(
         topic,
         serviceKeys: new Map([['dispatcher', [dispatcher.key.rawPublicKey]]]),
         unsealedTailTimeoutMs: UNSEALED_TIMEOUT_MS,
-        agentKeys: 'bound',
       });
       await consumer.start();
       await caughtUp();

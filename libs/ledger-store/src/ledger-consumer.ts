@@ -17,20 +17,21 @@ import { LedgerDatabase } from './database';
 import { FindingRow, LedgerProjection, TableWriteObserver, writeStaged } from './projection';
 
 /**
- * Who vouches for which producer key: service keys from configuration, agent keys bound to
- * their host on the first epoch the ledger sees (trust on first use, until TLS identities).
+ * The configured service producers' keys. Agents' keys are never configured nor taken on first
+ * sight: the gate counts one only through the AgentKeyBound the dispatcher's gateway wrote after
+ * verifying the host's certificate (docs/adr/0012).
  */
 export class LedgerKeyTrust implements KeyTrust {
   constructor(
     private readonly services: ReadonlyMap<string, readonly Uint8Array[]>,
-    private readonly projection: LedgerProjection,
+    /** Agents' keys the gateway bound, as a reader's gate released the bindings (none: none). */
+    private readonly boundAgentKeys?: (producerId: string, epoch?: number) => readonly Uint8Array[],
   ) {}
 
-  keysFor(producerId: string): readonly Uint8Array[] {
+  keysFor(producerId: string, epoch?: number): readonly Uint8Array[] {
     const service = this.services.get(producerId);
     if (service) return service;
-    const bound = this.projection.agentKeys.get(producerId);
-    return bound ? [bound.publicKey] : [];
+    return producerId.startsWith('agent/') && this.boundAgentKeys ? this.boundAgentKeys(producerId, epoch) : [];
   }
 }
 
@@ -64,11 +65,6 @@ export interface LedgerConsumerOptions {
    * finding and never reach the read models (docs/adr/0012). Default 5 s.
    */
   unsealedTailTimeoutMs?: number;
-  /**
-   * How an agent's key comes to count: `first-seen` (default, for now) binds it on the agent's
-   * first epoch read; `bound` only through the dispatcher's AgentKeyBound (docs/adr/0012).
-   */
-  agentKeys?: 'first-seen' | 'bound';
   /** Called after every committed batch. */
   onProgress?: (p: LedgerProgress) => void;
   /**
@@ -141,15 +137,22 @@ export class LedgerConsumer {
 
   private newGate(): ProjectionGate<LogRecord> {
     return new ProjectionGate<LogRecord>({
-      trust: new LedgerKeyTrust(this.opts.serviceKeys, this.projection),
+      trust: new LedgerKeyTrust(this.opts.serviceKeys),
       unsealedTimeoutMs: this.unsealedTimeoutMs,
       verdicts: this.verdicts,
-      boundAgentKeys: this.opts.agentKeys === 'bound',
     });
   }
 
   private get unsealedTimeoutMs(): number {
     return this.opts.unsealedTailTimeoutMs ?? DEFAULT_UNSEALED_TAIL_TIMEOUT_MS;
+  }
+
+  /**
+   * Trust for re-verifying the whole log (`ledger verify`): the configured services, and the
+   * agent keys bound by the gateway as far as this consumer has read.
+   */
+  keyTrust(): LedgerKeyTrust {
+    return new LedgerKeyTrust(this.opts.serviceKeys, (p, e) => this.gate.boundAgentKeys(p, e));
   }
 
   /** Where the read models stand: each partition's next offset to project. */
@@ -277,7 +280,6 @@ export class LedgerConsumer {
     bodies: (events.EventBody | undefined)[],
   ): Promise<void> {
     const began = performance.now();
-    const resume = this.resumeAt.get(partition) ?? 0n;
     let projected = 0;
     const moved = new Set<number>([partition]);
     const now = Date.now();
@@ -288,18 +290,6 @@ export class LedgerConsumer {
       const m = messages[i]!;
       this.stats.records += 1;
       const body = bodies[i];
-      const producerId = body?.producer?.producerId ?? '';
-      // Trust on first use: an agent's first epoch binds its key to the host.
-      if (
-        this.opts.agentKeys !== 'bound' &&
-        body?.chainEpochStarted &&
-        producerId.startsWith('agent/') &&
-        !this.opts.serviceKeys.has(producerId) &&
-        BigInt(m.offset) >= resume
-      ) {
-        const pk = body.chainEpochStarted.publicKey;
-        if (pk.length === 32) this.projection.bindAgentKey(producerId, pk, Number(m.timestamp), partition, m.offset);
-      }
       const record = { partition, offset: m.offset, value: m.value, body, item: m };
       projected += this.applyReleased(this.gate.offer(record, now), moved);
     }
@@ -318,6 +308,10 @@ export class LedgerConsumer {
       const resume = this.resumeAt.get(r.partition);
       if (resume && BigInt(r.offset) < resume) continue;
       const m = r.item;
+      const bound = r.body?.agentKeyBound;
+      // The agent_keys read model: the first key the gateway vouched for, per agent.
+      if (bound)
+        this.projection.bindAgentKey(bound.producerId, bound.publicKey, Number(m.timestamp), r.partition, r.offset);
       const record = { partition: r.partition, offset: r.offset, envelope: m.value!, body: r.body! };
       if (!this.tracing || Number(m.timestamp) < tracedSince) this.projection.apply(record);
       else {

@@ -8,7 +8,7 @@ import { LedgerDatabase } from './database';
 import { LedgerConsumer, replayLag } from './ledger-consumer';
 import { complianceReport } from './planning';
 import { LedgerQueries } from './queries';
-import { LogWriter, ScriptedProducer, createScratchDatabase } from './scripted-log';
+import { LogWriter, ScriptedProducer, agentKeyBound, createScratchDatabase } from './scripted-log';
 
 const kafka = testKafka('ledger-forgery-test');
 const DAY = 86_400_000;
@@ -137,6 +137,8 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
   let topic = '';
   let writer: LogWriter;
   const builder = new ScriptedProducer('builder');
+  // The gateway that verified each host's certificate at enrolment and bound its agent's key.
+  const dispatcher = new ScriptedProducer('dispatcher');
   const web2 = new Host('web-02');
   const web3 = new Host('web-03');
   const evil = new Host('evil-01');
@@ -170,7 +172,9 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
     writer = await LogWriter.open(kafka, topic);
     await writer.send(builder.start(day(0)));
     await writer.send(builder.write([published('nft-verdict', 'lp_nft_1'), published('tcp-ack', 'lp_tcp_1', [])]));
-    for (const h of [web2, web3, evil]) await writer.send(h.enroll());
+    await writer.send(dispatcher.start(day(0)));
+    for (const h of [web2, web3, evil])
+      await writer.send([...agentKeyBound(dispatcher, h.chain, day(1)), ...h.enroll()]);
     // web-02 is fixed (nft), web-03 is not: the PCI rows to keep.
     await writer.send(web2.chain.write([web2.appliedDraft(day(2), 'web-02', 'nft-verdict', 'lp_nft_1', ['lp_nft_1'])]));
     if (dialect === 'postgres') {
@@ -187,7 +191,10 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
       kafka,
       db,
       topic,
-      serviceKeys: new Map([['builder', [builder.key.rawPublicKey]]]),
+      serviceKeys: new Map([
+        ['builder', [builder.key.rawPublicKey]],
+        ['dispatcher', [dispatcher.key.rawPublicKey]],
+      ]),
       unsealedTailTimeoutMs: UNSEALED_TIMEOUT_MS,
     });
     await consumer.start();
@@ -280,5 +287,44 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, fed forged rec
     expect(patches.patches.find((p) => p.patchId === 'nft-verdict')?.retracted).toBe(false);
     const web3History = await q.getHostHistory({ hostId: 'web-03', pageSize: 0, pageToken: '' });
     expect(web3History.records.map((r) => r.body?.patchApplied?.patchId).filter(Boolean)).toEqual(['tcp-ack']);
+  });
+  it("keeps an answer to another host's command out as an unauthorized finding (the command it answers)", async () => {
+    // The dispatcher sends web-02 a command, on web-02's stream; the ledger reads it.
+    await writer.send(
+      dispatcher.write([
+        {
+          stream: 'host/web-02',
+          occurredAt: day(5),
+          payload: {
+            type: 'HostApplyRequested',
+            data: {
+              rolloutId: 'r-web02',
+              hostId: 'web-02',
+              commandId: 'cmd-web02-1',
+              patchId: 'tcp-ack',
+              version: '1',
+              artifactDigest: 'sha256:lp_tcp_1',
+              kernelRelease: K61,
+              allowForce: false,
+              allowDowngrade: false,
+              undoStep: 0,
+            },
+          },
+        },
+      ]),
+    );
+    await caughtUp(consumer, topic);
+    // evil-01, sealed with its own bound key, about itself, answering web-02's command.
+    const answer = evil.appliedDraft(day(5), 'evil-01', 'tcp-ack', 'lp_tcp_1', ['lp_nft_1', 'lp_tcp_1']);
+    (answer.payload.data as { commandId: string }).commandId = 'cmd-web02-1';
+    await writer.send(evil.chain.write([answer]));
+    await caughtUp(consumer, topic);
+
+    const unauthorized = await findings('unauthorized', 'agent/evil-01');
+    expect(unauthorized.map((f) => f.detail)).toContainEqual(
+      expect.stringContaining('it answers command cmd-web02-1, which was sent to web-02, not to evil-01'),
+    );
+    expect(modules((await q.getHost('evil-01')).host?.stack)).toEqual(['lp_nft_1']);
+    expect(modules((await q.getHost('web-02')).host?.stack)).toEqual(['lp_nft_1']);
   });
 });

@@ -13,7 +13,7 @@ import { LedgerConsumer, replayLag } from './ledger-consumer';
 import { complianceReport, undoPlanForHost } from './planning';
 import { LedgerQueries } from './queries';
 import { vexReport } from './vex-report';
-import { LogWriter, ScriptedProducer, createScratchDatabase } from './scripted-log';
+import { LogWriter, ScriptedProducer, agentKeyBound, createScratchDatabase } from './scripted-log';
 
 const kafka = testKafka('ledger-history-test');
 const DAY = 86_400_000;
@@ -294,8 +294,10 @@ async function writeHistory(writer: LogWriter) {
   await writer.send(builder.start(day(0)));
   for (const p of [P.nft, P.ovl, P.extra, P.third, P.hotfix, P.oldA, P.oldB])
     await writer.send(builder.write(published(p, day(0))));
-  for (const a of [web1, web2, web3, web4]) await writer.send(a.enroll(day(1)));
   await writer.send(dispatcher.start(day(1)));
+  // Each agent's key is bound by the gateway that verified its host's certificate.
+  for (const a of [web1, web2, web3, web4, web9]) await writer.send(agentKeyBound(dispatcher, a.chain, day(1)));
+  for (const a of [web1, web2, web3, web4]) await writer.send(a.enroll(day(1)));
   await writer.send(
     dispatcher.write([
       {

@@ -219,7 +219,7 @@ export class LedgerProjection {
     return offsets;
   }
 
-  /** Trust on first use: binds an agent producer's key the first time an epoch of it starts. */
+  /** The agent_keys read model: an agent's first key the gateway bound (the gate decides what counts). */
   bindAgentKey(producerId: string, publicKey: Uint8Array, at: number, partition: number, offset: string): void {
     if (this.agentKeys.has(producerId)) return;
     const row = { producerId, publicKey: Buffer.from(publicKey), boundAt: at, partition, offset };

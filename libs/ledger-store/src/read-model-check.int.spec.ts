@@ -5,7 +5,7 @@
 import { ledger } from '@rebootless/contracts';
 import { freshEventsTopic, testKafka } from '@rebootless/testing';
 import { LedgerDatabase } from './database';
-import { LedgerConsumer, LedgerKeyTrust, replayLag } from './ledger-consumer';
+import { LedgerConsumer, replayLag } from './ledger-consumer';
 import { verifyLog } from './integrity';
 import { LogWriter, createScratchDatabase, writeFleetHistory } from './scripted-log';
 
@@ -19,8 +19,7 @@ describe('ledger verify on PostgreSQL: read models checked against the log', () 
   let topic: string;
   let serviceKeys: Map<string, Uint8Array[]>;
 
-  const verify = () =>
-    verifyLog(kafka, topic, new LedgerKeyTrust(serviceKeys, consumer.projection), '', { stored: db, serviceKeys });
+  const verify = () => verifyLog(kafka, topic, consumer.keyTrust(), '', { stored: db, serviceKeys });
 
   beforeAll(async () => {
     topic = await freshEventsTopic('ledger-check', 3);

@@ -192,7 +192,8 @@ const FLEET_PATCHES = [
 ] as const;
 
 /**
- * A fleet's life as its agents report it: enrollment, then round after round of applying,
+ * A fleet's life as its agents report it, each agent's key bound by the dispatcher's gateway
+ * (one sealed AgentKeyBound per host, on its stream, before its epoch): enrollment, then round after round of applying,
  * stacking, inventory, disabling a lower patch, an atomic replace and a reboot. Every host signs
  * its own chain (keyed host/<id>, one partition each); the builder publishes the patches first.
  */
@@ -205,7 +206,9 @@ export async function writeFleetHistory(
   let clock = start;
   const tick = () => new Date((clock += 7));
   const builder = new ScriptedProducer('builder');
-  let batch: ChainedEvent[] = builder.start(tick());
+  // The gateway that enrolled the hosts: it binds each agent's key before the agent's epoch start.
+  const dispatcher = new ScriptedProducer('dispatcher');
+  let batch: ChainedEvent[] = [...builder.start(tick()), ...dispatcher.start(tick())];
   for (const p of FLEET_PATCHES) {
     batch.push(
       ...builder.write([
@@ -325,6 +328,7 @@ export async function writeFleetHistory(
   };
   const actor = (h: (typeof hosts)[number]) => ({ kind: events.ActorKind.ACTOR_KIND_HOST, id: h.id, origin: h.id });
   for (const h of hosts) {
+    batch.push(...agentKeyBound(dispatcher, h.chain, tick()));
     batch.push(...h.chain.start(tick(), `host/${h.id}`));
     batch.push(
       ...h.chain.write([
@@ -350,5 +354,11 @@ export async function writeFleetHistory(
     }
   }
   if (batch.length > 0) await flush();
-  return { serviceKeys: new Map([['builder', [builder.key.rawPublicKey]]]), records: written };
+  return {
+    serviceKeys: new Map([
+      ['builder', [builder.key.rawPublicKey]],
+      ['dispatcher', [dispatcher.key.rawPublicKey]],
+    ]),
+    records: written,
+  };
 }

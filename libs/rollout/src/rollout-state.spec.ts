@@ -68,3 +68,38 @@ describe('a book taken back from its records', () => {
     expect(restored.get('r1')!.hosts.get(hostId)!.applyOutcome?.kind).toBe('apply-failed');
   });
 });
+
+describe('an answer from another host than the one the command was sent to (issue 16)', () => {
+  const answerFrom = (hostId: string, commandId: string): HostFactEvent => ({
+    type: 'PatchApplied',
+    data: make(events.PatchApplied, { hostId, commandId, moduleName: 'lp_forged' }),
+  });
+
+  it('is no outcome of the command: the host it was sent to still waits', () => {
+    // Given a rollout whose canary got its command
+    const { driver } = writtenRollout(false);
+    const canary = driver.requestedHosts()[0]!;
+    const commandId = driver.openCommands().get(canary)!;
+    // When another host (one the rollout does not even name) says it applied that command
+    const changed = driver.book.observe(answerFrom('evil-01', commandId), { at: driver.now });
+    // Then nothing changed: the canary has no outcome
+    expect(changed).toEqual([]);
+    expect(driver.book.get('r1')!.hosts.get(canary)!.applyOutcome).toBeUndefined();
+  });
+
+  it('is no outcome either when it was read before the command (another partition)', () => {
+    // Given the dispatcher's log, its commands read after a forged answer to one of them
+    const { driver } = writtenRollout(false);
+    const canary = driver.requestedHosts()[0]!;
+    const commandId = driver.openCommands().get(canary)!;
+    const reader = new RolloutBook();
+    reader.observe(answerFrom('evil-01', commandId), { at: driver.now });
+    for (const l of driver.log) reader.evolve(l.event, { at: l.at });
+    // Then the canary still waits, as in the dispatcher's own book
+    expect(reader.get('r1')!.hosts.get(canary)!.applyOutcome).toBeUndefined();
+    expect(snapshot(reader)).toEqual(snapshot(driver.book));
+    // And its own answer still counts
+    reader.observe(answerFrom(canary, commandId), { at: driver.now });
+    expect(reader.get('r1')!.hosts.get(canary)!.applyOutcome?.kind).toBe('applied');
+  });
+});

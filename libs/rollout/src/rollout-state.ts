@@ -119,7 +119,7 @@ const KERNEL_WARNING_TAINT = 512;
 export class RolloutBook {
   private readonly runs = new Map<string, RolloutRun>();
   private readonly commands = new Map<string, { rolloutId: string; hostId: string }>();
-  private readonly unmatched = new Map<string, CommandOutcome>();
+  private readonly unmatched = new Map<string, CommandOutcome & { hostId?: string }>();
   private readonly rolloutsOfHost = new Map<string, Set<string>>();
   private readonly warnedHosts = new Set<string>();
   /** Steps read before their RolloutCreated (the ledger reads partitions in any interleaving). */
@@ -289,7 +289,7 @@ export class RolloutBook {
   observe(fact: HostFactEvent, meta: EventMeta): RolloutRun[] {
     switch (fact.type) {
       case 'PatchApplied':
-        return this.outcome(fact.data.commandId, {
+        return this.outcome(fact.data.commandId, fact.data.hostId, {
           kind: 'applied',
           at: meta.at,
           moduleName: fact.data.moduleName,
@@ -298,7 +298,7 @@ export class RolloutBook {
           replace: fact.data.replace,
         });
       case 'PatchApplyFailed':
-        return this.outcome(fact.data.commandId, {
+        return this.outcome(fact.data.commandId, fact.data.hostId, {
           kind: 'apply-failed',
           at: meta.at,
           stage: fact.data.stage,
@@ -306,9 +306,9 @@ export class RolloutBook {
           stalledTasks: fact.data.stalledTasks.length,
         });
       case 'PatchReverted':
-        return this.outcome(fact.data.commandId, { kind: 'reverted', at: meta.at });
+        return this.outcome(fact.data.commandId, fact.data.hostId, { kind: 'reverted', at: meta.at });
       case 'PatchRevertFailed':
-        return this.outcome(fact.data.commandId, {
+        return this.outcome(fact.data.commandId, fact.data.hostId, {
           kind: 'revert-failed',
           at: meta.at,
           stage: fact.data.stage,
@@ -421,16 +421,19 @@ export class RolloutBook {
     return changed;
   }
 
-  private outcome(commandId: string, outcome: CommandOutcome): RolloutRun[] {
+  /** `hostId`: the host the answer is about; a command answers only for the host it was sent to. */
+  private outcome(commandId: string, hostId: string | undefined, outcome: CommandOutcome): RolloutRun[] {
     const owner = this.commands.get(commandId);
     if (!owner) {
       // Not ours, or its request is further on in the replay.
       if (commandId && !this.unmatched.has(commandId) && this.mayCome(commandId)) {
-        this.unmatched.set(commandId, outcome);
+        this.unmatched.set(commandId, hostId === undefined ? outcome : { ...outcome, hostId });
         this.leftoverChanges.add(`outcome/${commandId}`);
       }
       return [];
     }
+    // Another host answering this command (issue 16): not an outcome of it, whatever it says.
+    if (hostId !== undefined && hostId !== owner.hostId) return [];
     const run = this.runs.get(owner.rolloutId)!;
     const host = run.hosts.get(owner.hostId)!;
     // A command has one outcome, its first: the same command sent again (after a dispatcher
@@ -451,11 +454,12 @@ export class RolloutBook {
   }
 
   private matchUnmatched(commandId: string): void {
-    const outcome = this.unmatched.get(commandId);
-    if (!outcome) return;
+    const stored = this.unmatched.get(commandId);
+    if (!stored) return;
     this.unmatched.delete(commandId);
     this.leftoverChanges.add(`outcome/${commandId}`);
-    this.outcome(commandId, outcome);
+    const { hostId, ...outcome } = stored;
+    this.outcome(commandId, hostId, outcome as CommandOutcome);
   }
 
   /** Whether the command of an outcome not matched yet may still come (see keepOutcomes). */

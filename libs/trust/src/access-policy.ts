@@ -42,6 +42,8 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
   '/rebootless.dispatcher.v1.RolloutService/AbortRollout': WRITE,
   '/rebootless.dispatcher.v1.RolloutService/RollbackRollout': WRITE,
   '/rebootless.dispatcher.v1.RolloutService/Undo': WRITE,
+  // Revoking a host's agent key silences the host's facts: an operator's action, like a rollout.
+  '/rebootless.dispatcher.v1.RolloutService/RevokeAgentKey': WRITE,
   '/rebootless.dispatcher.v1.RolloutService/ApproveRollout': { roles: ['approver'] },
   '/rebootless.dispatcher.v1.RolloutService/GetRollout': READ,
   '/rebootless.dispatcher.v1.RolloutService/ListRollouts': READ,

@@ -1,7 +1,9 @@
 // npm run bench:agents — BENCH_AGENTS (default 1,000) real agents (libs/agent-runtime on
 // simulated kernels) in this process, each on its own stream to the REAL dispatcher's
 // AgentGateway (the built service, a child process, on a real broker), sharing one HTTP/2
-// connection per address and one Kafka producer. The dispatcher sends the commands: a rollout of
+// connection per address. Every agent relays its events through the gateway (RelayEvents), as a
+// deployed agent does: the gateway binds each agent's key, and no reader counts a key it did not
+// bind (docs/adr/0012), so events written straight to Kafka would count for nothing. The dispatcher sends the commands: a rollout of
 // a module really compiled and signed by the builder, to every agent.
 // Measures the memory each connected agent costs this process, the agents' event rate while they
 // start (ChainEpochStarted, HostEnrolled, HostBooted) and while they apply (PatchApplyStarted,
@@ -9,8 +11,7 @@
 // once (DriftDetected, HostInventoryReported: the events path without an apply's work).
 // Prints progress on stderr and one JSON object as the last line of stdout; writes it to
 // bench/results/agents-<date>.json. Settings: BENCH_AGENTS, BENCH_MAX_IN_FLIGHT (applies under way
-// at once, default 2,000), BENCH_RELAY=1 (events through the gateway's RelayEvents instead of
-// straight to Kafka), BENCH_DIR (the agents' data dirs; default /dev/shm), KAFKA_BROKERS.
+// at once, default 2,000), BENCH_DIR (the agents' data dirs; default /dev/shm), KAFKA_BROKERS.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,7 +26,6 @@ import { deleteBenchTopic, machineFacts, reportBenchResult, storedModuleBytes } 
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 1_000);
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
-const RELAY = process.env['BENCH_RELAY'] === '1';
 // Debian's current cloud kernel, resolved in main() (the patch is really built for it).
 let RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '';
 const say = (line: string) => process.stderr.write(`bench:agents: ${line}\n`);
@@ -79,21 +79,17 @@ async function main(): Promise<void> {
         dispatcherAddress: disp.address,
         builderAddress: built.address,
         builderPublicKey: built.publicKey,
-        kafka,
-        topic,
         // Thousands of hosts share one disk here; a real host fsyncs (the default).
         syncWrites: false,
         agentFetchTimeoutMs: 600_000,
         sharedArtifacts: true,
       },
-      hostIds.map((hostId) => ({ hostId, kernelRelease: RELEASE, labels: { fleet: 'bench' }, relay: RELAY })),
+      hostIds.map((hostId) => ({ hostId, kernelRelease: RELEASE, labels: { fleet: 'bench' } })),
     );
     const f = fleet;
     const agents = [...f.hosts.values()].map((h) => h.agent);
     const pending = () => agents.reduce((n, a) => n + a.pendingEvents, 0);
-    say(
-      `starting ${AGENTS} agents against the dispatcher at ${disp.address} (events ${RELAY ? 'relayed' : 'to Kafka'})`,
-    );
+    say(`starting ${AGENTS} agents against the dispatcher at ${disp.address} (events relayed)`);
     const t0 = Date.now();
     await f.start(undefined, 200);
     await until(() => f.connectedCount() === AGENTS, 'every agent connected');
@@ -177,7 +173,7 @@ async function main(): Promise<void> {
       machine: machineFacts(),
       agents: AGENTS,
       gateway: 'the dispatcher (apps/dispatcher, a child process) AgentGateway, one stream per agent',
-      events_path: RELAY ? 'RelayEvents through the dispatcher' : 'one KafkaEventSink (one idempotent producer)',
+      events_path: 'RelayEvents through the dispatcher',
       sync_writes: false,
       shared_artifacts: 'one store and one FetchArtifact per digest; each agent verifies and hashes itself',
       data_dir: base,

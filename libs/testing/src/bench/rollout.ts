@@ -145,7 +145,6 @@ async function main(): Promise<void> {
       dispatcherAddress: disp.address,
       builderAddress: built.address,
       builderPublicKey: built.publicKey,
-      topic,
       syncWrites: false,
       agentFetchTimeoutMs: 600_000,
       sharedArtifacts: true,
@@ -158,12 +157,12 @@ async function main(): Promise<void> {
     fleet =
       FLEET_PROCESSES > 0
         ? new ForkedFleet(
-            { ...fleetOptions, brokers },
+            fleetOptions,
             specs,
             FLEET_PROCESSES,
             (process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
           )
-        : new SimulatedFleet({ ...fleetOptions, kafka }, specs);
+        : new SimulatedFleet(fleetOptions, specs);
     const startAt = Date.now();
     if (fleet instanceof ForkedFleet) await fleet.start(200);
     else await fleet.start(undefined, 200);

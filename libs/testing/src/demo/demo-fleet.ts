@@ -14,7 +14,6 @@ startTelemetry('agent', { 'rebootless.fleet': 'demo' });
 
 import * as fs from 'node:fs';
 import { channelCredentials, loadTlsMaterial } from '@rebootless/trust';
-import { kafkaClient } from '@rebootless/kafka';
 import { SimulatedFleet, type SimulatedHostSpec } from '../fleet/simulated-fleet';
 import { STALLED_FUNCTION } from './demo-plan';
 
@@ -43,16 +42,14 @@ async function main(): Promise<void> {
   const file = process.argv[2];
   if (!file) throw new Error('usage: demo-fleet.js <fleet.json>');
   const config = JSON.parse(fs.readFileSync(file, 'utf8')) as DemoFleetConfig;
-  const specs: SimulatedHostSpec[] = config.hosts.map((h) => ({ ...h, relay: true }));
+  // Every agent relays through the gateway, which binds its key (no reader counts one it did not bind).
+  const specs: SimulatedHostSpec[] = config.hosts;
   const fleet = new SimulatedFleet(
     {
       root: config.root,
       dispatcherAddress: config.dispatcherAddress,
       builderAddress: config.builderAddress,
       builderPublicKey: Buffer.from(config.builderPublicKey, 'hex'),
-      // Unused with relay: true, but the fleet keeps a Kafka sink ready for hosts that want one.
-      kafka: kafkaClient(config.brokers.split(','), 'rebootless-demo-fleet'),
-      topic: config.topic,
       agentTransitionTimeoutMs: config.transitionTimeoutMs,
       sharedArtifacts: true,
       credentials: (hostId) =>

@@ -124,8 +124,14 @@ describe('npm start: the story', () => {
       const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
       const own = path.join(dir, 'data', 'identities', `service-${name}`);
       expect(environ).toContain(`REBOOTLESS_PKI_DIR=${own}`);
-      expect(fs.readdirSync(own).sort()).toEqual(['ca.crt', `service-${name}.crt`, `service-${name}.key`, 'token.pub']);
-      expect(fs.statSync(path.join(own, `service-${name}.key`)).mode & 0o777).toBe(0o600);
+      // The stack's agent also holds its host's certificate: the gateway binds its key by it (ADR 0012).
+      const host = name === 'agent' ? fs.readdirSync(own).filter((f) => /^host-[^/]+\.(crt|key)$/.test(f)) : [];
+      expect(host).toHaveLength(name === 'agent' ? 2 : 0);
+      expect(fs.readdirSync(own).sort()).toEqual(
+        ['ca.crt', ...host, `service-${name}.crt`, `service-${name}.key`, 'token.pub'].sort(),
+      );
+      for (const key of [`service-${name}.key`, ...host.filter((f) => f.endsWith('.key'))])
+        expect(fs.statSync(path.join(own, key)).mode & 0o777).toBe(0o600);
       for (const f of fs.readdirSync(own)) {
         const bytes = fs.readFileSync(path.join(own, f));
         for (const secret of secrets) expect(bytes.includes(secret)).toBe(false);

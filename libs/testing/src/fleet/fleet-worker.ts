@@ -1,6 +1,5 @@
 // One child process of a ForkedFleet: a SimulatedFleet for the hosts it was given, reporting
 // how many of its agents are connected to the parent until told to close.
-import { kafkaClient } from '@rebootless/kafka';
 import type { WorkerReport, WorkerRequest } from './forked-fleet';
 import { SimulatedFleet } from './simulated-fleet';
 
@@ -14,12 +13,8 @@ function report(message: WorkerReport): void {
 process.on('message', (request: WorkerRequest) => {
   void (async () => {
     if (request.type === 'start') {
-      const { brokers, builderPublicKey, ...options } = request.options;
-      const kafka = kafkaClient(brokers, `rebootless-fleet-worker-${process.pid}`);
-      fleet = new SimulatedFleet(
-        { ...options, kafka, builderPublicKey: Buffer.from(builderPublicKey, 'hex') },
-        request.specs,
-      );
+      const { builderPublicKey, ...options } = request.options;
+      fleet = new SimulatedFleet({ ...options, builderPublicKey: Buffer.from(builderPublicKey, 'hex') }, request.specs);
       const f = fleet;
       // Counted where the agents are, sent only when it changes.
       let last = -1;

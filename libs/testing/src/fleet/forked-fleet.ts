@@ -6,9 +6,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import type { SimulatedFleetOptions, SimulatedHostSpec } from './simulated-fleet';
 
-/** What a worker needs to build its SimulatedFleet (the Kafka client is made there). */
-export type ForkedFleetOptions = Omit<SimulatedFleetOptions, 'kafka' | 'builderPublicKey'> & {
-  brokers: string[];
+/** What a worker needs to build its SimulatedFleet. */
+export type ForkedFleetOptions = Omit<SimulatedFleetOptions, 'builderPublicKey'> & {
   builderPublicKey: Uint8Array;
 };
 

@@ -1,16 +1,11 @@
 // Many real agents (libs/agent-runtime) in one process, each on its own simulated kernel and data
-// dir, talking to the dispatcher over real gRPC streams and to the builder for artifacts.
+// dir, talking to the dispatcher over real gRPC streams and to the builder for artifacts. Every
+// agent relays its events through the dispatcher's gateway, as a deployed agent does: the gateway
+// binds each agent's key (AgentKeyBound) and no reader counts an agent key it did not bind.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import type { Kafka } from 'kafkajs';
-import {
-  Agent,
-  GatewayRelaySink,
-  KafkaEventSink,
-  SharedArtifactDownloads,
-  type EventSink,
-} from '@rebootless/agent-runtime';
+import { Agent, GatewayRelaySink, SharedArtifactDownloads } from '@rebootless/agent-runtime';
 import { ArtifactStore } from '@rebootless/artifacts';
 import { SimulatedKernel, type LoadModuleRequest, type StackingRule } from '@rebootless/kernel-model';
 
@@ -18,8 +13,6 @@ export interface SimulatedHostSpec {
   hostId: string;
   kernelRelease: string;
   labels?: Record<string, string>;
-  /** Deliver events through the dispatcher (RelayEvents) instead of straight to Kafka. */
-  relay?: boolean;
   /** How long the host's patch transitions take. */
   transitionMs?: number;
   /** The kernel's disable rule regardless of its release ('top-only': before 5.1). */
@@ -31,8 +24,6 @@ export interface SimulatedFleetOptions {
   dispatcherAddress: string;
   builderAddress: string;
   builderPublicKey: Uint8Array;
-  kafka: Kafka;
-  topic: string;
   /** The agent gives up on a transition (and reverses it) after this long. */
   agentTransitionTimeoutMs?: number;
   /** How long one artifact fetch may take (thousands of agents in one process fetch slowly). */
@@ -67,7 +58,6 @@ export interface SimulatedHost {
 
 export class SimulatedFleet {
   readonly hosts = new Map<string, SimulatedHost>();
-  private readonly kafkaSink: KafkaEventSink;
   private readonly relaySink = new GatewayRelaySink();
   private readonly artifacts: ArtifactStore | undefined;
   readonly downloads: SharedArtifactDownloads | undefined;
@@ -76,7 +66,6 @@ export class SimulatedFleet {
     private readonly options: SimulatedFleetOptions,
     specs: readonly SimulatedHostSpec[],
   ) {
-    this.kafkaSink = new KafkaEventSink({ kafka: options.kafka, topic: options.topic });
     this.artifacts = options.sharedArtifacts
       ? new ArtifactStore({ dir: path.join(options.root, 'shared-artifacts'), builderKey: options.builderPublicKey })
       : undefined;
@@ -98,7 +87,6 @@ export class SimulatedFleet {
   private agentFor(spec: SimulatedHostSpec, kernel: SimulatedKernel): Agent {
     const dataDir = path.join(this.options.root, spec.hostId);
     fs.mkdirSync(dataDir, { recursive: true });
-    const sink: EventSink = spec.relay ? this.relaySink : this.kafkaSink;
     return new Agent({
       kernel,
       dataDir,
@@ -107,7 +95,7 @@ export class SimulatedFleet {
       dispatcherAddress: this.options.dispatcherAddress,
       builderAddress: this.options.builderAddress,
       builderPublicKey: this.options.builderPublicKey,
-      sink,
+      sink: this.relaySink,
       ...(this.options.credentials ? { credentials: this.options.credentials(spec.hostId) } : {}),
       ...(this.artifacts ? { artifacts: this.artifacts } : {}),
       ...(this.downloads ? { sharedDownloads: this.downloads } : {}),
@@ -164,6 +152,5 @@ export class SimulatedFleet {
 
   async close(): Promise<void> {
     await this.stop();
-    await this.kafkaSink.close();
   }
 }

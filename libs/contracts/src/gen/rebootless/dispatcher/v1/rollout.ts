@@ -11,7 +11,7 @@ import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { Actor } from "../../events/v1/common";
-import { HostSelector, RolloutStrategy } from "../../events/v1/dispatcher_events";
+import { AgentKeyRevoked, HostSelector, RolloutStrategy } from "../../events/v1/dispatcher_events";
 
 /** What a rollout carries out: a patch, or an undo. */
 export enum RolloutKind {
@@ -362,6 +362,28 @@ export interface ClearQuarantineRequest {
 export interface ClearQuarantineResponse {
   /** The command sent to the agent; QuarantineClearRequested and PatchQuarantineCleared carry it. */
   commandId: string;
+}
+
+/** The request of RolloutService.RevokeAgentKey. */
+export interface RevokeAgentKeyRequest {
+  /** The host whose agent key is revoked. */
+  hostId: string;
+  /** The epoch whose key is revoked; 0 revokes the keys of every epoch bound so far. */
+  epoch: number;
+  /** Why, for the audit trail; required. */
+  reason: string;
+}
+
+/** The answer of RolloutService.RevokeAgentKey. */
+export interface RevokeAgentKeyResponse {
+  /** The event written. */
+  revoked?:
+    | AgentKeyRevoked
+    | undefined;
+  /** The epochs whose keys were revoked, oldest first. */
+  epochs: number[];
+  /** Each revoked key's fingerprint (the first 16 hex digits of the raw key), in the order of epochs. */
+  keyFingerprints: string[];
 }
 
 function createBaseHostProgress(): HostProgress {
@@ -2100,6 +2122,156 @@ export const ClearQuarantineResponse: MessageFns<ClearQuarantineResponse> = {
   },
 };
 
+function createBaseRevokeAgentKeyRequest(): RevokeAgentKeyRequest {
+  return { hostId: "", epoch: 0, reason: "" };
+}
+
+export const RevokeAgentKeyRequest: MessageFns<RevokeAgentKeyRequest> = {
+  encode(message: RevokeAgentKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint32(message.epoch);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeAgentKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeAgentKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseRevokeAgentKeyResponse(): RevokeAgentKeyResponse {
+  return { epochs: [], keyFingerprints: [] };
+}
+
+export const RevokeAgentKeyResponse: MessageFns<RevokeAgentKeyResponse> = {
+  encode(message: RevokeAgentKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revoked !== undefined) {
+      AgentKeyRevoked.encode(message.revoked, writer.uint32(10).fork()).join();
+    }
+    if (message.epochs.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.epochs) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.keyFingerprints) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeAgentKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeAgentKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.revoked = AgentKeyRevoked.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.epochs.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.epochs.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.keyFingerprints.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 /**
  * RolloutService is how operators move a patch (or its undo) through the fleet in waves.
  * Every write answers with the rollout as it stands after the write.
@@ -2193,6 +2365,16 @@ export interface RolloutServiceClient {
    */
 
   clearQuarantine(request: ClearQuarantineRequest, metadata?: Metadata): Observable<ClearQuarantineResponse>;
+
+  /**
+   * Revokes a host's agent key (one epoch's, or every epoch's bound so far) by writing
+   * AgentKeyRevoked: from then on the gateway refuses that key's relays (PERMISSION_DENIED,
+   * recorded as CallDenied) and every reader keeps what it signs after the revocation out of
+   * the read models as a finding. A rebuilt host re-enrols with a new key, which the gateway
+   * binds in a new epoch (docs/threat-model.md). Access: a token with role operator.
+   */
+
+  revokeAgentKey(request: RevokeAgentKeyRequest, metadata?: Metadata): Observable<RevokeAgentKeyResponse>;
 }
 
 /**
@@ -2315,6 +2497,19 @@ export interface RolloutServiceController {
     request: ClearQuarantineRequest,
     metadata?: Metadata,
   ): Promise<ClearQuarantineResponse> | Observable<ClearQuarantineResponse> | ClearQuarantineResponse;
+
+  /**
+   * Revokes a host's agent key (one epoch's, or every epoch's bound so far) by writing
+   * AgentKeyRevoked: from then on the gateway refuses that key's relays (PERMISSION_DENIED,
+   * recorded as CallDenied) and every reader keeps what it signs after the revocation out of
+   * the read models as a finding. A rebuilt host re-enrols with a new key, which the gateway
+   * binds in a new epoch (docs/threat-model.md). Access: a token with role operator.
+   */
+
+  revokeAgentKey(
+    request: RevokeAgentKeyRequest,
+    metadata?: Metadata,
+  ): Promise<RevokeAgentKeyResponse> | Observable<RevokeAgentKeyResponse> | RevokeAgentKeyResponse;
 }
 
 export function RolloutServiceControllerMethods() {
@@ -2331,6 +2526,7 @@ export function RolloutServiceControllerMethods() {
       "approveRollout",
       "undo",
       "clearQuarantine",
+      "revokeAgentKey",
     ];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
