@@ -3,18 +3,24 @@
 import type { Kafka, Producer } from 'kafkajs';
 import type { events } from '@rebootless/contracts';
 import { authorityViolation, decodeEvent } from '@rebootless/events';
+import { WholeSend } from '@rebootless/kafka';
 import { PermissionError } from './dispatcher-errors';
 
 export class EventRelay {
+  private readonly whole: WholeSend;
+
   private constructor(
-    private readonly producer: Producer,
-    private readonly topic: string,
-  ) {}
+    private readonly kafka: Kafka,
+    private producer: Producer,
+    topic: string,
+  ) {
+    this.whole = new WholeSend(kafka, topic);
+  }
 
   static async open(kafka: Kafka, topic: string): Promise<EventRelay> {
-    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    const producer = newProducer(kafka);
     await producer.connect();
-    return new EventRelay(producer, topic);
+    return new EventRelay(kafka, producer, topic);
   }
 
   /**
@@ -26,11 +32,18 @@ export class EventRelay {
   async relay(hostId: string, envelopes: readonly Uint8Array[]): Promise<void> {
     this.check(hostId, envelopes);
     if (envelopes.length === 0) return;
-    await this.producer.send({
-      topic: this.topic,
-      acks: -1,
-      messages: envelopes.map((value) => ({ key: `host/${hostId}`, value: Buffer.from(value) })),
-    });
+    const records = envelopes.map((value) => ({ key: `host/${hostId}`, value: Buffer.from(value) }));
+    try {
+      // Checked partition by partition (WholeSend); a refusal leaves the envelopes in the agent's outbox.
+      await this.whole.send(this.producer, records);
+    } catch (error) {
+      // After a failed send kafkajs' idempotence sequence may be out of step: start a new producer.
+      const old = this.producer;
+      this.producer = newProducer(this.kafka);
+      await old.disconnect().catch(() => undefined);
+      await this.producer.connect().catch(() => undefined); // connected again on the next send
+      throw error;
+    }
   }
 
   /**
@@ -65,4 +78,8 @@ export class EventRelay {
   close(): Promise<void> {
     return this.producer.disconnect();
   }
+}
+
+function newProducer(kafka: Kafka): Producer {
+  return kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 }
