@@ -114,12 +114,24 @@ export class EventLogFollower {
     // Unsealed tails are timed from when the log as it was at start has been read: until then
     // the seals that exist may not have been read yet.
     let liveSince: number | undefined;
+    /** Each partition's next offset to read. */
+    const readTo = new Map<number, bigint>();
+    let judging = false;
     const expiry = setInterval(
       () => {
-        if (ends.size > 0) return;
+        if (ends.size > 0 || judging) return;
         liveSince ??= Date.now();
-        handOn(gate.expire(Date.now(), liveSince));
-        checkCaughtUp();
+        if (!gate.hasDue(Date.now(), liveSince)) return checkCaughtUp();
+        // A seal or binding may sit in a partition whose leader was lost with a broker: judged
+        // only once every partition is read to its end, else the wait starts again from now.
+        judging = true;
+        void readToEnd(opts.kafka, opts.topic, readTo)
+          .then((atEnd) => {
+            if (!atEnd) liveSince = Date.now();
+            else handOn(gate.expire(Date.now(), liveSince));
+            checkCaughtUp();
+          })
+          .finally(() => (judging = false));
       },
       Math.max(50, opts.unsealedTailTimeoutMs / 4),
     );
@@ -141,6 +153,7 @@ export class EventLogFollower {
         }
         const end = ends.get(batch.partition);
         const last = batch.messages.at(-1);
+        if (last) readTo.set(batch.partition, BigInt(last.offset) + 1n);
         if (end !== undefined && last && BigInt(last.offset) + 1n >= end) ends.delete(batch.partition);
         checkCaughtUp();
         await heartbeat();
@@ -166,5 +179,19 @@ export class EventLogFollower {
     if (this.stopped) return;
     this.stopped = true;
     await this.stopConsumer();
+  }
+}
+
+/** Whether every partition has been read up to its high watermark (false when Kafka cannot say). */
+async function readToEnd(kafka: Kafka, topic: string, readTo: ReadonlyMap<number, bigint>): Promise<boolean> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const watermarks = await admin.fetchTopicOffsets(topic);
+    return watermarks.every((w) => BigInt(w.high) <= (readTo.get(w.partition) ?? BigInt(w.low)));
+  } catch {
+    return false;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
   }
 }

@@ -150,8 +150,12 @@ describe('ProjectionGate', () => {
       const forged = forgeAfter(head, [serviceStarted(666)]);
       r.offer(forged, 0, 1_000);
       expect(r.gate.heldFrom(0)).toBe('10');
+      expect(r.gate.hasDue(1_000 + TIMEOUT - 1)).toBe(false);
       r.expire(1_000 + TIMEOUT - 1);
       expect(r.findings).toEqual([]);
+      // The reader asks first whether anything is due (then checks it has read the log's ends).
+      expect(r.gate.hasDue(1_000 + TIMEOUT)).toBe(true);
+      expect(r.gate.hasDue(1_000 + TIMEOUT, 2_000)).toBe(false);
       r.expire(1_000 + TIMEOUT);
       expect(r.findings).toEqual([
         expect.objectContaining({ kind: 'unsealed', producerId: 'builder', seq: 11, toSeq: 11 }),

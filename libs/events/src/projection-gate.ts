@@ -188,6 +188,18 @@ export class ProjectionGate<T> {
    * reader is caught up with the log (`liveSince`: since when): a reader still replaying has not
    * read the seals that exist yet, and its own slowness must not turn genuine records into findings.
    */
+  /** Whether expire() would judge anything now: a record has waited its whole timeout. */
+  hasDue(now: number, liveSince = -Infinity): boolean {
+    for (const queue of this.queues.values()) {
+      for (let i = queue.head; i < queue.items.length; i++) {
+        const h = queue.items[i]!;
+        if (h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs)
+          return true;
+      }
+    }
+    return false;
+  }
+
   expire(now: number, liveSince = -Infinity): GateOutput<T> {
     const stale = new Set<string>();
     for (const queue of this.queues.values()) {

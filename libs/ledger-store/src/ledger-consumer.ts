@@ -374,6 +374,14 @@ export class LedgerConsumer {
   /** Chains whose unsealed tail waited too long become findings; what they held back moves on. */
   private async expireUnsealed(): Promise<void> {
     if (!this.consumer || this.failure || this.gate.holding === 0 || this.liveSince === undefined) return;
+    if (!this.gate.hasDue(Date.now(), this.liveSince)) return;
+    // A seal or a binding may be in a partition that has not been read to its end: its leader
+    // was lost with a broker and no batch says so. Judged only once the log's ends are reached;
+    // otherwise the wait starts again from now.
+    if (!(await this.readToEnd())) {
+      this.liveSince = Date.now();
+      return;
+    }
     const liveSince = this.liveSince;
     await this.inTurn(async () => {
       const moved = new Set<number>();
@@ -384,6 +392,16 @@ export class LedgerConsumer {
     }).catch((err: unknown) => {
       this.failure ??= err as Error;
     });
+  }
+
+  /** Whether every partition has been read up to its high watermark (false when Kafka cannot say). */
+  private async readToEnd(): Promise<boolean> {
+    try {
+      const { behind } = await replayLag(this.opts.kafka, this.opts.topic, this.seenTo);
+      return behind === 0n;
+    } catch {
+      return false;
+    }
   }
 
   /**
