@@ -552,10 +552,9 @@ export function runFromRecord(record: RolloutRunRecord, hosts: readonly HostRun[
   const sorted = [...hosts].sort((a, b) => (order.get(a.hostId) ?? 0) - (order.get(b.hostId) ?? 0));
   // Records stored before forgiveness was a time carry `forgiven` (host ids) and `lastEventType`:
   // dropped; `ledger rebuild` folds the time in (docs/adr/0014-one-fold.md).
-  const { forgiven: _hosts, lastEventType: _type, ...current } = record as RolloutRunRecord & {
-    forgiven?: unknown;
-    lastEventType?: unknown;
-  };
+  const current: RolloutRunRecord & { forgiven?: unknown; lastEventType?: unknown } = { ...record };
+  delete current.forgiven;
+  delete current.lastEventType;
   return {
     ...current,
     undoModules: new Map(Object.entries(record.undoModules)),
