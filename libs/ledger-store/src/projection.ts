@@ -248,7 +248,9 @@ export class LedgerProjection {
       [w.patches!, [...this.dirtyPatches].map(patchValues)],
       [w.rollouts!, rollouts.rollouts.map(rolloutValues)],
       [w.rolloutHosts!, rollouts.hosts.map(rolloutHostValues)],
-      [w.rolloutBook!, rollouts.book],
+      // An entry the book no longer holds is deleted: the table is what the book holds now,
+      // whatever order the partitions were read in (ledger verify compares it).
+      [w.rolloutBook!, rollouts.book.filter(([, json]) => json !== '')],
       [w.audit!, this.audit.map(auditValues)],
       [
         w.findings!,
@@ -258,7 +260,10 @@ export class LedgerProjection {
     if (nextOffsets && nextOffsets.size > 0)
       tables.push([w.offsets!, [...nextOffsets].map(([partition, next]) => [this.topic, partition, next.toString()])]);
     this.discardStaged();
-    return { writes: tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)) };
+    const gone = rollouts.book.filter(([, json]) => json === '').map(([bookKey]) => bookKey);
+    const writes = tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows));
+    if (gone.length > 0) writes.push(w.rolloutBook!.prepareDelete(gone));
+    return { writes };
   }
 
   /** Rows staged and not yet flushed (for progress and tests). */
