@@ -12,7 +12,7 @@ import {
   runRecord,
 } from '@rebootless/rollout';
 import type { ActorRow } from '../audit/columns';
-import type { RolloutHostRow, RolloutRow, WaveRow } from './columns';
+import { type RolloutHostRow, type RolloutRow, type WaveRow, canonicalJson } from './columns';
 
 const H = dispatcher.HostRolloutState;
 
@@ -134,7 +134,7 @@ export function rolloutRow(run: RolloutRun): RolloutRow {
     failed: states.filter((s) => s === H.HOST_ROLLOUT_STATE_FAILED || s === H.HOST_ROLLOUT_STATE_TIMED_OUT).length,
     skipped: states.filter((s) => s === H.HOST_ROLLOUT_STATE_SKIPPED).length + run.skippedHostIds.length,
     reason: view.stateReason,
-    foldState: JSON.stringify(runRecord(run)),
+    foldState: canonicalJson(runRecord(run)),
   };
 }
 
@@ -153,7 +153,7 @@ export function hostRows(run: RolloutRun): RolloutHostRow[] {
         detail: h.error,
         updatedAt: tsMs(h.updatedAt) ?? 0,
         planned: true,
-        foldState: JSON.stringify(run.hosts.get(h.hostId)),
+        foldState: canonicalJson(run.hosts.get(h.hostId)),
       });
   for (const hostId of run.skippedHostIds)
     rows.push({
