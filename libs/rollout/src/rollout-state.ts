@@ -122,6 +122,7 @@ const KERNEL_WARNING_TAINT = 512;
 /** What waits for a rollout not yet created: one of its steps, or a host fact read after one. */
 type Waiting =
   | { event: RolloutEvent; meta: EventMeta }
+  | { commandId: string; outcome: CommandOutcome }
   | { bootedAt: number; issue?: undefined; at?: undefined }
   | { issue: string; at: number; bootedAt?: undefined };
 
@@ -141,7 +142,7 @@ export class RolloutBook {
 
   /**
    * keepOutcomes 'for-waiting-steps': an outcome whose command the book has not seen is kept
-   * only when a step waiting for its rollout carries that command. Exact for a reader that sees a
+   * only when a step waiting for its rollout carries that command, after it in the order read. Exact for a reader that sees a
    * host's commands and facts in their order (one partition, the ledger): any other outcome's
    * command will never come.
    */
@@ -205,6 +206,7 @@ export class RolloutBook {
         for (const hostId of [...early.keys()].sort())
           for (const w of early.get(hostId)!) {
             if ('event' in w) this.evolve(w.event, w.meta);
+            else if ('outcome' in w) this.outcome(w.commandId, w.outcome);
             else if (w.bootedAt !== undefined) this.booted(run, hostId, w.bootedAt, this.runsOf(hostId));
             else this.issueOn(run, hostId, w.at ?? 0, w.issue ?? '');
           }
@@ -451,7 +453,8 @@ export class RolloutBook {
     if (
       host.applyOutcome?.kind === 'applied' &&
       host.applyOutcome.at <= at &&
-      !supersededOn(hostId, run, host.applyOutcome.at, runs)
+      !supersededOn(hostId, run, host.applyOutcome.at, at, runs) &&
+      !this.supersededWhileWaiting(hostId, run, host.applyOutcome.at, at)
     ) {
       host.rebootedAt = at;
       return true;
@@ -477,8 +480,10 @@ export class RolloutBook {
   private outcome(commandId: string, outcome: CommandOutcome): RolloutRun[] {
     const owner = this.commands.get(commandId);
     if (!owner) {
-      // Not ours, or its request is further on in the replay.
-      if (commandId && !this.unmatched.has(commandId) && this.mayCome(commandId)) {
+      // Its command waits for its rollout: the outcome waits after it, in the order read.
+      if (commandId && this.waitAfterCommand(commandId, outcome)) return [];
+      // Not ours, or its request is further on in the replay (see keepOutcomes).
+      if (commandId && !this.unmatched.has(commandId) && this.opts.keepOutcomes !== 'for-waiting-steps') {
         this.unmatched.set(commandId, outcome);
         this.leftoverChanges.add(`outcome/${commandId}`);
       }
@@ -511,18 +516,42 @@ export class RolloutBook {
     this.outcome(commandId, outcome);
   }
 
-  /** Whether the command of an outcome not matched yet may still come (see keepOutcomes). */
-  private mayCome(commandId: string): boolean {
-    if (this.opts.keepOutcomes !== 'for-waiting-steps') return true;
-    for (const hosts of this.early.values())
+  /**
+   * Whether a rollout not created yet took the run's patch off the host between its apply and a
+   * boot: the same rule as supersededOn, over the commands and answers waiting for that rollout.
+   */
+  private supersededWhileWaiting(hostId: string, run: RolloutRun, appliedAt: number, bootedAt: number): boolean {
+    for (const hosts of this.early.values()) {
+      const commands = new Map<string, RolloutEvent>();
+      for (const w of hosts.get(hostId) ?? []) {
+        if ('event' in w && 'commandId' in w.event.data) commands.set(w.event.data.commandId, w.event);
+        if (!('outcome' in w) || w.outcome.at < appliedAt || w.outcome.at >= bootedAt) continue;
+        const command = commands.get(w.commandId);
+        if (!command || command.data.rolloutId === run.rolloutId) continue;
+        if (command.type === 'HostRevertRequested' && command.data.undoStep > 0 && w.outcome.kind === 'reverted') {
+          if (command.data.patchId === run.patchId) return true;
+        } else if (command.type === 'HostApplyRequested' && command.data.undoStep === 0 && w.outcome.kind === 'applied') {
+          if (w.outcome.replace || command.data.patchId === run.patchId) return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  /** Puts an outcome after its command when the command waits for its rollout; false when none does. */
+  private waitAfterCommand(commandId: string, outcome: CommandOutcome): boolean {
+    for (const [rolloutId, hosts] of this.early)
       for (const list of hosts.values())
         for (const w of list)
           if (
             'event' in w &&
             (w.event.type === 'HostApplyRequested' || w.event.type === 'HostRevertRequested') &&
             w.event.data.commandId === commandId
-          )
+          ) {
+            list.push({ commandId, outcome });
+            this.leftoverChanges.add(`early/${rolloutId}`);
             return true;
+          }
     return false;
   }
 }
@@ -740,17 +769,26 @@ export function assertNever(x: never): never {
  * Whether a later rollout took this run's patch off the host (an undo of it, a cumulative patch
  * with replace, a newer version of the same patch): a reboot must not bring it back then.
  */
-function supersededOn(hostId: string, run: RolloutRun, appliedAt: number, runs: readonly RolloutRun[]): boolean {
+function supersededOn(
+  hostId: string,
+  run: RolloutRun,
+  appliedAt: number,
+  bootedAt: number,
+  runs: readonly RolloutRun[],
+): boolean {
+  // Only what happened before the boot: a reader of several partitions may have folded later
+  // answers of other rollouts already (the same millisecond counts as after).
+  const between = (at: number) => at >= appliedAt && at < bootedAt;
   return runs.some((other) => {
     if (other === run) return false;
     const host = other.hosts.get(hostId);
     if (!host) return false;
     if (other.undo) {
       return (
-        other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && host.revertOutcome.at >= appliedAt
+        other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && between(host.revertOutcome.at)
       );
     }
     const applied = host.applyOutcome;
-    return applied?.kind === 'applied' && applied.at >= appliedAt && (applied.replace || other.patchId === run.patchId);
+    return applied?.kind === 'applied' && between(applied.at) && (applied.replace || other.patchId === run.patchId);
   });
 }
