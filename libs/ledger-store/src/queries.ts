@@ -1,17 +1,8 @@
-import { Timestamp, events, ledger, toTimestamp } from '@rebootless/contracts';
-import { LedgerDatabase, num } from './database';
+import { Timestamp, events, ledger } from '@rebootless/contracts';
+import { num } from './database';
+import type { LedgerDatabase } from './database';
 import { InvalidArgumentError, NotFoundError } from './errors';
-import {
-  ArtifactRow,
-  HostRow,
-  IntervalRow,
-  PatchRow,
-  hostFromRow,
-  intervalFromRow,
-  patchFromRow,
-  rolloutFromRow,
-  rolloutHostFromRow,
-} from './projection';
+import { HostRow, IntervalRow, PatchRow, hostFromRow, intervalFromRow } from './projection';
 import {
   ExposureInterval,
   cveExposure,
@@ -22,34 +13,19 @@ import {
   liveFunctions,
 } from '@rebootless/ledger-model';
 import { toPublishedPatch } from './catalog/published';
+import { listPatches, patchMap } from './catalog/queries';
 import { toHostHistory } from './hosts/history';
 import { withCatalog } from './stacks/read';
+import { getRollout } from './rollouts/queries';
+import { auditRecord, queryAudit } from './audit/queries';
+import { integrityFindingCount, integrityFindings } from './findings/queries';
+import { MAX_SECONDS, MIN_SECONDS, decodeToken, encodeToken, instantOf, pageSize, ts } from './query-paging';
 import { VERDICT_WIRE } from './verdict-wire';
+export { auditRecord } from './audit/queries';
+export { instantOf, type PageToken } from './query-paging';
 
-const MIN_SECONDS = -62135596800;
-const MAX_SECONDS = 253402300799;
-
-/** An instant from a request: INVALID_ARGUMENT naming the field when it is not a valid Timestamp. */
-export function instantOf(ts: Timestamp | undefined, field: string, required: true): number;
-export function instantOf(ts: Timestamp | undefined, field: string, required?: false): number | undefined;
-export function instantOf(ts: Timestamp | undefined, field: string, required = false): number | undefined {
-  if (!ts) {
-    if (required) throw new InvalidArgumentError(field, 'is required (a google.protobuf.Timestamp)');
-    return undefined;
-  }
-  const seconds = Number(ts.seconds);
-  if (!Number.isInteger(seconds) || seconds < MIN_SECONDS || seconds > MAX_SECONDS)
-    throw new InvalidArgumentError(
-      field,
-      `seconds ${JSON.stringify(ts.seconds)} is not a whole number of seconds between 0001-01-01 and 9999-12-31`,
-    );
-  if (!Number.isInteger(ts.nanos) || ts.nanos < 0 || ts.nanos > 999_999_999)
-    throw new InvalidArgumentError(field, `nanos ${ts.nanos} is outside 0 to 999999999`);
-  return seconds * 1000 + Math.floor(ts.nanos / 1_000_000);
-}
-
-const ts = (msValue: number | null | undefined): Timestamp | undefined =>
-  msValue === null || msValue === undefined ? undefined : toTimestamp(new Date(msValue));
+// The queries of the hosts and stacks read models, and the LedgerService answers that join
+// several read models (verdicts, exposure). Each other read model's queries are in its folder.
 
 const S = ledger.StackEntryState;
 const stateOf = (s: string) =>
@@ -58,24 +34,6 @@ const stateOf = (s: string) =>
     : s === 'in-transition'
       ? S.STACK_ENTRY_STATE_IN_TRANSITION
       : S.STACK_ENTRY_STATE_DISABLED;
-
-export interface PageToken {
-  after: string;
-}
-
-function pageSize(requested: number, def = 100, max = 1000): number {
-  if (requested === 0) return def;
-  return Math.min(requested, max);
-}
-
-function decodeToken(token: string, field = 'page_token'): number {
-  if (!token) return 0;
-  const n = Number(Buffer.from(token, 'base64url').toString());
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(field, 'is not a token this ledger handed out');
-  return n;
-}
-
-const encodeToken = (n: number) => Buffer.from(String(n)).toString('base64url');
 
 export interface LedgerQueryOptions {
   /** A host is online when its agent was heard from within this many ms. */
@@ -102,27 +60,29 @@ export class LedgerQueries {
   }
 
   /** The catalog: each published patch version with its build's manifests joined in. */
-  async patchMap(): Promise<Map<string, PatchRow>> {
-    const builds = new Map<string, { description: string; artifacts: ArtifactRow[] }>();
-    for (const r of await this.db.query('SELECT build_id, description, artifacts FROM builds'))
-      builds.set(String(r['build_id']), {
-        description: String(r['description']),
-        artifacts: JSON.parse(String(r['artifacts'])) as ArtifactRow[],
-      });
-    const out = new Map<string, PatchRow>();
-    for (const r of await this.db.query('SELECT * FROM patches')) {
-      const p = patchFromRow(r);
-      const b = builds.get(p.buildId);
-      if (b) {
-        p.description ||= b.description;
-        p.artifacts = p.artifacts.map((a) => {
-          const built = b.artifacts.find((x) => x.kernelRelease === a.kernelRelease);
-          return built ? { ...a, moduleName: built.moduleName, functions: built.functions } : a;
-        });
-      }
-      out.set(`${p.patchId}@${p.version}`, p);
-    }
-    return out;
+  patchMap(): Promise<Map<string, PatchRow>> {
+    return patchMap(this.db);
+  }
+
+  listPatches(req: ledger.ListPatchesRequest): Promise<ledger.ListPatchesResponse> {
+    return listPatches(this.db, req);
+  }
+
+  getRollout(rolloutId: string): Promise<ledger.GetRolloutResponse> {
+    return getRollout(this.db, rolloutId);
+  }
+
+  /** Audit records matching the query, oldest first, fetched a page at a time. */
+  queryAudit(req: ledger.QueryAuditRequest): AsyncGenerator<ledger.AuditRecord> {
+    return queryAudit(this.db, req);
+  }
+
+  integrityFindingCount(): Promise<number> {
+    return integrityFindingCount(this.db);
+  }
+
+  integrityFindings(): ReturnType<typeof integrityFindings> {
+    return integrityFindings(this.db);
   }
 
   /** Names the patch of entries the kernel listed without saying whose they are (module name). */
@@ -382,133 +342,6 @@ export class LedgerQueries {
     };
   }
 
-  async listPatches(req: ledger.ListPatchesRequest): Promise<ledger.ListPatchesResponse> {
-    const size = pageSize(req.pageSize);
-    const skip = decodeToken(req.pageToken);
-    const carrying = new Map<string, number>();
-    for (const r of await this.db.query(
-      'SELECT patch_id, version, COUNT(DISTINCT host_id) AS n FROM stack_intervals WHERE removed_at IS NULL AND enabled = 1 GROUP BY patch_id, version',
-    ))
-      carrying.set(`${String(r['patch_id'])}@${String(r['version'])}`, num(r['n']));
-    const all = [...(await this.patchMap()).values()]
-      .filter((p) => req.includeRetracted || !p.retracted)
-      .filter((p) => !req.cveId || p.cves.some((c) => c.id === req.cveId))
-      .filter((p) => !req.kernelRelease || p.artifacts.some((a) => a.kernelRelease === req.kernelRelease))
-      .sort((a, b) => a.publishedAt - b.publishedAt || (a.patchId < b.patchId ? -1 : 1));
-    const patches: ledger.Patch[] = all.slice(skip, skip + size).map((p) => ({
-      patchId: p.patchId,
-      version: p.version,
-      patchName: p.patchName,
-      description: p.description,
-      cves: p.cves,
-      severity: p.severity,
-      replace: p.replace,
-      buildId: p.buildId,
-      artifacts: p.artifacts.map((a) => ({
-        kernelRelease: a.kernelRelease,
-        artifactDigest: a.artifactDigest,
-        vermagic: a.vermagic,
-      })),
-      publishedAt: ts(p.publishedAt),
-      retracted: p.retracted,
-      retractionReason: p.retractionReason,
-      hostsCarrying: carrying.get(`${p.patchId}@${p.version}`) ?? 0,
-    }));
-    return { patches, nextPageToken: skip + size < all.length ? encodeToken(skip + size) : '' };
-  }
-
-  async getRollout(rolloutId: string): Promise<ledger.GetRolloutResponse> {
-    if (!rolloutId) throw new InvalidArgumentError('rollout_id', 'is required');
-    const rows = await this.db.query('SELECT * FROM rollouts WHERE rollout_id = $1', [rolloutId]);
-    if (rows.length === 0) throw new NotFoundError(`rollout ${rolloutId} is not in the log`);
-    const ro = rolloutFromRow(rows[0]!);
-    const hosts = (
-      await this.db.query('SELECT * FROM rollout_hosts WHERE rollout_id = $1 ORDER BY host_id', [rolloutId])
-    ).map(rolloutHostFromRow);
-    const timeline = await this.db.query(
-      "SELECT * FROM audit_log WHERE correlation_id = $1 AND correlation_id <> '' ORDER BY occurred_at, partition_no, record_offset",
-      [rolloutId],
-    );
-    return {
-      rollout: {
-        rolloutId: ro.rolloutId,
-        kind: 0,
-        patchId: ro.patchId,
-        version: ro.version,
-        selector: ro.selector as events.HostSelector,
-        strategy: ro.strategy as events.RolloutStrategy,
-        state: ro.state,
-        stateReason: ro.reason,
-        waves: ro.waves.map((w) => ({
-          index: w.index,
-          name: w.name,
-          state: w.state,
-          hosts: hosts
-            .filter((h) => h.waveIndex === w.index)
-            .map((h) => ({
-              hostId: h.hostId,
-              state: h.outcome,
-              commandId: h.commandId,
-              error: h.detail,
-              forced: h.detail === 'forced',
-              updatedAt: ts(h.updatedAt),
-            })),
-          startedAt: ts(w.startedAt),
-          completedAt: ts(w.completedAt),
-        })),
-        skippedHostIds: hosts.filter((h) => h.waveIndex === -1 && h.planned).map((h) => h.hostId),
-        allowForce: false,
-        allowDowngrade: false,
-        createdBy: ro.createdBy,
-        createdAt: ts(ro.createdAt),
-        updatedAt: ts(ro.updatedAt),
-      },
-      timeline: timeline.map((r) => auditRecord(r, false)),
-    };
-  }
-
-  /** Audit records matching the query, oldest first, fetched a page at a time. */
-  async *queryAudit(req: ledger.QueryAuditRequest): AsyncGenerator<ledger.AuditRecord> {
-    const from = instantOf(req.from, 'from');
-    const to = instantOf(req.to, 'to');
-    if (from !== undefined && to !== undefined && from > to) throw new InvalidArgumentError('from', 'is after to');
-    const where: string[] = [];
-    const params: unknown[] = [];
-    const p = (v: unknown) => {
-      params.push(v);
-      return `$${params.length}`;
-    };
-    if (from !== undefined) where.push(`occurred_at >= ${p(from)}`);
-    if (to !== undefined) where.push(`occurred_at <= ${p(to)}`);
-    if (req.hostId) where.push(`host_id = ${p(req.hostId)}`);
-    if (req.actorId) where.push(`actor_id = ${p(req.actorId)}`);
-    if (req.correlationId) where.push(`correlation_id = ${p(req.correlationId)} AND correlation_id <> ''`);
-    if (req.producerId) where.push(`producer_id = ${p(req.producerId)}`);
-    if (req.types.length > 0) where.push(`type IN (${req.types.map((t) => p(t)).join(',')})`);
-    // Keyset paging: stable while the projection appends.
-    let cursor: [number, number, string] | undefined;
-    for (;;) {
-      const page = [...where];
-      const pageParams = [...params];
-      if (cursor) {
-        const n = pageParams.length;
-        pageParams.push(cursor[0], cursor[0], cursor[1], cursor[0], cursor[1], cursor[2]);
-        page.push(
-          `(occurred_at > $${n + 1} OR (occurred_at = $${n + 2} AND partition_no > $${n + 3}) OR (occurred_at = $${n + 4} AND partition_no = $${n + 5} AND record_offset > $${n + 6}))`,
-        );
-      }
-      const rows = await this.db.query(
-        `SELECT * FROM audit_log ${page.length ? 'WHERE ' + page.join(' AND ') : ''}
-         ORDER BY occurred_at, partition_no, record_offset LIMIT 1000`,
-        pageParams,
-      );
-      for (const r of rows) yield auditRecord(r, req.includeEnvelopes);
-      if (rows.length < 1000) return;
-      const last = rows[rows.length - 1]!;
-      cursor = [num(last['occurred_at']), num(last['partition_no']), String(last['record_offset'])];
-    }
-  }
-
   /** Every host's exposure intervals (open and closed) as of an instant, from its stack history and the catalog. */
   async exposures(hosts?: HostRow[], asOf = Infinity): Promise<ExposureInterval[]> {
     const patches = await this.patchMap();
@@ -534,55 +367,4 @@ export class LedgerQueries {
   async hosts(): Promise<HostRow[]> {
     return (await this.db.query('SELECT * FROM hosts ORDER BY host_id')).map(hostFromRow);
   }
-
-  async integrityFindingCount(): Promise<number> {
-    const rows = await this.db.query('SELECT COUNT(*) AS n FROM integrity_findings');
-    return num(rows[0]?.['n'] ?? 0);
-  }
-
-  async integrityFindings(): Promise<
-    {
-      partition: number;
-      offset: string;
-      kind: string;
-      producerId: string;
-      epoch: number;
-      seq: number;
-      detail: string;
-    }[]
-  > {
-    return (await this.db.query('SELECT * FROM integrity_findings ORDER BY partition_no, record_offset, kind')).map(
-      (r) => ({
-        partition: num(r['partition_no']),
-        offset: String(r['record_offset']),
-        kind: String(r['kind']),
-        producerId: String(r['producer_id']),
-        epoch: num(r['epoch']),
-        seq: num(r['seq']),
-        detail: String(r['detail']),
-      }),
-    );
-  }
-}
-
-export function auditRecord(r: Record<string, unknown>, withEnvelope: boolean): ledger.AuditRecord {
-  const envelope = Buffer.from(r['envelope'] as Uint8Array);
-  let body: events.EventBody | undefined;
-  try {
-    body = events.EventBody.decode(events.Envelope.decode(envelope).body);
-  } catch {
-    body = undefined;
-  }
-  return {
-    body,
-    position: {
-      producerId: String(r['producer_id']),
-      epoch: num(r['epoch']),
-      seq: String(r['seq']),
-      partition: num(r['partition_no']),
-      offset: String(r['record_offset']),
-    },
-    summary: String(r['summary']),
-    envelope: withEnvelope ? envelope : Buffer.alloc(0),
-  };
 }

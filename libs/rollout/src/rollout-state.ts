@@ -530,7 +530,11 @@ export class RolloutBook {
         if (!command || command.data.rolloutId === run.rolloutId) continue;
         if (command.type === 'HostRevertRequested' && command.data.undoStep > 0 && w.outcome.kind === 'reverted') {
           if (command.data.patchId === run.patchId) return true;
-        } else if (command.type === 'HostApplyRequested' && command.data.undoStep === 0 && w.outcome.kind === 'applied') {
+        } else if (
+          command.type === 'HostApplyRequested' &&
+          command.data.undoStep === 0 &&
+          w.outcome.kind === 'applied'
+        ) {
           if (w.outcome.replace || command.data.patchId === run.patchId) return true;
         }
       }
@@ -784,9 +788,7 @@ function supersededOn(
     const host = other.hosts.get(hostId);
     if (!host) return false;
     if (other.undo) {
-      return (
-        other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && between(host.revertOutcome.at)
-      );
+      return other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && between(host.revertOutcome.at);
     }
     const applied = host.applyOutcome;
     return applied?.kind === 'applied' && between(applied.at) && (applied.replace || other.patchId === run.patchId);

@@ -22,7 +22,8 @@ const actorRow = (a: events.Actor | undefined): ActorRow => ({
 export type AuditOnlyEvent = Extract<
   EventPayload,
   {
-    type: 'ChainEpochStarted' | 'ServiceStarted' | 'ServiceStopped' | 'CallDenied' | 'AgentKeyBound' | 'AgentKeyRevoked';
+    type:
+      'ChainEpochStarted' | 'ServiceStarted' | 'ServiceStopped' | 'CallDenied' | 'AgentKeyBound' | 'AgentKeyRevoked';
   }
 >;
 

@@ -12,7 +12,16 @@ export interface FindingRow {
   detail: string;
 }
 
-export const FINDING_COLUMNS = ['partition_no', 'record_offset', 'kind', 'producer_id', 'epoch', 'seq', 'to_seq', 'detail'];
+export const FINDING_COLUMNS = [
+  'partition_no',
+  'record_offset',
+  'kind',
+  'producer_id',
+  'epoch',
+  'seq',
+  'to_seq',
+  'detail',
+];
 
 export const findingValues = (f: FindingRow) => [
   f.partition,

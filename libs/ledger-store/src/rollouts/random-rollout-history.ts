@@ -102,8 +102,7 @@ export function randomScenario(rng: Prng, s: number, log: Entry[], end: RolloutS
     const hostId = rng.pick(ids);
     const a = rng.int(100);
     if (a < 25 && run) {
-      for (let i = 0; i < 200 && nextEvents(run, context()).length > 0; i++)
-        write(nextEvents(run, context()));
+      for (let i = 0; i < 200 && nextEvents(run, context()).length > 0; i++) write(nextEvents(run, context()));
     } else if (a < 50 && run) {
       const open = [...run.hosts.values()].filter(
         (h) => (h.revert && !h.revertOutcome) || (h.apply && !h.applyOutcome && !h.revert),
@@ -272,4 +271,3 @@ export function bodyOf(e: Entry, i: number): events.EventBody {
     ...payloadFields(p),
   };
 }
-

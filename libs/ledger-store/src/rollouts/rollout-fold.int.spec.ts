@@ -55,7 +55,8 @@ describe.each(['sqlite', 'postgres'] as const)(
     beforeAll(async () => {
       const rng = new Prng(SEED);
       const entries: Entry[] = [];
-      for (let s = 0; s < SCENARIOS; s++) runs.push(...randomScenario(rng, s, entries, END_STATES[s % END_STATES.length]!).book.all());
+      for (let s = 0; s < SCENARIOS; s++)
+        runs.push(...randomScenario(rng, s, entries, END_STATES[s % END_STATES.length]!).book.all());
       const log = entries.map(bodyOf);
       if (dialect === 'postgres') {
         const scratch = await createScratchDatabase('ledger_rollout_fold');
