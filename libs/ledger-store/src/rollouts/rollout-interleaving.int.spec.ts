@@ -151,4 +151,30 @@ describe(`the ledger's read models whatever order it reads the partitions in (se
       expect(Number(folds[0]!['n'])).toBeGreaterThan(0);
     },
   );
+
+  it(`an edit of the fold's state by a database administrator is a difference ledger verify reports (LEDGER_PROPERTY_SEED=${SEED})`, async () => {
+    // Forgiving a failure by hand (moving the resume later) and forgetting a warned host.
+    const [run] = await written.query<{ rollout_id: string; fold_state: string }>(
+      `SELECT rollout_id, fold_state FROM rollouts WHERE fold_state LIKE '%resumedAt%' ORDER BY rollout_id LIMIT 1`,
+    );
+    const [entry] = await written.query<{ book_key: string }>(
+      `SELECT book_key FROM rollout_book ORDER BY book_key LIMIT 1`,
+    );
+    const forged = JSON.stringify({ ...(JSON.parse(run!.fold_state) as object), resumedAt: 4_102_444_800_000 });
+    await written.query('UPDATE rollouts SET fold_state = $1 WHERE rollout_id = $2', [forged, run!.rollout_id]);
+    await written.query('DELETE FROM rollout_book WHERE book_key = $1', [entry!.book_key]);
+
+    const check = await compareReadModels(written, others[0]![1]);
+    expect(check.differences).toEqual([
+      {
+        table: 'rollouts',
+        key: `rollout_id=${run!.rollout_id}`,
+        kind: 'changed',
+        column: 'fold_state',
+        stored: forged,
+        fromLog: run!.fold_state,
+      },
+      { table: 'rollout_book', key: `book_key=${entry!.book_key}`, kind: 'missing' },
+    ]);
+  });
 });
