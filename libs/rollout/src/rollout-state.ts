@@ -142,9 +142,9 @@ export class RolloutBook {
 
   /**
    * keepOutcomes 'for-waiting-steps': an outcome whose command the book has not seen is kept
-   * only when a step waiting for its rollout carries that command, after it in the order read. Exact for a reader that sees a
-   * host's commands and facts in their order (one partition, the ledger): any other outcome's
-   * command will never come.
+   * only when a step waiting for its rollout carries that command, after it in the order read.
+   * Exact for a reader that sees a host's commands and facts in their order (one partition, the
+   * ledger): any other outcome's command will never come.
    */
   constructor(private readonly opts: { keepOutcomes?: 'all' | 'for-waiting-steps' } = {}) {}
 
