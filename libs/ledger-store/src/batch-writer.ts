@@ -88,6 +88,25 @@ export class TableWriter {
     return { table, run: (q) => runAll(q, statements) };
   }
 
+  /** Deletes the rows with these keys (the table's key is one column), in the caller's transaction. */
+  prepareDelete(keys: readonly unknown[]): PreparedWrite {
+    const table = this.table;
+    const [column, ...more] = this.key;
+    if (!column || more.length > 0) throw new Error(`${table}: deleting by key needs a one-column key`);
+    if (keys.length === 0) return { table, run: async () => undefined };
+    const statements: Statement[] = [];
+    for (let i = 0; i < keys.length; i += 1_000) {
+      const chunk = keys.slice(i, i + 1_000);
+      const type = this.pgTypes?.[this.columns.indexOf(column)];
+      statements.push(
+        type
+          ? [`DELETE FROM ${table} WHERE ${column} = ANY($1::${type}[])`, [pgArrayLiteral(type, chunk)]]
+          : [`DELETE FROM ${table} WHERE ${column} IN (${chunk.map(() => '?').join(',')})`, [...chunk]],
+      );
+    }
+    return { table, run: (q) => runAll(q, statements) };
+  }
+
   private unnestStatements(rows: readonly unknown[][], types: CopyColumnType[]): Statement[] {
     const statements: Statement[] = [];
     for (let i = 0; i < rows.length; i += 10_000) {

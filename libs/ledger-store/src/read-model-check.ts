@@ -10,9 +10,9 @@ import { LedgerConsumer, replayLag } from './ledger-consumer';
 // models are then compared row by row (docs/adr/0014-one-fold.md).
 
 /**
- * Each read model's primary key (migrations/0001-read-models.ts). Not `rollout_book`: it is the
- * rollout fold's working state between batches (answers waiting for their command), so its rows
- * depend on where batches happened to end; an edit to it shows in the rollout rows it then yields.
+ * Each read model's primary key (migrations/0001-read-models.ts, 0003-rollout-fold.ts). Every
+ * column is compared, the rollout fold's own state (`fold_state`, `rollout_book`) too: the fold
+ * gives the same rows whatever order the partitions were read in (docs/adr/0014-one-fold.md).
  */
 const KEYS: Record<string, string[]> = {
   agent_keys: ['producer_id'],
@@ -22,17 +22,10 @@ const KEYS: Record<string, string[]> = {
   builds: ['build_id'],
   rollouts: ['rollout_id'],
   rollout_hosts: ['rollout_id', 'host_id'],
+  rollout_book: ['book_key'],
   audit_log: ['partition_no', 'record_offset'],
   integrity_findings: ['partition_no', 'record_offset', 'kind'],
 };
-
-/**
- * The rollout fold's serialised state (rollouts/rollout_hosts `fold_state`) is working state, not
- * what anyone reads: part of it (which failures a resume forgave) depends on how records of
- * different partitions interleaved when read, so a re-fold may differ there while every column
- * derived for readers agrees. Those derived columns are compared; this one is not.
- */
-const WORKING_STATE = new Set(['fold_state']);
 
 export interface ReadModelDifference {
   table: string;
@@ -111,7 +104,7 @@ export async function compareReadModels(stored: LedgerDatabase, refolded: Ledger
         continue;
       }
       for (const column of Object.keys(row))
-        if (!WORKING_STATE.has(column) && have[column] !== row[column])
+        if (have[column] !== row[column])
           differences.push({ table, key, kind: 'changed', column, stored: have[column] ?? null, fromLog: row[column] });
     }
     for (const key of mine.keys()) if (!truth.has(key)) differences.push({ table, key, kind: 'extra' });

@@ -3,6 +3,7 @@ import { RolloutForbiddenError, RolloutPreconditionError } from './errors';
 import { abort, approve, pause, resume, rollBack } from './rollout-decider';
 import { planRollout, planUndoRollout } from './rollout-planner';
 import { rolloutView } from './rollout-view';
+import { runRecord } from './rollout-state';
 import { catalogWith, fleetOf, hostIds, make, publishTo, request, RolloutDriver, strategy, T0 } from './test-fleet';
 
 const H = dispatcher.HostRolloutState;
@@ -250,6 +251,50 @@ describe('failures', () => {
     const next = d.settle();
     expect(d.types(next).slice(0, 2)).toEqual(['WaveCompleted', 'WaveStarted']);
     expect(next.filter((e) => e.type === 'HostApplyRequested')).toHaveLength(4);
+  });
+
+  it('a failure that arises after the resume counts again, on a host that was forgiven before', () => {
+    const d = driver(5);
+    const run = d.create(request({ strategy: strategy({ canaryCount: 2, waves: [{ percent: 100 }] }) }));
+    d.settle();
+    d.failed('host-0000');
+    d.settle();
+    resume(run).forEach((e) => d.write(e));
+    d.now += 1_000;
+    d.applied('host-0001', { forced: true });
+    expect(d.settle()[0]).toMatchObject({
+      type: 'RolloutPaused',
+      data: { reason: expect.stringContaining('host-0001: the transition did not finish by itself (forced)') },
+    });
+    // host-0000's failure, accepted by the resume, is not counted again.
+    expect(run.statusReason).not.toContain('host-0000');
+  });
+
+  it('forgives the same failures whatever order a reader folds the resume and the agents facts in', () => {
+    const d = driver(5);
+    const run = d.create(request({ strategy: strategy({ canaryCount: 2, waves: [{ percent: 100 }] }) }));
+    d.settle();
+    d.failed('host-0000');
+    d.settle();
+    d.now += 1_000;
+    resume(run).forEach((e) => d.write(e));
+    d.now += 1_000;
+    d.applied('host-0001', { forced: true });
+
+    // Every event of the dispatcher first, then every agent fact (another partition read later).
+    const late = new RolloutDriver(d.fleet, d.catalog);
+    for (const l of d.log) late.book.evolve(l.event, { at: l.at });
+    for (const f of d.facts) late.book.observe(f.fact, { at: f.at });
+    const mine = runRecord(d.book.get('r1')!);
+    expect(runRecord(late.book.get('r1')!)).toEqual(mine);
+    expect(mine.resumedAt).toBe(d.log.find((l) => l.event.type === 'RolloutResumed')!.at);
+    // Both pause again for host-0001 only: host-0000 failed before the resume, host-0001 after it.
+    late.now = d.now;
+    for (const driven of [d, late]) {
+      const [paused] = driven.settle();
+      expect(paused).toMatchObject({ type: 'RolloutPaused', data: { reason: expect.stringContaining('1 host(s)') } });
+      expect((paused as { data: { reason: string } }).data.reason).toContain('host-0001');
+    }
   });
 });
 

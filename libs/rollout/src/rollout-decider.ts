@@ -5,7 +5,8 @@ import { events, toTimestamp } from '@rebootless/contracts';
 import { RolloutForbiddenError, RolloutInputError, RolloutPreconditionError } from './errors';
 import { insideWindow, isWindowSet, parseWindow } from './maintenance-window';
 import {
-  failureOf,
+  forgiven,
+  hostFailure,
   hostPhase,
   nextUndoStep,
   offlineDeadline,
@@ -277,8 +278,10 @@ function budgetBreach(run: RolloutRun, ctx: TickContext): Breach | undefined {
   const current = currentWave(run);
   const failures: { hostId: string; wave: number; why: string }[] = [];
   for (const host of run.hosts.values()) {
-    if (run.forgiven.has(host.hostId)) continue;
-    let why = failureOf(run, host, ctx.now);
+    const failure = hostFailure(run, host, ctx.now);
+    // A failure the operator accepted by resuming after it no longer counts.
+    if (failure && forgiven(run, failure)) continue;
+    let why = failure?.why;
     if (!why && current && host.wave === current.index) why = silence(run, host, ctx);
     if (why) failures.push({ hostId: host.hostId, wave: host.wave, why });
   }

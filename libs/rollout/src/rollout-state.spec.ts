@@ -34,6 +34,34 @@ describe('a reader that sees a command before its rollout (another partition)', 
     expect(reader.takeLeftoverChanges().every(([, value]) => value === '')).toBe(true);
   });
 
+  it("sees the host's facts after the command in their order, as a reader that read the rollout first", () => {
+    // Given the canary's command, a warning read before its answer, the answer, then a drift
+    const { driver } = writtenRollout(false);
+    const hostId = driver.requestedHosts()[0]!;
+    const warned = make(events.HostFacts, { hostId, tainted: '512', taintFlags: ['W'] });
+    driver.observe({ type: 'HostInventoryReported', data: make(events.HostInventoryReported, { facts: warned }) });
+    driver.applied(hostId);
+    driver.observe({
+      type: 'DriftDetected',
+      data: make(events.DriftDetected, { hostId, kind: 'module-unloaded', detail: 'by hand' }),
+    });
+    const commands = driver.log.filter((l) => l.event.type === 'HostApplyRequested');
+    const rest = driver.log.filter((l) => l.event.type !== 'HostApplyRequested');
+    // When a reader reads the host's partition to its end before the rollout's
+    const reader = new RolloutBook({ keepOutcomes: 'for-waiting-steps' });
+    for (const c of commands) reader.evolve(c.event, { at: c.at });
+    for (const f of driver.facts) reader.observe(f.fact, { at: f.at });
+    const waiting = new Map(reader.takeLeftoverChanges());
+    for (const r of rest) reader.evolve(r.event, { at: r.at });
+    // Then the warning, the answer and the drift waited after the command, in that order, and the
+    // rollout is the dispatcher's: the warning came before the answer and is not the host's issue
+    expect(
+      (JSON.parse(waiting.get('early/r1')!) as Record<string, object[]>)[hostId]!.map((w) => Object.keys(w).sort()[0]),
+    ).toEqual(['event', 'at', 'commandId', 'at']);
+    expect(snapshot(reader)).toEqual(snapshot(driver.book));
+    expect(reader.get('r1')!.hosts.get(hostId)!.issue?.what).toBe('drift (module-unloaded): by hand');
+  });
+
   it('keeps no answer to a command that will never come', () => {
     // Given a reader's book
     const reader = new RolloutBook({ keepOutcomes: 'for-waiting-steps' });

@@ -103,17 +103,28 @@ export interface RolloutRun {
   status: RolloutStatus;
   statusReason: string;
   approvedWaves: Set<number>;
-  /** Failures the operator accepted by resuming: they no longer count against the budgets. */
-  forgiven: Set<string>;
+  /**
+   * When an operator last resumed it: a failure that arose at or before then was accepted and no
+   * longer counts against the budgets (forgiven). A time, not the set of hosts failing when the
+   * resume was read, so that the fold does not depend on how a reader of several partitions
+   * interleaved the agents' facts with the resume.
+   */
+  resumedAt?: number;
   createdAt: number;
   createdBy?: events.Actor;
   updatedAt: number;
   /** When the roll-back began. */
   rollbackAt?: number;
-  lastEventType: string;
 }
 
 const KERNEL_WARNING_TAINT = 512;
+
+/** What waits for a rollout not yet created: one of its steps, or a host fact read after one. */
+type Waiting =
+  | { event: RolloutEvent; meta: EventMeta }
+  | { commandId: string; hostId?: string; outcome: CommandOutcome }
+  | { bootedAt: number; issue?: undefined; at?: undefined }
+  | { issue: string; at: number; bootedAt?: undefined };
 
 /** Every rollout, and the index that lets agent facts find the rollout a command belongs to. */
 export class RolloutBook {
@@ -122,15 +133,18 @@ export class RolloutBook {
   private readonly unmatched = new Map<string, CommandOutcome & { hostId?: string }>();
   private readonly rolloutsOfHost = new Map<string, Set<string>>();
   private readonly warnedHosts = new Set<string>();
-  /** Steps read before their RolloutCreated (the ledger reads partitions in any interleaving). */
-  private readonly early = new Map<string, { event: RolloutEvent; meta: EventMeta }[]>();
+  /**
+   * Steps read before their RolloutCreated (the ledger reads partitions in any interleaving), by
+   * rollout and host, with the host facts read after them that concern the rollout.
+   */
+  private readonly early = new Map<string, Map<string, Waiting[]>>();
   private readonly leftoverChanges = new Set<string>();
 
   /**
    * keepOutcomes 'for-waiting-steps': an outcome whose command the book has not seen is kept
-   * only when a step waiting for its rollout carries that command. Exact for a reader that sees a
-   * host's commands and facts in their order (one partition, the ledger): any other outcome's
-   * command will never come.
+   * only when a step waiting for its rollout carries that command, after it in the order read.
+   * Exact for a reader that sees a host's commands and facts in their order (one partition, the
+   * ledger): any other outcome's command will never come.
    */
   constructor(private readonly opts: { keepOutcomes?: 'all' | 'for-waiting-steps' } = {}) {}
 
@@ -171,11 +185,9 @@ export class RolloutBook {
         status: 'running',
         statusReason: '',
         approvedWaves: new Set(),
-        forgiven: new Set(),
         createdAt: meta.at,
         ...(meta.actor ? { createdBy: meta.actor } : {}),
         updatedAt: meta.at,
-        lastEventType: event.type,
       };
       for (const wave of d.waves) {
         for (const hostId of wave.hostIds) {
@@ -190,22 +202,31 @@ export class RolloutBook {
       if (early) {
         this.early.delete(d.rolloutId);
         this.leftoverChanges.add(`early/${d.rolloutId}`);
+        // Host by host, each in the order its partition gave: hosts do not touch each other's runs.
+        for (const hostId of [...early.keys()].sort())
+          for (const w of early.get(hostId)!) {
+            if ('event' in w) this.evolve(w.event, w.meta);
+            else if ('outcome' in w) this.outcome(w.commandId, w.hostId, w.outcome);
+            else if (w.bootedAt !== undefined) this.booted(run, hostId, w.bootedAt, this.runsOf(hostId));
+            else this.issueOn(run, hostId, w.at ?? 0, w.issue ?? '');
+          }
       }
-      for (const step of early ?? []) this.evolve(step.event, step.meta);
       return run;
     }
     const run = this.runs.get(event.data.rolloutId);
     if (!run) {
       // The dispatcher writes RolloutCreated first; a reader of other partitions may see a
       // command (on its host's partition) before it: the step waits for its rollout.
-      const waiting = this.early.get(event.data.rolloutId);
-      if (waiting) waiting.push({ event, meta });
-      else this.early.set(event.data.rolloutId, [{ event, meta }]);
+      const hostId = 'hostId' in event.data ? event.data.hostId : '';
+      let waiting = this.early.get(event.data.rolloutId);
+      if (!waiting) this.early.set(event.data.rolloutId, (waiting = new Map()));
+      const list = waiting.get(hostId);
+      if (list) list.push({ event, meta });
+      else waiting.set(hostId, [{ event, meta }]);
       this.leftoverChanges.add(`early/${event.data.rolloutId}`);
       return undefined;
     }
-    // A step that waited for its rollout is folded before earlier ones: the latest stays latest.
-    if (meta.at >= run.updatedAt) run.lastEventType = event.type;
+    // A step that waited for its rollout is folded after later ones: the latest stays latest.
     run.updatedAt = Math.max(run.updatedAt, meta.at);
     switch (event.type) {
       case 'RolloutApproved':
@@ -269,7 +290,7 @@ export class RolloutBook {
       case 'RolloutResumed':
         run.status = 'running';
         run.statusReason = '';
-        for (const host of run.hosts.values()) if (isFailure(run, host, meta.at)) run.forgiven.add(host.hostId);
+        run.resumedAt = Math.max(run.resumedAt ?? meta.at, meta.at);
         break;
       case 'RolloutAborted':
         run.status = event.data.rollBack ? 'rolling-back' : 'aborted';
@@ -331,30 +352,10 @@ export class RolloutBook {
         return this.hostIssue(facts.hostId, meta.at, 'the kernel logged a warning (taint W)');
       }
       case 'HostBooted': {
-        const changed: RolloutRun[] = [];
-        const runs = this.runsOf(fact.data.hostId);
-        for (const run of runs) {
-          const host = run.hosts.get(fact.data.hostId)!;
-          if (run.undo) {
-            if (
-              awaitsReboot(run, host) &&
-              meta.at >= (host.undoStepDoneAt ?? run.waves[host.wave]?.startedAt ?? Infinity)
-            ) {
-              confirmStep(host, (host.undoStepsDone ?? 0) + 1, meta.at);
-              changed.push(run);
-            }
-            continue;
-          }
-          if (
-            host.applyOutcome?.kind === 'applied' &&
-            host.applyOutcome.at <= meta.at &&
-            !supersededOn(fact.data.hostId, run, host.applyOutcome.at, runs)
-          ) {
-            host.rebootedAt = meta.at;
-            changed.push(run);
-          }
-        }
-        return changed;
+        const hostId = fact.data.hostId;
+        this.waitWithSteps(hostId, { bootedAt: meta.at });
+        const runs = this.runsOf(hostId);
+        return runs.filter((run) => this.booted(run, hostId, meta.at, runs));
       }
       default:
         return assertNever(fact);
@@ -388,7 +389,11 @@ export class RolloutBook {
       let value: unknown;
       if (kind === 'outcome') value = this.unmatched.get(id);
       else if (kind === 'warned') value = this.warnedHosts.has(id) ? true : undefined;
-      else value = this.early.get(id);
+      else {
+        // By host id: the same entry whatever order the hosts' partitions were read in.
+        const hosts = this.early.get(id);
+        value = hosts && Object.fromEntries([...hosts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      }
       out.push([key, value === undefined ? '' : JSON.stringify(value)]);
     }
     this.leftoverChanges.clear();
@@ -401,32 +406,85 @@ export class RolloutBook {
     const id = key.slice(key.indexOf('/') + 1);
     if (key.startsWith('outcome/')) this.unmatched.set(id, JSON.parse(json) as CommandOutcome);
     else if (key.startsWith('warned/')) this.warnedHosts.add(id);
-    else if (key.startsWith('early/'))
-      this.early.set(id, JSON.parse(json) as { event: RolloutEvent; meta: EventMeta }[]);
+    else if (key.startsWith('early/')) {
+      const stored = JSON.parse(json) as Record<string, Waiting[]> | { event: RolloutEvent; meta: EventMeta }[];
+      if (!Array.isArray(stored)) {
+        this.early.set(id, new Map(Object.entries(stored)));
+        return;
+      }
+      // Stored before steps were kept by host: one list in the order read.
+      const hosts = new Map<string, Waiting[]>();
+      for (const w of stored) {
+        const hostId = 'hostId' in w.event.data ? w.event.data.hostId : '';
+        hosts.set(hostId, [...(hosts.get(hostId) ?? []), w]);
+      }
+      this.early.set(id, hosts);
+    }
   }
 
   private runsOf(hostId: string): RolloutRun[] {
     return [...(this.rolloutsOfHost.get(hostId) ?? [])].map((id) => this.runs.get(id)!);
   }
 
-  private hostIssue(hostId: string, at: number, what: string): RolloutRun[] {
-    const changed: RolloutRun[] = [];
-    for (const run of this.runsOf(hostId)) {
-      const host = run.hosts.get(hostId)!;
-      if (host.applyOutcome?.kind === 'applied' && host.applyOutcome.at <= at && !host.issue) {
-        host.issue = { at, what };
-        changed.push(run);
-      }
+  /**
+   * A host fact read while a command of a rollout not yet created waits: it waits with it, so
+   * that the rollout sees it after that command as it would had its RolloutCreated come first.
+   */
+  private waitWithSteps(hostId: string, w: Waiting): void {
+    for (const [rolloutId, hosts] of this.early) {
+      const list = hosts.get(hostId);
+      if (!list) continue;
+      list.push(w);
+      this.leftoverChanges.add(`early/${rolloutId}`);
     }
-    return changed;
+  }
+
+  /** A new boot of a host in one run; true when it changed the run. */
+  private booted(run: RolloutRun, hostId: string, at: number, runs: readonly RolloutRun[]): boolean {
+    const host = run.hosts.get(hostId);
+    if (!host) return false;
+    if (run.undo) {
+      if (awaitsReboot(run, host) && at >= (host.undoStepDoneAt ?? run.waves[host.wave]?.startedAt ?? Infinity)) {
+        confirmStep(host, (host.undoStepsDone ?? 0) + 1, at);
+        return true;
+      }
+      return false;
+    }
+    if (
+      host.applyOutcome?.kind === 'applied' &&
+      host.applyOutcome.at <= at &&
+      !supersededOn(hostId, run, host.applyOutcome.at, at, runs) &&
+      !this.supersededWhileWaiting(hostId, run, host.applyOutcome.at, at)
+    ) {
+      host.rebootedAt = at;
+      return true;
+    }
+    return false;
+  }
+
+  private hostIssue(hostId: string, at: number, what: string): RolloutRun[] {
+    this.waitWithSteps(hostId, { issue: what, at });
+    return this.runsOf(hostId).filter((run) => this.issueOn(run, hostId, at, what));
+  }
+
+  /** A fact after the apply that fails the health gate; true when it changed the run. */
+  private issueOn(run: RolloutRun, hostId: string, at: number, what: string): boolean {
+    const host = run.hosts.get(hostId);
+    if (host?.applyOutcome?.kind === 'applied' && host.applyOutcome.at <= at && !host.issue) {
+      host.issue = { at, what };
+      return true;
+    }
+    return false;
   }
 
   /** `hostId`: the host the answer is about; a command answers only for the host it was sent to. */
   private outcome(commandId: string, hostId: string | undefined, outcome: CommandOutcome): RolloutRun[] {
     const owner = this.commands.get(commandId);
     if (!owner) {
-      // Not ours, or its request is further on in the replay.
-      if (commandId && !this.unmatched.has(commandId) && this.mayCome(commandId)) {
+      // Its command waits for its rollout: the outcome waits after it, in the order read.
+      if (commandId && this.waitAfterCommand(commandId, hostId, outcome)) return [];
+      // Not ours, or its request is further on in the replay (see keepOutcomes).
+      if (commandId && !this.unmatched.has(commandId) && this.opts.keepOutcomes !== 'for-waiting-steps') {
         this.unmatched.set(commandId, hostId === undefined ? outcome : { ...outcome, hostId });
         this.leftoverChanges.add(`outcome/${commandId}`);
       }
@@ -462,47 +520,66 @@ export class RolloutBook {
     this.outcome(commandId, hostId, outcome as CommandOutcome);
   }
 
-  /** Whether the command of an outcome not matched yet may still come (see keepOutcomes). */
-  private mayCome(commandId: string): boolean {
-    if (this.opts.keepOutcomes !== 'for-waiting-steps') return true;
-    for (const steps of this.early.values())
-      for (const { event } of steps)
-        if (
-          (event.type === 'HostApplyRequested' || event.type === 'HostRevertRequested') &&
-          event.data.commandId === commandId
-        )
-          return true;
+  /**
+   * Whether a rollout not created yet took the run's patch off the host between its apply and a
+   * boot: the same rule as supersededOn, over the commands and answers waiting for that rollout.
+   */
+  private supersededWhileWaiting(hostId: string, run: RolloutRun, appliedAt: number, bootedAt: number): boolean {
+    for (const hosts of this.early.values()) {
+      const commands = new Map<string, RolloutEvent>();
+      for (const w of hosts.get(hostId) ?? []) {
+        if ('event' in w && 'commandId' in w.event.data) commands.set(w.event.data.commandId, w.event);
+        if (!('outcome' in w) || w.outcome.at < appliedAt || w.outcome.at >= bootedAt) continue;
+        const command = commands.get(w.commandId);
+        if (!command || command.data.rolloutId === run.rolloutId) continue;
+        if (command.type === 'HostRevertRequested' && command.data.undoStep > 0 && w.outcome.kind === 'reverted') {
+          if (command.data.patchId === run.patchId) return true;
+        } else if (
+          command.type === 'HostApplyRequested' &&
+          command.data.undoStep === 0 &&
+          w.outcome.kind === 'applied'
+        ) {
+          if (w.outcome.replace || command.data.patchId === run.patchId) return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  /** Puts an outcome after its command when the command waits for its rollout; false when none does. */
+  private waitAfterCommand(commandId: string, hostId: string | undefined, outcome: CommandOutcome): boolean {
+    for (const [rolloutId, hosts] of this.early)
+      for (const list of hosts.values())
+        for (const w of list)
+          if (
+            'event' in w &&
+            (w.event.type === 'HostApplyRequested' || w.event.type === 'HostRevertRequested') &&
+            w.event.data.commandId === commandId
+          ) {
+            list.push({ commandId, ...(hostId === undefined ? {} : { hostId }), outcome });
+            this.leftoverChanges.add(`early/${rolloutId}`);
+            return true;
+          }
     return false;
   }
 }
 
 /** A rollout's fold state without its hosts, as plain JSON (each HostRun is plain already). */
-export type RolloutRunRecord = Omit<
-  RolloutRun,
-  'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves' | 'forgiven'
-> & {
+export type RolloutRunRecord = Omit<RolloutRun, 'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves'> & {
   undoModules: Record<string, string>;
   undoPlans: Record<string, readonly events.UndoPlanStep[]>;
   approvedWaves: number[];
-  forgiven: string[];
 };
 
-export interface BookLeftovers {
-  unmatched: [string, CommandOutcome][];
-  warnedHosts: string[];
-  early: [string, { event: RolloutEvent; meta: EventMeta }[]][];
-}
-
 export function runRecord(run: RolloutRun): RolloutRunRecord {
-  const { undoModules, undoPlans, approvedWaves, forgiven, ...rest } = run;
+  const { undoModules, undoPlans, approvedWaves, ...rest } = run;
   const record: Partial<RolloutRun> = { ...rest };
   delete record.hosts;
   return {
-    ...(record as Omit<RolloutRun, 'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves' | 'forgiven'>),
+    ...(record as Omit<RolloutRun, 'undoModules' | 'undoPlans' | 'hosts' | 'approvedWaves'>),
     undoModules: Object.fromEntries(undoModules),
     undoPlans: Object.fromEntries(undoPlans),
     approvedWaves: [...approvedWaves].sort((a, b) => a - b),
-    forgiven: [...forgiven].sort(),
   };
 }
 
@@ -510,14 +587,18 @@ export function runFromRecord(record: RolloutRunRecord, hosts: readonly HostRun[
   const order = new Map<string, number>();
   for (const wave of record.waves) for (const id of wave.hostIds) order.set(id, order.size);
   const sorted = [...hosts].sort((a, b) => (order.get(a.hostId) ?? 0) - (order.get(b.hostId) ?? 0));
+  // Records stored before forgiveness was a time carry `forgiven` (host ids) and `lastEventType`:
+  // dropped; `ledger rebuild` folds the time in (docs/adr/0014-one-fold.md).
+  const current: RolloutRunRecord & { forgiven?: unknown; lastEventType?: unknown } = { ...record };
+  delete current.forgiven;
+  delete current.lastEventType;
   return {
-    ...record,
+    ...current,
     undoModules: new Map(Object.entries(record.undoModules)),
     // Records stored before multi-step undo carry no plans.
     undoPlans: new Map(Object.entries(record.undoPlans ?? {})),
     hosts: new Map(sorted.map((h) => [h.hostId, h])),
     approvedWaves: new Set(record.approvedWaves),
-    forgiven: new Set(record.forgiven),
   };
 }
 
@@ -629,29 +710,59 @@ function undoPlansOf(d: events.RolloutCreated): Map<string, readonly events.Undo
 
 /** Why a host counts against the failure budget, or undefined when it does not. */
 export function failureOf(run: RolloutRun, host: HostRun, now: number): string | undefined {
+  return hostFailure(run, host, now)?.why;
+}
+
+/** A host's failure: why it counts against the budget, and since when (the fact or expiry that made it one). */
+export function hostFailure(run: RolloutRun, host: HostRun, now: number): { why: string; since: number } | undefined {
   const phase = hostPhase(run, host, now);
   if (phase === 'failed' && host.revertOutcome?.kind === 'revert-failed') {
-    return `revert failed at ${host.revertOutcome.stage}: ${host.revertOutcome.error}`;
+    const o = host.revertOutcome;
+    return { why: `revert failed at ${o.stage}: ${o.error}`, since: o.at };
   }
   if (phase === 'failed' && host.applyOutcome?.kind === 'apply-failed') {
     const o = host.applyOutcome;
-    return o.stalledTasks > 0
-      ? `transition stalled (${o.stalledTasks} task(s)) at ${o.stage}: ${o.error}`
-      : `failed at ${o.stage}: ${o.error}`;
+    return {
+      why:
+        o.stalledTasks > 0
+          ? `transition stalled (${o.stalledTasks} task(s)) at ${o.stage}: ${o.error}`
+          : `failed at ${o.stage}: ${o.error}`,
+      since: o.at,
+    };
   }
-  if (phase === 'timed-out') return 'no answer before the command expired';
+  if (phase === 'timed-out') return { why: 'no answer before the command expired', since: expiryOf(run, host) };
   if (phase === 'succeeded' && host.applyOutcome?.kind === 'applied') {
-    if (host.applyOutcome.forced) return 'the transition did not finish by itself (forced)';
-    if (host.applyOutcome.transitionMs > run.strategy.applyTimeoutSeconds * 1000) {
-      return `the transition took ${host.applyOutcome.transitionMs} ms, longer than expected`;
+    const o = host.applyOutcome;
+    if (o.forced) return { why: 'the transition did not finish by itself (forced)', since: o.at };
+    if (o.transitionMs > run.strategy.applyTimeoutSeconds * 1000) {
+      return { why: `the transition took ${o.transitionMs} ms, longer than expected`, since: o.at };
     }
-    if (host.issue) return host.issue.what;
+    if (host.issue) return { why: host.issue.what, since: host.issue.at };
   }
   return undefined;
 }
 
+/** When a timed-out host's wait ended (the instant hostPhase turned 'timed-out'). */
+function expiryOf(run: RolloutRun, host: HostRun): number {
+  if (!run.undo) return host.apply?.expiresAt ?? 0;
+  const done = host.undoStepsDone ?? 0;
+  if (host.undoStep === undefined || done >= host.undoStep)
+    return (host.undoStepDoneAt ?? 0) + run.strategy.offlineDeadlineSeconds * 1000;
+  const step = (run.undoPlans.get(host.hostId) ?? [])[host.undoStep - 1];
+  const applying = step?.action === events.UndoStepAction.UNDO_STEP_ACTION_APPLY;
+  return (applying ? host.apply : host.revert)?.expiresAt ?? 0;
+}
+
 export function isFailure(run: RolloutRun, host: HostRun, now: number): boolean {
   return failureOf(run, host, now) !== undefined;
+}
+
+/**
+ * Whether the operator accepted this failure by resuming after it arose. Decided by times the
+ * events carry, so every reader folds the same answer whatever order it read the partitions in.
+ */
+export function forgiven(run: RolloutRun, failure: { since: number }): boolean {
+  return run.resumedAt !== undefined && failure.since <= run.resumedAt;
 }
 
 export function timestampMs(ts: { seconds: string; nanos: number }): number {
@@ -666,17 +777,24 @@ export function assertNever(x: never): never {
  * Whether a later rollout took this run's patch off the host (an undo of it, a cumulative patch
  * with replace, a newer version of the same patch): a reboot must not bring it back then.
  */
-function supersededOn(hostId: string, run: RolloutRun, appliedAt: number, runs: readonly RolloutRun[]): boolean {
+function supersededOn(
+  hostId: string,
+  run: RolloutRun,
+  appliedAt: number,
+  bootedAt: number,
+  runs: readonly RolloutRun[],
+): boolean {
+  // Only what happened before the boot: a reader of several partitions may have folded later
+  // answers of other rollouts already (the same millisecond counts as after).
+  const between = (at: number) => at >= appliedAt && at < bootedAt;
   return runs.some((other) => {
     if (other === run) return false;
     const host = other.hosts.get(hostId);
     if (!host) return false;
     if (other.undo) {
-      return (
-        other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && host.revertOutcome.at >= appliedAt
-      );
+      return other.patchId === run.patchId && host.revertOutcome?.kind === 'reverted' && between(host.revertOutcome.at);
     }
     const applied = host.applyOutcome;
-    return applied?.kind === 'applied' && applied.at >= appliedAt && (applied.replace || other.patchId === run.patchId);
+    return applied?.kind === 'applied' && between(applied.at) && (applied.replace || other.patchId === run.patchId);
   });
 }

@@ -3,7 +3,21 @@ import type { ActorRow } from '../audit/columns';
 
 // The rollouts read model's rows: each rollout and each host's outcome in it.
 
-const json = (v: unknown) => JSON.stringify(v);
+/**
+ * JSON with every object's keys in order: the fold sets a run's fields in the order its events
+ * came, which differs between readers that interleaved the partitions differently.
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : v,
+  );
+}
+
+const json = canonicalJson;
 const flag = (b: boolean) => (b ? 1 : 0);
 
 export interface WaveRow {
@@ -73,7 +87,9 @@ export const rolloutValues = (r: RolloutRow) => [
   r.rolloutId,
   r.patchId,
   r.version,
-  r.state,
+  // A TEXT column: as text, or SQLite keeps a number bound as a double as '1.0' where
+  // PostgreSQL has '1', and ledger verify (stored PostgreSQL against a SQLite re-fold) differs.
+  String(r.state),
   r.createdAt,
   r.updatedAt,
   json(r.createdBy),

@@ -12,7 +12,16 @@ import {
   runRecord,
 } from '@rebootless/rollout';
 import type { ActorRow } from '../audit/columns';
-import type { RolloutHostRow, RolloutRow, WaveRow } from './columns';
+import type { EventContext } from '../event-context';
+import type { LedgerDatabase } from '../database';
+import {
+  type RolloutHostRow,
+  type RolloutRow,
+  type WaveRow,
+  canonicalJson,
+  rolloutFromRow,
+  rolloutHostFromRow,
+} from './columns';
 
 const H = dispatcher.HostRolloutState;
 
@@ -34,6 +43,19 @@ export class RolloutReadModel {
     this.stored.clear();
     this.storedHosts.clear();
     this.dirty = new Set();
+  }
+
+  /** Reads the fold back from the database. */
+  async load(db: LedgerDatabase): Promise<void> {
+    this.clear();
+    this.restore(
+      (await db.query('SELECT * FROM rollouts')).map(rolloutFromRow),
+      (await db.query('SELECT * FROM rollout_hosts')).map(rolloutHostFromRow),
+      (await db.query(`SELECT book_key, fold_state FROM rollout_book WHERE fold_state <> ''`)).map((r) => [
+        String(r['book_key']),
+        String(r['fold_state']),
+      ]),
+    );
   }
 
   /** Takes the fold back from the stored rows (rows without a fold state predate migration 0003). */
@@ -58,13 +80,16 @@ export class RolloutReadModel {
     return this.book.get(rolloutId);
   }
 
-  evolve(event: RolloutEvent, meta: EventMeta): void {
-    const run = this.book.evolve(event, meta);
+  /** One of the dispatcher's rollout events: what the audit says of it, then the fold. */
+  evolve(ctx: EventContext, event: RolloutEvent): void {
+    describe(ctx, event, this.book.get(event.data.rolloutId));
+    const run = this.book.evolve(event, metaOf(ctx));
     if (run) this.dirty.add(run.rolloutId);
   }
 
-  observe(fact: HostFactEvent, meta: EventMeta): void {
-    for (const run of this.book.observe(fact, meta)) this.dirty.add(run.rolloutId);
+  /** An agent fact a rollout listens to (its hosts' answers, boots, drift and warnings). */
+  observe(ctx: EventContext, fact: HostFactEvent): void {
+    for (const run of this.book.observe(fact, metaOf(ctx))) this.dirty.add(run.rolloutId);
   }
 
   /** The rows the events since the last take changed, derived from the fold now. */
@@ -87,6 +112,66 @@ export class RolloutReadModel {
     }
     this.dirty = new Set();
     return { rollouts, hosts, book: this.book.takeLeftoverChanges() };
+  }
+}
+
+const metaOf = (ctx: EventContext): EventMeta => ({
+  at: ctx.at,
+  ...(ctx.e.body.actor ? { actor: ctx.e.body.actor } : {}),
+});
+
+/** The audit's subject and sentence for a rollout event (`run` as folded before it, if created). */
+function describe(ctx: EventContext, step: RolloutEvent, run: RolloutRun | undefined): void {
+  if (step.type === 'RolloutCreated') {
+    const p = step.data;
+    Object.assign(ctx, { patchId: p.patchId, version: p.version });
+    ctx.summary = `rollout ${p.rolloutId} of ${p.patchId} ${p.version} created: ${p.waves.length} wave(s)`;
+    return;
+  }
+  const rolloutId = step.data.rolloutId;
+  if (run) Object.assign(ctx, { patchId: run.patchId, version: run.version });
+  switch (step.type) {
+    case 'RolloutApproved':
+      ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} approved by ${step.data.approver}`;
+      return;
+    case 'WaveStarted':
+      ctx.summary = `rollout ${rolloutId} wave ${step.data.waveIndex} started on ${step.data.hostIds.length} host(s)`;
+      return;
+    case 'HostApplyRequested': {
+      const p = step.data;
+      Object.assign(ctx, { hostId: p.hostId, patchId: p.patchId, version: p.version });
+      ctx.summary = `asked ${p.hostId} to apply ${p.patchId} ${p.version}` + (p.allowForce ? ' (force allowed)' : '');
+      return;
+    }
+    case 'HostRevertRequested': {
+      const p = step.data;
+      Object.assign(ctx, { hostId: p.hostId, patchId: p.patchId, version: p.version });
+      ctx.summary = `asked ${p.hostId} to revert ${p.patchId} ${p.version} (${p.reason})`;
+      return;
+    }
+    case 'WaveCompleted': {
+      const p = step.data;
+      ctx.summary = `rollout ${rolloutId} wave ${p.waveIndex} completed: ${p.succeededHostIds.length} succeeded, ${p.failedHostIds.length} failed`;
+      return;
+    }
+    case 'RolloutPaused':
+      ctx.summary = `rollout ${rolloutId} paused: ${step.data.reason}`;
+      return;
+    case 'RolloutResumed':
+      ctx.summary = `rollout ${rolloutId} resumed`;
+      return;
+    case 'RolloutAborted':
+      ctx.summary = `rollout ${rolloutId} aborted: ${step.data.reason}`;
+      return;
+    case 'RolloutCompleted': {
+      const p = step.data;
+      ctx.summary = `rollout ${rolloutId} completed: ${p.succeeded} succeeded, ${p.failed} failed, ${p.skipped} skipped`;
+      return;
+    }
+    default: {
+      const unrouted: never = step;
+      throw new Error(`no rollout step ${JSON.stringify(unrouted)}`);
+    }
   }
 }
 
@@ -134,7 +219,7 @@ export function rolloutRow(run: RolloutRun): RolloutRow {
     failed: states.filter((s) => s === H.HOST_ROLLOUT_STATE_FAILED || s === H.HOST_ROLLOUT_STATE_TIMED_OUT).length,
     skipped: states.filter((s) => s === H.HOST_ROLLOUT_STATE_SKIPPED).length + run.skippedHostIds.length,
     reason: view.stateReason,
-    foldState: JSON.stringify(runRecord(run)),
+    foldState: canonicalJson(runRecord(run)),
   };
 }
 
@@ -153,7 +238,7 @@ export function hostRows(run: RolloutRun): RolloutHostRow[] {
         detail: h.error,
         updatedAt: tsMs(h.updatedAt) ?? 0,
         planned: true,
-        foldState: JSON.stringify(run.hosts.get(h.hostId)),
+        foldState: canonicalJson(run.hosts.get(h.hostId)),
       });
   for (const hostId of run.skippedHostIds)
     rows.push({
