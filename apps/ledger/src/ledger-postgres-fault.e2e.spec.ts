@@ -5,26 +5,22 @@
 // read models equal, row by row, those of one uninterrupted replay (`rebuild`).
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
 import { LogWriter, READ_MODEL_TABLES, writeFleetHistory } from '@rebootless/ledger-store';
-import { RunningProcess, builtEntry, freshEventsTopic, startNode, testKafka } from '@rebootless/testing';
+import {
+  RunningProcess,
+  builtEntry,
+  freePort,
+  freshEventsTopic,
+  startNode,
+  testKafka,
+  until,
+} from '@rebootless/testing';
 
 const kafka = testKafka('ledger-pg-fault');
 const EVENTS = 30_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /** The newest PostgreSQL server binaries Debian installed (postgresql-NN). */
 function pgBin(): string {
@@ -93,14 +89,6 @@ class PrivatePostgres {
     } finally {
       await c.end();
     }
-  }
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, ms: number, every = 100): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, every));
   }
 }
 

@@ -2,7 +2,6 @@
 // log, it ends with read models identical, row by row, to one uninterrupted replay; and over
 // real gRPC it answers NOT_FOUND and INVALID_ARGUMENT as a client would see them.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -10,21 +9,19 @@ import * as protoLoader from '@grpc/proto-loader';
 import Database from 'better-sqlite3';
 import { ledger, protoLoaderOptions } from '@rebootless/contracts';
 import { LogWriter, READ_MODEL_TABLES, writeFleetHistory } from '@rebootless/ledger-store';
-import { REPO_ROOT, RunningProcess, builtEntry, freshEventsTopic, startNode, testKafka } from '@rebootless/testing';
+import {
+  REPO_ROOT,
+  RunningProcess,
+  builtEntry,
+  freePort,
+  freshEventsTopic,
+  startNode,
+  testKafka,
+  until,
+} from '@rebootless/testing';
 
 const kafka = testKafka('ledger-e2e');
 const EVENTS = 100_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 async function highWatermarks(topic: string): Promise<bigint> {
   const admin = kafka.admin();
@@ -65,14 +62,6 @@ function dump(file: string): Record<string, unknown[]> {
     return out;
   } finally {
     db.close();
-  }
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, ms: number, every = 25): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, every));
   }
 }
 

@@ -77,3 +77,17 @@ export function startNode(script: string, env: NodeJS.ProcessEnv, args: string[]
       }),
   };
 }
+
+/** Polls `check` every `every` ms until it holds; fails naming `what` after `ms`. Waits for real processes; measures nothing. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  ms: number,
+  every = 100,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
