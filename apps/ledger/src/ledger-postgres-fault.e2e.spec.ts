@@ -20,7 +20,7 @@ import {
 } from '@rebootless/testing';
 
 const kafka = testKafka('ledger-pg-fault');
-const EVENTS = 30_000;
+const EVENTS = 80_000;
 
 /** The newest PostgreSQL server binaries Debian installed (postgresql-NN). */
 function pgBin(): string {
@@ -97,6 +97,7 @@ describe('the ledger on PostgreSQL', () => {
   let pg: PrivatePostgres;
   let topic: string;
   let builderKey: string;
+  let dispatcherKey: string;
   const running: RunningProcess[] = [];
   const dirs: string[] = [];
   const tempDir = () => {
@@ -116,9 +117,10 @@ describe('the ledger on PostgreSQL', () => {
 
     topic = await freshEventsTopic('ledger-pg-fault', 6);
     const writer = await LogWriter.open(kafka, topic);
-    const { serviceKeys } = await writeFleetHistory(writer, { events: EVENTS, hosts: 200 });
+    const { serviceKeys } = await writeFleetHistory(writer, { events: EVENTS, hosts: 400 });
     await writer.close();
     builderKey = Buffer.from(serviceKeys.get('builder')![0]!).toString('hex');
+    dispatcherKey = Buffer.from(serviceKeys.get('dispatcher')![0]!).toString('hex');
   }, 300_000);
 
   afterAll(() => {
@@ -131,7 +133,8 @@ describe('the ledger on PostgreSQL', () => {
     KAFKA_BROKERS: process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092',
     EVENTS_TOPIC: topic,
     REBOOTLESS_DATA_DIR: dataDir,
-    LEDGER_TRUSTED_PRODUCERS: `builder=${builderKey}`,
+    // The dispatcher vouches for the agents' keys (its gateway's AgentKeyBound).
+    LEDGER_TRUSTED_PRODUCERS: `builder=${builderKey},dispatcher=${dispatcherKey}`,
     DATABASE_URL: pg.url(db),
     ...extra,
   });
@@ -184,11 +187,13 @@ describe('the ledger on PostgreSQL', () => {
     };
     let ledger = await start();
     const total = await highWatermarks();
-    // Given the ledger has projected 40 % of the log into PostgreSQL
-    await until(async () => (await committed('replayed')) >= (total * 40n) / 100n, '40 % replayed', 240_000);
+    // Given the ledger has committed its first batches into PostgreSQL
+    await until(async () => (await committed('replayed')) > 0n, 'a first batch committed', 240_000, 10);
     // When PostgreSQL dies and stays down for 3 s
     const downAt = await committed('replayed');
     pg.stopImmediately();
+    // (mid-replay: most of the log is still to come)
+    expect(downAt).toBeLessThan((total * 60n) / 100n);
     await new Promise((r) => setTimeout(r, 3_000));
     pg.start();
     // Then the ledger carries on, or has exited non-zero and its supervisor starts it again
