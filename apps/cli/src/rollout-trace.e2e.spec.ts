@@ -40,8 +40,12 @@ function freePort(): Promise<number> {
 }
 
 const EVERY_DAY = 'Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59';
-/** host → how its agent sends its events: straight to Kafka, or relayed by the dispatcher. */
-const HOSTS = { 'trace-01': 'kafka', 'trace-02': 'gateway' } as const;
+/**
+ * host → how its agent sends its events. Both relay through the dispatcher's gateway: an agent
+ * writing straight to Kafka has no key the gateway bound, so no reader counts what it says
+ * (docs/adr/0012), and a rollout on it would never end.
+ */
+const HOSTS = { 'trace-01': 'gateway', 'trace-02': 'gateway' } as const;
 const MODULE = 'lp_trace_e2e__v1';
 
 interface Run {
@@ -329,12 +333,12 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
     for (const [hostId, sink] of Object.entries(HOSTS)) {
       for (const type of ['PatchApplyStarted', 'PatchApplied']) {
         const { producer, recordedIn } = sent(type, 1, hostId)[0]!;
-        // Straight to Kafka: the agent's producer span; relayed: the dispatcher's, under the agent's span.
+        // Relayed: the dispatcher's producer span, under the agent's transition span.
         expect({ type, hostId, producer: producer.service, recordedIn: [recordedIn.service, recordedIn.name] }).toEqual(
           {
             type,
             hostId,
-            producer: sink === 'kafka' ? 'agent' : 'dispatcher',
+            producer: sink === 'gateway' ? 'dispatcher' : 'agent',
             recordedIn: ['agent', 'agent transition'],
           },
         );
