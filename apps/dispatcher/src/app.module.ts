@@ -89,7 +89,9 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
     {
       provide: QuarantineOperation,
       useFactory: (engine: RolloutEngine, publisher: EventPublisher) =>
-        new QuarantineOperation(engine.agents, publisher),
+        new QuarantineOperation(engine.agents, publisher, (commandId, hostId) =>
+          engine.noteHostCommand(commandId, hostId),
+        ),
       inject: [RolloutEngine, EVENT_PUBLISHER],
     },
     DispatcherLifecycle,

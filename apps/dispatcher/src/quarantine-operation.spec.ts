@@ -13,8 +13,8 @@ const REQUEST: dispatcher.ClearQuarantineRequest = {
   reason: 'PSU fault, not the patch',
 };
 
-/** What happened, in order: events written, commands sent. */
-type Step = { written: EventDraft[] } | { sent: dispatcher.ConnectResponse };
+/** What happened, in order: events written, commands noted for the gateway, commands sent. */
+type Step = { written: EventDraft[] } | { noted: [string, string] } | { sent: dispatcher.ConnectResponse };
 
 function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => dispatcher.CommandResult | undefined) {
   const steps: Step[] = [];
@@ -35,7 +35,11 @@ function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => di
       replaced: () => undefined,
     });
   }
-  return { steps, operation: new QuarantineOperation(agents, publisher, 50, () => Date.parse('2026-12-06T08:00:00Z')) };
+  const noteCommand = (commandId: string, hostId: string) => void steps.push({ noted: [commandId, hostId] });
+  return {
+    steps,
+    operation: new QuarantineOperation(agents, publisher, noteCommand, 50, () => Date.parse('2026-12-06T08:00:00Z')),
+  };
 }
 
 const answer = (
@@ -52,10 +56,11 @@ const answer = (
 });
 
 describe('QuarantineOperation.clear', () => {
-  it('Given a connected agent that clears it, Then the request is written with the operator and reason before the command goes out', async () => {
+  it('Given a connected agent that clears it, Then the request is written with the operator and reason, and the gateway told whose answer to relay, before the command goes out', async () => {
     const { steps, operation } = given((c) => answer(c, dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED));
     const { commandId } = await operation.clear(REQUEST, ALICE);
-    expect(steps.map((s) => Object.keys(s)[0])).toEqual(['written', 'sent']);
+    expect(steps.map((s) => Object.keys(s)[0])).toEqual(['written', 'noted', 'sent']);
+    expect(steps[1]).toEqual({ noted: [commandId, 'web-17'] });
     const [written] = (steps[0] as { written: EventDraft[] }).written;
     expect(written).toMatchObject({
       stream: 'host/web-17',
@@ -65,7 +70,7 @@ describe('QuarantineOperation.clear', () => {
         data: { hostId: 'web-17', commandId, patchId: 'crashy', version: '1', reason: 'PSU fault, not the patch' },
       },
     });
-    expect((steps[1] as { sent: dispatcher.ConnectResponse }).sent.clearQuarantine).toMatchObject({
+    expect((steps[2] as { sent: dispatcher.ConnectResponse }).sent.clearQuarantine).toMatchObject({
       commandId,
       patchId: 'crashy',
       version: '1',

@@ -17,6 +17,8 @@ export class QuarantineOperation {
   constructor(
     private readonly agents: AgentConnections,
     private readonly publisher: EventPublisher,
+    /** Told each command sent, so the gateway relays the agent's answer to it (and only that host's). */
+    private readonly noteCommand: (commandId: string, hostId: string) => void,
     private readonly answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS,
     private readonly now: () => number = Date.now,
   ) {}
@@ -54,6 +56,7 @@ export class QuarantineOperation {
         occurredAt: new Date(at),
       },
     ]);
+    this.noteCommand(commandId, hostId);
     const answer = this.agents.answerTo(commandId, this.answerTimeoutMs);
     this.agents.send(hostId, { clearQuarantine: { commandId, expiresAt, patchId, version, reason } });
     const result = await answer;

@@ -58,7 +58,9 @@ const HOST_FACTS = new Set<string>([
 ]);
 /** The gateway's bindings and an operator's revocations: which agent keys may relay. */
 const KEY_EVENTS = new Set<string>(['AgentKeyBound', 'AgentKeyRevoked']);
-const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS, ...KEY_EVENTS]);
+/** Commands to a host outside rollouts: only the host they went to may answer them. */
+const HOST_COMMANDS = new Set<string>(['QuarantineClearRequested']);
+const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS, ...KEY_EVENTS, ...HOST_COMMANDS]);
 /** Command ids an agent makes up itself (re-applying after a boot): they answer no dispatcher command. */
 const AGENT_OWN_COMMAND = 'at-start/';
 /** The facts a rollout's hosts are judged by (HostEnrolled only feeds the fleet). */
@@ -272,6 +274,16 @@ export class RolloutEngine {
       this.commandHosts.set(e.data.commandId, e.data.hostId);
   }
 
+  /** A command sent to a host outside a rollout (a quarantine to clear): its answer is the host's to give. */
+  noteHostCommand(commandId: string, hostId: string): void {
+    this.commandHosts.set(commandId, hostId);
+  }
+
+  private foldHostCommand(body: events.EventBody): void {
+    const clear = body.quarantineClearRequested;
+    if (clear && body.producer?.producerId === this.producerId) this.noteHostCommand(clear.commandId, clear.hostId);
+  }
+
   private foldKey(body: events.EventBody): void {
     if (body.agentKeyBound) this.agentKeys.bind(body.agentKeyBound);
     else if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked);
@@ -425,6 +437,10 @@ export class RolloutEngine {
         this.foldKey(e.body);
         continue;
       }
+      if (HOST_COMMANDS.has(e.body.type)) {
+        this.foldHostCommand(e.body);
+        continue;
+      }
       this.foldFact(e);
     }
     this.scheduleTick();
@@ -444,6 +460,7 @@ export class RolloutEngine {
       else if (ROLLOUT_EVENTS.has(e.body.type)) {
         if (e.body.producer?.producerId === this.producerId) own.push(e);
       } else if (KEY_EVENTS.has(e.body.type)) keys.push(e);
+      else if (HOST_COMMANDS.has(e.body.type)) this.foldHostCommand(e.body);
       else facts.push(e);
     }
     const chainOrder = (a: FollowedEvent, b: FollowedEvent) =>
