@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import { events } from '@rebootless/contracts';
+import { replayLag } from '@rebootless/kafka';
 import {
   EnvelopeLayout,
   ProjectionGate,
@@ -125,7 +126,11 @@ export class EventLogFollower {
         // A seal or binding may sit in a partition whose leader was lost with a broker: judged
         // only once every partition is read to its end, else the wait starts again from now.
         judging = true;
-        void readToEnd(opts.kafka, opts.topic, readTo)
+        void replayLag(opts.kafka, opts.topic, readTo)
+          .then(
+            ({ behind }) => behind === 0n,
+            () => false,
+          ) // Kafka cannot say: not yet
           .then((atEnd) => {
             if (!atEnd) liveSince = Date.now();
             else handOn(gate.expire(Date.now(), liveSince));
@@ -179,19 +184,5 @@ export class EventLogFollower {
     if (this.stopped) return;
     this.stopped = true;
     await this.stopConsumer();
-  }
-}
-
-/** Whether every partition has been read up to its high watermark (false when Kafka cannot say). */
-async function readToEnd(kafka: Kafka, topic: string, readTo: ReadonlyMap<number, bigint>): Promise<boolean> {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    const watermarks = await admin.fetchTopicOffsets(topic);
-    return watermarks.every((w) => BigInt(w.high) <= (readTo.get(w.partition) ?? BigInt(w.low)));
-  } catch {
-    return false;
-  } finally {
-    await admin.disconnect().catch(() => undefined);
   }
 }

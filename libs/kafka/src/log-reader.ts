@@ -161,3 +161,26 @@ const quietRetriables: logCreator =
     if (level <= logLevel.ERROR) process.stderr.write(line + '\n');
     else process.stdout.write(line + '\n');
   };
+
+/** Offsets a reader has reached (each partition's next offset) vs the topic's end: how far it still has to go. */
+export async function replayLag(
+  kafka: Kafka,
+  topic: string,
+  positions: ReadonlyMap<number, bigint>,
+): Promise<{ behind: bigint; end: bigint }> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    let behind = 0n;
+    let end = 0n;
+    for (const w of await admin.fetchTopicOffsets(topic)) {
+      const high = BigInt(w.high);
+      end += high;
+      const at = positions.get(w.partition) ?? 0n;
+      if (high > at) behind += high - at;
+    }
+    return { behind, end };
+  } finally {
+    await admin.disconnect();
+  }
+}

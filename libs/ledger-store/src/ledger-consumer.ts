@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
+import { replayLag } from '@rebootless/kafka';
 import { events } from '@rebootless/contracts';
 import {
   EnvelopeLayout,
@@ -503,25 +504,5 @@ function decodeBody(value: Buffer | null): events.EventBody | undefined {
   }
 }
 
-/** Offsets the read models have reached vs the topic's end: how far a replay still has to go. */
-export async function replayLag(
-  kafka: Kafka,
-  topic: string,
-  positions: ReadonlyMap<number, bigint>,
-): Promise<{ behind: bigint; end: bigint }> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    let behind = 0n;
-    let end = 0n;
-    for (const w of await admin.fetchTopicOffsets(topic)) {
-      const high = BigInt(w.high);
-      end += high;
-      const at = positions.get(w.partition) ?? 0n;
-      if (high > at) behind += high - at;
-    }
-    return { behind, end };
-  } finally {
-    await admin.disconnect();
-  }
-}
+// Kept here for the ledger's callers; it lives with the other log reads in libs/kafka.
+export { replayLag };
