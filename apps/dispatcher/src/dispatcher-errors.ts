@@ -7,6 +7,7 @@ import {
   RolloutNotFoundError,
   RolloutPreconditionError,
 } from '@rebootless/rollout';
+import { PublishError } from '@rebootless/kafka';
 import { RpcErrorMapping, rule } from '@rebootless/service';
 
 export class InvalidRequestError extends Error {
@@ -45,6 +46,9 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   }),
   rule({ type: AgentKeyNotFoundError, code: status.NOT_FOUND, reason: 'AGENT_KEY_NOT_FOUND' }),
   rule({ type: DependencyUnavailableError, code: status.UNAVAILABLE, reason: 'DEPENDENCY_UNAVAILABLE' }),
+  // Kafka did not take the events within the publisher's settling time: its message says
+  // whether they were withdrawn (nothing written) or their fate is unknown.
+  rule({ type: PublishError, code: status.UNAVAILABLE, reason: 'EVENT_LOG_UNAVAILABLE', logged: true }),
   rule({ type: PermissionError, code: status.PERMISSION_DENIED, reason: 'RELAY_REFUSED' }),
   rule({ type: RolloutForbiddenError, code: status.PERMISSION_DENIED, reason: 'ROLLOUT_FORBIDDEN' }),
   rule({ type: HostPreconditionError, code: status.FAILED_PRECONDITION, reason: 'HOST_PRECONDITION' }),

@@ -2,9 +2,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ChainVerifier, EventDraft, StaticKeyTrust, appendToChain } from '@rebootless/events';
+import { ConfigResourceTypes } from 'kafkajs';
 import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
 import { ChainStateFile } from './chain-state';
 import { EventPublisher } from './publisher';
+import { kafkaClient } from './log-reader';
+import { kafkaBrokersFromEnv } from './topic';
 
 const kafka = testKafka('publisher-settle-test');
 
@@ -126,5 +129,57 @@ describe('settling a batch whose send was cut short', () => {
     expect(opened).toBe(9);
     expect(report.findings).toEqual([]);
     expect(report.chains[0]).toMatchObject({ lastSeq: 10, events: 10, sealed: 10 });
+  });
+});
+
+describe('a publish whose send the broker refused', () => {
+  it('sends the withdrawn batch again once the broker takes writes, so the caller sees one success and the log holds it once', async () => {
+    // Given a topic whose broker refuses every write for a while: its max.message.bytes
+    // lowered under any batch's size (MESSAGE_TOO_LARGE: nothing is appended)
+    const topic = await freshEventsTopic('refused', 3);
+    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'refused-'));
+    const impatient = kafkaClient(kafkaBrokersFromEnv(), 'publisher-refused-test', 1);
+    const logs: string[] = [];
+    const pub = await EventPublisher.open({
+      kafka: impatient,
+      producerId: 'builder',
+      stateDir,
+      topic,
+      settleGraceMs: 200,
+      log: (l) => logs.push(l),
+    });
+    const admin = kafka.admin();
+    await admin.connect();
+    const maxBytes = (n: number) =>
+      admin.alterConfigs({
+        validateOnly: false,
+        resources: [
+          {
+            type: ConfigResourceTypes.TOPIC,
+            name: topic,
+            configEntries: [{ name: 'max.message.bytes', value: String(n) }],
+          },
+        ],
+      });
+    await maxBytes(64);
+    await new Promise((r) => setTimeout(r, 1_000)); // the broker applies a topic's new config within a moment
+    // When a batch is published, and the broker takes writes again 3 s later
+    const reopened = new Promise((r) => setTimeout(r, 3_000)).then(() => maxBytes(1_048_588));
+    const written = await pub.publish([drift(1), drift(2), drift(3)]);
+    await reopened;
+    await pub.close();
+    await admin.disconnect();
+    // Then the publish resolved, after its batch was withdrawn and sent again at least once
+    expect(written.map((e) => e.seq)).toEqual([2, 3, 4]);
+    expect(logs.some((l) => /withdrew seq 2-4: none reached the log/.test(l))).toBe(true);
+    expect(logs.some((l) => l.includes('sending the 3 withdrawn event(s) again'))).toBe(true);
+    // And the log holds the epoch's start and the three events once each, in one sealed chain
+    const v = new ChainVerifier(new StaticKeyTrust().vouch('builder', pub.key.rawPublicKey));
+    const records = await readWholeTopic(kafka, topic);
+    records.forEach((r) => v.ingest(r.value, { partition: r.partition, offset: r.offset }));
+    const report = v.finish();
+    expect(records).toHaveLength(4);
+    expect(report.findings).toEqual([]);
+    expect(report.chains[0]).toMatchObject({ lastSeq: 4, events: 4 });
   });
 });

@@ -136,42 +136,61 @@ export class EventPublisher {
    *
    * A send that fails (a broker lost, a request timed out) leaves the batch's fate unknown: it
    * may still land. Before the caller hears, the batch is settled from the log: it resolves if
-   * the batch is in the log after all (kept, or its missing records re-sent), and rejects only
-   * if it was withdrawn (none of it landed), so a caller that decides again after a rejection
-   * never writes one decision twice. Settling is tried for up to `settleForMs`; past that the
-   * rejection says the fate is unknown and the next publish settles it first.
+   * the batch is in the log after all (kept, or its missing records re-sent); if it was withdrawn
+   * (none of it landed) the same drafts are sent again, which writes the decision once. All this
+   * is tried for up to `settleForMs`; past that it rejects, and the rejection says whether the
+   * batch is withdrawn or its fate unknown (the next publish settles it first).
    */
-  publish(drafts: EventDraft | readonly EventDraft[]): Promise<ChainedEvent[]> {
+  async publish(drafts: EventDraft | readonly EventDraft[]): Promise<ChainedEvent[]> {
     const list = Array.isArray(drafts) ? (drafts as readonly EventDraft[]) : [drafts as EventDraft];
-    if (this.closed) return Promise.reject(new PublishError(`publisher ${this.opts.producerId} is closed`));
-    const run = this.gate.then(() => this.prepare(list));
-    this.gate = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run.then(async (prepared) => {
+    const deadline = this.opts.now() + (this.opts.settleForMs ?? DEFAULT_SETTLE_FOR_MS);
+    for (let attempt = 1; ; attempt++) {
+      if (this.closed) throw new PublishError(`publisher ${this.opts.producerId} is closed`);
+      let prepared: Awaited<ReturnType<EventPublisher['prepare']>>;
+      try {
+        prepared = await this.behindGate(() => this.prepare(list));
+      } catch (err) {
+        // Settling an earlier failure (reading the log, renewing the producer) failed: nothing
+        // of this batch was prepared, so trying again cannot write it twice.
+        if (this.closed || this.opts.now() >= deadline) throw err;
+        this.opts.log(`${this.opts.producerId}: not prepared (${(err as Error).message}); trying again`);
+        await backoff(attempt);
+        continue;
+      }
       try {
         return await prepared.acknowledged;
       } catch (err) {
         const last = prepared.written.at(-1);
-        if (!last || !(await this.landedAfterSettling(prepared.epoch, last.seq, err))) throw err;
-        return prepared.written;
+        if (!last) throw err;
+        if (await this.landedAfterSettling(prepared.epoch, last.seq, err, deadline)) return prepared.written;
+        if (this.closed || this.opts.now() >= deadline) {
+          throw new PublishError(
+            `${this.opts.producerId}: seq ${prepared.written[0]!.seq}-${last.seq} withdrawn, none of it is in the log, after trying for ${this.opts.settleForMs ?? DEFAULT_SETTLE_FOR_MS} ms: ${(err as Error).message}`,
+            err,
+          );
+        }
+        this.opts.log(`${this.opts.producerId}: sending the ${list.length} withdrawn event(s) again`);
+        await backoff(attempt);
       }
-    });
+    }
+  }
+
+  /** Runs `work` after everything queued before it (preparation and settling keep call order). */
+  private behindGate<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.gate.then(work);
+    this.gate = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   /** Settles what failed (see publish); whether `seq` of `epoch` is in the log afterwards. */
-  private async landedAfterSettling(epoch: number, seq: number, cause: unknown): Promise<boolean> {
-    const deadline = this.opts.now() + (this.opts.settleForMs ?? DEFAULT_SETTLE_FOR_MS);
+  private async landedAfterSettling(epoch: number, seq: number, cause: unknown, deadline: number): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
         // An empty batch: behind the gate, it settles whatever failed before it.
-        const settling = this.gate.then(() => this.prepare([]));
-        this.gate = settling.then(
-          () => undefined,
-          () => undefined,
-        );
-        await settling;
+        await this.behindGate(() => this.prepare([]));
         break;
       } catch (err) {
         if (this.closed || this.opts.now() >= deadline) {
@@ -181,7 +200,7 @@ export class EventPublisher {
             err,
           );
         }
-        await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
+        await backoff(attempt);
       }
     }
     return this.ackedHead.epoch === epoch && this.ackedHead.seq >= seq;
@@ -361,6 +380,10 @@ export class EventPublisher {
     await this.state.saveAsync(this.ackedHead);
     this.unsettled = undefined;
   }
+}
+
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5_000)));
 }
 
 function newProducer(kafka: Kafka): Producer {

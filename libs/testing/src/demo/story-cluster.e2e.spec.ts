@@ -65,7 +65,7 @@ describe('npm start on a three-broker cluster, a broker SIGKILLed mid-rollout', 
   afterAll(async () => {
     await stack?.stop();
     await cluster?.stop();
-    if (stack?.dir) fs.rmSync(stack.dir, { recursive: true, force: true });
+    if (stack?.dir && !process.env.KEEP_STACK) fs.rmSync(stack.dir, { recursive: true, force: true });
   });
 
   it('tells the whole story: the rollout completes but for the stalled host, the undo, the PCI report after', () => {
