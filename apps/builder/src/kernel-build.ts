@@ -141,37 +141,35 @@ export async function buildForKernel(
     }
 
     let built: { module: Buffer; vermagic: string; toolchain: Record<string, string> };
+    const compileSpan = {
+      [ATTR.buildId]: input.buildId,
+      [ATTR.kernelRelease]: input.release,
+      'rebootless.module.name': input.moduleName,
+    };
     if (input.fix.kind === 'unified-diff') {
       const profile = deps.toolchain.diffProfileFor(input.release);
       enter('fetch-headers');
       progress.log('fetch-headers', `kernel profile ${profile.name} (${profile.release})`);
       const fix = input.fix;
       let compiling = false;
-      built = await withSpan(
-        SPAN.buildCompile,
-        {
-          [ATTR.buildId]: input.buildId,
-          [ATTR.kernelRelease]: input.release,
-          'rebootless.module.name': input.moduleName,
-        },
-        () =>
-          deps.toolchain.buildFromDiff({
-            release: input.release,
-            diff: fix.bytes,
-            moduleName: input.moduleName,
-            replace: input.replace,
-            timeoutMs: deps.compileTimeoutMs,
-            signal,
-            onProfile: (line) => progress.log('fetch-headers', line),
-            onLog: (line) => {
-              // The profile is ready once klp-build speaks: from there on it is the diff's compile.
-              if (!compiling) {
-                compiling = true;
-                enter('compile');
-              }
-              progress.log('compile', line);
-            },
-          }),
+      built = await withSpan(SPAN.buildCompile, compileSpan, () =>
+        deps.toolchain.buildFromDiff({
+          release: input.release,
+          diff: fix.bytes,
+          moduleName: input.moduleName,
+          replace: input.replace,
+          timeoutMs: deps.compileTimeoutMs,
+          signal,
+          onProfile: (line) => progress.log('fetch-headers', line),
+          onLog: (line) => {
+            // The profile is ready once klp-build speaks: from there on it is the diff's compile.
+            if (!compiling) {
+              compiling = true;
+              enter('compile');
+            }
+            progress.log('compile', line);
+          },
+        }),
       );
     } else {
       enter('fetch-headers');
@@ -184,23 +182,16 @@ export async function buildForKernel(
       enter('compile');
       workDir = fs.mkdtempSync(path.join(deps.workRoot ?? os.tmpdir(), 'rebootless-build-'));
       const compileIn = workDir;
-      const compiled = await withSpan(
-        SPAN.buildCompile,
-        {
-          [ATTR.buildId]: input.buildId,
-          [ATTR.kernelRelease]: input.release,
-          'rebootless.module.name': input.moduleName,
-        },
-        () =>
-          deps.toolchain.compileLivepatch({
-            source: input.fix.bytes,
-            moduleName: input.moduleName,
-            headers,
-            workDir: compileIn,
-            timeoutMs: deps.compileTimeoutMs,
-            signal,
-            onLog: (line) => progress.log('compile', line),
-          }),
+      const compiled = await withSpan(SPAN.buildCompile, compileSpan, () =>
+        deps.toolchain.compileLivepatch({
+          source: input.fix.bytes,
+          moduleName: input.moduleName,
+          headers,
+          workDir: compileIn,
+          timeoutMs: deps.compileTimeoutMs,
+          signal,
+          onLog: (line) => progress.log('compile', line),
+        }),
       );
       diagnostics.push(...compiled.warnings);
       built = {

@@ -21,3 +21,4 @@ export * from './livepatch-sample';
 export * from './sandbox';
 export * from './kernel-profile';
 export * from './klp-build';
+export { rebootlessCacheDir } from './cache-root';

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { rebootlessCacheDir } from './cache-root';
 import { ToolchainError } from './errors';
 import { findExecutable, runProcess, type RunResult } from './process';
 import { handOver } from './sandbox';
@@ -74,7 +75,7 @@ export interface ProfileBuild {
   release: string;
   signingKey: string;
   signingCert: string;
-  /** How long each step of the cold build took, ms (empty when it came from the cache). */
+  /** How long each step of the cold build took, ms (from the cache: as recorded when it was made). */
   timings: Record<string, number>;
   fromCache: boolean;
 }
@@ -93,11 +94,7 @@ const LAYOUT = 1;
 
 /** $REBOOTLESS_KERNEL_PROFILE_CACHE, else beside the headers cache: ~/.cache/rebootless/kernel-profiles. */
 export function defaultProfileCacheDir(): string {
-  const explicit = process.env['REBOOTLESS_KERNEL_PROFILE_CACHE'];
-  if (explicit) return path.resolve(explicit);
-  const xdg = process.env['XDG_CACHE_HOME'];
-  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache');
-  return path.join(base, 'rebootless', 'kernel-profiles');
+  return rebootlessCacheDir('kernel-profiles', 'REBOOTLESS_KERNEL_PROFILE_CACHE');
 }
 const MARKER = 'profile.json';
 const COLD_BUILD_TIMEOUT_MS = 3 * 60 * 60_000;
@@ -126,8 +123,9 @@ export class KernelProfileCache {
     const dir = path.join(this.opts.cacheDir, 'profiles', `${profile.name}-${key}`);
     const marker = path.join(dir, MARKER);
     if (fs.existsSync(marker)) {
-      const stored = JSON.parse(fs.readFileSync(marker, 'utf8')) as Omit<ProfileBuild, 'fromCache' | 'timings'>;
-      return { ...stored, timings: {}, fromCache: true };
+      const stored = JSON.parse(fs.readFileSync(marker, 'utf8')) as Omit<ProfileBuild, 'fromCache'>;
+      // The timings are the cold build's, as recorded when it was made.
+      return { ...stored, timings: stored.timings ?? {}, fromCache: true };
     }
     return this.build(profile, key, dir);
   }
@@ -191,7 +189,10 @@ export class KernelProfileCache {
       signingKey: signing.key,
       signingCert: signing.cert,
     };
-    fs.writeFileSync(path.join(dir, MARKER), `${JSON.stringify({ ...build, layout: LAYOUT, timings }, null, 2)}\n`);
+    fs.writeFileSync(
+      path.join(dir, MARKER),
+      `${JSON.stringify({ ...build, layout: LAYOUT, timings, builtAt: new Date().toISOString(), cpus: os.availableParallelism() }, null, 2)}\n`,
+    );
     progress(`ready (${release})`);
     return { ...build, timings, fromCache: false };
   }
