@@ -2,6 +2,7 @@ import { Controller, Inject, Logger } from '@nestjs/common';
 import { status, type Metadata } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
+import { ArtifactUpstreamError, type ArtifactCache, type ServedArtifact } from '@rebootless/artifacts';
 import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
@@ -9,9 +10,10 @@ import type { EventPublisher } from '@rebootless/kafka';
 import { withTraceContext } from '@rebootless/telemetry';
 import { agentKeyBindings } from './agent-key-binding';
 import type { AgentStream } from './agent-connections';
-import { DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
+import { ArtifactsNotServedError, DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
 import { RolloutEngine } from './rollout-engine';
+import { SITE_ARTIFACTS } from './site-artifacts';
 
 /**
  * Serves rebootless.dispatcher.v1.AgentGateway: one long-lived stream per agent. The agent says
@@ -27,7 +29,56 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
     @Inject(RolloutEngine) private readonly engine: RolloutEngine,
     @Inject(EventRelay) private readonly relay: EventRelay,
     @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
+    @Inject(SITE_ARTIFACTS) private readonly artifacts: ArtifactCache | null,
   ) {}
+
+  /**
+   * The module from the site cache (ADR 0026): the builder's header as signed, then the bytes.
+   * The caller's certificate was checked by the access table (any host of the deployment).
+   */
+  fetchArtifact(request: dispatcher.FetchArtifactRequest): Observable<dispatcher.FetchArtifactResponse> {
+    const digest = request.artifactDigest;
+    return new Observable((subscriber) => {
+      let unsubscribed = false;
+      let served: ServedArtifact | undefined;
+      void (async () => {
+        if (!this.artifacts) {
+          throw new ArtifactsNotServedError(
+            'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
+          );
+        }
+        served = await this.artifacts.serve(digest);
+        if (unsubscribed) return served.close();
+        subscriber.next({ header: { manifest: served.manifestBytes, manifestSignature: served.signature } });
+        for await (const chunk of served.chunks()) {
+          if (unsubscribed) return;
+          subscriber.next({ chunk });
+        }
+        subscriber.complete();
+      })().catch((error: unknown) => subscriber.error(this.artifactRefusal(error, digest)));
+      return () => {
+        unsubscribed = true;
+        void served?.close();
+      };
+    });
+  }
+
+  private artifactRefusal(error: unknown, digest: string): RpcException {
+    if (!(error instanceof ArtifactUpstreamError)) {
+      return DISPATCHER_ERRORS.toRpcException(error, `FetchArtifact ${digest}`, this.logger);
+    }
+    switch (error.failure) {
+      case 'not-found':
+        return DISPATCHER_ERRORS.refusal(status.NOT_FOUND, 'ARTIFACT_NOT_FOUND', error.message);
+      case 'retracted':
+        return DISPATCHER_ERRORS.refusal(status.FAILED_PRECONDITION, 'PATCH_RETRACTED', error.message);
+      case 'unavailable':
+        return DISPATCHER_ERRORS.refusal(status.UNAVAILABLE, 'BUILDER_UNAVAILABLE', error.message);
+      case 'refused':
+        this.logger.error(`FetchArtifact ${digest}: ${error.message}`);
+        return DISPATCHER_ERRORS.refusal(status.UNAVAILABLE, 'BUILDER_ANSWER_REFUSED', error.message);
+    }
+  }
 
   connect(
     requests: Observable<dispatcher.ConnectRequest>,
