@@ -47,6 +47,8 @@ export class SharedArtifactDownloads {
   private readonly now: () => number;
   /** FetchArtifact calls made (tests and benchmarks read it). */
   fetches = 0;
+  /** The same, by whom they asked: the dispatcher's site cache or the builder (ADR 0026). */
+  readonly fetchesFrom: Record<ArtifactSourceKind, number> = { dispatcher: 0, builder: 0 };
 
   constructor(options: SharedArtifactDownloadsOptions = {}) {
     this.reuseMs = options.reuseMs ?? 2_000;
@@ -93,6 +95,7 @@ export class SharedArtifactDownloads {
     from: ArtifactSourceKind,
   ): Promise<UnverifiedArtifact> {
     this.fetches += 1;
+    this.fetchesFrom[from] += 1;
     return new Promise((resolve, reject) => {
       const call = openFetchArtifact(client, { artifactDigest: digest }, new Date(Date.now() + timeoutMs), from);
       let header: { manifestBytes: Buffer; signature: Buffer } | undefined;
