@@ -51,8 +51,7 @@ function engineFor(config: DispatcherConfig, publisher: EventPublisher): Rollout
     silenceGraceMs: config.silenceGraceSeconds * 1000,
     tickIntervalMs: config.tickIntervalMs,
     // Its own chain (its data dir) and the named services' chains; agents' keys only as its gateway bound them.
-    serviceKeys: () =>
-      serviceKeysFrom([], [config.dataDir, ...trustedDataDirs(config)]),
+    serviceKeys: () => serviceKeysFrom([], [config.dataDir, ...trustedDataDirs(config)]),
     unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
     log: {
       log: (message) => logger.log(message),

@@ -309,7 +309,9 @@ describe('an agent holding the certificate of host web-a', () => {
 describe('FetchArtifact on the gateway', () => {
   const DIGEST = 'ab'.repeat(32);
 
-  function fetchWith(credentials: grpc.ChannelCredentials): Promise<{ code: grpc.status; details: string; got: number }> {
+  function fetchWith(
+    credentials: grpc.ChannelCredentials,
+  ): Promise<{ code: grpc.status; details: string; got: number }> {
     const client = new grpc.Client(address, credentials, { 'grpc.ssl_target_name_override': 'localhost' });
     return new Promise((resolve) => {
       let got = 0;

@@ -137,11 +137,14 @@ function rolloutOf(group: string) {
 async function rollOut(group: string): Promise<dispatcher.Rollout> {
   const { rollout } = await unary<dispatcher.CreateRolloutResponse>(rollouts, 'createRollout', rolloutOf(group));
   let last: dispatcher.Rollout | undefined;
-  await until(async () => {
-    last = (await unary<dispatcher.GetRolloutResponse>(rollouts, 'getRollout', { rolloutId: rollout!.rolloutId }))
-      .rollout;
-    return last?.state === R.ROLLOUT_STATE_COMPLETED || last?.state === R.ROLLOUT_STATE_PAUSED;
-  }, `rollout ${rollout!.rolloutId} completed or paused (last: ${last && R[last.state]})`);
+  await until(
+    async () => {
+      last = (await unary<dispatcher.GetRolloutResponse>(rollouts, 'getRollout', { rolloutId: rollout!.rolloutId }))
+        .rollout;
+      return last?.state === R.ROLLOUT_STATE_COMPLETED || last?.state === R.ROLLOUT_STATE_PAUSED;
+    },
+    `rollout ${rollout!.rolloutId} completed or paused (last: ${last && R[last.state]})`,
+  );
   return last!;
 }
 

@@ -50,7 +50,8 @@ export class BuilderArtifactSource {
             signature: Buffer.from(message.header.manifestSignature),
           };
         } else if (message.chunk) {
-          if (!header) return fail(new ArtifactUpstreamError('refused', 'the builder sent module bytes before the header'));
+          if (!header)
+            return fail(new ArtifactUpstreamError('refused', 'the builder sent module bytes before the header'));
           bytes += message.chunk.length;
           if (bytes > MAX_MODULE_BYTES)
             return fail(new ArtifactUpstreamError('refused', `the module is larger than ${MAX_MODULE_BYTES} bytes`));
@@ -117,7 +118,8 @@ export function openSiteArtifacts(input: {
 export function registerArtifactCacheMetrics(cache: ArtifactCache): void {
   const meter = rebootlessMeter();
   const requests = meter.createObservableCounter('rebootless.artifact_cache.requests', {
-    description: 'FetchArtifact requests the dispatcher answered, by result (hit: a kept copy; miss: fetched from the builder)',
+    description:
+      'FetchArtifact requests the dispatcher answered, by result (hit: a kept copy; miss: fetched from the builder)',
   });
   const fetches = meter.createObservableCounter('rebootless.artifact_cache.builder_fetches', {
     description: 'FetchArtifact calls the dispatcher made to the builder',

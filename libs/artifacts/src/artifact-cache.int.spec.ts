@@ -129,7 +129,9 @@ describe('given an empty cache', () => {
   it('when the builder answers with a manifest another key signed, then nothing is kept', async () => {
     const forged = artifact('a', 1000, otherKey);
     const cache = cacheOf(builderOf([forged]));
-    await expect(cache.serve(forged.digest)).rejects.toThrow(/is not the builder's: the manifest signature does not verify/);
+    await expect(cache.serve(forged.digest)).rejects.toThrow(
+      /is not the builder's: the manifest signature does not verify/,
+    );
     expect(cache.digests()).toEqual([]);
   });
 

@@ -185,7 +185,6 @@ export class ArtifactCache {
   }
 
   private served(entry: Entry, handle: fs.promises.FileHandle, hit: boolean): ServedArtifact {
-    const cache = this;
     let closed = false;
     const close = async () => {
       if (closed) return;
@@ -199,33 +198,39 @@ export class ArtifactCache {
       sizeBytes: entry.sizeBytes,
       hit,
       close,
-      async *chunks() {
-        const hash = createHash('sha256');
-        let bytes = 0;
-        try {
-          for (;;) {
-            const buffer = Buffer.allocUnsafe(cache.chunkBytes);
-            const { bytesRead } = await handle.read(buffer, 0, cache.chunkBytes, null);
-            if (bytesRead === 0) break;
-            const chunk = buffer.subarray(0, bytesRead);
-            hash.update(chunk);
-            bytes += bytesRead;
-            cache.counters.bytesServed += bytesRead;
-            yield chunk;
-          }
-        } finally {
-          await close();
-        }
-        const seen = hash.digest('hex');
-        if (seen !== entry.digest || bytes !== entry.sizeBytes) {
-          cache.forget(
-            entry,
-            `the kept module has ${bytes} bytes hashing to ${seen}, not the ${entry.sizeBytes} bytes the digest names; ` +
-              'it was served, the receiving agent refuses it, and the next request fetches it again',
-          );
-        }
-      },
+      chunks: () => this.stream(entry, handle, close),
     };
+  }
+
+  private async *stream(
+    entry: Entry,
+    handle: fs.promises.FileHandle,
+    close: () => Promise<void>,
+  ): AsyncGenerator<Buffer> {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    try {
+      for (;;) {
+        const buffer = Buffer.allocUnsafe(this.chunkBytes);
+        const { bytesRead } = await handle.read(buffer, 0, this.chunkBytes, null);
+        if (bytesRead === 0) break;
+        const chunk = buffer.subarray(0, bytesRead);
+        hash.update(chunk);
+        bytes += bytesRead;
+        this.counters.bytesServed += bytesRead;
+        yield chunk;
+      }
+    } finally {
+      await close();
+    }
+    const seen = hash.digest('hex');
+    if (seen !== entry.digest || bytes !== entry.sizeBytes) {
+      this.forget(
+        entry,
+        `the kept module has ${bytes} bytes hashing to ${seen}, not the ${entry.sizeBytes} bytes the digest names; ` +
+          'it was served, the receiving agent refuses it, and the next request fetches it again',
+      );
+    }
   }
 
   private fill(digest: string): Promise<Entry> {
@@ -274,7 +279,10 @@ export class ArtifactCache {
       try {
         manifest = events.PatchManifest.decode(fetched.manifestBytes);
       } catch (error) {
-        throw new ArtifactUpstreamError('refused', `the builder's manifest for ${digest} is unreadable: ${String(error)}`);
+        throw new ArtifactUpstreamError(
+          'refused',
+          `the builder's manifest for ${digest} is unreadable: ${String(error)}`,
+        );
       }
     } else {
       const problems: string[] = [];
@@ -291,7 +299,10 @@ export class ArtifactCache {
       }
     }
     if (manifest.sha256 !== digest) {
-      throw new ArtifactUpstreamError('refused', `asked for ${digest}, the builder sent the manifest of ${manifest.sha256}`);
+      throw new ArtifactUpstreamError(
+        'refused',
+        `asked for ${digest}, the builder sent the manifest of ${manifest.sha256}`,
+      );
     }
     return manifest;
   }
