@@ -13,7 +13,7 @@ import type { AgentStream } from './agent-connections';
 import { ArtifactsNotServedError, DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
 import { RolloutEngine } from './rollout-engine';
-import { SITE_ARTIFACTS } from './site-artifacts';
+import { SERVE_SLOTS, SITE_ARTIFACTS, type ServeSlots } from './site-artifacts';
 
 /**
  * Serves rebootless.dispatcher.v1.AgentGateway: one long-lived stream per agent. The agent says
@@ -30,18 +30,35 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
     @Inject(EventRelay) private readonly relay: EventRelay,
     @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
     @Inject(SITE_ARTIFACTS) private readonly artifacts: ArtifactCache | null,
+    @Inject(SERVE_SLOTS) private readonly serveSlots: ServeSlots,
   ) {}
 
   /**
    * The module from the site cache (ADR 0026): the builder's header as signed, then the bytes.
    * The caller's certificate was checked by the access table (any host of the deployment).
    */
-  fetchArtifact(request: dispatcher.FetchArtifactRequest): Observable<dispatcher.FetchArtifactResponse> {
+  fetchArtifact(
+    request: dispatcher.FetchArtifactRequest,
+    _metadata?: Metadata,
+    call?: { once(event: 'finish' | 'cancelled' | 'close', listener: () => void): unknown },
+  ): Observable<dispatcher.FetchArtifactResponse> {
     const digest = request.artifactDigest;
     return new Observable((subscriber) => {
       let unsubscribed = false;
       let served: ServedArtifact | undefined;
+      let release: (() => void) | undefined;
+      let ended = false;
+      const end = () => {
+        ended = true;
+        release?.();
+      };
+      // The slot is held until the stream is sent (or given up): its module is in memory until then.
+      for (const event of ['finish', 'cancelled', 'close'] as const) call?.once(event, end);
       void (async () => {
+        const releaseSlot = await this.serveSlots.acquire();
+        release = releaseSlot;
+        if (ended || unsubscribed || !call) releaseSlot();
+        if (ended || unsubscribed) return;
         if (!this.artifacts) {
           throw new ArtifactsNotServedError(
             'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
@@ -55,7 +72,10 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
           subscriber.next({ chunk });
         }
         subscriber.complete();
-      })().catch((error: unknown) => subscriber.error(this.artifactRefusal(error, digest)));
+      })().catch((error: unknown) => {
+        release?.();
+        subscriber.error(this.artifactRefusal(error, digest));
+      });
       return () => {
         unsubscribed = true;
         void served?.close();

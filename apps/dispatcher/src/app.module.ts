@@ -11,7 +11,7 @@ import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { RolloutController } from './rollout.controller';
 import { QuarantineOperation } from './quarantine-operation';
-import { BuilderArtifactSource, SITE_ARTIFACTS, openSiteArtifacts } from './site-artifacts';
+import { BuilderArtifactSource, SERVE_SLOTS, SITE_ARTIFACTS, ServeSlots, openSiteArtifacts } from './site-artifacts';
 import { UndoOperation } from './undo-operation';
 
 function brokersOf(config: DispatcherConfig): string[] {
@@ -119,6 +119,11 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
       inject: [RolloutEngine, EVENT_PUBLISHER],
     },
     { provide: SITE_ARTIFACTS, useFactory: siteArtifactsFor, inject: [SERVICE_CONFIG, RolloutEngine] },
+    {
+      provide: SERVE_SLOTS,
+      useFactory: (config: DispatcherConfig) => new ServeSlots(config.artifactServes),
+      inject: [SERVICE_CONFIG],
+    },
     DispatcherLifecycle,
   ],
 })

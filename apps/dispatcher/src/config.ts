@@ -44,6 +44,13 @@ export const dispatcherSettings = {
     description:
       'MiB of modules the artifact cache keeps under <data dir>/artifact-cache before the least recently served are evicted',
   }),
+  artifactServes: setting({
+    env: 'DISPATCHER_ARTIFACT_SERVES',
+    parser: integer(1, 100_000),
+    default: '64',
+    description:
+      'artifact streams sent at once (each holds its module in memory until sent); further agents wait their turn',
+  }),
   silenceGraceSeconds: setting({
     env: 'DISPATCHER_SILENCE_GRACE_SECONDS',
     parser: integer(1, 86_400),

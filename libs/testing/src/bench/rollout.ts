@@ -144,6 +144,10 @@ async function main(): Promise<void> {
         DISPATCHER_TRUSTED_DATA_DIRS: builderDir,
         DISPATCHER_BUILDER_ADDRESS: built.address,
         REBOOTLESS_METRICS_ADDRESS: dispatcherMetrics,
+        // How many artifact streams the dispatcher sends at once (its default when unset).
+        ...(process.env['BENCH_ARTIFACT_SERVES']
+          ? { DISPATCHER_ARTIFACT_SERVES: process.env['BENCH_ARTIFACT_SERVES'] }
+          : {}),
         LOG_LEVEL: 'warn',
       },
     });
@@ -317,6 +321,7 @@ async function main(): Promise<void> {
     const cacheBytes = await countersBy(dispatcherMetrics, 'rebootless_artifact_cache_bytes_total', 'direction');
     const artifacts = {
       agents_share_downloads_per_process: SHARED_DOWNLOADS,
+      dispatcher_artifact_serves_at_once: Number(process.env['BENCH_ARTIFACT_SERVES'] ?? 64),
       builder_fetches_per_artifact: builderServes[digest] ?? 0,
       builder_fetches_by_caller: await countersBy(builderMetrics, 'rebootless_artifacts_served_total', 'caller'),
       cache_requests: { hit: cacheRequests['hit'] ?? 0, miss: cacheRequests['miss'] ?? 0 },
