@@ -24,7 +24,7 @@ import {
   loadTlsMaterial,
   type Identity,
 } from '@rebootless/trust';
-import { startDispatcher, type ServiceProcess } from '@rebootless/testing';
+import { startBuilder, startDispatcher, type ServiceProcess } from '@rebootless/testing';
 
 const RELEASE = '6.1.0-56-cloud-amd64';
 
@@ -311,8 +311,9 @@ describe('FetchArtifact on the gateway', () => {
 
   function fetchWith(
     credentials: grpc.ChannelCredentials,
+    at = address,
   ): Promise<{ code: grpc.status; details: string; got: number }> {
-    const client = new grpc.Client(address, credentials, { 'grpc.ssl_target_name_override': 'localhost' });
+    const client = new grpc.Client(at, credentials, { 'grpc.ssl_target_name_override': 'localhost' });
     return new Promise((resolve) => {
       let got = 0;
       const call = client.makeServerStreamRequest(
@@ -343,6 +344,33 @@ describe('FetchArtifact on the gateway', () => {
       details: 'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
       got: 0,
     });
+  });
+
+  it("with a builder configured, asks it over mTLS as the dispatcher service and passes on the builder's answer", async () => {
+    await issueCertificate(pki, { kind: 'service', id: 'builder' });
+    const env = {
+      topic,
+      brokers: process.env['KAFKA_BROKERS']!,
+      extra: { REBOOTLESS_PKI_DIR: pki, REBOOTLESS_INSECURE: '' },
+    };
+    const built = await startBuilder({ ...env, dataDir: fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-b-')) });
+    const caching = await startDispatcher({
+      ...env,
+      dataDir: fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-d-')),
+      extra: { ...env.extra, DISPATCHER_BUILDER_ADDRESS: built.address },
+    });
+    try {
+      const r = await fetchWith(
+        channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: 'web-a' }), { kind: 'service', id: 'dispatcher' }),
+        caching.address,
+      );
+      // The builder itself answered: the dispatcher's certificate got it past the builder's TLS and access table.
+      expect(r.code).toBe(grpc.status.NOT_FOUND);
+      expect(r.details).toContain(`the builder at ${built.address} answered FetchArtifact ${DIGEST} with NOT_FOUND: `);
+    } finally {
+      await caching.process.stop();
+      await built.process.stop();
+    }
   });
 
   it('refuses a client without a certificate: the TLS handshake fails, nothing is served', async () => {
