@@ -2,7 +2,13 @@ import { Controller, Inject, Logger } from '@nestjs/common';
 import { status, type Metadata } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
-import { ArtifactUpstreamError, type ArtifactCache, type ServedArtifact } from '@rebootless/artifacts';
+import {
+  ArtifactUpstreamError,
+  InvalidDigestError,
+  isDigest,
+  type ArtifactCache,
+  type ServedArtifact,
+} from '@rebootless/artifacts';
 import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
@@ -59,6 +65,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
         release = releaseSlot;
         if (ended || unsubscribed || !call) releaseSlot();
         if (ended || unsubscribed) return;
+        if (!isDigest(digest)) throw new InvalidDigestError(digest);
         if (!this.artifacts) {
           throw new ArtifactsNotServedError(
             'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
