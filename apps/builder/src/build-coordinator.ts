@@ -403,6 +403,16 @@ export class BuildCoordinator {
     return this.options.store.chunks(artifact);
   }
 
+  /** Artifacts served in full, by digest and caller kind (a site cache fetches once per site: ADR 0026). */
+  readonly artifactServes = new Map<string, { digest: string; caller: string; n: number }>();
+
+  noteArtifactServed(digest: string, caller: string): void {
+    const key = `${digest} ${caller}`;
+    const known = this.artifactServes.get(key);
+    if (known) known.n += 1;
+    else this.artifactServes.set(key, { digest, caller, n: 1 });
+  }
+
   // ---- workers ------------------------------------------------------------------------------
 
   private pump(): void {

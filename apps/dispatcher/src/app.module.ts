@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import * as path from 'node:path';
+import type { ArtifactCache } from '@rebootless/artifacts';
 import { kafkaClient, serviceKeysFrom, type EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, SERVICE_CONFIG, clientCredentials, formatHostPort, serviceActor } from '@rebootless/service';
 import { AgentGatewayController } from './agent-gateway.controller';
@@ -10,10 +11,34 @@ import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { RolloutController } from './rollout.controller';
 import { QuarantineOperation } from './quarantine-operation';
+import { BuilderArtifactSource, SERVE_SLOTS, SITE_ARTIFACTS, ServeSlots, openSiteArtifacts } from './site-artifacts';
 import { UndoOperation } from './undo-operation';
 
 function brokersOf(config: DispatcherConfig): string[] {
   return config.kafkaBrokers.map(formatHostPort);
+}
+
+function trustedDataDirs(config: DispatcherConfig): string[] {
+  return (config.trustedDataDirs ?? []).map((d) => path.resolve(d));
+}
+
+function siteArtifactsFor(config: DispatcherConfig, engine: RolloutEngine): ArtifactCache | null {
+  if (!config.builderAddress) return null;
+  const logger = new Logger('ArtifactCache');
+  const source = new BuilderArtifactSource(
+    formatHostPort(config.builderAddress),
+    clientCredentials(config.transport, { kind: 'service', id: SERVICE_NAME }, { kind: 'service', id: 'builder' }),
+  );
+  return openSiteArtifacts({
+    dataDir: config.dataDir,
+    maxBytes: config.artifactCacheMiB * 1024 * 1024,
+    source,
+    // The keys the dispatcher already trusts the builder's events by: a manifest signed by
+    // another is not kept (agents would refuse it anyway, each with its own pinned key).
+    builderKeys: () => serviceKeysFrom([], trustedDataDirs(config)).get('builder') ?? [],
+    retraction: (patchId, version) => engine.catalog.find(patchId, version)?.retracted,
+    warn: (message) => logger.warn(message),
+  });
 }
 
 function engineFor(config: DispatcherConfig, publisher: EventPublisher): RolloutEngine {
@@ -26,8 +51,7 @@ function engineFor(config: DispatcherConfig, publisher: EventPublisher): Rollout
     silenceGraceMs: config.silenceGraceSeconds * 1000,
     tickIntervalMs: config.tickIntervalMs,
     // Its own chain (its data dir) and the named services' chains; agents' keys only as its gateway bound them.
-    serviceKeys: () =>
-      serviceKeysFrom([], [config.dataDir, ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d))]),
+    serviceKeys: () => serviceKeysFrom([], [config.dataDir, ...trustedDataDirs(config)]),
     unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
     log: {
       log: (message) => logger.log(message),
@@ -93,6 +117,12 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
           engine.noteHostCommand(commandId, hostId),
         ),
       inject: [RolloutEngine, EVENT_PUBLISHER],
+    },
+    { provide: SITE_ARTIFACTS, useFactory: siteArtifactsFor, inject: [SERVICE_CONFIG, RolloutEngine] },
+    {
+      provide: SERVE_SLOTS,
+      useFactory: (config: DispatcherConfig) => new ServeSlots(config.artifactServes),
+      inject: [SERVICE_CONFIG],
     },
     DispatcherLifecycle,
   ],

@@ -57,6 +57,11 @@ export class GatewayLink implements GatewayRelay {
     return this.ready;
   }
 
+  /** The client of the dispatcher this link talks to: its site artifact cache is asked on it too. */
+  get client(): import('@grpc/grpc-js').Client {
+    return this.held.client;
+  }
+
   start(): void {
     this.stopped = false;
     this.connect();
