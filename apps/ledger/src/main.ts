@@ -29,6 +29,7 @@ if (answerVersion(`rebootless-${SERVICE_NAME}`)) {
     module: AppModule,
     grpc: [grpcServices.ledger],
     config: ledgerSettings,
+    producerId: (config) => (config.instance ? `ledger/${config.instance}` : SERVICE_NAME),
     onStarted: async (ctx) => {
       const runtime = ctx.app.get<LedgerRuntime>(LEDGER_RUNTIME);
       await runtime.consumer.start();
