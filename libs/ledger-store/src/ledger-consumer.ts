@@ -227,8 +227,16 @@ export class LedgerConsumer {
     });
     this.consumer = consumer;
     // Each assignment is taken over anew: the partitions may have been another ledger's meanwhile.
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    // Each assignment is taken over at once, so a ledger restarted at the log's end stands where
+    // its checkpoint says before any record comes.
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.owning = undefined;
+      if ((payload.memberAssignment[topic]?.length ?? 0) === 0) return;
+      this.owning = this.inTurn(() => this.takeOver());
+      this.owning.catch((err: unknown) => {
+        this.failure ??= err as Error;
+        void this.recover(-1);
+      });
     });
     await consumer.connect();
     // Where each partition is read from is the checkpoint's say (a seek once assigned); a group
