@@ -105,7 +105,7 @@ export const ledgerSettings = {
     env: 'LEDGER_GROUP_SESSION_TIMEOUT_MS',
     parser: integer(6_000, 300_000),
     default: '30000',
-    description: "how long the group waits for a ledger that stopped answering before another takes its partitions",
+    description: 'how long the group waits for a ledger that stopped answering before another takes its partitions',
   }),
   trustedProducers: setting({
     env: 'LEDGER_TRUSTED_PRODUCERS',
@@ -154,7 +154,7 @@ export function ledgerGroupId(config: LedgerConfig): string | undefined {
           env: 'LEDGER_GROUP_ID',
           value: config.groupId,
           expected:
-            'to be unset without DATABASE_URL: ledgers share the projection only through one PostgreSQL database, and SQLite is one ledger\'s own file',
+            "to be unset without DATABASE_URL: ledgers share the projection only through one PostgreSQL database, and SQLite is one ledger's own file",
         },
       ]);
     return undefined;

@@ -7,7 +7,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ChainStateFile } from '@rebootless/kafka';
 import { LogWriter, READ_MODEL_TABLES, createScratchDatabase, writeFleetHistory } from '@rebootless/ledger-store';
-import { RunningProcess, builtEntry, freePort, freshEventsTopic, startNode, testKafka, until } from '@rebootless/testing';
+import {
+  RunningProcess,
+  builtEntry,
+  freePort,
+  freshEventsTopic,
+  startNode,
+  testKafka,
+  until,
+} from '@rebootless/testing';
 import { Client } from 'pg';
 
 const kafka = testKafka('ledger-group');
@@ -41,7 +49,11 @@ describe('two ledgers sharing one PostgreSQL database', () => {
       const { key } = new ChainStateFile(path.join(dataDirs[name], 'chain'), `ledger/${name}`).loadOrCreateKey();
       keys.push(`ledger/${name}=${hex(key.rawPublicKey)}`);
     }
-    trusted = [`builder=${hex(serviceKeys.get('builder')![0]!)}`, `dispatcher=${hex(serviceKeys.get('dispatcher')![0]!)}`, ...keys].join(',');
+    trusted = [
+      `builder=${hex(serviceKeys.get('builder')![0]!)}`,
+      `dispatcher=${hex(serviceKeys.get('dispatcher')![0]!)}`,
+      ...keys,
+    ].join(',');
     for (const name of ['shared', 'rebuilt'] as const) {
       const scratch = await createScratchDatabase(`ledger_group_${name}`);
       urls[name] = scratch.url;
@@ -67,8 +79,9 @@ describe('two ledgers sharing one PostgreSQL database', () => {
 
   const committed = async () =>
     BigInt(
-      (await query<{ n: string }>(urls.shared, 'SELECT COALESCE(SUM(next_offset), 0)::text AS n FROM consumer_offsets'))[0]!
-        .n,
+      (
+        await query<{ n: string }>(urls.shared, 'SELECT COALESCE(SUM(next_offset), 0)::text AS n FROM consumer_offsets')
+      )[0]!.n,
     );
 
   async function highWatermarks(): Promise<bigint> {
@@ -87,7 +100,7 @@ describe('two ledgers sharing one PostgreSQL database', () => {
     REBOOTLESS_DATA_DIR: dataDir,
     LEDGER_TRUSTED_PRODUCERS: trusted,
     DATABASE_URL: url,
-    LEDGER_GROUP_SESSION_TIMEOUT_MS: '6000',
+    LEDGER_GROUP_SESSION_TIMEOUT_MS: '10000',
     ...extra,
   });
 
@@ -129,7 +142,10 @@ describe('two ledgers sharing one PostgreSQL database', () => {
     expect(killedAt).toBeLessThan((total * 70n) / 100n);
 
     // Then b takes the partitions over once the group gives up on a, from the checkpoint a committed
-    await b.waitFor(/took over the projection of .* \(lease generation 2, .*\): resuming from the checkpoint at /, 120_000);
+    await b.waitFor(
+      /took over the projection of .* \(lease generation 2, .*\): resuming from the checkpoint at /,
+      120_000,
+    );
     await until(async () => (await committed()) === (await highWatermarks()), 'caught up', 400_000, 250).catch(
       (error: unknown) => {
         throw new Error(`${(error as Error).message}; ledger b said:\n${b.output().slice(-4000)}`);
@@ -142,7 +158,10 @@ describe('two ledgers sharing one PostgreSQL database', () => {
     const rebuild = startNode(main, env(tempDir(), urls.rebuilt), ['rebuild', '--json']);
     running.push(rebuild);
     expect((await rebuild.exited()).code).toBe(0);
-    const summary = JSON.parse(rebuild.output().trim().split('\n').pop()!) as { records: number; integrityFindings: number };
+    const summary = JSON.parse(rebuild.output().trim().split('\n').pop()!) as {
+      records: number;
+      integrityFindings: number;
+    };
     expect(BigInt(summary.records)).toBe(await highWatermarks());
     expect(summary.integrityFindings).toBe(0);
     const [shared, rebuilt] = [await dump(urls.shared), await dump(urls.rebuilt)];
@@ -151,7 +170,8 @@ describe('two ledgers sharing one PostgreSQL database', () => {
     for (const table of READ_MODEL_TABLES) {
       expect({ table, rows: shared[table]!.length }).toEqual({ table, rows: rebuilt[table]!.length });
       const differs = shared[table]!.findIndex((row, i) => row !== rebuilt[table]![i]);
-      if (differs >= 0) expect({ table, row: shared[table]![differs] }).toEqual({ table, row: rebuilt[table]![differs] });
+      if (differs >= 0)
+        expect({ table, row: shared[table]![differs] }).toEqual({ table, row: rebuilt[table]![differs] });
     }
     process.stdout.write(`ledger group: a killed at ${killedAt}/${total} records; b took over and caught up\n`);
   }, 900_000);

@@ -61,7 +61,12 @@ const bound = (h: number): EventDraft => ({
 });
 const booted = (h: number, n: number): EventDraft => ({
   stream: `host/h${h}`,
-  payload: { type: 'HostBooted', data: events.HostBooted.decode(events.HostBooted.encode({ hostId: `h${h}`, bootId: `boot-${n}` } as events.HostBooted).finish()) },
+  payload: {
+    type: 'HostBooted',
+    data: events.HostBooted.decode(
+      events.HostBooted.encode({ hostId: `h${h}`, bootId: `boot-${n}` } as events.HostBooted).finish(),
+    ),
+  },
 });
 const applyRequested = (h: number, n: number): EventDraft => ({
   stream: `host/h${h}`,
@@ -93,20 +98,49 @@ function history(): LogRecord[] {
   const b = new Producer('builder', builderKey);
   const agents = [0, 1].map((h) => new Producer(`agent/h${h}`, agentKeys[h]!));
   const log: LogRecord[] = [];
-  log.push(...d.write([[{ ...epochStart(dispatcherKey), stream: 'producer/dispatcher' }, 0], [bound(0), 1], [bound(1), 2]]));
+  log.push(
+    ...d.write([
+      [{ ...epochStart(dispatcherKey), stream: 'producer/dispatcher' }, 0],
+      [bound(0), 1],
+      [bound(1), 2],
+    ]),
+  );
   const own = (d: EventDraft): EventDraft => ({ ...d, stream: 'producer/builder' });
-  log.push(...b.write([[own(epochStart(builderKey)), 0], [own(serviceStarted(1)), 0]]));
-  for (const h of [0, 1]) log.push(...agents[h]!.write([[{ ...epochStart(agentKeys[h]!), stream: `host/h${h}` }, hostPartition(h)]]));
+  log.push(
+    ...b.write([
+      [own(epochStart(builderKey)), 0],
+      [own(serviceStarted(1)), 0],
+    ]),
+  );
+  for (const h of [0, 1])
+    log.push(...agents[h]!.write([[{ ...epochStart(agentKeys[h]!), stream: `host/h${h}` }, hostPartition(h)]]));
   for (let n = 0; n < 4; n++) {
-    log.push(...d.write([[applyRequested(0, n), 1], [applyRequested(1, n), 2], [{ ...serviceStarted(n), stream: 'producer/dispatcher' }, 0]]));
-    for (const h of [0, 1]) log.push(...agents[h]!.write([[booted(h, n), hostPartition(h)], [booted(h, n + 10), hostPartition(h)]]));
+    log.push(
+      ...d.write([
+        [applyRequested(0, n), 1],
+        [applyRequested(1, n), 2],
+        [{ ...serviceStarted(n), stream: 'producer/dispatcher' }, 0],
+      ]),
+    );
+    for (const h of [0, 1])
+      log.push(
+        ...agents[h]!.write([
+          [booted(h, n), hostPartition(h)],
+          [booted(h, n + 10), hostPartition(h)],
+        ]),
+      );
     log.push(...b.write([[own(serviceStarted(10 + n)), 0]]));
   }
   // A copy of a genuine record, and a forger writing as the agent with a key nobody bound.
   log.push({ partition: 1, value: log.find((r) => r.partition === 1)!.value });
   const forger = new Producer('agent/h0', forgerKey);
   forger.head = { ...forger.head, epoch: 2 };
-  log.push(...forger.write([[{ ...epochStart(forgerKey), stream: 'host/h0' }, 1], [booted(0, 99), 1]]));
+  log.push(
+    ...forger.write([
+      [{ ...epochStart(forgerKey), stream: 'host/h0' }, 1],
+      [booted(0, 99), 1],
+    ]),
+  );
   return log;
 }
 
@@ -140,6 +174,8 @@ class Reader {
     this.gate.restore(cp, (partition, offset, item) => recordAt(partition, offset, Buffer.from(item, 'base64')), 0);
   }
 }
+
+type HeldRow = GateCheckpoint<string>['partitions'][number]['held'][number];
 
 const sameKind = (f: string) => f.replace(/^conflict/, 'duplicate');
 
@@ -186,6 +222,7 @@ describe('a gate resumed from its checkpoint', () => {
       const reader = new Reader();
       // Checkpoints are taken at every step and merged, as the database keeps the latest row of each.
       const merged: GateCheckpoint<string> = { chains: [], agentKeys: [], untrusted: [], commands: [], partitions: [] };
+      const held = new Map<number, Map<string, HeldRow>>();
       const merge = (cp: GateCheckpoint<string>) => {
         const keep = <X>(rows: X[], next: X[], key: (x: X) => string) => {
           const m = new Map(rows.map((x) => [key(x), x]));
@@ -196,7 +233,19 @@ describe('a gate resumed from its checkpoint', () => {
         merged.agentKeys = keep(merged.agentKeys, cp.agentKeys, (k) => k.producerId);
         merged.untrusted = keep(merged.untrusted, cp.untrusted, (u) => u.join('@'));
         merged.commands = keep(merged.commands, cp.commands, (c) => c[0]);
-        merged.partitions = keep(merged.partitions, cp.partitions, (p) => String(p.partition));
+        // Held records as the database keeps them: dropped below heldFrom, new ones added.
+        for (const p of cp.partitions) {
+          const rows = held.get(p.partition) ?? new Map<string, HeldRow>();
+          held.set(p.partition, rows);
+          for (const offset of [...rows.keys()])
+            if (p.heldFrom === undefined || BigInt(offset) < BigInt(p.heldFrom)) rows.delete(offset);
+          for (const h of p.held) rows.set(h.offset, h);
+        }
+        merged.partitions = keep(merged.partitions, cp.partitions, (p) => String(p.partition)).map((p) => ({
+          partition: p.partition,
+          nextOffset: p.nextOffset,
+          held: [...(held.get(p.partition)?.values() ?? [])].sort((a, b) => Number(a.offset) - Number(b.offset)),
+        }));
       };
       for (const r of log.slice(0, cut)) {
         reader.offer(r);

@@ -53,6 +53,8 @@ interface Held<T> {
   seq: number;
   arrivedAt: number;
   verdict: 'waiting' | 'accepted' | 'rejected';
+  /** The verdict the last checkpoint holds for it (none: not in a checkpoint yet). */
+  saved?: 'waiting' | 'accepted' | 'rejected';
 }
 
 /** A record the gate holds, as a checkpoint keeps it; `item` is what the caller keeps of it. */
@@ -76,7 +78,19 @@ export interface GateCheckpoint<S> {
   untrusted: [string, number][];
   /** Commands and the host each was sent to. */
   commands: [string, string][];
-  partitions: { partition: number; nextOffset: string; held: HeldRecordCheckpoint<S>[] }[];
+  partitions: PartitionCheckpoint<S>[];
+}
+
+/**
+ * A partition in a checkpoint: where its reading stands, and its held records as a change to the
+ * previous checkpoint's: those below `heldFrom` (all, when it is undefined) are no longer held,
+ * and `held` are the records new or whose verdict changed since. restore() takes them whole.
+ */
+export interface PartitionCheckpoint<S> {
+  partition: number;
+  nextOffset: string;
+  heldFrom?: string;
+  held: HeldRecordCheckpoint<S>[];
 }
 
 export interface ProjectionGateOptions {
@@ -297,8 +311,9 @@ export class ProjectionGate<T> {
   }
 
   /**
-   * What changed since the last checkpoint, and the reading position and held records of each of
-   * `partitions` (the caller writes those it moved; a partition never offered has none).
+   * What changed since the last checkpoint, and for each of `partitions` its reading position
+   * and the change to its held records (a partition never offered has none). Held records are
+   * written once when they come and dropped once when they go, not every batch.
    */
   checkpoint<S>(partitions: Iterable<number>, itemState: (r: GateRecord<T>) => S): GateCheckpoint<S> {
     const cp: GateCheckpoint<S> = {
@@ -317,12 +332,15 @@ export class ProjectionGate<T> {
       const next = this.nextOffsets.get(partition);
       if (next === undefined) continue;
       const q = this.queues.get(partition);
-      const held = q
-        ? q.items
-            .slice(q.head)
-            .map((h) => ({ offset: h.record.offset, verdict: h.verdict, item: itemState(h.record) }))
-        : [];
-      cp.partitions.push({ partition, nextOffset: next.toString(), held });
+      const held: HeldRecordCheckpoint<S>[] = [];
+      for (let i = q?.head ?? 0; q && i < q.items.length; i++) {
+        const h = q.items[i]!;
+        if (h.saved === h.verdict) continue;
+        h.saved = h.verdict;
+        held.push({ offset: h.record.offset, verdict: h.verdict, item: itemState(h.record) });
+      }
+      const heldFrom = q?.items[q.head]?.record.offset;
+      cp.partitions.push({ partition, nextOffset: next.toString(), ...(heldFrom ? { heldFrom } : {}), held });
     }
     return cp;
   }
@@ -357,6 +375,7 @@ export class ProjectionGate<T> {
           seq: producer ? Number(producer.seq) : 0,
           arrivedAt: now,
           verdict: h.verdict,
+          saved: h.verdict,
         };
         queue.items.push(held);
         if (held.verdict !== 'waiting' || !held.chain) continue;

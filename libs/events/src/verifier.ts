@@ -567,7 +567,9 @@ export class ChainVerifier {
         linkTo: s.linkTo === 'genesis' || s.linkTo === null ? s.linkTo : records[s.linkTo]!,
         key: s.key === 'vouched' && keyRaw ? publicKeyFromRaw(keyRaw) : s.key === 'refused' ? null : undefined,
         ...(keyRaw ? { keyRaw } : {}),
-        ...(s.awaiting ? { awaiting: { seals: s.awaiting.map((w) => ({ a: records[w.record]!, fromSeq: w.fromSeq })) } } : {}),
+        ...(s.awaiting
+          ? { awaiting: { seals: s.awaiting.map((w) => ({ a: records[w.record]!, fromSeq: w.fromSeq })) } }
+          : {}),
         pending: new PendingArrivals(),
         lastSeqByPartition: new Map(s.lastSeqByPartition),
         seen: new SeenRing(),

@@ -20,7 +20,7 @@ const chainKey = (c: Pick<ChainState, 'producerId' | 'epoch'>) => `${c.producerI
  * another (a member frozen past its session timeout writes nothing once it wakes).
  */
 export class CheckpointStore {
-  private readonly w: Record<'chains' | 'agentKeys' | 'refused' | 'commands' | 'partitions', TableWriter>;
+  private readonly w: Record<'chains' | 'agentKeys' | 'refused' | 'commands' | 'partitions' | 'held', TableWriter>;
 
   constructor(
     private readonly db: LedgerDatabase,
@@ -33,20 +33,41 @@ export class CheckpointStore {
       agentKeys: t('checkpoint_agent_keys', ['producer_id', 'state'], ['producer_id']),
       refused: t('checkpoint_refused_epochs', ['producer_id', 'epoch'], ['producer_id', 'epoch'], 'ignore'),
       commands: t('checkpoint_commands', ['command_id', 'host_id'], ['command_id'], 'ignore'),
-      partitions: t('checkpoint_partitions', ['topic', 'partition_no', 'read_to', 'held'], ['topic', 'partition_no']),
+      partitions: t('checkpoint_partitions', ['topic', 'partition_no', 'read_to'], ['topic', 'partition_no']),
+      held: t(
+        'checkpoint_held',
+        ['topic', 'partition_no', 'record_offset', 'verdict', 'item'],
+        ['topic', 'partition_no', 'record_offset'],
+      ),
     };
   }
 
   /** The checkpoint as stored, or undefined when there is none (a new or rebuilt ledger, or one from before it). */
   async load(): Promise<GateCheckpoint<HeldItem> | undefined> {
     const db = this.db;
-    const partitions = await db.query('SELECT partition_no, read_to, held FROM checkpoint_partitions WHERE topic = $1', [
-      this.topic,
-    ]);
+    const partitions = await db.query(
+      'SELECT partition_no, read_to FROM checkpoint_partitions WHERE topic = $1',
+      [this.topic],
+    );
     if (partitions.length === 0) return undefined;
+    const held = new Map<number, GateCheckpoint<HeldItem>['partitions'][number]['held']>();
+    for (const r of await db.query(
+      'SELECT partition_no, record_offset, verdict, item FROM checkpoint_held WHERE topic = $1 ORDER BY partition_no, record_offset',
+      [this.topic],
+    )) {
+      const list = held.get(num(r['partition_no'])) ?? [];
+      held.set(num(r['partition_no']), list);
+      list.push({
+        offset: String(r['record_offset']),
+        verdict: String(r['verdict']) as 'waiting' | 'accepted' | 'rejected',
+        item: JSON.parse(String(r['item'])) as HeldItem,
+      });
+    }
     const rows = async (sql: string) => db.query(sql);
     return {
-      chains: (await rows('SELECT state FROM checkpoint_chains')).map((r) => JSON.parse(String(r['state'])) as ChainState),
+      chains: (await rows('SELECT state FROM checkpoint_chains')).map(
+        (r) => JSON.parse(String(r['state'])) as ChainState,
+      ),
       agentKeys: (await rows('SELECT state FROM checkpoint_agent_keys')).map(
         (r) => JSON.parse(String(r['state'])) as AgentKeyState,
       ),
@@ -61,7 +82,7 @@ export class CheckpointStore {
       partitions: partitions.map((r) => ({
         partition: num(r['partition_no']),
         nextOffset: String(r['read_to']),
-        held: JSON.parse(String(r['held'])) as GateCheckpoint<HeldItem>['partitions'][number]['held'],
+        held: held.get(num(r['partition_no'])) ?? [],
       })),
     };
   }
@@ -74,12 +95,28 @@ export class CheckpointStore {
       [w.agentKeys, cp.agentKeys.map((k) => [k.producerId, JSON.stringify(k)])],
       [w.refused, cp.untrusted.map(([producerId, epoch]) => [producerId, epoch])],
       [w.commands, cp.commands.map(([command, host]) => [command, host])],
+      [w.partitions, cp.partitions.map((p) => [this.topic, p.partition, p.nextOffset])],
       [
-        w.partitions,
-        cp.partitions.map((p) => [this.topic, p.partition, p.nextOffset, JSON.stringify(p.held)]),
+        w.held,
+        cp.partitions.flatMap((p) =>
+          p.held.map((h) => [this.topic, p.partition, h.offset, h.verdict, JSON.stringify(h.item)]),
+        ),
       ],
     ];
-    return tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows));
+    // Held records the gate has let go of: every one below the partition's first still held.
+    const released: PreparedWrite[] = cp.partitions.map((p) => ({
+      table: 'checkpoint_held',
+      run: async (q) => {
+        await q.query(
+          this.db.sql('DELETE FROM checkpoint_held WHERE topic = $1 AND partition_no = $2 AND record_offset < $3'),
+          [this.topic, p.partition, p.heldFrom ?? p.nextOffset],
+        );
+      },
+    }));
+    return [
+      ...released,
+      ...tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)),
+    ];
   }
 
   /**

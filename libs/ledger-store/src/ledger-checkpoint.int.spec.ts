@@ -108,7 +108,8 @@ describe('a ledger restarted on PostgreSQL', () => {
     const [resumedRows, rebuiltRows] = [await dump(db), await dump(rebuilt)];
     expect(resumedRows['audit_log']!.length).toBe(total);
     expect(resumedRows['integrity_findings']).toEqual([]);
-    for (const table of READ_MODEL_TABLES) expect({ table, rows: resumedRows[table] }).toEqual({ table, rows: rebuiltRows[table] });
+    for (const table of READ_MODEL_TABLES)
+      expect({ table, rows: resumedRows[table] }).toEqual({ table, rows: rebuiltRows[table] });
   }, 600_000);
 
   it('when a database administrator moves a checkpoint forward to skip events, the chains that lost them are findings', async () => {
@@ -128,10 +129,8 @@ describe('a ledger restarted on PostgreSQL', () => {
       (p) => BigInt(p.read_to) + 40n < (ends.get(p.partition_no) ?? 0n),
     )!;
     const to = BigInt(from) + 20n;
-    await db.query(`UPDATE checkpoint_partitions SET read_to = $1, held = '[]' WHERE partition_no = $2`, [
-      to.toString(),
-      partition,
-    ]);
+    await db.query(`UPDATE checkpoint_partitions SET read_to = $1 WHERE partition_no = $2`, [to.toString(), partition]);
+    await db.query(`DELETE FROM checkpoint_held WHERE partition_no = $1`, [partition]);
     await db.query(`UPDATE consumer_offsets SET next_offset = $1 WHERE partition_no = $2`, [to.toString(), partition]);
     const second = consumer(db, 500);
     await second.start();

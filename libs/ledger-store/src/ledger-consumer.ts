@@ -250,6 +250,8 @@ export class LedgerConsumer {
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
         if (!isRunning() || isStale() || batch.messages.length === 0) return;
         if (this.failure) return this.recover(batch.partition);
+        // The group hears from this member before a long batch too, not only after it.
+        await heartbeat();
         try {
           await (this.owning ??= this.inTurn(() => this.takeOver()));
         } catch (err) {

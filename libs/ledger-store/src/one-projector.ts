@@ -36,7 +36,11 @@ export function oneProjectorAssigner(startedAt: number): PartitionAssigner {
     protocol({ topics }) {
       return {
         name: NAME,
-        metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.from(String(startedAt)) }),
+        metadata: AssignerProtocol.MemberMetadata.encode({
+          version: 1,
+          topics,
+          userData: Buffer.from(String(startedAt)),
+        }),
       };
     },
   });

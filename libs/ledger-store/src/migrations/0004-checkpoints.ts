@@ -16,7 +16,10 @@ export class Checkpoints1796688000000 implements MigrationInterface {
       PRIMARY KEY (producer_id, epoch))`);
     await q.query(`CREATE TABLE checkpoint_commands (command_id TEXT PRIMARY KEY, host_id TEXT NOT NULL)`);
     await q.query(`CREATE TABLE checkpoint_partitions (topic TEXT NOT NULL, partition_no INTEGER NOT NULL,
-      read_to BIGINT NOT NULL, held TEXT NOT NULL, PRIMARY KEY (topic, partition_no))`);
+      read_to BIGINT NOT NULL, PRIMARY KEY (topic, partition_no))`);
+    await q.query(`CREATE TABLE checkpoint_held (topic TEXT NOT NULL, partition_no INTEGER NOT NULL,
+      record_offset BIGINT NOT NULL, verdict TEXT NOT NULL, item TEXT NOT NULL,
+      PRIMARY KEY (topic, partition_no, record_offset))`);
     await q.query(`CREATE TABLE projection_lease (topic TEXT PRIMARY KEY, generation BIGINT NOT NULL,
       holder TEXT NOT NULL, taken_at BIGINT NOT NULL)`);
   }
@@ -33,4 +36,5 @@ export const CHECKPOINT_TABLES = [
   'checkpoint_refused_epochs',
   'checkpoint_commands',
   'checkpoint_partitions',
+  'checkpoint_held',
 ] as const;
