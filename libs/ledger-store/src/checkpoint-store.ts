@@ -45,10 +45,9 @@ export class CheckpointStore {
   /** The checkpoint as stored, or undefined when there is none (a new or rebuilt ledger, or one from before it). */
   async load(): Promise<GateCheckpoint<HeldItem> | undefined> {
     const db = this.db;
-    const partitions = await db.query(
-      'SELECT partition_no, read_to FROM checkpoint_partitions WHERE topic = $1',
-      [this.topic],
-    );
+    const partitions = await db.query('SELECT partition_no, read_to FROM checkpoint_partitions WHERE topic = $1', [
+      this.topic,
+    ]);
     if (partitions.length === 0) return undefined;
     const held = new Map<number, GateCheckpoint<HeldItem>['partitions'][number]['held']>();
     for (const r of await db.query(
@@ -113,10 +112,7 @@ export class CheckpointStore {
         );
       },
     }));
-    return [
-      ...released,
-      ...tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows)),
-    ];
+    return [...released, ...tables.filter(([, rows]) => rows.length > 0).map(([writer, rows]) => writer.prepare(rows))];
   }
 
   /**

@@ -226,8 +226,8 @@ export class LedgerConsumer {
       partitionAssigners: [oneProjectorAssigner(this.startedAt)],
     });
     this.consumer = consumer;
-    // Each assignment is taken over anew: the partitions may have been another ledger's meanwhile.
-    // Each assignment is taken over at once, so a ledger restarted at the log's end stands where
+    // Each assignment is taken over anew (the partitions may have been another ledger's
+    // meanwhile), and at once, so a ledger restarted at the log's end stands where
     // its checkpoint says before any record comes.
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.owning = undefined;
