@@ -86,8 +86,13 @@ export interface VerificationReport {
 
 /** A record the verifier holds, as a checkpoint keeps it: its bytes and where it was read. */
 export interface HeldRecordState {
-  /** The envelope, base64. */
+  /**
+   * The envelope, base64; or, for a record the chain only links to or names (its last event, its
+   * last sealed one, where its unsealed run starts), its hash alone with `seq`.
+   */
   bytes: string;
+  /** Set when `bytes` is the record's hash only. */
+  seq?: number;
   partition: number;
   offset: string;
 }
@@ -554,8 +559,16 @@ export class ChainVerifier {
     for (const s of states) {
       const records = s.records.map((r) => {
         const bytes = Buffer.from(r.bytes, 'base64');
-        scanEnvelope(bytes, layout);
-        return new Arrival(bytes, layout, { partition: r.partition, offset: r.offset });
+        const pos = { partition: r.partition, offset: r.offset };
+        if (r.seq === undefined) {
+          scanEnvelope(bytes, layout);
+          return new Arrival(bytes, layout, pos);
+        }
+        // Its hash and place only: all a chain asks of the records it links to or names.
+        const stub = new EnvelopeLayout();
+        stub.seq = r.seq;
+        stub.hashEnd = bytes.length;
+        return new Arrival(bytes, stub, pos);
       });
       const ref = (i: number | null) => (i === null ? null : records[i]!);
       const keyRaw = s.keyRaw === undefined ? undefined : Buffer.from(s.keyRaw, 'hex');
@@ -843,18 +856,25 @@ export class ChainVerifier {
 function chainState(t: ChainTrack): ChainState {
   const records: HeldRecordState[] = [];
   const index = new Map<Arrival, number>();
-  const ref = (a: Arrival | null): number | null => {
+  // Records still to be processed or whose seal is still to be checked are kept whole; the ones
+  // the chain only links to or names, by their hash (a checkpoint per batch stays small).
+  const ref = (a: Arrival | null, whole = false): number | null => {
     if (!a) return null;
     let i = index.get(a);
     if (i === undefined) {
       i = records.length;
       index.set(a, i);
-      records.push({ bytes: a.bytes.toString('base64'), partition: a.partition, offset: a.offset });
+      records.push(
+        whole
+          ? { bytes: a.bytes.toString('base64'), partition: a.partition, offset: a.offset }
+          : { bytes: a.hash.toString('base64'), seq: a.seq, partition: a.partition, offset: a.offset },
+      );
     }
     return i;
   };
+  const pending = t.pending.seqs().map((seq) => ref(t.pending.get(seq)!, true)!);
+  const awaiting = t.awaiting?.seals.map(({ a, fromSeq }) => ({ record: ref(a, true)!, fromSeq }));
   const linkTo = t.linkTo === 'genesis' || t.linkTo === null ? t.linkTo : ref(t.linkTo);
-  const pending = t.pending.seqs().map((seq) => ref(t.pending.get(seq)!)!);
   return {
     producerId: t.producerId,
     epoch: t.epoch,
@@ -862,7 +882,7 @@ function chainState(t: ChainTrack): ChainState {
     linkTo,
     key: t.key ? 'vouched' : t.key === null ? 'refused' : 'unknown',
     ...(t.keyRaw ? { keyRaw: Buffer.from(t.keyRaw).toString('hex') } : {}),
-    ...(t.awaiting ? { awaiting: t.awaiting.seals.map(({ a, fromSeq }) => ({ record: ref(a)!, fromSeq })) } : {}),
+    ...(awaiting ? { awaiting } : {}),
     pending,
     lastSeqByPartition: [...t.lastSeqByPartition],
     unsealedFrom: ref(t.unsealedFrom),
