@@ -1,5 +1,14 @@
 import { serviceKeysFrom } from '@rebootless/ledger-store';
-import { integer, serviceSettings, setting, type ConfigOf, type ConfigSpec, type Parser } from '@rebootless/service';
+import {
+  ConfigError,
+  integer,
+  serviceSettings,
+  setting,
+  text,
+  type ConfigOf,
+  type ConfigSpec,
+  type Parser,
+} from '@rebootless/service';
 
 export const SERVICE_NAME = 'ledger';
 
@@ -78,6 +87,26 @@ export const ledgerSettings = {
     parser: postgresUrl(),
     description: 'PostgreSQL for the read models; unset: SQLite in <REBOOTLESS_DATA_DIR>/ledger.sqlite',
   }),
+  groupId: setting({
+    env: 'LEDGER_GROUP_ID',
+    parser: text(),
+    description:
+      'the consumer group of the ledgers sharing this PostgreSQL database (default rebootless-ledger.<EVENTS_TOPIC>); ' +
+      'one of them projects at a time and another takes over when it dies. Needs DATABASE_URL: a SQLite ledger is alone',
+  }),
+  instance: setting({
+    env: 'LEDGER_INSTANCE',
+    parser: text(),
+    description:
+      "this ledger's name among several sharing a database: its own events are written as producer ledger/<instance> " +
+      '(unset: ledger). Each of several ledgers needs its own, as each keeps its own chain',
+  }),
+  groupSessionTimeoutMs: setting({
+    env: 'LEDGER_GROUP_SESSION_TIMEOUT_MS',
+    parser: integer(6_000, 300_000),
+    default: '30000',
+    description: 'how long the group waits for a ledger that stopped answering before another takes its partitions',
+  }),
   trustedProducers: setting({
     env: 'LEDGER_TRUSTED_PRODUCERS',
     parser: producerKeys(),
@@ -112,3 +141,23 @@ export const ledgerSettings = {
 } satisfies ConfigSpec;
 
 export type LedgerConfig = ConfigOf<typeof ledgerSettings>;
+
+/**
+ * The group the ledger's consumer joins: on PostgreSQL the one its peers share (configured, or
+ * one per topic); on SQLite none shared, as its database is one process's file.
+ */
+export function ledgerGroupId(config: LedgerConfig): string | undefined {
+  if (!config.databaseUrl) {
+    if (config.groupId !== undefined)
+      throw new ConfigError([
+        {
+          env: 'LEDGER_GROUP_ID',
+          value: config.groupId,
+          expected:
+            "to be unset without DATABASE_URL: ledgers share the projection only through one PostgreSQL database, and SQLite is one ledger's own file",
+        },
+      ]);
+    return undefined;
+  }
+  return config.groupId ?? `rebootless-ledger.${config.eventsTopic}`;
+}

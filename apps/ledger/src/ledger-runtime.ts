@@ -11,7 +11,7 @@ import {
   serviceKeysFrom,
 } from '@rebootless/ledger-store';
 import { formatHostPort } from '@rebootless/service';
-import type { LedgerConfig } from './config';
+import { ledgerGroupId, type LedgerConfig } from './config';
 
 const log = new Logger('ledger');
 
@@ -31,7 +31,9 @@ export class LedgerRuntime {
   /** `ledger verify`'s comparison of the read models with the log, its re-fold kept while the log stands. */
   readonly readModels: ReadModelChecker;
 
-  static async open(config: LedgerConfig): Promise<LedgerRuntime> {
+  /** `rebuild`: a group of its own, never the live ledgers' (it replays into a fresh store). */
+  static async open(config: LedgerConfig, opts: { rebuild?: boolean } = {}): Promise<LedgerRuntime> {
+    const groupId = opts.rebuild ? undefined : ledgerGroupId(config);
     const kafka = kafkaClient(config.kafkaBrokers.map(formatHostPort), 'rebootless-ledger');
     const db = await LedgerDatabase.open({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     // The ledger vouches for its own chain, the configured keys and the named services' data dirs.
@@ -45,6 +47,18 @@ export class LedgerRuntime {
       topic: config.eventsTopic,
       serviceKeys,
       unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
+      ...(groupId ? { groupId } : {}),
+      sessionTimeoutMs: config.groupSessionTimeoutMs,
+      onResume: (r) =>
+        log.log(
+          `took over the projection of ${config.eventsTopic} (lease generation ${r.generation}, group ${groupId ?? 'of its own'}): ` +
+            (r.fromCheckpoint
+              ? `resuming from the checkpoint at ${[...r.readFrom]
+                  .sort(([a], [b]) => a - b)
+                  .map(([p, o]) => `${p}:${o}`)
+                  .join(' ')} with ${r.held} held record(s), loaded in ${r.loadMs} ms`
+              : `no checkpoint, reading every partition from offset 0`),
+        ),
       onRecovery: ({ attempt, error, retryInMs }) =>
         retryInMs === undefined
           ? log.log(`projecting again after ${attempt} attempt(s): the database answers`)

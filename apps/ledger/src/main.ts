@@ -3,9 +3,9 @@ import { startTelemetry } from '@rebootless/telemetry';
 startTelemetry('ledger');
 
 import { grpcServices } from '@rebootless/contracts';
-import { answerVersion, bootService } from '@rebootless/service';
+import { ConfigError, answerVersion, bootService, formatConfigProblem, loadConfig } from '@rebootless/service';
 import { AppModule } from './app.module';
-import { SERVICE_NAME, ledgerSettings } from './config';
+import { SERVICE_NAME, ledgerGroupId, ledgerSettings } from './config';
 import { registerLedgerMetrics } from './ledger-metrics';
 import { LEDGER_RUNTIME, LedgerRuntime } from './ledger-runtime';
 import { rebuild } from './rebuild';
@@ -24,11 +24,23 @@ if (answerVersion(`rebootless-${SERVICE_NAME}`)) {
   );
   process.exit(64);
 } else {
+  // The settings' one rule across two of them (a consumer group needs PostgreSQL), checked before
+  // boot like each setting alone: a configuration error, exit 78.
+  try {
+    ledgerGroupId(loadConfig(ledgerSettings, process.env));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(
+      ['ledger: configuration error:', ...error.problems.map((p) => `  ${formatConfigProblem(p)}`)].join('\n') + '\n',
+    );
+    process.exit(78);
+  }
   void bootService({
     name: SERVICE_NAME,
     module: AppModule,
     grpc: [grpcServices.ledger],
     config: ledgerSettings,
+    producerId: (config) => (config.instance ? `ledger/${config.instance}` : SERVICE_NAME),
     onStarted: async (ctx) => {
       const runtime = ctx.app.get<LedgerRuntime>(LEDGER_RUNTIME);
       await runtime.consumer.start();

@@ -27,7 +27,7 @@ export async function rebuild(args: string[]): Promise<void> {
   const say = (line: string) => process.stderr.write(`ledger rebuild: ${line}\n`);
   let runtime: LedgerRuntime | undefined;
   try {
-    runtime = await LedgerRuntime.open(config);
+    runtime = await LedgerRuntime.open(config, { rebuild: true });
     say(`dropping the read models in ${runtime.db.description}`);
     await runtime.db.dropReadModels();
     const started = performance.now();

@@ -16,6 +16,14 @@ export interface AgentKeyBinding {
 
 const hex = (k: Uint8Array) => Buffer.from(k).toString('hex');
 
+/** One producer's bindings and revocations as a checkpoint keeps them (JSON-safe, keys in hex). */
+export interface AgentKeyState {
+  producerId: string;
+  bound: [epoch: number, key: string][];
+  revoked: string[];
+  revokedEpochs: number[];
+}
+
 export class AgentKeyBook {
   /** producer id → epoch → the key's hex. */
   private readonly bound = new Map<string, Map<number, string>>();
@@ -23,6 +31,29 @@ export class AgentKeyBook {
   private readonly revoked = new Map<string, Set<string>>();
   /** producer id → epochs whose key was revoked. */
   private readonly revokedEpochs = new Map<string, Set<number>>();
+  /** Producers whose bindings changed since the last takeChanged(). */
+  private changed = new Set<string>();
+
+  /** The state of each producer changed since the last call, for a checkpoint. */
+  takeChanged(): AgentKeyState[] {
+    const out = [...this.changed].map((producerId) => ({
+      producerId,
+      bound: [...(this.bound.get(producerId) ?? [])],
+      revoked: [...(this.revoked.get(producerId) ?? [])],
+      revokedEpochs: [...(this.revokedEpochs.get(producerId) ?? [])],
+    }));
+    this.changed = new Set();
+    return out;
+  }
+
+  /** Continues from a checkpoint's states. */
+  restore(states: readonly AgentKeyState[]): void {
+    for (const s of states) {
+      if (s.bound.length > 0) this.bound.set(s.producerId, new Map(s.bound));
+      if (s.revoked.length > 0) this.revoked.set(s.producerId, new Set(s.revoked));
+      if (s.revokedEpochs.length > 0) this.revokedEpochs.set(s.producerId, new Set(s.revokedEpochs));
+    }
+  }
 
   /** Why `b` cannot bind, or undefined when it bound its key. */
   bind(b: events.AgentKeyBound): string | undefined {
@@ -35,6 +66,7 @@ export class AgentKeyBook {
       return `the binding of ${b.producerId} epoch ${b.epoch} names key ${key.slice(0, 16)}…, which was revoked`;
     const epochs = this.bound.get(b.producerId) ?? new Map<number, string>();
     this.bound.set(b.producerId, epochs);
+    this.changed.add(b.producerId);
     const already = epochs.get(b.epoch);
     if (already !== undefined && already !== key)
       return `${b.producerId} epoch ${b.epoch} is already bound to another key`;
@@ -46,6 +78,7 @@ export class AgentKeyBook {
   revoke(r: events.AgentKeyRevoked): number {
     const epochs = this.bound.get(r.producerId);
     if (!epochs) return 0;
+    this.changed.add(r.producerId);
     const keys = this.revoked.get(r.producerId) ?? new Set<string>();
     this.revoked.set(r.producerId, keys);
     const revokedEpochs = this.revokedEpochs.get(r.producerId) ?? new Set<number>();

@@ -1,9 +1,9 @@
 import { events } from '@rebootless/contracts';
-import { AgentKeyBook } from './agent-key-book';
+import { AgentKeyBook, AgentKeyState } from './agent-key-book';
 import { authorityViolation, commandAnswered, producerOf } from './producer-authority';
 import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
-import { ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
+import { ChainState, ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
 
 /**
  * Verified before applied (docs/adr/0012-verified-before-applied.md): the one path by which
@@ -53,6 +53,44 @@ interface Held<T> {
   seq: number;
   arrivedAt: number;
   verdict: 'waiting' | 'accepted' | 'rejected';
+  /** The verdict the last checkpoint holds for it (none: not in a checkpoint yet). */
+  saved?: 'waiting' | 'accepted' | 'rejected';
+}
+
+/** A record the gate holds, as a checkpoint keeps it; `item` is what the caller keeps of it. */
+export interface HeldRecordCheckpoint<S> {
+  offset: string;
+  verdict: 'waiting' | 'accepted' | 'rejected';
+  item: S;
+}
+
+/**
+ * What the gate needs to go on from where it stood without reading the log again
+ * (docs/adr/0024): the chains and agent keys changed since the last checkpoint, the epochs
+ * refused and the commands learned since then, and for each partition asked for, where its
+ * reading stands and the records still held there. Stored in the transaction that commits the
+ * read models of the same moment.
+ */
+export interface GateCheckpoint<S> {
+  chains: ChainState[];
+  agentKeys: AgentKeyState[];
+  /** Epochs nobody vouches for, as [producerId, epoch]. */
+  untrusted: [string, number][];
+  /** Commands and the host each was sent to. */
+  commands: [string, string][];
+  partitions: PartitionCheckpoint<S>[];
+}
+
+/**
+ * A partition in a checkpoint: where its reading stands, and its held records as a change to the
+ * previous checkpoint's: those below `heldFrom` (all, when it is undefined) are no longer held,
+ * and `held` are the records new or whose verdict changed since. restore() takes them whole.
+ */
+export interface PartitionCheckpoint<S> {
+  partition: number;
+  nextOffset: string;
+  heldFrom?: string;
+  held: HeldRecordCheckpoint<S>[];
 }
 
 export interface ProjectionGateOptions {
@@ -106,6 +144,9 @@ export class ProjectionGate<T> {
   private readonly agentKeys = new AgentKeyBook();
   /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
   private newlyBound = new Set<string>();
+  /** Refused epochs and commands learned since the last checkpoint. */
+  private newUntrusted: string[] = [];
+  private newCommands: [string, string][] = [];
 
   constructor(private readonly opts: ProjectionGateOptions) {
     this.verifier = new ChainVerifier(
@@ -269,6 +310,82 @@ export class ProjectionGate<T> {
     return q?.items[q.head]?.record.offset;
   }
 
+  /**
+   * What changed since the last checkpoint, and for each of `partitions` its reading position
+   * and the change to its held records (a partition never offered has none). Held records are
+   * written once when they come and dropped once when they go, not every batch.
+   */
+  checkpoint<S>(partitions: Iterable<number>, itemState: (r: GateRecord<T>) => S): GateCheckpoint<S> {
+    const cp: GateCheckpoint<S> = {
+      chains: this.verifier.takeChanged(),
+      agentKeys: this.agentKeys.takeChanged(),
+      untrusted: this.newUntrusted.map((c) => {
+        const [producerId = '', epoch = '0'] = c.split('\u0000');
+        return [producerId, Number(epoch)];
+      }),
+      commands: this.newCommands,
+      partitions: [],
+    };
+    this.newUntrusted = [];
+    this.newCommands = [];
+    for (const partition of partitions) {
+      const next = this.nextOffsets.get(partition);
+      if (next === undefined) continue;
+      const q = this.queues.get(partition);
+      const held: HeldRecordCheckpoint<S>[] = [];
+      for (let i = q?.head ?? 0; q && i < q.items.length; i++) {
+        const h = q.items[i]!;
+        if (h.saved === h.verdict) continue;
+        h.saved = h.verdict;
+        held.push({ offset: h.record.offset, verdict: h.verdict, item: itemState(h.record) });
+      }
+      const heldFrom = q?.items[q.head]?.record.offset;
+      cp.partitions.push({ partition, nextOffset: next.toString(), ...(heldFrom ? { heldFrom } : {}), held });
+    }
+    return cp;
+  }
+
+  /**
+   * Continues from a checkpoint (every row of it, merged): the gate then stands as it stood when
+   * the checkpoint was taken, and the caller reads each partition on from its `nextOffset`.
+   * `record` rebuilds each held record from what `checkpoint` kept of it. Held records wait
+   * their whole timeout again from `now`.
+   */
+  restore<S>(
+    cp: GateCheckpoint<S>,
+    record: (partition: number, offset: string, item: S) => GateRecord<T>,
+    now: number,
+  ): void {
+    this.verifier.restore(cp.chains);
+    this.agentKeys.restore(cp.agentKeys);
+    this.agentKeys.takeChanged();
+    for (const [producerId, epoch] of cp.untrusted) this.untrusted.add(chainOf(producerId, epoch));
+    for (const [command, host] of cp.commands) this.commandHosts.set(command, host);
+    for (const p of cp.partitions) {
+      this.nextOffsets.set(p.partition, BigInt(p.nextOffset));
+      if (p.held.length === 0) continue;
+      const queue = new PartitionQueue<T>();
+      this.queues.set(p.partition, queue);
+      for (const h of p.held) {
+        const r = record(p.partition, h.offset, h.item);
+        const producer = r.body?.producer;
+        const held: Held<T> = {
+          record: r,
+          chain: producer ? chainOf(producer.producerId, producer.epoch) : '',
+          seq: producer ? Number(producer.seq) : 0,
+          arrivedAt: now,
+          verdict: h.verdict,
+          saved: h.verdict,
+        };
+        queue.items.push(held);
+        if (held.verdict !== 'waiting' || !held.chain) continue;
+        const chain = this.waiting.get(held.chain) ?? new Map<number, Held<T>>();
+        this.waiting.set(held.chain, chain);
+        if (!chain.has(held.seq)) chain.set(held.seq, held);
+      }
+    }
+  }
+
   /** How many records wait for their verdict. */
   get holding(): number {
     let n = 0;
@@ -290,6 +407,7 @@ export class ProjectionGate<T> {
 
   /** An epoch nobody vouches for: what of it already waits is rejected with it. */
   private distrust(chain: string): void {
+    if (!this.untrusted.has(chain)) this.newUntrusted.push(chain);
     this.untrusted.add(chain);
     for (const h of this.waiting.get(chain)?.values() ?? []) h.verdict = 'rejected';
     this.waiting.delete(chain);
@@ -403,7 +521,10 @@ export class ProjectionGate<T> {
           h.record.body?.hostApplyRequested ??
           h.record.body?.hostRevertRequested ??
           h.record.body?.quarantineClearRequested;
-        if (cmd?.commandId) this.commandHosts.set(cmd.commandId, cmd.hostId);
+        if (cmd?.commandId) {
+          this.commandHosts.set(cmd.commandId, cmd.hostId);
+          this.newCommands.push([cmd.commandId, cmd.hostId]);
+        }
       }
       if (i === items.length) this.queues.delete(partition);
       else queue.advance(i);

@@ -84,6 +84,45 @@ export interface VerificationReport {
   findings: Finding[];
 }
 
+/** A record the verifier holds, as a checkpoint keeps it: its bytes and where it was read. */
+export interface HeldRecordState {
+  /**
+   * The envelope, base64; or, for a record the chain only links to or names (its last event, its
+   * last sealed one, where its unsealed run starts), its hash alone with `seq`.
+   */
+  bytes: string;
+  /** Set when `bytes` is the record's hash only. */
+  seq?: number;
+  partition: number;
+  offset: string;
+}
+
+/**
+ * One chain's state as a checkpoint keeps it (JSON-safe): enough to continue verifying the chain
+ * from where it stood, as if every record before had just been read (docs/adr/0024). Records are
+ * referred to by index into `records`, as one record is often several of these at once.
+ */
+export interface ChainState {
+  producerId: string;
+  epoch: number;
+  next: number;
+  records: HeldRecordState[];
+  /** Index into records, 'genesis', or null right after a gap. */
+  linkTo: number | 'genesis' | null;
+  key: 'vouched' | 'refused' | 'unknown';
+  /** The epoch's raw key, hex. */
+  keyRaw?: string;
+  /** The epoch waits for a binding of its key: the seals met meanwhile. */
+  awaiting?: { record: number; fromSeq: number }[];
+  pending: number[];
+  lastSeqByPartition: [number, number][];
+  unsealedFrom: number | null;
+  lastProcessed: number | null;
+  lastSealed: number | null;
+  events: number;
+  sealed: number;
+}
+
 /**
  * One record as the verifier keeps it: its bytes and where the chain fields lie in them.
  * Nothing is copied or decoded up front; most records only ever need their hashes compared.
@@ -325,6 +364,8 @@ export class ChainVerifier {
   private lastTrack: ChainTrack | undefined;
   /** Reused for every record; what outlives ingest() is copied into an Arrival. */
   private readonly layout = new EnvelopeLayout();
+  /** Chains changed since the last takeChanged(): what a checkpoint writes. */
+  private changed = new Set<ChainTrack>();
 
   /**
    * `verdicts`: seals already checked elsewhere (SealWorker); whatever it lacks is verified here.
@@ -345,6 +386,7 @@ export class ChainVerifier {
   abandonUnsealed(producerId: string, epoch: number): { fromSeq: number; toSeq: number } | undefined {
     const t = this.tracks.get(`${producerId}\u0000${epoch}`);
     if (!t) return undefined;
+    this.changed.add(t);
     const sealedTo = t.lastSealed?.seq ?? 0;
     let toSeq = t.next - 1;
     if (t.pending.size > 0) {
@@ -377,6 +419,7 @@ export class ChainVerifier {
       if (t.producerId !== producerId || !t.awaiting || !t.keyRaw) continue;
       const raw = t.keyRaw;
       if (!this.trust.keysFor(producerId, t.epoch).some((k) => Buffer.from(k).equals(raw))) continue;
+      this.changed.add(t);
       const { seals } = t.awaiting;
       t.awaiting = undefined;
       this.awaitingKeys.delete(t);
@@ -405,6 +448,7 @@ export class ChainVerifier {
   refuseKey(producerId: string, epoch: number, why: string): Finding[] {
     const t = this.tracks.get(`${producerId}\u0000${epoch}`);
     if (!t?.awaiting) return [];
+    this.changed.add(t);
     t.awaiting = undefined;
     this.awaitingKeys.delete(t);
     const before = this.findings.length;
@@ -441,6 +485,7 @@ export class ChainVerifier {
       return this.findings.slice(before);
     }
     const t = this.track(bytes, l);
+    this.changed.add(t);
     const a = new Arrival(bytes, l, pos);
     this.checkType(t, a, l.payloadField);
     this.place(t, a);
@@ -455,6 +500,7 @@ export class ChainVerifier {
     const before = this.findings.length;
     for (const t of this.tracks.values()) {
       while (t.pending.size > 0) {
+        this.changed.add(t);
         const resume = t.pending.lowest(t.next);
         const after = t.lastProcessed;
         this.addFinding({
@@ -481,8 +527,77 @@ export class ChainVerifier {
   /** The end of the input: gaps, then events no valid seal vouches for. */
   finish(): VerificationReport {
     this.flushGaps();
-    for (const t of this.tracks.values()) this.closeUnsealed(t, 'no valid seal follows them');
+    for (const t of this.tracks.values()) {
+      this.changed.add(t);
+      this.closeUnsealed(t, 'no valid seal follows them');
+    }
     return this.report();
+  }
+
+  /**
+   * The state of every chain changed since the last call (all of them the first time after
+   * restore() or construction only if they changed), for a checkpoint stored with the offsets.
+   */
+  takeChanged(): ChainState[] {
+    const out = [...this.changed].map(chainState);
+    this.changed = new Set();
+    return out;
+  }
+
+  /** Every chain's state, changed or not. */
+  chainStates(): ChainState[] {
+    return [...this.tracks.values()].map(chainState);
+  }
+
+  /**
+   * Continues from a checkpoint: each chain as it stood. What the checkpoint does not keep is the
+   * window of recent hashes that tells a copy from a conflict: a record re-using a seq from before
+   * the checkpoint is a `duplicate` (it is kept out either way).
+   */
+  restore(states: readonly ChainState[]): void {
+    const layout = new EnvelopeLayout();
+    for (const s of states) {
+      const records = s.records.map((r) => {
+        const bytes = Buffer.from(r.bytes, 'base64');
+        const pos = { partition: r.partition, offset: r.offset };
+        if (r.seq === undefined) {
+          scanEnvelope(bytes, layout);
+          return new Arrival(bytes, layout, pos);
+        }
+        // Its hash and place only: all a chain asks of the records it links to or names.
+        const stub = new EnvelopeLayout();
+        stub.seq = r.seq;
+        stub.hashEnd = bytes.length;
+        return new Arrival(bytes, stub, pos);
+      });
+      const ref = (i: number | null) => (i === null ? null : records[i]!);
+      const keyRaw = s.keyRaw === undefined ? undefined : Buffer.from(s.keyRaw, 'hex');
+      const t: ChainTrack = {
+        producerId: s.producerId,
+        producerIdBytes: Buffer.from(s.producerId),
+        epoch: s.epoch,
+        next: s.next,
+        linkTo: s.linkTo === 'genesis' || s.linkTo === null ? s.linkTo : records[s.linkTo]!,
+        key: s.key === 'vouched' && keyRaw ? publicKeyFromRaw(keyRaw) : s.key === 'refused' ? null : undefined,
+        ...(keyRaw ? { keyRaw } : {}),
+        ...(s.awaiting
+          ? { awaiting: { seals: s.awaiting.map((w) => ({ a: records[w.record]!, fromSeq: w.fromSeq })) } }
+          : {}),
+        pending: new PendingArrivals(),
+        lastSeqByPartition: new Map(s.lastSeqByPartition),
+        seen: new SeenRing(),
+        unsealedFrom: ref(s.unsealedFrom),
+        lastProcessed: ref(s.lastProcessed),
+        lastSealed: ref(s.lastSealed),
+        events: s.events,
+        sealed: s.sealed,
+      };
+      for (const i of s.pending) t.pending.add(records[i]!, t.next);
+      const id = `${s.producerId}\u0000${s.epoch}`;
+      this.tracks.set(id, t);
+      if (t.awaiting) this.awaitingKeys.add(t);
+    }
+    this.lastTrack = undefined;
   }
 
   /** Everything found so far, and each chain's state. */
@@ -735,6 +850,48 @@ export class ChainVerifier {
       detail: `${t.producerId} epoch ${t.epoch}: ${span(from.seq, to.seq)} (from ${at(from.pos)}) carry no valid seal: ${why}`,
     });
   }
+}
+
+/** A chain as a checkpoint keeps it: each record it refers to once, by index. */
+function chainState(t: ChainTrack): ChainState {
+  const records: HeldRecordState[] = [];
+  const index = new Map<Arrival, number>();
+  // Records still to be processed or whose seal is still to be checked are kept whole; the ones
+  // the chain only links to or names, by their hash (a checkpoint per batch stays small).
+  const ref = (a: Arrival | null, whole = false): number | null => {
+    if (!a) return null;
+    let i = index.get(a);
+    if (i === undefined) {
+      i = records.length;
+      index.set(a, i);
+      records.push(
+        whole
+          ? { bytes: a.bytes.toString('base64'), partition: a.partition, offset: a.offset }
+          : { bytes: a.hash.toString('base64'), seq: a.seq, partition: a.partition, offset: a.offset },
+      );
+    }
+    return i;
+  };
+  const pending = t.pending.seqs().map((seq) => ref(t.pending.get(seq)!, true)!);
+  const awaiting = t.awaiting?.seals.map(({ a, fromSeq }) => ({ record: ref(a, true)!, fromSeq }));
+  const linkTo = t.linkTo === 'genesis' || t.linkTo === null ? t.linkTo : ref(t.linkTo);
+  return {
+    producerId: t.producerId,
+    epoch: t.epoch,
+    next: t.next,
+    linkTo,
+    key: t.key ? 'vouched' : t.key === null ? 'refused' : 'unknown',
+    ...(t.keyRaw ? { keyRaw: Buffer.from(t.keyRaw).toString('hex') } : {}),
+    ...(awaiting ? { awaiting } : {}),
+    pending,
+    lastSeqByPartition: [...t.lastSeqByPartition],
+    unsealedFrom: ref(t.unsealedFrom),
+    lastProcessed: ref(t.lastProcessed),
+    lastSealed: ref(t.lastSealed),
+    events: t.events,
+    sealed: t.sealed,
+    records,
+  };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

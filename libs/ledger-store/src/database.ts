@@ -4,9 +4,15 @@ import { DataSource, QueryRunner } from 'typeorm';
 import { READ_MODEL_TABLES, ReadModels1795305600000 } from './migrations/0001-read-models';
 import { StackHistory1796515200000 } from './migrations/0002-stack-history';
 import { RolloutFold1796601600000 } from './migrations/0003-rollout-fold';
+import { CHECKPOINT_TABLES, Checkpoints1796688000000 } from './migrations/0004-checkpoints';
 
 /** The schema, in order; never synchronize. */
-const MIGRATIONS = [ReadModels1795305600000, StackHistory1796515200000, RolloutFold1796601600000];
+const MIGRATIONS = [
+  ReadModels1795305600000,
+  StackHistory1796515200000,
+  RolloutFold1796601600000,
+  Checkpoints1796688000000,
+];
 
 export type Dialect = 'postgres' | 'sqlite';
 
@@ -111,10 +117,10 @@ export class LedgerDatabase {
     }
   }
 
-  /** Empties every read model and the offsets: the next start replays from offset 0. */
+  /** Empties every read model, the offsets and the checkpoint: the next start replays from offset 0. */
   async dropReadModels(): Promise<void> {
     await this.transaction(async (q) => {
-      for (const table of READ_MODEL_TABLES) await q.query(`DELETE FROM ${table}`);
+      for (const table of [...READ_MODEL_TABLES, ...CHECKPOINT_TABLES]) await q.query(`DELETE FROM ${table}`);
     });
     if (this.dialect === 'sqlite') await this.dataSource.query('VACUUM');
   }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import * as os from 'node:os';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
 import { replayLag } from '@rebootless/kafka';
 import { events } from '@rebootless/contracts';
@@ -14,7 +15,9 @@ import {
   scanEnvelope,
 } from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
+import { CheckpointStore, HeldItem } from './checkpoint-store';
 import { LedgerDatabase } from './database';
+import { oneProjectorAssigner } from './one-projector';
 import { FindingRow, LedgerProjection, TableWriteObserver, writeStaged } from './projection';
 
 /**
@@ -60,7 +63,15 @@ export interface LedgerConsumerOptions {
   topic: string;
   /** Configured service producers and their raw Ed25519 keys. */
   serviceKeys: ReadonlyMap<string, readonly Uint8Array[]>;
+  /**
+   * The consumer group: ledgers sharing one database share one group, and Kafka's group protocol
+   * gives the partitions to one of them at a time (docs/adr/0024). Unset: a group of its own.
+   */
   groupId?: string;
+  /** Most bytes fetched a partition at a time (default 4 MiB); tests stop a ledger mid-replay with less. */
+  fetchBytesPerPartition?: number;
+  /** How long the group waits for a member that stopped answering before handing its partitions on. Default 30 s. */
+  sessionTimeoutMs?: number;
   /**
    * How long records of a chain not yet sealed wait for their seal; then they are an `unsealed`
    * finding and never reach the read models (docs/adr/0012). Default 5 s.
@@ -75,6 +86,22 @@ export interface LedgerConsumerOptions {
   onRecovery?: (r: { attempt: number; error?: Error; retryInMs?: number }) => void;
   /** Told each table write's duration (benchmarks); none in production. */
   onTableWritten?: TableWriteObserver;
+  /** Told when this ledger takes the projection over, and from where it resumes. */
+  onResume?: (r: LedgerResume) => void;
+}
+
+/** Where a ledger resumed when it took the projection over. */
+export interface LedgerResume {
+  /** The lease generation this ledger holds: each takeover is the next. */
+  generation: number;
+  /** Whether a checkpoint was found; without one every partition is read from offset 0. */
+  fromCheckpoint: boolean;
+  /** Each partition's offset the reading resumes at (a partition not listed: 0). */
+  readFrom: ReadonlyMap<number, bigint>;
+  /** Records the gate held at the checkpoint, read back from it. */
+  held: number;
+  /** Milliseconds spent loading the read models' live part and the checkpoint. */
+  loadMs: number;
 }
 
 export interface LedgerProgress {
@@ -94,9 +121,12 @@ export interface LedgerProgress {
  * moved, so a kill at any point loses or doubles nothing. A partition's stored offset never
  * passes a record the gate still holds: after a restart that record is projected then.
  *
- * The gate's chain state lives in memory: on every start the consumer reads each partition
- * from offset 0, releasing records below the stored offset without projecting them (their
- * read-model rows are already committed), so chains are checked whole after any restart.
+ * The gate's state (chains, agent keys, held records) is checkpointed in the same transaction
+ * (docs/adr/0024): a ledger that takes the projection over (a start, a restart, a rebalance)
+ * loads it and reads each partition on from where the checkpoint stands. Without a checkpoint
+ * (a new or rebuilt database) it reads from offset 0. Ledgers sharing a database form one
+ * consumer group; the partitions go to one of them at a time, and a lease row fences the one
+ * that lost them.
  */
 export class LedgerConsumer {
   readonly projection: LedgerProjection;
@@ -122,6 +152,19 @@ export class LedgerConsumer {
   /** The batch writes under way, in order. */
   private writes: Promise<void> = Promise.resolve();
   private groupId = '';
+  private generatedGroup = false;
+  private readonly checkpoints: CheckpointStore;
+  /** When this consumer was made: the group gives the partitions to its oldest member. */
+  private readonly startedAt = Date.now();
+  readonly holder = `${os.hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  /** The lease generation this ledger holds, once it took the projection over. */
+  private generation: number | undefined;
+  /** The takeover for the current assignment, once asked for (reset at each group join). */
+  private owning: Promise<void> | undefined;
+  /** Partitions whose reading has been moved to where the checkpoint stands, this assignment. */
+  private positioned = new Set<number>();
+  /** Where this ledger resumed last. */
+  resumed: LedgerResume | undefined;
   readonly stats = { records: 0, projected: 0, findings: 0 };
   /** Where the time goes: verifying and projecting in memory vs writing batches. */
   readonly timing = { projectMs: 0, flushMs: 0, batches: 0 };
@@ -133,6 +176,7 @@ export class LedgerConsumer {
 
   constructor(private readonly opts: LedgerConsumerOptions) {
     this.projection = new LedgerProjection(opts.db, opts.topic);
+    this.checkpoints = new CheckpointStore(opts.db, opts.topic);
     this.gate = this.newGate();
   }
 
@@ -163,30 +207,40 @@ export class LedgerConsumer {
 
   async start(): Promise<void> {
     this.stopped = false;
-    this.offsets = await this.projection.load();
-    this.projectedTo = new Map(this.offsets);
-    this.resumeAt = new Map(this.offsets);
-    this.seenTo = new Map();
-    this.behind = new Map();
-    this.liveSince = undefined;
+    this.owning = undefined;
     // Unsealed tails are judged on the clock, even when no record comes to move things on.
     this.expiry ??= setInterval(() => void this.expireUnsealed(), Math.max(50, this.unsealedTimeoutMs / 4));
     this.expiry.unref();
     this.seals ??= new SealWorker();
     const { kafka, topic } = this.opts;
-    // A group of its own per process: offsets live in the database, never in Kafka, and a member
-    // killed with SIGKILL would otherwise hold its partitions until the session times out.
+    // Offsets live in the database, never in Kafka: the group only says who projects.
+    this.generatedGroup = this.opts.groupId === undefined;
     this.groupId = this.opts.groupId ?? `rebootless-ledger-${randomUUID()}`;
     const consumer = kafka.consumer({
       groupId: this.groupId,
       maxWaitTimeInMs: 200,
-      maxBytesPerPartition: 4 * 1024 * 1024,
+      maxBytesPerPartition: this.opts.fetchBytesPerPartition ?? 4 * 1024 * 1024,
       maxBytes: 16 * 1024 * 1024,
+      sessionTimeout: this.opts.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.max(100, Math.floor((this.opts.sessionTimeoutMs ?? 30_000) / 10)),
+      partitionAssigners: [oneProjectorAssigner(this.startedAt)],
     });
     this.consumer = consumer;
+    // Each assignment is taken over anew (the partitions may have been another ledger's
+    // meanwhile), and at once, so a ledger restarted at the log's end stands where
+    // its checkpoint says before any record comes.
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.owning = undefined;
+      if ((payload.memberAssignment[topic]?.length ?? 0) === 0) return;
+      this.owning = this.inTurn(() => this.takeOver());
+      this.owning.catch((err: unknown) => {
+        this.failure ??= err as Error;
+        void this.recover(-1);
+      });
+    });
     await consumer.connect();
-    // A new group has no committed offsets: every partition is read from its beginning, as the
-    // verifier must see each chain whole.
+    // Where each partition is read from is the checkpoint's say (a seek once assigned); a group
+    // that never committed starts at the beginning.
     await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({
       autoCommit: false,
@@ -196,6 +250,22 @@ export class LedgerConsumer {
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
         if (!isRunning() || isStale() || batch.messages.length === 0) return;
         if (this.failure) return this.recover(batch.partition);
+        // The group hears from this member before a long batch too, not only after it.
+        await heartbeat();
+        try {
+          await (this.owning ??= this.inTurn(() => this.takeOver()));
+        } catch (err) {
+          this.failure ??= err as Error;
+          return this.recover(batch.partition);
+        }
+        if (!this.positioned.has(batch.partition)) {
+          this.positioned.add(batch.partition);
+          const from = this.seenTo.get(batch.partition) ?? 0n;
+          if (BigInt(batch.messages[0]!.offset) !== from) {
+            consumer.seek({ topic, partition: batch.partition, offset: from.toString() });
+            return;
+          }
+        }
         const last = BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n;
         this.behind.set(batch.partition, BigInt(batch.highWatermark) - last);
         if ([...this.behind.values()].some((b) => b > 0n)) this.liveSince = undefined;
@@ -213,9 +283,57 @@ export class LedgerConsumer {
   }
 
   /**
+   * Takes the projection over for this assignment: the next lease generation (which waits for
+   * the previous holder's batch under way), then the read models' live part and the checkpoint.
+   * A ledger still holding the lease it had keeps its memory, which is the database's.
+   */
+  private async takeOver(): Promise<void> {
+    await this.writes;
+    if (this.failure) throw this.failure;
+    this.positioned = new Set();
+    if (this.generation !== undefined && (await this.checkpoints.leaseGeneration()) === this.generation) return;
+    const began = performance.now();
+    this.generation = await this.checkpoints.takeLease(this.holder);
+    this.offsets = await this.projection.load();
+    this.projectedTo = new Map(this.offsets);
+    this.seenTo = new Map();
+    this.behind = new Map();
+    this.liveSince = undefined;
+    this.gate = this.newGate();
+    const cp = await this.checkpoints.load();
+    let held = 0;
+    if (cp) {
+      this.gate.restore(
+        cp,
+        (partition, offset, item: HeldItem) => {
+          const value = item.value === null ? null : Buffer.from(item.value, 'base64');
+          return { partition, offset, value, body: decodeBody(value), item: { value, timestamp: item.timestamp } };
+        },
+        Date.now(),
+      );
+      for (const p of cp.partitions) {
+        this.seenTo.set(p.partition, BigInt(p.nextOffset));
+        held += p.held.length;
+      }
+      this.resumeAt = new Map();
+    } else {
+      // No checkpoint (a database from before them): the log from offset 0, projecting only past
+      // the committed offsets.
+      this.resumeAt = new Map(this.offsets);
+    }
+    this.resumed = {
+      generation: this.generation,
+      fromCheckpoint: cp !== undefined,
+      readFrom: new Map(this.seenTo),
+      held,
+      loadMs: Math.round(performance.now() - began),
+    };
+    this.opts.onResume?.(this.resumed);
+  }
+
+  /**
    * The database refused a batch: memory is ahead of it. Once the writes under way have settled,
-   * reload what was committed and read every partition again from the start (the verifier must
-   * see the chains whole again), projecting from the committed offsets.
+   * join again and take the projection over from what was committed (the checkpoint).
    */
   private async recover(partition: number): Promise<void> {
     // Until the database answers again: a reload refused while it is down (PostgreSQL stopped,
@@ -229,7 +347,7 @@ export class LedgerConsumer {
         this.opts.onRecovery?.({ attempt, error: this.failure, retryInMs });
         await new Promise((r) => setTimeout(r, retryInMs));
         if (this.stopped) return;
-        this.gate = this.newGate();
+        this.generation = undefined;
         this.failure = undefined;
         try {
           await this.start();
@@ -347,16 +465,22 @@ export class LedgerConsumer {
       if (next !== floor) nextOffsets.set(p, next);
       this.projectedTo.set(p, next);
     }
-    if (nextOffsets.size === 0 && this.projection.staged === 0 && projected === 0) return;
     // Written in order, one transaction a batch. The batch returns to kafkajs once the writes
     // before it are done, so its own write runs while the next batch is fetched and projected,
     // and at most one write waits behind the one under way.
     const staged = this.projection.take(nextOffsets);
+    // The gate as it stands now, with the rows of the same moment: a restart goes on from here.
+    const checkpoint = this.checkpoints.prepare(this.gate.checkpoint(this.seenTo.keys(), heldItem));
+    const generation = this.generation;
     const before = this.writes;
     const written = before.then(async () => {
       if (this.failure) throw this.failure;
       const t0 = performance.now();
-      await this.opts.db.transaction((q) => writeStaged(q, staged, this.opts.onTableWritten));
+      await this.opts.db.transaction(async (q) => {
+        if (generation !== undefined) await this.checkpoints.holdLease(q, generation);
+        await writeStaged(q, staged, this.opts.onTableWritten);
+        for (const w of checkpoint) await w.run(q);
+      });
       this.timing.flushMs += performance.now() - t0;
       this.timing.batches += 1;
       for (const [p, next] of nextOffsets) this.offsets.set(p, next);
@@ -472,6 +596,7 @@ export class LedgerConsumer {
     await this.writes; // the batch under way commits (or not) before the database closes
     await this.seals?.close();
     this.seals = undefined;
+    if (!this.generatedGroup) return; // the group is shared: the others carry on in it
     const admin = this.opts.kafka.admin();
     try {
       await admin.connect();
@@ -485,6 +610,12 @@ export class LedgerConsumer {
 }
 
 const bodyLayout = new EnvelopeLayout();
+
+/** What the checkpoint keeps of a held record: its bytes and timestamp (not its trace headers). */
+const heldItem = (r: { item: LogRecord }): HeldItem => ({
+  value: r.item.value ? r.item.value.toString('base64') : null,
+  timestamp: r.item.timestamp,
+});
 
 const YIELD_EVERY = 500;
 const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -1,6 +1,8 @@
-// npm run bench:ledger [-- --events N --hosts N --partitions N] — replaying the event log into the
-// ledger's read models, PostgreSQL and SQLite, beside the raw kafkajs consume rate of the same
-// topic on the same broker in the same run. Progress on stderr; the last stdout line is one JSON
+// npm run bench:ledger [-- --events N --hosts N --partitions N [--no-sqlite]] — replaying the event
+// log into the ledger's read models, PostgreSQL and SQLite, beside the raw kafkajs consume rate of
+// the same topic on the same broker in the same run, and a ledger restarted on the replayed
+// PostgreSQL database: the time until it stands at its checkpoint, ready to project what comes
+// next (docs/adr/0024). Progress on stderr; the last stdout line is one JSON
 // object, also written to bench/results/ledger-<date>.json. Needs KAFKA_BROKERS (a running broker)
 // and PostgreSQL (DATABASE_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres).
 import * as fs from 'node:fs';
@@ -31,6 +33,7 @@ function flag(name: string, fallback: number): number {
 const EVENTS = flag('events', 1_000_000);
 const HOSTS = flag('hosts', 2_000);
 const PARTITIONS = flag('partitions', 6);
+const SQLITE = !process.argv.includes('--no-sqlite');
 
 const say = (line: string) => process.stderr.write(`bench:ledger: ${line}\n`);
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
@@ -167,6 +170,37 @@ async function replay(
   };
 }
 
+/**
+ * A ledger started on a database that already holds the whole log's read models and checkpoint:
+ * milliseconds until it has taken the projection over and stands at the log's end, and where
+ * it said it resumed.
+ */
+async function restart(
+  kafka: Kafka,
+  topic: string,
+  ends: Map<number, bigint>,
+  db: LedgerDatabase,
+  serviceKeys: Map<string, Uint8Array[]>,
+): Promise<{ ms: number; loadMs: number; recordsRead: number; fromCheckpoint: boolean }> {
+  const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+  const started = performance.now();
+  await consumer.start();
+  for (;;) {
+    const caughtUp = [...ends].every(([p, end]) => (consumer.positions.get(p) ?? 0n) >= end);
+    if (consumer.resumed && caughtUp) break;
+    if (performance.now() - started > 600_000) throw new Error('the restarted ledger did not resume in 10 min');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const ms = performance.now() - started;
+  await consumer.stop();
+  return {
+    ms,
+    loadMs: consumer.resumed!.loadMs,
+    recordsRead: consumer.stats.records,
+    fromCheckpoint: consumer.resumed!.fromCheckpoint,
+  };
+}
+
 async function main() {
   const brokers = kafkaBrokersFromEnv();
   const kafka = kafkaClient(brokers, 'bench-ledger');
@@ -197,25 +231,34 @@ async function main() {
 
   const scratch = await createScratchDatabase('ledger_bench');
   let pg;
+  let restarted;
   try {
     const db = await LedgerDatabase.open({ databaseUrl: scratch.url });
     pg = await replay(kafka, topic, ends, db, serviceKeys, 'postgres');
+    say(`PostgreSQL: ${rate(total, pg.ms)} records/s; a ledger restarted on it`);
+    restarted = await restart(kafka, topic, ends, db, serviceKeys);
+    say(
+      `restart: at its checkpoint in ${Math.round(restarted.ms)} ms (state loaded in ${restarted.loadMs} ms), ` +
+        `${restarted.recordsRead} record(s) read again`,
+    );
     await db.close();
   } finally {
     await scratch.drop();
   }
-  say(`PostgreSQL: ${rate(total, pg.ms)} records/s; replay into SQLite`);
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ledger-'));
   let sqlite;
-  try {
-    const db = await LedgerDatabase.open({ dataDir: dir });
-    sqlite = await replay(kafka, topic, ends, db, serviceKeys, 'sqlite');
-    await db.close();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+  if (SQLITE) {
+    say('replay into SQLite');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ledger-'));
+    try {
+      const db = await LedgerDatabase.open({ dataDir: dir });
+      sqlite = await replay(kafka, topic, ends, db, serviceKeys, 'sqlite');
+      await db.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    say(`SQLite: ${rate(total, sqlite.ms)} records/s`);
   }
-  say(`SQLite: ${rate(total, sqlite.ms)} records/s`);
 
   const out = {
     bench: 'ledger',
@@ -224,10 +267,18 @@ async function main() {
     settings: { events: total, hosts: HOSTS, partitions: PARTITIONS, records_written_by_script: records },
     raw_kafkajs_consume_eps: rate(total, rawMs),
     replay_postgres_eps: rate(total, pg.ms),
-    replay_sqlite_eps: rate(total, sqlite.ms),
+    replay_sqlite_eps: sqlite ? rate(total, sqlite.ms) : null,
     postgres_ratio_to_raw: Math.round((rawMs / pg.ms) * 100) / 100,
-    sqlite_ratio_to_raw: Math.round((rawMs / sqlite.ms) * 100) / 100,
-    projected: { postgres: pg.projected, sqlite: sqlite.projected },
+    sqlite_ratio_to_raw: sqlite ? Math.round((rawMs / sqlite.ms) * 100) / 100 : null,
+    // The full replay into PostgreSQL beside a restart on its result (resume from the checkpoint).
+    replay_postgres_ms: Math.round(pg.ms),
+    restart_postgres: {
+      ms_to_resumed_at_log_end: Math.round(restarted.ms),
+      state_load_ms: restarted.loadMs,
+      records_read_again: restarted.recordsRead,
+      from_checkpoint: restarted.fromCheckpoint,
+    },
+    projected: { postgres: pg.projected, sqlite: sqlite?.projected ?? null },
     // CPU microseconds an event: the ledger process (all its threads: V8's GC helpers, the seal
     // worker), its main thread alone (what bounds the replay), PostgreSQL's backends for it.
     cpu_us_per_event: {
@@ -236,13 +287,15 @@ async function main() {
         ledger_main_thread: Math.round((pg.mainCpuMs * 1000) / total),
         backend: Math.round((pg.backendCpuMs * 1000) / total),
       },
-      sqlite: {
-        ledger: Math.round((sqlite.nodeCpuMs * 1000) / total),
-        ledger_main_thread: Math.round((sqlite.mainCpuMs * 1000) / total),
-      },
+      sqlite: sqlite
+        ? {
+            ledger: Math.round((sqlite.nodeCpuMs * 1000) / total),
+            ledger_main_thread: Math.round((sqlite.mainCpuMs * 1000) / total),
+          }
+        : null,
     },
-    integrity_findings: { postgres: pg.findings, sqlite: sqlite.findings },
-    targets: { replay_postgres_eps: 25_000 },
+    integrity_findings: { postgres: pg.findings, sqlite: sqlite?.findings ?? null },
+    targets: { replay_postgres_eps: 25_000, restart_postgres_ms: 5_000 },
   };
   const resultsDir = path.join(REPO_ROOT, 'bench', 'results');
   fs.mkdirSync(resultsDir, { recursive: true });
