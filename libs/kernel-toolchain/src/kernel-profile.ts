@@ -90,7 +90,7 @@ export interface ProfileCacheOptions {
   onLine?: (line: string) => void;
 }
 
-const LAYOUT = 1;
+const LAYOUT = 2;
 
 /** $REBOOTLESS_KERNEL_PROFILE_CACHE, else beside the headers cache: ~/.cache/rebootless/kernel-profiles. */
 export function defaultProfileCacheDir(): string {
@@ -151,7 +151,7 @@ export class KernelProfileCache {
       makeSigningKey(path.join(dir, 'signing')),
     );
     await step('configure', `configuring (${profile.base} + fragment)`, () =>
-      configure(profile, tree, signing.combined, this.run.bind(this)),
+      configure(profile, tree, signing.cert, this.run.bind(this)),
     );
     const seed = path.join(dir, 'seed.patch');
     fs.writeFileSync(seed, profile.seedPatch);
@@ -231,13 +231,16 @@ export async function profileKey(profile: KernelProfile, cacheDir: string): Prom
 }
 
 function toolEnv(): NodeJS.ProcessEnv {
-  return {
-    PATH: '/usr/local/bin:/usr/bin:/bin',
-    HOME: process.env['HOME'] ?? '/root',
-    LANG: 'C.UTF-8',
-    LC_ALL: 'C.UTF-8',
-  };
+  return { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...KBUILD_ENV };
 }
+
+/** The same in the cold build and every diff build: kbuild writes who and where into the kernel. */
+export const KBUILD_ENV = {
+  LANG: 'C.UTF-8',
+  LC_ALL: 'C.UTF-8',
+  KBUILD_BUILD_USER: 'rebootless',
+  KBUILD_BUILD_HOST: 'rebootless-builder',
+} as const;
 
 function defaultJobs(): number {
   return Math.max(1, os.availableParallelism());
@@ -311,7 +314,7 @@ async function extractSource(deb: string, profile: KernelProfile, dir: string, t
   fs.rmSync(staging, { recursive: true, force: true });
 }
 
-async function makeSigningKey(dir: string): Promise<{ key: string; cert: string; combined: string }> {
+async function makeSigningKey(dir: string): Promise<{ key: string; cert: string }> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const key = path.join(dir, 'module-signing.key.pem');
   const cert = path.join(dir, 'module-signing.crt.pem');
@@ -340,21 +343,20 @@ async function makeSigningKey(dir: string): Promise<{ key: string; cert: string;
   );
   if (r.code !== 0) throw buildFailure('openssl could not make the module-signing key', r);
   fs.chmodSync(key, 0o600);
-  const combined = path.join(dir, 'module-signing.pem');
-  fs.writeFileSync(combined, fs.readFileSync(key, 'utf8') + fs.readFileSync(cert, 'utf8'), { mode: 0o600 });
-  return { key, cert, combined };
+  return { key, cert };
 }
 
 async function configure(
   profile: KernelProfile,
   tree: string,
-  signingPem: string,
+  signingCert: string,
   run: (cwd: string, command: string, args: readonly string[]) => Promise<RunResult>,
 ): Promise<void> {
-  // The kernel embeds the certificate of the key named here and, with MODULE_SIG_FORCE, refuses
-  // any module not signed by it.
+  // The kernel embeds the certificate named here and, with MODULE_SIG_FORCE, refuses any module
+  // not signed by its key. Only the certificate: the build never needs the private key (modules
+  // are signed by the builder afterwards), so a diff's build in the sandbox can rebuild without it.
   const fragment = path.join(tree, 'rebootless-profile.config');
-  fs.writeFileSync(fragment, `${profile.fragment}\nCONFIG_MODULE_SIG_KEY="${signingPem}"\n`);
+  fs.writeFileSync(fragment, `${profile.fragment}\nCONFIG_MODULE_SIG_KEY="${signingCert}"\n`);
   for (const [command, args] of [
     ['make', [profile.base]],
     [path.join(tree, 'scripts', 'kconfig', 'merge_config.sh'), ['-m', '.config', fragment]],

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ToolchainError } from './errors';
-import type { ProfileBuild } from './kernel-profile';
+import { KBUILD_ENV, type ProfileBuild } from './kernel-profile';
 import { runProcess, type RunResult } from './process';
 import { runSandboxed, SANDBOX_GID, SANDBOX_UID, type SandboxKind } from './sandbox';
 
@@ -127,7 +127,9 @@ export async function buildFromDiff(
   };
   const input = path.join(work, 'in');
   const output = path.join(work, 'out');
-  for (const d of [...Object.values(layer), input, output]) fs.mkdirSync(d);
+  // The sandbox's own /tmp is root's; patch and the compiler write their temporary files here.
+  const scratch = path.join(work, 'tmp');
+  for (const d of [...Object.values(layer), input, output, scratch]) fs.mkdirSync(d);
   let mounted = false;
   try {
     // The diff's build sees the profile's tree through an overlay: what it writes (the patched
@@ -135,7 +137,7 @@ export async function buildFromDiff(
     // and the cached tree every later build starts from stays as the cold build left it.
     await mountOverlay(profile.tree, layer);
     mounted = true;
-    for (const d of [layer.upper, layer.tree, output]) fs.chownSync(d, SANDBOX_UID, SANDBOX_GID);
+    for (const d of [layer.upper, layer.tree, output, scratch]) fs.chownSync(d, SANDBOX_UID, SANDBOX_GID);
     const digest = createHash('sha256').update(diff).digest('hex').slice(0, 12);
     const patch = path.join(input, `rb${digest}.patch`);
     fs.writeFileSync(patch, diff, { mode: 0o644 });
@@ -166,11 +168,11 @@ export async function buildFromDiff(
         ],
         cwd: layer.tree,
         readOnly: [input],
-        writable: [layer.tree, output],
+        writable: [layer.tree, output, scratch],
         handOver: false,
         // A kernel link and objtool on vmlinux.o need more than a module's compile.
         limits: { memoryBytes: 8 * 1024 ** 3, fileBytes: 2 * 1024 ** 3, cpuSeconds: 3_600 },
-        env: { PATH: '/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' },
+        env: { PATH: '/usr/bin:/bin', HOME: scratch, TMPDIR: scratch, ...KBUILD_ENV },
         timeoutMs: opts.timeoutMs ?? 30 * 60_000,
         ...(opts.signal ? { signal: opts.signal } : {}),
         onLine: (l) => {
