@@ -75,7 +75,20 @@ export class EventLogFollower {
   private constructor(
     private readonly stopConsumer: () => Promise<void>,
     readonly caughtUp: Promise<void>,
+    private readonly behind: () => Promise<bigint>,
   ) {}
+
+  /**
+   * Resolves once every partition is read to the end it has now: what any instance wrote before
+   * the call is folded (a rollout taken over is decided only on everything its last owner wrote).
+   */
+  async readToNow(pollMs = 50): Promise<void> {
+    while (!this.stopped) {
+      const behind = await this.behind().catch(() => -1n);
+      if (behind === 0n) return;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
 
   static async start(opts: EventLogFollowerOptions): Promise<EventLogFollower> {
     const admin = opts.kafka.admin();
@@ -176,7 +189,7 @@ export class EventLogFollower {
       } finally {
         await cleanup.disconnect();
       }
-    }, caughtUp);
+    }, caughtUp, async () => (await replayLag(opts.kafka, opts.topic, readTo)).behind);
     return follower;
   }
 

@@ -5,7 +5,7 @@ startTelemetry('dispatcher');
 import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
-import { SERVICE_NAME, dispatcherSettings } from './config';
+import { SERVICE_NAME, dispatcherProducerId, dispatcherSettings } from './config';
 import { registerDispatcherMetrics } from './dispatcher-metrics';
 import { RolloutEngine } from './rollout-engine';
 
@@ -17,5 +17,6 @@ void bootService({
   module: AppModule,
   grpc: [grpcServices.rollout, grpcServices.agentGateway],
   config: dispatcherSettings,
+  producerId: dispatcherProducerId,
   onStarted: (ctx) => registerDispatcherMetrics(ctx.app.get(RolloutEngine)),
 });

@@ -29,7 +29,8 @@ export interface AgentOptions {
   readonly hostId: string;
   readonly labels?: Record<string, string>;
   /** host:port of the dispatcher's AgentGateway; without it the agent works offline. */
-  readonly dispatcherAddress?: string;
+  /** One dispatcher, or the addresses of several instances (an agent moves on when its stream drops). */
+  readonly dispatcherAddress?: string | readonly string[];
   /** host:port of the builder's BuildService (FetchArtifact). */
   readonly builderAddress: string;
   /** The builder's raw 32-byte Ed25519 public key: the only key whose artifacts are loaded. */
