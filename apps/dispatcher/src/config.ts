@@ -82,7 +82,7 @@ export const dispatcherSettings = {
     env: 'DISPATCHER_INSTANCE',
     parser: instanceName(),
     description:
-      'this instance\'s name when several dispatchers share the rollouts (its chain is dispatcher/<name>); needs DISPATCHER_DATABASE_URL',
+      "this instance's name when several dispatchers share the rollouts (its chain is dispatcher/<name>); needs DISPATCHER_DATABASE_URL",
   }),
   databaseUrl: setting({
     env: 'DISPATCHER_DATABASE_URL',

@@ -41,9 +41,15 @@ export class SoleInstance implements Coordination {
   holderOf(): Promise<string | undefined> {
     return Promise.resolve(undefined);
   }
-  onLeasesLost(): void {}
-  agentAttached(): void {}
-  agentDetached(): void {}
+  onLeasesLost(): void {
+    // Nothing holds its leases but the process itself.
+  }
+  agentAttached(): void {
+    // No other instance asks where agents are.
+  }
+  agentDetached(): void {
+    // As above.
+  }
   elsewhere(): PeerPresence | undefined {
     return undefined;
   }

@@ -177,19 +177,23 @@ export class EventLogFollower {
         await heartbeat();
       },
     });
-    const follower = new EventLogFollower(async () => {
-      clearInterval(expiry);
-      await consumer.disconnect();
-      const cleanup = opts.kafka.admin();
-      try {
-        await cleanup.connect();
-        await cleanup.deleteGroups([groupId]);
-      } catch {
-        // A leftover empty group is harmless; the broker expires it.
-      } finally {
-        await cleanup.disconnect();
-      }
-    }, caughtUp, async () => (await replayLag(opts.kafka, opts.topic, readTo)).behind);
+    const follower = new EventLogFollower(
+      async () => {
+        clearInterval(expiry);
+        await consumer.disconnect();
+        const cleanup = opts.kafka.admin();
+        try {
+          await cleanup.connect();
+          await cleanup.deleteGroups([groupId]);
+        } catch {
+          // A leftover empty group is harmless; the broker expires it.
+        } finally {
+          await cleanup.disconnect();
+        }
+      },
+      caughtUp,
+      async () => (await replayLag(opts.kafka, opts.topic, readTo)).behind,
+    );
     return follower;
   }
 

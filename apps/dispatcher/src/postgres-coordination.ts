@@ -82,7 +82,10 @@ export class PostgresCoordination implements Coordination {
     await c.reader.connect();
     await c.poll();
     c.flushTimer = setInterval(() => void c.flush(), PRESENCE_FLUSH_MS);
-    c.pollTimer = setInterval(() => void c.poll().catch((e: Error) => opts.log.warn(`presence: ${e.message}`)), PRESENCE_POLL_MS);
+    c.pollTimer = setInterval(
+      () => void c.poll().catch((e: Error) => opts.log.warn(`presence: ${e.message}`)),
+      PRESENCE_POLL_MS,
+    );
     return c;
   }
 
@@ -140,9 +143,10 @@ export class PostgresCoordination implements Coordination {
   async claim(rolloutId: string): Promise<boolean> {
     if (this.held.has(rolloutId)) return true;
     const session = this.session;
-    const { rows } = await session.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [
-      rolloutLockKey(rolloutId),
-    ]);
+    const { rows } = await session.query<{ ok: boolean }>(
+      'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok',
+      [rolloutLockKey(rolloutId)],
+    );
     const ok = rows[0]?.ok === true && this.session === session;
     if (ok) this.held.add(rolloutId);
     return ok;
@@ -224,7 +228,13 @@ export class PostgresCoordination implements Coordination {
     }
     // Sequence numbers commit out of order across sessions: now and then everything is read again.
     if (++this.polls % FULL_READ_EVERY === 0) this.lastSeq = '0';
-    const changed = await this.reader.query<{ host_id: string; instance: string; connected: boolean; since: number; seq: string }>(
+    const changed = await this.reader.query<{
+      host_id: string;
+      instance: string;
+      connected: boolean;
+      since: number;
+      seq: string;
+    }>(
       `SELECT host_id, instance, connected, (extract(epoch FROM since) * 1000)::float8 AS since, seq::text AS seq
          FROM dispatcher_agent_presence WHERE seq > $1::bigint ORDER BY seq`,
       [this.lastSeq],

@@ -97,7 +97,7 @@ export interface ServiceEnv {
 }
 
 export async function startBuilder(
-  env: ServiceEnv,
+  env: ServiceEnv & { extra?: Record<string, string> },
 ): Promise<{ process: ServiceProcess; address: string; publicKey: Buffer }> {
   const address = `127.0.0.1:${await freePort()}`;
   const service = new ServiceProcess(
@@ -108,6 +108,7 @@ export async function startBuilder(
       EVENTS_TOPIC: env.topic,
       KAFKA_BROKERS: env.brokers,
       BUILDER_WORKERS: '1',
+      ...env.extra,
     },
     nodeArgs('BUILDER_NODE_ARGS'),
   );
@@ -346,9 +347,11 @@ export async function buildPatch(
     replacementText?: string;
     /** A cumulative patch: atomic replace of every older livepatch. */
     replace?: boolean;
+    /** TLS (with an operator's token) when the builder serves TLS. */
+    credentials?: grpc.ChannelCredentials;
   },
 ): Promise<BuiltPatch> {
-  const client = serviceClient(grpcServices.build, builderAddress);
+  const client = serviceClient(grpcServices.build, builderAddress, options.credentials);
   try {
     const moduleName = `lp_${options.patchName.replace(/[^a-z0-9]/gi, '_')}`.slice(0, 50);
     const submitted = await unary<builder.SubmitBuildResponse>(client, 'submitBuild', {
