@@ -75,17 +75,26 @@ export class EventLogFollower {
   private constructor(
     private readonly stopConsumer: () => Promise<void>,
     readonly caughtUp: Promise<void>,
-    private readonly behind: () => Promise<bigint>,
+    private readonly kafka: Kafka,
+    private readonly topic: string,
+    private readonly readTo: ReadonlyMap<number, bigint>,
   ) {}
 
   /**
-   * Resolves once every partition is read to the end it has now: what any instance wrote before
-   * the call is folded (a rollout taken over is decided only on everything its last owner wrote).
+   * Resolves once every partition is read up to the end it had when called: what any instance
+   * wrote before the call is folded (a rollout taken over is decided only on everything its last
+   * driver wrote). Writes after the call are not waited for, so a busy log does not hold it up.
    */
-  async readToNow(pollMs = 50): Promise<void> {
-    while (!this.stopped) {
-      const behind = await this.behind().catch(() => -1n);
-      if (behind === 0n) return;
+  async readToNow(pollMs = 20): Promise<void> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    let ends: { partition: number; high: bigint }[];
+    try {
+      ends = (await admin.fetchTopicOffsets(this.topic)).map((w) => ({ partition: w.partition, high: BigInt(w.high) }));
+    } finally {
+      await admin.disconnect();
+    }
+    while (!this.stopped && ends.some((e) => e.high > 0n && (this.readTo.get(e.partition) ?? 0n) < e.high)) {
       await new Promise((r) => setTimeout(r, pollMs));
     }
   }
@@ -192,7 +201,9 @@ export class EventLogFollower {
         }
       },
       caughtUp,
-      async () => (await replayLag(opts.kafka, opts.topic, readTo)).behind,
+      opts.kafka,
+      opts.topic,
+      readTo,
     );
     return follower;
   }

@@ -254,9 +254,13 @@ export class RolloutEngine {
   async write(run: RolloutRun | undefined, decided: readonly RolloutEvent[], actor?: events.Actor): Promise<void> {
     const first = decided[0];
     if (!first) return;
-    // A new rollout's lease is free: its creator drives it. Any other write needs the lease held.
-    if (!run && first.type === 'RolloutCreated') await this.drive(first.data.rolloutId);
-    else if (!this.drives(run?.rolloutId ?? first.data.rolloutId))
+    // A new rollout's lease is free and there is nothing to read about it: its creator drives it.
+    // Any other write needs the lease held.
+    if (!run && first.type === 'RolloutCreated') {
+      const id = first.data.rolloutId;
+      if (this.shared && !(await this.coordination.claim(id))) throw new RolloutDrivenElsewhereError(id, undefined);
+      if (this.shared) this.driven.add(id);
+    } else if (!this.drives(run?.rolloutId ?? first.data.rolloutId))
       throw new RolloutDrivenElsewhereError(run?.rolloutId ?? first.data.rolloutId, undefined);
     for (let i = 0; i < decided.length; i += WRITE_CHUNK) {
       const chunk = decided.slice(i, i + WRITE_CHUNK);
@@ -382,7 +386,8 @@ export class RolloutEngine {
   }
 
   agentDisconnected(hostId: string): void {
-    this.coordination.agentDetached(hostId, this.now());
+    // A stale stream of a host that has a newer one here says nothing about where it is.
+    if (!this.agents.isOnline(hostId)) this.coordination.agentDetached(hostId, this.now());
     for (const run of this.book.all()) if (run.hosts.has(hostId)) this.dirty.add(run.rolloutId);
     this.scheduleTick();
   }

@@ -4,6 +4,8 @@
 // shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the seconds from CreateRollout until every host has the patch applied (the
 // rollout completed), then until the ledger shows it on every host (when the ledger starts),
 // and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
+// BENCH_DISPATCHERS=2: two dispatcher instances sharing the agents and a PostgreSQL for their
+// rollout leases (BENCH_PG, the admin URL a database of its own is made from; docs/adr/0025).
 // Prints one JSON object as its last line and writes it to bench/results/rollout-<date>.json.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -25,6 +27,7 @@ import {
 } from '../fleet/rig';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 import { deleteBenchTopic, machineFacts, reportBenchResult, storedModuleBytes } from './machine';
+import { Client as PgClient } from 'pg';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
@@ -37,6 +40,10 @@ const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
 const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
+// Several dispatcher instances (docs/adr/0025) share the fleet's agents and one PostgreSQL for
+// their rollout leases; the rollout is created on the first, and driven by it.
+const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
+const PG_ADMIN = process.env['BENCH_PG'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
 function cpuSeconds(pid: number): number | undefined {
@@ -112,14 +119,27 @@ async function main(): Promise<void> {
     const patch = await buildPatch(built.address, { patchName: 'bench-rollout', kernelReleases: [RELEASE] });
     log(`built ${patch.patchId} ${patch.version} for ${RELEASE}`);
 
-    const dispatcherDir = path.join(root, 'dispatcher');
     const ledgerAddress = `127.0.0.1:${await freePort()}`;
-    const disp = await startDispatcher({
-      ...env,
-      dataDir: dispatcherDir,
-      extra: { DISPATCHER_LEDGER_ADDRESS: ledgerAddress, DISPATCHER_TRUSTED_DATA_DIRS: builderDir, LOG_LEVEL: 'warn' },
-    });
-    processes.push(disp.process);
+    const names = DISPATCHERS > 1 ? Array.from({ length: DISPATCHERS }, (_, i) => String.fromCharCode(97 + i)) : [''];
+    const dispatcherDirs = names.map((n) => path.join(root, n ? `dispatcher-${n}` : 'dispatcher'));
+    if (DISPATCHERS > 1) databaseUrl = await freshDatabase(`rebootless_bench_rollout_${process.pid}`);
+    const instances: Awaited<ReturnType<typeof startDispatcher>>[] = [];
+    for (const [i, name] of names.entries()) {
+      const others = dispatcherDirs.filter((_, j) => j !== i);
+      const started = await startDispatcher({
+        ...env,
+        dataDir: dispatcherDirs[i]!,
+        extra: {
+          DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
+          DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...others].join(','),
+          LOG_LEVEL: 'warn',
+          ...(name ? { DISPATCHER_INSTANCE: name, DISPATCHER_DATABASE_URL: databaseUrl! } : {}),
+        },
+      });
+      processes.push(started.process);
+      instances.push(started);
+    }
+    const disp = instances[0]!;
 
     let ledgerClient: ReturnType<typeof serviceClient> | undefined;
     let ledgerNote = 'BENCH_LEDGER=off';
@@ -129,7 +149,7 @@ async function main(): Promise<void> {
           ...env,
           dataDir: path.join(root, 'ledger'),
           address: ledgerAddress,
-          trustedDataDirs: [builderDir, dispatcherDir],
+          trustedDataDirs: [builderDir, ...dispatcherDirs],
         });
         processes.push(led.process);
         ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress);
@@ -142,7 +162,7 @@ async function main(): Promise<void> {
 
     const fleetOptions = {
       root: path.join(root, 'hosts'),
-      dispatcherAddress: disp.address,
+      dispatcherAddress: instances.map((d) => d.address),
       builderAddress: built.address,
       builderPublicKey: built.publicKey,
       syncWrites: false,
@@ -203,14 +223,14 @@ async function main(): Promise<void> {
     // CPU each part used during the rollout: on a shared machine the wall clock says as much
     // about the neighbours as about rebootless; these say what the rollout itself cost.
     const parts: Record<string, number[]> = {
-      dispatcher: [disp.process.pid],
+      dispatcher: instances.map((d) => d.process.pid),
       builder: [built.process.pid],
       ledger: processes.filter((p) => p.name === 'ledger').map((p) => p.pid),
       agents: fleet instanceof ForkedFleet ? fleet.pids() : [process.pid],
     };
     const cpuOf = (pids: number[]) => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
     const partsBefore = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, cpuOf(pids)]));
-    const cpuBefore = cpuSeconds(disp.process.pid) ?? 0;
+    const cpuBefore = instances.map((d) => cpuSeconds(d.process.pid) ?? 0);
     const t0 = Date.now();
     const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
       patchId: patch.patchId,
@@ -268,7 +288,7 @@ async function main(): Promise<void> {
       throw error;
     });
     const appliedSeconds = (Date.now() - t0) / 1000;
-    const dispatcherCpu = (cpuSeconds(disp.process.pid) ?? 0) - cpuBefore;
+    const dispatcherCpu = instances.map((d, i) => (cpuSeconds(d.process.pid) ?? 0) - cpuBefore[i]!);
     const partsCpu = Object.fromEntries(
       Object.entries(parts).map(([k, pids]) => [k, Math.round((cpuOf(pids) - partsBefore[k]!) * 100) / 100]),
     );
@@ -298,9 +318,18 @@ async function main(): Promise<void> {
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
       seconds_create_to_all_in_ledger: ledgerSeconds === null ? null : Math.round(ledgerSeconds * 100) / 100,
       ...(ledgerNote ? { ledger_note: ledgerNote } : {}),
-      dispatcher_peak_rss_mib: peakRssMiB(disp.process.pid) ?? null,
+      dispatcher_instances: DISPATCHERS,
+      // With several instances: the first (which drives the rollout), then the others.
+      dispatcher_peak_rss_mib:
+        DISPATCHERS > 1
+          ? instances.map((d) => peakRssMiB(d.process.pid) ?? null)
+          : (peakRssMiB(disp.process.pid) ?? null),
       // The dispatcher's own share: CPU it used from CreateRollout to the last apply.
-      dispatcher_cpu_seconds_during_rollout: Math.round(dispatcherCpu * 100) / 100,
+      dispatcher_cpu_seconds_during_rollout:
+        DISPATCHERS > 1
+          ? dispatcherCpu.map((c) => Math.round(c * 100) / 100)
+          : Math.round(dispatcherCpu[0]! * 100) / 100,
+      ...(DISPATCHERS > 1 ? { agents_per_dispatcher: await agentsPerInstance(databaseUrl!) } : {}),
       cpu_seconds_create_to_all_applied: partsCpu,
       // Runnable tasks on the machine (all users) over the last minute, when every host had applied.
       load_average_1m: Math.round(loadAverage * 100) / 100,
@@ -312,7 +341,48 @@ async function main(): Promise<void> {
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
     await deleteBenchTopic(kafka, topic);
+    if (databaseUrl) await dropDatabase(databaseUrl).catch(() => undefined);
     fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+let databaseUrl: string | undefined;
+
+async function freshDatabase(name: string): Promise<string> {
+  const c = new PgClient({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await c.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await c.end();
+  }
+  const u = new URL(PG_ADMIN);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const c = new PgClient({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`DROP DATABASE IF EXISTS ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** How many agents each instance held when the rollout completed (they spread by host id). */
+async function agentsPerInstance(url: string): Promise<Record<string, number>> {
+  const c = new PgClient({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ instance: string; n: string }>(
+      'SELECT instance, count(*) AS n FROM dispatcher_agent_presence WHERE connected GROUP BY instance ORDER BY instance',
+    );
+    return Object.fromEntries(rows.map((r) => [r.instance, Number(r.n)]));
+  } finally {
+    await c.end();
   }
 }
 
