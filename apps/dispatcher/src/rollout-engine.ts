@@ -549,11 +549,7 @@ export class RolloutEngine {
     this.scheduleTick();
   }
 
-  /**
-   * Partitions interleave arbitrarily, so the rebuild does not trust the read order: patches and
-   * facts first, then the dispatcher's own events in its chain order (producer epoch and seq),
-   * then the agents' answers in the order they happened.
-   */
+  /** Another instance's rollout event, read live: folded, and its command sent if its agent is here. */
   private foldPeerRolloutEvent(e: FollowedEvent): void {
     const payload = payloadOf(e.body) as RolloutEvent | undefined;
     if (!payload || producerOf(e.body.producer?.producerId ?? '').kind !== 'dispatcher') return;
@@ -563,6 +559,11 @@ export class RolloutEngine {
     this.changed(payload.data.rolloutId, payload.type);
   }
 
+  /**
+   * Partitions interleave arbitrarily, so the rebuild does not trust the read order: patches and
+   * facts first, then the dispatchers' events (each instance's in its chain order: epoch and seq),
+   * then the agents' answers in the order they happened.
+   */
   private foldBacklog(backlog: FollowedEvent[]): void {
     const own: FollowedEvent[] = [];
     const keys: FollowedEvent[] = [];

@@ -204,7 +204,8 @@ async function main(): Promise<void> {
         return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === HOSTS;
       },
       'the dispatcher knows every host',
-      120_000,
+      // With several instances, the hosts of the others are known from their enrollment in the log.
+      DISPATCHERS > 1 ? 600_000 : 120_000,
     );
 
     // The rollout starts from a settled fleet: the ledger has taken in every host's enrollment
