@@ -44,7 +44,7 @@ jest.setTimeout(10 * 60_000);
 const R = dispatcher.RolloutState;
 const H = dispatcher.HostRolloutState;
 const brokers = process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092';
-const PG_ADMIN = process.env['REBOOTLESS_TEST_PG'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `rebootless_dispatchers_${process.pid}`;
 const kafka = testKafka('dispatcher-instances-e2e');
 const SERVICES: Identity[] = [

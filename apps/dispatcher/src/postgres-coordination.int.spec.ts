@@ -3,7 +3,7 @@
 import { Client } from 'pg';
 import { PostgresCoordination } from './postgres-coordination';
 
-const PG_ADMIN = process.env['REBOOTLESS_TEST_PG'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `rebootless_coordination_${process.pid}`;
 let url: string;
 const opened: PostgresCoordination[] = [];

@@ -5,7 +5,7 @@
 // rollout completed), then until the ledger shows it on every host (when the ledger starts),
 // and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
 // BENCH_DISPATCHERS=2: two dispatcher instances sharing the agents and a PostgreSQL for their
-// rollout leases (BENCH_PG, the admin URL a database of its own is made from; docs/adr/0025).
+// rollout leases (DATABASE_ADMIN_URL, the admin URL a database of its own is made from; docs/adr/0025).
 // Prints one JSON object as its last line and writes it to bench/results/rollout-<date>.json.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -43,7 +43,7 @@ const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
 // Several dispatcher instances (docs/adr/0025) share the fleet's agents and one PostgreSQL for
 // their rollout leases; the rollout is created on the first, and driven by it.
 const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
-const PG_ADMIN = process.env['BENCH_PG'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
 function cpuSeconds(pid: number): number | undefined {
