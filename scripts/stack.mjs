@@ -382,6 +382,8 @@ async function up() {
           : svc.name === 'dispatcher'
             ? {
                 DISPATCHER_LEDGER_ADDRESS: address(ledger),
+                // The demo fleet's modules come from the dispatcher's site cache (ADR 0026).
+                DISPATCHER_BUILDER_ADDRESS: address(byName('builder')),
                 // The dispatcher acts only on what vouched producers sealed (ADR 0012): the builder's key.
                 DISPATCHER_TRUSTED_DATA_DIRS: SERVICES.filter((o) => o.name === 'builder')
                   .map(dataDir)

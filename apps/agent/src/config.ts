@@ -82,7 +82,7 @@ export const agentSettings = {
     env: 'AGENT_BUILDER_ADDRESS',
     parser: hostPort(),
     description:
-      "the builder's BuildService, where artifacts are fetched by digest (host:port); unset: every apply is refused",
+      "the builder's BuildService (host:port): with a dispatcher, asked for an artifact only when the dispatcher's site cache cannot serve it (ADR 0026); without one, where every artifact is fetched",
   }),
   builderPublicKey: setting({
     env: 'AGENT_BUILDER_PUBLIC_KEY',

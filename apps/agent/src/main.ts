@@ -135,8 +135,10 @@ async function main(): Promise<void> {
     timeouts: { transitionMs: config.transitionTimeoutMs },
     log: line,
   });
-  if (!config.builderAddress || !config.builderPublicKey) {
-    log.warn('AGENT_BUILDER_ADDRESS or AGENT_BUILDER_PUBLIC_KEY is unset: every apply command will be refused');
+  if (!config.builderPublicKey || (!config.builderAddress && !config.dispatcherAddress)) {
+    log.warn(
+      'AGENT_BUILDER_PUBLIC_KEY is unset, or neither AGENT_DISPATCHER_ADDRESS nor AGENT_BUILDER_ADDRESS is: every apply command will be refused',
+    );
   }
   await agent.start();
   startMetrics(SERVICE_NAME);

@@ -2,6 +2,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Inject, Injectable, Logger, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { ArtifactStore } from '@rebootless/artifacts';
+import { KERNEL_PROFILES } from '@rebootless/kernel-toolchain';
 import type { EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, SERVICE_CONFIG, serviceActor } from '@rebootless/service';
 import { BuildCoordinator } from './build-coordinator';
@@ -22,6 +23,8 @@ function coordinatorFor(config: BuilderConfig, publisher: EventPublisher): Build
       cacheDir: config.kernelCacheDir,
       fetchTimeoutMs: config.fetchTimeoutMs,
       allowUnsandboxed: config.insecureUnsandboxedCompile,
+      profiles: config.kernelProfiles.map((name) => KERNEL_PROFILES[name]!()),
+      profileCacheDir: config.kernelProfileCacheDir,
     }),
     analyseDiff: analyseUnifiedDiff,
     isKernelRelease: isValidKernelRelease,

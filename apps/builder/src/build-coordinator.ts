@@ -193,7 +193,10 @@ export class BuildCoordinator {
         retraction.reason,
       );
     }
-    const analysis = submission.fix.kind === 'unified-diff' ? await this.analyseDiff(submission.fix.text) : undefined;
+    const analysis =
+      submission.fix.kind === 'unified-diff'
+        ? await this.analyseDiff(submission.fix.text, submission.kernelReleases)
+        : undefined;
 
     // The place in the queue is held while BuildRequested is written: the event is in the log
     // before the caller hears "queued", and a full queue is said before anything is written.
@@ -248,7 +251,7 @@ export class BuildCoordinator {
   }
 
   /** Runs the analysis at submit: a diff it refuses, or one no tool here can build, is never queued. */
-  private async analyseDiff(text: string): Promise<KernelBuildInput['analysis']> {
+  private async analyseDiff(text: string, releases: readonly string[]): Promise<KernelBuildInput['analysis']> {
     const report = this.options.analyseDiff(text);
     if ('unreadable' in report) throw new InvalidSubmissionError([{ field: 'unified_diff', why: report.unreadable }]);
     const where = (f: DiffAnalysis['findings'][number]) => `${f.file}${f.line !== undefined ? `:${f.line}` : ''}`;
@@ -263,7 +266,7 @@ export class BuildCoordinator {
       );
     }
     try {
-      await this.options.toolchain.requireDiffTool();
+      for (const release of releases) this.options.toolchain.diffProfileFor(release);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       throw new BuilderPreconditionError(`${message} (The diff analysis ran first and found: ${report.summary})`);
@@ -398,6 +401,16 @@ export class BuildCoordinator {
 
   artifactChunks(artifact: StoredArtifact): AsyncGenerator<Buffer> {
     return this.options.store.chunks(artifact);
+  }
+
+  /** Artifacts served in full, by digest and caller kind (a site cache fetches once per site: ADR 0026). */
+  readonly artifactServes = new Map<string, { digest: string; caller: string; n: number }>();
+
+  noteArtifactServed(digest: string, caller: string): void {
+    const key = `${digest} ${caller}`;
+    const known = this.artifactServes.get(key);
+    if (known) known.n += 1;
+    else this.artifactServes.set(key, { digest, caller, n: 1 });
   }
 
   // ---- workers ------------------------------------------------------------------------------

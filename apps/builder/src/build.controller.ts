@@ -3,6 +3,7 @@ import type { Metadata, ServerUnaryCall } from '@grpc/grpc-js';
 import { Observable } from 'rxjs';
 import { builder, events } from '@rebootless/contracts';
 import { callerActor } from '@rebootless/service';
+import { principalOf } from '@rebootless/trust';
 import { BuildCoordinator } from './build-coordinator';
 import { BUILDER_ERRORS } from './grpc-errors';
 
@@ -90,7 +91,9 @@ export class BuildController implements builder.BuildServiceController {
    * chunks. The module is re-hashed before the header goes out and again while it streams; a
    * module that does not match its manifest is refused (DATA_LOSS) and never completed.
    */
-  fetchArtifact(request: builder.FetchArtifactRequest): Observable<builder.FetchArtifactResponse> {
+  fetchArtifact(request: builder.FetchArtifactRequest, metadata?: Metadata): Observable<builder.FetchArtifactResponse> {
+    // Who fetches (a dispatcher's site cache, or a host itself) is what the serve counter tells apart.
+    const caller = principalOf(metadata)?.identity?.kind ?? 'unauthenticated';
     return new Observable((subscriber) => {
       let unsubscribed = false;
       void (async () => {
@@ -100,6 +103,7 @@ export class BuildController implements builder.BuildServiceController {
           if (unsubscribed) return;
           subscriber.next({ chunk });
         }
+        this.builds.noteArtifactServed(artifact.digest, caller);
         subscriber.complete();
       })().catch((error: unknown) =>
         subscriber.error(BUILDER_ERRORS.toRpcException(error, `FetchArtifact ${request.artifactDigest}`, this.logger)),

@@ -26,4 +26,12 @@ export function registerBuilderMetrics(coordinator: BuildCoordinator): void {
     } while (pageToken);
     for (const c of counts.values()) result.observe(c.n, { state: c.state, stage: c.stage });
   });
+  meter
+    .createObservableCounter('rebootless.artifacts.served', {
+      description:
+        'artifacts served in full by FetchArtifact, by digest and caller (service: a dispatcher site cache; host: an agent itself)',
+    })
+    .addCallback((result) => {
+      for (const s of coordinator.artifactServes.values()) result.observe(s.n, { digest: s.digest, caller: s.caller });
+    });
 }

@@ -437,7 +437,7 @@ describe('the builder, as a process over gRPC', () => {
       expect(storedDigests()).toHaveLength(2);
     });
 
-    it('a clean diff on a builder without kpatch-build or klp-build: FAILED_PRECONDITION naming both tools, after the analysis', async () => {
+    it('a clean diff for a release no kernel profile of the builder builds: FAILED_PRECONDITION naming the setting, after the analysis', async () => {
       const error = await refusal(
         unary(
           client,
@@ -447,8 +447,8 @@ describe('the builder, as a process over gRPC', () => {
       );
 
       expect(error.code).toBe('FAILED_PRECONDITION');
-      expect(error.details).toContain('kpatch-build');
-      expect(error.details).toContain('klp-build');
+      expect(error.details).toContain(`no kernel profile of this builder builds ${releases[0]} from a diff`);
+      expect(error.details).toContain('BUILDER_KERNEL_PROFILES');
       expect(error.details).toContain(
         'The diff analysis ran first and found: The diff touches 1 file (fs/proc/cmdline.c) and changes 1 function: cmdline_proc_show()',
       );

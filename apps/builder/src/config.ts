@@ -1,5 +1,14 @@
-import { defaultKernelCacheDir } from '@rebootless/kernel-toolchain';
-import { boolean, integer, path, serviceSettings, setting, type ConfigOf, type ConfigSpec } from '@rebootless/service';
+import { defaultKernelCacheDir, defaultProfileCacheDir, KERNEL_PROFILES } from '@rebootless/kernel-toolchain';
+import {
+  boolean,
+  integer,
+  path,
+  serviceSettings,
+  setting,
+  type ConfigOf,
+  type ConfigSpec,
+  type Parser,
+} from '@rebootless/service';
 
 export const SERVICE_NAME = 'builder';
 
@@ -44,6 +53,20 @@ export const builderSettings = {
     default: defaultKernelCacheDir(),
     description: "where Debian's linux-headers and linux-kbuild packages are downloaded and unpacked",
   }),
+  kernelProfiles: setting({
+    env: 'BUILDER_KERNEL_PROFILES',
+    parser: profileNames(),
+    default: '',
+    description:
+      "kernel profiles this builder builds diffs for with klp-build (issue 18): each one's full kernel build is " +
+      'made once (minutes) and cached; empty: diffs are refused',
+  }),
+  kernelProfileCacheDir: setting({
+    env: 'BUILDER_KERNEL_PROFILE_CACHE_DIR',
+    parser: path(),
+    default: defaultProfileCacheDir(),
+    description: "where the kernel profiles' source, original builds and module-signing keys are kept",
+  }),
   insecureUnsandboxedCompile: setting({
     env: 'BUILDER_INSECURE_UNSANDBOXED_COMPILE',
     parser: boolean(),
@@ -55,3 +78,17 @@ export const builderSettings = {
 } satisfies ConfigSpec;
 
 export type BuilderConfig = ConfigOf<typeof builderSettings>;
+
+function profileNames(): Parser<readonly string[]> {
+  const known = Object.keys(KERNEL_PROFILES);
+  return {
+    expected: `a comma-separated list of kernel profiles (${known.join(', ')}), or nothing`,
+    parse: (raw) => {
+      const names = raw
+        .split(',')
+        .map((n) => n.trim())
+        .filter((n) => n !== '');
+      return names.every((n) => known.includes(n)) ? [...new Set(names)] : undefined;
+    },
+  };
+}

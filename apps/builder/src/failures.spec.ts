@@ -1,6 +1,6 @@
 import { ToolchainError } from '@rebootless/kernel-toolchain';
 import { BuildCancelledError, stageFailureOf } from './failures';
-import { DiffBuildUnsupportedError, checkVermagic } from './kernel-build';
+import { checkVermagic } from './kernel-build';
 
 const running = new AbortController().signal;
 
@@ -28,12 +28,6 @@ describe('what a failed stage reports', () => {
       code: 'CANCELLED',
       diagnostics: ['cancelled: wrong text (during compile)'],
     });
-  });
-
-  it('Given a diff tool the builder cannot drive yet, Then UNIMPLEMENTED', () => {
-    expect(
-      stageFailureOf(new DiffBuildUnsupportedError('kpatch-build is installed, but...'), 'compile', running).code,
-    ).toBe('UNIMPLEMENTED');
   });
 
   it('Given an unexpected error, Then INTERNAL naming the stage', () => {

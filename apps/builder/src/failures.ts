@@ -3,7 +3,7 @@
 import { ArtifactRejectedError, ManifestError } from '@rebootless/artifacts';
 import { isToolchainError } from '@rebootless/kernel-toolchain';
 import type { Stage } from './build-record';
-import { DiffBuildUnsupportedError, VermagicMismatchError, type StageFailure } from './kernel-build';
+import { VermagicMismatchError, type StageFailure } from './kernel-build';
 
 export class BuildCancelledError extends Error {
   constructor(readonly reason: string) {
@@ -20,9 +20,6 @@ export function stageFailureOf(error: unknown, stage: Stage, signal: AbortSignal
   if (isToolchainError(error)) {
     const diagnostics = error.diagnostics.length > 0 ? error.diagnostics : [error.message];
     return { code: error.code, stage: error.stage, diagnostics, message: error.message };
-  }
-  if (error instanceof DiffBuildUnsupportedError) {
-    return { code: 'UNIMPLEMENTED', stage, diagnostics: [error.message], message: error.message };
   }
   if (
     error instanceof VermagicMismatchError ||

@@ -27,8 +27,22 @@ export interface BuildToolchain {
     signal: AbortSignal;
     onLog: (line: string) => void;
   }): Promise<{ modulePath: string; vermagic: string; toolchain: Record<string, string>; warnings: string[] }>;
-  /** The diff tool's name and version; throws a FAILED_PRECONDITION failure when none is installed. */
-  requireDiffTool(): Promise<{ name: string; version: string }>;
+  /**
+   * The kernel profile that builds `release` from a diff (its original build is what klp-build
+   * diffs against); throws a FAILED_PRECONDITION failure naming the profiles there are when none does.
+   */
+  diffProfileFor(release: string): { name: string; release: string };
+  /** klp-build of the diff against the release's profile (built first if cold), signed the kernel's way. */
+  buildFromDiff(options: {
+    release: string;
+    diff: Buffer;
+    moduleName: string;
+    replace: boolean;
+    timeoutMs: number;
+    signal: AbortSignal;
+    onProfile: (line: string) => void;
+    onLog: (line: string) => void;
+  }): Promise<{ module: Buffer; vermagic: string; toolchain: Record<string, string> }>;
 }
 
 /** A failure with the status it maps to, the stage it happened in, and lines for the patch author. */
@@ -126,34 +140,49 @@ export async function buildForKernel(
       diagnostics.push(...(input.analysis?.warnings ?? []));
     }
 
+    let built: { module: Buffer; vermagic: string; toolchain: Record<string, string> };
+    const compileSpan = {
+      [ATTR.buildId]: input.buildId,
+      [ATTR.kernelRelease]: input.release,
+      'rebootless.module.name': input.moduleName,
+    };
     if (input.fix.kind === 'unified-diff') {
-      // The submit already refused a diff without a tool to build it; check again, tools come and go.
-      const tool = await deps.toolchain.requireDiffTool();
-      enter('compile');
-      throw new DiffBuildUnsupportedError(
-        `${tool.name} ${tool.version} is installed, but this builder does not drive it yet: ` +
-          'building from a diff needs the full kernel source of the release; submit livepatch module source instead',
+      const profile = deps.toolchain.diffProfileFor(input.release);
+      enter('fetch-headers');
+      progress.log('fetch-headers', `kernel profile ${profile.name} (${profile.release})`);
+      const fix = input.fix;
+      let compiling = false;
+      built = await withSpan(SPAN.buildCompile, compileSpan, () =>
+        deps.toolchain.buildFromDiff({
+          release: input.release,
+          diff: fix.bytes,
+          moduleName: input.moduleName,
+          replace: input.replace,
+          timeoutMs: deps.compileTimeoutMs,
+          signal,
+          onProfile: (line) => progress.log('fetch-headers', line),
+          onLog: (line) => {
+            // The profile is ready once klp-build speaks: from there on it is the diff's compile.
+            if (!compiling) {
+              compiling = true;
+              enter('compile');
+            }
+            progress.log('compile', line);
+          },
+        }),
       );
-    }
+    } else {
+      enter('fetch-headers');
+      progress.log('fetch-headers', `kernel build tree for ${input.release}`);
+      const headers = await deps.toolchain.ensureHeaders(input.release, signal, (line) =>
+        progress.log('fetch-headers', line),
+      );
+      for (const p of headers.packages) progress.log('fetch-headers', `${p.name} ${p.version}`);
 
-    enter('fetch-headers');
-    progress.log('fetch-headers', `kernel build tree for ${input.release}`);
-    const headers = await deps.toolchain.ensureHeaders(input.release, signal, (line) =>
-      progress.log('fetch-headers', line),
-    );
-    for (const p of headers.packages) progress.log('fetch-headers', `${p.name} ${p.version}`);
-
-    enter('compile');
-    workDir = fs.mkdtempSync(path.join(deps.workRoot ?? os.tmpdir(), 'rebootless-build-'));
-    const compileIn = workDir;
-    const compiled = await withSpan(
-      SPAN.buildCompile,
-      {
-        [ATTR.buildId]: input.buildId,
-        [ATTR.kernelRelease]: input.release,
-        'rebootless.module.name': input.moduleName,
-      },
-      () =>
+      enter('compile');
+      workDir = fs.mkdtempSync(path.join(deps.workRoot ?? os.tmpdir(), 'rebootless-build-'));
+      const compileIn = workDir;
+      const compiled = await withSpan(SPAN.buildCompile, compileSpan, () =>
         deps.toolchain.compileLivepatch({
           source: input.fix.bytes,
           moduleName: input.moduleName,
@@ -163,30 +192,36 @@ export async function buildForKernel(
           signal,
           onLog: (line) => progress.log('compile', line),
         }),
-    );
-    diagnostics.push(...compiled.warnings);
+      );
+      diagnostics.push(...compiled.warnings);
+      built = {
+        module: fs.readFileSync(compiled.modulePath),
+        vermagic: compiled.vermagic,
+        toolchain: compiled.toolchain,
+      };
+    }
 
     enter('sign');
-    const module = fs.readFileSync(compiled.modulePath);
-    checkVermagic(compiled.vermagic, input.release);
+    const { module, vermagic } = built;
+    checkVermagic(vermagic, input.release);
     const manifest: PatchManifest = {
       patchId: input.patchId,
       version: input.version,
       moduleName: input.moduleName,
       kernelRelease: input.release,
-      vermagic: compiled.vermagic,
+      vermagic,
       sha256: sha256Hex(module),
       sizeBytes: String(module.length),
       functions,
       replace: input.replace,
       cves: input.cves,
       severity: input.severity,
-      toolchain: { ...compiled.toolchain, builder: deps.builderVersion },
+      toolchain: { ...built.toolchain, builder: deps.builderVersion },
       builtAt: new Date(deps.now()).toISOString(),
       description: input.description,
     };
     const signed = signManifest(manifest, deps.key);
-    progress.log('sign', `sha256 ${manifest.sha256}, ${module.length} bytes, vermagic ${compiled.vermagic.trim()}`);
+    progress.log('sign', `sha256 ${manifest.sha256}, ${module.length} bytes, vermagic ${vermagic.trim()}`);
 
     enter('store');
     const { artifact, existing } = await deps.store.put({ module, signed });
@@ -216,5 +251,3 @@ export async function buildForKernel(
     if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
   }
 }
-
-export class DiffBuildUnsupportedError extends Error {}

@@ -3,9 +3,13 @@
 import { analyseDiff, DiffParseError } from '@rebootless/diff-analysis';
 import {
   KernelHeadersCache,
+  KernelProfileCache,
+  ToolchainError,
+  buildFromDiff,
   compileLivepatchModule,
   isValidKernelRelease,
-  requireDiffTool,
+  readModinfoEntries,
+  type KernelProfile,
 } from '@rebootless/kernel-toolchain';
 import type { DiffAnalysis, DiffUnreadable } from './build-coordinator';
 import type { BuildToolchain } from './kernel-build';
@@ -15,7 +19,21 @@ export function debianKernelToolchain(options: {
   fetchTimeoutMs: number;
   /** ADR 0013: without a sandbox, refuse to compile unless this is set. */
   allowUnsandboxed?: boolean;
+  /** The kernel profiles diffs are built for (BUILDER_KERNEL_PROFILES), and where their builds are cached. */
+  profiles: readonly KernelProfile[];
+  profileCacheDir: string;
 }): BuildToolchain {
+  const profileFor = (release: string): KernelProfile => {
+    const profile = options.profiles.find((p) => p.release === release);
+    if (profile) return profile;
+    const known = options.profiles.map((p) => `${p.name} (${p.release})`).join(', ');
+    const message =
+      `no kernel profile of this builder builds ${release} from a diff` +
+      (known ? `: its profiles are ${known}` : ': it has none (BUILDER_KERNEL_PROFILES, e.g. "lab")') +
+      ". A diff is built against a profile's own full kernel build; for other kernels submit livepatch module source, " +
+      "which is compiled with the release's headers alone.";
+    throw new ToolchainError('FAILED_PRECONDITION', 'diff-tool', message);
+  };
   return {
     // One cache object per fetch, so its log lines go to the build that waits for it; fetches of
     // one release are shared between them by the library.
@@ -26,7 +44,37 @@ export function debianKernelToolchain(options: {
       ),
     compileLivepatch: (compile) =>
       compileLivepatchModule({ ...compile, allowUnsandboxed: options.allowUnsandboxed ?? false }),
-    requireDiffTool: () => requireDiffTool(),
+    diffProfileFor: (release) => {
+      const profile = profileFor(release);
+      return { name: profile.name, release: profile.release };
+    },
+    buildFromDiff: async (build) => {
+      const profile = profileFor(build.release);
+      // A cold profile is built once (minutes); its progress goes to the builds that wait for it.
+      const ready = await new KernelProfileCache({
+        cacheDir: options.profileCacheDir,
+        onProgress: build.onProfile,
+      }).ensure(profile);
+      build.onProfile(`kernel profile ${profile.name}: ${ready.fromCache ? 'cached' : 'built'}, ${ready.dir}`);
+      const result = await buildFromDiff(ready, build.diff.toString('utf8'), {
+        replace: build.replace,
+        moduleName: build.moduleName,
+        timeoutMs: build.timeoutMs,
+        signal: build.signal,
+        onLine: build.onLog,
+        allowUnsandboxed: options.allowUnsandboxed ?? false,
+      });
+      const vermagic = Object.fromEntries(readModinfoEntries(result.module))['vermagic'] ?? '';
+      return {
+        module: result.module,
+        vermagic,
+        toolchain: {
+          'klp-build': profile.source.version,
+          profile: `${profile.name}-${ready.key}`,
+          sandbox: result.sandbox,
+        },
+      };
+    },
   };
 }
 

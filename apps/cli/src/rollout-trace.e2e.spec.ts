@@ -148,6 +148,7 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
       DISPATCHER_LEDGER_ADDRESS: ledgerAddress!,
       DISPATCHER_TICK_INTERVAL_MS: '200',
       DISPATCHER_TRUSTED_DATA_DIRS: dataDir('builder'),
+      DISPATCHER_BUILDER_ADDRESS: builderAddress!,
       REBOOTLESS_DATA_DIR: dataDir('dispatcher'),
     });
     await Promise.all([builder.waitFor(/builder ready on/), dispatcher.waitFor(/dispatcher ready on/)]);
@@ -285,6 +286,7 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
     const rolloutId = waves[0]!.attributes['rebootless.rollout.id'];
 
     // Each agent's spans under the wave that sent it its command.
+    const servedByCache: ReceivedSpan[] = [];
     for (const [i, hostId] of Object.keys(HOSTS).entries()) {
       for (const name of ['agent verify', 'agent transition']) {
         const found = view.find((s) => s.name === name && s.attributes['rebootless.host.id'] === hostId);
@@ -298,14 +300,23 @@ describe('one rollout, one trace: CLI, dispatcher, agents, Kafka and ledger as p
           found: [['agent', waves[i]!.spanId, rolloutId, 0]],
         });
       }
-      // The artifact fetched during verification: the builder's span is in the trace too.
+      // The artifact fetched during verification, from the dispatcher's site cache (ADR 0026).
       const verify = view.find((s) => s.name === 'agent verify' && s.attributes['rebootless.host.id'] === hostId)[0]!;
-      const fetched = view
-        .childrenOf(verify)
-        .filter((s) => s.kind === 'CLIENT' && s.name.endsWith('BuildService/FetchArtifact'));
-      expect(fetched).toHaveLength(1);
-      expect(view.childrenOf(fetched[0]!).map((s) => `${s.service} ${s.kind}`)).toEqual(['builder SERVER']);
+      const fetched = view.childrenOf(verify).filter((s) => s.kind === 'CLIENT' && s.name.endsWith('FetchArtifact'));
+      expect(fetched.map((s) => s.name.split('/').at(-2))).toEqual(['grpc.rebootless.dispatcher.v1.AgentGateway']);
+      expect(view.childrenOf(fetched[0]!).map((s) => `${s.service} ${s.kind}`)).toEqual(['dispatcher SERVER']);
+      servedByCache.push(view.childrenOf(fetched[0]!)[0]!);
     }
+    // The cache asked the builder once, in the trace of the first agent's fetch; the other was served its copy.
+    const fromBuilder = view.find(
+      (s) =>
+        s.kind === 'CLIENT' &&
+        s.name.endsWith('BuildService/FetchArtifact') &&
+        view.ancestorsOf(s).some((a) => servedByCache.includes(a)),
+    );
+    expect(fromBuilder.map((s) => s.service)).toEqual(['dispatcher']);
+    expect(view.childrenOf(fromBuilder[0]!).map((s) => `${s.service} ${s.kind}`)).toEqual(['builder SERVER']);
+    expect(view.find((s) => s.service === 'agent' && s.name.endsWith('BuildService/FetchArtifact'))).toEqual([]);
 
     // Every event of the rollout projected by the ledger under the producer span that sent it,
     // and that producer under the work that recorded the event.

@@ -2,6 +2,13 @@ import { Controller, Inject, Logger } from '@nestjs/common';
 import { status, type Metadata } from '@grpc/grpc-js';
 import { RpcException } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
+import {
+  ArtifactUpstreamError,
+  InvalidDigestError,
+  isDigest,
+  type ArtifactCache,
+  type ServedArtifact,
+} from '@rebootless/artifacts';
 import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
@@ -9,9 +16,10 @@ import type { EventPublisher } from '@rebootless/kafka';
 import { withTraceContext } from '@rebootless/telemetry';
 import { agentKeyBindings } from './agent-key-binding';
 import type { AgentStream } from './agent-connections';
-import { DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
+import { ArtifactsNotServedError, DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
 import { EventRelay } from './event-relay';
 import { RolloutEngine } from './rollout-engine';
+import { SERVE_SLOTS, SITE_ARTIFACTS, type ServeSlots } from './site-artifacts';
 
 /**
  * Serves rebootless.dispatcher.v1.AgentGateway: one long-lived stream per agent. The agent says
@@ -27,7 +35,77 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
     @Inject(RolloutEngine) private readonly engine: RolloutEngine,
     @Inject(EventRelay) private readonly relay: EventRelay,
     @Inject(EVENT_PUBLISHER) private readonly events: EventPublisher,
+    @Inject(SITE_ARTIFACTS) private readonly artifacts: ArtifactCache | null,
+    @Inject(SERVE_SLOTS) private readonly serveSlots: ServeSlots,
   ) {}
+
+  /**
+   * The module from the site cache (ADR 0026): the builder's header as signed, then the bytes.
+   * The caller's certificate was checked by the access table (any host of the deployment).
+   */
+  fetchArtifact(
+    request: dispatcher.FetchArtifactRequest,
+    _metadata?: Metadata,
+    call?: { once(event: 'finish' | 'cancelled' | 'close', listener: () => void): unknown },
+  ): Observable<dispatcher.FetchArtifactResponse> {
+    const digest = request.artifactDigest;
+    return new Observable((subscriber) => {
+      let unsubscribed = false;
+      let served: ServedArtifact | undefined;
+      let release: (() => void) | undefined;
+      let ended = false;
+      const end = () => {
+        ended = true;
+        release?.();
+      };
+      // The slot is held until the stream is sent (or given up): its module is in memory until then.
+      for (const event of ['finish', 'cancelled', 'close'] as const) call?.once(event, end);
+      void (async () => {
+        const releaseSlot = await this.serveSlots.acquire();
+        release = releaseSlot;
+        if (ended || unsubscribed || !call) releaseSlot();
+        if (ended || unsubscribed) return;
+        if (!isDigest(digest)) throw new InvalidDigestError(digest);
+        if (!this.artifacts) {
+          throw new ArtifactsNotServedError(
+            'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
+          );
+        }
+        served = await this.artifacts.serve(digest);
+        if (unsubscribed) return served.close();
+        subscriber.next({ header: { manifest: served.manifestBytes, manifestSignature: served.signature } });
+        for await (const chunk of served.chunks()) {
+          if (unsubscribed) return;
+          subscriber.next({ chunk });
+        }
+        subscriber.complete();
+      })().catch((error: unknown) => {
+        release?.();
+        subscriber.error(this.artifactRefusal(error, digest));
+      });
+      return () => {
+        unsubscribed = true;
+        void served?.close();
+      };
+    });
+  }
+
+  private artifactRefusal(error: unknown, digest: string): RpcException {
+    if (!(error instanceof ArtifactUpstreamError)) {
+      return DISPATCHER_ERRORS.toRpcException(error, `FetchArtifact ${digest}`, this.logger);
+    }
+    switch (error.failure) {
+      case 'not-found':
+        return DISPATCHER_ERRORS.refusal(status.NOT_FOUND, 'ARTIFACT_NOT_FOUND', error.message);
+      case 'retracted':
+        return DISPATCHER_ERRORS.refusal(status.FAILED_PRECONDITION, 'PATCH_RETRACTED', error.message);
+      case 'unavailable':
+        return DISPATCHER_ERRORS.refusal(status.UNAVAILABLE, 'BUILDER_UNAVAILABLE', error.message);
+      case 'refused':
+        this.logger.error(`FetchArtifact ${digest}: ${error.message}`);
+        return DISPATCHER_ERRORS.refusal(status.UNAVAILABLE, 'BUILDER_ANSWER_REFUSED', error.message);
+    }
+  }
 
   connect(
     requests: Observable<dispatcher.ConnectRequest>,

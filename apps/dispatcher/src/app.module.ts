@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import * as path from 'node:path';
+import type { ArtifactCache } from '@rebootless/artifacts';
 import { kafkaClient, serviceKeysFrom, type EventPublisher } from '@rebootless/kafka';
 import { EVENT_PUBLISHER, SERVICE_CONFIG, clientCredentials, formatHostPort, serviceActor } from '@rebootless/service';
 import { AgentGatewayController } from './agent-gateway.controller';
@@ -12,6 +13,7 @@ import { RolloutEngine } from './rollout-engine';
 import { RolloutOperations } from './rollout-operations';
 import { RolloutController } from './rollout.controller';
 import { QuarantineOperation } from './quarantine-operation';
+import { BuilderArtifactSource, SERVE_SLOTS, SITE_ARTIFACTS, ServeSlots, openSiteArtifacts } from './site-artifacts';
 import { UndoOperation } from './undo-operation';
 
 const COORDINATION = Symbol('rebootless.dispatcher.coordination');
@@ -30,6 +32,29 @@ async function coordinationFor(config: DispatcherConfig): Promise<Coordination> 
   });
 }
 
+function trustedDataDirs(config: DispatcherConfig): string[] {
+  return (config.trustedDataDirs ?? []).map((d) => path.resolve(d));
+}
+
+function siteArtifactsFor(config: DispatcherConfig, engine: RolloutEngine): ArtifactCache | null {
+  if (!config.builderAddress) return null;
+  const logger = new Logger('ArtifactCache');
+  const source = new BuilderArtifactSource(
+    formatHostPort(config.builderAddress),
+    clientCredentials(config.transport, { kind: 'service', id: SERVICE_NAME }, { kind: 'service', id: 'builder' }),
+  );
+  return openSiteArtifacts({
+    dataDir: config.dataDir,
+    maxBytes: config.artifactCacheMiB * 1024 * 1024,
+    source,
+    // The keys the dispatcher already trusts the builder's events by: a manifest signed by
+    // another is not kept (agents would refuse it anyway, each with its own pinned key).
+    builderKeys: () => serviceKeysFrom([], trustedDataDirs(config)).get('builder') ?? [],
+    retraction: (patchId, version) => engine.catalog.find(patchId, version)?.retracted,
+    warn: (message) => logger.warn(message),
+  });
+}
+
 function engineFor(config: DispatcherConfig, publisher: EventPublisher, coordination: Coordination): RolloutEngine {
   const logger = new Logger('Rollouts');
   return new RolloutEngine({
@@ -41,8 +66,7 @@ function engineFor(config: DispatcherConfig, publisher: EventPublisher, coordina
     silenceGraceMs: config.silenceGraceSeconds * 1000,
     tickIntervalMs: config.tickIntervalMs,
     // Its own chain (its data dir) and the named services' chains; agents' keys only as its gateway bound them.
-    serviceKeys: () =>
-      serviceKeysFrom([], [config.dataDir, ...(config.trustedDataDirs ?? []).map((d) => path.resolve(d))]),
+    serviceKeys: () => serviceKeysFrom([], [config.dataDir, ...trustedDataDirs(config)]),
     unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
     log: {
       log: (message) => logger.log(message),
@@ -109,6 +133,12 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
           engine.noteHostCommand(commandId, hostId),
         ),
       inject: [RolloutEngine, EVENT_PUBLISHER],
+    },
+    { provide: SITE_ARTIFACTS, useFactory: siteArtifactsFor, inject: [SERVICE_CONFIG, RolloutEngine] },
+    {
+      provide: SERVE_SLOTS,
+      useFactory: (config: DispatcherConfig) => new ServeSlots(config.artifactServes),
+      inject: [SERVICE_CONFIG],
     },
     DispatcherLifecycle,
   ],

@@ -52,6 +52,26 @@ export const dispatcherSettings = {
     default: '127.0.0.1:7453',
     description: "the ledger's gRPC address (host:port), asked for undo plans",
   }),
+  builderAddress: setting({
+    env: 'DISPATCHER_BUILDER_ADDRESS',
+    parser: hostPort(),
+    description:
+      "the builder's gRPC address (host:port): the dispatcher fetches each artifact from it once and serves it to its agents (ADR 0026); unset: its agents fetch from the builder themselves",
+  }),
+  artifactCacheMiB: setting({
+    env: 'DISPATCHER_ARTIFACT_CACHE_MIB',
+    parser: integer(1, 1_048_576),
+    default: '2048',
+    description:
+      'MiB of modules the artifact cache keeps under <data dir>/artifact-cache before the least recently served are evicted',
+  }),
+  artifactServes: setting({
+    env: 'DISPATCHER_ARTIFACT_SERVES',
+    parser: integer(1, 100_000),
+    default: '64',
+    description:
+      'artifact streams sent at once (each holds its module in memory until sent); further agents wait their turn',
+  }),
   silenceGraceSeconds: setting({
     env: 'DISPATCHER_SILENCE_GRACE_SECONDS',
     parser: integer(1, 86_400),

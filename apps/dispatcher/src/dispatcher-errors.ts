@@ -7,6 +7,7 @@ import {
   RolloutNotFoundError,
   RolloutPreconditionError,
 } from '@rebootless/rollout';
+import { ArtifactRetractedError, InvalidDigestError } from '@rebootless/artifacts';
 import { PublishError } from '@rebootless/kafka';
 import { RpcErrorMapping, rule } from '@rebootless/service';
 
@@ -30,6 +31,9 @@ export class HostPreconditionError extends Error {}
 
 /** The agent was sent the command and did not answer in time. */
 export class AgentNoAnswerError extends Error {}
+
+/** FetchArtifact on a dispatcher that has no builder to fetch from (DISPATCHER_BUILDER_ADDRESS unset). */
+export class ArtifactsNotServedError extends Error {}
 
 /** No key of the host (or of the epoch asked for) is bound: nothing to revoke. */
 export class AgentKeyNotFoundError extends Error {}
@@ -72,4 +76,18 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
     metadata: (e) => ({ rolloutId: e.rolloutId, instance: e.holder ?? '' }),
   }),
   rule({ type: AgentNoAnswerError, code: status.UNAVAILABLE, reason: 'AGENT_NO_ANSWER' }),
+  // The site artifact cache (ADR 0026). "retracted" in the message is what an agent recognises.
+  rule({
+    type: InvalidDigestError,
+    code: status.INVALID_ARGUMENT,
+    reason: 'INVALID_FIELD',
+    fields: (e) => [{ field: 'artifact_digest', description: e.message }],
+  }),
+  rule({
+    type: ArtifactRetractedError,
+    code: status.FAILED_PRECONDITION,
+    reason: 'PATCH_RETRACTED',
+    subject: (e) => `patch/${e.patchId}`,
+  }),
+  rule({ type: ArtifactsNotServedError, code: status.FAILED_PRECONDITION, reason: 'ARTIFACTS_NOT_SERVED' }),
 ]);

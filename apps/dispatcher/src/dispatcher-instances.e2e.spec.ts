@@ -102,6 +102,8 @@ async function startInstance(name: string, others: string[]): Promise<void> {
         ...others.map((o) => path.join(root, `dispatcher-${o}`)),
       ].join(','),
       DISPATCHER_SILENCE_GRACE_SECONDS: '60',
+      // Each instance is its agents' artifact cache (ADR 0026).
+      DISPATCHER_BUILDER_ADDRESS: builderAddress,
     },
   });
   instances.set(name, {

@@ -9,6 +9,7 @@ import { loadSync } from '@grpc/proto-loader';
 import {
   STATUS_DETAILS_TRAILER,
   decodeStatusDetails,
+  dispatcher as dispatcherMessages,
   grpcServices,
   protoLoaderOptions,
   type dispatcher,
@@ -23,7 +24,7 @@ import {
   loadTlsMaterial,
   type Identity,
 } from '@rebootless/trust';
-import { startDispatcher, type ServiceProcess } from '@rebootless/testing';
+import { startBuilder, startDispatcher, type ServiceProcess } from '@rebootless/testing';
 
 const RELEASE = '6.1.0-56-cloud-amd64';
 
@@ -299,5 +300,106 @@ describe('an agent holding the certificate of host web-a', () => {
         expect.objectContaining({ certificateIdentity: 'user:cli', code: 'PERMISSION_DENIED' }),
       ]),
     );
+  });
+});
+
+// The site artifact cache (ADR 0026) is behind the same door as the agent stream. This dispatcher
+// has no builder to fetch from, so a caller who gets past TLS and the access table is told so
+// (FAILED_PRECONDITION ARTIFACTS_NOT_SERVED); anyone else never reaches the cache.
+describe('FetchArtifact on the gateway', () => {
+  const DIGEST = 'ab'.repeat(32);
+
+  function fetchWith(
+    credentials: grpc.ChannelCredentials,
+    at = address,
+  ): Promise<{ code: grpc.status; details: string; got: number }> {
+    const client = new grpc.Client(at, credentials, { 'grpc.ssl_target_name_override': 'localhost' });
+    return new Promise((resolve) => {
+      let got = 0;
+      const call = client.makeServerStreamRequest(
+        '/rebootless.dispatcher.v1.AgentGateway/FetchArtifact',
+        (m: { artifactDigest: string }) => Buffer.from(dispatcherMessages.FetchArtifactRequest.encode(m).finish()),
+        (b: Buffer) => b,
+        { artifactDigest: DIGEST },
+        { deadline: Date.now() + 15_000 },
+      );
+      call.on('data', () => (got += 1));
+      call.on('error', (e: grpc.ServiceError) => {
+        client.close();
+        resolve({ code: e.code, details: e.details, got });
+      });
+      call.on('end', () => {
+        client.close();
+        resolve({ code: grpc.status.OK, details: '', got });
+      });
+    });
+  }
+
+  it('answers a host certificate of the deployment (past TLS and the access table)', async () => {
+    const r = await fetchWith(
+      channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: 'web-a' }), { kind: 'service', id: 'dispatcher' }),
+    );
+    expect(r).toEqual({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: 'this dispatcher serves no artifacts (DISPATCHER_BUILDER_ADDRESS is unset): fetch from the builder',
+      got: 0,
+    });
+  });
+
+  it("with a builder configured, asks it over mTLS as the dispatcher service and passes on the builder's answer", async () => {
+    await issueCertificate(pki, { kind: 'service', id: 'builder' });
+    const env = {
+      topic,
+      brokers: process.env['KAFKA_BROKERS']!,
+      extra: { REBOOTLESS_PKI_DIR: pki, REBOOTLESS_INSECURE: '' },
+    };
+    const built = await startBuilder({ ...env, dataDir: fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-b-')) });
+    const caching = await startDispatcher({
+      ...env,
+      dataDir: fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-d-')),
+      extra: { ...env.extra, DISPATCHER_BUILDER_ADDRESS: built.address },
+    });
+    try {
+      const r = await fetchWith(
+        channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: 'web-a' }), { kind: 'service', id: 'dispatcher' }),
+        caching.address,
+      );
+      // The builder itself answered: the dispatcher's certificate got it past the builder's TLS and access table.
+      expect(r.code).toBe(grpc.status.NOT_FOUND);
+      expect(r.details).toContain(`the builder at ${built.address} answered FetchArtifact ${DIGEST} with NOT_FOUND: `);
+    } finally {
+      await caching.process.stop();
+      await built.process.stop();
+    }
+  });
+
+  it('refuses a client without a certificate: the TLS handshake fails, nothing is served', async () => {
+    const ca = fs.readFileSync(path.join(pki, 'ca.crt'));
+    const r = await fetchWith(grpc.credentials.createSsl(ca));
+    expect(r.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.got).toBe(0);
+  });
+
+  it("refuses a host certificate from another CA (a host minted by someone else's PKI)", async () => {
+    const otherPki = fs.mkdtempSync(path.join(tmpdir(), 'rebootless-gw-tls-other-'));
+    try {
+      await ensureCertificateAuthority(otherPki);
+      await issueCertificate(otherPki, { kind: 'host', id: 'web-a' });
+      const forged = loadTlsMaterial(otherPki, { kind: 'host', id: 'web-a' });
+      const ca = fs.readFileSync(path.join(pki, 'ca.crt'));
+      const r = await fetchWith(grpc.credentials.createSsl(ca, forged.key, forged.cert));
+      expect(r.code).toBe(grpc.status.UNAVAILABLE);
+      expect(r.got).toBe(0);
+    } finally {
+      fs.rmSync(otherPki, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses an operator certificate: artifacts are for hosts (PERMISSION_DENIED)', async () => {
+    const r = await fetchWith(
+      channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), { kind: 'service', id: 'dispatcher' }),
+    );
+    expect(r.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(r.got).toBe(0);
   });
 });

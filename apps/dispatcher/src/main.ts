@@ -8,6 +8,8 @@ import { AppModule } from './app.module';
 import { SERVICE_NAME, dispatcherProducerId, dispatcherSettings } from './config';
 import { registerDispatcherMetrics } from './dispatcher-metrics';
 import { RolloutEngine } from './rollout-engine';
+import { SITE_ARTIFACTS, registerArtifactCacheMetrics } from './site-artifacts';
+import type { ArtifactCache } from '@rebootless/artifacts';
 
 // Wiring only. bootService validates the environment (exit 78 on a bad setting), opens the
 // service's event chain (exit 69 when Kafka or the topic is missing), serves gRPC and
@@ -18,5 +20,9 @@ void bootService({
   grpc: [grpcServices.rollout, grpcServices.agentGateway],
   config: dispatcherSettings,
   producerId: dispatcherProducerId,
-  onStarted: (ctx) => registerDispatcherMetrics(ctx.app.get(RolloutEngine)),
+  onStarted: (ctx) => {
+    registerDispatcherMetrics(ctx.app.get(RolloutEngine));
+    const artifacts = ctx.app.get<ArtifactCache | null>(SITE_ARTIFACTS);
+    if (artifacts) registerArtifactCacheMetrics(artifacts);
+  },
 });

@@ -28,10 +28,13 @@ export interface AgentOptions {
   readonly dataDir: string;
   readonly hostId: string;
   readonly labels?: Record<string, string>;
-  /** host:port of the dispatcher's AgentGateway; without it the agent works offline. */
   /** One dispatcher, or the addresses of several instances (an agent moves on when its stream drops). */
   readonly dispatcherAddress?: string | readonly string[];
-  /** host:port of the builder's BuildService (FetchArtifact). */
+  /**
+   * host:port of the builder's BuildService (FetchArtifact). With a dispatcher, artifacts come
+   * from the dispatcher's site cache and the builder is asked only when the dispatcher cannot
+   * serve (ADR 0026); '' for none.
+   */
   readonly builderAddress: string;
   /** The builder's raw 32-byte Ed25519 public key: the only key whose artifacts are loaded. */
   readonly builderPublicKey: Uint8Array;
@@ -96,6 +99,8 @@ export interface AgentContext {
   kernelVersion(): string;
   /** The builder's client, made on first use and shared by the agents of the process. */
   builderClient(): Client;
+  /** The client of the dispatcher the agent is linked to; undefined without one. */
+  dispatcherClient(): Client | undefined;
   /** Signs the facts into the outbox (durable on return), then starts delivering them. */
   record(payloads: EventPayload[], cause?: CommandCause): void;
   /** The command's result, sent to the dispatcher after the state is on disk; then the inventory. */

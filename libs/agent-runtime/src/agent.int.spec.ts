@@ -528,7 +528,8 @@ describe('Agents sharing downloads (SharedArtifactDownloads)', () => {
     const results = await Promise.all(
       [...trusting, wary].map((h) => send(h.hostId, { apply: applyCommand(artifact) })),
     );
-    expect(downloads.fetches).toBe(1);
+    // This gateway serves no artifacts (as a dispatcher without DISPATCHER_BUILDER_ADDRESS): the builder once.
+    expect(downloads.fetchesFrom.builder).toBe(1);
     expect(results.slice(0, 3).map((r) => r.outcome)).toEqual(Array(3).fill(Outcome.COMMAND_OUTCOME_SUCCEEDED));
     expect(results[3]).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify' });
     expect(results[3]!.error).toMatch(/^bad-signature/);
@@ -546,12 +547,30 @@ describe('Agents sharing downloads (SharedArtifactDownloads)', () => {
     const artifact = await publish({ patchId: 'shared-tamper', version: '1' });
     builder.hostile = 'flip-byte';
     const results = await Promise.all(hosts.map((h) => send(h.hostId, { apply: applyCommand(artifact) })));
-    expect(downloads.fetches).toBe(1);
+    // This gateway serves no artifacts (as a dispatcher without DISPATCHER_BUILDER_ADDRESS): the builder once.
+    expect(downloads.fetchesFrom.builder).toBe(1);
     for (const r of results) {
       expect(r).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify' });
       expect(r.error).toMatch(/^digest-mismatch/);
     }
     for (const h of hosts) expect(await h.kernel.listPatches()).toEqual([]);
+  });
+});
+
+describe('Where an agent fetches artifacts (ADR 0026)', () => {
+  it('with a dispatcher that cannot serve and no builder configured, fails the apply at fetch naming the dispatcher, its kernel untouched', async () => {
+    const host = newHost();
+    const recorded = recordingKernel(host.kernel);
+    // This gateway has no FetchArtifact (a dispatcher of before ADR 0026): UNIMPLEMENTED.
+    const agent = host.make(recorded.kernel, { builderAddress: '' });
+    await agent.start();
+    const artifact = await publish({ patchId: 'no-fallback', version: '1' });
+    const result = await send(host.hostId, { apply: applyCommand(artifact) });
+    expect(result).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_FAILED, stage: 'fetch' });
+    expect(result.error).toBe(
+      `FetchArtifact ${artifact.digest} from the dispatcher: UNIMPLEMENTED The server does not implement the method /rebootless.dispatcher.v1.AgentGateway/FetchArtifact`,
+    );
+    expect(recorded.changes).toEqual([]);
   });
 });
 

@@ -94,6 +94,7 @@ export class Agent {
       kernelRelease: () => this.kernelRelease,
       kernelVersion: () => this.kernelVersion,
       builderClient: () => (this.builder ??= sharedClient(options.builderAddress, this.credentials)).client,
+      dispatcherClient: () => this.gateway?.client,
       record: (payloads, cause) => this.record(payloads, cause),
       answer: (commandId, body, stack) => this.answer(commandId, body, stack),
       sendResult: (commandId, body, stack) => this.sendResult(commandId, body, stack),

@@ -3,6 +3,7 @@
 // stalls (forced only when the command allows it), superseded modules removed, and the outcome
 // recorded as a fact before it is answered. Re-applies at boot and the recovery of an apply a
 // crash interrupted come through the same steps.
+import type { Client } from '@grpc/grpc-js';
 import type { PatchManifest } from '@rebootless/artifacts';
 import { dispatcher, events, fromTimestamp } from '@rebootless/contracts';
 import { isKernelError } from '@rebootless/kernel-model';
@@ -10,8 +11,12 @@ import { SPAN, withSpanFrom, type TraceFields } from '@rebootless/telemetry';
 import { MODULE_ATTR, Outcome, applyFailedFact, settle, spanAttributes, type AgentContext } from './agent-context';
 import { desiredAfterApply, liveVersionOf, supersededBy, wasSeen } from './rules/host-rules';
 import type { DesiredPatch } from './state/agent-state';
-import { fetchArtifact } from './talk/artifact-fetch';
-import { CommandRefused, ModuleReceipt, checkCommand, checkManifest } from './verification';
+import { ArtifactFetchError, fetchArtifact } from './talk/artifact-fetch';
+import type { ArtifactSourceKind } from './talk/grpc-clients';
+import { CommandRefused, ModuleReceipt, checkCommand, checkManifest, type RefusalReason } from './verification';
+
+/** Refusals of the module's bytes themselves, as opposed to what the builder signed. */
+const CACHE_DAMAGE = new Set<RefusalReason>(['digest-mismatch', 'truncated', 'oversized']);
 
 export class ApplyFlow {
   constructor(private readonly ctx: AgentContext) {}
@@ -342,14 +347,45 @@ export class ApplyFlow {
         liveVersion: liveVersionOf(this.ctx.state.data.desired, cmd.patchId),
         maxArtifactBytes: this.ctx.options.maxArtifactBytes ?? 64 * 1024 * 1024,
       });
-    if (this.ctx.options.builderPublicKey.length !== 32 || this.ctx.options.builderAddress === '') {
-      throw new CommandRefused('bad-signature', 'this agent has no builder address or pinned builder key configured');
+    const dispatcherClient = this.ctx.dispatcherClient();
+    const hasBuilder = this.ctx.options.builderAddress !== '';
+    if (this.ctx.options.builderPublicKey.length !== 32 || (!dispatcherClient && !hasBuilder)) {
+      throw new CommandRefused(
+        'bad-signature',
+        'this agent has no pinned builder key, or neither a dispatcher nor a builder to fetch artifacts from',
+      );
     }
-    // Always asked of the builder, even when a copy is kept: its answer carries retractions.
-    const builder = this.ctx.builderClient();
+    // Always asked for, even when a copy is kept: the answer carries retractions. The dispatcher's
+    // site cache first (ADR 0026); the builder only when the dispatcher could not serve and a
+    // builder is configured. A refusal (retracted, bad signature, digest) is never retried elsewhere.
+    if (dispatcherClient) {
+      try {
+        return await this.fetchVerified(cmd, check, dispatcherClient, 'dispatcher');
+      } catch (error) {
+        // The operator reads where altered bytes came from: the site cache, not the builder.
+        if (error instanceof CommandRefused && CACHE_DAMAGE.has(error.reason)) {
+          throw new CommandRefused(
+            error.reason,
+            `${error.message.slice(error.reason.length + 2)} (as served by the dispatcher's artifact cache)`,
+          );
+        }
+        if (!(error instanceof ArtifactFetchError) || !hasBuilder) throw error;
+        this.ctx.log(`${error.message}; asking the builder instead`);
+      }
+    }
+    return this.fetchVerified(cmd, check, this.ctx.builderClient(), 'builder');
+  }
+
+  /** One fetch from one source, checked by this agent (manifest before bytes, then every byte) and kept. */
+  private async fetchVerified(
+    cmd: dispatcher.ApplyCommand,
+    check: (manifestBytes: Uint8Array, signature: Uint8Array | undefined) => PatchManifest,
+    client: Client,
+    from: ArtifactSourceKind,
+  ): Promise<{ manifest: PatchManifest; modulePath: string }> {
     const shared = this.ctx.options.sharedDownloads;
     if (shared) {
-      const download = await shared.fetch(builder, cmd.artifactDigest, this.ctx.timeouts.fetchMs);
+      const download = await shared.fetch(client, cmd.artifactDigest, this.ctx.timeouts.fetchMs, from);
       // This agent's own checks, as if the bytes had just arrived for it alone.
       const manifest = check(download.manifestBytes, download.signature);
       const receipt = new ModuleReceipt(manifest);
@@ -363,7 +399,8 @@ export class ApplyFlow {
       return { manifest, modulePath: artifact.modulePath };
     }
     const fetched = await fetchArtifact({
-      client: builder,
+      client,
+      from,
       digest: cmd.artifactDigest,
       timeoutMs: this.ctx.timeouts.fetchMs,
       checkHeader: check,

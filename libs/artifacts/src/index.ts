@@ -1,3 +1,4 @@
 export * from './manifest';
 export * from './module-digest';
 export * from './artifact-store';
+export * from './artifact-cache';

@@ -34,7 +34,7 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
       'ClearQuarantine',
       'RevokeAgentKey',
     ],
-    agentGateway: ['Connect'],
+    agentGateway: ['Connect', 'FetchArtifact'],
     agentControl: ['GetStatus'],
     ledger: [
       'GetHost',

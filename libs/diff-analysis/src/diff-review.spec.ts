@@ -339,6 +339,26 @@ index f95f474..63dcd6d 100644
       expect(report.findings[0]!.explanation).toContain('Running processes keep the copy they mapped');
     });
 
+    it('refuses lib/, as klp-build does, even for a plain C function', () => {
+      const report = analyseDiff(String.raw`--- a/lib/string.c
++++ b/lib/string.c
+@@ -398,6 +398,8 @@ size_t strlen(const char *s)
+ {
+ 	const char *sc;
+ 
++	if (!s)
++		return 0;
+ 	for (sc = s; *sc != '\0'; ++sc)
+ 		/* nothing */;
+ 	return sc - s;
+`);
+      expect(report.verdict).toBe('refused');
+      expect(report.findings).toEqual([
+        expect.objectContaining({ severity: 'refuse', rule: 'library', file: 'lib/string.c' }),
+      ]);
+      expect(report.findings[0]!.explanation).toContain('klp-build');
+    });
+
     it('refuses a notrace function, which ftrace cannot redirect', () => {
       const report = analyseDiff(String.raw`diff --git a/kernel/sys.c b/kernel/sys.c
 index dcf752d..0e5781d 100644

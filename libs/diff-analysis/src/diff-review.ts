@@ -24,7 +24,7 @@ export interface DiffReport {
   summary: string;
 }
 
-type PathKind = 'vdso' | 'outside-kernel' | 'boot' | 'assembly' | 'c' | 'header' | 'other';
+type PathKind = 'vdso' | 'outside-kernel' | 'boot' | 'library' | 'assembly' | 'c' | 'header' | 'other';
 
 function kindOfPath(path: string): PathKind {
   const base = path.slice(path.lastIndexOf('/') + 1);
@@ -36,7 +36,10 @@ function kindOfPath(path: string): PathKind {
   ) {
     return 'outside-kernel';
   }
-  if (/^arch\/[^/]+\/boot\//.test(path)) return 'boot';
+  if (/^arch\/[^/]+\/boot\//.test(path) || /\/realmode\/rm\//.test(path)) return 'boot';
+  // klp-build refuses lib/: much of it is linked into the boot and decompression code too, and
+  // its helpers are called where a redirected function is not safe.
+  if (/^lib\//.test(path)) return 'library';
   if (/\.[sS]$/.test(base)) return 'assembly';
   if (base.endsWith('.c')) return 'c';
   if (base.endsWith('.h')) return 'header';
@@ -398,6 +401,10 @@ export function analyseDiff(text: string): DiffReport {
     }
     if (kind === 'boot') {
       collected.push(notes.bootCode(where));
+      continue;
+    }
+    if (kind === 'library') {
+      collected.push(notes.library(where));
       continue;
     }
     if (kind === 'assembly') {

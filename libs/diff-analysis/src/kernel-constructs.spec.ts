@@ -318,9 +318,16 @@ describe('kernel constructs a reviewer looks for', () => {
 
   describe('given file-scope registrations', () => {
     it('warns once about an export that becomes GPL-only', () => {
-      const diff = oneHunkDiff('lib/foo.c', '', ' }', '-EXPORT_SYMBOL(foo_bar);', '+EXPORT_SYMBOL_GPL(foo_bar);', ' ');
+      const diff = oneHunkDiff(
+        'kernel/foo.c',
+        '',
+        ' }',
+        '-EXPORT_SYMBOL(foo_bar);',
+        '+EXPORT_SYMBOL_GPL(foo_bar);',
+        ' ',
+      );
       expect(reviewOf(diff).findings).toEqual([
-        ['warn', 'symbol-export', 'lib/foo.c changes EXPORT_SYMBOL(foo_bar) to EXPORT_SYMBOL_GPL(foo_bar).'],
+        ['warn', 'symbol-export', 'kernel/foo.c changes EXPORT_SYMBOL(foo_bar) to EXPORT_SYMBOL_GPL(foo_bar).'],
       ]);
     });
 

@@ -280,6 +280,16 @@ export const notes = {
     );
   },
 
+  library(where: Where): Note {
+    return note(
+      'refuse',
+      'library',
+      where,
+      `${where.file} is in lib/, the kernel's shared helper library`,
+      "The kernel's own live-patch builder (klp-build) refuses lib/: its helpers are also linked into boot and decompression code and called from contexts where redirecting a function is unsafe. Ship this fix with a reboot.",
+    );
+  },
+
   vdso(where: Where): Note {
     return note(
       'refuse',

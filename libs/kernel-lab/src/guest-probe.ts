@@ -44,6 +44,11 @@ export class GuestProbe {
     return this.request({ op: 'dmesg' });
   }
 
+  /** A /proc or /sys file as the guest's kernel shows it (e.g. /proc/version). */
+  readKernelFile(file: string): Promise<{ exists: boolean; content?: string }> {
+    return this.request({ op: 'read-kernel-file', path: file });
+  }
+
   /** Whether the guest reaches host:port, and the first line it answers to `send`. */
   connect(
     host: string,

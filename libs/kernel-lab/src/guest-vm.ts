@@ -207,7 +207,7 @@ export class GuestVm {
       '-netdev',
       netdev.map((part) => part.replace(/,/g, ',,')).join(','),
       '-device',
-      'virtio-net-pci,netdev=n0',
+      `${kernel.nic ?? 'virtio-net-pci'},netdev=n0`,
       ...(this.options.dataDisk
         ? ['-drive', `file=${this.options.dataDisk.file.replace(/,/g, ',,')},if=virtio,format=raw`]
         : []),

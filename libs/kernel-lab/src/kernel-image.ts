@@ -44,6 +44,11 @@ export interface KernelImage {
   modules: ModuleNode[];
   /** The Debian package the image came from. */
   package: { name: string; version: string; sha256?: string; file: string };
+  /**
+   * QEMU's network device for the guest: virtio-net-pci (Debian's kernels, its driver a module
+   * above) unless the kernel has another driver built in (the lab profile: e1000).
+   */
+  nic?: 'virtio-net-pci' | 'e1000';
 }
 
 export interface KernelImageCacheOptions {
@@ -297,4 +302,23 @@ function moduleBytes(file: string): Buffer {
 
 function sha256File(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/**
+ * A kernel profile's original build as the lab boots it: its vmlinux straight through QEMU's PVH
+ * loader, every driver the guest needs built in (no modules to load), e1000 for the network.
+ */
+export function profileKernelImage(build: {
+  profile: string;
+  key: string;
+  release: string;
+  vmlinux: string;
+}): KernelImage {
+  return {
+    release: build.release,
+    vmlinuz: build.vmlinux,
+    modules: [],
+    package: { name: `profile ${build.profile}`, version: build.key, file: build.vmlinux },
+    nic: 'e1000',
+  };
 }

@@ -11,6 +11,8 @@ import { KernelImageCache, type KernelImage } from './kernel-image';
 export interface KernelLabOptions {
   /** Default: what linux-image-cloud-amd64 points at now. */
   release?: string;
+  /** A kernel of the project's own (a profile's build, profileKernelImage()) instead of Debian's. */
+  kernel?: KernelImage;
   cacheDir?: string;
   log?: (line: string) => void;
   /** Also bundle /guest/sysfs-port.js: the agent's LivepatchSysfs, runnable through the probe. */
@@ -43,9 +45,10 @@ export class KernelLab {
       }
     };
     const cacheDir = opts.cacheDir ?? defaultKernelLabCacheDir();
-    const release = opts.release ?? (await timed('resolveRelease', () => currentDebianCloudRelease()));
+    const release =
+      opts.kernel?.release ?? opts.release ?? (await timed('resolveRelease', () => currentDebianCloudRelease()));
     const images = new KernelImageCache({ cacheDir, log: opts.log });
-    const kernel = await timed('kernelImage', () => images.ensure(release));
+    const kernel = opts.kernel ?? (await timed('kernelImage', () => images.ensure(release)));
     const bundles = await timed('bundle', async () => {
       const out = [await bundleGuestProgram(guestProgramEntry('probe'), 'probe.js')];
       if (opts.withSysfsPort) out.push(await bundleGuestProgram(guestProgramEntry('sysfs-port'), 'sysfs-port.js'));

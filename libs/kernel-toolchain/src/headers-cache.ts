@@ -11,7 +11,6 @@
 // other processes race harmlessly and the loser's copy is discarded) never see half a tree.
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   aptHasLists,
@@ -25,6 +24,7 @@ import {
   type Dependency,
   type Stanza,
 } from './apt';
+import { rebootlessCacheDir } from './cache-root';
 import { ToolchainError } from './errors';
 import { assertKernelRelease, assertSafeDir } from './validate';
 
@@ -70,11 +70,7 @@ interface Marker {
 
 /** $REBOOTLESS_KERNEL_CACHE_DIR, else $XDG_CACHE_HOME/rebootless/kernels, else ~/.cache/rebootless/kernels. */
 export function defaultKernelCacheDir(): string {
-  const explicit = process.env['REBOOTLESS_KERNEL_CACHE_DIR'];
-  if (explicit) return path.resolve(explicit);
-  const xdg = process.env['XDG_CACHE_HOME'];
-  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache');
-  return path.join(base, 'rebootless', 'kernels');
+  return rebootlessCacheDir('kernels', 'REBOOTLESS_KERNEL_CACHE_DIR');
 }
 
 interface InFlight {

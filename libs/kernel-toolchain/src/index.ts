@@ -19,3 +19,6 @@ export * from './modinfo';
 export * from './diff-tool';
 export * from './livepatch-sample';
 export * from './sandbox';
+export * from './kernel-profile';
+export * from './klp-build';
+export { rebootlessCacheDir } from './cache-root';

@@ -54,6 +54,8 @@ export interface SandboxSpec {
   readOnly: readonly string[];
   /** Visible read-write at the same path; a root builder hands these to the sandbox user. */
   writable: readonly string[];
+  /** False when the writable trees already belong to the sandbox user (a kernel tree: too big to walk per build). */
+  handOver?: boolean;
   limits?: Partial<SandboxLimits>;
   env: NodeJS.ProcessEnv;
   timeoutMs: number;
@@ -241,13 +243,13 @@ export async function runSandboxed(
     const [command, ...args] = spec.argv;
     return { ...(await runProcess(command!, args, run)), sandbox: 'none' };
   }
-  if (support.kind === 'root') for (const dir of spec.writable) handOver(dir);
+  if (support.kind === 'root' && spec.handOver !== false) for (const dir of spec.writable) handOver(dir);
   const { command, args } = sandboxCommand(spec, support);
   return { ...(await runProcess(command, args, run)), sandbox: support.kind };
 }
 
 /** Gives a writable tree to the sandbox user (root builds only; the builder, as root, still reads it). */
-function handOver(dir: string): void {
+export function handOver(dir: string): void {
   const walk = (p: string) => {
     fs.lchownSync(p, SANDBOX_UID, SANDBOX_GID);
     if (fs.lstatSync(p).isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));

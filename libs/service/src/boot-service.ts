@@ -170,6 +170,8 @@ export async function bootService<S extends ConfigSpec & ServiceSpec>(options: B
       brokers: common.kafkaBrokers,
       dataDir: common.dataDir,
       topic: common.eventsTopic,
+      // Withdrawn, re-sent and settled batches: what an operator needs after a broker failed.
+      log: (line) => logger.warn(`event log: ${line}`),
     });
   } catch (error) {
     lifecycle.error(`${name}: cannot write to the event log: ${messageOf(error)}`);

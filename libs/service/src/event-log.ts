@@ -23,6 +23,8 @@ export async function openServiceEventLog(options: {
   brokers: readonly HostPort[];
   dataDir: string;
   topic?: string;
+  /** Told about the publisher's recoveries (batches settled, withdrawn, sent again). */
+  log?: (line: string) => void;
 }): Promise<EventPublisher> {
   const brokers = options.brokers.map(formatHostPort);
   const topic = options.topic ?? EVENTS_TOPIC;
@@ -49,6 +51,7 @@ export async function openServiceEventLog(options: {
     producerId: options.producerId,
     stateDir: path.join(options.dataDir, 'chain'),
     actor: serviceActor(options.name),
+    ...(options.log ? { log: options.log } : {}),
   });
 }
 

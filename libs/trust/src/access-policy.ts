@@ -36,6 +36,8 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
   '/rebootless.builder.v1.BuildService/FetchArtifact': { ...READ, hosts: true, services: ['dispatcher'] },
 
   '/rebootless.dispatcher.v1.AgentGateway/Connect': { hosts: true },
+  // The site's artifact cache (ADR 0026): any host of the deployment's CA, as the builder allows.
+  '/rebootless.dispatcher.v1.AgentGateway/FetchArtifact': { hosts: true },
   '/rebootless.dispatcher.v1.RolloutService/CreateRollout': WRITE,
   '/rebootless.dispatcher.v1.RolloutService/PauseRollout': WRITE,
   '/rebootless.dispatcher.v1.RolloutService/ResumeRollout': WRITE,

@@ -4,7 +4,7 @@
 import { status, type Client, type ServiceError } from '@grpc/grpc-js';
 import type { PatchManifest } from '@rebootless/artifacts';
 import { CommandRefused, ModuleReceipt } from '../verification';
-import { openFetchArtifact } from './grpc-clients';
+import { openFetchArtifact, type ArtifactSourceKind } from './grpc-clients';
 
 /** The builder could not be asked or did not answer as it should (not a refusal of the artifact). */
 export class ArtifactFetchError extends Error {
@@ -27,6 +27,8 @@ export interface FetchedArtifact {
 
 export function fetchArtifact(input: {
   client: Client;
+  /** Which service the client reaches: the builder, or the dispatcher's site cache. */
+  from?: ArtifactSourceKind;
   digest: string;
   timeoutMs: number;
   /** Checks the signed manifest (throws CommandRefused); runs before any module byte is taken. */
@@ -37,6 +39,7 @@ export function fetchArtifact(input: {
       input.client,
       { artifactDigest: input.digest },
       new Date(Date.now() + input.timeoutMs),
+      input.from,
     );
     let header: { manifest: PatchManifest; manifestBytes: Buffer; signature: Buffer } | undefined;
     let receipt: ModuleReceipt | undefined;
@@ -73,7 +76,7 @@ export function fetchArtifact(input: {
     call.on('error', (error: ServiceError) => {
       if (settled) return;
       settled = true;
-      reject(fetchFailure(input.digest, error));
+      reject(fetchFailure(input.digest, error, input.from));
     });
     call.on('end', () => {
       if (settled) return;
@@ -90,9 +93,16 @@ export function fetchArtifact(input: {
 }
 
 /** What a failed FetchArtifact means to the agent: a retraction is a refusal, the rest is the builder's trouble. */
-export function fetchFailure(digest: string, error: ServiceError): CommandRefused | ArtifactFetchError {
+export function fetchFailure(
+  digest: string,
+  error: ServiceError,
+  from: ArtifactSourceKind = 'builder',
+): CommandRefused | ArtifactFetchError {
   if (error.code === status.FAILED_PRECONDITION && /retracted/i.test(error.details)) {
-    return new CommandRefused('retracted', `the builder refuses to serve it: ${error.details}`);
+    return new CommandRefused('retracted', `the ${from} refuses to serve it: ${error.details}`);
   }
-  return new ArtifactFetchError(`FetchArtifact ${digest}: ${status[error.code]} ${error.details}`, error.code);
+  return new ArtifactFetchError(
+    `FetchArtifact ${digest} from the ${from}: ${status[error.code]} ${error.details}`,
+    error.code,
+  );
 }

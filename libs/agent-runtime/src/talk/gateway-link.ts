@@ -68,6 +68,11 @@ export class GatewayLink implements GatewayRelay {
     return this.ready;
   }
 
+  /** The client of the dispatcher instance this link talks to now: its site artifact cache is asked on it too. */
+  get client(): import('@grpc/grpc-js').Client {
+    return this.held.client;
+  }
+
   /** The dispatcher address the stream goes to (or will go to next). */
   get address(): string {
     return this.addresses[this.addressIndex]!;

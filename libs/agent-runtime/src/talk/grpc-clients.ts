@@ -62,7 +62,12 @@ export function sharedClient(address: string, credentials: ChannelCredentials): 
 }
 
 const CONNECT_PATH = '/rebootless.dispatcher.v1.AgentGateway/Connect';
-const FETCH_ARTIFACT_PATH = '/rebootless.builder.v1.BuildService/FetchArtifact';
+/** The builder's FetchArtifact, and the dispatcher's site cache that answers with the same messages (ADR 0026). */
+export const FETCH_ARTIFACT_PATHS = {
+  builder: '/rebootless.builder.v1.BuildService/FetchArtifact',
+  dispatcher: '/rebootless.dispatcher.v1.AgentGateway/FetchArtifact',
+} as const;
+export type ArtifactSourceKind = keyof typeof FETCH_ARTIFACT_PATHS;
 
 export function openConnectStream(
   client: Client,
@@ -78,9 +83,11 @@ export function openFetchArtifact(
   client: Client,
   request: builder.FetchArtifactRequest,
   deadline: Date,
+  from: ArtifactSourceKind = 'builder',
 ): ClientReadableStream<builder.FetchArtifactResponse> {
+  // Both answer with the same wire messages, so one codec reads either.
   return client.makeServerStreamRequest(
-    FETCH_ARTIFACT_PATH,
+    FETCH_ARTIFACT_PATHS[from],
     (m: builder.FetchArtifactRequest) => Buffer.from(builder.FetchArtifactRequest.encode(m).finish()),
     (b: Buffer) => builder.FetchArtifactResponse.decode(b),
     request,

@@ -8,7 +8,7 @@ import type { Client, ServiceError } from '@grpc/grpc-js';
 import type { ArtifactStore, StoredArtifact } from '@rebootless/artifacts';
 import { CommandRefused } from '../verification';
 import { ArtifactFetchError, fetchFailure } from './artifact-fetch';
-import { openFetchArtifact } from './grpc-clients';
+import { openFetchArtifact, type ArtifactSourceKind } from './grpc-clients';
 
 /** A download as the builder sent it: nothing in it is verified yet. */
 export interface UnverifiedArtifact {
@@ -47,6 +47,8 @@ export class SharedArtifactDownloads {
   private readonly now: () => number;
   /** FetchArtifact calls made (tests and benchmarks read it). */
   fetches = 0;
+  /** The same, by whom they asked: the dispatcher's site cache or the builder (ADR 0026). */
+  readonly fetchesFrom: Record<ArtifactSourceKind, number> = { dispatcher: 0, builder: 0 };
 
   constructor(options: SharedArtifactDownloadsOptions = {}) {
     this.reuseMs = options.reuseMs ?? 2_000;
@@ -55,7 +57,12 @@ export class SharedArtifactDownloads {
   }
 
   /** The module and its signed manifest, from the download under way or a recent one, else a new one. */
-  fetch(client: Client, digest: string, timeoutMs: number): Promise<UnverifiedArtifact> {
+  fetch(
+    client: Client,
+    digest: string,
+    timeoutMs: number,
+    from: ArtifactSourceKind = 'builder',
+  ): Promise<UnverifiedArtifact> {
     let byDigest = this.downloads.get(client);
     if (!byDigest) {
       byDigest = new Map();
@@ -65,7 +72,7 @@ export class SharedArtifactDownloads {
     if (found && (found.doneAt === undefined || this.now() - found.doneAt < this.reuseMs)) return found.promise;
     const map = byDigest;
     const download: Download = {
-      promise: this.download(client, digest, timeoutMs).then(
+      promise: this.download(client, digest, timeoutMs, from).then(
         (artifact) => {
           download.doneAt = this.now();
           return artifact;
@@ -81,10 +88,16 @@ export class SharedArtifactDownloads {
     return download.promise;
   }
 
-  private download(client: Client, digest: string, timeoutMs: number): Promise<UnverifiedArtifact> {
+  private download(
+    client: Client,
+    digest: string,
+    timeoutMs: number,
+    from: ArtifactSourceKind,
+  ): Promise<UnverifiedArtifact> {
     this.fetches += 1;
+    this.fetchesFrom[from] += 1;
     return new Promise((resolve, reject) => {
-      const call = openFetchArtifact(client, { artifactDigest: digest }, new Date(Date.now() + timeoutMs));
+      const call = openFetchArtifact(client, { artifactDigest: digest }, new Date(Date.now() + timeoutMs), from);
       let header: { manifestBytes: Buffer; signature: Buffer } | undefined;
       const chunks: Buffer[] = [];
       let bytes = 0;
@@ -120,7 +133,7 @@ export class SharedArtifactDownloads {
       call.on('error', (error: ServiceError) => {
         if (settled) return;
         settled = true;
-        reject(fetchFailure(digest, error));
+        reject(fetchFailure(digest, error, from));
       });
       call.on('end', () => {
         if (settled) return;

@@ -46,6 +46,7 @@ type Request =
   | { op: 'write-enabled'; name: string; value: '0' | '1' }
   | { op: 'run'; program: string; args: string[] }
   | { op: 'dmesg' }
+  | { op: 'read-kernel-file'; path: string }
   | { op: 'connect'; host: string; port: number; send: string; timeoutMs?: number }
   | { op: 'data-file'; name: string; content?: string }
   | { op: 'poweroff' };
@@ -221,6 +222,14 @@ async function handle(req: Request): Promise<unknown> {
     }
     case 'dmesg':
       return run('dmesg', []);
+    case 'read-kernel-file': {
+      // What the kernel shows (a /proc or /sys file), never anything else of the guest.
+      const file = String(req.path);
+      if (!/^\/(proc|sys)\/[A-Za-z0-9_./-]+$/.test(file) || file.includes('..'))
+        throw new Error(`not a /proc or /sys file: ${JSON.stringify(file)}`);
+      const content = read(file);
+      return content === undefined ? { exists: false } : { exists: true, content };
+    }
     case 'connect':
       return connect(req.host, req.port, req.send, req.timeoutMs ?? 5000);
     case 'data-file': {

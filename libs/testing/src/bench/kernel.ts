@@ -1,14 +1,23 @@
 // npm run bench:kernel — the kernel lab's costs on this machine: preparing the lab (release,
 // kernel image, bundles, initramfs), booting Debian's cloud kernel in QEMU (TCG) to the probe's
 // ready line, one livepatch cycle (insmod, transition, disable, rmmod), a reboot, a stop, and
-// BENCH_KERNEL_PARALLEL guests booted at once. Prints progress on stderr and one JSON object as the
+// BENCH_KERNEL_PARALLEL guests booted at once, and the lab kernel profile's figures (cold profile
+// build, warm diff build, diff → live in its guest). Prints progress on stderr and one JSON object as the
 // last line of stdout; writes it to bench/results/kernel-<date>.json.
 // Settings: BENCH_KERNEL_ROUNDS (default 3), BENCH_KERNEL_PARALLEL (default 4).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KernelLab, type GuestVm } from '@rebootless/kernel-lab';
-import { compileLivepatchModule, KernelHeadersCache, livepatchSample } from '@rebootless/kernel-toolchain';
+import { KernelLab, profileKernelImage, type GuestVm } from '@rebootless/kernel-lab';
+import {
+  buildFromDiff,
+  compileLivepatchModule,
+  defaultProfileCacheDir,
+  KernelHeadersCache,
+  KernelProfileCache,
+  labProfile,
+  livepatchSample,
+} from '@rebootless/kernel-toolchain';
 import { REPO_ROOT } from '../process';
 import { machineFacts } from './machine';
 
@@ -85,6 +94,8 @@ async function main(): Promise<void> {
     await Promise.all(parallel.map((vm) => vm.stop()));
     say(`${PARALLEL} guests booted at once in ${parallelMs} ms`);
 
+    const labProfile = await measureLabProfile(workDir);
+
     const out = {
       bench: 'kernel',
       date: new Date().toISOString(),
@@ -102,6 +113,7 @@ async function main(): Promise<void> {
       reboot: summary(reboot),
       stop: summary(stop),
       parallel_boot_all_ready_ms: parallelMs,
+      lab_profile: labProfile,
     };
     const dir = path.join(REPO_ROOT, 'bench', 'results');
     fs.mkdirSync(dir, { recursive: true });
@@ -112,6 +124,54 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all(vms.map((vm) => vm.stop()));
     fs.rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The lab kernel profile (issue 18, ADR 0027): its cold build as recorded when the cache was made
+ * (`npm run kernel:profile` builds it if missing), a warm klp-build of one diff, and diff → live:
+ * a build, then the module loaded into a booted guest of that kernel until /proc/cmdline shows it.
+ */
+async function measureLabProfile(workDir: string) {
+  const cache = new KernelProfileCache({ cacheDir: defaultProfileCacheDir(), onProgress: say });
+  const [profile, ensureMs] = await timed(() => cache.ensure(labProfile()));
+  const diff = fs.readFileSync(
+    path.join(REPO_ROOT, 'libs', 'kernel-toolchain', 'testdata', 'klp-corpus', '01-function-body.patch'),
+    'utf8',
+  );
+  const warm: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    warm.push((await timed(() => buildFromDiff(profile, diff, { replace: false, workRoot: workDir })))[1]);
+    say(`lab profile: warm diff build ${warm.at(-1)} ms`);
+  }
+  const lab = await KernelLab.prepare({ kernel: profileKernelImage(profile), log: say });
+  const [vm, bootMs] = await timed(() => lab.boot({ memoryMb: 768 }));
+  try {
+    const before = vm.probe;
+    const [, liveMs] = await timed(async () => {
+      const built = await buildFromDiff(profile, diff, { replace: false, workRoot: workDir });
+      await before.putModule(built.moduleName, built.module);
+      const insmod = await before.insmod(built.moduleName);
+      if (insmod.code !== 0) throw new Error(`insmod failed: ${insmod.stderr}`);
+      await before.waitFor(
+        (s) => s.cmdline.startsWith('rebootless-livepatched ') && s.livepatch.every((p) => p.transition === '0'),
+        'the patch in the lab kernel',
+      );
+    });
+    say(`lab profile: diff → live ${liveMs} ms`);
+    return {
+      release: profile.release,
+      profile_key: profile.key,
+      cold_build_ms: Object.values(profile.timings).reduce((a, b) => a + b, 0) || null,
+      cold_build_steps_ms: profile.timings,
+      cold_build_recorded: profile.fromCache ? 'when the cache was made (see profile.json)' : 'in this run',
+      ensure_ms: ensureMs,
+      warm_diff_build: summary(warm),
+      boot_to_ready_ms: bootMs,
+      diff_to_live_ms: liveMs,
+    };
+  } finally {
+    await vm.stop();
   }
 }
 

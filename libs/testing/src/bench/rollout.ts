@@ -6,6 +6,10 @@
 // and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
 // BENCH_DISPATCHERS=2: two dispatcher instances sharing the agents and a PostgreSQL for their
 // rollout leases (DATABASE_ADMIN_URL, the admin URL a database of its own is made from; docs/adr/0025).
+// The dispatcher is the site's artifact cache (ADR 0026): the builder's own counter says how many
+// times it served the module, the dispatcher's how many copies it served. BENCH_SHARED_DOWNLOADS=off
+// makes every simulated agent fetch its own copy from the dispatcher, as real hosts do (default on:
+// one fetch per fleet process, each agent still verifying and hashing the module itself).
 // Prints one JSON object as its last line and writes it to bench/results/rollout-<date>.json.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -18,6 +22,7 @@ import {
   buildPatch,
   freePort,
   rolloutClient,
+  scrapeMetric,
   serviceClient,
   startBuilder,
   startDispatcher,
@@ -44,6 +49,17 @@ const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
 // their rollout leases; the rollout is created on the first, and driven by it.
 const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
 const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
+
+/** A counter's samples summed by one label, from a service's /metrics. */
+async function countersBy(address: string, name: string, label: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const s of await scrapeMetric(address, name)) {
+    const key = s.labels[label] ?? '';
+    out[key] = (out[key] ?? 0) + s.value;
+  }
+  return out;
+}
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
 function cpuSeconds(pid: number): number | undefined {
@@ -114,7 +130,12 @@ async function main(): Promise<void> {
   let fleet: SimulatedFleet | ForkedFleet | undefined;
   try {
     const builderDir = path.join(root, 'builder');
-    const built = await startBuilder({ ...env, dataDir: builderDir });
+    const builderMetrics = `127.0.0.1:${await freePort()}`;
+    const built = await startBuilder({
+      ...env,
+      dataDir: builderDir,
+      extra: { REBOOTLESS_METRICS_ADDRESS: builderMetrics },
+    });
     processes.push(built.process);
     const patch = await buildPatch(built.address, { patchName: 'bench-rollout', kernelReleases: [RELEASE] });
     log(`built ${patch.patchId} ${patch.version} for ${RELEASE}`);
@@ -123,6 +144,8 @@ async function main(): Promise<void> {
     const names = DISPATCHERS > 1 ? Array.from({ length: DISPATCHERS }, (_, i) => String.fromCharCode(97 + i)) : [''];
     const dispatcherDirs = names.map((n) => path.join(root, n ? `dispatcher-${n}` : 'dispatcher'));
     if (DISPATCHERS > 1) databaseUrl = await freshDatabase(`rebootless_bench_rollout_${process.pid}`);
+    // The cache figures are the first instance's (the one the rollout is created on).
+    const dispatcherMetrics = `127.0.0.1:${await freePort()}`;
     const instances: Awaited<ReturnType<typeof startDispatcher>>[] = [];
     for (const [i, name] of names.entries()) {
       const others = dispatcherDirs.filter((_, j) => j !== i);
@@ -132,6 +155,12 @@ async function main(): Promise<void> {
         extra: {
           DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
           DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...others].join(','),
+          DISPATCHER_BUILDER_ADDRESS: built.address,
+          REBOOTLESS_METRICS_ADDRESS: i === 0 ? dispatcherMetrics : `127.0.0.1:${await freePort()}`,
+          // How many artifact streams the dispatcher sends at once (its default when unset).
+          ...(process.env['BENCH_ARTIFACT_SERVES']
+            ? { DISPATCHER_ARTIFACT_SERVES: process.env['BENCH_ARTIFACT_SERVES'] }
+            : {}),
           LOG_LEVEL: 'warn',
           ...(name ? { DISPATCHER_INSTANCE: name, DISPATCHER_DATABASE_URL: databaseUrl! } : {}),
         },
@@ -167,7 +196,7 @@ async function main(): Promise<void> {
       builderPublicKey: built.publicKey,
       syncWrites: false,
       agentFetchTimeoutMs: 600_000,
-      sharedArtifacts: true,
+      sharedArtifacts: SHARED_DOWNLOADS,
     };
     const specs = Array.from({ length: HOSTS }, (_, i) => ({
       hostId: `bench-${String(i).padStart(5, '0')}`,
@@ -303,6 +332,22 @@ async function main(): Promise<void> {
     ledgerClient?.close();
     client.close();
 
+    // Where the module came from: the builder's count of full serves per digest, the cache's work.
+    const digest = patch.artifacts[RELEASE]!;
+    const builderServes = await countersBy(builderMetrics, 'rebootless_artifacts_served_total', 'digest');
+    const cacheRequests = await countersBy(dispatcherMetrics, 'rebootless_artifact_cache_requests_total', 'result');
+    const cacheBytes = await countersBy(dispatcherMetrics, 'rebootless_artifact_cache_bytes_total', 'direction');
+    const artifacts = {
+      agents_share_downloads_per_process: SHARED_DOWNLOADS,
+      dispatcher_artifact_serves_at_once: Number(process.env['BENCH_ARTIFACT_SERVES'] ?? 64),
+      builder_fetches_per_artifact: builderServes[digest] ?? 0,
+      builder_fetches_by_caller: await countersBy(builderMetrics, 'rebootless_artifacts_served_total', 'caller'),
+      cache_requests: { hit: cacheRequests['hit'] ?? 0, miss: cacheRequests['miss'] ?? 0 },
+      cache_bytes_served: cacheBytes['served'] ?? 0,
+      cache_bytes_fetched_from_builder: cacheBytes['fetched'] ?? 0,
+    };
+    log(`artifacts: ${JSON.stringify(artifacts)}`);
+
     const result = {
       benchmark: 'rollout',
       date: new Date().toISOString(),
@@ -313,7 +358,11 @@ async function main(): Promise<void> {
       max_in_flight: MAX_IN_FLIGHT,
       agents:
         (FLEET_PROCESSES > 0 ? `in ${FLEET_PROCESSES} child processes` : 'in this process') +
-        ', one simulated kernel and data dir each (in /dev/shm); per process one module store and one FetchArtifact per digest, each agent verifying the manifest with its pinned key and hashing the module itself',
+        ', one simulated kernel and data dir each (in /dev/shm); ' +
+        (SHARED_DOWNLOADS
+          ? 'per process one module store and one FetchArtifact (to the dispatcher) per digest'
+          : 'each agent fetching its own copy from the dispatcher') +
+        ', each agent verifying the manifest with its pinned key and hashing the module itself',
       hosts_succeeded: succeeded,
       seconds_create_to_last_command_sent: allSentSeconds === undefined ? null : Math.round(allSentSeconds * 100) / 100,
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
@@ -335,6 +384,7 @@ async function main(): Promise<void> {
       // Runnable tasks on the machine (all users) over the last minute, when every host had applied.
       load_average_1m: Math.round(loadAverage * 100) / 100,
       module_bytes: storedModuleBytes(path.join(builderDir, 'artifacts')),
+      artifacts,
       targets: { seconds: 30, dispatcher_peak_mib: 1024 },
     };
     reportBenchResult('rollout', result);

@@ -204,6 +204,8 @@ export async function startFleetServices(env: {
       extra: {
         DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
         DISPATCHER_TRUSTED_DATA_DIRS: dataDirs.builder,
+        // Its agents fetch modules from its site cache, filled once from the builder (ADR 0026).
+        DISPATCHER_BUILDER_ADDRESS: builder.address,
         ...env.dispatcherExtra,
       },
     });
@@ -396,4 +398,28 @@ export async function buildPatch(
 /** The rollout as the dispatcher tells it. */
 export function hostStates(rollout: dispatcher.Rollout): Map<string, dispatcher.HostRolloutState> {
   return new Map(rollout.waves.flatMap((w) => w.hosts.map((h) => [h.hostId, h.state] as const)));
+}
+
+// ---- metrics ---------------------------------------------------------------------------------------
+
+/**
+ * The samples of one metric a service's REBOOTLESS_METRICS_ADDRESS serves (Prometheus text), as an
+ * operator's scrape sees them: each with its labels. `name` is the exported name, e.g.
+ * rebootless_artifacts_served_total.
+ */
+export async function scrapeMetric(
+  address: string,
+  name: string,
+): Promise<{ labels: Record<string, string>; value: number }[]> {
+  const response = await fetch(`http://${address}/metrics`);
+  if (!response.ok) throw new Error(`GET http://${address}/metrics: ${response.status}`);
+  const out: { labels: Record<string, string>; value: number }[] = [];
+  for (const line of (await response.text()).split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const labels: Record<string, string> = {};
+    for (const pair of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[pair[1]!] = pair[2]!;
+    out.push({ labels, value: Number(m[3]) });
+  }
+  return out;
 }

@@ -10,6 +10,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { ArtifactHeader } from "../../builder/v1/builder";
 import { HostFacts, LivePatchState } from "../../events/v1/common";
 
 /** How an agent ended a command. */
@@ -27,6 +28,25 @@ export enum CommandOutcome {
    * retracted, downgrade not allowed, expired or replayed command.
    */
   COMMAND_OUTCOME_REJECTED = 4,
+}
+
+/** The request of AgentGateway.FetchArtifact. */
+export interface FetchArtifactRequest {
+  /** Lower-case hex sha256 of the module file (ApplyCommand.artifact_digest). */
+  artifactDigest: string;
+}
+
+/**
+ * The answer of AgentGateway.FetchArtifact: the same messages, in the same order, as
+ * BuildService.FetchArtifact sends.
+ */
+export interface FetchArtifactResponse {
+  /** Always the first message, exactly once: the builder's signed manifest as the builder sent it. */
+  header?:
+    | ArtifactHeader
+    | undefined;
+  /** The module's bytes in order; their sha256 must equal the manifest's. */
+  chunk?: Uint8Array | undefined;
 }
 
 /** The agent's first message on Connect: its host's facts and the key its events are signed with. */
@@ -202,6 +222,109 @@ export interface ConnectResponse {
   /** W3C tracestate that goes with traceparent. */
   tracestate?: string | undefined;
 }
+
+function createBaseFetchArtifactRequest(): FetchArtifactRequest {
+  return { artifactDigest: "" };
+}
+
+export const FetchArtifactRequest: MessageFns<FetchArtifactRequest> = {
+  encode(message: FetchArtifactRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.artifactDigest !== "") {
+      writer.uint32(10).string(message.artifactDigest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchArtifactRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchArtifactRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.artifactDigest = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseFetchArtifactResponse(): FetchArtifactResponse {
+  return {};
+}
+
+export const FetchArtifactResponse: MessageFns<FetchArtifactResponse> = {
+  encode(message: FetchArtifactResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      ArtifactHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchArtifactResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchArtifactResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = ArtifactHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
 
 function createBaseAgentHello(): AgentHello {
   return { agentPublicKey: new Uint8Array(0) };
@@ -1088,6 +1211,17 @@ export interface AgentGatewayClient {
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;
+
+  /**
+   * A module by digest from this dispatcher's cache, which fetched it from the builder once for
+   * every host it serves (docs/adr/0026). The builder's header is passed through untouched: the
+   * agent verifies the signature with its pinned key and hashes the module itself, as if it had
+   * asked the builder. FAILED_PRECONDITION for a retracted patch, NOT_FOUND for a digest the
+   * builder does not have, UNAVAILABLE when the builder cannot be reached.
+   * Access: an agent's host certificate.
+   */
+
+  fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;
 }
 
 /**
@@ -1110,11 +1244,22 @@ export interface AgentGatewayController {
    */
 
   connect(request: Observable<ConnectRequest>, metadata?: Metadata): Observable<ConnectResponse>;
+
+  /**
+   * A module by digest from this dispatcher's cache, which fetched it from the builder once for
+   * every host it serves (docs/adr/0026). The builder's header is passed through untouched: the
+   * agent verifies the signature with its pinned key and hashes the module itself, as if it had
+   * asked the builder. FAILED_PRECONDITION for a retracted patch, NOT_FOUND for a digest the
+   * builder does not have, UNAVAILABLE when the builder cannot be reached.
+   * Access: an agent's host certificate.
+   */
+
+  fetchArtifact(request: FetchArtifactRequest, metadata?: Metadata): Observable<FetchArtifactResponse>;
 }
 
 export function AgentGatewayControllerMethods() {
   return function (constructor: Function) {
-    const grpcMethods: string[] = [];
+    const grpcMethods: string[] = ["fetchArtifact"];
     for (const method of grpcMethods) {
       const descriptor: any = Reflect.getOwnPropertyDescriptor(constructor.prototype, method);
       GrpcMethod("AgentGateway", method)(constructor.prototype[method], method, descriptor);
