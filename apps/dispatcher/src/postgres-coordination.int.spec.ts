@@ -121,6 +121,15 @@ describe("agents' presence", () => {
     expect(rows.rows).toEqual([{ instance: 'presence-b', connected: true }]);
     await until(() => a.elsewhere('web-01')?.online === true, 'a sees web-01 on b');
 
+    // The other order: the old instance's late detach is written first, then the new attach (older by the clock).
+    const t = Date.now();
+    a.agentAttached('web-02', t - 10);
+    await until(() => b.elsewhere('web-02')?.online === true, 'b sees web-02 on a');
+    a.agentDetached('web-02', t + 5);
+    await until(() => b.elsewhere('web-02')?.online === false, 'b sees web-02 gone from a');
+    b.agentAttached('web-02', t);
+    await until(() => a.elsewhere('web-02')?.online === true, 'a sees web-02 on b');
+
     // b dies: its agents are offline from when a noticed.
     const before = Date.now();
     await killSessionsOf('presence-b');

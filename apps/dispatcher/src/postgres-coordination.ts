@@ -194,14 +194,16 @@ export class PostgresCoordination implements Coordination {
     this.pending.clear();
     this.flushing = this.flushing.then(async () => {
       try {
-        // A detach never undoes a newer attach, and an instance detaches only its own streams.
+        // An attach wins over any detach (the agent is here now, whenever the old instance noticed
+        // its stream gone) and over an older attach; an instance detaches only its own streams.
         await this.reader.query(
           `INSERT INTO dispatcher_agent_presence AS p (host_id, instance, connected, since, seq)
              SELECT h, $4, c, to_timestamp(t / 1000.0), nextval('dispatcher_presence_seq')
                FROM unnest($1::text[], $2::boolean[], $3::float8[]) AS u(h, c, t)
            ON CONFLICT (host_id) DO UPDATE
              SET instance = EXCLUDED.instance, connected = EXCLUDED.connected, since = EXCLUDED.since, seq = EXCLUDED.seq
-           WHERE EXCLUDED.since >= p.since AND (EXCLUDED.connected OR p.instance = EXCLUDED.instance)`,
+           WHERE (EXCLUDED.connected AND (NOT p.connected OR EXCLUDED.since >= p.since))
+              OR (NOT EXCLUDED.connected AND p.instance = EXCLUDED.instance AND EXCLUDED.since >= p.since)`,
           [batch.map(([h]) => h), batch.map(([, p]) => p.connected), batch.map(([, p]) => p.at), this.instance],
         );
       } catch (error) {
