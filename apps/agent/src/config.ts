@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import {
   hostPort,
+  hostPortList,
   integer,
   oneOf,
   path,
@@ -73,8 +74,9 @@ export const agentSettings = {
   }),
   dispatcherAddress: setting({
     env: 'AGENT_DISPATCHER_ADDRESS',
-    parser: hostPort(),
-    description: "the dispatcher's AgentGateway (host:port); unset: the agent works alone",
+    parser: hostPortList(),
+    description:
+      "the dispatcher's AgentGateway (host:port), or its instances' (comma-separated: the agent moves to the next when its stream drops); unset: the agent works alone",
   }),
   builderAddress: setting({
     env: 'AGENT_BUILDER_ADDRESS',

@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     dataDir: config.dataDir,
     hostId: config.hostId,
     labels: config.labels,
-    ...(config.dispatcherAddress ? { dispatcherAddress: formatHostPort(config.dispatcherAddress) } : {}),
+    ...(config.dispatcherAddress ? { dispatcherAddress: config.dispatcherAddress.map(formatHostPort) } : {}),
     builderAddress: config.builderAddress ? formatHostPort(config.builderAddress) : '',
     builderPublicKey: config.builderPublicKey ?? Buffer.alloc(0),
     sink,

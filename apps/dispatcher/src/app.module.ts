@@ -5,6 +5,8 @@ import { kafkaClient, serviceKeysFrom, type EventPublisher } from '@rebootless/k
 import { EVENT_PUBLISHER, SERVICE_CONFIG, clientCredentials, formatHostPort, serviceActor } from '@rebootless/service';
 import { AgentGatewayController } from './agent-gateway.controller';
 import { SERVICE_NAME, type DispatcherConfig } from './config';
+import { SoleInstance, type Coordination } from './coordination';
+import { PostgresCoordination } from './postgres-coordination';
 import { EventRelay } from './event-relay';
 import { LedgerClient } from './ledger-client';
 import { RolloutEngine } from './rollout-engine';
@@ -14,8 +16,20 @@ import { QuarantineOperation } from './quarantine-operation';
 import { BuilderArtifactSource, SERVE_SLOTS, SITE_ARTIFACTS, ServeSlots, openSiteArtifacts } from './site-artifacts';
 import { UndoOperation } from './undo-operation';
 
+const COORDINATION = Symbol('rebootless.dispatcher.coordination');
+
 function brokersOf(config: DispatcherConfig): string[] {
   return config.kafkaBrokers.map(formatHostPort);
+}
+
+async function coordinationFor(config: DispatcherConfig): Promise<Coordination> {
+  if (!config.instance || !config.databaseUrl) return new SoleInstance();
+  const logger = new Logger('Coordination');
+  return PostgresCoordination.open({
+    instance: config.instance,
+    databaseUrl: config.databaseUrl,
+    log: { warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+  });
 }
 
 function trustedDataDirs(config: DispatcherConfig): string[] {
@@ -41,9 +55,10 @@ function siteArtifactsFor(config: DispatcherConfig, engine: RolloutEngine): Arti
   });
 }
 
-function engineFor(config: DispatcherConfig, publisher: EventPublisher): RolloutEngine {
+function engineFor(config: DispatcherConfig, publisher: EventPublisher, coordination: Coordination): RolloutEngine {
   const logger = new Logger('Rollouts');
   return new RolloutEngine({
+    coordination,
     publisher,
     kafka: kafkaClient(brokersOf(config), `rebootless-${SERVICE_NAME}-follower`),
     topic: config.eventsTopic,
@@ -84,7 +99,8 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
 @Module({
   controllers: [RolloutController, AgentGatewayController],
   providers: [
-    { provide: RolloutEngine, useFactory: engineFor, inject: [SERVICE_CONFIG, EVENT_PUBLISHER] },
+    { provide: COORDINATION, useFactory: coordinationFor, inject: [SERVICE_CONFIG] },
+    { provide: RolloutEngine, useFactory: engineFor, inject: [SERVICE_CONFIG, EVENT_PUBLISHER, COORDINATION] },
     {
       provide: EventRelay,
       useFactory: (config: DispatcherConfig) =>

@@ -23,6 +23,27 @@ function pathList(): Parser<string[]> {
   };
 }
 
+function postgresUrl(): Parser<string> {
+  return {
+    expected: 'a PostgreSQL URL, postgres://user@host:port/database',
+    parse(raw) {
+      try {
+        const u = new URL(raw);
+        return ['postgres:', 'postgresql:'].includes(u.protocol) && u.pathname.length > 1 ? raw : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+function instanceName(): Parser<string> {
+  return {
+    expected: 'an instance name: 1-63 of a-z, 0-9 and -, starting with a letter or digit',
+    parse: (raw) => (/^[a-z0-9][a-z0-9-]{0,62}$/.test(raw) ? raw : undefined),
+  };
+}
+
 export const dispatcherSettings = {
   ...serviceSettings({ name: SERVICE_NAME, envPrefix: 'DISPATCHER', defaultPort: 7452 }),
   ledgerAddress: setting({
@@ -77,6 +98,33 @@ export const dispatcherSettings = {
     description:
       'how long events of a chain not yet sealed wait for their seal before they are a finding, never acted on',
   }),
+  instance: setting({
+    env: 'DISPATCHER_INSTANCE',
+    parser: instanceName(),
+    description:
+      "this instance's name when several dispatchers share the rollouts (its chain is dispatcher/<name>); needs DISPATCHER_DATABASE_URL",
+  }),
+  databaseUrl: setting({
+    env: 'DISPATCHER_DATABASE_URL',
+    parser: postgresUrl(),
+    description:
+      'PostgreSQL shared by the dispatcher instances: rollout leases and where agents are connected (docs/adr/0025); needs DISPATCHER_INSTANCE',
+  }),
 } satisfies ConfigSpec;
 
 export type DispatcherConfig = ConfigOf<typeof dispatcherSettings>;
+
+/** The producer id of the instance's chain: `dispatcher` alone, `dispatcher/<instance>` among several. */
+export function dispatcherProducerId(config: DispatcherConfig): string {
+  if ((config.instance === undefined) !== (config.databaseUrl === undefined)) {
+    const [set, unset] =
+      config.instance === undefined
+        ? ['DISPATCHER_DATABASE_URL', 'DISPATCHER_INSTANCE']
+        : ['DISPATCHER_INSTANCE', 'DISPATCHER_DATABASE_URL'];
+    process.stderr.write(
+      `${SERVICE_NAME}: configuration error:\n  ${unset}: is required when ${set} is set (several instances need both)\n`,
+    );
+    process.exit(78);
+  }
+  return config.instance ? `${SERVICE_NAME}/${config.instance}` : SERVICE_NAME;
+}

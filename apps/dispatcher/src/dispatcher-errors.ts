@@ -38,6 +38,19 @@ export class ArtifactsNotServedError extends Error {}
 /** No key of the host (or of the epoch asked for) is bound: nothing to revoke. */
 export class AgentKeyNotFoundError extends Error {}
 
+/** Another live dispatcher instance holds the rollout's lease: it alone writes the rollout's events (ADR 0025). */
+export class RolloutDrivenElsewhereError extends Error {
+  constructor(
+    readonly rolloutId: string,
+    readonly holder: string | undefined,
+  ) {
+    super(
+      `rollout ${rolloutId} is driven by ${holder ? `dispatcher instance "${holder}"` : 'another dispatcher instance'}: ` +
+        'call that instance, or this one again once it has stopped',
+    );
+  }
+}
+
 export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: RolloutInputError, code: status.INVALID_ARGUMENT, reason: 'INVALID_ROLLOUT' }),
   rule({ type: InvalidRequestError, code: status.INVALID_ARGUMENT, reason: 'INVALID_FIELD' }),
@@ -56,6 +69,12 @@ export const DISPATCHER_ERRORS = new RpcErrorMapping('dispatcher', [
   rule({ type: PermissionError, code: status.PERMISSION_DENIED, reason: 'RELAY_REFUSED' }),
   rule({ type: RolloutForbiddenError, code: status.PERMISSION_DENIED, reason: 'ROLLOUT_FORBIDDEN' }),
   rule({ type: HostPreconditionError, code: status.FAILED_PRECONDITION, reason: 'HOST_PRECONDITION' }),
+  rule({
+    type: RolloutDrivenElsewhereError,
+    code: status.FAILED_PRECONDITION,
+    reason: 'ROLLOUT_DRIVEN_ELSEWHERE',
+    metadata: (e) => ({ rolloutId: e.rolloutId, instance: e.holder ?? '' }),
+  }),
   rule({ type: AgentNoAnswerError, code: status.UNAVAILABLE, reason: 'AGENT_NO_ANSWER' }),
   // The site artifact cache (ADR 0026). "retracted" in the message is what an agent recognises.
   rule({

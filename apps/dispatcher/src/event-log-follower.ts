@@ -75,7 +75,29 @@ export class EventLogFollower {
   private constructor(
     private readonly stopConsumer: () => Promise<void>,
     readonly caughtUp: Promise<void>,
+    private readonly kafka: Kafka,
+    private readonly topic: string,
+    private readonly readTo: ReadonlyMap<number, bigint>,
   ) {}
+
+  /**
+   * Resolves once every partition is read up to the end it had when called: what any instance
+   * wrote before the call is folded (a rollout taken over is decided only on everything its last
+   * driver wrote). Writes after the call are not waited for, so a busy log does not hold it up.
+   */
+  async readToNow(pollMs = 20): Promise<void> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    let ends: { partition: number; high: bigint }[];
+    try {
+      ends = (await admin.fetchTopicOffsets(this.topic)).map((w) => ({ partition: w.partition, high: BigInt(w.high) }));
+    } finally {
+      await admin.disconnect();
+    }
+    while (!this.stopped && ends.some((e) => e.high > 0n && (this.readTo.get(e.partition) ?? 0n) < e.high)) {
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
 
   static async start(opts: EventLogFollowerOptions): Promise<EventLogFollower> {
     const admin = opts.kafka.admin();
@@ -164,19 +186,25 @@ export class EventLogFollower {
         await heartbeat();
       },
     });
-    const follower = new EventLogFollower(async () => {
-      clearInterval(expiry);
-      await consumer.disconnect();
-      const cleanup = opts.kafka.admin();
-      try {
-        await cleanup.connect();
-        await cleanup.deleteGroups([groupId]);
-      } catch {
-        // A leftover empty group is harmless; the broker expires it.
-      } finally {
-        await cleanup.disconnect();
-      }
-    }, caughtUp);
+    const follower = new EventLogFollower(
+      async () => {
+        clearInterval(expiry);
+        await consumer.disconnect();
+        const cleanup = opts.kafka.admin();
+        try {
+          await cleanup.connect();
+          await cleanup.deleteGroups([groupId]);
+        } catch {
+          // A leftover empty group is harmless; the broker expires it.
+        } finally {
+          await cleanup.disconnect();
+        }
+      },
+      caughtUp,
+      opts.kafka,
+      opts.topic,
+      readTo,
+    );
     return follower;
   }
 

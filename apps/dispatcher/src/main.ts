@@ -5,7 +5,7 @@ startTelemetry('dispatcher');
 import { grpcServices } from '@rebootless/contracts';
 import { bootService } from '@rebootless/service';
 import { AppModule } from './app.module';
-import { SERVICE_NAME, dispatcherSettings } from './config';
+import { SERVICE_NAME, dispatcherProducerId, dispatcherSettings } from './config';
 import { registerDispatcherMetrics } from './dispatcher-metrics';
 import { RolloutEngine } from './rollout-engine';
 import { SITE_ARTIFACTS, registerArtifactCacheMetrics } from './site-artifacts';
@@ -19,6 +19,7 @@ void bootService({
   module: AppModule,
   grpc: [grpcServices.rollout, grpcServices.agentGateway],
   config: dispatcherSettings,
+  producerId: dispatcherProducerId,
   onStarted: (ctx) => {
     registerDispatcherMetrics(ctx.app.get(RolloutEngine));
     const artifacts = ctx.app.get<ArtifactCache | null>(SITE_ARTIFACTS);

@@ -10,6 +10,7 @@ import {
   commandAnswered,
   keyFingerprint,
   payloadOf,
+  producerOf,
   uuidv7,
   type EventDraft,
   type EventPayload,
@@ -29,7 +30,8 @@ import {
 } from '@rebootless/rollout';
 import { telemetryStatus, traceFields, withContext, type Context } from '@rebootless/telemetry';
 import { AgentConnections } from './agent-connections';
-import { AgentKeyNotFoundError } from './dispatcher-errors';
+import { SoleInstance, type Coordination } from './coordination';
+import { AgentKeyNotFoundError, RolloutDrivenElsewhereError } from './dispatcher-errors';
 import { EventLogFollower, type FollowedEvent } from './event-log-follower';
 import { RolloutTraces } from './rollout-traces';
 
@@ -91,6 +93,8 @@ export interface RolloutEngineOptions {
   unsealedTailTimeoutMs?: number;
   log: EngineLog;
   now?: () => number;
+  /** With other instances: leases on rollouts and where their agents are (default: alone, ADR 0025). */
+  coordination?: Coordination;
 }
 
 export type RolloutWatcher = (rollout: dispatcher.Rollout, eventType: string) => void;
@@ -120,10 +124,72 @@ export class RolloutEngine {
   private stopped = false;
   /** Only when spans are exported: untraced, writing stays exactly as it was. */
   private readonly traces = telemetryStatus().exporting ? new RolloutTraces() : undefined;
+  private readonly coordination: Coordination;
+  /** Rollouts this instance holds the lease of and has read everything about: only these it decides. */
+  private readonly driven = new Set<string>();
+  private readonly claiming = new Set<string>();
 
   constructor(private readonly opts: RolloutEngineOptions) {
     this.now = opts.now ?? Date.now;
     this.producerId = opts.publisher.head.producerId;
+    this.coordination = opts.coordination ?? new SoleInstance();
+    this.coordination.onLeasesLost(() => {
+      if (this.driven.size > 0) this.opts.log.warn(`leases lost: no longer driving ${[...this.driven].join(', ')}`);
+      this.driven.clear();
+    });
+  }
+
+  /** Several instances share the rollouts (ADR 0025); alone, this one drives every rollout. */
+  private get shared(): boolean {
+    return this.coordination.instance !== undefined;
+  }
+
+  /** Whether this instance decides for the rollout now. */
+  drives(rolloutId: string): boolean {
+    return !this.shared || this.driven.has(rolloutId);
+  }
+
+  /**
+   * Takes the rollout's lease (an operator's call on it, or a rollout whose driver died) and reads
+   * the log to its end first, so the decisions start from everything the previous driver wrote.
+   * Throws RolloutDrivenElsewhereError while another live instance holds it.
+   */
+  async drive(rolloutId: string): Promise<void> {
+    if (this.drives(rolloutId)) return;
+    if (!(await this.coordination.claim(rolloutId))) {
+      const holder = await this.coordination.holderOf(rolloutId).catch(() => undefined);
+      throw new RolloutDrivenElsewhereError(rolloutId, holder);
+    }
+    await this.follower?.readToNow();
+    if (!this.driven.has(rolloutId)) {
+      this.driven.add(rolloutId);
+      this.opts.log.log(`driving rollout ${rolloutId} (lease taken, log read to its end)`);
+    }
+  }
+
+  /** A rollout that has something to decide (or may at any moment): it needs a driver. */
+  private wantsDriver(run: RolloutRun): boolean {
+    if (run.status === 'running' || run.status === 'rolling-back') return true;
+    // A completed rollout re-applies after a host's reboot.
+    return run.status === 'completed' && nextEvents(run, this.context()).length > 0;
+  }
+
+  /** Tries to take a rollout nobody here drives; in the background, so ticks go on meanwhile. */
+  private takeOver(rolloutId: string): void {
+    if (this.claiming.has(rolloutId) || this.stopped) return;
+    this.claiming.add(rolloutId);
+    void this.drive(rolloutId)
+      .then(
+        () => {
+          this.dirty.add(rolloutId);
+          this.scheduleTick();
+        },
+        (error: unknown) => {
+          if (!(error instanceof RolloutDrivenElsewhereError))
+            this.opts.log.warn(`cannot take the lease of rollout ${rolloutId}: ${String(error)}`);
+        },
+      )
+      .finally(() => this.claiming.delete(rolloutId));
   }
 
   /** Rebuilds the state from the whole log; resolves once it reached the end the log had at start. */
@@ -164,6 +230,7 @@ export class RolloutEngine {
     if (this.watchTimer) clearTimeout(this.watchTimer);
     await this.lock.catch(() => undefined);
     await this.follower?.stop();
+    await this.coordination.close();
   }
 
   /** Runs `work` alone: decisions are taken on a state nobody else is changing. */
@@ -185,6 +252,16 @@ export class RolloutEngine {
 
   /** Writes a rollout's events (before their effects), folds them in, then carries out the effects. */
   async write(run: RolloutRun | undefined, decided: readonly RolloutEvent[], actor?: events.Actor): Promise<void> {
+    const first = decided[0];
+    if (!first) return;
+    // A new rollout's lease is free and there is nothing to read about it: its creator drives it.
+    // Any other write needs the lease held.
+    if (!run && first.type === 'RolloutCreated') {
+      const id = first.data.rolloutId;
+      if (this.shared && !(await this.coordination.claim(id))) throw new RolloutDrivenElsewhereError(id, undefined);
+      if (this.shared) this.driven.add(id);
+    } else if (!this.drives(run?.rolloutId ?? first.data.rolloutId))
+      throw new RolloutDrivenElsewhereError(run?.rolloutId ?? first.data.rolloutId, undefined);
     for (let i = 0; i < decided.length; i += WRITE_CHUNK) {
       const chunk = decided.slice(i, i + WRITE_CHUNK);
       const at = this.now();
@@ -281,7 +358,8 @@ export class RolloutEngine {
 
   private foldHostCommand(body: events.EventBody): void {
     const clear = body.quarantineClearRequested;
-    if (clear && body.producer?.producerId === this.producerId) this.noteHostCommand(clear.commandId, clear.hostId);
+    if (clear && producerOf(body.producer?.producerId ?? '').kind === 'dispatcher')
+      this.noteHostCommand(clear.commandId, clear.hostId);
   }
 
   private foldKey(body: events.EventBody): void {
@@ -292,6 +370,7 @@ export class RolloutEngine {
   /** A host's agent connected: what was sent to it and not answered goes again, same command id. */
   agentConnected(hostId: string): void {
     const now = this.now();
+    this.coordination.agentAttached(hostId, now);
     for (const run of this.book.all()) {
       const host = run.hosts.get(hostId);
       if (!host) continue;
@@ -307,6 +386,8 @@ export class RolloutEngine {
   }
 
   agentDisconnected(hostId: string): void {
+    // A stale stream of a host that has a newer one here says nothing about where it is.
+    if (!this.agents.isOnline(hostId)) this.coordination.agentDetached(hostId, this.now());
     for (const run of this.book.all()) if (run.hosts.has(hostId)) this.dirty.add(run.rolloutId);
     this.scheduleTick();
   }
@@ -357,11 +438,21 @@ export class RolloutEngine {
     for (const id of ids) {
       const run = this.book.get(id);
       if (!run) continue;
+      if (!this.drives(id)) {
+        // Its driver may have died: the lease is free once its session ended (ADR 0025).
+        if (this.wantsDriver(run)) this.takeOver(id);
+        continue;
+      }
       // Each round's events are folded before the next round is decided.
-      for (let round = 0; round < 10_000 && !this.stopped; round++) {
+      for (let round = 0; round < 10_000 && !this.stopped && this.drives(id); round++) {
         const decided = nextEvents(run, this.context());
         if (decided.length === 0) break;
         await this.write(run, decided);
+      }
+      if (this.shared && this.driven.has(id) && !this.wantsDriver(run)) {
+        // Nothing left to decide: the lease goes back, for whichever instance an operator asks next.
+        this.driven.delete(id);
+        await this.coordination.release(id).catch((e: unknown) => this.opts.log.warn(String(e)));
       }
     }
   }
@@ -369,8 +460,16 @@ export class RolloutEngine {
   private context(): TickContext {
     return {
       now: this.now(),
-      isOnline: (hostId) => this.agents.isOnline(hostId),
-      offlineSince: (hostId) => this.agents.offlineSince(hostId),
+      // Connected here, or to another live instance, which delivers what it reads in the log.
+      isOnline: (hostId) => this.agents.isOnline(hostId) || this.coordination.elsewhere(hostId)?.online === true,
+      offlineSince: (hostId) => {
+        if (this.agents.isOnline(hostId)) return undefined;
+        const elsewhere = this.coordination.elsewhere(hostId);
+        if (elsewhere?.online) return undefined;
+        const here = this.agents.offlineSince(hostId);
+        const there = elsewhere?.offlineSince;
+        return here === undefined ? there : there === undefined ? here : Math.max(here, there);
+      },
       artifactFor: (run, hostId, which = run) => {
         const host = this.fleet.get(hostId);
         const patch = this.catalog.find(which.patchId, which.version);
@@ -431,8 +530,12 @@ export class RolloutEngine {
       return;
     }
     for (const e of batch) {
-      // Our own rollout events were folded when written.
-      if (ROLLOUT_EVENTS.has(e.body.type)) continue;
+      if (ROLLOUT_EVENTS.has(e.body.type)) {
+        // Our own were folded when written; another instance's are folded here, and its commands
+        // to agents connected here are delivered by this instance (ADR 0025).
+        if (e.body.producer?.producerId !== this.producerId) this.foldPeerRolloutEvent(e);
+        continue;
+      }
       if (KEY_EVENTS.has(e.body.type)) {
         this.foldKey(e.body);
         continue;
@@ -446,9 +549,19 @@ export class RolloutEngine {
     this.scheduleTick();
   }
 
+  /** Another instance's rollout event, read live: folded, and its command sent if its agent is here. */
+  private foldPeerRolloutEvent(e: FollowedEvent): void {
+    const payload = payloadOf(e.body) as RolloutEvent | undefined;
+    if (!payload || producerOf(e.body.producer?.producerId ?? '').kind !== 'dispatcher') return;
+    this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+    this.noteCommand(payload);
+    if (this.book.get(payload.data.rolloutId)) this.carryOut(payload);
+    this.changed(payload.data.rolloutId, payload.type);
+  }
+
   /**
    * Partitions interleave arbitrarily, so the rebuild does not trust the read order: patches and
-   * facts first, then the dispatcher's own events in its chain order (producer epoch and seq),
+   * facts first, then the dispatchers' events (each instance's in its chain order: epoch and seq),
    * then the agents' answers in the order they happened.
    */
   private foldBacklog(backlog: FollowedEvent[]): void {
@@ -458,14 +571,25 @@ export class RolloutEngine {
     for (const e of backlog) {
       if (PATCH_EVENTS.has(e.body.type) || e.body.type === 'HostEnrolled') this.foldFact(e);
       else if (ROLLOUT_EVENTS.has(e.body.type)) {
-        if (e.body.producer?.producerId === this.producerId) own.push(e);
+        // Every dispatcher instance's (ADR 0025), not just this one's.
+        if (producerOf(e.body.producer?.producerId ?? '').kind === 'dispatcher') own.push(e);
       } else if (KEY_EVENTS.has(e.body.type)) keys.push(e);
       else if (HOST_COMMANDS.has(e.body.type)) this.foldHostCommand(e.body);
       else facts.push(e);
     }
     const chainOrder = (a: FollowedEvent, b: FollowedEvent) =>
       a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq);
-    own.sort(chainOrder);
+    // One instance's chain in its order (as ever); several instances' by time, then chain (a
+    // rollout's next driver wrote only after reading what the last one wrote; ADR 0025).
+    const producers = new Set(own.map((e) => e.body.producer!.producerId));
+    if (producers.size <= 1) own.sort(chainOrder);
+    else
+      own.sort(
+        (a, b) =>
+          occurredAt(a.body) - occurredAt(b.body) ||
+          a.body.producer!.producerId.localeCompare(b.body.producer!.producerId) ||
+          chainOrder(a, b),
+      );
     for (const e of own) {
       const payload = payloadOf(e.body) as RolloutEvent | undefined;
       if (!payload) continue;

@@ -118,6 +118,8 @@ export class RolloutOperations {
     requireRolloutId(rolloutId);
     return this.engine.exclusive(async () => {
       const run = this.engine.get(rolloutId);
+      // One instance writes a rollout's events at a time: this one takes its lease, or says who holds it.
+      await this.engine.drive(rolloutId);
       await this.engine.write(run, decide(run), actor);
       this.engine.scheduleTick();
       return this.engine.view(run);

@@ -28,8 +28,8 @@ export interface AgentOptions {
   readonly dataDir: string;
   readonly hostId: string;
   readonly labels?: Record<string, string>;
-  /** host:port of the dispatcher's AgentGateway; without it the agent works offline. */
-  readonly dispatcherAddress?: string;
+  /** One dispatcher, or the addresses of several instances (an agent moves on when its stream drops). */
+  readonly dispatcherAddress?: string | readonly string[];
   /**
    * host:port of the builder's BuildService (FetchArtifact). With a dispatcher, artifacts come
    * from the dispatcher's site cache and the builder is asked only when the dispatcher cannot

@@ -156,6 +156,8 @@ export class Agent {
     if (this.options.dispatcherAddress) {
       this.gateway = new GatewayLink({
         address: this.options.dispatcherAddress,
+        // Spread over the instances by host, so a fleet does not all start on the first one.
+        firstAddress: spreadIndex(this.hostId),
         credentials: this.credentials,
         greeting: async () => ({
           hello: { facts: await this.facts(), agentPublicKey: this.outbox.publicKey },
@@ -481,3 +483,10 @@ function fromTimestampMs(t: NonNullable<dispatcher.ApplyCommand['expiresAt']>): 
 }
 
 export { ArtifactFetchError };
+
+/** A stable small number from the host id (FNV-1a): which dispatcher instance it tries first. */
+function spreadIndex(hostId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < hostId.length; i++) h = Math.imul(h ^ hostId.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}

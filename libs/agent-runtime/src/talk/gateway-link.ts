@@ -19,7 +19,13 @@ interface Outgoing {
 }
 
 export interface GatewayLinkOptions {
-  readonly address: string;
+  /**
+   * The dispatcher, or several instances of it: the stream goes to one, and when it drops, the
+   * next connection tries the next one (docs/adr/0025).
+   */
+  readonly address: string | readonly string[];
+  /** Which address to try first (an agent spreads its fleet by its host id); default 0. */
+  readonly firstAddress?: number;
   readonly credentials: ChannelCredentials;
   /** Hello and inventory, built fresh on every connection. */
   readonly greeting: () => Promise<{ hello: dispatcher.AgentHello; inventory: dispatcher.Inventory }>;
@@ -37,7 +43,9 @@ export class StreamDroppedError extends Error {
 
 export class GatewayLink implements GatewayRelay {
   private call: ClientDuplexStream<dispatcher.ConnectRequest, dispatcher.ConnectResponse> | undefined;
-  private readonly held: { client: import('@grpc/grpc-js').Client; release(): void };
+  private held: { client: import('@grpc/grpc-js').Client; release(): void };
+  private readonly addresses: readonly string[];
+  private addressIndex: number;
   private readonly unacked = new Map<string, Outgoing>();
   private nextId: bigint;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -48,7 +56,10 @@ export class GatewayLink implements GatewayRelay {
   lastAckAt: number | undefined;
 
   constructor(private readonly options: GatewayLinkOptions) {
-    this.held = sharedClient(options.address, options.credentials);
+    this.addresses = typeof options.address === 'string' ? [options.address] : options.address;
+    if (this.addresses.length === 0) throw new Error('the gateway link needs at least one dispatcher address');
+    this.addressIndex = (options.firstAddress ?? 0) % this.addresses.length;
+    this.held = sharedClient(this.address, options.credentials);
     // Unique per host across restarts without storing a counter: microseconds at start.
     this.nextId = BigInt(Date.now()) * 1000n;
   }
@@ -57,9 +68,23 @@ export class GatewayLink implements GatewayRelay {
     return this.ready;
   }
 
-  /** The client of the dispatcher this link talks to: its site artifact cache is asked on it too. */
+  /** The client of the dispatcher instance this link talks to now: its site artifact cache is asked on it too. */
   get client(): import('@grpc/grpc-js').Client {
     return this.held.client;
+  }
+
+  /** The dispatcher address the stream goes to (or will go to next). */
+  get address(): string {
+    return this.addresses[this.addressIndex]!;
+  }
+
+  /** After a drop, the next instance: one that died is not waited for. */
+  private moveOn(): void {
+    if (this.addresses.length < 2) return;
+    this.addressIndex = (this.addressIndex + 1) % this.addresses.length;
+    const old = this.held;
+    this.held = sharedClient(this.address, this.options.credentials);
+    old.release();
   }
 
   start(): void {
@@ -166,11 +191,15 @@ export class GatewayLink implements GatewayRelay {
 
   private scheduleReconnect(why: string): void {
     const { minMs, maxMs } = this.options.backoff ?? { minMs: 500, maxMs: 30_000 };
+    const from = this.address;
+    this.moveOn();
     this.failures += 1;
     const base = Math.min(maxMs, minMs * 2 ** Math.min(this.failures - 1, 16));
     // Jitter, so a dispatcher restart is not met by every agent in the same instant.
     const delay = Math.round(base / 2 + Math.random() * (base / 2));
-    this.options.log(`gateway: stream to ${this.options.address} dropped (${why}); reconnecting in ${delay} ms`);
+    this.options.log(
+      `gateway: stream to ${from} dropped (${why}); reconnecting${from === this.address ? '' : ` to ${this.address}`} in ${delay} ms`,
+    );
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.connect();

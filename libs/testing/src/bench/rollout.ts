@@ -4,6 +4,8 @@
 // shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the seconds from CreateRollout until every host has the patch applied (the
 // rollout completed), then until the ledger shows it on every host (when the ledger starts),
 // and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
+// BENCH_DISPATCHERS=2: two dispatcher instances sharing the agents and a PostgreSQL for their
+// rollout leases (DATABASE_ADMIN_URL, the admin URL a database of its own is made from; docs/adr/0025).
 // The dispatcher is the site's artifact cache (ADR 0026): the builder's own counter says how many
 // times it served the module, the dispatcher's how many copies it served. BENCH_SHARED_DOWNLOADS=off
 // makes every simulated agent fetch its own copy from the dispatcher, as real hosts do (default on:
@@ -30,6 +32,7 @@ import {
 } from '../fleet/rig';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 import { deleteBenchTopic, machineFacts, reportBenchResult, storedModuleBytes } from './machine';
+import { Client as PgClient } from 'pg';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
@@ -42,6 +45,10 @@ const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
 const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
+// Several dispatcher instances (docs/adr/0025) share the fleet's agents and one PostgreSQL for
+// their rollout leases; the rollout is created on the first, and driven by it.
+const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
+const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
 
 /** A counter's samples summed by one label, from a service's /metrics. */
@@ -133,25 +140,35 @@ async function main(): Promise<void> {
     const patch = await buildPatch(built.address, { patchName: 'bench-rollout', kernelReleases: [RELEASE] });
     log(`built ${patch.patchId} ${patch.version} for ${RELEASE}`);
 
-    const dispatcherDir = path.join(root, 'dispatcher');
     const ledgerAddress = `127.0.0.1:${await freePort()}`;
+    const names = DISPATCHERS > 1 ? Array.from({ length: DISPATCHERS }, (_, i) => String.fromCharCode(97 + i)) : [''];
+    const dispatcherDirs = names.map((n) => path.join(root, n ? `dispatcher-${n}` : 'dispatcher'));
+    if (DISPATCHERS > 1) databaseUrl = await freshDatabase(`rebootless_bench_rollout_${process.pid}`);
+    // The cache figures are the first instance's (the one the rollout is created on).
     const dispatcherMetrics = `127.0.0.1:${await freePort()}`;
-    const disp = await startDispatcher({
-      ...env,
-      dataDir: dispatcherDir,
-      extra: {
-        DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
-        DISPATCHER_TRUSTED_DATA_DIRS: builderDir,
-        DISPATCHER_BUILDER_ADDRESS: built.address,
-        REBOOTLESS_METRICS_ADDRESS: dispatcherMetrics,
-        // How many artifact streams the dispatcher sends at once (its default when unset).
-        ...(process.env['BENCH_ARTIFACT_SERVES']
-          ? { DISPATCHER_ARTIFACT_SERVES: process.env['BENCH_ARTIFACT_SERVES'] }
-          : {}),
-        LOG_LEVEL: 'warn',
-      },
-    });
-    processes.push(disp.process);
+    const instances: Awaited<ReturnType<typeof startDispatcher>>[] = [];
+    for (const [i, name] of names.entries()) {
+      const others = dispatcherDirs.filter((_, j) => j !== i);
+      const started = await startDispatcher({
+        ...env,
+        dataDir: dispatcherDirs[i]!,
+        extra: {
+          DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
+          DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...others].join(','),
+          DISPATCHER_BUILDER_ADDRESS: built.address,
+          REBOOTLESS_METRICS_ADDRESS: i === 0 ? dispatcherMetrics : `127.0.0.1:${await freePort()}`,
+          // How many artifact streams the dispatcher sends at once (its default when unset).
+          ...(process.env['BENCH_ARTIFACT_SERVES']
+            ? { DISPATCHER_ARTIFACT_SERVES: process.env['BENCH_ARTIFACT_SERVES'] }
+            : {}),
+          LOG_LEVEL: 'warn',
+          ...(name ? { DISPATCHER_INSTANCE: name, DISPATCHER_DATABASE_URL: databaseUrl! } : {}),
+        },
+      });
+      processes.push(started.process);
+      instances.push(started);
+    }
+    const disp = instances[0]!;
 
     let ledgerClient: ReturnType<typeof serviceClient> | undefined;
     let ledgerNote = 'BENCH_LEDGER=off';
@@ -161,7 +178,7 @@ async function main(): Promise<void> {
           ...env,
           dataDir: path.join(root, 'ledger'),
           address: ledgerAddress,
-          trustedDataDirs: [builderDir, dispatcherDir],
+          trustedDataDirs: [builderDir, ...dispatcherDirs],
         });
         processes.push(led.process);
         ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress);
@@ -174,7 +191,7 @@ async function main(): Promise<void> {
 
     const fleetOptions = {
       root: path.join(root, 'hosts'),
-      dispatcherAddress: disp.address,
+      dispatcherAddress: instances.map((d) => d.address),
       builderAddress: built.address,
       builderPublicKey: built.publicKey,
       syncWrites: false,
@@ -216,7 +233,8 @@ async function main(): Promise<void> {
         return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === HOSTS;
       },
       'the dispatcher knows every host',
-      120_000,
+      // With several instances, the hosts of the others are known from their enrollment in the log.
+      DISPATCHERS > 1 ? 600_000 : 120_000,
     );
 
     // The rollout starts from a settled fleet: the ledger has taken in every host's enrollment
@@ -235,14 +253,14 @@ async function main(): Promise<void> {
     // CPU each part used during the rollout: on a shared machine the wall clock says as much
     // about the neighbours as about rebootless; these say what the rollout itself cost.
     const parts: Record<string, number[]> = {
-      dispatcher: [disp.process.pid],
+      dispatcher: instances.map((d) => d.process.pid),
       builder: [built.process.pid],
       ledger: processes.filter((p) => p.name === 'ledger').map((p) => p.pid),
       agents: fleet instanceof ForkedFleet ? fleet.pids() : [process.pid],
     };
     const cpuOf = (pids: number[]) => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
     const partsBefore = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, cpuOf(pids)]));
-    const cpuBefore = cpuSeconds(disp.process.pid) ?? 0;
+    const cpuBefore = instances.map((d) => cpuSeconds(d.process.pid) ?? 0);
     const t0 = Date.now();
     const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
       patchId: patch.patchId,
@@ -300,7 +318,7 @@ async function main(): Promise<void> {
       throw error;
     });
     const appliedSeconds = (Date.now() - t0) / 1000;
-    const dispatcherCpu = (cpuSeconds(disp.process.pid) ?? 0) - cpuBefore;
+    const dispatcherCpu = instances.map((d, i) => (cpuSeconds(d.process.pid) ?? 0) - cpuBefore[i]!);
     const partsCpu = Object.fromEntries(
       Object.entries(parts).map(([k, pids]) => [k, Math.round((cpuOf(pids) - partsBefore[k]!) * 100) / 100]),
     );
@@ -350,9 +368,18 @@ async function main(): Promise<void> {
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
       seconds_create_to_all_in_ledger: ledgerSeconds === null ? null : Math.round(ledgerSeconds * 100) / 100,
       ...(ledgerNote ? { ledger_note: ledgerNote } : {}),
-      dispatcher_peak_rss_mib: peakRssMiB(disp.process.pid) ?? null,
+      dispatcher_instances: DISPATCHERS,
+      // With several instances: the first (which drives the rollout), then the others.
+      dispatcher_peak_rss_mib:
+        DISPATCHERS > 1
+          ? instances.map((d) => peakRssMiB(d.process.pid) ?? null)
+          : (peakRssMiB(disp.process.pid) ?? null),
       // The dispatcher's own share: CPU it used from CreateRollout to the last apply.
-      dispatcher_cpu_seconds_during_rollout: Math.round(dispatcherCpu * 100) / 100,
+      dispatcher_cpu_seconds_during_rollout:
+        DISPATCHERS > 1
+          ? dispatcherCpu.map((c) => Math.round(c * 100) / 100)
+          : Math.round(dispatcherCpu[0]! * 100) / 100,
+      ...(DISPATCHERS > 1 ? { agents_per_dispatcher: await agentsPerInstance(databaseUrl!) } : {}),
       cpu_seconds_create_to_all_applied: partsCpu,
       // Runnable tasks on the machine (all users) over the last minute, when every host had applied.
       load_average_1m: Math.round(loadAverage * 100) / 100,
@@ -365,7 +392,48 @@ async function main(): Promise<void> {
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
     await deleteBenchTopic(kafka, topic);
+    if (databaseUrl) await dropDatabase(databaseUrl).catch(() => undefined);
     fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+let databaseUrl: string | undefined;
+
+async function freshDatabase(name: string): Promise<string> {
+  const c = new PgClient({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await c.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await c.end();
+  }
+  const u = new URL(PG_ADMIN);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const c = new PgClient({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`DROP DATABASE IF EXISTS ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** How many agents each instance held when the rollout completed (they spread by host id). */
+async function agentsPerInstance(url: string): Promise<Record<string, number>> {
+  const c = new PgClient({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ instance: string; n: string }>(
+      'SELECT instance, count(*) AS n FROM dispatcher_agent_presence WHERE connected GROUP BY instance ORDER BY instance',
+    );
+    return Object.fromEntries(rows.map((r) => [r.instance, Number(r.n)]));
+  } finally {
+    await c.end();
   }
 }
 

@@ -349,9 +349,11 @@ export async function buildPatch(
     replacementText?: string;
     /** A cumulative patch: atomic replace of every older livepatch. */
     replace?: boolean;
+    /** TLS (with an operator's token) when the builder serves TLS. */
+    credentials?: grpc.ChannelCredentials;
   },
 ): Promise<BuiltPatch> {
-  const client = serviceClient(grpcServices.build, builderAddress);
+  const client = serviceClient(grpcServices.build, builderAddress, options.credentials);
   try {
     const moduleName = `lp_${options.patchName.replace(/[^a-z0-9]/gi, '_')}`.slice(0, 50);
     const submitted = await unary<builder.SubmitBuildResponse>(client, 'submitBuild', {

@@ -21,7 +21,8 @@ export interface SimulatedHostSpec {
 
 export interface SimulatedFleetOptions {
   root: string;
-  dispatcherAddress: string;
+  /** One dispatcher, or several instances (each agent starts on one by its host id, moves on when it drops). */
+  dispatcherAddress: string | readonly string[];
   builderAddress: string;
   builderPublicKey: Uint8Array;
   /** The agent gives up on a transition (and reverses it) after this long. */

@@ -1,0 +1,420 @@
+// Two dispatcher instances as real processes over TLS, sharing one PostgreSQL for their rollout
+// leases and one topic (docs/adr/0025), with real agents spread over both. What an operator
+// checks: a rollout is written by one instance at a time; commands reach agents connected to the
+// other instance through the log; when the driving instance is SIGKILLed mid-wave its agents move
+// to the other, which takes the rollout over and completes it, no host is asked or patched twice,
+// and the ledger finds every chain whole.
+// Build first (`npm run build`); the kernel headers come from the builder's cache.
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Client as PgClient } from 'pg';
+import { dispatcher, events, grpcServices, ledger } from '@rebootless/contracts';
+import { decodeEvent } from '@rebootless/events';
+import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
+import {
+  SimulatedFleet,
+  buildPatch,
+  freePort,
+  freshEventsTopic,
+  readWholeTopic,
+  serviceClient,
+  startBuilder,
+  startDispatcher,
+  startLedger,
+  testKafka,
+  unary,
+  type BuiltPatch,
+  type Client,
+  type ServiceProcess,
+} from '@rebootless/testing';
+import {
+  channelCredentials,
+  ensureCertificateAuthority,
+  issueCertificate,
+  loadTlsMaterial,
+  mintToken,
+  readTokenPrivateKey,
+  type Identity,
+} from '@rebootless/trust';
+
+jest.setTimeout(10 * 60_000);
+
+const R = dispatcher.RolloutState;
+const H = dispatcher.HostRolloutState;
+const brokers = process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092';
+const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DATABASE = `rebootless_dispatchers_${process.pid}`;
+const kafka = testKafka('dispatcher-instances-e2e');
+const SERVICES: Identity[] = [
+  { kind: 'service', id: 'builder' },
+  { kind: 'service', id: 'dispatcher' },
+  { kind: 'service', id: 'ledger' },
+];
+
+let root: string;
+let pki: string;
+let topic: string;
+let databaseUrl: string;
+let release: string;
+let patch: BuiltPatch;
+let builderProcess: ServiceProcess;
+let builderAddress: string;
+let builderKey: Buffer;
+let ledgerProcess: ServiceProcess;
+let ledgerAddress: string;
+const instances = new Map<string, { process: ServiceProcess; address: string; client: Client; dataDir: string }>();
+const fleets: SimulatedFleet[] = [];
+
+function operator(): grpc.ChannelCredentials {
+  const token = mintToken(readTokenPrivateKey(pki), {
+    sub: 'alice',
+    roles: ['operator', 'auditor', 'release-manager'],
+    ttlSeconds: 3600,
+  });
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${token}`);
+    callback(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(
+    channelCredentials(loadTlsMaterial(pki, { kind: 'user', id: 'cli' }), SERVICES),
+    bearer,
+  );
+}
+
+const TLS = () => ({ REBOOTLESS_PKI_DIR: pki, REBOOTLESS_INSECURE: '' });
+
+async function startInstance(name: string, others: string[]): Promise<void> {
+  const dataDir = path.join(root, `dispatcher-${name}`);
+  const { process: proc, address } = await startDispatcher({
+    topic,
+    brokers,
+    dataDir,
+    extra: {
+      ...TLS(),
+      DISPATCHER_INSTANCE: name,
+      DISPATCHER_DATABASE_URL: databaseUrl,
+      // The builder's key and the other instances' (their chains are dispatchers' too).
+      DISPATCHER_TRUSTED_DATA_DIRS: [
+        path.join(root, 'builder'),
+        ...others.map((o) => path.join(root, `dispatcher-${o}`)),
+      ].join(','),
+      DISPATCHER_SILENCE_GRACE_SECONDS: '60',
+      // Each instance is its agents' artifact cache (ADR 0026).
+      DISPATCHER_BUILDER_ADDRESS: builderAddress,
+    },
+  });
+  instances.set(name, {
+    process: proc,
+    address,
+    client: serviceClient(grpcServices.rollout, address, operator()),
+    dataDir,
+  });
+}
+
+function instance(name: string) {
+  const found = instances.get(name);
+  if (!found) throw new Error(`no instance ${name}`);
+  return found;
+}
+
+async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  timeoutMs = 90_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${typeof what === 'string' ? what : what()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function pg<T>(work: (c: PgClient) => Promise<T>, url = databaseUrl): Promise<T> {
+  const c = new PgClient({ connectionString: url });
+  await c.connect();
+  try {
+    return await work(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Where each connected host's agent is, as the instances recorded it. */
+async function agentsByInstance(): Promise<Map<string, string[]>> {
+  const { rows } = await pg((c) =>
+    c.query<{ host_id: string; instance: string }>(
+      'SELECT host_id, instance FROM dispatcher_agent_presence WHERE connected ORDER BY host_id',
+    ),
+  );
+  const by = new Map<string, string[]>();
+  for (const r of rows) by.set(r.instance, [...(by.get(r.instance) ?? []), r.host_id]);
+  return by;
+}
+
+function specs(group: string, n: number) {
+  return Array.from({ length: n }, (_, i) => ({
+    hostId: `${group}-${String(i).padStart(2, '0')}`,
+    kernelRelease: release,
+    labels: { group },
+    // Transitions of different lengths: a wave's hosts answer over several seconds.
+    transitionMs: 300 + (i % 6) * 400,
+  }));
+}
+
+async function fleetOn(group: string, n: number, addresses: string[]): Promise<SimulatedFleet> {
+  // Each agent speaks as its host: its certificate names it.
+  for (const spec of specs(group, n)) await issueCertificate(pki, { kind: 'host', id: spec.hostId });
+  const fleet = new SimulatedFleet(
+    {
+      root: path.join(root, 'hosts'),
+      dispatcherAddress: addresses,
+      builderAddress,
+      builderPublicKey: builderKey,
+      agentTransitionTimeoutMs: 10_000,
+      credentials: (hostId) =>
+        channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId }), [
+          { kind: 'service', id: 'dispatcher' },
+          { kind: 'service', id: 'builder' },
+        ]),
+    },
+    specs(group, n),
+  );
+  fleets.push(fleet);
+  await fleet.start();
+  await until(() => fleet.connectedCount() === n, `the ${n} agents of ${group} are connected`);
+  return fleet;
+}
+
+function strategy(): Partial<events.RolloutStrategy> {
+  return {
+    canaryHostIds: [],
+    canaryCount: 2,
+    waves: [{ percent: 50 }, { percent: 50 }],
+    soakSeconds: 0,
+    onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
+    applyTimeoutSeconds: 60,
+    offlineDeadlineSeconds: 600,
+  };
+}
+
+async function createOn(name: string, group: string, hosts: number): Promise<dispatcher.Rollout> {
+  const { client } = instance(name);
+  const request = {
+    patchId: patch.patchId,
+    version: patch.version,
+    selector: { kernelReleases: [], labels: { group }, hostIds: [] },
+    strategy: strategy(),
+    skipApproval: true,
+  };
+  // The instance knows hosts connected to the other one from their facts in the log.
+  let last = '';
+  await until(
+    async () => {
+      const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
+        ...request,
+        dryRun: true,
+      }).catch((e: Error) => ((last = e.message), { rollout: undefined }));
+      const known = (rollout?.waves ?? []).reduce((n, w) => n + w.hosts.length, 0);
+      if (rollout) last = `it plans ${known} host(s)`;
+      return known === hosts;
+    },
+    () => `instance ${name} knows the ${hosts} hosts of ${group} (last: ${last})`,
+  );
+  const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', request);
+  return rollout!;
+}
+
+async function get(name: string, rolloutId: string): Promise<dispatcher.Rollout> {
+  return (await unary<dispatcher.GetRolloutResponse>(instance(name).client, 'getRollout', { rolloutId })).rollout!;
+}
+
+/** Every record of the rollout and its hosts' answers, decoded. */
+async function logOf(rolloutId: string) {
+  const records = await readWholeTopic(kafka, topic);
+  const bodies = records.map((r) => decodeEvent(r.value!).body);
+  const rolloutEvents = bodies.filter(
+    (b) => b.correlationId === rolloutId && b.producer?.producerId.startsWith('dispatcher'),
+  );
+  const applyRequests = bodies.filter((b) => b.hostApplyRequested?.rolloutId === rolloutId);
+  const commandIds = new Set(applyRequests.map((b) => b.hostApplyRequested!.commandId));
+  const applied = bodies.filter((b) => b.patchApplied && commandIds.has(b.patchApplied.commandId));
+  return { rolloutEvents, applyRequests, applied };
+}
+
+function countBy<T>(items: T[], key: (t: T) => string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
+  return m;
+}
+
+beforeAll(async () => {
+  root = fs.mkdtempSync(path.join(tmpdir(), 'rebootless-dispatchers-e2e-'));
+  pki = path.join(root, 'pki');
+  await ensureCertificateAuthority(pki);
+  for (const identity of [...SERVICES, { kind: 'user', id: 'cli' } as const]) await issueCertificate(pki, identity);
+  topic = await freshEventsTopic('dispatchers', 6);
+  await pg(
+    (c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE}`).then(() => c.query(`CREATE DATABASE ${DATABASE}`)),
+    PG_ADMIN,
+  );
+  const admin = new URL(PG_ADMIN);
+  admin.pathname = `/${DATABASE}`;
+  databaseUrl = admin.toString();
+  release = await currentDebianCloudRelease();
+  ({
+    process: builderProcess,
+    address: builderAddress,
+    publicKey: builderKey,
+  } = await startBuilder({ topic, brokers, dataDir: path.join(root, 'builder'), extra: TLS() }));
+  patch = await buildPatch(builderAddress, {
+    patchName: 'cmdline-instances',
+    kernelReleases: [release],
+    credentials: operator(),
+  });
+  await startInstance('a', ['b']);
+  await startInstance('b', ['a']);
+  ledgerAddress = `127.0.0.1:${await freePort()}`;
+  ({ process: ledgerProcess } = await startLedger({
+    topic,
+    brokers,
+    dataDir: path.join(root, 'ledger'),
+    address: ledgerAddress,
+    trustedDataDirs: [path.join(root, 'builder'), instance('a').dataDir, instance('b').dataDir],
+    extra: TLS(),
+  }));
+});
+
+afterAll(async () => {
+  for (const [name, i] of instances)
+    fs.writeFileSync(path.join(tmpdir(), `rebootless-dispatchers-e2e-${name}.log`), i.process.output);
+  for (const fleet of fleets) await fleet.close();
+  for (const i of instances.values()) {
+    i.client.close();
+    await i.process.stop();
+  }
+  await ledgerProcess?.stop();
+  await builderProcess?.stop();
+  if (databaseUrl)
+    await pg((c) => c.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`), PG_ADMIN).catch(() => undefined);
+  if (root) fs.rmSync(root, { recursive: true, force: true });
+});
+
+describe('two live dispatcher instances', () => {
+  it('drive each rollout from one instance, and deliver its commands to agents connected to either', async () => {
+    const fleet = await fleetOn('both', 8, [instance('a').address, instance('b').address]);
+    await until(async () => (await agentsByInstance()).size === 2, 'both instances hold agents');
+    const spread = await agentsByInstance();
+    expect(spread.get('a')?.length ?? 0).toBeGreaterThan(0);
+    expect(spread.get('b')?.length ?? 0).toBeGreaterThan(0);
+
+    const created = await createOn('a', 'both', 8);
+    // While A drives it, B answers queries about it but refuses to write any of its events.
+    const refused = await unary(instance('b').client, 'pauseRollout', {
+      rolloutId: created.rolloutId,
+      reason: 'from the other instance',
+    }).then(
+      () => undefined,
+      (e: grpc.ServiceError) => e,
+    );
+    expect(refused?.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(refused?.details).toContain('driven by dispatcher instance "a"');
+
+    await until(
+      async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
+      'the rollout completed (as B sees it)',
+    );
+    const done = await get('a', created.rolloutId);
+    expect(done.waves.flatMap((w) => w.hosts.map((h) => h.state))).toEqual(
+      Array(8).fill(H.HOST_ROLLOUT_STATE_SUCCEEDED),
+    );
+
+    // Every event of the rollout is A's: B, alive all along, wrote none of them.
+    const { rolloutEvents, applyRequests, applied } = await logOf(created.rolloutId);
+    expect(new Set(rolloutEvents.map((b) => b.producer!.producerId))).toEqual(new Set(['dispatcher/a']));
+    expect([...countBy(applyRequests, (b) => b.hostApplyRequested!.hostId).values()]).toEqual(Array(8).fill(1));
+    // B's agents got A's commands through the log: each host applied once, and only once.
+    expect([...countBy(applied, (b) => b.patchApplied!.commandId).values()]).toEqual(Array(8).fill(1));
+    for (const host of fleet.hosts.values()) expect(host.kernel.loads).toEqual([patch.moduleName]);
+  });
+});
+
+describe('the driving instance SIGKILLed mid-wave', () => {
+  it('leaves its agents to the other instance, which completes the rollout: no host asked or patched twice, every chain whole', async () => {
+    const fleet = await fleetOn('kill', 12, [instance('a').address, instance('b').address]);
+    await until(async () => {
+      const by = await agentsByInstance();
+      const hosts = (name: string) => (by.get(name) ?? []).filter((h) => h.startsWith('kill-'));
+      return hosts('a').length + hosts('b').length === 12 && hosts('a').length > 0 && hosts('b').length > 0;
+    }, 'the kill group is spread over both instances');
+    const onA = ((await agentsByInstance()).get('a') ?? []).filter((h) => h.startsWith('kill-'));
+
+    const created = await createOn('a', 'kill', 12);
+    // Mid-wave: the wave after the canary is running, some of its hosts have answered and some not.
+    await until(
+      async () => {
+        const r = await get('b', created.rolloutId);
+        const wave = r.waves[1];
+        if (!wave || wave.state !== dispatcher.WaveState.WAVE_STATE_RUNNING) return false;
+        const succeeded = wave.hosts.filter((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED).length;
+        return succeeded > 0 && succeeded < wave.hosts.length;
+      },
+      'the second wave is half done',
+      120_000,
+    );
+    instance('a').process.kill('SIGKILL');
+    await instance('a').process.exited;
+
+    // Its agents move to B, and B takes the rollout over and completes it.
+    await until(async () => {
+      const by = await agentsByInstance();
+      return onA.every((h) => (by.get('b') ?? []).includes(h));
+    }, "A's agents reconnected to B");
+    await until(
+      async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
+      'B completed the rollout',
+      180_000,
+    );
+    const done = await get('b', created.rolloutId);
+    expect(done.waves.flatMap((w) => w.hosts.map((h) => h.state))).toEqual(
+      Array(12).fill(H.HOST_ROLLOUT_STATE_SUCCEEDED),
+    );
+    expect(instance('b').process.output).toContain(`driving rollout ${created.rolloutId}`);
+
+    const { rolloutEvents, applyRequests, applied } = await logOf(created.rolloutId);
+    // A wrote its start, B its end.
+    expect(rolloutEvents.find((b) => b.rolloutCreated)?.producer?.producerId).toBe('dispatcher/a');
+    expect(rolloutEvents.find((b) => b.rolloutCompleted)?.producer?.producerId).toBe('dispatcher/b');
+    // One apply request per host and patch, one PatchApplied per command, one module load per kernel.
+    const perHost = countBy(
+      applyRequests,
+      (b) =>
+        `${b.hostApplyRequested!.hostId}/${b.hostApplyRequested!.undoStep}/${b.hostApplyRequested!.patchId}@${b.hostApplyRequested!.version}`,
+    );
+    expect(perHost.size).toBe(12);
+    expect([...perHost.entries()].filter(([, n]) => n !== 1)).toEqual([]);
+    const perCommand = countBy(applied, (b) => b.patchApplied!.commandId);
+    expect(perCommand.size).toBe(12);
+    expect([...perCommand.entries()].filter(([, n]) => n !== 1)).toEqual([]);
+    for (const host of fleet.hosts.values())
+      expect([host.spec.hostId, host.kernel.loads]).toEqual([host.spec.hostId, [patch.moduleName]]);
+
+    // The ledger, reading the same log, finds every chain whole: A's, B's, every agent's.
+    const ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress, operator());
+    try {
+      await until(async () => {
+        const host = await unary<ledger.GetHostResponse>(ledgerClient, 'getHost', { hostId: 'kill-11' }).catch(
+          () => undefined,
+        );
+        return (host?.host?.stack?.entries ?? []).some((p) => p.patch?.patchId === patch.patchId);
+      }, 'the ledger has projected the rollout');
+      const verified = await unary<ledger.VerifyIntegrityResponse>(ledgerClient, 'verifyIntegrity', { producerId: '' });
+      expect(verified.findings).toEqual([]);
+      expect(verified.producersChecked).toBeGreaterThanOrEqual(2 + 12 + 8);
+    } finally {
+      ledgerClient.close();
+    }
+  });
+});

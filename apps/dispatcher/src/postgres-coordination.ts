@@ -1,0 +1,260 @@
+// Several dispatcher instances against one PostgreSQL (docs/adr/0025). A rollout's lease is a
+// session-level advisory lock: PostgreSQL grants it to one session at a time and drops it the
+// moment that session ends, so an instance SIGKILLed loses its leases as its socket closes, and
+// no timer decides anything. The same session is the instance's liveness: presence rows of an
+// instance whose session is gone count for nothing.
+import { Client } from 'pg';
+import type { Coordination, PeerPresence } from './coordination';
+
+/** Presence changes are written together at most this often. */
+const PRESENCE_FLUSH_MS = 100;
+/** How often the other instances' presence is read. */
+const PRESENCE_POLL_MS = 250;
+const RECONNECT_MS = 1_000;
+const FULL_READ_EVERY = 20;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS dispatcher_instances (
+    instance text PRIMARY KEY,
+    pid integer NOT NULL,
+    backend_start timestamptz NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE SEQUENCE IF NOT EXISTS dispatcher_presence_seq;
+  CREATE TABLE IF NOT EXISTS dispatcher_agent_presence (
+    host_id text PRIMARY KEY,
+    instance text NOT NULL,
+    connected boolean NOT NULL,
+    since timestamptz NOT NULL,
+    seq bigint NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS dispatcher_agent_presence_seq ON dispatcher_agent_presence (seq);
+`;
+
+/** Namespaces the advisory lock keys (hashtextextended of the text) so they meet nobody else's. */
+const rolloutLockKey = (rolloutId: string) => `rebootless/dispatcher/rollout/${rolloutId}`;
+const instanceLockKey = (instance: string) => `rebootless/dispatcher/instance/${instance}`;
+const SCHEMA_LOCK_KEY = 'rebootless/dispatcher/schema';
+
+export class InstanceNameTakenError extends Error {}
+
+export interface PostgresCoordinationOptions {
+  instance: string;
+  databaseUrl: string;
+  log: { warn(message: string): void; error(message: string): void };
+}
+
+interface PresenceRow {
+  instance: string;
+  connected: boolean;
+  since: number;
+}
+
+export class PostgresCoordination implements Coordination {
+  readonly instance: string;
+  private session!: Client;
+  private reader!: Client;
+  private readonly held = new Set<string>();
+  private readonly lostListeners: (() => void)[] = [];
+  private readonly pending = new Map<string, { connected: boolean; at: number }>();
+  private readonly presence = new Map<string, PresenceRow>();
+  private readonly alive = new Set<string>();
+  /** When an instance was first seen dead: its agents are offline since then. */
+  private readonly deadSince = new Map<string, number>();
+  private lastSeq = '0';
+  private polls = 0;
+  private flushTimer?: NodeJS.Timeout;
+  private pollTimer?: NodeJS.Timeout;
+  private reconnectTimer?: NodeJS.Timeout;
+  private closed = false;
+  private flushing: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly opts: PostgresCoordinationOptions) {
+    this.instance = opts.instance;
+  }
+
+  /** Connects, creates the tables if missing, and registers the instance (refused if its name is live elsewhere). */
+  static async open(opts: PostgresCoordinationOptions): Promise<PostgresCoordination> {
+    const c = new PostgresCoordination(opts);
+    await c.openSession();
+    c.reader = new Client({ connectionString: opts.databaseUrl, keepAlive: true });
+    c.reader.on('error', (e) => opts.log.warn(`coordination reader: ${e.message}`));
+    await c.reader.connect();
+    await c.poll();
+    c.flushTimer = setInterval(() => void c.flush(), PRESENCE_FLUSH_MS);
+    c.pollTimer = setInterval(
+      () => void c.poll().catch((e: Error) => opts.log.warn(`presence: ${e.message}`)),
+      PRESENCE_POLL_MS,
+    );
+    return c;
+  }
+
+  private async openSession(): Promise<void> {
+    const session = new Client({ connectionString: this.opts.databaseUrl, keepAlive: true });
+    await session.connect();
+    try {
+      await session.query('BEGIN');
+      await session.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [SCHEMA_LOCK_KEY]);
+      await session.query(SCHEMA);
+      await session.query('COMMIT');
+      const { rows } = await session.query<{ ok: boolean }>(
+        'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok',
+        [instanceLockKey(this.instance)],
+      );
+      if (!rows[0]?.ok)
+        throw new InstanceNameTakenError(
+          `another live dispatcher is instance "${this.instance}" (DISPATCHER_INSTANCE): each instance needs its own name`,
+        );
+      await session.query(
+        `INSERT INTO dispatcher_instances (instance, pid, backend_start)
+           SELECT $1, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+         ON CONFLICT (instance) DO UPDATE SET pid = EXCLUDED.pid, backend_start = EXCLUDED.backend_start, registered_at = now()`,
+        [this.instance],
+      );
+    } catch (error) {
+      await session.end().catch(() => undefined);
+      throw error;
+    }
+    // The session is the leases: once it ends, every lease is someone else's to take.
+    const lost = (why: string) => {
+      if (this.session !== session) return;
+      this.held.clear();
+      for (const listener of this.lostListeners) listener();
+      if (this.closed) return;
+      this.opts.log.error(`coordination session lost (${why}): this instance drives no rollout until it is back`);
+      this.scheduleReconnect();
+    };
+    session.on('error', (e) => lost(e.message));
+    session.on('end', () => lost('the connection ended'));
+    this.session = session;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.closed) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.openSession().catch((e: Error) => {
+        this.opts.log.warn(`coordination: cannot open a session again: ${e.message}`);
+        this.scheduleReconnect();
+      });
+    }, RECONNECT_MS);
+  }
+
+  async claim(rolloutId: string): Promise<boolean> {
+    if (this.held.has(rolloutId)) return true;
+    const session = this.session;
+    const { rows } = await session.query<{ ok: boolean }>(
+      'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok',
+      [rolloutLockKey(rolloutId)],
+    );
+    const ok = rows[0]?.ok === true && this.session === session;
+    if (ok) this.held.add(rolloutId);
+    return ok;
+  }
+
+  async release(rolloutId: string): Promise<void> {
+    if (!this.held.delete(rolloutId)) return;
+    await this.session.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [rolloutLockKey(rolloutId)]);
+  }
+
+  async holderOf(rolloutId: string): Promise<string | undefined> {
+    const { rows } = await this.reader.query<{ instance: string }>(
+      `SELECT i.instance FROM pg_locks l
+         JOIN dispatcher_instances i ON i.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)`,
+      [rolloutLockKey(rolloutId)],
+    );
+    return rows[0]?.instance;
+  }
+
+  onLeasesLost(listener: () => void): void {
+    this.lostListeners.push(listener);
+  }
+
+  agentAttached(hostId: string, at: number): void {
+    this.pending.set(hostId, { connected: true, at });
+  }
+
+  agentDetached(hostId: string, at: number): void {
+    this.pending.set(hostId, { connected: false, at });
+  }
+
+  elsewhere(hostId: string): PeerPresence | undefined {
+    const row = this.presence.get(hostId);
+    if (!row || row.instance === this.instance) return undefined;
+    if (!row.connected) return { online: false, offlineSince: row.since };
+    if (this.alive.has(row.instance)) return { online: true };
+    return { online: false, offlineSince: Math.max(row.since, this.deadSince.get(row.instance) ?? row.since) };
+  }
+
+  private flush(): Promise<void> {
+    if (this.pending.size === 0) return this.flushing;
+    const batch = [...this.pending];
+    this.pending.clear();
+    this.flushing = this.flushing.then(async () => {
+      try {
+        // An attach wins over any detach (the agent is here now, whenever the old instance noticed
+        // its stream gone) and over an older attach; an instance detaches only its own streams.
+        await this.reader.query(
+          `INSERT INTO dispatcher_agent_presence AS p (host_id, instance, connected, since, seq)
+             SELECT h, $4, c, to_timestamp(t / 1000.0), nextval('dispatcher_presence_seq')
+               FROM unnest($1::text[], $2::boolean[], $3::float8[]) AS u(h, c, t)
+           ON CONFLICT (host_id) DO UPDATE
+             SET instance = EXCLUDED.instance, connected = EXCLUDED.connected, since = EXCLUDED.since, seq = EXCLUDED.seq
+           WHERE (EXCLUDED.connected AND (NOT p.connected OR EXCLUDED.since >= p.since))
+              OR (NOT EXCLUDED.connected AND p.instance = EXCLUDED.instance AND EXCLUDED.since >= p.since)`,
+          [batch.map(([h]) => h), batch.map(([, p]) => p.connected), batch.map(([, p]) => p.at), this.instance],
+        );
+      } catch (error) {
+        // Kept for the next flush unless a newer change of the same host came meanwhile.
+        for (const [h, p] of batch) if (!this.pending.has(h)) this.pending.set(h, p);
+        this.opts.log.warn(`presence: ${(error as Error).message}`);
+      }
+    });
+    return this.flushing;
+  }
+
+  private async poll(): Promise<void> {
+    const instances = await this.reader.query<{ instance: string; alive: boolean }>(
+      `SELECT i.instance, a.pid IS NOT NULL AS alive FROM dispatcher_instances i
+         LEFT JOIN pg_stat_activity a ON a.pid = i.pid AND a.backend_start = i.backend_start`,
+    );
+    const now = Date.now();
+    this.alive.clear();
+    for (const r of instances.rows) {
+      if (r.alive) {
+        this.alive.add(r.instance);
+        this.deadSince.delete(r.instance);
+      } else if (!this.deadSince.has(r.instance)) this.deadSince.set(r.instance, now);
+    }
+    // Sequence numbers commit out of order across sessions: now and then everything is read again.
+    if (++this.polls % FULL_READ_EVERY === 0) this.lastSeq = '0';
+    const changed = await this.reader.query<{
+      host_id: string;
+      instance: string;
+      connected: boolean;
+      since: number;
+      seq: string;
+    }>(
+      `SELECT host_id, instance, connected, (extract(epoch FROM since) * 1000)::float8 AS since, seq::text AS seq
+         FROM dispatcher_agent_presence WHERE seq > $1::bigint ORDER BY seq`,
+      [this.lastSeq],
+    );
+    for (const r of changed.rows) {
+      this.presence.set(r.host_id, { instance: r.instance, connected: r.connected, since: Number(r.since) });
+      this.lastSeq = r.seq;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.flushTimer);
+    clearInterval(this.pollTimer);
+    clearTimeout(this.reconnectTimer);
+    await this.flush().catch(() => undefined);
+    await this.reader.end().catch(() => undefined);
+    // Ending the session lets every lease go at once.
+    await this.session.end().catch(() => undefined);
+  }
+}
