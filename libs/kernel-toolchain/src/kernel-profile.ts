@@ -122,12 +122,37 @@ export class KernelProfileCache {
   private async readOrBuild(profile: KernelProfile, key: string): Promise<ProfileBuild> {
     const dir = path.join(this.opts.cacheDir, 'profiles', `${profile.name}-${key}`);
     const marker = path.join(dir, MARKER);
-    if (fs.existsSync(marker)) {
-      const stored = JSON.parse(fs.readFileSync(marker, 'utf8')) as Omit<ProfileBuild, 'fromCache'>;
-      // The timings are the cold build's, as recorded when it was made.
-      return { ...stored, timings: stored.timings ?? {}, fromCache: true };
+    const lock = `${dir}.lock`;
+    fs.mkdirSync(path.dirname(dir), { recursive: true });
+    let told = false;
+    for (;;) {
+      if (fs.existsSync(marker)) {
+        const stored = JSON.parse(fs.readFileSync(marker, 'utf8')) as Omit<ProfileBuild, 'fromCache'>;
+        // The timings are the cold build's, as recorded when it was made.
+        return { ...stored, timings: stored.timings ?? {}, fromCache: true };
+      }
+      // One process builds a profile at a time (`npm run kernel:profile` beside a builder, say):
+      // the others wait for its marker; a lock left by a process that died is taken over.
+      try {
+        fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        const holder = Number(fs.readFileSync(lock, 'utf8'));
+        if (!isAlive(holder)) {
+          fs.rmSync(lock, { force: true });
+          continue;
+        }
+        if (!told) this.opts.onProgress?.(`profile ${profile.name}: process ${holder} is building it; waiting`);
+        told = true;
+        await new Promise((r) => setTimeout(r, 5_000));
+      }
     }
-    return this.build(profile, key, dir);
+    try {
+      return await this.build(profile, key, dir);
+    } finally {
+      fs.rmSync(lock, { force: true });
+    }
   }
 
   private async build(profile: KernelProfile, key: string, dir: string): Promise<ProfileBuild> {
@@ -205,6 +230,16 @@ export class KernelProfileCache {
       onLine: this.opts.onLine,
       maxOutputBytes: 4 * 1024 * 1024,
     });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
