@@ -46,6 +46,7 @@ export type KlpRefusal =
   | 'static-branch'
   | 'static-call'
   | 'undeclared-dependency'
+  | 'init-code'
   | 'compile-error'
   | 'other';
 
@@ -86,6 +87,11 @@ const REFUSALS: readonly { kind: KlpRefusal; pattern: RegExp; reason: string }[]
     kind: 'undeclared-dependency',
     pattern: /would create an undeclared module dependency/,
     reason: 'the change references a symbol of another module',
+  },
+  {
+    kind: 'init-code',
+    pattern: /can't patch or reference init code\/data/,
+    reason: 'the diff changes __init code or data, which ran once at boot and is gone from the running kernel',
   },
   { kind: 'compile-error', pattern: /(error:|kernel build failed)/, reason: 'the patched kernel does not compile' },
 ];
@@ -167,7 +173,8 @@ export async function buildFromDiff(
           patch,
         ],
         cwd: layer.tree,
-        readOnly: [input],
+        // The kernel's config names the certificate (kbuild checks it is there); the key stays outside.
+        readOnly: [input, profile.signingCert],
         writable: [layer.tree, output, scratch],
         handOver: false,
         // A kernel link and objtool on vmlinux.o need more than a module's compile.
