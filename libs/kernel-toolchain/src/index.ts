@@ -16,7 +16,6 @@ export * from './headers-cache';
 export * from './compile';
 export * from './diagnostics';
 export * from './modinfo';
-export * from './diff-tool';
 export * from './livepatch-sample';
 export * from './sandbox';
 export * from './kernel-profile';

@@ -243,14 +243,28 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** `<compiler> --version`'s first line, asked once per process (every diff build looks its profile up). */
+const compilerVersions = new Map<string, Promise<string | undefined>>();
+function compilerVersion(compiler: string, cwd: string): Promise<string | undefined> {
+  let known = compilerVersions.get(compiler);
+  if (!known) {
+    known = runProcess(findExecutable(compiler) ?? compiler, ['--version'], {
+      cwd,
+      env: toolEnv(),
+      timeoutMs: 10_000,
+    }).then(
+      (r) => (r.code === 0 ? r.lines[0] : undefined),
+      () => undefined,
+    );
+    compilerVersions.set(compiler, known);
+  }
+  return known;
+}
+
 /** The cache key: source, config, compiler and layout, hashed. */
 export async function profileKey(profile: KernelProfile, cacheDir: string): Promise<string> {
-  const gcc = await runProcess(findExecutable(profile.compiler) ?? profile.compiler, ['--version'], {
-    cwd: cacheDir,
-    env: toolEnv(),
-    timeoutMs: 10_000,
-  }).catch(() => undefined);
-  const compiler = gcc?.lines[0] ?? `${profile.compiler} (not found)`;
+  const gcc = await compilerVersion(profile.compiler, cacheDir);
+  const compiler = gcc ?? `${profile.compiler} (not found)`;
   const h = createHash('sha256');
   h.update(
     JSON.stringify({
