@@ -25,6 +25,7 @@ function coordinatorFor(config: BuilderConfig, publisher: EventPublisher): Build
       allowUnsandboxed: config.insecureUnsandboxedCompile,
       profiles: config.kernelProfiles.map((name) => KERNEL_PROFILES[name]!()),
       profileCacheDir: config.kernelProfileCacheDir,
+      smoke: config.smoke,
     }),
     analyseDiff: analyseUnifiedDiff,
     isKernelRelease: isValidKernelRelease,

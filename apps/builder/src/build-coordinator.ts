@@ -515,6 +515,7 @@ export class BuildCoordinator {
         artifact: outcome.artifact,
         functions: outcome.functions,
         diagnostics: outcome.diagnostics,
+        ...(outcome.smoke ? { smoke: outcome.smoke } : {}),
         at,
       });
     } else {

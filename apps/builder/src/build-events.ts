@@ -55,6 +55,7 @@ export function buildSucceeded(record: BuildRecord, part: KernelPart, actor: eve
         manifestSignature: Buffer.from(artifact.signatureHex, 'hex'),
         changedFunctions: part.functions,
         durationMs: String(Math.max(0, (part.finishedAt ?? 0) - (part.startedAt ?? part.finishedAt ?? 0))),
+        ...(part.smoke ? { smoke: part.smoke } : {}),
       },
     },
   };

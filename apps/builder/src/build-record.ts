@@ -3,7 +3,7 @@
 // with each change. The record is plain JSON, so it is also what the builder writes to disk.
 import { builder, events, toTimestamp } from '@rebootless/contracts';
 
-export type Stage = 'queued' | 'analyse' | 'fetch-headers' | 'compile' | 'sign' | 'store';
+export type Stage = 'queued' | 'analyse' | 'fetch-headers' | 'compile' | 'smoke' | 'sign' | 'store';
 export type KernelState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 export type OverallState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -22,6 +22,8 @@ export interface KernelPart {
   readonly artifact?: KernelArtifact;
   readonly functions: events.PatchedFunction[];
   readonly diagnostics: string[];
+  /** The module's smoke test in a guest of its kernel, when this release had one. */
+  readonly smoke?: events.SmokeTest;
   /** The gRPC status name a failure maps to (BuildFailed.code). */
   readonly code?: string;
   readonly startedAt?: number;
@@ -56,6 +58,7 @@ export type BuildChange =
       readonly artifact: KernelArtifact;
       readonly functions: events.PatchedFunction[];
       readonly diagnostics: string[];
+      readonly smoke?: events.SmokeTest;
       readonly at: number;
     }
   | {
@@ -140,6 +143,7 @@ export function evolve(record: BuildRecord, change: BuildChange): BuildRecord {
         artifact: change.artifact,
         functions: change.functions,
         diagnostics: [...k.diagnostics, ...change.diagnostics],
+        ...(change.smoke ? { smoke: change.smoke } : {}),
         finishedAt: change.at,
       }));
     }
@@ -247,6 +251,7 @@ export function toBuildMessage(record: BuildRecord): builder.Build {
       ...(k.artifact ? { manifest: k.artifact.manifest } : {}),
       changedFunctions: k.functions,
       diagnostics: k.diagnostics,
+      ...(k.smoke ? { smoke: k.smoke } : {}),
     })),
     submittedBy: record.submittedBy,
     submittedAt: toTimestamp(new Date(record.submittedAt)),

@@ -2,6 +2,7 @@ import { defaultKernelCacheDir, defaultProfileCacheDir, KERNEL_PROFILES } from '
 import {
   boolean,
   integer,
+  oneOf,
   path,
   serviceSettings,
   setting,
@@ -66,6 +67,14 @@ export const builderSettings = {
     parser: path(),
     default: defaultProfileCacheDir(),
     description: "where the kernel profiles' source, original builds and module-signing keys are kept",
+  }),
+  smoke: setting({
+    env: 'BUILDER_SMOKE',
+    parser: oneOf(['profiles', 'off']),
+    default: 'profiles',
+    description:
+      "'profiles': every module built for a kernel profile is loaded, exercised and unloaded in a QEMU guest of " +
+      "that kernel before it is published (a failure fails the build); 'off': not (a developer machine without QEMU)",
   }),
   insecureUnsandboxedCompile: setting({
     env: 'BUILDER_INSECURE_UNSANDBOXED_COMPILE',

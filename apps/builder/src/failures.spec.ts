@@ -1,3 +1,4 @@
+import { SmokeTestFailed } from '@rebootless/kernel-lab';
 import { ToolchainError } from '@rebootless/kernel-toolchain';
 import { BuildCancelledError, stageFailureOf } from './failures';
 import { checkVermagic } from './kernel-build';
@@ -15,6 +16,25 @@ describe('what a failed stage reports', () => {
       stage: 'compile',
       diagnostics: ["lp_x__v1.c:5:51: error: 'no_such_function' undeclared here (not in a function)"],
       message: 'the module does not compile',
+    });
+  });
+
+  it('Given the module oopsed the smoke guest, Then FAILED_PRECONDITION at smoke with the kernel’s lines', () => {
+    const error = new SmokeTestFailed('exercise', 'the kernel reported trouble during exercise (tainted 32896)', [
+      'BUG: kernel NULL pointer dereference, address: 0000000000000001',
+      'RIP: 0010:version_proc_show+0x1c/0x40 [lp_x__v1]',
+    ]);
+
+    expect(stageFailureOf(error, 'smoke', running)).toEqual({
+      code: 'FAILED_PRECONDITION',
+      stage: 'smoke',
+      diagnostics: [
+        'smoke test (exercise) in a guest of the target kernel: the kernel reported trouble during exercise (tainted 32896)',
+        'BUG: kernel NULL pointer dereference, address: 0000000000000001',
+        'RIP: 0010:version_proc_show+0x1c/0x40 [lp_x__v1]',
+      ],
+      message:
+        'smoke test (exercise) in a guest of the target kernel: the kernel reported trouble during exercise (tainted 32896)',
     });
   });
 

@@ -43,6 +43,18 @@ export interface BuildToolchain {
     onProfile: (line: string) => void;
     onLog: (line: string) => void;
   }): Promise<{ module: Buffer; vermagic: string; toolchain: Record<string, string> }>;
+  /**
+   * Loads, exercises, disables and unloads the module in a QEMU guest of `release` before it is
+   * published; undefined when this builder has no guest of that kernel (nothing was run). A module
+   * that fails throws a FAILED_PRECONDITION failure with the kernel's lines.
+   */
+  smokeTest(options: {
+    release: string;
+    module: Buffer;
+    moduleName: string;
+    signal: AbortSignal;
+    onLog: (line: string) => void;
+  }): Promise<events.SmokeTest | undefined>;
 }
 
 /** A failure with the status it maps to, the stage it happened in, and lines for the patch author. */
@@ -93,6 +105,7 @@ export type KernelBuildOutcome =
       readonly diagnostics: string[];
       /** The identical module was stored before; its manifest as first signed is served. */
       readonly reused: boolean;
+      readonly smoke?: events.SmokeTest;
     }
   | { readonly kind: 'failed'; readonly stage: Stage; readonly code: string; readonly diagnostics: string[] };
 
@@ -201,9 +214,21 @@ export async function buildForKernel(
       };
     }
 
-    enter('sign');
     const { module, vermagic } = built;
     checkVermagic(vermagic, input.release);
+    // Before the builder's signature: a module that cannot load, never settles or upsets the
+    // kernel is never published (klp-build's SUCCESS is not the last word).
+    enter('smoke');
+    const smoke = await deps.toolchain.smokeTest({
+      release: input.release,
+      module,
+      moduleName: input.moduleName,
+      signal,
+      onLog: (line) => progress.log('smoke', line),
+    });
+    if (!smoke) progress.log('smoke', `no guest of ${input.release} on this builder: not smoke-tested`);
+
+    enter('sign');
     const manifest: PatchManifest = {
       patchId: input.patchId,
       version: input.version,
@@ -243,6 +268,7 @@ export async function buildForKernel(
       functions: artifact.manifest.functions,
       diagnostics,
       reused: existing,
+      ...(smoke ? { smoke } : {}),
     };
   } catch (error) {
     const failure = deps.failureOf(error, stage, signal);

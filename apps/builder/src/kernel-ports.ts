@@ -11,6 +11,7 @@ import {
   readModinfoEntries,
   type KernelProfile,
 } from '@rebootless/kernel-toolchain';
+import { KernelLab, profileKernelImage, smokeTestModule } from '@rebootless/kernel-lab';
 import type { DiffAnalysis, DiffUnreadable } from './build-coordinator';
 import type { BuildToolchain } from './kernel-build';
 
@@ -22,7 +23,11 @@ export function debianKernelToolchain(options: {
   /** The kernel profiles diffs are built for (BUILDER_KERNEL_PROFILES), and where their builds are cached. */
   profiles: readonly KernelProfile[];
   profileCacheDir: string;
+  /** BUILDER_SMOKE: 'profiles' smoke-tests every module built for a profile's kernel; 'off' none. */
+  smoke: 'profiles' | 'off';
 }): BuildToolchain {
+  // One prepared lab (kernel image and initramfs) per profile build, made at its first smoke test.
+  const labs = new Map<string, Promise<KernelLab>>();
   const profileFor = (release: string): KernelProfile => {
     const profile = options.profiles.find((p) => p.release === release);
     if (profile) return profile;
@@ -73,6 +78,26 @@ export function debianKernelToolchain(options: {
           profile: `${profile.name}-${ready.key}`,
           sandbox: result.sandbox,
         },
+      };
+    },
+    smokeTest: async ({ release, module, moduleName, signal, onLog }) => {
+      const profile = options.profiles.find((p) => p.release === release);
+      if (!profile || options.smoke === 'off') return undefined;
+      const ready = await new KernelProfileCache({ cacheDir: options.profileCacheDir }).ensure(profile);
+      let lab = labs.get(ready.key);
+      if (!lab) {
+        lab = KernelLab.prepare({ kernel: profileKernelImage(ready), log: onLog });
+        labs.set(ready.key, lab);
+        lab.catch(() => labs.delete(ready.key));
+      }
+      const result = await smokeTestModule(await lab, { name: moduleName, bytes: module }, { signal, onLog });
+      return {
+        kernelRelease: result.release,
+        bootId: result.bootId,
+        loadMs: String(result.loadMs),
+        transitionMs: String(result.transitionMs),
+        exercisedFiles: result.exercisedFiles,
+        kernelLog: result.kernelLog.slice(-50),
       };
     },
   };

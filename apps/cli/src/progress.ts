@@ -9,7 +9,7 @@ export function bar(done: number, total: number, width = 24): string {
 }
 
 /** The stages the builder reports, in order (apps/builder). */
-export const BUILD_STAGES = ['queued', 'analyse', 'fetch-headers', 'compile', 'sign', 'store'] as const;
+export const BUILD_STAGES = ['queued', 'analyse', 'fetch-headers', 'compile', 'smoke', 'sign', 'store'] as const;
 
 export interface KernelProgress {
   readonly release: string;

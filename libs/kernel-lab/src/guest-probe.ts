@@ -49,6 +49,11 @@ export class GuestProbe {
     return this.request({ op: 'read-kernel-file', path: file });
   }
 
+  /** Reads every /proc/sys file and the common /proc files in a child shell (stdout: how many it read). */
+  exercise(): Promise<CommandResult> {
+    return this.request({ op: 'exercise' }, 150_000);
+  }
+
   /** Whether the guest reaches host:port, and the first line it answers to `send`. */
   connect(
     host: string,

@@ -9,3 +9,4 @@ export * from './ports';
 export * from './guest-probe';
 export * from './guest-vm';
 export * from './kernel-lab';
+export * from './smoke-test';

@@ -3,7 +3,6 @@
 // that very kernel under QEMU. Every behaviour is read from the guest's /proc and /sys; every
 // refusal of a module is the kernel's own.
 // Needs the lab profile's cold build (`npm run kernel:profile`, minutes; .ci/run makes it first).
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,6 +13,9 @@ import {
   KernelProfileCache,
   KlpBuildRefused,
   labProfile,
+  makeModuleSigningKey,
+  signModule,
+  stripModuleSignature,
   type DiffBuildResult,
   type ProfileBuild,
 } from '@rebootless/kernel-toolchain';
@@ -34,18 +36,9 @@ interface CorpusCase {
 }
 const expected = JSON.parse(fs.readFileSync(path.join(CORPUS, 'expected.json'), 'utf8')) as Record<string, CorpusCase>;
 const TAINT_LIVEPATCH = 32768;
-const SIG_MAGIC = Buffer.from('~Module signature appended~\n');
 
 /** klp-build's outcome of one case, as the corpus states outcomes. */
 type Outcome = { outcome: string; module?: DiffBuildResult; evidence?: string };
-
-/** The module without its appended PKCS#7 signature (struct module_signature: sig_len is its last 4 bytes). */
-function unsigned(module: Buffer): Buffer {
-  const end = module.length - SIG_MAGIC.length;
-  if (!module.subarray(end).equals(SIG_MAGIC)) throw new Error('the module is not signed');
-  const sigLen = module.readUInt32BE(end - 4);
-  return module.subarray(0, end - 12 - sigLen);
-}
 
 describe('the lab kernel profile: diffs built with klp-build, loaded in the kernel they were built for', () => {
   let profile: ProfileBuild;
@@ -139,33 +132,12 @@ describe('the lab kernel profile: diffs built with klp-build, loaded in the kern
     const good = outcomes.get('01-function-body')!.module!;
     const tampered = Buffer.from(good.module);
     tampered[Math.floor(tampered.length / 3)]! ^= 0x01;
-    const otherKey = path.join(work, 'other.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-new',
-        '-nodes',
-        '-x509',
-        '-batch',
-        '-subj',
-        '/CN=not the builder/',
-        '-newkey',
-        'rsa:2048',
-        '-keyout',
-        otherKey,
-        '-out',
-        `${otherKey}.crt`,
-        '-days',
-        '1',
-      ],
-      { stdio: 'ignore' },
-    );
+    const other = await makeModuleSigningKey(path.join(work, 'other-key'), 'not the builder');
     const foreign = path.join(work, 'foreign.ko');
-    fs.writeFileSync(foreign, unsigned(good.module));
-    execFileSync(path.join(profile.tree, 'scripts', 'sign-file'), ['sha256', otherKey, `${otherKey}.crt`, foreign]);
+    fs.writeFileSync(foreign, stripModuleSignature(good.module));
+    await signModule({ tree: profile.tree, signingKey: other.key, signingCert: other.cert }, foreign);
     for (const [label, bytes] of [
-      ['unsigned', unsigned(good.module)],
+      ['unsigned', stripModuleSignature(good.module)],
       ['tampered', tampered],
       ['another key', fs.readFileSync(foreign)],
     ] as const) {

@@ -20,4 +20,5 @@ export * from './livepatch-sample';
 export * from './sandbox';
 export * from './kernel-profile';
 export * from './klp-build';
+export * from './module-signature';
 export { rebootlessCacheDir } from './cache-root';

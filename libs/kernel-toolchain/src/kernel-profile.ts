@@ -173,7 +173,7 @@ export class KernelProfileCache {
     const tree = path.join(dir, 'tree');
     await step('extract', 'extracting the kernel source', () => extractSource(deb, profile, dir, tree));
     const signing = await step('signingKey', 'making the module-signing key', () =>
-      makeSigningKey(path.join(dir, 'signing')),
+      makeModuleSigningKey(path.join(dir, 'signing')),
     );
     await step('configure', `configuring (${profile.base} + fragment)`, () =>
       configure(profile, tree, signing.cert, this.run.bind(this)),
@@ -363,7 +363,11 @@ async function extractSource(deb: string, profile: KernelProfile, dir: string, t
   fs.rmSync(staging, { recursive: true, force: true });
 }
 
-async function makeSigningKey(dir: string): Promise<{ key: string; cert: string }> {
+/** A module-signing key and its self-signed certificate (what a kernel is configured to trust). */
+export async function makeModuleSigningKey(
+  dir: string,
+  subject = 'rebootless builder module signing',
+): Promise<{ key: string; cert: string }> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const key = path.join(dir, 'module-signing.key.pem');
   const cert = path.join(dir, 'module-signing.crt.pem');
@@ -380,7 +384,7 @@ async function makeSigningKey(dir: string): Promise<{ key: string; cert: string 
       '-batch',
       '-x509',
       '-subj',
-      '/CN=rebootless builder module signing/',
+      `/CN=${subject}/`,
       '-newkey',
       'rsa:3072',
       '-keyout',

@@ -2,12 +2,14 @@
 // kernel (LivepatchSysfs), without a dispatcher, and prints the agent's answer as one JSON line.
 // For commands no dispatcher would send (e.g. a module built for another kernel release): the
 // test sees the agent's own verification refuse it, and checks through the probe that the kernel
-// was never touched.
+// was never touched. It prints the agent's answer and the facts it recorded to report.
 // Usage in the guest: node /guest/agent-command.js '<json>' with
 //   { hostId, builderAddress, builderPublicKey (hex), dataDir, apply: ApplyCommand fields }
 import * as fs from 'node:fs';
-import { Agent, GatewayRelaySink, LivepatchSysfs } from '@rebootless/agent-runtime';
+import * as path from 'node:path';
+import { Agent, EventOutbox, GatewayRelaySink, LivepatchSysfs } from '@rebootless/agent-runtime';
 import type { dispatcher } from '@rebootless/contracts';
+import { decodeEvent } from '@rebootless/events';
 
 interface Request {
   hostId: string;
@@ -35,8 +37,16 @@ async function main(): Promise<void> {
   await agent.start();
   const apply: dispatcher.ApplyCommand = { rolloutId: '', allowForce: false, allowDowngrade: false, ...request.apply };
   const result = await agent.handle({ apply });
+  const pendingEvents = agent.pendingEvents;
   await agent.stop();
-  process.stdout.write(`${JSON.stringify({ result, pendingEvents: agent.pendingEvents, logs })}\n`);
+  // What the agent would report: the signed facts waiting in its outbox (no dispatcher here).
+  const { outbox } = EventOutbox.open({
+    dir: path.join(request.dataDir, 'chain'),
+    producerId: `agent/${request.hostId}`,
+  });
+  const reported = outbox.pending().map((r) => decodeEvent(r.envelope).body);
+  outbox.close();
+  process.stdout.write(`${JSON.stringify({ result, pendingEvents, reported, logs })}\n`);
   process.exit(0);
 }
 

@@ -47,11 +47,26 @@ type Request =
   | { op: 'run'; program: string; args: string[] }
   | { op: 'dmesg' }
   | { op: 'read-kernel-file'; path: string }
+  | { op: 'exercise' }
   | { op: 'connect'; host: string; port: number; send: string; timeoutMs?: number }
   | { op: 'data-file'; name: string; content?: string }
   | { op: 'poweroff' };
 
 const FILE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * What a smoke test does with a module loaded: reads what the kernel's own code paths serve
+ * (every /proc/sys file, the common /proc files, the livepatch tree, a few process listings) in a
+ * child shell, so a read that oopses kills a `cat`, not the probe. Prints how many files it read.
+ */
+const EXERCISE = `n=0
+for f in $(find /proc/sys /sys/kernel/livepatch -type f 2>/dev/null) /proc/cmdline /proc/version /proc/meminfo \
+  /proc/stat /proc/modules /proc/mounts /proc/interrupts /proc/loadavg /proc/uptime /proc/filesystems \
+  /proc/self/status /proc/self/maps /proc/self/stat /proc/self/cmdline /proc/self/environ /proc/cpuinfo; do
+  cat "$f" >/dev/null 2>&1 && n=$((n+1))
+done
+ps >/dev/null 2>&1; mount >/dev/null 2>&1; ls -lR /proc/self/ >/dev/null 2>&1; ls /sys/module >/dev/null 2>&1
+echo "$n"`;
 
 function read(file: string): string | undefined {
   try {
@@ -230,6 +245,8 @@ async function handle(req: Request): Promise<unknown> {
       const content = read(file);
       return content === undefined ? { exists: false } : { exists: true, content };
     }
+    case 'exercise':
+      return run('/bin/sh', ['-c', EXERCISE], 90_000);
     case 'connect':
       return connect(req.host, req.port, req.send, req.timeoutMs ?? 5000);
     case 'data-file': {

@@ -10,19 +10,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { dispatcher, events, grpcServices, ledger } from '@rebootless/contracts';
-import {
-  bundleGuestProgram,
-  contractProtoAssets,
-  grpcHealthCheckAsset,
-  guestProgramEntry,
-  KernelLab,
-  type GuestVm,
-  type ProbeState,
-} from '@rebootless/kernel-lab';
+import { dispatcher, grpcServices, ledger } from '@rebootless/contracts';
+import { KernelLab, type GuestVm, type ProbeState } from '@rebootless/kernel-lab';
 import { currentDebianCloudRelease, debianCloudReleases, releaseMajorMinor } from '@rebootless/kernel-toolchain';
 import { freshEventsTopic } from '../kafka';
-import { REPO_ROOT } from '../process';
+import { agentGuestForwards, allAtOnce, GUEST_BUILDER_PORT, GuestHost, prepareAgentLab, until } from './guest-rollout';
 import {
   buildPatch,
   hostStates,
@@ -38,35 +30,9 @@ import {
 jest.setTimeout(20 * 60_000); // TCG on a shared 2-core machine; a first run also downloads headers
 
 const HOST_ID = 'kernel-guest';
-const GUEST_BUILDER_PORT = 7451;
-const GUEST_DISPATCHER_PORT = 7452;
 const TAINT_LIVEPATCH = 32768;
 const R = dispatcher.RolloutState;
 const H = dispatcher.HostRolloutState;
-
-async function until<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 180_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}; last error: ${String(lastError)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-interface HistoryItem {
-  type: string;
-  patchId: string;
-  moduleName: string;
-  causationId: string;
-  occurredAt: { seconds: string; nanos: number };
-  body: Record<string, unknown>;
-}
 
 describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
   const timings: Record<string, number> = {};
@@ -95,82 +61,12 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
   const settled = (what: string, done: (s: ProbeState) => boolean) =>
     vm.probe.waitFor((s) => s.livepatch.every((p) => p.transition === '0') && done(s), what, 120_000);
 
-  const strategy = (): Partial<events.RolloutStrategy> => ({
-    canaryHostIds: [],
-    canaryCount: 0,
-    waves: [{ percent: 100 } as events.WaveSize],
-    soakSeconds: 0,
-    onFailure: events.FailurePolicy.FAILURE_POLICY_PAUSE,
-    applyTimeoutSeconds: 300,
-    offlineDeadlineSeconds: 900,
-  });
-
-  /** CreateRollout, retried while the dispatcher has not yet read the patch or the host from the log. */
-  const createRollout = (patch: BuiltPatch) =>
-    until(
-      async () =>
-        (
-          await unary<dispatcher.CreateRolloutResponse>(rollouts, 'createRollout', {
-            patchId: patch.patchId,
-            version: patch.version,
-            selector: { kernelReleases: [], labels: {}, hostIds: [HOST_ID] },
-            strategy: strategy(),
-            skipApproval: true, // not about approvals (ADR 0013)
-          })
-        ).rollout,
-      `the dispatcher accepts a rollout of ${patch.patchId}`,
-      120_000,
-    );
-
-  const rolloutDone = async (rolloutId: string, states: dispatcher.RolloutState[]) => {
-    let last: dispatcher.Rollout | undefined;
-    return until(
-      async () => {
-        last = (await unary<dispatcher.GetRolloutResponse>(rollouts, 'getRollout', { rolloutId })).rollout!;
-        return states.includes(last.state) ? last : undefined;
-      },
-      `rollout ${rolloutId} is ${states.map((s) => R[s]).join('/')} (last ${last && R[last.state]} ${last?.stateReason})`,
-      600_000,
-    );
-  };
-
-  const ledgerHost = async () =>
-    (await unary<ledger.GetHostResponse>(ledgerClient, 'getHost', { hostId: HOST_ID })).host!;
-
-  const history = async (): Promise<HistoryItem[]> => {
-    const out: HistoryItem[] = [];
-    let pageToken = '';
-    do {
-      const page = await unary<ledger.GetHostHistoryResponse>(ledgerClient, 'getHostHistory', {
-        hostId: HOST_ID,
-        pageSize: 500,
-        pageToken,
-      });
-      for (const record of page.records) {
-        const body = record.body as unknown as Record<string, unknown> & events.EventBody;
-        const key = body.type.charAt(0).toLowerCase() + body.type.slice(1);
-        const payload = (body[key] ?? {}) as { patchId?: string; moduleName?: string };
-        out.push({
-          type: body.type,
-          patchId: payload.patchId ?? '',
-          moduleName: payload.moduleName ?? '',
-          causationId: body.causationId,
-          occurredAt: body.occurredAt as unknown as HistoryItem['occurredAt'],
-          body,
-        });
-      }
-      pageToken = page.nextPageToken;
-    } while (pageToken);
-    return out;
-  };
-
-  /** The ledger's stack for the host, as [module, patch id] oldest first, once it equals `modules`. */
-  const ledgerStackIs = (modules: string[], what: string) =>
-    until(async () => {
-      const stack = (await ledgerHost()).stack!;
-      const names = stack.entries.map((e) => e.moduleName);
-      return JSON.stringify(names) === JSON.stringify(modules) ? stack : undefined;
-    }, `the ledger shows ${what}`);
+  let host: GuestHost;
+  const createRollout = (patch: BuiltPatch) => host.createRollout(patch);
+  const rolloutDone = (rolloutId: string, states: dispatcher.RolloutState[]) => host.rolloutDone(rolloutId, states);
+  const ledgerHost = () => host.ledgerHost();
+  const history = () => host.history();
+  const ledgerStackIs = (modules: string[], what: string) => host.ledgerStackIs(modules, what);
 
   beforeAll(async () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'rbl-agent-guest-'));
@@ -187,6 +83,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
     );
     rollouts = rolloutClient(services.dispatcherAddress);
     ledgerClient = serviceClient(grpcServices.ledger, services.ledgerAddress);
+    host = new GuestHost(HOST_ID, rollouts, ledgerClient);
 
     const build = (name: string, text: string, releases: string[], replace = false) =>
       buildPatch(services.builderAddress, {
@@ -195,58 +92,29 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
         kernelReleases: releases,
         replace,
       });
-    const [bundles] = await Promise.all([
-      timed('bundle', () =>
-        Promise.all([
-          bundleGuestProgram(path.join(REPO_ROOT, 'apps', 'agent', 'src', 'main.ts'), 'agent.js'),
-          bundleGuestProgram(guestProgramEntry('agent-command'), 'agent-command.js'),
-        ]),
-      ),
-      timed('buildPatches', async () => {
-        // One at a time: the builder runs one build worker here.
-        patches.a = await build('kl-cmdline-a', 'rebootless patch A', [release]);
-        patches.b = await build('kl-cmdline-b', 'rebootless patch B', [release]);
-        patches.c = await build('kl-cmdline-c', 'rebootless cumulative C', [release], true);
-        patches.foreign = await build('kl-foreign', `built for ${foreignRelease}`, [foreignRelease]);
-      }),
-    ]);
-
+    await timed('buildPatches', async () => {
+      // One at a time: the builder runs one build worker here.
+      patches.a = await build('kl-cmdline-a', 'rebootless patch A', [release]);
+      patches.b = await build('kl-cmdline-b', 'rebootless patch B', [release]);
+      patches.c = await build('kl-cmdline-c', 'rebootless cumulative C', [release], true);
+      patches.foreign = await build('kl-foreign', `built for ${foreignRelease}`, [foreignRelease]);
+    });
     lab = await timed('prepare', () =>
-      KernelLab.prepare({
+      prepareAgentLab({
+        hostId: HOST_ID,
+        builderKey: services.builderKey,
+        dataDir: '/var/lib/rebootless/agent', // on the data disk: survives reboot()
         release,
-        bundles,
-        files: [grpcHealthCheckAsset(), ...contractProtoAssets()],
-        services: [
-          {
-            name: 'agent',
-            argv: ['/bin/node', '/guest/agent.js'],
-            env: {
-              REBOOTLESS_INSECURE: 'true',
-              REBOOTLESS_DATA_DIR: '/var/lib/rebootless/agent', // on the data disk: survives reboot()
-              AGENT_HOST_ID: HOST_ID,
-              AGENT_LABELS: 'lab=kernel',
-              AGENT_DISPATCHER_ADDRESS: `10.0.2.100:${GUEST_DISPATCHER_PORT}`,
-              AGENT_BUILDER_ADDRESS: `10.0.2.100:${GUEST_BUILDER_PORT}`,
-              AGENT_BUILDER_PUBLIC_KEY: services.builderKey.toString('hex'),
-              AGENT_EVENT_SINK: 'gateway',
-              AGENT_REAPPLY: 'at-start',
-            },
-          },
-        ],
       }),
     );
     consoleFile = path.join(lab.cacheDir, 'console', 'agent-in-guest.kernel.spec.log');
     fs.mkdirSync(path.dirname(consoleFile), { recursive: true });
     fs.writeFileSync(consoleFile, '');
-    const port = (address: string) => Number(address.split(':').at(-1));
     vm = await timed('firstBoot', () =>
       lab.boot({
         memoryMb: 768, // probe, agent and a second Node program at once
         dataDisk: { file: path.join(root, 'data.img') },
-        guestForwards: [
-          { name: 'builder', guestPort: GUEST_BUILDER_PORT, hostPort: port(services.builderAddress) },
-          { name: 'dispatcher', guestPort: GUEST_DISPATCHER_PORT, hostPort: port(services.dispatcherAddress) },
-        ],
+        guestForwards: agentGuestForwards(services),
         consoleFile,
       }),
     );
@@ -339,7 +207,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
       hostId: HOST_ID,
       patchId: patches.b.patchId,
       reason: 'kernel tier: undo the stacked patch',
-      strategy: strategy(),
+      strategy: allAtOnce(),
     });
     expect(rollout!.kind).toBe(dispatcher.RolloutKind.ROLLOUT_KIND_UNDO);
     const done = await timed('undoB', () =>
@@ -485,7 +353,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
       patchId: patches.foreign.patchId,
       version: patches.foreign.version,
       selector: { kernelReleases: [], labels: {}, hostIds: [HOST_ID] },
-      strategy: strategy(),
+      strategy: allAtOnce(),
     }).then(
       () => undefined,
       (e: ServiceError) => e,

@@ -182,6 +182,7 @@ export async function startFleetServices(env: {
   brokers: string;
   root: string;
   dispatcherExtra?: Record<string, string>;
+  builderExtra?: Record<string, string>;
 }): Promise<FleetServices> {
   const dataDirs = {
     builder: path.join(env.root, 'builder'),
@@ -193,7 +194,12 @@ export async function startFleetServices(env: {
     for (const service of started.reverse()) await service.stop();
   };
   try {
-    const builder = await startBuilder({ topic: env.topic, brokers: env.brokers, dataDir: dataDirs.builder });
+    const builder = await startBuilder({
+      topic: env.topic,
+      brokers: env.brokers,
+      dataDir: dataDirs.builder,
+      extra: env.builderExtra,
+    });
     started.push(builder.process);
     const ledgerAddress = `127.0.0.1:${await freePort()}`;
     const dispatcher = await startDispatcher({
@@ -331,6 +337,8 @@ export interface BuiltPatch {
   artifacts: Record<string, string>;
   /** The module's name in the kernel (the builder names it after the patch and version). */
   moduleName: string;
+  /** The build as it finished (each release's manifest, smoke test, diagnostics). */
+  build?: builder.Build;
 }
 
 /**
@@ -347,29 +355,56 @@ export async function buildPatch(
     timeoutMs?: number;
     /** What /proc/cmdline shows while the patch is live. Default "rebootless rollout". */
     replacementText?: string;
+    /** The fix as a unified diff against the kernel source (klp-build), instead of module source. */
+    unifiedDiff?: string;
     /** A cumulative patch: atomic replace of every older livepatch. */
     replace?: boolean;
     /** TLS (with an operator's token) when the builder serves TLS. */
     credentials?: grpc.ChannelCredentials;
   },
 ): Promise<BuiltPatch> {
+  const { submitted, finished } = await submitBuild(builderAddress, options);
+  const failed = finished.kernels.filter((k) => !k.artifactDigest);
+  if (failed.length > 0) throw new Error(`build ${submitted.buildId} failed: ${JSON.stringify(finished.kernels)}`);
+  return {
+    patchId: submitted.patchId,
+    version: options.version ?? '1.0.0',
+    buildId: submitted.buildId,
+    kernelReleases: options.kernelReleases,
+    artifacts: Object.fromEntries(finished.kernels.map((k) => [k.kernelRelease, k.artifactDigest])),
+    moduleName: finished.kernels[0]?.manifest?.moduleName ?? '',
+    build: finished,
+  };
+}
+
+/** SubmitBuild, then WatchBuild until it finishes: the build as it ended, failed or not. */
+export async function submitBuild(
+  builderAddress: string,
+  options: Parameters<typeof buildPatch>[1],
+): Promise<{ submitted: builder.SubmitBuildResponse; finished: builder.Build }> {
   const client = serviceClient(grpcServices.build, builderAddress, options.credentials);
   try {
     const moduleName = `lp_${options.patchName.replace(/[^a-z0-9]/gi, '_')}`.slice(0, 50);
     const submitted = await unary<builder.SubmitBuildResponse>(client, 'submitBuild', {
       patchName: options.patchName,
       version: options.version ?? '1.0.0',
-      description: 'rollout test patch: /proc/cmdline shows a fixed text',
+      description: options.unifiedDiff
+        ? 'rollout test patch built from a diff'
+        : 'rollout test patch: /proc/cmdline shows a fixed text',
       cves: [{ id: 'CVE-2024-1086', severity: 3, cvssScore: '7.8' }],
       replace: options.replace ?? false,
       kernelReleases: options.kernelReleases,
-      livepatchModuleSource: Buffer.from(
-        livepatchSample({
-          moduleName,
-          replacementText: options.replacementText ?? 'rebootless rollout',
-          replace: options.replace ?? false,
-        }),
-      ),
+      ...(options.unifiedDiff !== undefined
+        ? { unifiedDiff: Buffer.from(options.unifiedDiff) }
+        : {
+            livepatchModuleSource: Buffer.from(
+              livepatchSample({
+                moduleName,
+                replacementText: options.replacementText ?? 'rebootless rollout',
+                replace: options.replace ?? false,
+              }),
+            ),
+          }),
     });
     const updates = await readStream<builder.WatchBuildResponse>(
       client,
@@ -380,16 +415,7 @@ export async function buildPatch(
     );
     const finished = updates.at(-1)?.finished;
     if (!finished) throw new Error(`build ${submitted.buildId} did not finish`);
-    const failed = finished.kernels.filter((k) => !k.artifactDigest);
-    if (failed.length > 0) throw new Error(`build ${submitted.buildId} failed: ${JSON.stringify(finished.kernels)}`);
-    return {
-      patchId: submitted.patchId,
-      version: options.version ?? '1.0.0',
-      buildId: submitted.buildId,
-      kernelReleases: options.kernelReleases,
-      artifacts: Object.fromEntries(finished.kernels.map((k) => [k.kernelRelease, k.artifactDigest])),
-      moduleName: finished.kernels[0]?.manifest?.moduleName ?? '',
-    };
+    return { submitted, finished };
   } finally {
     client.close();
   }

@@ -10,7 +10,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { FixSourceKind } from "../../events/v1/builder_events";
+import { FixSourceKind, SmokeTest } from "../../events/v1/builder_events";
 import { Actor, Cve, PatchedFunction, PatchManifest } from "../../events/v1/common";
 
 /** Where a build, or one kernel release's part of it, stands. */
@@ -65,7 +65,7 @@ export interface KernelBuild {
   kernelRelease: string;
   /** Where this release's build stands. */
   state: BuildState;
-  /** The stage running now or the one that failed: analyse, fetch-headers, compile, sign, store. */
+  /** The stage running now or the one that failed: analyse, fetch-headers, compile, smoke, sign, store. */
   stage: string;
   /** Lower-case hex sha256 of the signed module, once built; FetchArtifact takes it. */
   artifactDigest: string;
@@ -77,6 +77,8 @@ export interface KernelBuild {
   changedFunctions: PatchedFunction[];
   /** Compiler and tool messages when the stage failed. */
   diagnostics: string[];
+  /** The module's smoke test in a guest of its kernel, once passed (BuildSucceeded.smoke). */
+  smoke?: SmokeTest | undefined;
 }
 
 /** A build: the fix, the releases it targets and each one's stage, result and artifact. */
@@ -125,7 +127,7 @@ export interface WatchBuildRequest {
 export interface BuildStageChanged {
   /** The release whose part changed. */
   kernelRelease: string;
-  /** The stage it is in now: analyse, fetch-headers, compile, sign, store. */
+  /** The stage it is in now: analyse, fetch-headers, compile, smoke, sign, store. */
   stage: string;
   /** That release's state now. */
   state: BuildState;
@@ -455,6 +457,9 @@ export const KernelBuild: MessageFns<KernelBuild> = {
     for (const v of message.diagnostics) {
       writer.uint32(58).string(v!);
     }
+    if (message.smoke !== undefined) {
+      SmokeTest.encode(message.smoke, writer.uint32(66).fork()).join();
+    }
     return writer;
   },
 
@@ -525,6 +530,14 @@ export const KernelBuild: MessageFns<KernelBuild> = {
             }
 
             message.diagnostics.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.smoke = SmokeTest.decode(reader, reader.uint32());
             continue;
           }
         }

@@ -60,6 +60,30 @@ export interface BuildSucceeded {
   changedFunctions: PatchedFunction[];
   /** How long this release's build took, from its first stage to stored. */
   durationMs: string;
+  /**
+   * The module's smoke test in a guest of its kernel before it was published; unset when this
+   * release had no guest to test in (see the builder's BUILDER_SMOKE setting).
+   */
+  smoke?: SmokeTest | undefined;
+}
+
+/**
+ * A module loaded, exercised, disabled and unloaded in a QEMU guest booted from the kernel it was
+ * built for, with nothing in the kernel's log or taint flags saying it went wrong.
+ */
+export interface SmokeTest {
+  /** The guest kernel's release (`uname -r`), as the guest reported it. */
+  kernelRelease: string;
+  /** The guest's /proc/sys/kernel/random/boot_id: which boot the test ran in. */
+  bootId: string;
+  /** From insmod to the kernel accepting the module. */
+  loadMs: string;
+  /** From loaded to the livepatch transition finished. */
+  transitionMs: string;
+  /** How many /proc and /sys files were read while the patch was live. */
+  exercisedFiles: number;
+  /** The kernel's log lines from the module's load to its unload. */
+  kernelLog: string[];
 }
 
 /** Builder: one kernel release's build failed, at which stage and with what diagnostics. */
@@ -68,7 +92,7 @@ export interface BuildFailed {
   buildId: string;
   /** The kernel release whose build failed. */
   kernelRelease: string;
-  /** analyse, fetch-headers, compile, sign, store */
+  /** analyse, fetch-headers, compile, smoke, sign, store */
   stage: string;
   /** What went wrong, one line each: the compiler's or the analysis's words. */
   diagnostics: string[];
@@ -306,6 +330,9 @@ export const BuildSucceeded: MessageFns<BuildSucceeded> = {
     if (message.durationMs !== "0") {
       writer.uint32(56).uint64(message.durationMs);
     }
+    if (message.smoke !== undefined) {
+      SmokeTest.encode(message.smoke, writer.uint32(66).fork()).join();
+    }
     return writer;
   },
 
@@ -376,6 +403,115 @@ export const BuildSucceeded: MessageFns<BuildSucceeded> = {
             }
 
             message.durationMs = reader.uint64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.smoke = SmokeTest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseSmokeTest(): SmokeTest {
+  return { kernelRelease: "", bootId: "", loadMs: "0", transitionMs: "0", exercisedFiles: 0, kernelLog: [] };
+}
+
+export const SmokeTest: MessageFns<SmokeTest> = {
+  encode(message: SmokeTest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kernelRelease !== "") {
+      writer.uint32(10).string(message.kernelRelease);
+    }
+    if (message.bootId !== "") {
+      writer.uint32(18).string(message.bootId);
+    }
+    if (message.loadMs !== "0") {
+      writer.uint32(24).uint64(message.loadMs);
+    }
+    if (message.transitionMs !== "0") {
+      writer.uint32(32).uint64(message.transitionMs);
+    }
+    if (message.exercisedFiles !== 0) {
+      writer.uint32(40).uint32(message.exercisedFiles);
+    }
+    for (const v of message.kernelLog) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SmokeTest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSmokeTest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kernelRelease = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.bootId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.loadMs = reader.uint64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.transitionMs = reader.uint64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.exercisedFiles = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kernelLog.push(reader.string());
             continue;
           }
         }
