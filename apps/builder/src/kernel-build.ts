@@ -43,10 +43,11 @@ export interface BuildToolchain {
     onProfile: (line: string) => void;
     onLog: (line: string) => void;
   }): Promise<{ module: Buffer; vermagic: string; toolchain: Record<string, string> }>;
+  /** Whether this builder smoke-tests modules for `release` (it has a guest of that kernel). */
+  smokes(release: string): boolean;
   /**
    * Loads, exercises, disables and unloads the module in a QEMU guest of `release` before it is
-   * published; undefined when this builder has no guest of that kernel (nothing was run). A module
-   * that fails throws a FAILED_PRECONDITION failure with the kernel's lines.
+   * published. A module that fails throws SmokeTestFailed with the kernel's lines.
    */
   smokeTest(options: {
     release: string;
@@ -54,7 +55,7 @@ export interface BuildToolchain {
     moduleName: string;
     signal: AbortSignal;
     onLog: (line: string) => void;
-  }): Promise<events.SmokeTest | undefined>;
+  }): Promise<events.SmokeTest>;
 }
 
 /** A failure with the status it maps to, the stage it happened in, and lines for the patch author. */
@@ -218,15 +219,19 @@ export async function buildForKernel(
     checkVermagic(vermagic, input.release);
     // Before the builder's signature: a module that cannot load, never settles or upsets the
     // kernel is never published (klp-build's SUCCESS is not the last word).
-    enter('smoke');
-    const smoke = await deps.toolchain.smokeTest({
-      release: input.release,
-      module,
-      moduleName: input.moduleName,
-      signal,
-      onLog: (line) => progress.log('smoke', line),
-    });
-    if (!smoke) progress.log('smoke', `no guest of ${input.release} on this builder: not smoke-tested`);
+    let smoke: events.SmokeTest | undefined;
+    if (deps.toolchain.smokes(input.release)) {
+      enter('smoke');
+      smoke = await deps.toolchain.smokeTest({
+        release: input.release,
+        module,
+        moduleName: input.moduleName,
+        signal,
+        onLog: (line) => progress.log('smoke', line),
+      });
+    } else {
+      progress.log(stage, `not smoke-tested: this builder has no guest of ${input.release} (BUILDER_SMOKE)`);
+    }
 
     enter('sign');
     const manifest: PatchManifest = {

@@ -80,9 +80,9 @@ export function debianKernelToolchain(options: {
         },
       };
     },
+    smokes: (release) => options.smoke === 'profiles' && options.profiles.some((p) => p.release === release),
     smokeTest: async ({ release, module, moduleName, signal, onLog }) => {
-      const profile = options.profiles.find((p) => p.release === release);
-      if (!profile || options.smoke === 'off') return undefined;
+      const profile = profileFor(release);
       const ready = await new KernelProfileCache({ cacheDir: options.profileCacheDir }).ensure(profile);
       let lab = labs.get(ready.key);
       if (!lab) {

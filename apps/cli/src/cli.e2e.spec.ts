@@ -327,7 +327,7 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
     // Each frame moves the cursor up over the previous one and clears it before drawing.
     expect(run.stderr).toContain('\x1b[2A\r\x1b[0J');
     expect(run.stderr).toContain(`build ${buildId}`);
-    expect(run.stderr).toMatch(new RegExp(`  ${release.replace(/\./g, '\\.')}  \\[#{24}\\] 6/6  store succeeded`));
+    expect(run.stderr).toMatch(new RegExp(`  ${release.replace(/\./g, '\\.')}  \\[#{24}\\] 7/7  store succeeded`));
     expect(run.stdout).toContain('state:       succeeded');
   });
 

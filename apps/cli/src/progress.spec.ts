@@ -41,8 +41,8 @@ describe('progress', () => {
     });
     expect(buildFrame('b1', kernels)).toEqual([
       'build b1',
-      '  r1  [########################] 6/6  store succeeded',
-      '  r2  [########................] 2/6  fetch-headers running',
+      '  r1  [########################] 7/7  store succeeded',
+      '  r2  [#######.................] 2/7  fetch-headers running',
     ]);
     kernels = applyStageChange(kernels, {
       kernelRelease: 'r2',
@@ -50,7 +50,7 @@ describe('progress', () => {
       state: BUILD_STATE_FAILED,
       diagnostics: [],
     });
-    expect(buildFrame('b1', kernels)[2]).toBe('  r2  [############............] 3/6  compile failed');
+    expect(buildFrame('b1', kernels)[2]).toBe('  r2  [##########..............] 3/7  compile failed');
   });
 
   it('counts hosts done per wave, failures included', () => {

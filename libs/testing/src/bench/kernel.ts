@@ -2,13 +2,13 @@
 // kernel image, bundles, initramfs), booting Debian's cloud kernel in QEMU (TCG) to the probe's
 // ready line, one livepatch cycle (insmod, transition, disable, rmmod), a reboot, a stop, and
 // BENCH_KERNEL_PARALLEL guests booted at once, and the lab kernel profile's figures (cold profile
-// build, warm diff build, diff → live in its guest). Prints progress on stderr and one JSON object as the
+// build, warm diff build, the builder's smoke test, diff → live in its guest). Prints progress on stderr and one JSON object as the
 // last line of stdout; writes it to bench/results/kernel-<date>.json.
 // Settings: BENCH_KERNEL_ROUNDS (default 3), BENCH_KERNEL_PARALLEL (default 4).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KernelLab, profileKernelImage, type GuestVm } from '@rebootless/kernel-lab';
+import { KernelLab, profileKernelImage, smokeTestModule, type GuestVm } from '@rebootless/kernel-lab';
 import {
   buildFromDiff,
   compileLivepatchModule,
@@ -145,6 +145,12 @@ async function measureLabProfile(workDir: string) {
     say(`lab profile: warm diff build ${warm.at(-1)} ms`);
   }
   const lab = await KernelLab.prepare({ kernel: profileKernelImage(profile), log: say });
+  // The builder's smoke stage on its own: a guest booted, the module loaded, exercised, unloaded.
+  const smokeModule = await buildFromDiff(profile, diff, { replace: false, workRoot: workDir });
+  const [smoke, smokeMs] = await timed(() =>
+    smokeTestModule(lab, { name: smokeModule.moduleName, bytes: smokeModule.module }),
+  );
+  say(`lab profile: smoke test ${smokeMs} ms (${smoke.exercisedFiles} files read with the patch live)`);
   const [vm, bootMs] = await timed(() => lab.boot({ memoryMb: 768 }));
   try {
     const before = vm.probe;
@@ -169,6 +175,8 @@ async function measureLabProfile(workDir: string) {
       warm_diff_build: summary(warm),
       boot_to_ready_ms: bootMs,
       diff_to_live_ms: liveMs,
+      smoke_test_ms: smokeMs,
+      smoke_exercised_files: smoke.exercisedFiles,
     };
   } finally {
     await vm.stop();
