@@ -107,7 +107,7 @@ export class KernelProfileCache {
 
   /** The profile's build from the cache, or built now (once per process, however many ask). */
   async ensure(profile: KernelProfile): Promise<ProfileBuild> {
-    const key = await profileKey(profile, this.opts.cacheDir);
+    const key = await profileKey(profile);
     const id = path.join(this.opts.cacheDir, `${profile.name}-${key}`);
     const running = building.get(id);
     if (running) {
@@ -243,28 +243,37 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** `<compiler> --version`'s first line, asked once per process (every diff build looks its profile up). */
-const compilerVersions = new Map<string, Promise<string | undefined>>();
-function compilerVersion(compiler: string, cwd: string): Promise<string | undefined> {
+/**
+ * `<compiler> --version`'s first line, asked once per process (every diff build looks its profile
+ * up). Run in `/`, never in the cache (which a first run has not made yet: that once keyed a cold
+ * build "gcc (not found)", so the next process, with the cache there, built it all again). A
+ * compiler that cannot be asked is an error, not a key.
+ */
+const compilerVersions = new Map<string, Promise<string>>();
+function compilerVersion(compiler: string): Promise<string> {
   let known = compilerVersions.get(compiler);
   if (!known) {
-    known = runProcess(findExecutable(compiler) ?? compiler, ['--version'], {
-      cwd,
-      env: toolEnv(),
-      timeoutMs: 10_000,
-    }).then(
-      (r) => (r.code === 0 ? r.lines[0] : undefined),
-      () => undefined,
-    );
+    const executable = findExecutable(compiler) ?? compiler;
+    known = runProcess(executable, ['--version'], { cwd: '/', env: toolEnv(), timeoutMs: 30_000 }).then((r) => {
+      if (r.code !== 0 || !r.lines[0]) {
+        throw new ToolchainError(
+          'FAILED_PRECONDITION',
+          'diff-tool',
+          `${executable} --version failed (exit ${r.code}): a kernel profile is keyed by its compiler's version`,
+          r.lines,
+        );
+      }
+      return r.lines[0];
+    });
+    known.catch(() => compilerVersions.delete(compiler));
     compilerVersions.set(compiler, known);
   }
   return known;
 }
 
 /** The cache key: source, config, compiler and layout, hashed. */
-export async function profileKey(profile: KernelProfile, cacheDir: string): Promise<string> {
-  const gcc = await compilerVersion(profile.compiler, cacheDir);
-  const compiler = gcc ?? `${profile.compiler} (not found)`;
+export async function profileKey(profile: KernelProfile): Promise<string> {
+  const compiler = await compilerVersion(profile.compiler);
   const h = createHash('sha256');
   h.update(
     JSON.stringify({
