@@ -21,6 +21,7 @@ import {
   rolloutClient,
   serviceClient,
   startFleetServices,
+  stopKeepingLogs,
   unary,
   type BuiltPatch,
   type Client,
@@ -125,13 +126,7 @@ describe('the agent in a QEMU guest, driven by the real dispatcher', () => {
     await vm?.stop();
     rollouts?.close();
     ledgerClient?.close();
-    if (services) {
-      // The services' own account, kept for whoever reads a failure.
-      for (const name of ['builder', 'dispatcher', 'ledger'] as const) {
-        fs.writeFileSync(path.join(os.tmpdir(), `rebootless-agent-guest-${name}.log`), services[name].output);
-      }
-      await services.stop();
-    }
+    await stopKeepingLogs(services, 'agent-guest');
     if (root) fs.rmSync(root, { recursive: true, force: true });
     console.log(
       `agent in guest: release ${release}, foreign ${foreignRelease}, boots ${JSON.stringify(vm?.boots.map((b) => b.ms))} ms, ` +

@@ -31,6 +31,7 @@ import {
   rolloutClient,
   serviceClient,
   startFleetServices,
+  stopKeepingLogs,
   submitBuild,
   unary,
   type BuiltPatch,
@@ -129,12 +130,7 @@ describe('a diff, built with klp-build, rolled out live to the lab kernel and un
     await vm?.stop();
     rollouts?.close();
     ledgerClient?.close();
-    if (services) {
-      for (const name of ['builder', 'dispatcher', 'ledger'] as const) {
-        fs.writeFileSync(path.join(os.tmpdir(), `rebootless-lab-rollout-${name}.log`), services[name].output);
-      }
-      await services.stop();
-    }
+    await stopKeepingLogs(services, 'lab-rollout');
     if (root) fs.rmSync(root, { recursive: true, force: true });
     console.log(
       `lab rollout: ${profile?.release}, console ${consoleFile}\n  ${Object.entries(timings)

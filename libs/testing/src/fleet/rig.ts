@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createServer } from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -239,6 +240,15 @@ export async function startFleetServices(env: {
     await stop();
     throw error;
   }
+}
+
+/** Stops the services, first keeping each one's output in <tmp>/rebootless-<label>-<service>.log for whoever reads a failure. */
+export async function stopKeepingLogs(services: FleetServices | undefined, label: string): Promise<void> {
+  if (!services) return;
+  for (const name of ['builder', 'dispatcher', 'ledger'] as const) {
+    fs.writeFileSync(path.join(os.tmpdir(), `rebootless-${label}-${name}.log`), services[name].output);
+  }
+  await services.stop();
 }
 
 // ---- gRPC clients -------------------------------------------------------------------------------
