@@ -242,6 +242,7 @@ export class ProjectionGate<T> {
   }
 
   expire(now: number, liveSince = -Infinity): GateOutput<T> {
+    const released: GateRecord<T>[] = [];
     const stale = new Set<string>();
     for (const queue of this.queues.values()) {
       for (let i = queue.head; i < queue.items.length; i++) {
@@ -250,7 +251,11 @@ export class ProjectionGate<T> {
           stale.add(h.chain);
       }
     }
+    const due = (h: Held<T>) =>
+      h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs;
     for (const chain of stale) {
+      // A chain judged before this one may have let through what this one waited for.
+      if (![...(this.waiting.get(chain)?.values() ?? [])].some(due)) continue;
       const [agentId = '', agentEpoch = '0'] = chain.split('\u0000');
       if (this.verifier.awaitingKey(agentId, Number(agentEpoch))) {
         // Not a missing seal: nobody bound the key. The epoch is refused whole, as an unvouched key is.
@@ -268,6 +273,9 @@ export class ProjectionGate<T> {
           ),
         );
         this.distrust(chain);
+        // What the refused epoch held back moves on now: a binding behind it in its partition
+        // may vouch for an epoch judged next, which must then not be refused with it.
+        this.settle(released);
         continue;
       }
       const records = [...(this.waiting.get(chain)?.values() ?? [])].filter((h) => h.verdict === 'waiting');
@@ -295,7 +303,8 @@ export class ProjectionGate<T> {
       });
       for (const h of records) h.verdict = 'rejected';
     }
-    return this.drain();
+    this.settle(released);
+    return { released, findings: this.takeFindings() };
   }
 
   /** Declares the holes still open as gaps (when caught up with the log); may release records. */
@@ -523,14 +532,23 @@ export class ProjectionGate<T> {
 
   private drain(): GateOutput<T> {
     const released: GateRecord<T>[] = [];
+    this.settle(released);
+    return { released, findings: this.takeFindings() };
+  }
+
+  /** Releases what may be released, learning bindings as they come, into `released`. */
+  private settle(released: GateRecord<T>[]): void {
     do {
       for (const producerId of this.newlyBound) this.out.push(...this.verifier.keyVouched(producerId));
       this.newlyBound.clear();
       this.drainOnce(released);
     } while (this.newlyBound.size > 0);
+  }
+
+  private takeFindings(): Finding[] {
     const findings = this.out;
     this.out = [];
-    return { released, findings };
+    return findings;
   }
 
   private drainOnce(released: GateRecord<T>[]): void {
