@@ -63,7 +63,9 @@ export function readKeyEvent(
       return { why: `the record at ${at(partition, offset)} does not hash to the hash it carries` };
     if (!prev) {
       if (Buffer.from(envelope.hash).toString('hex') !== source.hash)
-        return { why: `the record at ${at(partition, offset)} is another record than the one named (its hash differs)` };
+        return {
+          why: `the record at ${at(partition, offset)} is another record than the one named (its hash differs)`,
+        };
       first = body;
     } else if (
       p.producerId !== prev.producerId ||
@@ -126,7 +128,12 @@ export function agentKeyStateProblems(state: AgentKeyState, read: RecordAt, serv
       continue;
     }
     const b = read1.body.agentKeyBound;
-    if (!b || b.producerId !== state.producerId || b.epoch !== epoch || Buffer.from(b.publicKey).toString('hex') !== key) {
+    if (
+      !b ||
+      b.producerId !== state.producerId ||
+      b.epoch !== epoch ||
+      Buffer.from(b.publicKey).toString('hex') !== key
+    ) {
       problems.push(
         `${what} names the record at ${at(source.partition, source.offset)}, which ` +
           (b

@@ -276,9 +276,10 @@ describe('a gate resumed from its checkpoint', () => {
       // its seal lies in another partition or it was held across the checkpoint.
       merge(reader.checkpoint());
       expect(merged.agentKeys.map((k) => k.bound.length)).toEqual([1, 1]);
-      expect({ cut, problems: merged.agentKeys.flatMap((k) => agentKeyStateProblems(k, logAt(log), trust)) }).toEqual(
-        { cut, problems: [] },
-      );
+      expect({ cut, problems: merged.agentKeys.flatMap((k) => agentKeyStateProblems(k, logAt(log), trust)) }).toEqual({
+        cut,
+        problems: [],
+      });
       // The one difference a checkpoint makes: a copy of a record from before it is not told from a conflict.
       expect({ cut, findings: reader.findings.map(sameKind) }).toEqual({
         cut,

@@ -3,7 +3,15 @@ import { AgentKeyBook, AgentKeyState, KeyEventSource } from './agent-key-book';
 import { authorityViolation, commandAnswered, producerOf } from './producer-authority';
 import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
-import { ChainState, ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition, VerificationReport } from './verifier';
+import {
+  ChainState,
+  ChainVerifier,
+  Finding,
+  FindingKind,
+  KeyTrust,
+  RecordPosition,
+  VerificationReport,
+} from './verifier';
 import { EnvelopeLayout, scanEnvelope } from './wire';
 
 /**
@@ -392,7 +400,9 @@ export class ProjectionGate<T> {
       if (!vouched)
         problems.push(
           `checkpoint_chains ${c.producerId}@${c.epoch}: its key ${c.keyRaw?.slice(0, 16) ?? '(none)'} is held vouched, ` +
-            (agent ? 'but no binding of the epoch restored binds it' : 'but it is not a key configured for the service'),
+            (agent
+              ? 'but no binding of the epoch restored binds it'
+              : 'but it is not a key configured for the service'),
         );
     }
     this.verifier.restore(cp.chains);

@@ -145,11 +145,20 @@ export async function readRecordsAt(
   const todo = new Map<number, bigint[]>();
   for (const w of watermarks) {
     const list = (wanted.get(w.partition) ?? []).filter((o) => o >= BigInt(w.low) && o < BigInt(w.high));
-    if (list.length > 0) todo.set(w.partition, [...new Set(list)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    if (list.length > 0)
+      todo.set(
+        w.partition,
+        [...new Set(list)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
   }
   if (todo.size === 0) return out;
   const groupId = `rebootless-reader-${randomUUID()}`;
-  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100, maxBytesPerPartition: 256 * 1024, retry: { retries: 3 } });
+  const consumer = kafka.consumer({
+    groupId,
+    maxWaitTimeInMs: 100,
+    maxBytesPerPartition: 256 * 1024,
+    retry: { retries: 3 },
+  });
   let settle!: (err?: unknown) => void;
   const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
   const timer = setTimeout(
@@ -181,7 +190,8 @@ export async function readRecordsAt(
           todo.delete(batch.partition);
           consumer.pause([{ topic, partitions: [batch.partition] }]);
           if (todo.size === 0) settle();
-        } else if (list[0]! - last > JUMP) consumer.seek({ topic, partition: batch.partition, offset: list[0]!.toString() });
+        } else if (list[0]! - last > JUMP)
+          consumer.seek({ topic, partition: batch.partition, offset: list[0]!.toString() });
       },
     });
     const idle = watermarks.map((w) => w.partition).filter((p) => !todo.has(p));

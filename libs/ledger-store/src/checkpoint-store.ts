@@ -184,7 +184,11 @@ export class CheckpointStore {
     )) {
       const partition = num(r['partition_no']);
       const offset = String(r['record_offset']);
-      this.putHeld(partition, offset, CheckpointStore.row('held', this.topic, partition, offset, r['verdict'], r['item']));
+      this.putHeld(
+        partition,
+        offset,
+        CheckpointStore.row('held', this.topic, partition, offset, r['verdict'], r['item']),
+      );
       const stored = parse<HeldItem & { sealedBy?: [number, string][] }>(
         `checkpoint_held ${partition}:${offset}`,
         r['item'],
@@ -208,7 +212,10 @@ export class CheckpointStore {
     }
     const agentKeys: AgentKeyState[] = [];
     for (const r of await db.query('SELECT producer_id, state FROM checkpoint_agent_keys')) {
-      this.put(`agentKeys/${String(r['producer_id'])}`, CheckpointStore.row('agent_keys', r['producer_id'], r['state']));
+      this.put(
+        `agentKeys/${String(r['producer_id'])}`,
+        CheckpointStore.row('agent_keys', r['producer_id'], r['state']),
+      );
       const k = parse<AgentKeyState>(`checkpoint_agent_keys ${String(r['producer_id'])}`, r['state']);
       if (k) agentKeys.push(k);
     }
@@ -252,7 +259,10 @@ export class CheckpointStore {
   async clear(q: QueryRunner): Promise<void> {
     for (const table of CHECKPOINT_TABLES) {
       const scoped = table === 'checkpoint_partitions' || table === 'checkpoint_held' || table === 'checkpoint_seal';
-      await q.query(this.db.sql(`DELETE FROM ${table}${scoped ? ' WHERE topic = $1' : ''}`), scoped ? [this.topic] : []);
+      await q.query(
+        this.db.sql(`DELETE FROM ${table}${scoped ? ' WHERE topic = $1' : ''}`),
+        scoped ? [this.topic] : [],
+      );
     }
     this.forget();
   }
@@ -275,7 +285,11 @@ export class CheckpointStore {
     const held = cp.partitions.flatMap((p) =>
       p.held.map((h) => {
         const item = JSON.stringify(h.sealedBy ? { ...h.item, sealedBy: h.sealedBy } : h.item);
-        this.putHeld(p.partition, h.offset, CheckpointStore.row('held', this.topic, p.partition, h.offset, h.verdict, item));
+        this.putHeld(
+          p.partition,
+          h.offset,
+          CheckpointStore.row('held', this.topic, p.partition, h.offset, h.verdict, item),
+        );
         return [this.topic, p.partition, h.offset, h.verdict, item];
       }),
     );

@@ -390,7 +390,9 @@ export class LedgerConsumer {
       try {
         problems.push(...agentKeyStateProblems(s, (p, o) => records.get(`${p}:${o}`), services));
       } catch (err) {
-        problems.push(`checkpoint_agent_keys ${s.producerId}: the row does not read as agent keys (${(err as Error).message})`);
+        problems.push(
+          `checkpoint_agent_keys ${s.producerId}: the row does not read as agent keys (${(err as Error).message})`,
+        );
       }
     }
     return problems;
@@ -574,7 +576,9 @@ export class LedgerConsumer {
     }
     const liveSince = this.liveSince;
     await this.inTurn(async () => {
-      const moved = new Set<number>();
+      // Every partition read: one whose held records were all refused moves on too (its stored
+      // offset would otherwise wait for the next record there, as a quiet log's last one would).
+      const moved = new Set<number>(this.seenTo.keys());
       const out = this.gate.expire(Date.now(), liveSince);
       if (out.findings.length === 0 && out.released.length === 0) return;
       const projected = this.applyReleased(out, moved);
@@ -642,7 +646,7 @@ export class LedgerConsumer {
     return this.inTurn(async () => {
       const out = this.gate.flushGaps();
       if (out.findings.length === 0 && out.released.length === 0) return 0;
-      const moved = new Set<number>();
+      const moved = new Set<number>(this.seenTo.keys());
       const projected = this.applyReleased(out, moved);
       // After the batch writes under way, whose offsets these findings must not overtake.
       await this.stageAndWrite(moved, projected);
