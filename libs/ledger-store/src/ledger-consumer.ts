@@ -108,6 +108,8 @@ export interface LedgerResume {
   readFrom: ReadonlyMap<number, bigint>;
   /** Records the gate held at the checkpoint, read back from it. */
   held: number;
+  /** Records of the log read again to check the agent keys the checkpoint holds, and how long that took. */
+  keyRecords: { read: number; ms: number };
   /** Milliseconds spent loading the read models' live part and the checkpoint. */
   loadMs: number;
 }
@@ -171,6 +173,8 @@ export class LedgerConsumer {
   private owning: Promise<void> | undefined;
   /** Partitions whose reading has been moved to where the checkpoint stands, this assignment. */
   private positioned = new Set<number>();
+  /** How many records the last takeover read again for the checkpoint's agent keys. */
+  private keyRecordsRead = 0;
   /** Where this ledger resumed last. */
   resumed: LedgerResume | undefined;
   readonly stats = { records: 0, projected: 0, findings: 0 };
@@ -303,13 +307,16 @@ export class LedgerConsumer {
     this.gate = this.newGate();
     const loaded = await this.checkpoints.load();
     let held = 0;
+    let keyRecords = { read: 0, ms: 0 };
     const refused: string[] = [];
     if (loaded) {
       const cp = loaded.checkpoint;
       // Nothing in the checkpoint vouches for itself (docs/adr/0028): its seal, the records of
       // the log behind each agent key it holds, and the keys of the chains it says are vouched
       // are each checked, and every problem is named, before any of it is believed.
+      const keysFrom = performance.now();
       refused.push(...loaded.problems, ...(await this.keyEventProblems(cp.agentKeys)));
+      keyRecords = { read: this.keyRecordsRead, ms: Math.round(performance.now() - keysFrom) };
       try {
         refused.push(
           ...this.gate.restore(
@@ -359,6 +366,7 @@ export class LedgerConsumer {
       refused,
       readFrom: new Map(this.seenTo),
       held,
+      keyRecords,
       loadMs: Math.round(performance.now() - began),
     };
     this.opts.onResume?.(this.resumed);
@@ -381,6 +389,7 @@ export class LedgerConsumer {
       }
     });
     const positions = keyEventPositions(wellFormed);
+    this.keyRecordsRead = positions.length;
     const records =
       positions.length > 0
         ? await readRecordsAt(this.opts.kafka, this.opts.topic, positions)
