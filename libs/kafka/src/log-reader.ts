@@ -166,13 +166,14 @@ export async function readRecordsAt(
     timeoutMs,
   );
   /** A stretch longer than this between two records asked for is skipped by a seek. */
-  const JUMP = 2_000n;
+  const JUMP = 300n;
   try {
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({
       autoCommit: false,
-      eachBatchAutoResolve: false,
+      // Each batch is resolved whole, so the next fetch goes on after it.
+      eachBatchAutoResolve: true,
       eachBatch: async ({ batch }) => {
         const list = todo.get(batch.partition);
         if (!list || list.length === 0) return;
