@@ -33,7 +33,7 @@ export interface LoadedCheckpoint {
 }
 
 /** Only a ledger seals checkpoints: its own producer id, or `ledger/<instance>`. */
-const LEDGER_PRODUCER = /^ledger(\/[^/]+)?$/;
+export const LEDGER_PRODUCER = /^ledger(\/[^/]+)?$/;
 
 /** What a seal signs: the topic and the rows' digest, under a label no event hash can be. */
 const sealMessage = (topic: string, digest: Buffer) =>

@@ -18,7 +18,7 @@ import {
   scanEnvelope,
 } from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
-import { CheckpointSigner, CheckpointStore, HeldItem } from './checkpoint-store';
+import { CheckpointSigner, CheckpointStore, HeldItem, LEDGER_PRODUCER } from './checkpoint-store';
 import { LedgerDatabase } from './database';
 import { oneProjectorAssigner } from './one-projector';
 import { FindingRow, LedgerProjection, TableWriteObserver, writeStaged } from './projection';
@@ -188,7 +188,7 @@ export class LedgerConsumer {
 
   constructor(private readonly opts: LedgerConsumerOptions) {
     this.projection = new LedgerProjection(opts.db, opts.topic);
-    const ledgerKeys = new Map([...opts.serviceKeys].filter(([id]) => /^ledger(\/[^/]+)?$/.test(id)));
+    const ledgerKeys = new Map([...opts.serviceKeys].filter(([id]) => LEDGER_PRODUCER.test(id)));
     this.checkpoints = new CheckpointStore(opts.db, opts.topic, opts.checkpointSigner, ledgerKeys);
     this.gate = this.newGate();
   }
