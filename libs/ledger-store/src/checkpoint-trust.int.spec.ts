@@ -3,7 +3,7 @@
 // bringing back one an operator revoked, must not make the ledger believe events signed by it:
 // the restarted ledger names the rows it refused, reads the log again from offset 0, and the
 // forged events are findings. An honest restart still resumes from its checkpoint.
-// Real Kafka, real PostgreSQL.
+// Real Kafka, real PostgreSQL (and SQLite, once).
 import { events, ledger } from '@rebootless/contracts';
 import { EventDraft, generateSigningKey } from '@rebootless/events';
 import { freshEventsTopic, testKafka } from '@rebootless/testing';
@@ -269,5 +269,36 @@ describe('a ledger on PostgreSQL whose checkpoint a database administrator edite
         (await d.query<{ row: string }>(`SELECT ${columns}::text AS row FROM ${table} t ORDER BY 1`)).map((r) => r.row);
       expect({ table, rows: await dump(db) }).toEqual({ table, rows: await dump(rebuilt) });
     }
+  }, 300_000);
+
+  it('on SQLite too: an honest restart resumes from the sealed checkpoint, a planted binding is refused', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-sqlite-'));
+    const db = await LedgerDatabase.open({ dataDir: dir });
+    cleanup.push(
+      () => db.close(),
+      async () => fs.rmSync(dir, { recursive: true, force: true }),
+    );
+    await runToEnd(db);
+    const agent = new ScriptedProducer('agent/web-05');
+    await writer.send(agentKeyBound(dispatcher, agent, day(7)));
+    await writer.send([...agent.start(day(7), 'host/web-05')]);
+    expect((await runToEnd(db)).resumed).toMatchObject({ fromCheckpoint: true, refused: [] });
+
+    const row = await agentKeysRow(db, 'agent/web-05');
+    row.bound.push([2, generateSigningKey().rawPublicKey.toString('hex')]);
+    await db.query('UPDATE checkpoint_agent_keys SET state = $1 WHERE producer_id = $2', [
+      JSON.stringify(row),
+      'agent/web-05',
+    ]);
+    const refused = (await runToEnd(db)).resumed;
+    expect(refused?.fromCheckpoint).toBe(false);
+    expect(refused?.refused).toContainEqual(
+      expect.stringMatching(
+        /^checkpoint_agent_keys agent\/web-05: the binding of epoch 2 to key [0-9a-f]{16} names no record/,
+      ),
+    );
   }, 300_000);
 });
