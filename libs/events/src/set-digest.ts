@@ -1,4 +1,5 @@
 import { createCipheriv, createHash } from 'node:crypto';
+import { endianness } from 'node:os';
 
 /**
  * A digest of a set of rows, kept up to date row by row: adding or removing one costs the same
@@ -19,12 +20,15 @@ export class SetDigest {
 
   add(element: Uint8Array): void {
     const v = expand(element);
-    for (let i = 0; i < ELEMENTS; i++) this.sums[i] = (this.sums[i]! + v[i]!) & 0xffff;
+    const sums = this.sums;
+    // A Uint16Array keeps each sum modulo 2^16 by itself.
+    for (let i = 0; i < ELEMENTS; i++) sums[i] = sums[i]! + v[i]!;
   }
 
   remove(element: Uint8Array): void {
     const v = expand(element);
-    for (let i = 0; i < ELEMENTS; i++) this.sums[i] = (this.sums[i]! - v[i]!) & 0xffff;
+    const sums = this.sums;
+    for (let i = 0; i < ELEMENTS; i++) sums[i] = sums[i]! - v[i]!;
   }
 
   /** SHA-256 of the sums (little-endian): what is signed and compared. */
@@ -43,11 +47,20 @@ const ELEMENTS = 1024;
 const ZEROS = Buffer.alloc(ELEMENTS * 2);
 const IV = Buffer.alloc(16);
 
-/** The row's 1,024 numbers: the generator's stream keyed by its element, read little-endian. */
+const LITTLE_ENDIAN = endianness() === 'LE';
+const scratch = new Uint16Array(ELEMENTS);
+
+/**
+ * The row's 1,024 numbers: the generator's stream keyed by its element, read little-endian
+ * (viewed in place on a little-endian machine). Valid until the next call.
+ */
 function expand(element: Uint8Array): Uint16Array {
   if (element.length !== 32) throw new Error(`a set element is a 32-byte SHA-256, got ${element.length} bytes`);
   const stream = createCipheriv('aes-256-ctr', element, IV).update(ZEROS);
-  const out = new Uint16Array(ELEMENTS);
-  for (let i = 0; i < ELEMENTS; i++) out[i] = stream[2 * i]! | (stream[2 * i + 1]! << 8);
-  return out;
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(scratch.buffer).set(stream);
+    return scratch;
+  }
+  for (let i = 0; i < ELEMENTS; i++) scratch[i] = stream[2 * i]! | (stream[2 * i + 1]! << 8);
+  return scratch;
 }
