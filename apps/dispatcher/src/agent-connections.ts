@@ -5,6 +5,10 @@ export interface AgentStream {
   send(message: dispatcher.ConnectResponse): void;
   /** Ends the stream (a newer one of the same host replaced it). */
   replaced(): void;
+  /** Ends the stream UNAUTHENTICATED: the key it speaks with is no longer trusted (docs/adr/0028). */
+  untrusted(why: string): void;
+  /** The key the agent said at hello it signs with (raw Ed25519; empty if it said none). */
+  agentKey?: Uint8Array;
 }
 
 export class AgentConnections {
@@ -29,6 +33,17 @@ export class AgentConnections {
     if (this.streams.get(hostId) !== stream) return;
     this.streams.delete(hostId);
     this.away.set(hostId, at);
+  }
+
+  /**
+   * An operator revoked keys of the host's agent: its stream here ends unless the key it said at
+   * hello is one still bound (`trusted`), e.g. a rebuilt host's new key. Returns whether one ended.
+   */
+  revoked(hostId: string, trusted: (key: Uint8Array) => boolean, why: string): boolean {
+    const stream = this.streams.get(hostId);
+    if (!stream || (stream.agentKey && stream.agentKey.length > 0 && trusted(stream.agentKey))) return false;
+    stream.untrusted(why);
+    return true;
   }
 
   isOnline(hostId: string): boolean {

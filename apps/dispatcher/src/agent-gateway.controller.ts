@@ -127,6 +127,10 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
           if (!ended) subscriber.next(message);
         },
         replaced: () => finish(),
+        untrusted: (why) => {
+          this.logger.warn(`closing the stream of ${hostId ?? 'an agent'}: ${why}`);
+          finish(DISPATCHER_ERRORS.refusal(status.UNAUTHENTICATED, 'AGENT_KEY_REVOKED', why));
+        },
       };
       const finish = (error?: RpcException) => {
         if (ended) return;
@@ -139,12 +143,12 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
         else subscriber.complete();
       };
       const refuse = (code: status, reason: string, message: string, field = '') => {
-        // An agent speaking for another host is audited like any refused call (issue 7).
-        if (code === status.PERMISSION_DENIED) {
+        // An agent speaking for another host, or with a revoked key, is audited like any refused call (issue 7).
+        if (code === status.PERMISSION_DENIED || code === status.UNAUTHENTICATED) {
           const who = certified ? `${certified.kind}:${certified.id}` : 'no certificate identity';
           const denied = callDenied('dispatcher', {
             method: '/rebootless.dispatcher.v1.AgentGateway/Connect',
-            code: 'PERMISSION_DENIED',
+            code: code === status.PERMISSION_DENIED ? 'PERMISSION_DENIED' : 'UNAUTHENTICATED',
             reason: message,
             subject: who,
             certificateIdentity: who,
@@ -186,6 +190,10 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
             }
             if (hostId && hostId !== id)
               return refuse(status.INVALID_ARGUMENT, 'INVALID_FIELD', `hello: this stream is ${hostId}'s`, 'hello');
+            // An agent whose key was revoked stays away until it comes back with a new one.
+            const revoked = this.engine.helloRefusal(id, request.hello.agentPublicKey);
+            if (revoked) return refuse(status.UNAUTHENTICATED, 'AGENT_KEY_REVOKED', revoked);
+            stream.agentKey = request.hello.agentPublicKey;
             hostId = id;
             this.engine.fleet.observeFacts(request.hello.facts!);
             this.engine.agents.attach(id, stream);

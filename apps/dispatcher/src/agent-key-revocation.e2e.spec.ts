@@ -59,6 +59,7 @@ beforeAll(async () => {
     { kind: 'service', id: 'dispatcher' },
     { kind: 'host', id: 'web-r' },
     { kind: 'host', id: 'web-c' },
+    { kind: 'host', id: 'web-k' },
     { kind: 'user', id: 'cli' },
   ] as const) {
     await issueCertificate(pki, identity);
@@ -101,7 +102,8 @@ function cli(args: string[], tokenValue: string): Promise<{ code: number | null;
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-function openStream(identity: Identity) {
+/** An agent's stream over TLS; its hello names `helloKey` as the key it signs with (default: none). */
+function openStream(identity: Identity, helloKey: Buffer = Buffer.alloc(32)) {
   const def = loadSync(grpcServices.agentGateway.protoPath, protoLoaderOptions);
   const Gateway = (
     grpc.loadPackageDefinition(def) as unknown as {
@@ -120,7 +122,7 @@ function openStream(identity: Identity) {
   call.on('error', (e: grpc.ServiceError) => (failure = e));
   call.write({
     messageId: '1',
-    hello: { facts: { hostId: identity.id, kernelRelease: RELEASE, labels: {} }, agentPublicKey: Buffer.alloc(32) },
+    hello: { facts: { hostId: identity.id, kernelRelease: RELEASE, labels: {} }, agentPublicKey: helloKey },
   });
   let next = 2;
   /** Relays `envelopes`; resolves with the ack, or with the refusal that ended the stream. */
@@ -130,7 +132,12 @@ function openStream(identity: Identity) {
     await until(() => received.some((m) => m.ack?.messageId === messageId) || failure !== undefined, 'an answer');
     return failure;
   };
-  return { close: () => client.close(), relay };
+  /** Resolves with the status that ended the stream. */
+  const ended = async (): Promise<grpc.ServiceError> => {
+    await until(() => failure !== undefined, 'the stream ended');
+    return failure!;
+  };
+  return { close: () => client.close(), relay, ended, isOpen: () => failure === undefined };
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
@@ -429,5 +436,61 @@ describe('an agent answering a command', () => {
     expect(await agent.relay(own)).toBeUndefined();
     agent.close();
     expect(await written(own)).toHaveLength(1);
+  });
+});
+
+describe('an agent connected when an operator revokes its key', () => {
+  const stolen = generateSigningKey();
+  const chain = new AgentChain('web-k', stolen, 1);
+
+  it('is cut off at once (UNAUTHENTICATED, naming the revocation), and may not reconnect with that key', async () => {
+    // Given host web-k's agent, enrolled and connected, its hello naming its key
+    const agent = openStream({ kind: 'host', id: 'web-k' }, stolen.rawPublicKey);
+    expect(await agent.relay(chain.enrol())).toBeUndefined();
+
+    // When an operator revokes the key (once the dispatcher has read the binding back from the log)
+    const operator = token('alice', ['operator']);
+    let run = await cli(['hosts', 'revoke-key', 'web-k', '--reason', 'laptop lost'], operator);
+    for (let i = 0; i < 40 && run.code === 4; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      run = await cli(['hosts', 'revoke-key', 'web-k', '--reason', 'laptop lost'], operator);
+    }
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+
+    // Then the open stream ends UNAUTHENTICATED, saying which key was revoked and why
+    const cut = await agent.ended();
+    agent.close();
+    expect(cut.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(cut.details).toContain(
+      `an operator revoked the agent key of host web-k, epoch 1 (key ${keyFingerprint(stolen.rawPublicKey)}) (laptop lost)`,
+    );
+
+    // And a reconnection with the revoked key is refused at its hello, and recorded
+    const again = openStream({ kind: 'host', id: 'web-k' }, stolen.rawPublicKey);
+    const refused = await again.ended();
+    again.close();
+    expect(refused.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(refused.details).toContain(
+      `agent/web-k: its key ${keyFingerprint(stolen.rawPublicKey)} was revoked by an operator`,
+    );
+    expect((await deniedCalls(`agent/web-k: its key ${keyFingerprint(stolen.rawPublicKey)}`))[0]).toEqual(
+      expect.objectContaining({ subject: 'host:web-k', code: 'UNAUTHENTICATED' }),
+    );
+  });
+
+  it('reconnects once it comes back with a new key, which the gateway binds', async () => {
+    const fresh = generateSigningKey();
+    const rebuilt = new AgentChain('web-k', fresh, 2);
+    const agent = openStream({ kind: 'host', id: 'web-k' }, fresh.rawPublicKey);
+    const enrolled = rebuilt.enrol();
+    expect(await agent.relay(enrolled)).toBeUndefined();
+    expect(await agent.relay(rebuilt.inventory())).toBeUndefined();
+    expect(agent.isOpen()).toBe(true);
+    agent.close();
+    expect(await written(enrolled)).toHaveLength(2);
+    const bound = (await bodies()).flatMap(({ body }) =>
+      body.agentKeyBound?.hostId === 'web-k' ? [keyFingerprint(body.agentKeyBound.publicKey)] : [],
+    );
+    expect(bound).toEqual([keyFingerprint(stolen.rawPublicKey), keyFingerprint(fresh.rawPublicKey)]);
   });
 });

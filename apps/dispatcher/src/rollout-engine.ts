@@ -338,7 +338,7 @@ export class RolloutEngine {
     await this.opts.publisher.publish([
       { stream: `host/${hostId}`, actor, payload: { type: 'AgentKeyRevoked', data: revoked } },
     ]);
-    this.agentKeys.revoke(revoked);
+    this.revoke(revoked);
     return {
       revoked,
       epochs: bound.map((b) => b.epoch),
@@ -364,7 +364,34 @@ export class RolloutEngine {
 
   private foldKey(body: events.EventBody): void {
     if (body.agentKeyBound) this.agentKeys.bind(body.agentKeyBound);
-    else if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked);
+    else if (body.agentKeyRevoked) this.revoke(body.agentKeyRevoked);
+  }
+
+  /**
+   * A revocation counts here at once (whichever instance wrote it): the host's stream here is cut
+   * unless its agent said at hello a key still bound, so a host holding a key the fleet no
+   * longer trusts is not left connected and sent commands (docs/adr/0028).
+   */
+  private revoke(r: events.AgentKeyRevoked): void {
+    const keys = this.agentKeys
+      .boundEpochs(r.producerId)
+      .filter((b) => r.epoch === 0 || b.epoch === r.epoch)
+      .map((b) => `epoch ${b.epoch} (key ${keyFingerprint(b.publicKey)})`);
+    if (this.agentKeys.revoke(r) === 0) return;
+    const trusted = (key: Uint8Array) => this.agentKeys.keysOf(r.producerId).some((k) => Buffer.from(k).equals(key));
+    const why =
+      `an operator revoked the agent key of host ${r.hostId}, ${keys.join(', ')}` +
+      `${r.reason ? ` (${r.reason})` : ''}: the stream is closed; a rebuilt host re-enrols with a new key`;
+    this.agents.revoked(r.hostId, trusted, why);
+  }
+
+  /** Why a hello must be refused: the key the agent says it signs with was revoked. */
+  helloRefusal(hostId: string, agentKey: Uint8Array): string | undefined {
+    if (agentKey.length === 0 || !this.agentKeys.isRevoked(`agent/${hostId}`, agentKey)) return undefined;
+    return (
+      `agent/${hostId}: its key ${keyFingerprint(agentKey)} was revoked by an operator; ` +
+      'the host may connect again only with a new key (a rebuilt host re-enrols with one)'
+    );
   }
 
   /** A host's agent connected: what was sent to it and not answered goes again, same command id. */

@@ -1,11 +1,10 @@
 import * as path from 'node:path';
 import { Logger } from '@nestjs/common';
 import { Kafka } from 'kafkajs';
-import { kafkaClient } from '@rebootless/kafka';
+import { ChainStateFile, kafkaClient } from '@rebootless/kafka';
 import {
   LedgerConsumer,
   LedgerDatabase,
-  LedgerKeyTrust,
   LedgerQueries,
   ReadModelChecker,
   serviceKeysFrom,
@@ -36,6 +35,10 @@ export class LedgerRuntime {
     const groupId = opts.rebuild ? undefined : ledgerGroupId(config);
     const kafka = kafkaClient(config.kafkaBrokers.map(formatHostPort), 'rebootless-ledger');
     const db = await LedgerDatabase.open({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    // The ledger's own key seals its checkpoints (docs/adr/0028); the database never holds it. Made
+    // here if this is the first start, so that the keys read next include it.
+    const producerId = config.instance ? `ledger/${config.instance}` : 'ledger';
+    const { key } = new ChainStateFile(path.join(config.dataDir, 'chain'), producerId).loadOrCreateKey();
     // The ledger vouches for its own chain, the configured keys and the named services' data dirs.
     const serviceKeys = serviceKeysFrom(config.trustedProducers ?? [], [
       config.dataDir,
@@ -46,19 +49,26 @@ export class LedgerRuntime {
       db,
       topic: config.eventsTopic,
       serviceKeys,
+      checkpointSigner: { producerId, key },
       unsealedTailTimeoutMs: config.unsealedTailTimeoutMs,
       ...(groupId ? { groupId } : {}),
       sessionTimeoutMs: config.groupSessionTimeoutMs,
-      onResume: (r) =>
+      onResume: (r) => {
+        const took = `took over the projection of ${config.eventsTopic} (lease generation ${r.generation}, group ${groupId ?? 'of its own'}): `;
+        if (r.refused.length > 0)
+          return log.warn(
+            `${took}its checkpoint was refused (an integrity finding names why), reading every partition from offset 0: ${r.refused.join('; ')}`,
+          );
         log.log(
-          `took over the projection of ${config.eventsTopic} (lease generation ${r.generation}, group ${groupId ?? 'of its own'}): ` +
+          took +
             (r.fromCheckpoint
               ? `resuming from the checkpoint at ${[...r.readFrom]
                   .sort(([a], [b]) => a - b)
                   .map(([p, o]) => `${p}:${o}`)
                   .join(' ')} with ${r.held} held record(s), loaded in ${r.loadMs} ms`
               : `no checkpoint, reading every partition from offset 0`),
-        ),
+        );
+      },
       onRecovery: ({ attempt, error, retryInMs }) =>
         retryInMs === undefined
           ? log.log(`projecting again after ${attempt} attempt(s): the database answers`)
@@ -68,11 +78,6 @@ export class LedgerRuntime {
     });
     const queries = new LedgerQueries(db, { onlineWindowMs: config.onlineWindowSeconds * 1000 });
     return new LedgerRuntime(config, kafka, db, consumer, queries, serviceKeys);
-  }
-
-  /** Trust for re-verifying the whole log: configured services plus every agent key the gateway bound so far. */
-  keyTrust(): LedgerKeyTrust {
-    return this.consumer.keyTrust();
   }
 
   async close(): Promise<void> {

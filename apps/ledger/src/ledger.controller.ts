@@ -79,7 +79,7 @@ export class LedgerController implements ledger.LedgerServiceController {
 
   verifyIntegrity(request: ledger.VerifyIntegrityRequest): Promise<ledger.VerifyIntegrityResponse> {
     return this.answer('VerifyIntegrity', () =>
-      verifyLog(this.rt.kafka, this.rt.config.eventsTopic, this.rt.keyTrust(), request.producerId, {
+      verifyLog(this.rt.kafka, this.rt.config.eventsTopic, this.rt.serviceKeys, request.producerId, {
         checker: this.rt.readModels,
       }),
     );

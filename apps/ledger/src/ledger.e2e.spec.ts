@@ -222,6 +222,9 @@ describe('the ledger process', () => {
         code: grpc.status.INVALID_ARGUMENT,
         details: expect.stringMatching(/^at: is required/),
       });
+      // Caught up first: the host's PatchApplied may come a batch after its enrolment.
+      const file = path.join(dataDir, 'ledger.sqlite');
+      await until(async () => committed(file) === (await highWatermarks(topic)), 'caught up', 180_000, 200);
       // The audit trail streams: every event about the host, oldest first.
       type Audit = { record: { summary: string; position: { producerId: string } } };
       const audit = await new Promise<Audit[]>((resolve, reject) => {
@@ -237,10 +240,6 @@ describe('the ledger process', () => {
       expect(audit.length).toBeGreaterThan(1);
       expect(audit[0]!.record.summary).toBe('enrolled host-00001 (host-00001.fleet, 6.1.0-18-cloud-amd64)');
       expect(audit.every((a) => a.record.position.producerId === 'agent/host-00001')).toBe(true);
-      // The seals are checked with the agent keys bound so far: a host whose first epoch is not
-      // yet projected would show as unvouched, so the check waits for the replay to catch up.
-      const file = path.join(dataDir, 'ledger.sqlite');
-      await until(async () => committed(file) === (await highWatermarks(topic)), 'caught up', 180_000, 200);
       const integrity = await call<{ findings: { detail: string }[]; producersChecked: number }>('VerifyIntegrity', {});
       // Run alone, the earlier ledger processes' chains are nobody's this one vouches for.
       if (killedDir) expect(integrity.findings).toEqual([]);

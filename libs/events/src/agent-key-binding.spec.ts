@@ -146,6 +146,24 @@ describe('agent keys the dispatcher vouches for', () => {
     expect(r.released).toEqual([...labels('dispatcher', 1, 1, 2), ...labels(AGENT, 1, 1, 3)]);
   });
 
+  it('given an epoch nobody bound ahead of a binding in its partition, when both epochs have waited the timeout, then only the unbound one is refused', () => {
+    // A Kafka writer's epoch holds the partition back; the genuine binding and epoch wait behind it.
+    const forger = agentEpoch(forgedDispatcherKey, 7);
+    const d = dispatcherStart();
+    const agent = agentEpoch(agentKey);
+    const r = new Reader().offer([
+      ...forger.events,
+      ...d.append(dispatcherEpoch(dispatcherKey), bound(agentKey)),
+      ...agent.events,
+    ]);
+    expect(r.released).toEqual([]);
+
+    r.expire(TIMEOUT);
+
+    expect(r.findings.map((f) => [f.kind, f.producerId, f.epoch])).toEqual([['unknown-producer-key', AGENT, 7]]);
+    expect(r.released).toEqual([...labels('dispatcher', 1, 1, 2), ...labels(AGENT, 1, 1, 3)]);
+  });
+
   it('given a binding sealed by a dispatcher key nobody vouches for, then it binds nothing', () => {
     const forged = new Writer(forgedDispatcherKey, 'dispatcher');
     const agent = agentEpoch(agentKey);

@@ -16,17 +16,44 @@ export interface AgentKeyBinding {
 
 const hex = (k: Uint8Array) => Buffer.from(k).toString('hex');
 
+/**
+ * The sealed record of the log that established a binding or a revocation (docs/adr/0028): a
+ * checkpoint names it so that a ledger resuming from the checkpoint reads it again and believes
+ * the key only if the record says so.
+ */
+export interface KeyEventSource {
+  partition: number;
+  offset: string;
+  /** The record's chain hash, hex. */
+  hash: string;
+  /**
+   * The records of its producer's chain after it up to the one whose seal covers it, by position
+   * (empty: it carries its own seal).
+   */
+  sealedBy: [partition: number, offset: string][];
+}
+
 /** One producer's bindings and revocations as a checkpoint keeps them (JSON-safe, keys in hex). */
 export interface AgentKeyState {
   producerId: string;
-  bound: [epoch: number, key: string][];
+  /** Each epoch bound and not revoked, its key, and the record that bound it. */
+  bound: [epoch: number, key: string, source?: KeyEventSource][];
   revoked: string[];
   revokedEpochs: number[];
+  /** Each revocation (its epoch, 0: every epoch bound then) and its record. */
+  revocations?: [epoch: number, source: KeyEventSource][];
+}
+
+interface Bound {
+  key: string;
+  source?: KeyEventSource;
 }
 
 export class AgentKeyBook {
-  /** producer id → epoch → the key's hex. */
-  private readonly bound = new Map<string, Map<number, string>>();
+  /** producer id → epoch → the key's hex and the record that bound it. */
+  private readonly bound = new Map<string, Map<number, Bound>>();
+  /** producer id → its revocations and their records. */
+  private readonly revocations = new Map<string, [number, KeyEventSource][]>();
   /** producer id → keys revoked (hex). */
   private readonly revoked = new Map<string, Set<string>>();
   /** producer id → epochs whose key was revoked. */
@@ -36,12 +63,18 @@ export class AgentKeyBook {
 
   /** The state of each producer changed since the last call, for a checkpoint. */
   takeChanged(): AgentKeyState[] {
-    const out = [...this.changed].map((producerId) => ({
-      producerId,
-      bound: [...(this.bound.get(producerId) ?? [])],
-      revoked: [...(this.revoked.get(producerId) ?? [])],
-      revokedEpochs: [...(this.revokedEpochs.get(producerId) ?? [])],
-    }));
+    const out = [...this.changed].map((producerId): AgentKeyState => {
+      const revocations = this.revocations.get(producerId);
+      return {
+        producerId,
+        bound: [...(this.bound.get(producerId) ?? [])].map(([epoch, b]): AgentKeyState['bound'][number] =>
+          b.source ? [epoch, b.key, b.source] : [epoch, b.key],
+        ),
+        revoked: [...(this.revoked.get(producerId) ?? [])],
+        revokedEpochs: [...(this.revokedEpochs.get(producerId) ?? [])],
+        ...(revocations ? { revocations: [...revocations] } : {}),
+      };
+    });
     this.changed = new Set();
     return out;
   }
@@ -49,14 +82,19 @@ export class AgentKeyBook {
   /** Continues from a checkpoint's states. */
   restore(states: readonly AgentKeyState[]): void {
     for (const s of states) {
-      if (s.bound.length > 0) this.bound.set(s.producerId, new Map(s.bound));
+      if (s.bound.length > 0)
+        this.bound.set(
+          s.producerId,
+          new Map(s.bound.map(([epoch, key, source]) => [epoch, source ? { key, source } : { key }])),
+        );
+      if (s.revocations?.length) this.revocations.set(s.producerId, [...s.revocations]);
       if (s.revoked.length > 0) this.revoked.set(s.producerId, new Set(s.revoked));
       if (s.revokedEpochs.length > 0) this.revokedEpochs.set(s.producerId, new Set(s.revokedEpochs));
     }
   }
 
-  /** Why `b` cannot bind, or undefined when it bound its key. */
-  bind(b: events.AgentKeyBound): string | undefined {
+  /** Why `b` cannot bind, or undefined when it bound its key. `source`: the record it was read from. */
+  bind(b: events.AgentKeyBound, source?: KeyEventSource): string | undefined {
     if (b.producerId !== `agent/${b.hostId}`)
       return `the binding names producer "${b.producerId}", which is not the agent of host "${b.hostId}"`;
     if (b.epoch < 1) return `the binding of ${b.producerId} names no epoch`;
@@ -64,27 +102,33 @@ export class AgentKeyBook {
     const key = hex(b.publicKey);
     if (this.revoked.get(b.producerId)?.has(key))
       return `the binding of ${b.producerId} epoch ${b.epoch} names key ${key.slice(0, 16)}…, which was revoked`;
-    const epochs = this.bound.get(b.producerId) ?? new Map<number, string>();
+    const epochs = this.bound.get(b.producerId) ?? new Map<number, Bound>();
     this.bound.set(b.producerId, epochs);
     this.changed.add(b.producerId);
     const already = epochs.get(b.epoch);
-    if (already !== undefined && already !== key)
+    if (already !== undefined && already.key !== key)
       return `${b.producerId} epoch ${b.epoch} is already bound to another key`;
-    epochs.set(b.epoch, key);
+    // The first record that bound it stays its source: a copy says nothing new.
+    if (already === undefined) epochs.set(b.epoch, source ? { key, source } : { key });
     return undefined;
   }
 
   /** Revokes the key of `epoch` (0: of every epoch bound so far); returns the keys revoked. */
-  revoke(r: events.AgentKeyRevoked): number {
+  revoke(r: events.AgentKeyRevoked, source?: KeyEventSource): number {
     const epochs = this.bound.get(r.producerId);
     if (!epochs) return 0;
     this.changed.add(r.producerId);
+    if (source) {
+      const list = this.revocations.get(r.producerId) ?? [];
+      this.revocations.set(r.producerId, list);
+      list.push([r.epoch, source]);
+    }
     const keys = this.revoked.get(r.producerId) ?? new Set<string>();
     this.revoked.set(r.producerId, keys);
     const revokedEpochs = this.revokedEpochs.get(r.producerId) ?? new Set<number>();
     this.revokedEpochs.set(r.producerId, revokedEpochs);
     let n = 0;
-    for (const [epoch, key] of epochs) {
+    for (const [epoch, { key }] of epochs) {
       if (r.epoch !== 0 && epoch !== r.epoch) continue;
       keys.add(key);
       revokedEpochs.add(epoch);
@@ -98,7 +142,7 @@ export class AgentKeyBook {
   boundEpochs(producerId: string): { epoch: number; publicKey: Uint8Array }[] {
     return [...(this.bound.get(producerId) ?? [])]
       .sort(([a], [b]) => a - b)
-      .map(([epoch, key]) => ({ epoch, publicKey: Buffer.from(key, 'hex') }));
+      .map(([epoch, { key }]) => ({ epoch, publicKey: Buffer.from(key, 'hex') }));
   }
 
   /**
@@ -118,13 +162,13 @@ export class AgentKeyBook {
 
   /** The key bound to the producer's epoch and not revoked, if any. */
   keyFor(producerId: string, epoch: number): Uint8Array | undefined {
-    const key = this.bound.get(producerId)?.get(epoch);
+    const key = this.bound.get(producerId)?.get(epoch)?.key;
     return key === undefined ? undefined : Buffer.from(key, 'hex');
   }
 
   /** Every key bound to the producer's epochs and not revoked. */
   keysOf(producerId: string): Uint8Array[] {
-    return [...(this.bound.get(producerId)?.values() ?? [])].map((k) => Buffer.from(k, 'hex'));
+    return [...(this.bound.get(producerId)?.values() ?? [])].map((b) => Buffer.from(b.key, 'hex'));
   }
 
   /** Whether any key was revoked at all (most logs: none, and nothing to look up). */

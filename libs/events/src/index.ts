@@ -8,3 +8,5 @@ export * from './seal-verdicts';
 export * from './producer-authority';
 export * from './projection-gate';
 export * from './agent-key-book';
+export * from './key-event-proof';
+export * from './set-digest';

@@ -4,6 +4,7 @@ import { generateSigningKey, SigningKey } from './signing';
 import { epochStart, serviceStarted } from './test-chain';
 import { StaticKeyTrust } from './verifier';
 import { GateCheckpoint, GateRecord, ProjectionGate } from './projection-gate';
+import { agentKeyStateProblems } from './key-event-proof';
 import { EnvelopeLayout, scanEnvelope } from './wire';
 
 // A gate stopped anywhere and continued from its checkpoint releases and finds exactly what one
@@ -171,7 +172,10 @@ class Reader {
   /** A new gate from the checkpoint; the reading goes on where it stood. */
   resume(cp: GateCheckpoint<string>): void {
     this.gate = new ProjectionGate<string>({ trust, unsealedTimeoutMs: TIMEOUT });
-    this.gate.restore(cp, (partition, offset, item) => recordAt(partition, offset, Buffer.from(item, 'base64')), 0);
+    // A checkpoint the gate wrote itself vouches only for keys the trust or its bindings vouch for.
+    expect(
+      this.gate.restore(cp, (partition, offset, item) => recordAt(partition, offset, Buffer.from(item, 'base64')), 0),
+    ).toEqual([]);
   }
 }
 
@@ -188,6 +192,18 @@ function recordAt(partition: number, offset: string, value: Uint8Array): GateRec
     body = undefined;
   }
   return { partition, offset, value, body, item: `${partition}/${offset}` };
+}
+
+/** The log's records by position, as a reader numbers them (each partition from offset 0). */
+export function logAt(records: readonly LogRecord[]): (partition: number, offset: string) => Uint8Array | undefined {
+  const at = new Map<string, Uint8Array>();
+  const next = new Map<number, number>();
+  for (const r of records) {
+    const offset = next.get(r.partition) ?? 0;
+    next.set(r.partition, offset + 1);
+    at.set(`${r.partition}:${offset}`, r.value);
+  }
+  return (partition, offset) => at.get(`${partition}:${offset}`);
 }
 
 /** Reads the log whole; then expires and flushes, as a live reader would in the end. */
@@ -256,6 +272,14 @@ describe('a gate resumed from its checkpoint', () => {
       for (const r of log.slice(cut)) reader.offer(r);
       finish(reader);
       expect({ cut, released: reader.released }).toEqual({ cut, released: whole.released });
+      // Each binding the checkpoint holds names the records of the log that prove it, even when
+      // its seal lies in another partition or it was held across the checkpoint.
+      merge(reader.checkpoint());
+      expect(merged.agentKeys.map((k) => k.bound.length)).toEqual([1, 1]);
+      expect({ cut, problems: merged.agentKeys.flatMap((k) => agentKeyStateProblems(k, logAt(log), trust)) }).toEqual({
+        cut,
+        problems: [],
+      });
       // The one difference a checkpoint makes: a copy of a record from before it is not told from a conflict.
       expect({ cut, findings: reader.findings.map(sameKind) }).toEqual({
         cut,

@@ -1,9 +1,18 @@
 import { events } from '@rebootless/contracts';
-import { AgentKeyBook, AgentKeyState } from './agent-key-book';
+import { AgentKeyBook, AgentKeyState, KeyEventSource } from './agent-key-book';
 import { authorityViolation, commandAnswered, producerOf } from './producer-authority';
 import { keyFingerprint } from './signing';
 import { SealVerdicts } from './seal-verdicts';
-import { ChainState, ChainVerifier, Finding, FindingKind, KeyTrust, RecordPosition } from './verifier';
+import {
+  ChainState,
+  ChainVerifier,
+  Finding,
+  FindingKind,
+  KeyTrust,
+  RecordPosition,
+  VerificationReport,
+} from './verifier';
+import { EnvelopeLayout, scanEnvelope } from './wire';
 
 /**
  * Verified before applied (docs/adr/0012-verified-before-applied.md): the one path by which
@@ -55,6 +64,8 @@ interface Held<T> {
   verdict: 'waiting' | 'accepted' | 'rejected';
   /** The verdict the last checkpoint holds for it (none: not in a checkpoint yet). */
   saved?: 'waiting' | 'accepted' | 'rejected';
+  /** A key event's: the records after it up to the seal that covered it (KeyEventSource). */
+  sealedBy?: [number, string][];
 }
 
 /** A record the gate holds, as a checkpoint keeps it; `item` is what the caller keeps of it. */
@@ -62,6 +73,8 @@ export interface HeldRecordCheckpoint<S> {
   offset: string;
   verdict: 'waiting' | 'accepted' | 'rejected';
   item: S;
+  /** A key event accepted: where the seal that covered it lies (KeyEventSource). */
+  sealedBy?: [number, string][];
 }
 
 /**
@@ -161,14 +174,9 @@ export class ProjectionGate<T> {
     return this.verifier.keyOf(producerId, epoch);
   }
 
-  /**
-   * The agent keys bound so far and not revoked (of `epoch`, or of every epoch): what a
-   * re-verification of the whole log may vouch for agents with.
-   */
-  boundAgentKeys(producerId: string, epoch?: number): readonly Uint8Array[] {
-    if (epoch === undefined) return this.agentKeys.keysOf(producerId);
-    const key = this.agentKeys.keyFor(producerId, epoch);
-    return key ? [key] : [];
+  /** Every chain's summary and what the verifier found, for a check of the whole log (`ledger verify`). */
+  report(): VerificationReport {
+    return this.verifier.report();
   }
 
   /** Feeds one record (in its partition's order); returns what is released and found. */
@@ -242,6 +250,7 @@ export class ProjectionGate<T> {
   }
 
   expire(now: number, liveSince = -Infinity): GateOutput<T> {
+    const released: GateRecord<T>[] = [];
     const stale = new Set<string>();
     for (const queue of this.queues.values()) {
       for (let i = queue.head; i < queue.items.length; i++) {
@@ -250,7 +259,11 @@ export class ProjectionGate<T> {
           stale.add(h.chain);
       }
     }
+    const due = (h: Held<T>) =>
+      h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs;
     for (const chain of stale) {
+      // A chain judged before this one may have let through what this one waited for.
+      if (![...(this.waiting.get(chain)?.values() ?? [])].some(due)) continue;
       const [agentId = '', agentEpoch = '0'] = chain.split('\u0000');
       if (this.verifier.awaitingKey(agentId, Number(agentEpoch))) {
         // Not a missing seal: nobody bound the key. The epoch is refused whole, as an unvouched key is.
@@ -268,6 +281,9 @@ export class ProjectionGate<T> {
           ),
         );
         this.distrust(chain);
+        // What the refused epoch held back moves on now: a binding behind it in its partition
+        // may vouch for an epoch judged next, which must then not be refused with it.
+        this.settle(released);
         continue;
       }
       const records = [...(this.waiting.get(chain)?.values() ?? [])].filter((h) => h.verdict === 'waiting');
@@ -295,7 +311,8 @@ export class ProjectionGate<T> {
       });
       for (const h of records) h.verdict = 'rejected';
     }
-    return this.drain();
+    this.settle(released);
+    return { released, findings: this.takeFindings() };
   }
 
   /** Declares the holes still open as gaps (when caught up with the log); may release records. */
@@ -337,7 +354,12 @@ export class ProjectionGate<T> {
         const h = q.items[i]!;
         if (h.saved === h.verdict) continue;
         h.saved = h.verdict;
-        held.push({ offset: h.record.offset, verdict: h.verdict, item: itemState(h.record) });
+        held.push({
+          offset: h.record.offset,
+          verdict: h.verdict,
+          item: itemState(h.record),
+          ...(h.sealedBy ? { sealedBy: h.sealedBy } : {}),
+        });
       }
       const heldFrom = q?.items[q.head]?.record.offset;
       cp.partitions.push({ partition, nextOffset: next.toString(), ...(heldFrom ? { heldFrom } : {}), held });
@@ -350,15 +372,40 @@ export class ProjectionGate<T> {
    * the checkpoint was taken, and the caller reads each partition on from its `nextOffset`.
    * `record` rebuilds each held record from what `checkpoint` kept of it. Held records wait
    * their whole timeout again from `now`.
+   *
+   * The checkpoint vouches for no key by itself (docs/adr/0028): a chain it says is vouched must
+   * be signed by a key configured for the service, or bound to the agent's epoch by the agent
+   * keys restored (which the caller checked against their records in the log first). Returns,
+   * one sentence each, the chains for which neither holds; a caller that gets any must not go on
+   * from this checkpoint.
    */
   restore<S>(
     cp: GateCheckpoint<S>,
     record: (partition: number, offset: string, item: S) => GateRecord<T>,
     now: number,
-  ): void {
-    this.verifier.restore(cp.chains);
+  ): string[] {
+    const problems: string[] = [];
     this.agentKeys.restore(cp.agentKeys);
     this.agentKeys.takeChanged();
+    for (const c of cp.chains) {
+      if (c.key !== 'vouched') continue;
+      const raw = c.keyRaw === undefined ? undefined : Buffer.from(c.keyRaw, 'hex');
+      const agent = producerOf(c.producerId).kind === 'agent';
+      const vouched =
+        raw !== undefined &&
+        (agent
+          ? Buffer.from(this.agentKeys.keyFor(c.producerId, c.epoch) ?? []).equals(raw) ||
+            this.agentKeys.isRevoked(c.producerId, raw)
+          : this.opts.trust.keysFor(c.producerId, c.epoch).some((k) => Buffer.from(k).equals(raw)));
+      if (!vouched)
+        problems.push(
+          `checkpoint_chains ${c.producerId}@${c.epoch}: its key ${c.keyRaw?.slice(0, 16) ?? '(none)'} is held vouched, ` +
+            (agent
+              ? 'but no binding of the epoch restored binds it'
+              : 'but it is not a key configured for the service'),
+        );
+    }
+    this.verifier.restore(cp.chains);
     for (const [producerId, epoch] of cp.untrusted) this.untrusted.add(chainOf(producerId, epoch));
     for (const [command, host] of cp.commands) this.commandHosts.set(command, host);
     for (const p of cp.partitions) {
@@ -376,6 +423,7 @@ export class ProjectionGate<T> {
           arrivedAt: now,
           verdict: h.verdict,
           saved: h.verdict,
+          ...(h.sealedBy ? { sealedBy: h.sealedBy } : {}),
         };
         queue.items.push(held);
         if (held.verdict !== 'waiting' || !held.chain) continue;
@@ -384,6 +432,7 @@ export class ProjectionGate<T> {
         if (!chain.has(held.seq)) chain.set(held.seq, held);
       }
     }
+    return problems;
   }
 
   /** How many records wait for their verdict. */
@@ -396,6 +445,18 @@ export class ProjectionGate<T> {
   private sealed(chain: string, from: number, to: number): void {
     const waiting = this.waiting.get(chain);
     if (!waiting) return;
+    // A key event keeps where its seal lies: a checkpoint names the records that prove it.
+    for (let seq = from; seq <= to; seq++) {
+      const h = waiting.get(seq);
+      if (!h || h.verdict !== 'waiting' || !(h.record.body?.agentKeyBound || h.record.body?.agentKeyRevoked)) continue;
+      const path: [number, string][] = [];
+      for (let next = seq + 1; next <= to; next++) {
+        const n = waiting.get(next);
+        if (!n) break;
+        path.push([n.record.partition, n.record.offset]);
+      }
+      if (path.length === to - seq) h.sealedBy = path;
+    }
     for (let seq = from; seq <= to; seq++) {
       const h = waiting.get(seq);
       if (!h) continue;
@@ -457,10 +518,12 @@ export class ProjectionGate<T> {
    * A released binding or revocation changes which agent keys count. Returns false for a
    * binding that binds nothing (a finding, kept out of the read models).
    */
-  private learn(body: events.EventBody | undefined, pos: RecordPosition): boolean {
+  private learn(h: Held<T>, pos: RecordPosition): boolean {
+    const body = h.record.body;
     if (!body) return true;
+    const source = keyEventSource(h);
     if (body.agentKeyBound) {
-      const why = this.agentKeys.bind(body.agentKeyBound);
+      const why = this.agentKeys.bind(body.agentKeyBound, source);
       if (why)
         this.out.push({
           kind: 'unauthorized',
@@ -473,20 +536,29 @@ export class ProjectionGate<T> {
       else this.newlyBound.add(body.agentKeyBound.producerId);
       return !why;
     }
-    if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked);
+    if (body.agentKeyRevoked) this.agentKeys.revoke(body.agentKeyRevoked, source);
     return true;
   }
 
   private drain(): GateOutput<T> {
     const released: GateRecord<T>[] = [];
+    this.settle(released);
+    return { released, findings: this.takeFindings() };
+  }
+
+  /** Releases what may be released, learning bindings as they come, into `released`. */
+  private settle(released: GateRecord<T>[]): void {
     do {
       for (const producerId of this.newlyBound) this.out.push(...this.verifier.keyVouched(producerId));
       this.newlyBound.clear();
       this.drainOnce(released);
     } while (this.newlyBound.size > 0);
+  }
+
+  private takeFindings(): Finding[] {
     const findings = this.out;
     this.out = [];
-    return { released, findings };
+    return findings;
   }
 
   private drainOnce(released: GateRecord<T>[]): void {
@@ -515,21 +587,33 @@ export class ProjectionGate<T> {
           });
           continue;
         }
-        if (!this.learn(h.record.body, pos)) continue;
+        if (!this.learn(h, pos)) continue;
         released.push(h.record);
         const cmd =
           h.record.body?.hostApplyRequested ??
           h.record.body?.hostRevertRequested ??
           h.record.body?.quarantineClearRequested;
         if (cmd?.commandId) {
+          // A checkpoint stores each command once (its first host), as the table keeps the first row.
+          if (!this.commandHosts.has(cmd.commandId)) this.newCommands.push([cmd.commandId, cmd.hostId]);
           this.commandHosts.set(cmd.commandId, cmd.hostId);
-          this.newCommands.push([cmd.commandId, cmd.hostId]);
         }
       }
       if (i === items.length) this.queues.delete(partition);
       else queue.advance(i);
     }
   }
+}
+
+const sourceLayout = new EnvelopeLayout();
+
+/** Where a key event was read and what proves it, when its seal was seen (not after a restore from before 0028). */
+function keyEventSource<T>(h: Held<T>): KeyEventSource | undefined {
+  const { value, partition, offset } = h.record;
+  if (!value || !h.sealedBy) return undefined;
+  const l = scanEnvelope(value, sourceLayout);
+  const hash = Buffer.from(value.buffer, value.byteOffset + l.hashStart, l.hashEnd - l.hashStart).toString('hex');
+  return { partition, offset, hash, sealedBy: h.sealedBy };
 }
 
 /** One partition's held records: a list and the index of its first, compacted now and then. */

@@ -21,7 +21,9 @@ export type FindingKind =
   | 'gap'
   | 'unsealed'
   /** Sealed, but not the producer's to say (producer-authority.ts). */
-  | 'unauthorized';
+  | 'unauthorized'
+  /** The ledger's checkpoint says what the log does not: refused, the log is read again (docs/adr/0028). */
+  | 'checkpoint-altered';
 
 /** Where a record sits in the log. Offsets are strings, as Kafka clients give them. */
 export interface RecordPosition {

@@ -110,6 +110,103 @@ export async function readRange(opts: ReadRangeOptions): Promise<{ records: numb
   return { records };
 }
 
+/**
+ * The records at the given positions (`partition:offset` → value; null: the log has no record
+ * there). For a handful of records named by a checkpoint (docs/adr/0028): each partition is read
+ * from the first offset asked for and jumps over long stretches between the next ones, so the
+ * cost follows the records asked for, not the log.
+ */
+export async function readRecordsAt(
+  kafka: Kafka,
+  topic: string,
+  positions: readonly [partition: number, offset: string][],
+  timeoutMs = 60_000,
+): Promise<Map<string, Buffer | null>> {
+  const out = new Map<string, Buffer | null>();
+  const wanted = new Map<number, bigint[]>();
+  for (const [partition, offset] of positions) {
+    const key = `${partition}:${offset}`;
+    if (out.has(key)) continue;
+    out.set(key, null);
+    if (!/^\d{1,19}$/.test(offset)) continue;
+    const list = wanted.get(partition) ?? [];
+    wanted.set(partition, list);
+    list.push(BigInt(offset));
+  }
+  const admin = kafka.admin();
+  await admin.connect();
+  let watermarks;
+  try {
+    watermarks = await admin.fetchTopicOffsets(topic);
+  } finally {
+    await admin.disconnect();
+  }
+  // Offsets outside the log are answered at once: no record there.
+  const todo = new Map<number, bigint[]>();
+  for (const w of watermarks) {
+    const list = (wanted.get(w.partition) ?? []).filter((o) => o >= BigInt(w.low) && o < BigInt(w.high));
+    if (list.length > 0)
+      todo.set(
+        w.partition,
+        [...new Set(list)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
+  }
+  if (todo.size === 0) return out;
+  const groupId = `rebootless-reader-${randomUUID()}`;
+  const consumer = kafka.consumer({
+    groupId,
+    maxWaitTimeInMs: 100,
+    maxBytesPerPartition: 256 * 1024,
+    retry: { retries: 3 },
+  });
+  let settle!: (err?: unknown) => void;
+  const done = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
+  const timer = setTimeout(
+    () => settle(new Error(`reading ${positions.length} record(s) of ${topic} took longer than ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  /** A stretch longer than this between two records asked for is skipped by a seek. */
+  const JUMP = 300n;
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      // Each batch is resolved whole, so the next fetch goes on after it.
+      eachBatchAutoResolve: true,
+      eachBatch: async ({ batch }) => {
+        const list = todo.get(batch.partition);
+        if (!list || list.length === 0) return;
+        for (const m of batch.messages) {
+          const offset = BigInt(m.offset);
+          while (list.length > 0 && list[0]! < offset) list.shift(); // not in the log (compacted away)
+          if (list[0] === offset) {
+            out.set(`${batch.partition}:${m.offset}`, m.value ?? null);
+            list.shift();
+          }
+          if (list.length === 0) break;
+        }
+        const last = BigInt(batch.messages[batch.messages.length - 1]?.offset ?? '-1');
+        if (list.length === 0) {
+          todo.delete(batch.partition);
+          consumer.pause([{ topic, partitions: [batch.partition] }]);
+          if (todo.size === 0) settle();
+        } else if (list[0]! - last > JUMP)
+          consumer.seek({ topic, partition: batch.partition, offset: list[0]!.toString() });
+      },
+    });
+    const idle = watermarks.map((w) => w.partition).filter((p) => !todo.has(p));
+    if (idle.length > 0) consumer.pause([{ topic, partitions: idle }]);
+    for (const [partition, list] of todo) consumer.seek({ topic, partition, offset: list[0]!.toString() });
+    await done;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
+    await dropGroup(kafka, groupId);
+  }
+  return out;
+}
+
 async function rangeOffsets(admin: Admin, topic: string, fromTimestamp?: number) {
   const watermarks = await admin.fetchTopicOffsets(topic);
   const ends = new Map(watermarks.map((w) => [w.partition, w.high]));

@@ -1,13 +1,43 @@
 import { QueryRunner } from 'typeorm';
-import { AgentKeyState, ChainState, GateCheckpoint } from '@rebootless/events';
+import {
+  AgentKeyState,
+  ChainState,
+  GateCheckpoint,
+  SetDigest,
+  SigningKey,
+  publicKeyFromRaw,
+  signHash,
+  verifyHash,
+} from '@rebootless/events';
 import { PreparedWrite, TableWriter } from './batch-writer';
 import { LedgerDatabase, num } from './database';
+import { CHECKPOINT_TABLES } from './migrations/0004-checkpoints';
 
 /** What the ledger keeps of a record the gate holds: its bytes (base64) and Kafka timestamp. */
 export interface HeldItem {
   value: string | null;
   timestamp: string;
 }
+
+/** The key a ledger seals its checkpoints with: its own producer key (docs/adr/0028). */
+export interface CheckpointSigner {
+  producerId: string;
+  key: SigningKey;
+}
+
+/** A checkpoint as loaded, and why it must not be believed (empty: its seal holds). */
+export interface LoadedCheckpoint {
+  checkpoint: GateCheckpoint<HeldItem>;
+  /** One sentence each: a seal missing, not verifying, or not matching the rows. */
+  problems: string[];
+}
+
+/** Only a ledger seals checkpoints: its own producer id, or `ledger/<instance>`. */
+export const LEDGER_PRODUCER = /^ledger(\/[^/]+)?$/;
+
+/** What a seal signs: the topic and the rows' digest, under a label no event hash can be. */
+const sealMessage = (topic: string, digest: Buffer) =>
+  Buffer.concat([Buffer.from(`rebootless checkpoint seal v1\u0000${topic}\u0000`), digest]);
 
 /** Another ledger took the projection over: this one's writes are refused (docs/adr/0024). */
 export class LeaseLostError extends Error {}
@@ -18,13 +48,31 @@ const chainKey = (c: Pick<ChainState, 'producerId' | 'epoch'>) => `${c.producerI
  * The projection's checkpoint in the ledger's database: read at start, and each batch's changes
  * written in the batch's transaction. The lease row fences a ledger that lost its partitions to
  * another (a member frozen past its session timeout writes nothing once it wakes).
+ *
+ * Sealed (docs/adr/0028): every row enters a digest of the whole checkpoint (SetDigest, kept up
+ * to date row by row as batches change them), and each batch's transaction writes the digest
+ * signed with the ledger's key. Someone who can write the database but does not hold a ledger's
+ * key cannot add, change, delete or roll back a row, nor the seal, without the next load seeing it.
  */
 export class CheckpointStore {
-  private readonly w: Record<'chains' | 'agentKeys' | 'refused' | 'commands' | 'partitions' | 'held', TableWriter>;
+  private readonly w: Record<
+    'chains' | 'agentKeys' | 'refused' | 'commands' | 'partitions' | 'held' | 'seal',
+    TableWriter
+  >;
+  /** The digest of every row as this ledger wrote or loaded them. */
+  private readonly digest = new SetDigest();
+  /** Each row that is ever replaced or deleted, by table and key: its element in the digest. */
+  private readonly elements = new Map<string, Buffer>();
+  /** Each partition's held rows: offset → element (deleted by offset range). */
+  private readonly heldElements = new Map<number, Map<string, Buffer>>();
 
   constructor(
     private readonly db: LedgerDatabase,
     private readonly topic: string,
+    /** Seals each checkpoint written; without it none is, and no restart resumes from one. */
+    private readonly signer?: CheckpointSigner,
+    /** Keys a seal may verify with: configured producers `ledger` and `ledger/<instance>`. */
+    private readonly ledgerKeys: ReadonlyMap<string, readonly Uint8Array[]> = new Map(),
   ) {
     const t = (table: string, columns: string[], key: string[], onConflict: 'update' | 'ignore' = 'update') =>
       new TableWriter(table, columns, key, onConflict, db);
@@ -39,68 +87,230 @@ export class CheckpointStore {
         ['topic', 'partition_no', 'record_offset', 'verdict', 'item'],
         ['topic', 'partition_no', 'record_offset'],
       ),
+      seal: t('checkpoint_seal', ['topic', 'signer', 'digest', 'signature'], ['topic']),
     };
   }
 
-  /** The checkpoint as stored, or undefined when there is none (a new or rebuilt ledger, or one from before it). */
-  async load(): Promise<GateCheckpoint<HeldItem> | undefined> {
+  /** A row as the digest takes it: table, key and values, each its text. */
+  private static row(table: string, ...fields: unknown[]): string {
+    return [table, ...fields.map(String)].join('\u0000');
+  }
+
+  /** A row replacing the one with the same key (or the first): the digest takes the new one. */
+  private put(key: string, row: string): void {
+    const old = this.elements.get(key);
+    if (old) this.digest.remove(old);
+    const e = SetDigest.element(row);
+    this.digest.add(e);
+    this.elements.set(key, e);
+  }
+
+  private putHeld(partition: number, offset: string, row: string): void {
+    const held = this.heldElements.get(partition) ?? new Map<string, Buffer>();
+    this.heldElements.set(partition, held);
+    const old = held.get(offset);
+    if (old) this.digest.remove(old);
+    const e = SetDigest.element(row);
+    this.digest.add(e);
+    held.set(offset, e);
+  }
+
+  /** Held rows below `from` leave the digest as they leave the table. */
+  private dropHeldBelow(partition: number, from: string): void {
+    const held = this.heldElements.get(partition);
+    if (!held) return;
+    const below = BigInt(from);
+    for (const [offset, e] of held) {
+      if (BigInt(offset) >= below) continue;
+      this.digest.remove(e);
+      held.delete(offset);
+    }
+  }
+
+  private forget(): void {
+    this.digest.clear();
+    this.elements.clear();
+    this.heldElements.clear();
+  }
+
+  /** Why the stored seal does not vouch for the rows that digest to `digest`, or undefined. */
+  private async sealProblem(digest: Buffer): Promise<string | undefined> {
+    const [seal] = await this.db.query('SELECT signer, digest, signature FROM checkpoint_seal WHERE topic = $1', [
+      this.topic,
+    ]);
+    if (!seal)
+      return 'checkpoint_seal: the checkpoint carries no seal (written before docs/adr/0028, or the seal row was deleted)';
+    const signer = String(seal['signer']);
+    if (!LEDGER_PRODUCER.test(signer)) return `checkpoint_seal: it names ${signer} as its signer, which is no ledger`;
+    const keys = this.ledgerKeys.get(signer) ?? [];
+    if (keys.length === 0) return `checkpoint_seal: its signer ${signer} is no ledger whose key is configured here`;
+    const signature = Buffer.from(String(seal['signature']), 'hex');
+    const stored = Buffer.from(String(seal['digest']), 'hex');
+    if (!keys.some((k) => verifyHash(publicKeyFromRaw(k), sealMessage(this.topic, stored), signature)))
+      return `checkpoint_seal: the signature does not verify with the key of ${signer}`;
+    if (!stored.equals(digest))
+      return (
+        `checkpoint_seal: the rows of the checkpoint do not digest to what ${signer} sealed ` +
+        `(a row was added, changed or deleted, or rolled back, since it wrote them)`
+      );
+    return undefined;
+  }
+
+  /**
+   * The checkpoint as stored, or undefined when there is none (a new or rebuilt ledger). Every
+   * row enters the digest as it is read; `problems` says why the seal does not vouch for them.
+   * A row that does not parse is a problem too, never an exception.
+   */
+  async load(): Promise<LoadedCheckpoint | undefined> {
     const db = this.db;
+    this.forget();
     const partitions = await db.query('SELECT partition_no, read_to FROM checkpoint_partitions WHERE topic = $1', [
       this.topic,
     ]);
     if (partitions.length === 0) return undefined;
+    const problems: string[] = [];
+    const parse = <T>(what: string, text: unknown): T | undefined => {
+      try {
+        return JSON.parse(String(text)) as T;
+      } catch {
+        problems.push(`${what}: its state is not JSON`);
+        return undefined;
+      }
+    };
     const held = new Map<number, GateCheckpoint<HeldItem>['partitions'][number]['held']>();
     for (const r of await db.query(
       'SELECT partition_no, record_offset, verdict, item FROM checkpoint_held WHERE topic = $1 ORDER BY partition_no, record_offset',
       [this.topic],
     )) {
-      const list = held.get(num(r['partition_no'])) ?? [];
-      held.set(num(r['partition_no']), list);
+      const partition = num(r['partition_no']);
+      const offset = String(r['record_offset']);
+      this.putHeld(
+        partition,
+        offset,
+        CheckpointStore.row('held', this.topic, partition, offset, r['verdict'], r['item']),
+      );
+      const stored = parse<HeldItem & { sealedBy?: [number, string][] }>(
+        `checkpoint_held ${partition}:${offset}`,
+        r['item'],
+      );
+      if (!stored) continue;
+      const { sealedBy, ...item } = stored;
+      const list = held.get(partition) ?? [];
+      held.set(partition, list);
       list.push({
-        offset: String(r['record_offset']),
+        offset,
         verdict: String(r['verdict']) as 'waiting' | 'accepted' | 'rejected',
-        item: JSON.parse(String(r['item'])) as HeldItem,
+        item,
+        ...(sealedBy ? { sealedBy } : {}),
       });
     }
-    const rows = async (sql: string) => db.query(sql);
+    const chains: ChainState[] = [];
+    for (const r of await db.query('SELECT chain_key, state FROM checkpoint_chains')) {
+      this.put(`chains/${String(r['chain_key'])}`, CheckpointStore.row('chains', r['chain_key'], r['state']));
+      const c = parse<ChainState>(`checkpoint_chains ${String(r['chain_key'])}`, r['state']);
+      if (c) chains.push(c);
+    }
+    const agentKeys: AgentKeyState[] = [];
+    for (const r of await db.query('SELECT producer_id, state FROM checkpoint_agent_keys')) {
+      this.put(
+        `agentKeys/${String(r['producer_id'])}`,
+        CheckpointStore.row('agent_keys', r['producer_id'], r['state']),
+      );
+      const k = parse<AgentKeyState>(`checkpoint_agent_keys ${String(r['producer_id'])}`, r['state']);
+      if (k) agentKeys.push(k);
+    }
+    const untrusted: [string, number][] = [];
+    for (const r of await db.query('SELECT producer_id, epoch FROM checkpoint_refused_epochs')) {
+      this.digest.add(SetDigest.element(CheckpointStore.row('refused', r['producer_id'], r['epoch'])));
+      untrusted.push([String(r['producer_id']), num(r['epoch'])]);
+    }
+    const commands: [string, string][] = [];
+    for (const r of await db.query('SELECT command_id, host_id FROM checkpoint_commands')) {
+      this.digest.add(SetDigest.element(CheckpointStore.row('commands', r['command_id'], r['host_id'])));
+      commands.push([String(r['command_id']), String(r['host_id'])]);
+    }
+    for (const r of partitions)
+      this.put(
+        `partitions/${num(r['partition_no'])}`,
+        CheckpointStore.row('partitions', this.topic, num(r['partition_no']), r['read_to']),
+      );
+    const sealed = await this.sealProblem(this.digest.digest());
+    if (sealed) problems.unshift(sealed);
     return {
-      chains: (await rows('SELECT state FROM checkpoint_chains')).map(
-        (r) => JSON.parse(String(r['state'])) as ChainState,
-      ),
-      agentKeys: (await rows('SELECT state FROM checkpoint_agent_keys')).map(
-        (r) => JSON.parse(String(r['state'])) as AgentKeyState,
-      ),
-      untrusted: (await rows('SELECT producer_id, epoch FROM checkpoint_refused_epochs')).map((r) => [
-        String(r['producer_id']),
-        num(r['epoch']),
-      ]),
-      commands: (await rows('SELECT command_id, host_id FROM checkpoint_commands')).map((r) => [
-        String(r['command_id']),
-        String(r['host_id']),
-      ]),
-      partitions: partitions.map((r) => ({
-        partition: num(r['partition_no']),
-        nextOffset: String(r['read_to']),
-        held: held.get(num(r['partition_no'])) ?? [],
-      })),
+      checkpoint: {
+        chains,
+        agentKeys,
+        untrusted,
+        commands,
+        partitions: partitions.map((r) => ({
+          partition: num(r['partition_no']),
+          nextOffset: String(r['read_to']),
+          held: held.get(num(r['partition_no'])) ?? [],
+        })),
+      },
+      problems,
     };
+  }
+
+  /**
+   * Throws the checkpoint away (it was refused): the ledger reads the log again from offset 0
+   * and writes a new one as it goes. Runs in the caller's transaction, under its lease.
+   */
+  async clear(q: QueryRunner): Promise<void> {
+    for (const table of CHECKPOINT_TABLES) {
+      const scoped = table === 'checkpoint_partitions' || table === 'checkpoint_held' || table === 'checkpoint_seal';
+      await q.query(
+        this.db.sql(`DELETE FROM ${table}${scoped ? ' WHERE topic = $1' : ''}`),
+        scoped ? [this.topic] : [],
+      );
+    }
+    this.forget();
   }
 
   /** The statements writing a checkpoint's changes, encoded now (the batch's transaction runs them). */
   prepare(cp: GateCheckpoint<HeldItem>): PreparedWrite[] {
     const w = this.w;
+    const chains = cp.chains.map((c) => [chainKey(c), JSON.stringify(c)]);
+    for (const [key, state] of chains) this.put(`chains/${key}`, CheckpointStore.row('chains', key, state));
+    const agentKeys = cp.agentKeys.map((k) => [k.producerId, JSON.stringify(k)]);
+    for (const [id, state] of agentKeys) this.put(`agentKeys/${id}`, CheckpointStore.row('agent_keys', id, state));
+    for (const [producerId, epoch] of cp.untrusted)
+      this.digest.add(SetDigest.element(CheckpointStore.row('refused', producerId, epoch)));
+    for (const [command, host] of cp.commands)
+      this.digest.add(SetDigest.element(CheckpointStore.row('commands', command, host)));
+    for (const p of cp.partitions) {
+      this.put(`partitions/${p.partition}`, CheckpointStore.row('partitions', this.topic, p.partition, p.nextOffset));
+      this.dropHeldBelow(p.partition, p.heldFrom ?? p.nextOffset);
+    }
+    const held = cp.partitions.flatMap((p) =>
+      p.held.map((h) => {
+        const item = JSON.stringify(h.sealedBy ? { ...h.item, sealedBy: h.sealedBy } : h.item);
+        this.putHeld(
+          p.partition,
+          h.offset,
+          CheckpointStore.row('held', this.topic, p.partition, h.offset, h.verdict, item),
+        );
+        return [this.topic, p.partition, h.offset, h.verdict, item];
+      }),
+    );
+    const seal = this.signer
+      ? [
+          [
+            this.topic,
+            this.signer.producerId,
+            this.digest.digest().toString('hex'),
+            signHash(this.signer.key, sealMessage(this.topic, this.digest.digest())).toString('hex'),
+          ],
+        ]
+      : [];
     const tables: [TableWriter, unknown[][]][] = [
-      [w.chains, cp.chains.map((c) => [chainKey(c), JSON.stringify(c)])],
-      [w.agentKeys, cp.agentKeys.map((k) => [k.producerId, JSON.stringify(k)])],
+      [w.chains, chains],
+      [w.agentKeys, agentKeys],
       [w.refused, cp.untrusted.map(([producerId, epoch]) => [producerId, epoch])],
       [w.commands, cp.commands.map(([command, host]) => [command, host])],
       [w.partitions, cp.partitions.map((p) => [this.topic, p.partition, p.nextOffset])],
-      [
-        w.held,
-        cp.partitions.flatMap((p) =>
-          p.held.map((h) => [this.topic, p.partition, h.offset, h.verdict, JSON.stringify(h.item)]),
-        ),
-      ],
+      [w.held, held],
+      [w.seal, seal],
     ];
     // Held records the gate has let go of: every one below the partition's first still held.
     const released: PreparedWrite[] = cp.partitions.map((p) => ({

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
-import { replayLag } from '@rebootless/kafka';
+import { readRecordsAt, replayLag } from '@rebootless/kafka';
 import { events } from '@rebootless/contracts';
 import {
+  AgentKeyState,
   EnvelopeLayout,
   Finding,
   GateOutput,
@@ -12,10 +13,12 @@ import {
   SealJob,
   SealVerdicts,
   SealWorker,
+  agentKeyStateProblems,
+  keyEventPositions,
   scanEnvelope,
 } from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
-import { CheckpointStore, HeldItem } from './checkpoint-store';
+import { CheckpointSigner, CheckpointStore, HeldItem, LEDGER_PRODUCER } from './checkpoint-store';
 import { LedgerDatabase } from './database';
 import { oneProjectorAssigner } from './one-projector';
 import { FindingRow, LedgerProjection, TableWriteObserver, writeStaged } from './projection';
@@ -26,16 +29,10 @@ import { FindingRow, LedgerProjection, TableWriteObserver, writeStaged } from '.
  * verifying the host's certificate (docs/adr/0012).
  */
 export class LedgerKeyTrust implements KeyTrust {
-  constructor(
-    private readonly services: ReadonlyMap<string, readonly Uint8Array[]>,
-    /** Agents' keys the gateway bound, as a reader's gate released the bindings (none: none). */
-    private readonly boundAgentKeys?: (producerId: string, epoch?: number) => readonly Uint8Array[],
-  ) {}
+  constructor(private readonly services: ReadonlyMap<string, readonly Uint8Array[]>) {}
 
-  keysFor(producerId: string, epoch?: number): readonly Uint8Array[] {
-    const service = this.services.get(producerId);
-    if (service) return service;
-    return producerId.startsWith('agent/') && this.boundAgentKeys ? this.boundAgentKeys(producerId, epoch) : [];
+  keysFor(producerId: string): readonly Uint8Array[] {
+    return this.services.get(producerId) ?? [];
   }
 }
 
@@ -88,18 +85,31 @@ export interface LedgerConsumerOptions {
   onTableWritten?: TableWriteObserver;
   /** Told when this ledger takes the projection over, and from where it resumes. */
   onResume?: (r: LedgerResume) => void;
+  /**
+   * The ledger's own key, which seals each checkpoint it writes (docs/adr/0028). Without it no
+   * checkpoint is sealed and a restart reads the log again from offset 0. The seals it resumes
+   * from must verify with a key of `serviceKeys` configured for `ledger` or `ledger/<instance>`.
+   */
+  checkpointSigner?: CheckpointSigner;
 }
 
 /** Where a ledger resumed when it took the projection over. */
 export interface LedgerResume {
   /** The lease generation this ledger holds: each takeover is the next. */
   generation: number;
-  /** Whether a checkpoint was found; without one every partition is read from offset 0. */
+  /** Whether it resumed from a checkpoint; without one (or one refused) every partition is read from offset 0. */
   fromCheckpoint: boolean;
+  /**
+   * Why the checkpoint found was refused, one sentence each naming the row (docs/adr/0028): its
+   * seal, a key it holds that the log does not bind, a chain vouched for by no key. Empty: none.
+   */
+  refused: string[];
   /** Each partition's offset the reading resumes at (a partition not listed: 0). */
   readFrom: ReadonlyMap<number, bigint>;
   /** Records the gate held at the checkpoint, read back from it. */
   held: number;
+  /** Records of the log read again to check the agent keys the checkpoint holds, and how long that took. */
+  keyRecords: { read: number; ms: number };
   /** Milliseconds spent loading the read models' live part and the checkpoint. */
   loadMs: number;
 }
@@ -163,6 +173,8 @@ export class LedgerConsumer {
   private owning: Promise<void> | undefined;
   /** Partitions whose reading has been moved to where the checkpoint stands, this assignment. */
   private positioned = new Set<number>();
+  /** How many records the last takeover read again for the checkpoint's agent keys. */
+  private keyRecordsRead = 0;
   /** Where this ledger resumed last. */
   resumed: LedgerResume | undefined;
   readonly stats = { records: 0, projected: 0, findings: 0 };
@@ -176,7 +188,8 @@ export class LedgerConsumer {
 
   constructor(private readonly opts: LedgerConsumerOptions) {
     this.projection = new LedgerProjection(opts.db, opts.topic);
-    this.checkpoints = new CheckpointStore(opts.db, opts.topic);
+    const ledgerKeys = new Map([...opts.serviceKeys].filter(([id]) => LEDGER_PRODUCER.test(id)));
+    this.checkpoints = new CheckpointStore(opts.db, opts.topic, opts.checkpointSigner, ledgerKeys);
     this.gate = this.newGate();
   }
 
@@ -190,14 +203,6 @@ export class LedgerConsumer {
 
   private get unsealedTimeoutMs(): number {
     return this.opts.unsealedTailTimeoutMs ?? DEFAULT_UNSEALED_TAIL_TIMEOUT_MS;
-  }
-
-  /**
-   * Trust for re-verifying the whole log (`ledger verify`): the configured services, and the
-   * agent keys bound by the gateway as far as this consumer has read.
-   */
-  keyTrust(): LedgerKeyTrust {
-    return new LedgerKeyTrust(this.opts.serviceKeys, (p, e) => this.gate.boundAgentKeys(p, e));
   }
 
   /** Where the read models stand: each partition's next offset to project. */
@@ -300,35 +305,106 @@ export class LedgerConsumer {
     this.behind = new Map();
     this.liveSince = undefined;
     this.gate = this.newGate();
-    const cp = await this.checkpoints.load();
+    const loaded = await this.checkpoints.load();
     let held = 0;
-    if (cp) {
-      this.gate.restore(
-        cp,
-        (partition, offset, item: HeldItem) => {
-          const value = item.value === null ? null : Buffer.from(item.value, 'base64');
-          return { partition, offset, value, body: decodeBody(value), item: { value, timestamp: item.timestamp } };
-        },
-        Date.now(),
-      );
-      for (const p of cp.partitions) {
-        this.seenTo.set(p.partition, BigInt(p.nextOffset));
-        held += p.held.length;
+    let keyRecords = { read: 0, ms: 0 };
+    const refused: string[] = [];
+    if (loaded) {
+      const cp = loaded.checkpoint;
+      // Nothing in the checkpoint vouches for itself (docs/adr/0028): its seal, the records of
+      // the log behind each agent key it holds, and the keys of the chains it says are vouched
+      // are each checked, and every problem is named, before any of it is believed.
+      const keysFrom = performance.now();
+      refused.push(...loaded.problems, ...(await this.keyEventProblems(cp.agentKeys)));
+      keyRecords = { read: this.keyRecordsRead, ms: Math.round(performance.now() - keysFrom) };
+      try {
+        refused.push(
+          ...this.gate.restore(
+            cp,
+            (partition, offset, item: HeldItem) => {
+              const value = item.value === null ? null : Buffer.from(item.value, 'base64');
+              return { partition, offset, value, body: decodeBody(value), item: { value, timestamp: item.timestamp } };
+            },
+            Date.now(),
+          ),
+        );
+      } catch (err) {
+        refused.push(`the checkpoint's rows do not restore a gate: ${(err as Error).message}`);
       }
-      this.resumeAt = new Map();
-    } else {
-      // No checkpoint (a database from before them): the log from offset 0, projecting only past
-      // the committed offsets.
+      if (refused.length === 0) {
+        for (const p of cp.partitions) {
+          this.seenTo.set(p.partition, BigInt(p.nextOffset));
+          held += p.held.length;
+        }
+        this.resumeAt = new Map();
+      }
+    }
+    if (!loaded || refused.length > 0) {
+      // No checkpoint (a new or rebuilt database), or one refused: the log from offset 0,
+      // projecting only past the committed offsets; the log is the source of truth.
+      this.gate = this.newGate();
       this.resumeAt = new Map(this.offsets);
+    }
+    if (refused.length > 0) {
+      const generation = this.generation;
+      await this.opts.db.transaction(async (q) => {
+        await this.checkpoints.holdLease(q, generation);
+        await this.checkpoints.clear(q);
+      });
+      // One finding a takeover (its own offset, so none hides another), naming every row refused.
+      this.recordFinding({
+        kind: 'checkpoint-altered',
+        position: { partition: -1, offset: String(-generation) },
+        detail:
+          `the ledger's checkpoint was refused at takeover (lease generation ${generation}) and the log is read ` +
+          `again from offset 0, trusting only what it says: ${refused.join('; ')}`,
+      });
     }
     this.resumed = {
       generation: this.generation,
-      fromCheckpoint: cp !== undefined,
+      fromCheckpoint: loaded !== undefined && refused.length === 0,
+      refused,
       readFrom: new Map(this.seenTo),
       held,
+      keyRecords,
       loadMs: Math.round(performance.now() - began),
     };
     this.opts.onResume?.(this.resumed);
+  }
+
+  /**
+   * Why the agent keys a checkpoint holds cannot be believed: each binding and revocation is read
+   * again from the log, where it names it, and must be a record sealed by a configured dispatcher
+   * key that says what the row says (docs/adr/0028).
+   */
+  private async keyEventProblems(states: readonly AgentKeyState[]): Promise<string[]> {
+    const problems: string[] = [];
+    const wellFormed = states.filter((s) => {
+      try {
+        keyEventPositions([s]);
+        return true;
+      } catch {
+        problems.push(`checkpoint_agent_keys ${String(s?.producerId)}: the row is not an agent key state`);
+        return false;
+      }
+    });
+    const positions = keyEventPositions(wellFormed);
+    this.keyRecordsRead = positions.length;
+    const records =
+      positions.length > 0
+        ? await readRecordsAt(this.opts.kafka, this.opts.topic, positions)
+        : new Map<string, Buffer | null>();
+    const services = new LedgerKeyTrust(this.opts.serviceKeys);
+    for (const s of wellFormed) {
+      try {
+        problems.push(...agentKeyStateProblems(s, (p, o) => records.get(`${p}:${o}`), services));
+      } catch (err) {
+        problems.push(
+          `checkpoint_agent_keys ${s.producerId}: the row does not read as agent keys (${(err as Error).message})`,
+        );
+      }
+    }
+    return problems;
   }
 
   /**
@@ -509,7 +585,9 @@ export class LedgerConsumer {
     }
     const liveSince = this.liveSince;
     await this.inTurn(async () => {
-      const moved = new Set<number>();
+      // Every partition read: one whose held records were all refused moves on too (its stored
+      // offset would otherwise wait for the next record there, as a quiet log's last one would).
+      const moved = new Set<number>(this.seenTo.keys());
       const out = this.gate.expire(Date.now(), liveSince);
       if (out.findings.length === 0 && out.released.length === 0) return;
       const projected = this.applyReleased(out, moved);
@@ -577,7 +655,7 @@ export class LedgerConsumer {
     return this.inTurn(async () => {
       const out = this.gate.flushGaps();
       if (out.findings.length === 0 && out.released.length === 0) return 0;
-      const moved = new Set<number>();
+      const moved = new Set<number>(this.seenTo.keys());
       const projected = this.applyReleased(out, moved);
       // After the batch writes under way, whose offsets these findings must not overtake.
       await this.stageAndWrite(moved, projected);

@@ -19,7 +19,7 @@ describe('ledger verify on PostgreSQL: read models checked against the log', () 
   let topic: string;
   let serviceKeys: Map<string, Uint8Array[]>;
 
-  const verify = () => verifyLog(kafka, topic, consumer.keyTrust(), '', { stored: db, serviceKeys });
+  const verify = () => verifyLog(kafka, topic, serviceKeys, '', { stored: db });
 
   beforeAll(async () => {
     topic = await freshEventsTopic('ledger-check', 3);

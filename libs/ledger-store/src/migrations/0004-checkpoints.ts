@@ -25,11 +25,12 @@ export class Checkpoints1796688000000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    for (const table of [...CHECKPOINT_TABLES, 'projection_lease']) await q.query(`DROP TABLE ${table}`);
+    for (const table of [...CHECKPOINT_TABLES.filter((t) => t !== 'checkpoint_seal'), 'projection_lease'])
+      await q.query(`DROP TABLE ${table}`);
   }
 }
 
-/** The checkpoint's tables: `rebuild` empties them with the read models. */
+/** The checkpoint's tables (its seal's from 0005): `rebuild` empties them with the read models. */
 export const CHECKPOINT_TABLES = [
   'checkpoint_chains',
   'checkpoint_agent_keys',
@@ -37,4 +38,5 @@ export const CHECKPOINT_TABLES = [
   'checkpoint_commands',
   'checkpoint_partitions',
   'checkpoint_held',
+  'checkpoint_seal',
 ] as const;

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Kafka } from 'kafkajs';
 import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { generateSigningKey } from '@rebootless/events';
 import { devTopicDurability } from '../kafka';
 import {
   LedgerConsumer,
@@ -34,6 +35,10 @@ const EVENTS = flag('events', 1_000_000);
 const HOSTS = flag('hosts', 2_000);
 const PARTITIONS = flag('partitions', 6);
 const SQLITE = !process.argv.includes('--no-sqlite');
+
+/** The ledger's own key: it seals each checkpoint, and the restart checks the seal (docs/adr/0028). */
+const ledgerKey = generateSigningKey();
+const checkpointSigner = { producerId: 'ledger', key: ledgerKey };
 
 const say = (line: string) => process.stderr.write(`bench:ledger: ${line}\n`);
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
@@ -105,6 +110,7 @@ async function replay(
     db,
     topic,
     serviceKeys,
+    checkpointSigner,
     onTableWritten: (table, ms) => tableTiming.set(table, (tableTiming.get(table) ?? 0) + ms),
   });
   // CPU time beside wall time: on a shared machine the wall time mostly says how busy the others
@@ -181,8 +187,15 @@ async function restart(
   ends: Map<number, bigint>,
   db: LedgerDatabase,
   serviceKeys: Map<string, Uint8Array[]>,
-): Promise<{ ms: number; loadMs: number; recordsRead: number; fromCheckpoint: boolean }> {
-  const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys });
+): Promise<{
+  ms: number;
+  loadMs: number;
+  recordsRead: number;
+  fromCheckpoint: boolean;
+  refused: string[];
+  keyRecords: { read: number; ms: number };
+}> {
+  const consumer = new LedgerConsumer({ kafka, db, topic, serviceKeys, checkpointSigner });
   const started = performance.now();
   await consumer.start();
   for (;;) {
@@ -198,6 +211,8 @@ async function restart(
     loadMs: consumer.resumed!.loadMs,
     recordsRead: consumer.stats.records,
     fromCheckpoint: consumer.resumed!.fromCheckpoint,
+    refused: consumer.resumed!.refused,
+    keyRecords: consumer.resumed!.keyRecords,
   };
 }
 
@@ -221,6 +236,7 @@ async function main() {
     },
   });
   const writeMs = performance.now() - writeStarted;
+  serviceKeys.set('ledger', [ledgerKey.rawPublicKey]);
   await writer.close();
   const ends = await endOffsets(kafka, topic);
   const total = Number([...ends.values()].reduce((a, b) => a + b, 0n));
@@ -238,8 +254,10 @@ async function main() {
     say(`PostgreSQL: ${rate(total, pg.ms)} records/s; a ledger restarted on it`);
     restarted = await restart(kafka, topic, ends, db, serviceKeys);
     say(
-      `restart: at its checkpoint in ${Math.round(restarted.ms)} ms (state loaded in ${restarted.loadMs} ms), ` +
-        `${restarted.recordsRead} record(s) read again`,
+      `restart: at its checkpoint in ${Math.round(restarted.ms)} ms (state loaded in ${restarted.loadMs} ms, ` +
+        `${restarted.keyRecords.read} key record(s) read again in ${restarted.keyRecords.ms} ms), ` +
+        `${restarted.recordsRead} record(s) read again` +
+        (restarted.refused.length > 0 ? `; the checkpoint was REFUSED: ${restarted.refused.join('; ')}` : ''),
     );
     await db.close();
   } finally {
@@ -277,6 +295,10 @@ async function main() {
       state_load_ms: restarted.loadMs,
       records_read_again: restarted.recordsRead,
       from_checkpoint: restarted.fromCheckpoint,
+      // docs/adr/0028: the agent keys' records read again from the log, and the seal checked.
+      key_records_read: restarted.keyRecords.read,
+      key_records_ms: restarted.keyRecords.ms,
+      refused: restarted.refused,
     },
     projected: { postgres: pg.projected, sqlite: sqlite?.projected ?? null },
     // CPU microseconds an event: the ledger process (all its threads: V8's GC helpers, the seal
