@@ -5,6 +5,7 @@ import { READ_MODEL_TABLES, ReadModels1795305600000 } from './migrations/0001-re
 import { StackHistory1796515200000 } from './migrations/0002-stack-history';
 import { RolloutFold1796601600000 } from './migrations/0003-rollout-fold';
 import { CHECKPOINT_TABLES, Checkpoints1796688000000 } from './migrations/0004-checkpoints';
+import { RolloutHostLists1796860800000 } from './migrations/0006-rollout-host-lists';
 
 /** The schema, in order; never synchronize. */
 const MIGRATIONS = [
@@ -12,6 +13,7 @@ const MIGRATIONS = [
   StackHistory1796515200000,
   RolloutFold1796601600000,
   Checkpoints1796688000000,
+  RolloutHostLists1796860800000,
 ];
 
 export type Dialect = 'postgres' | 'sqlite';
