@@ -54,6 +54,7 @@ const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
 const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
 const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
+const HOLD_MS = Number(process.env['BENCH_HOLD_MS'] ?? 0);
 
 /** A counter's samples summed by one label, from a service's /metrics. */
 async function countersBy(address: string, name: string, label: string): Promise<Record<string, number>> {
@@ -413,6 +414,11 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       cache_bytes_fetched_from_builder: cacheBytes['fetched'] ?? 0,
     };
     log(`artifacts: ${JSON.stringify(artifacts)}`);
+    if (HOLD_MS > 0) {
+      // Everything still up, for a heap snapshot or a look at /proc (BENCH_HOLD_MS).
+      log(`holding for ${HOLD_MS} ms: dispatchers ${instances.map((d) => d.process.pid).join(', ')}`);
+      await new Promise((r) => setTimeout(r, HOLD_MS));
+    }
 
     return {
       date: new Date().toISOString(),
