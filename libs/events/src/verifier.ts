@@ -800,7 +800,8 @@ export class ChainVerifier {
       });
       return;
     }
-    const raw = started.publicKey;
+    // Copied: the decoded key is a view into the record's bytes.
+    const raw = ownBytes(started.publicKey);
     t.keyRaw = raw;
     const vouched = this.trust.keysFor(t.producerId, t.epoch).some((k) => Buffer.from(k).equals(raw));
     if (vouched) t.key = publicKeyFromRaw(raw);
