@@ -344,6 +344,9 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       },
     });
     const rolloutId = rollout!.rolloutId;
+    // Each look at the rollout answers every host (100,000 at the largest size): looked at once a
+    // second up to 50,000 hosts, then less often, so the looking does not weigh on what it times.
+    const pollMs = Math.max(1_000, hosts / 50);
     let last: dispatcher.Rollout | undefined;
     let allSentSeconds: number | undefined;
     let watching = true;
@@ -357,7 +360,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
             async () => !watching || (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === hosts,
             'the ledger shows the patch on every host',
             600_000,
-            500,
+            pollMs / 2,
           );
           if (watching) ledgerSeconds = (Date.now() - t0) / 1000;
         })(ledgerClient).catch((error: unknown) => {
@@ -378,7 +381,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       },
       'every host applied',
       900_000,
-      1_000,
+      pollMs,
     ).catch((error: unknown) => {
       watching = false;
       throw error;
