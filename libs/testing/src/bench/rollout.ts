@@ -1,6 +1,6 @@
 // npm run bench:rollout: one dispatcher (the built service, a child process) and BENCH_HOSTS
 // (default 10,000) real agents on simulated kernels, spread over BENCH_FLEET_PROCESSES (default
-// 2; 0: in this process) child processes, each agent on its own gRPC stream (multiplexed over
+// 2, more when the open-files limit needs it; 0: in this process) child processes, each agent on its own gRPC stream (multiplexed over
 // shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the
 // seconds from CreateRollout until every host has the patch applied (the rollout completed), then
 // until the ledger shows it on every host (when the ledger starts), and the dispatcher's peak
@@ -48,7 +48,7 @@ const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // All 10,000 simulated agents share this machine's cores; fetching 10,000 copies of the module at
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
-const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
+const FLEET_PROCESSES_SET = process.env['BENCH_FLEET_PROCESSES'];
 // Several dispatcher instances (docs/adr/0025) share the fleet's agents and one PostgreSQL for
 // their rollout leases; the rollout is created on the first, and driven by it.
 const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
@@ -135,6 +135,12 @@ function loadAverage(): [number, number, number] {
 }
 
 /** The soft limit on open files this process (and the fleet it forks) has, from /proc. */
+/** BENCH_FLEET_PROCESSES, or 2, or as many as the open-files limit asks for (a file per host). */
+function fleetProcesses(hosts: number, limit: number | undefined): number {
+  if (FLEET_PROCESSES_SET !== undefined) return Number(FLEET_PROCESSES_SET);
+  return Math.max(2, limit === undefined ? 2 : Math.ceil(hosts / (limit - 1_000)));
+}
+
 function openFilesLimit(): number | undefined {
   try {
     const line = fs
@@ -150,13 +156,16 @@ function openFilesLimit(): number | undefined {
 
 async function main(): Promise<void> {
   // Every simulated agent holds its outbox's file open: a fleet process needs one per host.
-  const perProcess = Math.ceil(Math.max(...SIZES) / Math.max(1, FLEET_PROCESSES)) + 1_000;
   const limit = openFilesLimit();
-  if (limit !== undefined && limit < perProcess)
-    throw new Error(
-      `the open-files limit is ${limit}, and ${Math.max(...SIZES)} hosts over ${FLEET_PROCESSES || 1} process(es) ` +
-        `need about ${perProcess} each: raise it (ulimit -n; npm run bench:rollout does) or add BENCH_FLEET_PROCESSES`,
-    );
+  for (const hosts of SIZES) {
+    const processes = fleetProcesses(hosts, limit);
+    const perProcess = Math.ceil(hosts / Math.max(1, processes)) + 1_000;
+    if (limit !== undefined && limit < perProcess)
+      throw new Error(
+        `the open-files limit is ${limit}, and ${hosts} hosts over ${processes || 1} process(es) ` +
+          `need about ${perProcess} each: raise it (ulimit -n; npm run bench:rollout tries) or add BENCH_FLEET_PROCESSES`,
+      );
+  }
   RELEASE ||= await currentDebianCloudRelease();
   const started = { date: new Date().toISOString(), load_average: loadAverage() };
   const runs: Record<string, unknown>[] = [];
@@ -178,6 +187,7 @@ async function main(): Promise<void> {
 }
 
 async function runSize(hosts: number): Promise<Record<string, unknown>> {
+  const fleetWorkers = fleetProcesses(hosts, openFilesLimit());
   const canary = Math.min(100, Math.max(1, Math.floor(hosts / 100)));
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
@@ -267,11 +277,11 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       labels: { fleet: 'bench' },
     }));
     fleet =
-      FLEET_PROCESSES > 0
+      fleetWorkers > 0
         ? new ForkedFleet(
             fleetOptions,
             specs,
-            FLEET_PROCESSES,
+            fleetWorkers,
             (process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
           )
         : new SimulatedFleet(fleetOptions, specs);
@@ -430,7 +440,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       kernel_release: RELEASE,
       max_in_flight: MAX_IN_FLIGHT,
       agents:
-        (FLEET_PROCESSES > 0 ? `in ${FLEET_PROCESSES} child processes` : 'in this process') +
+        (fleetWorkers > 0 ? `in ${fleetWorkers} child processes` : 'in this process') +
         ', one simulated kernel and data dir each (in /dev/shm); ' +
         (SHARED_DOWNLOADS
           ? 'per process one module store and one FetchArtifact (to the dispatcher) per digest'
