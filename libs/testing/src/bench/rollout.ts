@@ -188,6 +188,10 @@ async function main(): Promise<void> {
 
 async function runSize(hosts: number): Promise<Record<string, unknown>> {
   const fleetWorkers = fleetProcesses(hosts, openFilesLimit());
+  // Each look at the rollout, or at the ledger's hosts, answers every host (100,000 at the largest
+  // size): once a second up to 50,000 hosts, then less often, so the looking does not weigh on
+  // what it times.
+  const pollMs = Math.max(1_000, hosts / 50);
   const canary = Math.min(100, Math.max(1, Math.floor(hosts / 100)));
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
@@ -308,6 +312,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       'the dispatcher knows every host',
       // With several instances, the hosts of the others are known from their enrollment in the log.
       DISPATCHERS > 1 ? 600_000 : 120_000,
+      pollMs,
     );
 
     // The rollout starts from a settled fleet: the ledger has taken in every host's enrollment
@@ -318,7 +323,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
         async () => (await countLedgerHosts(lc, {}).catch(() => 0)) === hosts,
         'the ledger knows every host',
         600_000,
-        1_000,
+        pollMs,
       );
       log('the ledger knows every host');
     }
@@ -354,9 +359,6 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       },
     });
     const rolloutId = rollout!.rolloutId;
-    // Each look at the rollout answers every host (100,000 at the largest size): looked at once a
-    // second up to 50,000 hosts, then less often, so the looking does not weigh on what it times.
-    const pollMs = Math.max(1_000, hosts / 50);
     let last: dispatcher.Rollout | undefined;
     let allSentSeconds: number | undefined;
     let watching = true;
