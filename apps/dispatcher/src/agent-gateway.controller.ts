@@ -13,7 +13,6 @@ import { dispatcher } from '@rebootless/contracts';
 import { principalOf } from '@rebootless/trust';
 import { EVENT_PUBLISHER, callDenied } from '@rebootless/service';
 import type { EventPublisher } from '@rebootless/kafka';
-import { withTraceContext } from '@rebootless/telemetry';
 import { agentKeyBindings } from './agent-key-binding';
 import type { AgentStream } from './agent-connections';
 import { ArtifactsNotServedError, DISPATCHER_ERRORS, PermissionError } from './dispatcher-errors';
@@ -239,7 +238,7 @@ export class AgentGatewayController implements dispatcher.AgentGatewayController
                 });
                 if (bindings.length > 0) await this.events.publish(bindings);
                 // The agent's traceparent (the work that recorded these events): the producer spans join it.
-                await withTraceContext(request, () => this.relay.relay(host, envelopes));
+                await this.relay.relay(host, envelopes, request);
                 ack(request.messageId);
               } catch (error) {
                 if (error instanceof PermissionError)

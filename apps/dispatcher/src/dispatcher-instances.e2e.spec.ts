@@ -154,33 +154,33 @@ async function agentsByInstance(): Promise<Map<string, string[]>> {
   return by;
 }
 
-function specs(group: string, n: number) {
+function specs(group: string, n: number, transitionMs?: number) {
   return Array.from({ length: n }, (_, i) => ({
     hostId: `${group}-${String(i).padStart(2, '0')}`,
     kernelRelease: release,
     labels: { group },
     // Transitions of different lengths: a wave's hosts answer over several seconds.
-    transitionMs: 300 + (i % 6) * 400,
+    transitionMs: transitionMs ?? 300 + (i % 6) * 400,
   }));
 }
 
-async function fleetOn(group: string, n: number, addresses: string[]): Promise<SimulatedFleet> {
+async function fleetOn(group: string, n: number, addresses: string[], transitionMs?: number): Promise<SimulatedFleet> {
   // Each agent speaks as its host: its certificate names it.
-  for (const spec of specs(group, n)) await issueCertificate(pki, { kind: 'host', id: spec.hostId });
+  for (const spec of specs(group, n, transitionMs)) await issueCertificate(pki, { kind: 'host', id: spec.hostId });
   const fleet = new SimulatedFleet(
     {
       root: path.join(root, 'hosts'),
       dispatcherAddress: addresses,
       builderAddress,
       builderPublicKey: builderKey,
-      agentTransitionTimeoutMs: 10_000,
+      agentTransitionTimeoutMs: 20_000,
       credentials: (hostId) =>
         channelCredentials(loadTlsMaterial(pki, { kind: 'host', id: hostId }), [
           { kind: 'service', id: 'dispatcher' },
           { kind: 'service', id: 'builder' },
         ]),
     },
-    specs(group, n),
+    specs(group, n, transitionMs),
   );
   fleets.push(fleet);
   await fleet.start();
@@ -338,6 +338,80 @@ describe('two live dispatcher instances', () => {
     // B's agents got A's commands through the log: each host applied once, and only once.
     expect([...countBy(applied, (b) => b.patchApplied!.commandId).values()]).toEqual(Array(8).fill(1));
     for (const host of fleet.hosts.values()) expect(host.kernel.loads).toEqual([patch.moduleName]);
+  });
+});
+
+describe('an agent that reconnects to the other instance in the middle of an apply', () => {
+  it('is sent the unanswered command again, and answers it as applied: no false failure in the log or the ledger', async () => {
+    // Slow transitions: the driving instance dies while its agents are still applying.
+    const fleet = await fleetOn('again', 6, [instance('a').address, instance('b').address], 6_000);
+    await until(async () => {
+      const by = await agentsByInstance();
+      return (by.get('a') ?? []).some((h) => h.startsWith('again-'));
+    }, 'some of the group is connected to A');
+    const onA = ((await agentsByInstance()).get('a') ?? []).filter((h) => h.startsWith('again-'));
+    const created = await createOn('a', 'again', 6);
+    const transitioning = async (hostId: string) =>
+      (await fleet.get(hostId).kernel.listPatches()).some((p) => p.transition);
+    await until(
+      async () => (await Promise.all(onA.map(transitioning))).some(Boolean),
+      'an agent connected to A is in the middle of its transition',
+      120_000,
+    );
+
+    // A dies; its agents reconnect to B, which sends what they have not answered yet again.
+    instance('a').process.kill('SIGKILL');
+    await instance('a').process.exited;
+    await until(async () => {
+      const onB = (await agentsByInstance()).get('b') ?? [];
+      return onA.every((h) => onB.includes(h));
+    }, "A's agents reconnected to B");
+    await until(
+      async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
+      'B completed the rollout',
+      180_000,
+    );
+    // A comes back, for what follows.
+    await startInstance('a', ['b']);
+
+    // Every host applied once and says so once; none is said to have failed.
+    const records = await readWholeTopic(kafka, topic);
+    const bodies = records.map((r) => decodeEvent(r.value!).body);
+    const commands = new Set(
+      bodies
+        .filter((b) => b.hostApplyRequested?.rolloutId === created.rolloutId)
+        .map((b) => b.hostApplyRequested!.commandId),
+    );
+    const failed = bodies.filter((b) => b.patchApplyFailed && commands.has(b.patchApplyFailed.commandId));
+    expect(failed.map((b) => `${b.patchApplyFailed!.hostId}: ${b.patchApplyFailed!.error}`)).toEqual([]);
+    const applied = countBy(
+      bodies.filter((b) => b.patchApplied && commands.has(b.patchApplied.commandId)),
+      (b) => b.patchApplied!.hostId,
+    );
+    expect([...applied.values()]).toEqual(Array(6).fill(1));
+    for (const host of fleet.hosts.values()) expect(host.kernel.loads).toEqual([patch.moduleName]);
+    const done = await get('b', created.rolloutId);
+    expect(done.waves.flatMap((w) => w.hosts.map((h) => h.state))).toEqual(
+      Array(6).fill(H.HOST_ROLLOUT_STATE_SUCCEEDED),
+    );
+
+    // The ledger's audit of those hosts holds no failure either.
+    const ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress, operator());
+    try {
+      for (const hostId of onA) {
+        await until(async () => {
+          const host = await unary<ledger.GetHostResponse>(ledgerClient, 'getHost', { hostId }).catch(() => undefined);
+          return (host?.host?.stack?.entries ?? []).some((p) => p.patch?.patchId === patch.patchId);
+        }, `the ledger shows the patch on ${hostId}`);
+        const history = await unary<ledger.GetHostHistoryResponse>(ledgerClient, 'getHostHistory', {
+          hostId,
+          pageSize: 1000,
+        });
+        expect(history.records.filter((r) => r.body?.type === 'PatchApplyFailed').map((r) => r.summary)).toEqual([]);
+      }
+    } finally {
+      ledgerClient.close();
+    }
   });
 });
 

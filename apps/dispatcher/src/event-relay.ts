@@ -3,18 +3,33 @@
 import type { Kafka, Producer } from 'kafkajs';
 import type { events } from '@rebootless/contracts';
 import { authorityViolation, decodeEvent } from '@rebootless/events';
-import { WholeSend } from '@rebootless/kafka';
+import { GatheredSends, WholeSend } from '@rebootless/kafka';
+import { withTraceContext, type TraceFields } from '@rebootless/telemetry';
 import { PermissionError } from './dispatcher-errors';
 
 export class EventRelay {
-  private readonly whole: WholeSend;
+  /** The agents' relays, gathered into bounded requests (thousands of agents relay at once). */
+  private readonly sends: GatheredSends<TraceFields>;
 
   private constructor(
     private readonly kafka: Kafka,
     private producer: Producer,
     topic: string,
   ) {
-    this.whole = new WholeSend(kafka, topic);
+    this.sends = new GatheredSends<TraceFields>({
+      whole: new WholeSend(kafka, topic),
+      producer: () => Promise.resolve(this.producer),
+      // After a failed send kafkajs' idempotence sequence may be out of step: start a new producer.
+      failed: async () => {
+        const old = this.producer;
+        this.producer = newProducer(this.kafka);
+        await old.disconnect().catch(() => undefined);
+        await this.producer.connect().catch(() => undefined); // connected again on the next send
+      },
+      // Each request's producer span joins the trace of the agent work that recorded its events.
+      keyOf: (trace) => trace.traceparent ?? '',
+      within: (trace, send) => withTraceContext(trace, send),
+    });
   }
 
   static async open(kafka: Kafka, topic: string): Promise<EventRelay> {
@@ -29,21 +44,12 @@ export class EventRelay {
    * the producer authority table lets an agent say about its own host (docs/adr/0012): one
    * envelope that is not its to say refuses the whole batch, before anything is written.
    */
-  async relay(hostId: string, envelopes: readonly Uint8Array[]): Promise<void> {
+  async relay(hostId: string, envelopes: readonly Uint8Array[], trace: TraceFields = {}): Promise<void> {
     this.check(hostId, envelopes);
     if (envelopes.length === 0) return;
     const records = envelopes.map((value) => ({ key: `host/${hostId}`, value: Buffer.from(value) }));
-    try {
-      // Checked partition by partition (WholeSend); a refusal leaves the envelopes in the agent's outbox.
-      await this.whole.send(this.producer, records);
-    } catch (error) {
-      // After a failed send kafkajs' idempotence sequence may be out of step: start a new producer.
-      const old = this.producer;
-      this.producer = newProducer(this.kafka);
-      await old.disconnect().catch(() => undefined);
-      await this.producer.connect().catch(() => undefined); // connected again on the next send
-      throw error;
-    }
+    // Checked partition by partition (WholeSend); a refusal leaves the envelopes in the agent's outbox.
+    await this.sends.send(records, trace);
   }
 
   /**

@@ -107,6 +107,12 @@ export interface AgentContext {
   answer(commandId: string, body: ResultBody, stack?: events.LivePatchState[]): dispatcher.CommandResult;
   /** A result on the way (ACCEPTED), no inventory after it. */
   sendResult(commandId: string, body: ResultBody, stack: events.LivePatchState[]): dispatcher.CommandResult;
+  /**
+   * The command came before and was answered: the same answer goes again, with the stack the
+   * kernel shows now, and nothing is done or recorded. Undefined when it is new (or was never
+   * answered).
+   */
+  answerAgain(commandId: string): Promise<dispatcher.CommandResult | undefined>;
   /** Staged with the next state change: the command id is never accepted again (the replay window). */
   rememberCommand(commandId: string, expiresAt: dispatcher.ApplyCommand['expiresAt']): void;
   /** Resolves true once the module's transition is over, false when it outlasts `transitionMs`. */

@@ -363,20 +363,53 @@ describe('Agent on the simulated kernel', () => {
       const failed = (await hostEvents(agent)).filter((e) => e.type === 'PatchApplyFailed').pop()!.patchApplyFailed!;
       expect(failed).toMatchObject({ commandId: cmd.commandId, stage: 'verify' });
     });
+  });
 
-    it('a replayed command (same id again)', async () => {
+  describe('a command that comes again (same id)', () => {
+    /** Every final answer the agent gave to `commandId`, once `n` came. */
+    async function finalAnswers(hostId: string, commandId: string, n: number): Promise<dispatcher.CommandResult[]> {
+      const answers = () =>
+        gateway
+          .received(hostId)
+          .flatMap((m) => (m.commandResult ? [m.commandResult] : []))
+          .filter((r) => r.commandId === commandId && r.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED);
+      await gateway.waitFor(() => answers().length >= n, 15_000, `${n} answers to ${commandId}`);
+      return answers();
+    }
+
+    it('once applied: is answered as applied again, with what the kernel shows; nothing is loaded or recorded again', async () => {
       const { kernel, changes } = recordingKernel(new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 }));
       const host = newHost(kernel);
       const agent = host.make();
       await agent.start();
-      const cmd = applyCommand(await publish({ patchId: 'replay', version: '1' }));
+      const artifact = await publish({ patchId: 'replay', version: '1' });
+      const cmd = applyCommand(artifact);
       expect((await send(host.hostId, { apply: cmd })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
       const before = changes.length;
+      // The dispatcher sends it again: its instance restarted, or the agent reconnected to
+      // another before its answer reached the log.
       gateway.send(host.hostId, { apply: cmd });
-      const refused = await gateway.result(host.hostId, cmd.commandId, Outcome.COMMAND_OUTCOME_REJECTED);
-      expect(refused.error).toMatch(/^replayed:/);
+      const [, again] = await finalAnswers(host.hostId, cmd.commandId, 2);
+      expect(again).toMatchObject({ outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '' });
+      expect(again!.stack.map((p) => [p.moduleName, p.enabled])).toEqual([[artifact.manifest.moduleName, true]]);
       expect(changes.slice(before)).toEqual([]);
-      void agent;
+      const mine = (await hostEvents(agent)).filter((e) => e.causationId === cmd.commandId);
+      expect(mine.map((e) => e.type)).toEqual(['PatchApplyStarted', 'PatchApplied']);
+    });
+
+    it('once refused: is refused again as the first time, and the refusal is recorded once', async () => {
+      const host = newHost();
+      const agent = host.make();
+      await agent.start();
+      const cmd = applyCommand(await publish({ patchId: 'refused-twice', version: '1' }));
+      store.retract({ patchId: 'refused-twice', version: '1', reason: 'breaks nf_tables' });
+      const first = await send(host.hostId, { apply: cmd });
+      expect(first.outcome).toBe(Outcome.COMMAND_OUTCOME_REJECTED);
+      gateway.send(host.hostId, { apply: cmd });
+      const [, again] = await finalAnswers(host.hostId, cmd.commandId, 2);
+      expect(again).toMatchObject({ outcome: first.outcome, stage: first.stage, error: first.error });
+      const mine = (await hostEvents(agent)).filter((e) => e.causationId === cmd.commandId);
+      expect(mine.map((e) => e.type)).toEqual(['PatchApplyFailed']);
     });
   });
 
@@ -450,8 +483,9 @@ describe('Agent on the simulated kernel', () => {
     const done = await clear({ commandId: 'clear-once' });
     expect(done.outcome).toBe(dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED);
     expect((await second.status()).quarantined).toEqual([]);
-    const replayed = await clear({ commandId: 'clear-once' });
-    expect(replayed.outcome).toBe(dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED);
+    // Sent again (same id): the same answer, nothing cleared or recorded again.
+    const again = await clear({ commandId: 'clear-once' });
+    expect(again.outcome).toBe(dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED);
     await second.drain();
     const cleared = (await hostEvents(second)).filter((e) => e.type === 'PatchQuarantineCleared');
     expect(cleared.map((e) => [e.causationId, e.patchQuarantineCleared])).toEqual([

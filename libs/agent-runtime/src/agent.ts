@@ -26,7 +26,9 @@ import { RevertFlow } from './revert-flow';
 import {
   crashLoopSuspect,
   detectDrift,
+  answerOf,
   isQuarantined,
+  rememberAnswer,
   rememberCommand,
   wasSeen,
   withoutQuarantine,
@@ -98,6 +100,7 @@ export class Agent {
       record: (payloads, cause) => this.record(payloads, cause),
       answer: (commandId, body, stack) => this.answer(commandId, body, stack),
       sendResult: (commandId, body, stack) => this.sendResult(commandId, body, stack),
+      answerAgain: (commandId) => this.answerAgain(commandId),
       rememberCommand: (commandId, expiresAt) => this.rememberCommand(commandId, expiresAt),
       waitForTransition: (moduleName) => this.waitForTransition(moduleName),
       log: (message) => this.log(message),
@@ -316,7 +319,9 @@ export class Agent {
    * An operator's ClearQuarantine: the patch leaves quarantine, recorded with the operator's
    * reason; nothing is applied now (a rollout, or the next boot's re-apply, does that).
    */
-  private clearQuarantine(cmd: dispatcher.ClearQuarantineCommand): dispatcher.CommandResult {
+  private async clearQuarantine(cmd: dispatcher.ClearQuarantineCommand): Promise<dispatcher.CommandResult> {
+    const again = await this.answerAgain(cmd.commandId);
+    if (again) return again;
     const refuse = (error: string) =>
       this.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error });
     try {
@@ -455,7 +460,22 @@ export class Agent {
     return result;
   }
 
+  /** See AgentContext.answerAgain. */
+  private async answerAgain(commandId: string): Promise<dispatcher.CommandResult | undefined> {
+    const first = answerOf(this.state.data.seenCommands, commandId);
+    if (!first) return undefined;
+    this.log(
+      `command ${commandId} came again: answered as the first time (${Outcome[first.outcome] ?? first.outcome})`,
+    );
+    return this.sendResult(commandId, first, await this.options.kernel.listPatches());
+  }
+
   private sendResult(commandId: string, body: ResultBody, stack: events.LivePatchState[]): dispatcher.CommandResult {
+    if (commandId !== '' && body.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED) {
+      // Kept with the command's id: the same command sent again gets this answer again.
+      const answer = { outcome: body.outcome, stage: body.stage, error: body.error, forced: body.forced ?? false };
+      this.state.stage((s) => void (s.seenCommands = rememberAnswer(s.seenCommands, commandId, answer)));
+    }
     // Nothing is answered before what the agent learned is on disk (a seen command id above all).
     this.state.flush();
     const result: dispatcher.CommandResult = {

@@ -22,6 +22,9 @@ export class ApplyFlow {
   constructor(private readonly ctx: AgentContext) {}
 
   async apply(cmd: dispatcher.ApplyCommand, trace: TraceFields = {}): Promise<dispatcher.CommandResult> {
+    // Sent again (its answer had not reached the log when the agent reconnected): answered as before.
+    const again = await this.ctx.answerAgain(cmd.commandId);
+    if (again) return again;
     const attributes = spanAttributes(this.ctx.hostId, cmd);
     const verified = await withSpanFrom(trace, SPAN.agentVerify, attributes, async (span) => {
       const checked = await this.verifyApply(cmd);

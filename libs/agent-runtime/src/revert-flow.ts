@@ -13,6 +13,9 @@ export class RevertFlow {
   constructor(private readonly ctx: AgentContext) {}
 
   async revert(cmd: dispatcher.RevertCommand, trace: TraceFields = {}): Promise<dispatcher.CommandResult> {
+    // Sent again (its answer had not reached the log when the agent reconnected): answered as before.
+    const again = await this.ctx.answerAgain(cmd.commandId);
+    if (again) return again;
     const attributes = spanAttributes(this.ctx.hostId, cmd);
     const failed: RevertFailed = (stage: string, error: string, stalledTasks: events.StalledTask[] = []) =>
       this.ctx.record(

@@ -184,6 +184,25 @@ class Arrival {
   get type(): string {
     return textAt(this.bytes, this.typeStart, this.typeEnd);
   }
+
+  /**
+   * What a chain keeps of it once processed (what it links to, where it was sealed): its seq,
+   * hash and place, in bytes of their own. The record's buffer, a view into a fetched batch or
+   * a shared pool slab, is let go: a fleet's log has a chain per host, each holding its last event.
+   */
+  kept(): Arrival {
+    const layout = new EnvelopeLayout();
+    layout.seq = this.seq;
+    layout.hashEnd = this.hashEnd - this.hashStart;
+    return new Arrival(ownBytes(this.hash), layout, this.pos);
+  }
+}
+
+/** A copy in an allocation of its own (not a slice of the shared pool, which it would pin). */
+function ownBytes(bytes: Uint8Array): Buffer {
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  own.set(bytes);
+  return own;
 }
 
 interface Seen {
@@ -197,16 +216,24 @@ interface Seen {
  * so a long replay does not feed the garbage collector.
  */
 class SeenRing {
-  private seqs = new Float64Array(256);
+  // Small to start with (a fleet's log has a chain per host, most of them short); it doubles as
+  // the chain's events come, so it keeps every event seen up to SEEN_WINDOW.
+  private seqs = new Float64Array(8);
   /** Up to 32 bytes of each hash (a sha256), and how many. */
-  private hashes = Buffer.alloc(256 * 32);
-  private hashLengths = new Uint8Array(256);
-  private partitions = new Int32Array(256);
-  private offsets: string[] = new Array<string>(256);
+  private hashes = Buffer.alloc(8 * 32);
+  private hashLengths = new Uint8Array(8);
+  private partitions = new Int32Array(8);
+  private offsets: string[] = new Array<string>(8);
+  private added = 0;
 
   /** Keeps the hash `bytes[start, end)` of `seq`, copied: the record itself is not kept. */
   add(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
-    if (seq >= this.seqs.length && this.seqs.length < SEEN_WINDOW) this.grow();
+    this.added += 1;
+    if (this.added > this.seqs.length && this.seqs.length < SEEN_WINDOW) this.grow();
+    this.put(seq, bytes, start, end, pos);
+  }
+
+  private put(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
     const i = seq % this.seqs.length;
     const len = Math.min(32, end - start);
     this.seqs[i] = seq;
@@ -241,7 +268,7 @@ class SeenRing {
     this.offsets = new Array<string>(size);
     old.seqs.forEach((seq, i) => {
       if (seq > 0)
-        this.add(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, {
+        this.put(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, {
           partition: old.partitions[i]!,
           offset: old.offsets[i]!,
         });
@@ -257,7 +284,7 @@ class SeenRing {
  */
 class PendingArrivals {
   // Small to start with: a fleet's log has a chain per host. It grows to the window needed.
-  private ring: (Arrival | undefined)[] = new Array<Arrival | undefined>(64).fill(undefined);
+  private ring: (Arrival | undefined)[] = new Array<Arrival | undefined>(8).fill(undefined);
   private readonly far = new Map<number, Arrival>();
   size = 0;
 
@@ -440,7 +467,7 @@ export class ChainVerifier {
         }
         t.sealed += a.seq - fromSeq + 1;
         this.onSealed?.(t.producerId, t.epoch, fromSeq, a.seq);
-        t.lastSealed = a;
+        t.lastSealed = a.kept();
       }
     }
     return this.findings.slice(before);
@@ -659,7 +686,7 @@ export class ChainVerifier {
     if (!t) {
       t = {
         producerId,
-        producerIdBytes: Buffer.from(bytes.subarray(l.producerIdStart, l.producerIdEnd)),
+        producerIdBytes: ownBytes(bytes.subarray(l.producerIdStart, l.producerIdEnd)),
         epoch: l.epoch,
         next: 1,
         linkTo: 'genesis',
@@ -747,13 +774,14 @@ export class ChainVerifier {
       t.unsealedFrom = null;
     }
     if (seq === 1) this.adoptEpochKey(t, a);
-    t.unsealedFrom ??= a;
-    if (a.signatureEnd > a.signatureStart) this.checkSeal(t, a);
+    const kept = a.kept();
+    t.unsealedFrom ??= kept;
+    if (a.signatureEnd > a.signatureStart) this.checkSeal(t, a, kept);
 
     t.seen.add(seq, bytes, a.hashStart, a.hashEnd, a);
-    t.linkTo = a;
+    t.linkTo = kept;
     t.next = seq + 1;
-    t.lastProcessed = a;
+    t.lastProcessed = kept;
     t.events += 1;
   }
 
@@ -774,7 +802,8 @@ export class ChainVerifier {
       });
       return;
     }
-    const raw = started.publicKey;
+    // Copied: the decoded key is a view into the record's bytes.
+    const raw = ownBytes(started.publicKey);
     t.keyRaw = raw;
     const vouched = this.trust.keysFor(t.producerId, t.epoch).some((k) => Buffer.from(k).equals(raw));
     if (vouched) t.key = publicKeyFromRaw(raw);
@@ -795,7 +824,8 @@ export class ChainVerifier {
     });
   }
 
-  private checkSeal(t: ChainTrack, a: Arrival): void {
+  /** `kept`: what the chain keeps of `a` (Arrival.kept) once sealed. */
+  private checkSeal(t: ChainTrack, a: Arrival, kept: Arrival): void {
     const { pos, hash, signature } = a;
     if (t.awaiting) {
       // Checked once the key is bound; until then nothing of the epoch is sealed.
@@ -824,7 +854,7 @@ export class ChainVerifier {
     t.sealed += a.seq - t.unsealedFrom!.seq + 1;
     this.onSealed?.(t.producerId, t.epoch, t.unsealedFrom!.seq, a.seq);
     t.unsealedFrom = null;
-    t.lastSealed = a;
+    t.lastSealed = kept;
   }
 
   private closeUnsealed(t: ChainTrack, why: string): void {

@@ -5,3 +5,4 @@ export * from './publisher';
 export * from './consumer';
 export * from './trusted-keys';
 export * from './whole-send';
+export * from './gathered-sends';

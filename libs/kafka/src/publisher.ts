@@ -35,6 +35,25 @@ export interface EventPublisherOptions {
   settleGraceMs?: number;
   /** How long a failed publish keeps trying to settle its batch before it rejects as unknown. Default 120,000 ms. */
   settleForMs?: number;
+  /**
+   * Calls made while earlier batches are under way are gathered into one batch (default true).
+   * False keeps one batch, and one send, per call: a send then runs in its caller's trace.
+   */
+  gatherCalls?: boolean;
+}
+
+/** A call's part of a prepared batch. */
+interface Prepared {
+  acknowledged: Promise<ChainedEvent[]>;
+  written: ChainedEvent[];
+  epoch: number;
+}
+
+/** A publish waiting to be prepared with the others gathered meanwhile. */
+interface Gathered {
+  drafts: readonly EventDraft[];
+  resolve: (prepared: Prepared) => void;
+  reject: (error: unknown) => void;
 }
 
 export class PublishError extends Error {
@@ -49,6 +68,8 @@ const SETTLE_BEFORE_MS = 10_000;
 const SETTLE_AFTER_MS = 120_000;
 const DEFAULT_SETTLE_GRACE_MS = 15_000;
 const DEFAULT_SETTLE_FOR_MS = 120_000;
+/** Gathered calls make batches of up to this many events (one call's batch may be bigger). */
+const GATHERED_EVENTS = 1_000;
 
 /**
  * Appends events to the producer's hash chain and writes them to Kafka (idempotent producer,
@@ -63,7 +84,10 @@ export class EventPublisher {
   /** Sends run one after another, behind the preparation of the next batch. */
   private sending: Promise<void> = Promise.resolve();
   /** Prepared (hashed, signed, written ahead) but not yet acknowledged, oldest first. */
-  private inflight: { at: number; records: PendingBatch['records']; head: ChainHead }[] = [];
+  private inflight: { at: number; records: PendingBatch['records']; head: ChainHead; settled: Promise<void> }[] = [];
+  /** Calls waiting for the batches ahead of them (gatherCalls). */
+  private gathered: Gathered[] = [];
+  private gathering: Promise<void> | undefined;
   /** Left by a crash (found at open) or a failed send: settled from the log before anything else. */
   private unsettled: PendingBatch | undefined;
   private failure: unknown;
@@ -146,9 +170,10 @@ export class EventPublisher {
     const deadline = this.opts.now() + (this.opts.settleForMs ?? DEFAULT_SETTLE_FOR_MS);
     for (let attempt = 1; ; attempt++) {
       if (this.closed) throw new PublishError(`publisher ${this.opts.producerId} is closed`);
-      let prepared: Awaited<ReturnType<EventPublisher['prepare']>>;
+      let prepared: Prepared;
       try {
-        prepared = await this.behindGate(() => this.prepare(list));
+        prepared =
+          (this.opts.gatherCalls ?? true) ? await this.gather(list) : await this.behindGate(() => this.prepare(list));
       } catch (err) {
         // Settling an earlier failure (reading the log, renewing the producer) failed: nothing
         // of this batch was prepared, so trying again cannot write it twice.
@@ -171,6 +196,44 @@ export class EventPublisher {
         }
         this.opts.log(`${this.opts.producerId}: sending the ${list.length} withdrawn event(s) again`);
         await backoff(attempt);
+      }
+    }
+  }
+
+  /**
+   * The call's drafts, prepared in one batch with the calls made while the batches ahead were
+   * under way. One batch is sent at a time and one waits prepared behind it: the calls made
+   * meanwhile (a gateway binding the keys of thousands of agents connecting at once) wait and go
+   * together, each written ahead once, instead of each writing ahead every batch in flight.
+   * Each call's events stay together and in call order.
+   */
+  private gather(drafts: readonly EventDraft[]): Promise<Prepared> {
+    return new Promise<Prepared>((resolve, reject) => {
+      this.gathered.push({ drafts, resolve, reject });
+      this.gathering ??= this.prepareGathered().finally(() => (this.gathering = undefined));
+    });
+  }
+
+  private async prepareGathered(): Promise<void> {
+    while (this.gathered.length > 0) {
+      // After a failure the next preparation settles what was in flight: it need not wait.
+      while (this.inflight.length >= 2 && this.failure === undefined) await this.inflight[0]!.settled;
+      let events = 0;
+      let n = 0;
+      while (n < this.gathered.length && (n === 0 || events + this.gathered[n]!.drafts.length <= GATHERED_EVENTS))
+        events += this.gathered[n++]!.drafts.length;
+      const group = this.gathered.splice(0, n);
+      let prepared: Prepared;
+      try {
+        prepared = await this.behindGate(() => this.prepare(group.flatMap((g) => g.drafts)));
+      } catch (err) {
+        for (const g of group) g.reject(err);
+        continue;
+      }
+      let from = 0;
+      for (const g of group) {
+        const written = prepared.written.slice(from, (from += g.drafts.length));
+        g.resolve({ acknowledged: prepared.acknowledged.then(() => written), written, epoch: prepared.epoch });
       }
     }
   }
@@ -210,6 +273,7 @@ export class EventPublisher {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.gathering;
     await this.gate;
     await this.sending;
     if (!this.failure && this.inflight.length === 0) await this.state.saveAsync(this.ackedHead);
@@ -220,9 +284,7 @@ export class EventPublisher {
    * Runs in call order, behind the gate. Resolves once the batch is prepared and written
    * ahead; its acknowledgement is awaited outside the gate, so the next batch can be prepared.
    */
-  private async prepare(
-    drafts: readonly EventDraft[],
-  ): Promise<{ acknowledged: Promise<ChainedEvent[]>; written: ChainedEvent[]; epoch: number }> {
+  private async prepare(drafts: readonly EventDraft[]): Promise<Prepared> {
     if (this.failure !== undefined) {
       await this.sending;
       this.unsettled = this.pendingFromInflight();
@@ -233,10 +295,12 @@ export class EventPublisher {
     if (this.unsettled) await this.settle();
     if (drafts.length === 0) return { acknowledged: Promise.resolve([]), written: [], epoch: this.preparedHead.epoch };
     const { events: written, head } = appendToChain(this.preparedHead, drafts, this.key, this.opts.now);
+    let settled!: () => void;
     const batch = {
       at: this.opts.now(),
       records: written.map((e) => ({ seq: e.seq, key: e.stream, value: e.envelope })),
       head,
+      settled: new Promise<void>((resolve) => (settled = resolve)),
     };
     this.inflight.push(batch);
     this.preparedHead = head;
@@ -274,6 +338,7 @@ export class EventPublisher {
       this.ackedHead = batch.head;
     });
     this.sending = sent.catch(() => undefined);
+    void this.sending.then(settled);
     return { acknowledged: sent.then(() => written), written, epoch: head.epoch };
   }
 

@@ -6,6 +6,7 @@ import { StackHistory1796515200000 } from './migrations/0002-stack-history';
 import { RolloutFold1796601600000 } from './migrations/0003-rollout-fold';
 import { CHECKPOINT_TABLES, Checkpoints1796688000000 } from './migrations/0004-checkpoints';
 import { CheckpointSeal1796774400000 } from './migrations/0005-checkpoint-seal';
+import { RolloutHostLists1796860800000 } from './migrations/0006-rollout-host-lists';
 
 /** The schema, in order; never synchronize. */
 const MIGRATIONS = [
@@ -14,6 +15,7 @@ const MIGRATIONS = [
   RolloutFold1796601600000,
   Checkpoints1796688000000,
   CheckpointSeal1796774400000,
+  RolloutHostLists1796860800000,
 ];
 
 export type Dialect = 'postgres' | 'sqlite';

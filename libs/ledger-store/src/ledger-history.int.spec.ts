@@ -688,6 +688,43 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
     });
     expect(page.hosts).toHaveLength(2);
     expect(page.nextPageToken).not.toBe('');
+    // Page after page (each starting where the last ended) gives the whole list, whatever filter.
+    const paged = async (req: Partial<ledger.ListHostsRequest>) => {
+      const out: (string | undefined)[] = [];
+      let pageToken = '';
+      do {
+        const next = await q.listHosts({
+          pageSize: 1,
+          kernelRelease: '',
+          labels: {},
+          carriesPatchId: '',
+          exposedToCveId: '',
+          ...req,
+          pageToken,
+        });
+        expect(next.hosts.length).toBeLessThanOrEqual(1);
+        out.push(...next.hosts.map((h) => h.facts?.hostId));
+        pageToken = next.nextPageToken;
+      } while (pageToken);
+      return out;
+    };
+    for (const req of [
+      {},
+      { labels: { role: 'web' } },
+      { exposedToCveId: 'CVE-2024-1086' },
+      { carriesPatchId: 'cumulative' },
+    ])
+      expect(await paged(req)).toEqual(await ids(req));
+    await expect(
+      q.listHosts({
+        pageSize: 1,
+        pageToken: 'Mg',
+        kernelRelease: '',
+        labels: {},
+        carriesPatchId: '',
+        exposedToCveId: '',
+      }),
+    ).rejects.toThrow(/page_token/);
   });
 
   it('gives each host its verdict and the patches an upgrade would bring it', async () => {

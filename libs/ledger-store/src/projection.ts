@@ -101,6 +101,7 @@ export class LedgerProjection {
       rollouts: t('rollouts', ROLLOUT_COLUMNS, ['rollout_id']),
       rolloutHosts: t('rollout_hosts', ROLLOUT_HOST_COLUMNS, ['rollout_id', 'host_id']),
       rolloutBook: t('rollout_book', ['book_key', 'fold_state'], ['book_key']),
+      rolloutLists: t('rollout_host_lists', ['rollout_id', 'list', 'host_ids'], ['rollout_id', 'list']),
       // Only records at or past the committed offset are projected, and the offset commits with
       // the rows: an audit row is never written twice, so it can go by COPY.
       audit: t('audit_log', AUDIT_COLUMNS, ['partition_no', 'record_offset'], 'append'),
@@ -165,6 +166,7 @@ export class LedgerProjection {
       [w.patches!, catalog.patches.map(patchValues)],
       [w.rollouts!, rollouts.rollouts.map(rolloutValues)],
       [w.rolloutHosts!, rollouts.hosts.map(rolloutHostValues)],
+      [w.rolloutLists!, rollouts.lists.map((l) => [l.rolloutId, l.list, l.hostIds])],
       // An entry the book no longer holds is deleted: the table is what the book holds now,
       // whatever order the partitions were read in (ledger verify compares it).
       [w.rolloutBook!, rollouts.book.filter(([, json]) => json !== '')],

@@ -45,3 +45,13 @@ export function decodeToken(token: string, field = 'page_token'): number {
 }
 
 export const encodeToken = (n: number) => Buffer.from(String(n)).toString('base64url');
+
+/** A page token that names where the last page ended (a key), for lists read in key order. */
+export const encodeAfterToken = (key: string) => Buffer.from(`after:${key}`).toString('base64url');
+
+export function decodeAfterToken(token: string, field = 'page_token'): string {
+  if (!token) return '';
+  const text = Buffer.from(token, 'base64url').toString();
+  if (!text.startsWith('after:')) throw new InvalidArgumentError(field, 'is not a token this ledger handed out');
+  return text.slice('after:'.length);
+}

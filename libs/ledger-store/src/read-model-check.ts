@@ -23,6 +23,7 @@ const KEYS: Record<string, string[]> = {
   rollouts: ['rollout_id'],
   rollout_hosts: ['rollout_id', 'host_id'],
   rollout_book: ['book_key'],
+  rollout_host_lists: ['rollout_id', 'list'],
   audit_log: ['partition_no', 'record_offset'],
   integrity_findings: ['partition_no', 'record_offset', 'kind'],
 };

@@ -89,16 +89,16 @@ function runningStep(run: RolloutRun, ctx: TickContext): RolloutEvent[] {
 
   // Hosts of started waves that were offline: their command waits for them, up to the deadline.
   if (windowOpen) {
-    for (const wave of run.waves) {
-      if (wave.startedAt === undefined) break;
-      for (const id of wave.hostIds) {
-        if (capacity <= 0) break;
-        const host = run.hosts.get(id)!;
-        if (!ctx.isOnline(id)) continue;
-        const phase = hostPhase(run, host, ctx.now);
-        // An undo's next step goes out once the agent's fact confirmed the one before.
-        if (phase === 'pending' || (run.undo && phase === 'in-progress')) request(host);
-      }
+    // The hosts in plan order (the fold keeps them so), without a lookup per host: most of a big
+    // wave's hosts were asked already, and an apply is never pending again, so they are passed
+    // over before their phase is worked out or the connections are asked.
+    for (const host of run.hosts.values()) {
+      if (capacity <= 0) break;
+      if (!run.undo && host.apply) continue;
+      if (run.waves[host.wave]?.startedAt === undefined) continue;
+      const phase = hostPhase(run, host, ctx.now);
+      // An undo's next step goes out once the agent's fact confirmed the one before.
+      if ((phase === 'pending' || (run.undo && phase === 'in-progress')) && ctx.isOnline(host.hostId)) request(host);
     }
     out.push(...reapplyAfterReboot(run, ctx, capacity));
   }
@@ -108,9 +108,10 @@ function runningStep(run: RolloutRun, ctx: TickContext): RolloutEvent[] {
   if (current && current.completedAt === undefined) {
     // Complete once every host answered or is away (then it waits as above).
     // Most looks end here: some host is still applying.
-    for (const id of current.hostIds) {
-      const p = hostPhase(run, run.hosts.get(id)!, ctx.now);
-      if (p === 'in-progress' || (p === 'pending' && ctx.isOnline(id))) return [];
+    for (const host of run.hosts.values()) {
+      if (host.wave !== current.index) continue;
+      const p = hostPhase(run, host, ctx.now);
+      if (p === 'in-progress' || (p === 'pending' && ctx.isOnline(host.hostId))) return [];
     }
     const phases = current.hostIds.map((id) => [id, hostPhase(run, run.hosts.get(id)!, ctx.now)] as const);
     return [

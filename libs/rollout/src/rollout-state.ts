@@ -632,6 +632,23 @@ export function hostPhase(run: RolloutRun, host: HostRun, now: number): HostPhas
 }
 
 /**
+ * The instants at which time alone may change where the host stands (hostPhase, its failure,
+ * rolloutView's host): each compared with `now` there as `now > instant` (or `now <= instant`).
+ * Between two of them, and with no event, the host's view stays the same; a reader that keeps
+ * derived rows (the ledger) looks at a host again only when an event touched it or its rollout's
+ * clock passed one of these.
+ */
+export function phaseDeadlines(run: RolloutRun, host: HostRun): number[] {
+  const out: number[] = [];
+  const offline = offlineDeadline(run, host);
+  if (offline !== undefined) out.push(offline);
+  if (host.apply) out.push(host.apply.expiresAt);
+  if (host.revert) out.push(host.revert.expiresAt);
+  if (host.undoStepDoneAt !== undefined) out.push(host.undoStepDoneAt + run.strategy.offlineDeadlineSeconds * 1000);
+  return out;
+}
+
+/**
  * In an undo the host carries out its plan's steps one after the other: it succeeded once the
  * agent confirmed the last one; a step that failed or got no answer fails it. Between two steps,
  * and while a reboot step waits for the operator's reboot, it is in progress.

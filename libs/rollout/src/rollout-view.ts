@@ -8,6 +8,7 @@ import {
   type HostRun,
   type RolloutRun,
   type RolloutStatus,
+  type WaveRun,
 } from './rollout-state';
 
 const R = dispatcher.RolloutState;
@@ -52,19 +53,10 @@ export function rolloutView(run: RolloutRun, now: number): dispatcher.Rollout {
     stateReason: run.statusReason,
     waves: run.waves.map((wave) => {
       const hosts = wave.hostIds.map((id) => hostView(run, run.hosts.get(id)!, now));
-      let state: dispatcher.WaveState = W.WAVE_STATE_PENDING;
-      if (awaiting?.index === wave.index) state = W.WAVE_STATE_AWAITING_APPROVAL;
-      else if (wave.completedAt !== undefined) {
-        const failed = hosts.filter((h) => h.error).length;
-        if (failed > run.strategy.waveFailureBudget) state = W.WAVE_STATE_FAILED;
-        else if (current === wave && run.status === 'running' && run.waves.some((w) => w.startedAt === undefined)) {
-          state = W.WAVE_STATE_SOAKING;
-        } else state = W.WAVE_STATE_COMPLETED;
-      } else if (wave.startedAt !== undefined) state = W.WAVE_STATE_RUNNING;
       return {
         index: wave.index,
         name: wave.name,
-        state,
+        state: waveState(run, wave, hosts.filter((h) => h.error).length, awaiting, current),
         hosts,
         ...(wave.startedAt !== undefined ? { startedAt: toTimestamp(new Date(wave.startedAt)) } : {}),
         ...(wave.completedAt !== undefined ? { completedAt: toTimestamp(new Date(wave.completedAt)) } : {}),
@@ -79,7 +71,30 @@ export function rolloutView(run: RolloutRun, now: number): dispatcher.Rollout {
   };
 }
 
-function hostView(run: RolloutRun, host: HostRun, now: number): dispatcher.HostProgress {
+/**
+ * A wave's state, given how many of its hosts show an error (`failedHosts`), the wave awaiting
+ * approval and the current wave (waveAwaitingApproval, currentWave): a reader that keeps the
+ * count as hosts change need not look at every host again.
+ */
+export function waveState(
+  run: RolloutRun,
+  wave: WaveRun,
+  failedHosts: number,
+  awaiting: WaveRun | undefined,
+  current: WaveRun | undefined,
+): dispatcher.WaveState {
+  if (awaiting?.index === wave.index) return W.WAVE_STATE_AWAITING_APPROVAL;
+  if (wave.completedAt !== undefined) {
+    if (failedHosts > run.strategy.waveFailureBudget) return W.WAVE_STATE_FAILED;
+    if (current === wave && run.status === 'running' && run.waves.some((w) => w.startedAt === undefined))
+      return W.WAVE_STATE_SOAKING;
+    return W.WAVE_STATE_COMPLETED;
+  }
+  return wave.startedAt !== undefined ? W.WAVE_STATE_RUNNING : W.WAVE_STATE_PENDING;
+}
+
+/** One host's progress in the rollout at `now`, as rolloutView shows it. */
+export function hostView(run: RolloutRun, host: HostRun, now: number): dispatcher.HostProgress {
   const phase = hostPhase(run, host, now);
   const failure = failureOf(run, host, now);
   const revertError =

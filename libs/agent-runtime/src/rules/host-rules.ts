@@ -1,7 +1,7 @@
 // The agent's rules, as pure functions of what it remembers and what the kernel shows. Time is
 // passed in, never read; the Agent's I/O methods call these and act on the answer.
 import type { events } from '@rebootless/contracts';
-import type { AgentStateData, DesiredPatch } from '../state/agent-state';
+import type { AgentStateData, DesiredPatch, SeenCommand } from '../state/agent-state';
 import { compareVersions } from '../verification';
 
 const MINUTE = 60_000;
@@ -77,6 +77,24 @@ export function rememberCommand(
 
 export function wasSeen(seen: AgentStateData['seenCommands'], commandId: string): boolean {
   return seen.some((c) => c.id === commandId);
+}
+
+/** The seen commands with the final answer to `commandId` kept beside its id. */
+export function rememberAnswer(
+  seen: AgentStateData['seenCommands'],
+  commandId: string,
+  answer: NonNullable<SeenCommand['answer']>,
+): AgentStateData['seenCommands'] {
+  return seen.map((c) => (c.id === commandId ? { ...c, answer } : c));
+}
+
+/**
+ * What the agent answered to `commandId` when it first came, if it came and was answered: a
+ * command sent again (its dispatcher restarted, or the agent reconnected to another instance
+ * before its answer reached the log) gets that answer again, and nothing is done or recorded.
+ */
+export function answerOf(seen: AgentStateData['seenCommands'], commandId: string): SeenCommand['answer'] {
+  return seen.find((c) => c.id === commandId)?.answer;
 }
 
 // ---- supersession ---------------------------------------------------------------------------

@@ -29,14 +29,24 @@ export interface ApplyInProgress {
   startedAt: number;
 }
 
+export interface SeenCommand {
+  id: string;
+  until: number;
+  /** The final answer sent (dispatcher.v1.CommandOutcome and its stage, error, forced). */
+  answer?: { outcome: number; stage: string; error: string; forced: boolean };
+}
+
 export interface AgentStateData {
   version: 1;
   /** HostEnrolled written. */
   enrolled: boolean;
   lastBootId?: string;
   desired: DesiredPatch[];
-  /** Command ids seen, with the instant after which remembering them is useless (they expired). */
-  seenCommands: { id: string; until: number }[];
+  /**
+   * Command ids seen, with the instant after which remembering them is useless (they expired),
+   * and the answer given (a command sent again gets the same answer, nothing is done again).
+   */
+  seenCommands: SeenCommand[];
   /** Modules whose transition was forced: they pin the kernel until the next boot. */
   forced: { moduleName: string; bootId: string; at: number }[];
   quarantined: { patchId: string; version: string; reason: string; since: number }[];

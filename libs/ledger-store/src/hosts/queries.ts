@@ -22,7 +22,17 @@ import { withCatalog } from '../stacks/read';
 import { getRollout } from '../rollouts/queries';
 import { auditRecord, queryAudit } from '../audit/queries';
 import { integrityFindingCount, integrityFindings } from '../findings/queries';
-import { MAX_SECONDS, MIN_SECONDS, decodeToken, encodeToken, instantOf, pageSize, ts } from '../query-paging';
+import {
+  MAX_SECONDS,
+  MIN_SECONDS,
+  decodeAfterToken,
+  decodeToken,
+  encodeAfterToken,
+  encodeToken,
+  instantOf,
+  pageSize,
+  ts,
+} from '../query-paging';
 import { VERDICT_WIRE } from '../verdict-wire';
 export { auditRecord } from '../audit/queries';
 export { instantOf, type PageToken } from '../query-paging';
@@ -44,6 +54,9 @@ export interface LedgerQueryOptions {
   onlineWindowMs: number;
   now?: () => number;
 }
+
+/** Host ids bound at most this many at a time in an IN list. */
+const HOSTS_PER_QUERY = 1000;
 
 /** Answers LedgerService queries from the committed read models. */
 export class LedgerQueries {
@@ -100,6 +113,39 @@ export class LedgerQueries {
     });
   }
 
+  /**
+   * `sql(inList, n)` run for the hosts a bounded IN list at a time (`inList` holds $n+1...), the
+   * rows joined: a page of hosts asks for its own rows, not the fleet's.
+   */
+  private async forHosts(
+    hostIds: readonly string[],
+    sql: (inList: string, first: number) => string,
+    params: unknown[] = [],
+  ): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for (let i = 0; i < hostIds.length; i += HOSTS_PER_QUERY) {
+      const chunk = hostIds.slice(i, i + HOSTS_PER_QUERY);
+      const inList = chunk.map((_, j) => `$${params.length + j + 1}`).join(',');
+      out.push(...(await this.db.query(sql(inList, params.length), [...params, ...chunk])));
+    }
+    return out;
+  }
+
+  /** Each host's open intervals, oldest first. */
+  private async openIntervalsOf(hostIds: readonly string[]): Promise<Map<string, IntervalRow[]>> {
+    const out = new Map<string, IntervalRow[]>(hostIds.map((id) => [id, []]));
+    const rows = await this.forHosts(
+      hostIds,
+      (inList) =>
+        `SELECT * FROM stack_intervals WHERE host_id IN (${inList}) AND removed_at IS NULL ORDER BY host_id, stack_seq`,
+    );
+    for (const r of rows) {
+      const i = intervalFromRow(r);
+      out.get(i.hostId)?.push(i);
+    }
+    return out;
+  }
+
   private async rolloutCreators(ids: string[]): Promise<Map<string, events.Actor>> {
     const out = new Map<string, events.Actor>();
     const wanted = [...new Set(ids.filter(Boolean))];
@@ -127,15 +173,17 @@ export class LedgerQueries {
     return rows.map(intervalFromRow);
   }
 
+  /** `known`: the creators of the rollouts already looked up (a page of hosts asks once). */
   async stack(
     h: HostRow,
     raw: IntervalRow[],
     patches: Map<string, PatchRow>,
     observedAt: number | null,
+    known?: ReadonlyMap<string, events.Actor>,
   ): Promise<ledger.HostStack> {
     const intervals = this.resolve(raw, patches);
     // Who applied it: the operator who created the rollout, else whoever the event names.
-    const creators = await this.rolloutCreators(intervals.map((i) => i.rolloutId));
+    const creators = known ?? (await this.rolloutCreators(intervals.map((i) => i.rolloutId)));
     const entries: ledger.StackEntry[] = intervals.map((i, n) => {
       const patch = patches.get(`${i.patchId}@${i.version}`);
       return {
@@ -187,10 +235,14 @@ export class LedgerQueries {
     const exposures = await this.exposures(hosts, asOf);
     const published = [...patches.values()].map(toPublishedPatch);
     const driftAt = new Map<string, number>();
-    for (const r of await this.db.query(
-      `SELECT host_id, MAX(occurred_at) AS at FROM audit_log WHERE type = 'DriftDetected' GROUP BY host_id`,
+    for (const r of await this.forHosts(
+      hosts.map((h) => h.hostId),
+      (inList) =>
+        `SELECT host_id, MAX(occurred_at) AS at FROM audit_log WHERE type = 'DriftDetected' AND host_id IN (${inList}) GROUP BY host_id`,
     ))
       driftAt.set(String(r['host_id']), num(r['at']));
+    const exposuresOf = new Map<string, ExposureInterval[]>();
+    for (const e of exposures) exposuresOf.set(e.hostId, [...(exposuresOf.get(e.hostId) ?? []), e]);
     const out = new Map<string, HostVerdictResult>();
     for (const h of hosts) {
       const drift = driftAt.get(h.hostId);
@@ -207,7 +259,7 @@ export class LedgerQueries {
             forced: i.forced,
           })),
           published,
-          exposures: exposures.filter((e) => e.hostId === h.hostId),
+          exposures: exposuresOf.get(h.hostId) ?? [],
           driftReported: drift !== undefined && drift > (h.stackObservedAt ?? -Infinity),
           asOf,
           deadlineDays: deadlineDays || 30,
@@ -268,9 +320,13 @@ export class LedgerQueries {
     return { host: this.hostMessage(h, stack, intervals, verdicts.get(hostId), quarantines.get(hostId)) };
   }
 
+  /**
+   * Hosts by host id, a page at a time from where the last page ended (the token names its last
+   * host): a page reads its own hosts and their rows, whatever the fleet's size.
+   */
   async listHosts(req: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
     const size = pageSize(req.pageSize);
-    const skip = decodeToken(req.pageToken);
+    let after = decodeAfterToken(req.pageToken);
     const where: string[] = [];
     const params: unknown[] = [];
     const p = (v: unknown) => {
@@ -282,43 +338,51 @@ export class LedgerQueries {
       where.push(
         `host_id IN (SELECT host_id FROM stack_intervals WHERE patch_id = ${p(req.carriesPatchId)} AND removed_at IS NULL AND enabled = 1)`,
       );
-    const rows = await this.db.query(
-      `SELECT * FROM hosts ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY host_id`,
-      params,
-    );
     const labels = Object.entries(req.labels);
-    const patches = await this.patchMap();
-    let matching = rows.map(hostFromRow).filter((h) => labels.every(([k, v]) => h.labels[k] === v));
-    if (req.exposedToCveId) {
-      const exposed = new Set(
-        (await this.exposures(matching, this.now()))
-          .filter((e) => e.cveId === req.exposedToCveId && e.exposedUntil === null)
-          .map((e) => e.hostId),
+    // Labels and exposure are judged here, so hosts are read a chunk at a time until the page
+    // is full and one more host shows whether another page follows.
+    const chunk = Math.max(size + 1, 200);
+    const found: HostRow[] = [];
+    for (let more = true; more && found.length <= size;) {
+      const rows = await this.db.query(
+        `SELECT * FROM hosts WHERE ${[...where, `host_id > ${p(after)}`].join(' AND ')} ORDER BY host_id LIMIT ${chunk}`,
+        params,
       );
-      matching = matching.filter((h) => exposed.has(h.hostId));
+      params.pop();
+      more = rows.length === chunk;
+      let matching = rows.map(hostFromRow).filter((h) => labels.every(([k, v]) => h.labels[k] === v));
+      if (req.exposedToCveId && matching.length > 0) {
+        const exposed = new Set(
+          (await this.exposures(matching, this.now()))
+            .filter((e) => e.cveId === req.exposedToCveId && e.exposedUntil === null)
+            .map((e) => e.hostId),
+        );
+        matching = matching.filter((h) => exposed.has(h.hostId));
+      }
+      found.push(...matching);
+      if (rows.length > 0) after = hostFromRow(rows[rows.length - 1]!).hostId;
     }
-    const page = matching.slice(skip, skip + size);
-    const open = new Map<string, IntervalRow[]>();
-    for (const h of page) open.set(h.hostId, await this.intervalsAt(h.hostId));
-    const quarantines = await quarantinesOf(
-      this.db,
-      page.map((h) => h.hostId),
-    );
+    const page = found.slice(0, size);
+    const patches = await this.patchMap();
+    const ids = page.map((h) => h.hostId);
+    const open = await this.openIntervalsOf(ids);
+    const quarantines = await quarantinesOf(this.db, ids);
     const verdicts = await this.verdicts(page, open, patches, req.verdictDeadlineDays, quarantines);
+    const creators = await this.rolloutCreators([...open.values()].flat().map((i) => i.rolloutId));
     const hosts: ledger.Host[] = [];
     for (const h of page) {
       const intervals = open.get(h.hostId)!;
       hosts.push(
         this.hostMessage(
           h,
-          await this.stack(h, intervals, patches, h.stackObservedAt),
+          await this.stack(h, intervals, patches, h.stackObservedAt, creators),
           intervals,
           verdicts.get(h.hostId),
           quarantines.get(h.hostId),
         ),
       );
     }
-    return { hosts, nextPageToken: skip + size < matching.length ? encodeToken(skip + size) : '' };
+    return { hosts, nextPageToken: found.length > size ? encodeAfterToken(page[page.length - 1]!.hostId) : '' };
   }
 
   async getHostStackAt(hostId: string, atTs: Timestamp | undefined): Promise<ledger.GetHostStackAtResponse> {
@@ -367,7 +431,13 @@ export class LedgerQueries {
     const patches = await this.patchMap();
     const fixes = fixPublications([...patches.values()].map(toPublishedPatch));
     const history = new Map<string, IntervalRow[]>();
-    for (const r of await this.db.query('SELECT * FROM stack_intervals ORDER BY host_id, stack_seq')) {
+    const rows = hosts
+      ? await this.forHosts(
+          hosts.map((h) => h.hostId),
+          (inList) => `SELECT * FROM stack_intervals WHERE host_id IN (${inList}) ORDER BY host_id, stack_seq`,
+        )
+      : await this.db.query('SELECT * FROM stack_intervals ORDER BY host_id, stack_seq');
+    for (const r of rows) {
       const i = intervalFromRow(r);
       const list = history.get(i.hostId);
       if (list) list.push(i);

@@ -79,6 +79,8 @@ export const READ_MODEL_TABLES = [
   'rollout_hosts',
   // Added by 0003-rollout-fold.
   'rollout_book',
+  // Added by 0006-rollout-host-lists.
+  'rollout_host_lists',
   'audit_log',
   'integrity_findings',
 ] as const;

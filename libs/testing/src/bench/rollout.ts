@@ -1,9 +1,12 @@
 // npm run bench:rollout: one dispatcher (the built service, a child process) and BENCH_HOSTS
 // (default 10,000) real agents on simulated kernels, spread over BENCH_FLEET_PROCESSES (default
-// 2; 0: in this process) child processes, each agent on its own gRPC stream (multiplexed over
-// shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the seconds from CreateRollout until every host has the patch applied (the
-// rollout completed), then until the ledger shows it on every host (when the ledger starts),
-// and the dispatcher's peak memory (VmHWM). No soak: canary, then everyone.
+// 2, more when the open-files limit needs it; 0: in this process) child processes, each agent on its own gRPC stream (multiplexed over
+// shared HTTP/2 connections), a module really compiled and signed by the builder. Measures the
+// seconds from CreateRollout until every host has the patch applied (the rollout completed), then
+// until the ledger shows it on every host (when the ledger starts), and the dispatcher's peak
+// memory (VmHWM). No soak: canary, then everyone. BENCH_HOSTS=10000,100000 runs each size in turn
+// (fresh topic, services and fleet each) and reports both in one result. Each simulated agent
+// keeps its outbox open: the npm script raises the open-files limit (ulimit -n) for the fleet.
 // BENCH_DISPATCHERS=2: two dispatcher instances sharing the agents and a PostgreSQL for their
 // rollout leases (DATABASE_ADMIN_URL, the admin URL a database of its own is made from; docs/adr/0025).
 // The dispatcher is the site's artifact cache (ADR 0026): the builder's own counter says how many
@@ -36,20 +39,22 @@ import { Client as PgClient } from 'pg';
 import { ForkedFleet } from '../fleet/forked-fleet';
 import { SimulatedFleet } from '../fleet/simulated-fleet';
 
-const HOSTS = Number(process.env['BENCH_HOSTS'] ?? 10_000);
+// One size, or several one after the other (BENCH_HOSTS=10000,100000), each with its own topic,
+// services and fleet, reported in one result so their ratio comes from one run on one machine.
+const SIZES = parseSizes(process.env['BENCH_HOSTS'] ?? '10000');
 // Debian's current cloud kernel, resolved in main() (the patch is really built for it).
 let RELEASE = process.env['BENCH_KERNEL_RELEASE'] ?? '';
-const CANARY = Math.min(100, Math.max(1, Math.floor(HOSTS / 100)));
 const LEDGER = process.env['BENCH_LEDGER'] !== 'off';
 // All 10,000 simulated agents share this machine's cores; fetching 10,000 copies of the module at
 // once from one builder would measure the simulation, not the dispatcher.
 const MAX_IN_FLIGHT = Number(process.env['BENCH_MAX_IN_FLIGHT'] ?? 2_000);
-const FLEET_PROCESSES = Number(process.env['BENCH_FLEET_PROCESSES'] ?? 2);
+const FLEET_PROCESSES_SET = process.env['BENCH_FLEET_PROCESSES'];
 // Several dispatcher instances (docs/adr/0025) share the fleet's agents and one PostgreSQL for
 // their rollout leases; the rollout is created on the first, and driven by it.
 const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
 const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
+const HOLD_MS = Number(process.env['BENCH_HOLD_MS'] ?? 0);
 
 /** A counter's samples summed by one label, from a service's /metrics. */
 async function countersBy(address: string, name: string, label: string): Promise<Record<string, number>> {
@@ -115,8 +120,79 @@ function log(line: string): void {
   process.stderr.write(`[bench:rollout] ${line}\n`);
 }
 
+function parseSizes(value: string): number[] {
+  const sizes = value.split(',').map((v) => Number(v.trim().replace(/_/g, '')));
+  const bad = sizes.find((n) => !Number.isInteger(n) || n < 1 || n > 999_999);
+  if (bad !== undefined || sizes.length === 0)
+    throw new Error(`BENCH_HOSTS=${value}: expected host counts from 1 to 999,999, separated by commas`);
+  return sizes;
+}
+
+/** The machine's load average (1, 5 and 15 minutes): every process on it, not just this bench. */
+function loadAverage(): [number, number, number] {
+  const [one, five, fifteen] = os.loadavg().map((l) => Math.round(l * 100) / 100);
+  return [one!, five!, fifteen!];
+}
+
+/** The soft limit on open files this process (and the fleet it forks) has, from /proc. */
+/** BENCH_FLEET_PROCESSES, or 2, or as many as the open-files limit asks for (a file per host). */
+function fleetProcesses(hosts: number, limit: number | undefined): number {
+  if (FLEET_PROCESSES_SET !== undefined) return Number(FLEET_PROCESSES_SET);
+  return Math.max(2, limit === undefined ? 2 : Math.ceil(hosts / (limit - 1_000)));
+}
+
+function openFilesLimit(): number | undefined {
+  try {
+    const line = fs
+      .readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const soft = line?.split(/\s{2,}/)[1];
+    return soft === undefined || soft === 'unlimited' ? undefined : Number(soft);
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
+  // Every simulated agent holds its outbox's file open: a fleet process needs one per host.
+  const limit = openFilesLimit();
+  for (const hosts of SIZES) {
+    const processes = fleetProcesses(hosts, limit);
+    const perProcess = Math.ceil(hosts / Math.max(1, processes)) + 1_000;
+    if (limit !== undefined && limit < perProcess)
+      throw new Error(
+        `the open-files limit is ${limit}, and ${hosts} hosts over ${processes || 1} process(es) ` +
+          `need about ${perProcess} each: raise it (ulimit -n; npm run bench:rollout tries) or add BENCH_FLEET_PROCESSES`,
+      );
+  }
   RELEASE ||= await currentDebianCloudRelease();
+  const started = { date: new Date().toISOString(), load_average: loadAverage() };
+  const runs: Record<string, unknown>[] = [];
+  for (const hosts of SIZES) {
+    log(`--- ${hosts} hosts (load average ${loadAverage().join(' ')})`);
+    runs.push(await runSize(hosts));
+  }
+  const result = {
+    benchmark: 'rollout',
+    date: started.date,
+    machine: machineFacts(),
+    load_average_at_start: started.load_average,
+    load_average_at_end: loadAverage(),
+    sizes: SIZES,
+    runs,
+    targets: { seconds_100k_hosts: 180, dispatcher_peak_mib: 2048 },
+  };
+  reportBenchResult('rollout', result);
+}
+
+async function runSize(hosts: number): Promise<Record<string, unknown>> {
+  const fleetWorkers = fleetProcesses(hosts, openFilesLimit());
+  // Each look at the rollout, or at the ledger's hosts, answers every host (100,000 at the largest
+  // size): once a second up to 50,000 hosts, then less often, so the looking does not weigh on
+  // what it times.
+  const pollMs = Math.max(1_000, hosts / 50);
+  const canary = Math.min(100, Math.max(1, Math.floor(hosts / 100)));
   const brokers = kafkaBrokersFromEnv();
   const topic = `bench.rollout.${randomUUID().slice(0, 8)}`;
   await ensureEventsTopic({ brokers, topic, partitions: 12, durability: devTopicDurability() });
@@ -128,6 +204,7 @@ async function main(): Promise<void> {
   const processes: ServiceProcess[] = [];
   const kafka = kafkaClient(brokers, 'rebootless-bench-rollout');
   let fleet: SimulatedFleet | ForkedFleet | undefined;
+  let databaseUrl: string | undefined;
   try {
     const builderDir = path.join(root, 'builder');
     const builderMetrics = `127.0.0.1:${await freePort()}`;
@@ -198,25 +275,25 @@ async function main(): Promise<void> {
       agentFetchTimeoutMs: 600_000,
       sharedArtifacts: SHARED_DOWNLOADS,
     };
-    const specs = Array.from({ length: HOSTS }, (_, i) => ({
-      hostId: `bench-${String(i).padStart(5, '0')}`,
+    const specs = Array.from({ length: hosts }, (_, i) => ({
+      hostId: `bench-${String(i).padStart(6, '0')}`,
       kernelRelease: RELEASE,
       labels: { fleet: 'bench' },
     }));
     fleet =
-      FLEET_PROCESSES > 0
+      fleetWorkers > 0
         ? new ForkedFleet(
             fleetOptions,
             specs,
-            FLEET_PROCESSES,
+            fleetWorkers,
             (process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
           )
         : new SimulatedFleet(fleetOptions, specs);
     const startAt = Date.now();
     if (fleet instanceof ForkedFleet) await fleet.start(200);
     else await fleet.start(undefined, 200);
-    await until(async () => fleet!.connectedCount() === HOSTS, `all ${HOSTS} agents connected`, 600_000, 500);
-    log(`${HOSTS} agents started and connected in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
+    await until(async () => fleet!.connectedCount() === hosts, `all ${hosts} agents connected`, 600_000, 500);
+    log(`${hosts} agents started and connected in ${((Date.now() - startAt) / 1000).toFixed(1)} s`);
 
     const client = rolloutClient(disp.address);
     // The dispatcher learns hosts from their hellos and the log: wait until it knows all of them.
@@ -226,15 +303,16 @@ async function main(): Promise<void> {
           patchId: patch.patchId,
           version: patch.version,
           selector: { kernelReleases: [], labels: { fleet: 'bench' }, hostIds: [] },
-          strategy: { canaryCount: CANARY, waves: [{ percent: 100 }], soakSeconds: 0, onFailure: 1 },
+          strategy: { canaryCount: canary, waves: [{ percent: 100 }], soakSeconds: 0, onFailure: 1 },
           dryRun: true,
           skipApproval: true,
         }).catch(() => undefined);
-        return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === HOSTS;
+        return (dry?.rollout?.waves.reduce((n, w) => n + w.hosts.length, 0) ?? 0) === hosts;
       },
       'the dispatcher knows every host',
       // With several instances, the hosts of the others are known from their enrollment in the log.
       DISPATCHERS > 1 ? 600_000 : 120_000,
+      pollMs,
     );
 
     // The rollout starts from a settled fleet: the ledger has taken in every host's enrollment
@@ -242,10 +320,10 @@ async function main(): Promise<void> {
     if (ledgerClient) {
       const lc = ledgerClient;
       await until(
-        async () => (await countLedgerHosts(lc, {}).catch(() => 0)) === HOSTS,
+        async () => (await countLedgerHosts(lc, {}).catch(() => 0)) === hosts,
         'the ledger knows every host',
         600_000,
-        1_000,
+        pollMs,
       );
       log('the ledger knows every host');
     }
@@ -261,7 +339,10 @@ async function main(): Promise<void> {
     const cpuOf = (pids: number[]) => pids.reduce((n, pid) => n + (cpuSeconds(pid) ?? 0), 0);
     const partsBefore = Object.fromEntries(Object.entries(parts).map(([k, pids]) => [k, cpuOf(pids)]));
     const cpuBefore = instances.map((d) => cpuSeconds(d.process.pid) ?? 0);
+    const loadAtCreate = loadAverage();
     const t0 = Date.now();
+    // On the monotonic clock --cpu-prof timestamps its samples with: the rollout's share of a profile.
+    const monotonicAtCreate = process.hrtime.bigint() / 1000n;
     const { rollout } = await unary<dispatcher.CreateRolloutResponse>(client, 'createRollout', {
       patchId: patch.patchId,
       version: patch.version,
@@ -269,7 +350,7 @@ async function main(): Promise<void> {
       // What is measured is the rollout, not the wait for a second person (ADR 0013).
       skipApproval: true,
       strategy: {
-        canaryCount: CANARY,
+        canaryCount: canary,
         waves: [{ percent: 100 }],
         soakSeconds: 0,
         onFailure: 1,
@@ -288,10 +369,10 @@ async function main(): Promise<void> {
       ? (async (lc) => {
           await until(async () => !watching || allSentSeconds !== undefined, 'every command sent', 900_000, 250);
           await until(
-            async () => !watching || (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === HOSTS,
+            async () => !watching || (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === hosts,
             'the ledger shows the patch on every host',
             600_000,
-            500,
+            pollMs / 2,
           );
           if (watching) ledgerSeconds = (Date.now() - t0) / 1000;
         })(ledgerClient).catch((error: unknown) => {
@@ -312,17 +393,18 @@ async function main(): Promise<void> {
       },
       'every host applied',
       900_000,
-      1_000,
+      pollMs,
     ).catch((error: unknown) => {
       watching = false;
       throw error;
     });
     const appliedSeconds = (Date.now() - t0) / 1000;
+    log(`rollout window in --cpu-prof time: ${monotonicAtCreate} to ${process.hrtime.bigint() / 1000n} µs`);
     const dispatcherCpu = instances.map((d, i) => (cpuSeconds(d.process.pid) ?? 0) - cpuBefore[i]!);
     const partsCpu = Object.fromEntries(
       Object.entries(parts).map(([k, pids]) => [k, Math.round((cpuOf(pids) - partsBefore[k]!) * 100) / 100]),
     );
-    const loadAverage = os.loadavg()[0]!;
+    const loadAtApplied = loadAverage();
     const succeeded = last!.waves
       .flatMap((w) => w.hosts)
       .filter((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_SUCCEEDED).length;
@@ -347,17 +429,20 @@ async function main(): Promise<void> {
       cache_bytes_fetched_from_builder: cacheBytes['fetched'] ?? 0,
     };
     log(`artifacts: ${JSON.stringify(artifacts)}`);
+    if (HOLD_MS > 0) {
+      // Everything still up, for a heap snapshot or a look at /proc (BENCH_HOLD_MS).
+      log(`holding for ${HOLD_MS} ms: dispatchers ${instances.map((d) => d.process.pid).join(', ')}`);
+      await new Promise((r) => setTimeout(r, HOLD_MS));
+    }
 
-    const result = {
-      benchmark: 'rollout',
+    return {
       date: new Date().toISOString(),
-      machine: machineFacts(),
-      hosts: HOSTS,
-      canary_hosts: CANARY,
+      hosts: hosts,
+      canary_hosts: canary,
       kernel_release: RELEASE,
       max_in_flight: MAX_IN_FLIGHT,
       agents:
-        (FLEET_PROCESSES > 0 ? `in ${FLEET_PROCESSES} child processes` : 'in this process') +
+        (fleetWorkers > 0 ? `in ${fleetWorkers} child processes` : 'in this process') +
         ', one simulated kernel and data dir each (in /dev/shm); ' +
         (SHARED_DOWNLOADS
           ? 'per process one module store and one FetchArtifact (to the dispatcher) per digest'
@@ -381,13 +466,12 @@ async function main(): Promise<void> {
           : Math.round(dispatcherCpu[0]! * 100) / 100,
       ...(DISPATCHERS > 1 ? { agents_per_dispatcher: await agentsPerInstance(databaseUrl!) } : {}),
       cpu_seconds_create_to_all_applied: partsCpu,
-      // Runnable tasks on the machine (all users) over the last minute, when every host had applied.
-      load_average_1m: Math.round(loadAverage * 100) / 100,
+      // Runnable tasks on the machine (all users): at CreateRollout, and when every host had applied.
+      load_average_at_create: loadAtCreate,
+      load_average_at_all_applied: loadAtApplied,
       module_bytes: storedModuleBytes(path.join(builderDir, 'artifacts')),
       artifacts,
-      targets: { seconds: 30, dispatcher_peak_mib: 1024 },
     };
-    reportBenchResult('rollout', result);
   } finally {
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
@@ -396,8 +480,6 @@ async function main(): Promise<void> {
     fs.rmSync(root, { recursive: true, force: true });
   }
 }
-
-let databaseUrl: string | undefined;
 
 async function freshDatabase(name: string): Promise<string> {
   const c = new PgClient({ connectionString: PG_ADMIN });
