@@ -933,6 +933,21 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
       (await metric('rebootless_hosts{verdict="up_to_date"}')) === 3 ? true : undefined,
     );
     expect(await metric('rebootless_cve_exposed_hosts{cve="CVE-2024-26581"}')).toBe(0);
+    // The finished rollout's series hold its final counts, every state present: none is left
+    // stale at the value it had while the rollout ran.
+    const finalCounts = await prometheus.query(`rebootless_rollout_hosts{rollout="${created.rolloutId}"}`);
+    expect(Object.fromEntries(finalCounts.map((f) => [f.labels['state'], f.value]))).toEqual({
+      pending: 0,
+      'in-progress': 0,
+      succeeded: 1,
+      failed: 0,
+      'timed-out': 0,
+      skipped: 0,
+      reverting: 0,
+      reverted: 0,
+    });
+    expect(await metric('rebootless_rollouts{state="running"}')).toBe(0);
+    expect(await metric('rebootless_rollouts{state="completed"}')).toBeGreaterThanOrEqual(1);
 
     const nothing = await cli(['upgrade', '--label', 'env=prod']);
     expect([nothing.code, nothing.stdout]).toEqual([

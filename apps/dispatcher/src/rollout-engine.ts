@@ -673,12 +673,18 @@ export class RolloutEngine {
     if (!this.watchers.has(rolloutId)) return;
     // A step of the rollout itself is told at once; host progress is gathered, or thousands of
     // answers would each cost a full view.
-    if (ROLLOUT_EVENTS.has(eventType) && eventType !== 'HostApplyRequested' && eventType !== 'HostRevertRequested') {
+    if (ROLLOUT_EVENTS.has(eventType) && !isHostCommand(eventType)) {
+      // Host progress gathered before the step is told first: a watcher sees the hosts' answers
+      // that completed a wave before the wave's completion, never instead of it.
+      const gathered = this.pendingWatch.get(rolloutId);
       this.pendingWatch.delete(rolloutId);
+      if (gathered) this.tell(rolloutId, gathered);
       this.tell(rolloutId, eventType);
       return;
     }
-    this.pendingWatch.set(rolloutId, eventType);
+    // A gathered update is named by the host's answer it holds, not by a command sent after it.
+    const gathered = this.pendingWatch.get(rolloutId);
+    if (!gathered || isHostCommand(gathered) || !isHostCommand(eventType)) this.pendingWatch.set(rolloutId, eventType);
     this.watchTimer ??= setTimeout(() => {
       this.watchTimer = undefined;
       const pending = [...this.pendingWatch];
@@ -694,6 +700,10 @@ export class RolloutEngine {
     const view = this.view(run);
     for (const watcher of [...set]) watcher(view, eventType);
   }
+}
+
+function isHostCommand(eventType: string): boolean {
+  return eventType === 'HostApplyRequested' || eventType === 'HostRevertRequested';
 }
 
 function streamOf(e: RolloutEvent): string {

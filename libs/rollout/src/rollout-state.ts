@@ -5,7 +5,8 @@
 // outcomes are matched to commands by command id in whichever order the two arrive.
 import { events } from '@rebootless/contracts';
 
-export type RolloutStatus = 'running' | 'paused' | 'completed' | 'aborted' | 'rolling-back' | 'rolled-back';
+export const ROLLOUT_STATUSES = ['running', 'paused', 'completed', 'aborted', 'rolling-back', 'rolled-back'] as const;
+export type RolloutStatus = (typeof ROLLOUT_STATUSES)[number];
 
 /** The dispatcher's rollout events, as the log carries them. */
 export type RolloutEvent =
@@ -602,8 +603,17 @@ export function runFromRecord(record: RolloutRunRecord, hosts: readonly HostRun[
   };
 }
 
-export type HostPhase =
-  'pending' | 'in-progress' | 'succeeded' | 'failed' | 'timed-out' | 'skipped' | 'reverting' | 'reverted';
+export const HOST_PHASES = [
+  'pending',
+  'in-progress',
+  'succeeded',
+  'failed',
+  'timed-out',
+  'skipped',
+  'reverting',
+  'reverted',
+] as const;
+export type HostPhase = (typeof HOST_PHASES)[number];
 
 /** When a host that never got its command stops being waited for. */
 export function offlineDeadline(run: RolloutRun, host: HostRun): number | undefined {
