@@ -35,4 +35,26 @@ describe('a send checked partition by partition', () => {
       new RegExp(`Kafka answered the request but not for partition\\(s\\) \\d+ of ${topic.replace(/\./g, '\\.')}`),
     );
   });
+
+  it("writes a record over the broker's default message.max.bytes (a 100,000-host RolloutCreated) gzipped, read back byte for byte", async () => {
+    const topic = await freshEventsTopic('big', 6);
+    const admin = kafka.admin();
+    await admin.connect();
+    const [config] = (await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: topic }] }))
+      .resources;
+    await admin.disconnect();
+    // The topic keeps the broker's default limit: the record below is over it as written.
+    const limit = Number(config!.configEntries.find((e) => e.configName === 'max.message.bytes')!.configValue);
+    expect(limit).toBe(1_048_588);
+    const hostIds = Array.from({ length: 100_000 }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
+    const big = Buffer.from(hostIds.join('\n'));
+    expect(big.length).toBeGreaterThan(limit);
+    const plain = producer.send({ topic, acks: -1, messages: [{ key: 'rollout/r1', value: big }] });
+    await expect(plain).rejects.toThrow(/larger than the max message size/);
+
+    await new WholeSend(kafka, topic).send(producer, [{ key: 'rollout/r1', value: big }, ...records.slice(0, 3)]);
+    const back = await readWholeTopic(kafka, topic);
+    expect(back.filter((r) => r.key === 'rollout/r1').map((r) => r.value!.equals(big))).toEqual([true]);
+    expect(back).toHaveLength(4);
+  });
 });
