@@ -31,6 +31,11 @@ export function reportBenchResult(name: string, result: { date: string }): strin
 
 /** Drops a benchmark's scratch topic; a broker already gone is no reason to fail the teardown. */
 export async function deleteBenchTopic(kafka: Kafka, topic: string): Promise<void> {
+  // BENCH_KEEP_TOPIC=1 leaves it for a look at what was written (ledger verify, counts by type).
+  if (process.env['BENCH_KEEP_TOPIC'] === '1') {
+    console.error(`[bench] topic ${topic} kept (BENCH_KEEP_TOPIC=1)`);
+    return;
+  }
   const admin = kafka.admin();
   try {
     await admin.connect();
