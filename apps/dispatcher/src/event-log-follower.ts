@@ -114,7 +114,12 @@ export class EventLogFollower {
     let markCaughtUp!: () => void;
     const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));
     const trust = new FollowerKeyTrust(opts.serviceKeys);
-    const gate = new ProjectionGate<Buffer>({ trust, unsealedTimeoutMs: opts.unsealedTailTimeoutMs });
+    // No checkpoint here (the log is read from the start), so no record of where key events lie.
+    const gate = new ProjectionGate<Buffer>({
+      trust,
+      unsealedTimeoutMs: opts.unsealedTailTimeoutMs,
+      keySources: false,
+    });
     // Caught up once every partition was read to its end at start and nothing read is still held.
     const checkCaughtUp = () => {
       if (ends.size === 0 && gate.holding === 0) markCaughtUp();

@@ -118,6 +118,13 @@ export interface ProjectionGateOptions {
   /** How long a chain's unsealed tail may wait for its seal before it becomes a finding. */
   unsealedTimeoutMs: number;
   verdicts?: SealVerdicts;
+  /**
+   * Keep where each agent key event lies and the records that prove it (KeyEventSource), for a
+   * checkpoint to name (docs/adr/0028). Default true; a reader that never checkpoints (the
+   * dispatcher, which reads the log from the start) leaves them out: at 100,000 hosts they were
+   * the largest part of its heap.
+   */
+  keySources?: boolean;
 }
 
 /** Service keys from the reader's trust; agents' keys from the bindings the gate released. */
@@ -445,17 +452,27 @@ export class ProjectionGate<T> {
   private sealed(chain: string, from: number, to: number): void {
     const waiting = this.waiting.get(chain);
     if (!waiting) return;
-    // A key event keeps where its seal lies: a checkpoint names the records that prove it.
-    for (let seq = from; seq <= to; seq++) {
-      const h = waiting.get(seq);
-      if (!h || h.verdict !== 'waiting' || !(h.record.body?.agentKeyBound || h.record.body?.agentKeyRevoked)) continue;
-      const path: [number, string][] = [];
-      for (let next = seq + 1; next <= to; next++) {
-        const n = waiting.get(next);
-        if (!n) break;
-        path.push([n.record.partition, n.record.offset]);
+    // A key event keeps where its seal lies: a checkpoint names the records that prove it. The
+    // dispatcher's bindings come thirty to a seal: their paths are suffixes of one list, and
+    // share its positions.
+    if (this.opts.keySources !== false) {
+      let tail: [number, string][] | undefined;
+      /** The last seq of the sealed stretch not held here: a path through it cannot be given. */
+      let gap = from;
+      for (let seq = from; seq <= to; seq++) {
+        const h = waiting.get(seq);
+        if (!h || h.verdict !== 'waiting' || !(h.record.body?.agentKeyBound || h.record.body?.agentKeyRevoked))
+          continue;
+        if (!tail) {
+          tail = [];
+          for (let next = from + 1; next <= to; next++) {
+            const n = waiting.get(next);
+            if (!n) gap = next;
+            tail.push(n ? [n.record.partition, n.record.offset] : [-1, '']);
+          }
+        }
+        if (seq >= gap) h.sealedBy = tail.slice(seq - from);
       }
-      if (path.length === to - seq) h.sealedBy = path;
     }
     for (let seq = from; seq <= to; seq++) {
       const h = waiting.get(seq);
@@ -521,7 +538,7 @@ export class ProjectionGate<T> {
   private learn(h: Held<T>, pos: RecordPosition): boolean {
     const body = h.record.body;
     if (!body) return true;
-    const source = keyEventSource(h);
+    const source = this.opts.keySources === false ? undefined : keyEventSource(h);
     if (body.agentKeyBound) {
       const why = this.agentKeys.bind(body.agentKeyBound, source);
       if (why)

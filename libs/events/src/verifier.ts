@@ -217,61 +217,57 @@ interface Seen {
  */
 class SeenRing {
   // Small to start with (a fleet's log has a chain per host, most of them short); it doubles as
-  // the chain's events come, so it keeps every event seen up to SEEN_WINDOW.
-  private seqs = new Float64Array(8);
-  /** Up to 32 bytes of each hash (a sha256), and how many. */
-  private hashes = Buffer.alloc(8 * 32);
-  private hashLengths = new Uint8Array(8);
-  private partitions = new Int32Array(8);
-  private offsets: string[] = new Array<string>(8);
+  // the chain's events come, so it keeps every event seen up to SEEN_WINDOW. The hashes and
+  // places share one buffer: [8-byte seq][4-byte partition][1-byte hash length][32-byte hash].
+  private slots = Buffer.alloc(SEEN_START * SEEN_SLOT);
+  private offsets: string[] = new Array<string>(SEEN_START);
   private added = 0;
+
+  private get size(): number {
+    return this.offsets.length;
+  }
 
   /** Keeps the hash `bytes[start, end)` of `seq`, copied: the record itself is not kept. */
   add(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
     this.added += 1;
-    if (this.added > this.seqs.length && this.seqs.length < SEEN_WINDOW) this.grow();
+    if (this.added > this.size && this.size < SEEN_WINDOW) this.grow();
     this.put(seq, bytes, start, end, pos);
   }
 
   private put(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
-    const i = seq % this.seqs.length;
+    const i = seq % this.size;
+    const at = i * SEEN_SLOT;
     const len = Math.min(32, end - start);
-    this.seqs[i] = seq;
-    for (let k = 0; k < len; k++) this.hashes[i * 32 + k] = bytes[start + k]!;
-    this.hashLengths[i] = len;
-    this.partitions[i] = pos.partition;
+    this.slots.writeDoubleLE(seq, at);
+    this.slots.writeInt32LE(pos.partition, at + 8);
+    this.slots[at + 12] = len;
+    this.slots.set(bytes.subarray(start, start + len), at + 13);
     this.offsets[i] = pos.offset;
   }
 
   get(seq: number): Seen | undefined {
-    const i = seq % this.seqs.length;
-    if (this.seqs[i] !== seq) return undefined;
+    const i = seq % this.size;
+    const at = i * SEEN_SLOT;
+    if (this.offsets[i] === undefined || this.slots.readDoubleLE(at) !== seq) return undefined;
     return {
-      hash: this.hashes.subarray(i * 32, i * 32 + this.hashLengths[i]!),
-      pos: { partition: this.partitions[i]!, offset: this.offsets[i]! },
+      hash: this.slots.subarray(at + 13, at + 13 + this.slots[at + 12]!),
+      pos: { partition: this.slots.readInt32LE(at + 8), offset: this.offsets[i] },
     };
   }
 
   private grow(): void {
-    const old = {
-      seqs: this.seqs,
-      hashes: this.hashes,
-      hashLengths: this.hashLengths,
-      partitions: this.partitions,
-      offsets: this.offsets,
-    };
-    const size = old.seqs.length * 2;
-    this.seqs = new Float64Array(size);
-    this.hashes = Buffer.alloc(size * 32);
-    this.hashLengths = new Uint8Array(size);
-    this.partitions = new Int32Array(size);
+    const old = { slots: this.slots, offsets: this.offsets };
+    const size = old.offsets.length * 2;
+    this.slots = Buffer.alloc(size * SEEN_SLOT);
     this.offsets = new Array<string>(size);
-    old.seqs.forEach((seq, i) => {
-      if (seq > 0)
-        this.put(seq, old.hashes, i * 32, i * 32 + old.hashLengths[i]!, {
-          partition: old.partitions[i]!,
-          offset: old.offsets[i]!,
-        });
+    old.offsets.forEach((offset, i) => {
+      if (offset === undefined) return;
+      const at = i * SEEN_SLOT;
+      const seq = old.slots.readDoubleLE(at);
+      this.put(seq, old.slots, at + 13, at + 13 + old.slots[at + 12]!, {
+        partition: old.slots.readInt32LE(at + 8),
+        offset,
+      });
     });
   }
 }
@@ -283,56 +279,62 @@ class SeenRing {
  * goes to a Map instead, so the ring stays bounded.
  */
 class PendingArrivals {
-  // Small to start with: a fleet's log has a chain per host. It grows to the window needed.
-  private ring: (Arrival | undefined)[] = new Array<Arrival | undefined>(8).fill(undefined);
-  private readonly far = new Map<number, Arrival>();
+  // Made on first use: a fleet's log has a chain per host, most of whose records never wait. The
+  // ring then grows to the window needed.
+  private ring: (Arrival | undefined)[] | undefined;
+  private far: Map<number, Arrival> | undefined;
   size = 0;
 
   get(seq: number): Arrival | undefined {
-    const a = this.ring[seq % this.ring.length];
+    if (this.size === 0) return undefined;
+    const a = this.ring?.[seq % this.ring.length];
     if (a?.seq === seq) return a;
-    return this.far.size > 0 ? this.far.get(seq) : undefined;
+    return this.far?.get(seq);
   }
 
   /** Adds `a`, which waits for `next` (a.seq > next; nothing below next is ever held). */
   add(a: Arrival, next: number): void {
     this.size += 1;
     const ahead = a.seq - next;
+    this.ring ??= new Array<Arrival | undefined>(8).fill(undefined);
     if (ahead >= this.ring.length && ahead < PENDING_RING_MAX) this.grow(ahead);
     if (ahead < this.ring.length) this.ring[a.seq % this.ring.length] = a;
-    else this.far.set(a.seq, a);
+    else (this.far ??= new Map()).set(a.seq, a);
   }
 
   delete(a: Arrival): void {
     this.size -= 1;
-    const i = a.seq % this.ring.length;
-    if (this.ring[i] === a) this.ring[i] = undefined;
-    else this.far.delete(a.seq);
+    const ring = this.ring!;
+    const i = a.seq % ring.length;
+    if (ring[i] === a) ring[i] = undefined;
+    else this.far?.delete(a.seq);
   }
 
   /** Every seq held. */
   seqs(): number[] {
-    return [...this.ring.filter((a): a is Arrival => a !== undefined).map((a) => a.seq), ...this.far.keys()];
+    const inRing = (this.ring ?? []).filter((a): a is Arrival => a !== undefined).map((a) => a.seq);
+    return [...inRing, ...(this.far?.keys() ?? [])];
   }
 
   /** The lowest seq held (the caller checks size > 0 first). */
   lowest(next: number): number {
     let low = Infinity;
-    for (let seq = next; seq < next + this.ring.length; seq++) {
-      if (this.ring[seq % this.ring.length]?.seq === seq) {
+    const ring = this.ring ?? [];
+    for (let seq = next; seq < next + ring.length; seq++) {
+      if (ring[seq % ring.length]?.seq === seq) {
         low = seq;
         break;
       }
     }
-    for (const seq of this.far.keys()) low = Math.min(low, seq);
+    for (const seq of this.far?.keys() ?? []) low = Math.min(low, seq);
     return low;
   }
 
   /** Every held seq lies in [next, next + ring length), so each keeps its own slot in a bigger ring. */
   private grow(ahead: number): void {
-    let size = this.ring.length * 2;
+    const old = this.ring!;
+    let size = old.length * 2;
     while (size <= ahead) size *= 2;
-    const old = this.ring;
     this.ring = new Array<Arrival | undefined>(size).fill(undefined);
     for (const a of old) if (a) this.ring[a.seq % size] = a;
   }
@@ -368,6 +370,9 @@ interface ChainTrack {
 }
 
 const SEEN_WINDOW = 65_536;
+const SEEN_START = 4;
+/** A SeenRing slot: seq (f64), partition (i32), hash length (u8), hash (up to 32 bytes). */
+const SEEN_SLOT = 8 + 4 + 1 + 32;
 
 /** Each payload field number's type name, as its bytes, to check a record's type without decoding it. */
 const TYPE_NAMES = new Map<number, Buffer>(

@@ -59,7 +59,11 @@ export async function verifyLog(
 ): Promise<ledger.VerifyIntegrityResponse> {
   // Nothing is judged on the clock while reading: what still waits once the whole log is read
   // (a tail no seal covers, an epoch no binding vouches for) is then given up on.
-  const gate = new ProjectionGate<null>({ trust: new LedgerKeyTrust(serviceKeys), unsealedTimeoutMs: 1 });
+  const gate = new ProjectionGate<null>({
+    trust: new LedgerKeyTrust(serviceKeys),
+    unsealedTimeoutMs: 1,
+    keySources: false,
+  });
   const found: Finding[] = [];
   await readRange({
     kafka,

@@ -55,6 +55,11 @@ const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
 const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
 const HOLD_MS = Number(process.env['BENCH_HOLD_MS'] ?? 0);
+// V8's heap limits, as docs/deploy.md sets them for production: left to itself, V8 sizes the old
+// space from the machine's memory (about 4 GiB here) and lets garbage grow to it; at 100,000 hosts
+// two dispatchers, the ledger and the fleet then pass this machine's 24 GiB and the kernel kills one.
+const DISPATCHER_HEAP_MIB = Number(process.env['BENCH_DISPATCHER_HEAP_MIB'] ?? 1536);
+const LEDGER_HEAP_MIB = Number(process.env['BENCH_LEDGER_HEAP_MIB'] ?? 2048);
 
 /** A counter's samples summed by one label, from a service's /metrics. */
 async function countersBy(address: string, name: string, label: string): Promise<Record<string, number>> {
@@ -202,6 +207,19 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
   const root = fs.mkdtempSync(path.join(base, 'rebootless-bench-rollout-'));
   const env = { topic, brokers: brokers.join(',') };
   const processes: ServiceProcess[] = [];
+  // A service that dies mid-run ends the bench at once with its last words, instead of a wait
+  // that times out minutes later saying nothing of why (a V8 heap limit, the kernel's OOM killer).
+  let finished = false;
+  const watch = (p: ServiceProcess) => {
+    processes.push(p);
+    void p.exited.then(({ code, signal }) => {
+      if (finished) return;
+      log(
+        `${p.name} (pid ${p.pid}) exited (${signal ?? `code ${code}`}) mid-run; its last output:\n${p.output.slice(-4000)}`,
+      );
+      process.exit(1);
+    });
+  };
   const kafka = kafkaClient(brokers, 'rebootless-bench-rollout');
   let fleet: SimulatedFleet | ForkedFleet | undefined;
   let databaseUrl: string | undefined;
@@ -213,7 +231,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       dataDir: builderDir,
       extra: { REBOOTLESS_METRICS_ADDRESS: builderMetrics },
     });
-    processes.push(built.process);
+    watch(built.process);
     const patch = await buildPatch(built.address, { patchName: 'bench-rollout', kernelReleases: [RELEASE] });
     log(`built ${patch.patchId} ${patch.version} for ${RELEASE}`);
 
@@ -229,6 +247,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       const started = await startDispatcher({
         ...env,
         dataDir: dispatcherDirs[i]!,
+        nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`],
         extra: {
           DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
           DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...others].join(','),
@@ -242,7 +261,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
           ...(name ? { DISPATCHER_INSTANCE: name, DISPATCHER_DATABASE_URL: databaseUrl! } : {}),
         },
       });
-      processes.push(started.process);
+      watch(started.process);
       instances.push(started);
     }
     const disp = instances[0]!;
@@ -256,8 +275,9 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
           dataDir: path.join(root, 'ledger'),
           address: ledgerAddress,
           trustedDataDirs: [builderDir, ...dispatcherDirs],
+          nodeArgs: [`--max-old-space-size=${LEDGER_HEAP_MIB}`],
         });
-        processes.push(led.process);
+        watch(led.process);
         ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress);
         ledgerNote = '';
       } catch (error) {
@@ -454,11 +474,17 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       seconds_create_to_all_in_ledger: ledgerSeconds === null ? null : Math.round(ledgerSeconds * 100) / 100,
       ...(ledgerNote ? { ledger_note: ledgerNote } : {}),
       dispatcher_instances: DISPATCHERS,
+      dispatcher_heap_limit_mib: DISPATCHER_HEAP_MIB,
+      ledger_heap_limit_mib: LEDGER_HEAP_MIB,
       // With several instances: the first (which drives the rollout), then the others.
       dispatcher_peak_rss_mib:
         DISPATCHERS > 1
           ? instances.map((d) => peakRssMiB(d.process.pid) ?? null)
           : (peakRssMiB(disp.process.pid) ?? null),
+      ledger_peak_rss_mib: processes
+        .filter((p) => p.name === 'ledger')
+        .map((p) => peakRssMiB(p.pid) ?? null)
+        .at(0),
       // The dispatcher's own share: CPU it used from CreateRollout to the last apply.
       dispatcher_cpu_seconds_during_rollout:
         DISPATCHERS > 1
@@ -473,6 +499,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       artifacts,
     };
   } finally {
+    finished = true;
     await fleet?.close().catch(() => undefined);
     for (const p of processes.reverse()) await p.stop().catch(() => undefined);
     await deleteBenchTopic(kafka, topic);

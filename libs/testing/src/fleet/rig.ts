@@ -120,7 +120,7 @@ export async function startBuilder(
 }
 
 export async function startDispatcher(
-  env: ServiceEnv & { address?: string; extra?: Record<string, string> },
+  env: ServiceEnv & { address?: string; extra?: Record<string, string>; nodeArgs?: string[] },
 ): Promise<{ process: ServiceProcess; address: string }> {
   const address = env.address ?? `127.0.0.1:${await freePort()}`;
   const service = new ServiceProcess(
@@ -133,14 +133,19 @@ export async function startDispatcher(
       DISPATCHER_TICK_INTERVAL_MS: '200',
       ...env.extra,
     },
-    nodeArgs('DISPATCHER_NODE_ARGS'),
+    [...(env.nodeArgs ?? []), ...nodeArgs('DISPATCHER_NODE_ARGS')],
   );
   await service.waitFor(`dispatcher ready on ${address}`);
   return { process: service, address };
 }
 
 export async function startLedger(
-  env: ServiceEnv & { address?: string; trustedDataDirs: string[]; extra?: Record<string, string> },
+  env: ServiceEnv & {
+    address?: string;
+    trustedDataDirs: string[];
+    extra?: Record<string, string>;
+    nodeArgs?: string[];
+  },
 ): Promise<{ process: ServiceProcess; address: string }> {
   const address = env.address ?? `127.0.0.1:${await freePort()}`;
   const service = new ServiceProcess(
@@ -153,7 +158,7 @@ export async function startLedger(
       LEDGER_TRUSTED_DATA_DIRS: env.trustedDataDirs.join(','),
       ...env.extra,
     },
-    nodeArgs('LEDGER_NODE_ARGS'),
+    [...(env.nodeArgs ?? []), ...nodeArgs('LEDGER_NODE_ARGS')],
   );
   await service.waitFor(`ledger ready on ${address}`);
   return { process: service, address };
