@@ -7,7 +7,8 @@ let fleet: SimulatedFleet | undefined;
 let reporter: NodeJS.Timeout | undefined;
 
 function report(message: WorkerReport): void {
-  process.send?.(message);
+  // The parent gone (a bench that ended on a failure): 'disconnect' below ends this process.
+  if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
 }
 
 process.on('message', (request: WorkerRequest) => {
