@@ -11,14 +11,7 @@ const PRESENCE_FLUSH_MS = 100;
 /** How often the other instances' presence is read. */
 const PRESENCE_POLL_MS = 250;
 const RECONNECT_MS = 1_000;
-/**
- * Sequence numbers commit out of order across sessions (an instance's flush may commit after a
- * later number of another's was read): each poll reads again from where it stood this many polls
- * ago (2 s), and everything now and then (60 s). Everything at every 20th poll was 100,000 rows
- * every 5 s per instance at 100,000 hosts.
- */
-const REREAD_POLLS = 8;
-const FULL_READ_EVERY = 240;
+const FULL_READ_EVERY = 20;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS dispatcher_instances (
@@ -69,8 +62,6 @@ export class PostgresCoordination implements Coordination {
   /** When an instance was first seen dead: its agents are offline since then. */
   private readonly deadSince = new Map<string, number>();
   private lastSeq = '0';
-  /** lastSeq as it stood after each of the last REREAD_POLLS polls, oldest first. */
-  private readFrom: string[] = [];
   private polls = 0;
   private flushTimer?: NodeJS.Timeout;
   private pollTimer?: NodeJS.Timeout;
@@ -237,10 +228,8 @@ export class PostgresCoordination implements Coordination {
         this.deadSince.delete(r.instance);
       } else if (!this.deadSince.has(r.instance)) this.deadSince.set(r.instance, now);
     }
-    // Read again from a few polls back (REREAD_POLLS), everything now and then.
-    this.readFrom.push(this.lastSeq);
-    const from = ++this.polls % FULL_READ_EVERY === 0 ? '0' : this.readFrom[0]!;
-    if (this.readFrom.length > REREAD_POLLS) this.readFrom.shift();
+    // Sequence numbers commit out of order across sessions: now and then everything is read again.
+    if (++this.polls % FULL_READ_EVERY === 0) this.lastSeq = '0';
     const changed = await this.reader.query<{
       host_id: string;
       instance: string;
@@ -250,11 +239,11 @@ export class PostgresCoordination implements Coordination {
     }>(
       `SELECT host_id, instance, connected, (extract(epoch FROM since) * 1000)::float8 AS since, seq::text AS seq
          FROM dispatcher_agent_presence WHERE seq > $1::bigint ORDER BY seq`,
-      [from],
+      [this.lastSeq],
     );
     for (const r of changed.rows) {
       this.presence.set(r.host_id, { instance: r.instance, connected: r.connected, since: Number(r.since) });
-      if (BigInt(r.seq) > BigInt(this.lastSeq)) this.lastSeq = r.seq;
+      this.lastSeq = r.seq;
     }
   }
 
