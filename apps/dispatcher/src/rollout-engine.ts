@@ -673,7 +673,7 @@ export class RolloutEngine {
     if (!this.watchers.has(rolloutId)) return;
     // A step of the rollout itself is told at once; host progress is gathered, or thousands of
     // answers would each cost a full view.
-    if (ROLLOUT_EVENTS.has(eventType) && !isHostCommand(eventType)) {
+    if (ROLLOUT_EVENTS.has(eventType) && !isCommandToHost(eventType)) {
       // Host progress gathered before the step is told first: a watcher sees the hosts' answers
       // that completed a wave before the wave's completion, never instead of it.
       const gathered = this.pendingWatch.get(rolloutId);
@@ -684,7 +684,8 @@ export class RolloutEngine {
     }
     // A gathered update is named by the host's answer it holds, not by a command sent after it.
     const gathered = this.pendingWatch.get(rolloutId);
-    if (!gathered || isHostCommand(gathered) || !isHostCommand(eventType)) this.pendingWatch.set(rolloutId, eventType);
+    if (!gathered || isCommandToHost(gathered) || !isCommandToHost(eventType))
+      this.pendingWatch.set(rolloutId, eventType);
     this.watchTimer ??= setTimeout(() => {
       this.watchTimer = undefined;
       const pending = [...this.pendingWatch];
@@ -702,7 +703,8 @@ export class RolloutEngine {
   }
 }
 
-function isHostCommand(eventType: string): boolean {
+/** A rollout's command to one host (written on the host's stream), not a step of the rollout itself. */
+function isCommandToHost(eventType: string): boolean {
   return eventType === 'HostApplyRequested' || eventType === 'HostRevertRequested';
 }
 
