@@ -783,6 +783,14 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
 
     // The same facts through Prometheus, scraped from the services' own metrics.
     await scrapedSince(Date.now());
+    // The ledger computes its verdicts once per 2 s (ADR 0019): a scrape may still carry the
+    // snapshot from before the last facts. Wait for it, never past the deadline; then the same checks.
+    await eventually('Prometheus sees the ledger verdicts of the hosts listed above', async () =>
+      (await metric('rebootless_hosts{verdict="patch_missing"}')) === 1 &&
+      (await metric('rebootless_hosts{verdict="up_to_date"}')) === 2
+        ? true
+        : undefined,
+    );
     expect(await metric('rebootless_hosts{verdict="patch_missing"}')).toBe(1);
     expect(await metric('rebootless_hosts{verdict="up_to_date"}')).toBe(2);
     expect(await metric('sum(rebootless_hosts)')).toBe(3);
