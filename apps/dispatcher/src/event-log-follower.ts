@@ -118,7 +118,7 @@ export class EventLogFollower {
     const gate = new ProjectionGate<Buffer>({
       trust,
       unsealedTimeoutMs: opts.unsealedTailTimeoutMs,
-      keySources: false,
+      checkpointed: false,
     });
     // Caught up once every partition was read to its end at start and nothing read is still held.
     const checkCaughtUp = () => {

@@ -105,7 +105,7 @@ export class RolloutEngine {
   readonly book = new RolloutBook();
   readonly agents = new AgentConnections();
   /** Agent keys as the gateway bound them and operators revoked them (folded from the log). */
-  readonly agentKeys = new AgentKeyBook();
+  readonly agentKeys = new AgentKeyBook(false);
   /** The host each command was sent to: an agent may answer only its own host's commands. */
   private readonly commandHosts = new Map<string, string>();
   private readonly now: () => number;

@@ -45,13 +45,17 @@ export interface AgentKeyState {
 }
 
 interface Bound {
+  epoch: number;
   key: string;
   source?: KeyEventSource;
 }
 
 export class AgentKeyBook {
-  /** producer id → epoch → the key's hex and the record that bound it. */
-  private readonly bound = new Map<string, Map<number, Bound>>();
+  /**
+   * producer id → each epoch bound, its key's hex and the record that bound it. A list, not a
+   * map: nearly every agent has one epoch, and a dispatcher holds 100,000 agents twice (ADR 0029).
+   */
+  private readonly bound = new Map<string, Bound[]>();
   /** producer id → its revocations and their records. */
   private readonly revocations = new Map<string, [number, KeyEventSource][]>();
   /** producer id → keys revoked (hex). */
@@ -61,14 +65,21 @@ export class AgentKeyBook {
   /** Producers whose bindings changed since the last takeChanged(). */
   private changed = new Set<string>();
 
+  /** `tracksChanges` false: never checkpointed, so nothing is kept for takeChanged() (a dispatcher). */
+  constructor(private readonly tracksChanges = true) {}
+
+  private touch(producerId: string): void {
+    if (this.tracksChanges) this.changed.add(producerId);
+  }
+
   /** The state of each producer changed since the last call, for a checkpoint. */
   takeChanged(): AgentKeyState[] {
     const out = [...this.changed].map((producerId): AgentKeyState => {
       const revocations = this.revocations.get(producerId);
       return {
         producerId,
-        bound: [...(this.bound.get(producerId) ?? [])].map(([epoch, b]): AgentKeyState['bound'][number] =>
-          b.source ? [epoch, b.key, b.source] : [epoch, b.key],
+        bound: (this.bound.get(producerId) ?? []).map((b): AgentKeyState['bound'][number] =>
+          b.source ? [b.epoch, b.key, b.source] : [b.epoch, b.key],
         ),
         revoked: [...(this.revoked.get(producerId) ?? [])],
         revokedEpochs: [...(this.revokedEpochs.get(producerId) ?? [])],
@@ -85,7 +96,7 @@ export class AgentKeyBook {
       if (s.bound.length > 0)
         this.bound.set(
           s.producerId,
-          new Map(s.bound.map(([epoch, key, source]) => [epoch, source ? { key, source } : { key }])),
+          s.bound.map(([epoch, key, source]) => (source ? { epoch, key, source } : { epoch, key })),
         );
       if (s.revocations?.length) this.revocations.set(s.producerId, [...s.revocations]);
       if (s.revoked.length > 0) this.revoked.set(s.producerId, new Set(s.revoked));
@@ -102,14 +113,14 @@ export class AgentKeyBook {
     const key = hex(b.publicKey);
     if (this.revoked.get(b.producerId)?.has(key))
       return `the binding of ${b.producerId} epoch ${b.epoch} names key ${key.slice(0, 16)}…, which was revoked`;
-    const epochs = this.bound.get(b.producerId) ?? new Map<number, Bound>();
+    const epochs = this.bound.get(b.producerId) ?? [];
     this.bound.set(b.producerId, epochs);
-    this.changed.add(b.producerId);
-    const already = epochs.get(b.epoch);
+    this.touch(b.producerId);
+    const already = epochs.find((e) => e.epoch === b.epoch);
     if (already !== undefined && already.key !== key)
       return `${b.producerId} epoch ${b.epoch} is already bound to another key`;
     // The first record that bound it stays its source: a copy says nothing new.
-    if (already === undefined) epochs.set(b.epoch, source ? { key, source } : { key });
+    if (already === undefined) epochs.push(source ? { epoch: b.epoch, key, source } : { epoch: b.epoch, key });
     return undefined;
   }
 
@@ -117,7 +128,7 @@ export class AgentKeyBook {
   revoke(r: events.AgentKeyRevoked, source?: KeyEventSource): number {
     const epochs = this.bound.get(r.producerId);
     if (!epochs) return 0;
-    this.changed.add(r.producerId);
+    this.touch(r.producerId);
     if (source) {
       const list = this.revocations.get(r.producerId) ?? [];
       this.revocations.set(r.producerId, list);
@@ -127,22 +138,21 @@ export class AgentKeyBook {
     this.revoked.set(r.producerId, keys);
     const revokedEpochs = this.revokedEpochs.get(r.producerId) ?? new Set<number>();
     this.revokedEpochs.set(r.producerId, revokedEpochs);
-    let n = 0;
-    for (const [epoch, { key }] of epochs) {
-      if (r.epoch !== 0 && epoch !== r.epoch) continue;
+    const kept = epochs.filter(({ epoch, key }) => {
+      if (r.epoch !== 0 && epoch !== r.epoch) return true;
       keys.add(key);
       revokedEpochs.add(epoch);
-      epochs.delete(epoch);
-      n += 1;
-    }
-    return n;
+      return false;
+    });
+    this.bound.set(r.producerId, kept);
+    return epochs.length - kept.length;
   }
 
   /** The producer's epochs bound and not revoked, oldest first, with their keys. */
   boundEpochs(producerId: string): { epoch: number; publicKey: Uint8Array }[] {
     return [...(this.bound.get(producerId) ?? [])]
-      .sort(([a], [b]) => a - b)
-      .map(([epoch, { key }]) => ({ epoch, publicKey: Buffer.from(key, 'hex') }));
+      .sort((a, b) => a.epoch - b.epoch)
+      .map(({ epoch, key }) => ({ epoch, publicKey: Buffer.from(key, 'hex') }));
   }
 
   /**
@@ -162,13 +172,13 @@ export class AgentKeyBook {
 
   /** The key bound to the producer's epoch and not revoked, if any. */
   keyFor(producerId: string, epoch: number): Uint8Array | undefined {
-    const key = this.bound.get(producerId)?.get(epoch)?.key;
+    const key = this.bound.get(producerId)?.find((b) => b.epoch === epoch)?.key;
     return key === undefined ? undefined : Buffer.from(key, 'hex');
   }
 
   /** Every key bound to the producer's epochs and not revoked. */
   keysOf(producerId: string): Uint8Array[] {
-    return [...(this.bound.get(producerId)?.values() ?? [])].map((b) => Buffer.from(b.key, 'hex'));
+    return (this.bound.get(producerId) ?? []).map((b) => Buffer.from(b.key, 'hex'));
   }
 
   /** Whether any key was revoked at all (most logs: none, and nothing to look up). */

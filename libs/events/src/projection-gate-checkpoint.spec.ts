@@ -230,6 +230,18 @@ describe('a gate resumed from its checkpoint', () => {
     expect(whole.findings).toEqual(['duplicate dispatcher#2', 'unknown-producer-key agent/h0#']);
   });
 
+  it('given a gate made never to be checkpointed (a dispatcher): it releases and finds the same, and refuses to give a checkpoint', () => {
+    const straight = whole(log);
+    const reader = new Reader();
+    reader.gate = new ProjectionGate<string>({ trust, unsealedTimeoutMs: TIMEOUT, checkpointed: false });
+    for (const r of log) reader.offer(r);
+    finish(reader);
+    expect(reader.released).toEqual(straight.released);
+    expect(reader.findings).toEqual(straight.findings);
+    // It kept nothing a checkpoint would need: giving one would be a checkpoint that lies.
+    expect(() => reader.checkpoint()).toThrow('this gate was made never to be checkpointed');
+  });
+
   it('when stopped after any record and continued from its checkpoint (JSON), then it releases and finds the same', () => {
     const whole = new Reader();
     for (const r of log) whole.offer(r);

@@ -119,12 +119,13 @@ export interface ProjectionGateOptions {
   unsealedTimeoutMs: number;
   verdicts?: SealVerdicts;
   /**
-   * Keep where each agent key event lies and the records that prove it (KeyEventSource), for a
-   * checkpoint to name (docs/adr/0028). Default true; a reader that never checkpoints (the
-   * dispatcher, which reads the log from the start) leaves them out: at 100,000 hosts they were
-   * the largest part of its heap.
+   * Default true. False: this gate is never checkpointed (the dispatcher, which reads the log from
+   * the start; `ledger verify`), so it keeps neither where each agent key event lies and the
+   * records that prove it (KeyEventSource, docs/adr/0028) nor what changed since a checkpoint. At
+   * 100,000 hosts the sources were the largest part of a dispatcher's heap, and the changes grew
+   * with the log for ever (ADR 0029).
    */
-  keySources?: boolean;
+  checkpointed?: boolean;
 }
 
 /** Service keys from the reader's trust; agents' keys from the bindings the gate released. */
@@ -161,7 +162,7 @@ export class ProjectionGate<T> {
   /** Each partition's offset after the last record offered. */
   private readonly nextOffsets = new Map<number, bigint>();
   /** Agents' keys the dispatcher bound and an operator did not revoke. */
-  private readonly agentKeys = new AgentKeyBook();
+  private readonly agentKeys: AgentKeyBook;
   /** Producers whose binding was learned while draining: their waiting epochs take their keys. */
   private newlyBound = new Set<string>();
   /** Refused epochs and commands learned since the last checkpoint. */
@@ -169,10 +170,13 @@ export class ProjectionGate<T> {
   private newCommands: [string, string][] = [];
 
   constructor(private readonly opts: ProjectionGateOptions) {
+    const checkpointed = opts.checkpointed !== false;
+    this.agentKeys = new AgentKeyBook(checkpointed);
     this.verifier = new ChainVerifier(
       new BoundAgentTrust(opts.trust, this.agentKeys),
       opts.verdicts,
       (producerId, epoch, from, to) => this.sealed(chainOf(producerId, epoch), from, to),
+      checkpointed,
     );
   }
 
@@ -340,6 +344,7 @@ export class ProjectionGate<T> {
    * written once when they come and dropped once when they go, not every batch.
    */
   checkpoint<S>(partitions: Iterable<number>, itemState: (r: GateRecord<T>) => S): GateCheckpoint<S> {
+    if (this.opts.checkpointed === false) throw new Error('this gate was made never to be checkpointed');
     const cp: GateCheckpoint<S> = {
       chains: this.verifier.takeChanged(),
       agentKeys: this.agentKeys.takeChanged(),
@@ -455,7 +460,7 @@ export class ProjectionGate<T> {
     // A key event keeps where its seal lies: a checkpoint names the records that prove it. The
     // dispatcher's bindings come thirty to a seal: their paths are suffixes of one list, and
     // share its positions.
-    if (this.opts.keySources !== false) {
+    if (this.opts.checkpointed !== false) {
       let tail: [number, string][] | undefined;
       /** The last seq of the sealed stretch not held here: a path through it cannot be given. */
       let gap = from;
@@ -485,7 +490,7 @@ export class ProjectionGate<T> {
 
   /** An epoch nobody vouches for: what of it already waits is rejected with it. */
   private distrust(chain: string): void {
-    if (!this.untrusted.has(chain)) this.newUntrusted.push(chain);
+    if (this.opts.checkpointed !== false && !this.untrusted.has(chain)) this.newUntrusted.push(chain);
     this.untrusted.add(chain);
     for (const h of this.waiting.get(chain)?.values() ?? []) h.verdict = 'rejected';
     this.waiting.delete(chain);
@@ -538,7 +543,7 @@ export class ProjectionGate<T> {
   private learn(h: Held<T>, pos: RecordPosition): boolean {
     const body = h.record.body;
     if (!body) return true;
-    const source = this.opts.keySources === false ? undefined : keyEventSource(h);
+    const source = this.opts.checkpointed === false ? undefined : keyEventSource(h);
     if (body.agentKeyBound) {
       const why = this.agentKeys.bind(body.agentKeyBound, source);
       if (why)
@@ -612,7 +617,8 @@ export class ProjectionGate<T> {
           h.record.body?.quarantineClearRequested;
         if (cmd?.commandId) {
           // A checkpoint stores each command once (its first host), as the table keeps the first row.
-          if (!this.commandHosts.has(cmd.commandId)) this.newCommands.push([cmd.commandId, cmd.hostId]);
+          if (this.opts.checkpointed !== false && !this.commandHosts.has(cmd.commandId))
+            this.newCommands.push([cmd.commandId, cmd.hostId]);
           this.commandHosts.set(cmd.commandId, cmd.hostId);
         }
       }

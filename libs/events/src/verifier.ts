@@ -217,59 +217,57 @@ interface Seen {
  */
 class SeenRing {
   // Small to start with (a fleet's log has a chain per host, most of them short); it doubles as
-  // the chain's events come, so it keeps every event seen up to SEEN_WINDOW. The hashes and
-  // places share one buffer: [8-byte seq][4-byte partition][1-byte hash length][32-byte hash].
-  private slots = Buffer.alloc(SEEN_START * SEEN_SLOT);
-  private offsets: string[] = new Array<string>(SEEN_START);
+  // the chain's events come, so it keeps every event seen up to SEEN_WINDOW. Everything of a slot
+  // is in one buffer, the offset too (as a number: exact below 2^53): no string per event, and
+  // small rings share Node's buffer pool instead of an allocation each (ADR 0029).
+  private slots = pooledZeroes(SEEN_START * SEEN_SLOT);
   private added = 0;
 
   private get size(): number {
-    return this.offsets.length;
+    return this.slots.length / SEEN_SLOT;
   }
 
   /** Keeps the hash `bytes[start, end)` of `seq`, copied: the record itself is not kept. */
   add(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
     this.added += 1;
     if (this.added > this.size && this.size < SEEN_WINDOW) this.grow();
-    this.put(seq, bytes, start, end, pos);
+    this.put(seq, bytes, start, end, pos.partition, Number(pos.offset));
   }
 
-  private put(seq: number, bytes: Uint8Array, start: number, end: number, pos: RecordPosition): void {
-    const i = seq % this.size;
-    const at = i * SEEN_SLOT;
+  private put(seq: number, bytes: Uint8Array, start: number, end: number, partition: number, offset: number): void {
+    const at = (seq % this.size) * SEEN_SLOT;
     const len = Math.min(32, end - start);
     this.slots.writeDoubleLE(seq, at);
-    this.slots.writeInt32LE(pos.partition, at + 8);
-    this.slots[at + 12] = len;
-    this.slots.set(bytes.subarray(start, start + len), at + 13);
-    this.offsets[i] = pos.offset;
+    this.slots.writeDoubleLE(offset, at + 8);
+    this.slots.writeInt32LE(partition, at + 16);
+    this.slots[at + 20] = len;
+    this.slots.set(bytes.subarray(start, start + len), at + 21);
   }
 
   get(seq: number): Seen | undefined {
-    const i = seq % this.size;
-    const at = i * SEEN_SLOT;
-    if (this.offsets[i] === undefined || this.slots.readDoubleLE(at) !== seq) return undefined;
+    const at = (seq % this.size) * SEEN_SLOT;
+    // An empty slot reads seq 0, which no event has (chains start at 1).
+    if (this.slots.readDoubleLE(at) !== seq) return undefined;
     return {
-      hash: this.slots.subarray(at + 13, at + 13 + this.slots[at + 12]!),
-      pos: { partition: this.slots.readInt32LE(at + 8), offset: this.offsets[i] },
+      hash: this.slots.subarray(at + 21, at + 21 + this.slots[at + 20]!),
+      pos: { partition: this.slots.readInt32LE(at + 16), offset: String(this.slots.readDoubleLE(at + 8)) },
     };
   }
 
   private grow(): void {
-    const old = { slots: this.slots, offsets: this.offsets };
-    const size = old.offsets.length * 2;
-    this.slots = Buffer.alloc(size * SEEN_SLOT);
-    this.offsets = new Array<string>(size);
-    old.offsets.forEach((offset, i) => {
-      if (offset === undefined) return;
-      const at = i * SEEN_SLOT;
-      const seq = old.slots.readDoubleLE(at);
-      this.put(seq, old.slots, at + 13, at + 13 + old.slots[at + 12]!, {
-        partition: old.slots.readInt32LE(at + 8),
-        offset,
-      });
-    });
+    const old = this.slots;
+    this.slots = pooledZeroes(old.length * 2);
+    for (let at = 0; at < old.length; at += SEEN_SLOT) {
+      const seq = old.readDoubleLE(at);
+      if (seq === 0) continue;
+      this.put(seq, old, at + 21, at + 21 + old[at + 20]!, old.readInt32LE(at + 16), old.readDoubleLE(at + 8));
+    }
   }
+}
+
+/** Zeroed bytes; under 4 KiB from Node's shared pool rather than an allocation of their own. */
+function pooledZeroes(size: number): Buffer {
+  return Buffer.allocUnsafe(size).fill(0);
 }
 
 /**
@@ -359,7 +357,8 @@ interface ChainTrack {
   /** The epoch's key waits for a binding: seals met meanwhile are checked once it comes. */
   awaiting?: { seals: { a: Arrival; fromSeq: number }[] };
   pending: PendingArrivals;
-  lastSeqByPartition: Map<number, number>;
+  /** [partition, last seq read there]: a list, as a chain mostly lives in one partition (ADR 0029). */
+  lastSeqByPartition: [number, number][];
   seen: SeenRing;
   unsealedFrom: Arrival | null;
   lastProcessed: Arrival | null;
@@ -371,8 +370,8 @@ interface ChainTrack {
 
 const SEEN_WINDOW = 65_536;
 const SEEN_START = 4;
-/** A SeenRing slot: seq (f64), partition (i32), hash length (u8), hash (up to 32 bytes). */
-const SEEN_SLOT = 8 + 4 + 1 + 32;
+/** A SeenRing slot: seq (f64), offset (f64), partition (i32), hash length (u8), hash (up to 32 bytes). */
+const SEEN_SLOT = 8 + 8 + 4 + 1 + 32;
 
 /** Each payload field number's type name, as its bytes, to check a record's type without decoding it. */
 const TYPE_NAMES = new Map<number, Buffer>(
@@ -398,18 +397,22 @@ export class ChainVerifier {
   private lastTrack: ChainTrack | undefined;
   /** Reused for every record; what outlives ingest() is copied into an Arrival. */
   private readonly layout = new EnvelopeLayout();
-  /** Chains changed since the last takeChanged(): what a checkpoint writes. */
-  private changed = new Set<ChainTrack>();
+  /** Chains changed since the last takeChanged(): what a checkpoint writes (none if never checkpointed). */
+  private changed: Set<ChainTrack> | undefined;
 
   /**
    * `verdicts`: seals already checked elsewhere (SealWorker); whatever it lacks is verified here.
    * `onSealed`: told of every run of events a valid seal has just covered (ProjectionGate).
+   * `tracksChanges` false: never checkpointed, so takeChanged() has nothing to give.
    */
   constructor(
     private readonly trust: KeyTrust,
     private readonly verdicts?: SealVerdicts,
     private readonly onSealed?: (producerId: string, epoch: number, fromSeq: number, toSeq: number) => void,
-  ) {}
+    tracksChanges = true,
+  ) {
+    if (tracksChanges) this.changed = new Set();
+  }
 
   /**
    * Gives up on what a chain holds beyond its last sealed event: the unsealed tail and the
@@ -420,7 +423,7 @@ export class ChainVerifier {
   abandonUnsealed(producerId: string, epoch: number): { fromSeq: number; toSeq: number } | undefined {
     const t = this.tracks.get(`${producerId}\u0000${epoch}`);
     if (!t) return undefined;
-    this.changed.add(t);
+    this.changed?.add(t);
     const sealedTo = t.lastSealed?.seq ?? 0;
     let toSeq = t.next - 1;
     if (t.pending.size > 0) {
@@ -433,8 +436,7 @@ export class ChainVerifier {
     t.linkTo = t.lastSealed ?? (sealedTo === 0 ? 'genesis' : null);
     t.lastProcessed = t.lastSealed;
     t.unsealedFrom = null;
-    for (const [partition, seq] of t.lastSeqByPartition)
-      if (seq > sealedTo) t.lastSeqByPartition.set(partition, sealedTo);
+    for (const last of t.lastSeqByPartition) if (last[1] > sealedTo) last[1] = sealedTo;
     return { fromSeq: sealedTo + 1, toSeq };
   }
 
@@ -453,7 +455,7 @@ export class ChainVerifier {
       if (t.producerId !== producerId || !t.awaiting || !t.keyRaw) continue;
       const raw = t.keyRaw;
       if (!this.trust.keysFor(producerId, t.epoch).some((k) => Buffer.from(k).equals(raw))) continue;
-      this.changed.add(t);
+      this.changed?.add(t);
       const { seals } = t.awaiting;
       t.awaiting = undefined;
       this.awaitingKeys.delete(t);
@@ -482,7 +484,7 @@ export class ChainVerifier {
   refuseKey(producerId: string, epoch: number, why: string): Finding[] {
     const t = this.tracks.get(`${producerId}\u0000${epoch}`);
     if (!t?.awaiting) return [];
-    this.changed.add(t);
+    this.changed?.add(t);
     t.awaiting = undefined;
     this.awaitingKeys.delete(t);
     const before = this.findings.length;
@@ -519,7 +521,7 @@ export class ChainVerifier {
       return this.findings.slice(before);
     }
     const t = this.track(bytes, l);
-    this.changed.add(t);
+    this.changed?.add(t);
     const a = new Arrival(bytes, l, pos);
     this.checkType(t, a, l.payloadField);
     this.place(t, a);
@@ -534,7 +536,7 @@ export class ChainVerifier {
     const before = this.findings.length;
     for (const t of this.tracks.values()) {
       while (t.pending.size > 0) {
-        this.changed.add(t);
+        this.changed?.add(t);
         const resume = t.pending.lowest(t.next);
         const after = t.lastProcessed;
         this.addFinding({
@@ -562,7 +564,7 @@ export class ChainVerifier {
   finish(): VerificationReport {
     this.flushGaps();
     for (const t of this.tracks.values()) {
-      this.changed.add(t);
+      this.changed?.add(t);
       this.closeUnsealed(t, 'no valid seal follows them');
     }
     return this.report();
@@ -573,6 +575,7 @@ export class ChainVerifier {
    * restore() or construction only if they changed), for a checkpoint stored with the offsets.
    */
   takeChanged(): ChainState[] {
+    if (!this.changed) return [];
     const out = [...this.changed].map(chainState);
     this.changed = new Set();
     return out;
@@ -618,7 +621,7 @@ export class ChainVerifier {
           ? { awaiting: { seals: s.awaiting.map((w) => ({ a: records[w.record]!, fromSeq: w.fromSeq })) } }
           : {}),
         pending: new PendingArrivals(),
-        lastSeqByPartition: new Map(s.lastSeqByPartition),
+        lastSeqByPartition: s.lastSeqByPartition.map(([partition, seq]) => [partition, seq]),
         seen: new SeenRing(),
         unsealedFrom: ref(s.unsealedFrom),
         lastProcessed: ref(s.lastProcessed),
@@ -697,7 +700,7 @@ export class ChainVerifier {
         linkTo: 'genesis',
         key: undefined,
         pending: new PendingArrivals(),
-        lastSeqByPartition: new Map(),
+        lastSeqByPartition: [],
         seen: new SeenRing(),
         unsealedFrom: null,
         lastProcessed: null,
@@ -730,7 +733,8 @@ export class ChainVerifier {
       });
       return;
     }
-    const lastHere = t.lastSeqByPartition.get(a.partition);
+    const here = t.lastSeqByPartition.find(([partition]) => partition === a.partition);
+    const lastHere = here?.[1];
     if (lastHere !== undefined && lastHere > seq) {
       this.addFinding({
         kind: 'reorder',
@@ -738,7 +742,8 @@ export class ChainVerifier {
         position: a.pos,
         detail: `${who(t, a)} at ${at(a.pos)} comes after seq ${lastHere} in the same partition: the producer wrote them in the other order`,
       });
-    } else t.lastSeqByPartition.set(a.partition, seq);
+    } else if (here) here[1] = seq;
+    else t.lastSeqByPartition.push([a.partition, seq]);
 
     if (seq > t.next) {
       t.pending.add(a, t.next);
@@ -921,7 +926,7 @@ function chainState(t: ChainTrack): ChainState {
     ...(t.keyRaw ? { keyRaw: Buffer.from(t.keyRaw).toString('hex') } : {}),
     ...(awaiting ? { awaiting } : {}),
     pending,
-    lastSeqByPartition: [...t.lastSeqByPartition],
+    lastSeqByPartition: t.lastSeqByPartition.map(([partition, seq]) => [partition, seq]),
     unsealedFrom: ref(t.unsealedFrom),
     lastProcessed: ref(t.lastProcessed),
     lastSealed: ref(t.lastSealed),

@@ -62,7 +62,7 @@ export async function verifyLog(
   const gate = new ProjectionGate<null>({
     trust: new LedgerKeyTrust(serviceKeys),
     unsealedTimeoutMs: 1,
-    keySources: false,
+    checkpointed: false,
   });
   const found: Finding[] = [];
   await readRange({
