@@ -118,7 +118,8 @@ export class RolloutEngine {
   private tickQueued = false;
   private lastTickAt = 0;
   private timer?: NodeJS.Timeout;
-  private readonly watchers = new Map<string, Set<RolloutWatcher>>();
+  /** Each rollout's watchers, and the view each asked for. */
+  private readonly watchers = new Map<string, Map<RolloutWatcher, dispatcher.RolloutView>>();
   private readonly pendingWatch = new Map<string, string>();
   private watchTimer?: NodeJS.Timeout;
   private stopped = false;
@@ -246,8 +247,8 @@ export class RolloutEngine {
     return run;
   }
 
-  view(run: RolloutRun): dispatcher.Rollout {
-    return rolloutView(run, this.now());
+  view(run: RolloutRun, view?: dispatcher.RolloutView): dispatcher.Rollout {
+    return rolloutView(run, this.now(), view);
   }
 
   /** Writes a rollout's events (before their effects), folds them in, then carries out the effects. */
@@ -419,10 +420,14 @@ export class RolloutEngine {
     this.scheduleTick();
   }
 
-  watch(rolloutId: string, watcher: RolloutWatcher): () => void {
+  watch(
+    rolloutId: string,
+    watcher: RolloutWatcher,
+    view: dispatcher.RolloutView = dispatcher.RolloutView.ROLLOUT_VIEW_FULL,
+  ): () => void {
     let set = this.watchers.get(rolloutId);
-    if (!set) this.watchers.set(rolloutId, (set = new Set()));
-    set.add(watcher);
+    if (!set) this.watchers.set(rolloutId, (set = new Map()));
+    set.set(watcher, view);
     return () => {
       set.delete(watcher);
       if (set.size === 0) this.watchers.delete(rolloutId);
@@ -698,8 +703,13 @@ export class RolloutEngine {
     const run = this.book.get(rolloutId);
     const set = this.watchers.get(rolloutId);
     if (!run || !set) return;
-    const view = this.view(run);
-    for (const watcher of [...set]) watcher(view, eventType);
+    // Each view asked for is made once per update, whatever the number of its watchers.
+    const views = new Map<dispatcher.RolloutView, dispatcher.Rollout>();
+    for (const [watcher, kind] of [...set]) {
+      let view = views.get(kind);
+      if (!view) views.set(kind, (view = this.view(run, kind)));
+      watcher(view, eventType);
+    }
   }
 }
 

@@ -7,6 +7,7 @@ import {
   approve,
   effectiveStrategy,
   firstWaveApproval,
+  hostStateCounts,
   pause,
   planRollout,
   requireRolloutId,
@@ -64,8 +65,8 @@ export class RolloutOperations {
     });
   }
 
-  get(rolloutId: string): dispatcher.Rollout {
-    return this.engine.view(this.engine.get(requireRolloutId(rolloutId)));
+  get(rolloutId: string, view?: dispatcher.RolloutView): dispatcher.Rollout {
+    return this.engine.view(this.engine.get(requireRolloutId(rolloutId)), requireView(view));
   }
 
   list(request: dispatcher.ListRolloutsRequest): dispatcher.ListRolloutsResponse {
@@ -79,6 +80,7 @@ export class RolloutOperations {
       if (!Number.isInteger(start) || start < 0)
         throw new InvalidRequestError('page_token', 'is not a token this server gave');
     }
+    const view = requireView(request.view);
     const states = new Set(request.states);
     // Newest first: rollout ids are UUIDv7, ordered by creation time.
     const matching = [...this.engine.book.all()]
@@ -87,7 +89,7 @@ export class RolloutOperations {
       .sort((a, b) => (a.rolloutId < b.rolloutId ? 1 : -1));
     const page = matching.slice(start, start + size);
     const next = start + size < matching.length ? Buffer.from(String(start + size)).toString('base64url') : '';
-    return { rollouts: page.map((run) => this.engine.view(run)), nextPageToken: next };
+    return { rollouts: page.map((run) => this.engine.view(run, view)), nextPageToken: next };
   }
 
   pause(rolloutId: string, reason: string, actor: events.Actor): Promise<dispatcher.Rollout> {
@@ -149,10 +151,23 @@ function dryRunView(created: events.RolloutCreated, actor: events.Actor): dispat
         error: '',
         forced: false,
       })),
+      hostCounts: hostStateCounts(w.hostIds.map(() => dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_PENDING)),
     })),
     skippedHostIds: created.skippedHostIds,
+    skippedHosts: created.skippedHostIds.length,
     allowForce: created.allowForce,
     allowDowngrade: created.allowDowngrade,
     createdBy: actor,
   };
+}
+
+/** The view a request asked for (unset: the full one); a value this server does not know is refused. */
+export function requireView(view: dispatcher.RolloutView | undefined): dispatcher.RolloutView {
+  const V = dispatcher.RolloutView;
+  if (view === undefined || view === V.ROLLOUT_VIEW_UNSPECIFIED) return V.ROLLOUT_VIEW_FULL;
+  if (view === V.ROLLOUT_VIEW_FULL || view === V.ROLLOUT_VIEW_SUMMARY) return view;
+  throw new InvalidRequestError(
+    'view',
+    `${String(view)} is not a RolloutView (ROLLOUT_VIEW_FULL or ROLLOUT_VIEW_SUMMARY)`,
+  );
 }

@@ -10,7 +10,7 @@ import type { EventPublisher } from '@rebootless/kafka';
 import { status } from '@grpc/grpc-js';
 import { DISPATCHER_ERRORS, InvalidRequestError } from './dispatcher-errors';
 import { RolloutEngine } from './rollout-engine';
-import { RolloutOperations } from './rollout-operations';
+import { RolloutOperations, requireView } from './rollout-operations';
 import { QuarantineOperation } from './quarantine-operation';
 import { UndoOperation } from './undo-operation';
 
@@ -117,7 +117,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
   }
 
   getRollout(request: dispatcher.GetRolloutRequest) {
-    return this.answer('GetRollout', () => ({ rollout: this.rollouts.get(request.rolloutId) }));
+    return this.answer('GetRollout', () => ({ rollout: this.rollouts.get(request.rolloutId, request.view) }));
   }
 
   listRollouts(request: dispatcher.ListRolloutsRequest) {
@@ -128,7 +128,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
     return new Observable((subscriber) => {
       let first: dispatcher.Rollout;
       try {
-        first = this.rollouts.get(request.rolloutId);
+        first = this.rollouts.get(request.rolloutId, request.view);
       } catch (error) {
         subscriber.error(DISPATCHER_ERRORS.toRpcException(error, 'WatchRollout', this.logger));
         return undefined;
@@ -138,10 +138,14 @@ export class RolloutController implements dispatcher.RolloutServiceController {
         subscriber.complete();
         return undefined;
       }
-      const stop = this.engine.watch(request.rolloutId, (rollout, eventType) => {
-        subscriber.next({ rollout, eventType });
-        if (FINAL.has(rollout.state)) subscriber.complete();
-      });
+      const stop = this.engine.watch(
+        request.rolloutId,
+        (rollout, eventType) => {
+          subscriber.next({ rollout, eventType });
+          if (FINAL.has(rollout.state)) subscriber.complete();
+        },
+        requireView(request.view),
+      );
       return stop;
     });
   }

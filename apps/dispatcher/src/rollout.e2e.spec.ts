@@ -550,6 +550,11 @@ describe('a rollout to 200 hosts in a canary and 3 waves', () => {
     const watched = readStream<dispatcher.WatchRolloutResponse>(client, 'watchRollout', {
       rolloutId: created.rolloutId,
     });
+    // A console at 100,000 hosts follows counts, not hosts (ROLLOUT_VIEW_SUMMARY).
+    const summarized = readStream<dispatcher.WatchRolloutResponse>(client, 'watchRollout', {
+      rolloutId: created.rolloutId,
+      view: dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY,
+    });
     const done = await untilState(created.rolloutId, [R.ROLLOUT_STATE_COMPLETED, R.ROLLOUT_STATE_PAUSED]);
     expect(done.stateReason).toBe('');
     expect(done.state).toBe(R.ROLLOUT_STATE_COMPLETED);
@@ -559,6 +564,30 @@ describe('a rollout to 200 hosts in a canary and 3 waves', () => {
     const updates = await watched;
     expect(updates.at(-1)!.rollout!.state).toBe(R.ROLLOUT_STATE_COMPLETED);
     expect(updates.map((u) => u.eventType)).toEqual(expect.arrayContaining(['WaveStarted', 'PatchApplied']));
+    const summaries = await summarized;
+    expect(summaries.every((u) => u.rollout!.waves.every((w) => w.hosts.length === 0))).toBe(true);
+    expect(summaries.at(-1)!.rollout!.waves.map((w) => w.hostCounts)).toEqual(
+      [2, 40, 59, 99].map((n) => [{ state: H.HOST_ROLLOUT_STATE_SUCCEEDED, hosts: n }]),
+    );
+    // The summary answered by GetRollout: the same counts, in a small fraction of the bytes.
+    const summary = (
+      await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', {
+        rolloutId: created.rolloutId,
+        view: dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY,
+      })
+    ).rollout!;
+    expect(summary.waves.map((w) => w.hostCounts)).toEqual(done.waves.map((w) => w.hostCounts));
+    expect(summary.waves.map((w) => [w.name, w.state, w.hosts.length])).toEqual(
+      done.waves.map((w) => [w.name, w.state, 0]),
+    );
+    const size = (r: dispatcher.Rollout) => JSON.stringify(r).length;
+    expect(size(summary) * 10).toBeLessThan(size(done));
+    // A view this server does not know is refused, naming the field.
+    const refused = (await unary(client, 'getRollout', { rolloutId: created.rolloutId, view: 7 }).catch(
+      (e: unknown) => e,
+    )) as { code: number; details: string };
+    expect(refused.code).toBe(status.INVALID_ARGUMENT);
+    expect(refused.details).toMatch(/^view: 7 is not a RolloutView/);
 
     for (const h of hosts) {
       expect(fleet.get(h.hostId).kernel.loads).toHaveLength(1);

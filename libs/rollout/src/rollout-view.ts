@@ -39,9 +39,18 @@ export function rolloutState(run: RolloutRun): dispatcher.RolloutState {
   return waveAwaitingApproval(run) ? R.ROLLOUT_STATE_AWAITING_APPROVAL : STATUS[run.status];
 }
 
-export function rolloutView(run: RolloutRun, now: number): dispatcher.Rollout {
+/**
+ * The rollout at `now`. The summary view counts each wave's hosts by state instead of listing
+ * them: a 100,000-host rollout's full view is about 2 MB and 100,000 objects to make.
+ */
+export function rolloutView(
+  run: RolloutRun,
+  now: number,
+  view: dispatcher.RolloutView = dispatcher.RolloutView.ROLLOUT_VIEW_FULL,
+): dispatcher.Rollout {
   const awaiting = waveAwaitingApproval(run);
   const current = currentWave(run);
+  const summary = view === dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY;
   return {
     rolloutId: run.rolloutId,
     kind: run.undo ? dispatcher.RolloutKind.ROLLOUT_KIND_UNDO : dispatcher.RolloutKind.ROLLOUT_KIND_APPLY,
@@ -52,17 +61,35 @@ export function rolloutView(run: RolloutRun, now: number): dispatcher.Rollout {
     state: rolloutState(run),
     stateReason: run.statusReason,
     waves: run.waves.map((wave) => {
-      const hosts = wave.hostIds.map((id) => hostView(run, run.hosts.get(id)!, now));
+      const hosts: dispatcher.HostProgress[] = [];
+      const counts = new Map<dispatcher.HostRolloutState, number>();
+      let withError = 0;
+      for (const id of wave.hostIds) {
+        const host = run.hosts.get(id)!;
+        let state: dispatcher.HostRolloutState;
+        if (summary) {
+          state = PHASE[hostPhase(run, host, now)];
+          if (hostError(run, host, now)) withError += 1;
+        } else {
+          const shown = hostView(run, host, now);
+          hosts.push(shown);
+          state = shown.state;
+          if (shown.error) withError += 1;
+        }
+        counts.set(state, (counts.get(state) ?? 0) + 1);
+      }
       return {
         index: wave.index,
         name: wave.name,
-        state: waveState(run, wave, hosts.filter((h) => h.error).length, awaiting, current),
+        state: waveState(run, wave, withError, awaiting, current),
         hosts,
         ...(wave.startedAt !== undefined ? { startedAt: toTimestamp(new Date(wave.startedAt)) } : {}),
         ...(wave.completedAt !== undefined ? { completedAt: toTimestamp(new Date(wave.completedAt)) } : {}),
+        hostCounts: stateCounts(counts),
       };
     }),
-    skippedHostIds: [...run.skippedHostIds],
+    skippedHostIds: summary ? [] : [...run.skippedHostIds],
+    skippedHosts: run.skippedHostIds.length,
     allowForce: run.allowForce,
     allowDowngrade: run.allowDowngrade,
     ...(run.createdBy ? { createdBy: run.createdBy } : {}),
@@ -96,13 +123,6 @@ export function waveState(
 /** One host's progress in the rollout at `now`, as rolloutView shows it. */
 export function hostView(run: RolloutRun, host: HostRun, now: number): dispatcher.HostProgress {
   const phase = hostPhase(run, host, now);
-  const failure = failureOf(run, host, now);
-  const revertError =
-    host.revertOutcome?.kind === 'revert-failed'
-      ? `revert failed at ${host.revertOutcome.stage}: ${host.revertOutcome.error}`
-      : host.revert && !host.revertOutcome && now > host.revert.expiresAt
-        ? 'no answer to the revert before it expired'
-        : undefined;
   const updated = Math.max(
     host.apply?.requestedAt ?? 0,
     host.applyOutcome?.at ?? 0,
@@ -113,8 +133,28 @@ export function hostView(run: RolloutRun, host: HostRun, now: number): dispatche
     hostId: host.hostId,
     state: PHASE[phase],
     commandId: host.revert?.commandId ?? host.apply?.commandId ?? '',
-    error: revertError ?? failure ?? '',
+    error: hostError(run, host, now) ?? '',
     forced: host.applyOutcome?.kind === 'applied' && host.applyOutcome.forced,
     ...(updated > 0 ? { updatedAt: toTimestamp(new Date(updated)) } : {}),
   };
+}
+
+/** What went wrong for the host at `now`, as its view says it: its revert's failure, else its own. */
+function hostError(run: RolloutRun, host: HostRun, now: number): string | undefined {
+  if (host.revertOutcome?.kind === 'revert-failed')
+    return `revert failed at ${host.revertOutcome.stage}: ${host.revertOutcome.error}`;
+  if (host.revert && !host.revertOutcome && now > host.revert.expiresAt)
+    return 'no answer to the revert before it expired';
+  return failureOf(run, host, now);
+}
+
+/** How many hosts are in each state, in the states' order (those with none left out). */
+export function hostStateCounts(states: Iterable<dispatcher.HostRolloutState>): dispatcher.HostStateCount[] {
+  const counts = new Map<dispatcher.HostRolloutState, number>();
+  for (const state of states) counts.set(state, (counts.get(state) ?? 0) + 1);
+  return stateCounts(counts);
+}
+
+function stateCounts(counts: ReadonlyMap<dispatcher.HostRolloutState, number>): dispatcher.HostStateCount[] {
+  return [...counts].sort(([a], [b]) => a - b).map(([state, hosts]) => ({ state, hosts }));
 }

@@ -4,6 +4,7 @@ import { InvalidArgumentError, NotFoundError } from '../errors';
 import { auditRecord } from '../audit/queries';
 import { ts } from '../query-paging';
 import { rolloutFromRow, rolloutHostFromRow } from './columns';
+import { hostStateCounts } from '@rebootless/rollout';
 
 // The rollouts' queries.
 
@@ -19,6 +20,7 @@ export async function getRollout(db: LedgerDatabase, rolloutId: string): Promise
     "SELECT * FROM audit_log WHERE correlation_id = $1 AND correlation_id <> '' ORDER BY occurred_at, partition_no, record_offset",
     [rolloutId],
   );
+  const skipped = hosts.filter((h) => h.waveIndex === -1 && h.planned).map((h) => h.hostId);
   return {
     rollout: {
       rolloutId: ro.rolloutId,
@@ -29,11 +31,8 @@ export async function getRollout(db: LedgerDatabase, rolloutId: string): Promise
       strategy: ro.strategy as events.RolloutStrategy,
       state: ro.state,
       stateReason: ro.reason,
-      waves: ro.waves.map((w) => ({
-        index: w.index,
-        name: w.name,
-        state: w.state,
-        hosts: hosts
+      waves: ro.waves.map((w) => {
+        const waveHosts = hosts
           .filter((h) => h.waveIndex === w.index)
           .map((h) => ({
             hostId: h.hostId,
@@ -42,11 +41,19 @@ export async function getRollout(db: LedgerDatabase, rolloutId: string): Promise
             error: h.detail,
             forced: h.detail === 'forced',
             updatedAt: ts(h.updatedAt),
-          })),
-        startedAt: ts(w.startedAt),
-        completedAt: ts(w.completedAt),
-      })),
-      skippedHostIds: hosts.filter((h) => h.waveIndex === -1 && h.planned).map((h) => h.hostId),
+          }));
+        return {
+          index: w.index,
+          name: w.name,
+          state: w.state,
+          hosts: waveHosts,
+          startedAt: ts(w.startedAt),
+          completedAt: ts(w.completedAt),
+          hostCounts: hostStateCounts(waveHosts.map((h) => h.state)),
+        };
+      }),
+      skippedHostIds: skipped,
+      skippedHosts: skipped.length,
       allowForce: false,
       allowDowngrade: false,
       createdBy: ro.createdBy,

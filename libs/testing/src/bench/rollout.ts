@@ -401,9 +401,17 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       : Promise.resolve();
     await until(
       async () => {
-        last = (await unary<dispatcher.GetRolloutResponse>(client, 'getRollout', { rolloutId }, 60_000)).rollout;
+        // Counts, not 100,000 hosts every poll: what is measured is the rollout, not its 2 MB views.
+        last = (
+          await unary<dispatcher.GetRolloutResponse>(
+            client,
+            'getRollout',
+            { rolloutId, view: dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY },
+            60_000,
+          )
+        ).rollout;
         const pending = last?.waves.some((w) =>
-          w.hosts.some((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_PENDING),
+          w.hostCounts.some((c) => c.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_PENDING && c.hosts > 0),
         );
         if (allSentSeconds === undefined && last && !pending) allSentSeconds = (Date.now() - t0) / 1000;
         if (last?.state === dispatcher.RolloutState.ROLLOUT_STATE_PAUSED) {
@@ -426,8 +434,9 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
     );
     const loadAtApplied = loadAverage();
     const succeeded = last!.waves
-      .flatMap((w) => w.hosts)
-      .filter((h) => h.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_SUCCEEDED).length;
+      .flatMap((w) => w.hostCounts)
+      .filter((c) => c.state === dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_SUCCEEDED)
+      .reduce((n, c) => n + c.hosts, 0);
     log(`rollout completed in ${appliedSeconds.toFixed(1)} s (${succeeded} hosts succeeded)`);
 
     await ledgerWatch;

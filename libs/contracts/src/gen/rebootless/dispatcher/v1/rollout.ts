@@ -81,6 +81,20 @@ export enum HostRolloutState {
   HOST_ROLLOUT_STATE_REVERTED = 7,
 }
 
+/** How much of a rollout an answer carries (AIP-157). */
+export enum RolloutView {
+  /** ROLLOUT_VIEW_UNSPECIFIED - The default: ROLLOUT_VIEW_FULL. */
+  ROLLOUT_VIEW_UNSPECIFIED = 0,
+  /** ROLLOUT_VIEW_FULL - Every wave with each of its hosts and where it stands. */
+  ROLLOUT_VIEW_FULL = 1,
+  /**
+   * ROLLOUT_VIEW_SUMMARY - Every wave with how many of its hosts stand where (Wave.host_counts), without the hosts
+   * themselves or skipped_host_ids: the same few hundred bytes for 10 hosts or 100,000 (whose
+   * full view is about 2 MB).
+   */
+  ROLLOUT_VIEW_SUMMARY = 2,
+}
+
 /** One host's part in a rollout: its state, the last command and its outcome. */
 export interface HostProgress {
   /** The host. */
@@ -100,6 +114,14 @@ export interface HostProgress {
   updatedAt?: Timestamp | undefined;
 }
 
+/** How many of a wave's hosts are in one state. */
+export interface HostStateCount {
+  /** The state. */
+  state: HostRolloutState;
+  /** How many of the wave's hosts are in it. */
+  hosts: number;
+}
+
 /** One wave of a rollout: its hosts, its failure budget and its state. */
 export interface Wave {
   /** Its place in the rollout, from 0. */
@@ -115,7 +137,11 @@ export interface Wave {
     | Timestamp
     | undefined;
   /** When every host had answered or timed out; unset until then. */
-  completedAt?: Timestamp | undefined;
+  completedAt?:
+    | Timestamp
+    | undefined;
+  /** How many of its hosts are in each state, the states with none left out; in every view. */
+  hostCounts: HostStateCount[];
 }
 
 /** A rollout as the dispatcher holds it: what, to which hosts, in which waves, and where it stands. */
@@ -157,7 +183,11 @@ export interface Rollout {
     | Timestamp
     | undefined;
   /** When anything about it last changed. */
-  updatedAt?: Timestamp | undefined;
+  updatedAt?:
+    | Timestamp
+    | undefined;
+  /** How many hosts matched the selector but already carried the patch; in every view. */
+  skippedHosts: number;
 }
 
 /** The request of RolloutService.CreateRollout. */
@@ -197,6 +227,8 @@ export interface CreateRolloutResponse {
 export interface GetRolloutRequest {
   /** The rollout. */
   rolloutId: string;
+  /** How much of it to answer; unset: every host. */
+  view: RolloutView;
 }
 
 /** The answer of RolloutService.GetRollout. */
@@ -215,6 +247,8 @@ export interface ListRolloutsRequest {
   states: RolloutState[];
   /** Only rollouts of this patch; empty: every patch. */
   patchId: string;
+  /** How much of each rollout to answer; unset: every host. */
+  view: RolloutView;
 }
 
 /** The answer of RolloutService.ListRollouts. */
@@ -229,6 +263,8 @@ export interface ListRolloutsResponse {
 export interface WatchRolloutRequest {
   /** The rollout to follow. */
   rolloutId: string;
+  /** How much of it each update carries; unset: every host. */
+  view: RolloutView;
 }
 
 /** The answer of RolloutService.WatchRollout. */
@@ -487,8 +523,65 @@ export const HostProgress: MessageFns<HostProgress> = {
   },
 };
 
+function createBaseHostStateCount(): HostStateCount {
+  return { state: 0, hosts: 0 };
+}
+
+export const HostStateCount: MessageFns<HostStateCount> = {
+  encode(message: HostStateCount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.hosts !== 0) {
+      writer.uint32(16).uint32(message.hosts);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostStateCount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostStateCount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.hosts = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBaseWave(): Wave {
-  return { index: 0, name: "", state: 0, hosts: [] };
+  return { index: 0, name: "", state: 0, hosts: [], hostCounts: [] };
 }
 
 export const Wave: MessageFns<Wave> = {
@@ -510,6 +603,9 @@ export const Wave: MessageFns<Wave> = {
     }
     if (message.completedAt !== undefined) {
       Timestamp.encode(message.completedAt, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.hostCounts) {
+      HostStateCount.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -575,6 +671,14 @@ export const Wave: MessageFns<Wave> = {
             message.completedAt = Timestamp.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.hostCounts.push(HostStateCount.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -600,6 +704,7 @@ function createBaseRollout(): Rollout {
     skippedHostIds: [],
     allowForce: false,
     allowDowngrade: false,
+    skippedHosts: 0,
   };
 }
 
@@ -649,6 +754,9 @@ export const Rollout: MessageFns<Rollout> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(message.updatedAt, writer.uint32(122).fork()).join();
+    }
+    if (message.skippedHosts !== 0) {
+      writer.uint32(128).uint32(message.skippedHosts);
     }
     return writer;
   },
@@ -784,6 +892,14 @@ export const Rollout: MessageFns<Rollout> = {
             }
 
             message.updatedAt = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.skippedHosts = reader.uint32();
             continue;
           }
         }
@@ -969,13 +1085,16 @@ export const CreateRolloutResponse: MessageFns<CreateRolloutResponse> = {
 };
 
 function createBaseGetRolloutRequest(): GetRolloutRequest {
-  return { rolloutId: "" };
+  return { rolloutId: "", view: 0 };
 }
 
 export const GetRolloutRequest: MessageFns<GetRolloutRequest> = {
   encode(message: GetRolloutRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.rolloutId !== "") {
       writer.uint32(10).string(message.rolloutId);
+    }
+    if (message.view !== 0) {
+      writer.uint32(16).int32(message.view);
     }
     return writer;
   },
@@ -999,6 +1118,14 @@ export const GetRolloutRequest: MessageFns<GetRolloutRequest> = {
             }
 
             message.rolloutId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
             continue;
           }
         }
@@ -1061,7 +1188,7 @@ export const GetRolloutResponse: MessageFns<GetRolloutResponse> = {
 };
 
 function createBaseListRolloutsRequest(): ListRolloutsRequest {
-  return { pageSize: 0, pageToken: "", states: [], patchId: "" };
+  return { pageSize: 0, pageToken: "", states: [], patchId: "", view: 0 };
 }
 
 export const ListRolloutsRequest: MessageFns<ListRolloutsRequest> = {
@@ -1081,6 +1208,9 @@ export const ListRolloutsRequest: MessageFns<ListRolloutsRequest> = {
     }
     if (message.patchId !== "") {
       writer.uint32(34).string(message.patchId);
+    }
+    if (message.view !== 0) {
+      writer.uint32(40).int32(message.view);
     }
     return writer;
   },
@@ -1138,6 +1268,14 @@ export const ListRolloutsRequest: MessageFns<ListRolloutsRequest> = {
             }
 
             message.patchId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
             continue;
           }
         }
@@ -1211,13 +1349,16 @@ export const ListRolloutsResponse: MessageFns<ListRolloutsResponse> = {
 };
 
 function createBaseWatchRolloutRequest(): WatchRolloutRequest {
-  return { rolloutId: "" };
+  return { rolloutId: "", view: 0 };
 }
 
 export const WatchRolloutRequest: MessageFns<WatchRolloutRequest> = {
   encode(message: WatchRolloutRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.rolloutId !== "") {
       writer.uint32(10).string(message.rolloutId);
+    }
+    if (message.view !== 0) {
+      writer.uint32(16).int32(message.view);
     }
     return writer;
   },
@@ -1241,6 +1382,14 @@ export const WatchRolloutRequest: MessageFns<WatchRolloutRequest> = {
             }
 
             message.rolloutId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
             continue;
           }
         }
