@@ -136,4 +136,48 @@ describe("agents' presence", () => {
     await until(() => a.elsewhere('web-01')?.online === false, 'a sees web-01 offline');
     expect(a.elsewhere('web-01')?.offlineSince).toBeGreaterThanOrEqual(before - 1_000);
   });
+
+  it('sees a change whose transaction commits after a later one was read (no full reread to wait for)', async () => {
+    const reader = await open('order-reader');
+    await open('order-writer'); // the live instance the rows below are written as
+    // Given a writer whose transaction began first and is still open when another commits
+    const slow = new Client({ connectionString: url });
+    await slow.connect();
+    const write = (c: Client, host: string) =>
+      c.query(
+        `INSERT INTO dispatcher_agent_presence (host_id, instance, connected, since, xid)
+           VALUES ($1, 'order-writer', true, now(), pg_current_xact_id())`,
+        [host],
+      );
+    try {
+      await slow.query('BEGIN');
+      await write(slow, 'late-01');
+      await admin((c) => write(c, 'early-01'), url);
+      // When the reader has read the one committed, and only then the first commits
+      await until(() => reader.elsewhere('early-01')?.online === true, 'the reader sees early-01');
+      await new Promise((r) => setTimeout(r, 600));
+      expect(reader.elsewhere('late-01')).toBeUndefined();
+      await slow.query('COMMIT');
+      // Then its row is read within a few polls (a sequence number would have put it behind early-01)
+      await until(() => reader.elsewhere('late-01')?.online === true, 'the reader sees late-01', 1_500);
+    } finally {
+      await slow.end();
+    }
+  });
+
+  it('reads again only what changed: polls with nothing new read no row', async () => {
+    const reader = await open('quiet-reader');
+    const writer = await open('quiet-writer');
+    for (let i = 0; i < 500; i++) writer.agentAttached(`quiet-${i}`, Date.now());
+    await until(() => reader.elsewhere('quiet-499')?.online === true, 'the reader sees the 500 agents');
+    await new Promise((r) => setTimeout(r, 500));
+    // When nothing changes for six seconds (24 polls; the old reader read every row every 5 s)
+    const before = reader.presenceRowsRead;
+    await new Promise((r) => setTimeout(r, 6_000));
+    // Then not one of the 500 rows was read again
+    expect(reader.presenceRowsRead - before).toBe(0);
+    writer.agentDetached('quiet-7', Date.now());
+    await until(() => reader.elsewhere('quiet-7')?.online === false, 'the reader sees quiet-7 gone');
+    expect(reader.presenceRowsRead - before).toBeLessThan(10);
+  });
 });

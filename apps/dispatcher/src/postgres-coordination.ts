@@ -11,7 +11,6 @@ const PRESENCE_FLUSH_MS = 100;
 /** How often the other instances' presence is read. */
 const PRESENCE_POLL_MS = 250;
 const RECONNECT_MS = 1_000;
-const FULL_READ_EVERY = 20;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS dispatcher_instances (
@@ -20,15 +19,19 @@ const SCHEMA = `
     backend_start timestamptz NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT now()
   );
-  CREATE SEQUENCE IF NOT EXISTS dispatcher_presence_seq;
   CREATE TABLE IF NOT EXISTS dispatcher_agent_presence (
     host_id text PRIMARY KEY,
     instance text NOT NULL,
     connected boolean NOT NULL,
-    since timestamptz NOT NULL,
-    seq bigint NOT NULL
+    since timestamptz NOT NULL
   );
-  CREATE INDEX IF NOT EXISTS dispatcher_agent_presence_seq ON dispatcher_agent_presence (seq);
+  -- The transaction that last wrote the row: a reader reads again only what was written by
+  -- transactions its last read could not see (ADR 0029). It replaces a sequence number, which
+  -- commits out of order across sessions and so needed a full read now and then.
+  ALTER TABLE dispatcher_agent_presence ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+  ALTER TABLE dispatcher_agent_presence DROP COLUMN IF EXISTS seq;
+  DROP SEQUENCE IF EXISTS dispatcher_presence_seq;
+  CREATE INDEX IF NOT EXISTS dispatcher_agent_presence_xid ON dispatcher_agent_presence (xid);
 `;
 
 /** Namespaces the advisory lock keys (hashtextextended of the text) so they meet nobody else's. */
@@ -61,8 +64,13 @@ export class PostgresCoordination implements Coordination {
   private readonly alive = new Set<string>();
   /** When an instance was first seen dead: its agents are offline since then. */
   private readonly deadSince = new Map<string, number>();
-  private lastSeq = '0';
-  private polls = 0;
+  /**
+   * The oldest transaction the last read could not see (its snapshot's xmin): every row written
+   * by a transaction committed since has an xid at least this.
+   */
+  private readFrom = '0';
+  /** Presence rows read so far (each poll reads only rows changed since the one before). */
+  presenceRowsRead = 0;
   private flushTimer?: NodeJS.Timeout;
   private pollTimer?: NodeJS.Timeout;
   private reconnectTimer?: NodeJS.Timeout;
@@ -197,11 +205,11 @@ export class PostgresCoordination implements Coordination {
         // An attach wins over any detach (the agent is here now, whenever the old instance noticed
         // its stream gone) and over an older attach; an instance detaches only its own streams.
         await this.reader.query(
-          `INSERT INTO dispatcher_agent_presence AS p (host_id, instance, connected, since, seq)
-             SELECT h, $4, c, to_timestamp(t / 1000.0), nextval('dispatcher_presence_seq')
+          `INSERT INTO dispatcher_agent_presence AS p (host_id, instance, connected, since, xid)
+             SELECT h, $4, c, to_timestamp(t / 1000.0), pg_current_xact_id()
                FROM unnest($1::text[], $2::boolean[], $3::float8[]) AS u(h, c, t)
            ON CONFLICT (host_id) DO UPDATE
-             SET instance = EXCLUDED.instance, connected = EXCLUDED.connected, since = EXCLUDED.since, seq = EXCLUDED.seq
+             SET instance = EXCLUDED.instance, connected = EXCLUDED.connected, since = EXCLUDED.since, xid = EXCLUDED.xid
            WHERE (EXCLUDED.connected AND (NOT p.connected OR EXCLUDED.since >= p.since))
               OR (NOT EXCLUDED.connected AND p.instance = EXCLUDED.instance AND EXCLUDED.since >= p.since)`,
           [batch.map(([h]) => h), batch.map(([, p]) => p.connected), batch.map(([, p]) => p.at), this.instance],
@@ -228,23 +236,28 @@ export class PostgresCoordination implements Coordination {
         this.deadSince.delete(r.instance);
       } else if (!this.deadSince.has(r.instance)) this.deadSince.set(r.instance, now);
     }
-    // Sequence numbers commit out of order across sessions: now and then everything is read again.
-    if (++this.polls % FULL_READ_EVERY === 0) this.lastSeq = '0';
+    // One statement, one snapshot: the rows written by transactions not older than the last
+    // read's xmin, and this snapshot's xmin for the next read. A transaction still running now
+    // has an xid at least that xmin, so whenever it commits, the next reads see its rows.
     const changed = await this.reader.query<{
-      host_id: string;
+      read_from: string;
+      host_id: string | null;
       instance: string;
       connected: boolean;
       since: number;
-      seq: string;
     }>(
-      `SELECT host_id, instance, connected, (extract(epoch FROM since) * 1000)::float8 AS since, seq::text AS seq
-         FROM dispatcher_agent_presence WHERE seq > $1::bigint ORDER BY seq`,
-      [this.lastSeq],
+      `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS read_from, p.host_id, p.instance, p.connected,
+              (extract(epoch FROM p.since) * 1000)::float8 AS since
+         FROM (SELECT 1) AS one
+         LEFT JOIN dispatcher_agent_presence p ON p.xid >= $1::xid8`,
+      [this.readFrom],
     );
     for (const r of changed.rows) {
+      if (r.host_id === null) continue; // no row changed: the one line carries read_from alone
       this.presence.set(r.host_id, { instance: r.instance, connected: r.connected, since: Number(r.since) });
-      this.lastSeq = r.seq;
+      this.presenceRowsRead += 1;
     }
+    this.readFrom = changed.rows[0]?.read_from ?? this.readFrom;
   }
 
   async close(): Promise<void> {

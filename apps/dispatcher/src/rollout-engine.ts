@@ -480,6 +480,13 @@ export class RolloutEngine {
         const decided = nextEvents(run, this.context());
         if (decided.length === 0) break;
         await this.write(run, decided);
+        // Commands alone: the next look comes with the hosts' answers, after the gap. Looking again
+        // at once decided on the few answers that came during the write, each time a scan of every
+        // host: at 100,000 hosts nine a second, a sixth of the driving instance's CPU (ADR 0029).
+        if (decided.every((e) => isCommandToHost(e.type))) {
+          this.dirty.add(id);
+          break;
+        }
       }
       if (this.shared && this.driven.has(id) && !this.wantsDriver(run)) {
         // Nothing left to decide: the lease goes back, for whichever instance an operator asks next.
@@ -487,6 +494,7 @@ export class RolloutEngine {
         await this.coordination.release(id).catch((e: unknown) => this.opts.log.warn(String(e)));
       }
     }
+    if (this.dirty.size > 0) this.scheduleTick();
   }
 
   private context(): TickContext {
