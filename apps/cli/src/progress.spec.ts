@@ -4,14 +4,6 @@ import { LiveFrame, applyStageChange, bar, buildFrame, rolloutFrame } from './pr
 const { BUILD_STATE_RUNNING, BUILD_STATE_SUCCEEDED, BUILD_STATE_FAILED } = builder.BuildState;
 const H = dispatcher.HostRolloutState;
 
-const host = (hostId: string, state: dispatcher.HostRolloutState): dispatcher.HostProgress => ({
-  hostId,
-  state,
-  commandId: '',
-  error: '',
-  forced: false,
-});
-
 describe('progress', () => {
   it('draws bars', () => {
     expect(bar(0, 4, 8)).toBe('[........]');
@@ -65,17 +57,23 @@ describe('progress', () => {
           index: 0,
           name: 'canary',
           state: dispatcher.WaveState.WAVE_STATE_COMPLETED,
-          hosts: [host('a', H.HOST_ROLLOUT_STATE_SUCCEEDED), host('b', H.HOST_ROLLOUT_STATE_SKIPPED)],
+          hosts: [],
+          hostCounts: [
+            { state: H.HOST_ROLLOUT_STATE_SUCCEEDED, hosts: 1 },
+            { state: H.HOST_ROLLOUT_STATE_SKIPPED, hosts: 1 },
+          ],
         },
         {
           index: 1,
           name: 'wave 1',
           state: dispatcher.WaveState.WAVE_STATE_RUNNING,
-          hosts: [
-            host('c', H.HOST_ROLLOUT_STATE_SUCCEEDED),
-            host('d', H.HOST_ROLLOUT_STATE_TIMED_OUT),
-            host('e', H.HOST_ROLLOUT_STATE_IN_PROGRESS),
-            host('f', H.HOST_ROLLOUT_STATE_PENDING),
+          // As the summary view gives it: counts, no hosts.
+          hosts: [],
+          hostCounts: [
+            { state: H.HOST_ROLLOUT_STATE_PENDING, hosts: 1 },
+            { state: H.HOST_ROLLOUT_STATE_IN_PROGRESS, hosts: 1 },
+            { state: H.HOST_ROLLOUT_STATE_SUCCEEDED, hosts: 1 },
+            { state: H.HOST_ROLLOUT_STATE_TIMED_OUT, hosts: 1 },
           ],
         },
       ],

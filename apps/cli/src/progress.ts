@@ -68,16 +68,16 @@ export interface WaveCounts {
   readonly failed: number;
 }
 
+const HOST_FAILED = new Set([
+  dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_FAILED,
+  dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_TIMED_OUT,
+]);
+
+/** From the wave's counts by state, which every view carries (the summary has no host list). */
 export function waveCounts(wave: dispatcher.Wave): WaveCounts {
-  const failed = [
-    dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_FAILED,
-    dispatcher.HostRolloutState.HOST_ROLLOUT_STATE_TIMED_OUT,
-  ];
-  return {
-    done: wave.hosts.filter((h) => HOST_DONE.has(h.state)).length,
-    total: wave.hosts.length,
-    failed: wave.hosts.filter((h) => failed.includes(h.state)).length,
-  };
+  const hostsIn = (states?: ReadonlySet<dispatcher.HostRolloutState>) =>
+    (wave.hostCounts ?? []).reduce((n, c) => (!states || states.has(c.state) ? n + c.hosts : n), 0);
+  return { done: hostsIn(HOST_DONE), total: hostsIn(), failed: hostsIn(HOST_FAILED) };
 }
 
 export function rolloutFrame(rollout: dispatcher.Rollout): string[] {

@@ -34,7 +34,9 @@ async function followRollout(ctx: CommandContext, rolloutId: string): Promise<Ex
   ctx.followWith = `rebootless rollout watch ${rolloutId}`;
   let last: dispatcher.Rollout | undefined;
   const seen = new Map<number, string>();
-  await ctx.calls.stream<dispatcher.WatchRolloutResponse>('dispatcher', 'WatchRollout', { rolloutId }, (update) => {
+  // Counts while it runs (a 100,000-host rollout's full view is 2 MB an update), every host at the end.
+  const summary = { rolloutId, view: dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY };
+  await ctx.calls.stream<dispatcher.WatchRolloutResponse>('dispatcher', 'WatchRollout', summary, (update) => {
     if (!update.rollout) return;
     last = update.rollout;
     if (ctx.live) ctx.live.draw(rolloutFrame(update.rollout));
@@ -49,13 +51,17 @@ async function followRollout(ctx: CommandContext, rolloutId: string): Promise<Ex
     }
   });
   if (!last) throw new CliError(`the dispatcher sent nothing about rollout ${rolloutId}`, ExitCode.Internal);
-  const rollout = last;
-  if (!FINAL.has(rollout.state)) {
+  const ended: dispatcher.Rollout = last;
+  if (!FINAL.has(ended.state)) {
     throw new CliError(
-      `the dispatcher ended the watch of ${rolloutId} while it is ${enumLabel(dispatcher.RolloutState, rollout.state, 'ROLLOUT_STATE_')}; watch it again`,
+      `the dispatcher ended the watch of ${rolloutId} while it is ${enumLabel(dispatcher.RolloutState, ended.state, 'ROLLOUT_STATE_')}; watch it again`,
       ExitCode.Unreachable,
     );
   }
+  const rollout = rolloutOf(
+    await ctx.calls.unary<dispatcher.GetRolloutResponse>('dispatcher', 'GetRollout', { rolloutId }),
+    'GetRollout',
+  );
   ctx.answer(rolloutDetail(rollout), () => ctx.view(ROLLOUT, rollout));
   return rolloutExitCode(rollout);
 }
