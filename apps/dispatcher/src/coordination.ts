@@ -22,6 +22,12 @@ export interface Coordination {
   holderOf(rolloutId: string): Promise<string | undefined>;
   /** Told once each time the leases held so far are lost (the session that held them ended). */
   onLeasesLost(listener: () => void): void;
+  /**
+   * Whether the leases held are still this instance's, asked of the database before each write:
+   * false (and every lease given up) when the session that holds them is gone or does not answer
+   * in time, as when the network cut this instance off from the database but not from Kafka.
+   */
+  confirmLeases(): Promise<boolean>;
   agentAttached(hostId: string, at: number): void;
   agentDetached(hostId: string, at: number): void;
   /** Where the host's agent is on the other instances; undefined when they know nothing of it. */
@@ -43,6 +49,9 @@ export class SoleInstance implements Coordination {
   }
   onLeasesLost(): void {
     // Nothing holds its leases but the process itself.
+  }
+  confirmLeases(): Promise<boolean> {
+    return Promise.resolve(true);
   }
   agentAttached(): void {
     // No other instance asks where agents are.

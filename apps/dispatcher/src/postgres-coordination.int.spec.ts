@@ -1,5 +1,6 @@
 // The rollout leases and the agents' presence on a real PostgreSQL (docs/adr/0025): what two
 // dispatcher instances rely on, including a DBA's view that a session killed hard frees its leases.
+import * as net from 'node:net';
 import { Client } from 'pg';
 import { PostgresCoordination } from './postgres-coordination';
 
@@ -44,6 +45,47 @@ async function killSessionsOf(instance: string): Promise<void> {
       ),
     url,
   );
+}
+
+/** A TCP relay to PostgreSQL that can stop relaying without closing anything, as a cut network does. */
+class CuttableLink {
+  cut = false;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly server: net.Server;
+
+  private constructor(to: URL) {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(Number(to.port || 5432), to.hostname);
+      for (const [from, into] of [
+        [client, upstream],
+        [upstream, client],
+      ] as const) {
+        this.sockets.add(from);
+        from.on('data', (d) => {
+          if (!this.cut) into.write(d);
+        });
+        from.on('end', () => {
+          if (!this.cut) into.end();
+        });
+        from.on('error', () => into.destroy());
+      }
+    });
+  }
+
+  static async open(to: URL): Promise<CuttableLink> {
+    const link = new CuttableLink(to);
+    await new Promise<void>((r) => link.server.listen(0, '127.0.0.1', r));
+    return link;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.destroy();
+    this.server.close();
+  }
 }
 
 beforeAll(async () => {
@@ -95,6 +137,43 @@ describe('rollout leases', () => {
   it('refuse a second live instance of the same name', async () => {
     await open('twin');
     await expect(open('twin')).rejects.toThrow('another live dispatcher is instance "twin"');
+  });
+});
+
+describe('an instance cut off from the database', () => {
+  it('learns before its next write that its leases are gone, though no connection closed', async () => {
+    // Given instance a, connected through a link that can be cut, driving a rollout, and b beside it
+    const link = await CuttableLink.open(new URL(url));
+    const via = new URL(url);
+    via.hostname = '127.0.0.1';
+    via.port = String(link.port);
+    const a = await PostgresCoordination.open({ instance: 'cut-a', databaseUrl: via.toString(), log: quiet });
+    const b = await open('cut-b');
+    let lost = 0;
+    a.onLeasesLost(() => (lost += 1));
+    try {
+      expect(await a.claim('r-cut')).toBe(true);
+      expect(await a.confirmLeases()).toBe(true);
+      expect(await b.claim('r-cut')).toBe(false);
+      // When the network between a and the database is cut and the database ends a's session
+      // (its keepalive, or a DBA): a hears nothing of it
+      link.cut = true;
+      await killSessionsOf('cut-a');
+      let taken = false;
+      for (let i = 0; i < 100 && !taken; i++) {
+        taken = await b.claim('r-cut');
+        if (!taken) await new Promise((r) => setTimeout(r, 50));
+      }
+      // Then b drives the rollout, and a, asked before its next write, holds nothing
+      expect(taken).toBe(true);
+      expect(lost).toBe(0);
+      expect(await a.confirmLeases()).toBe(false);
+      expect(lost).toBe(1);
+      expect(await a.confirmLeases()).toBe(false);
+    } finally {
+      link.close();
+      await a.close();
+    }
   });
 });
 

@@ -11,6 +11,11 @@ const PRESENCE_FLUSH_MS = 100;
 /** How often the other instances' presence is read. */
 const PRESENCE_POLL_MS = 250;
 const RECONNECT_MS = 1_000;
+/**
+ * How long the lease session may take to answer before a write: past it, the instance takes
+ * itself to be cut off, and its leases to be someone else's to take.
+ */
+const LEASE_CONFIRM_MS = 2_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS dispatcher_instances (
@@ -58,6 +63,8 @@ export class PostgresCoordination implements Coordination {
   private session!: Client;
   private reader!: Client;
   private readonly held = new Set<string>();
+  /** Sessions known ended or cut off (the current one among them until a new one is open). */
+  private readonly sessionGone = new WeakSet<Client>();
   private readonly lostListeners: (() => void)[] = [];
   private readonly pending = new Map<string, { connected: boolean; at: number }>();
   private readonly presence = new Map<string, PresenceRow>();
@@ -123,18 +130,42 @@ export class PostgresCoordination implements Coordination {
       await session.end().catch(() => undefined);
       throw error;
     }
-    // The session is the leases: once it ends, every lease is someone else's to take.
-    const lost = (why: string) => {
-      if (this.session !== session) return;
-      this.held.clear();
-      for (const listener of this.lostListeners) listener();
-      if (this.closed) return;
-      this.opts.log.error(`coordination session lost (${why}): this instance drives no rollout until it is back`);
-      this.scheduleReconnect();
-    };
-    session.on('error', (e) => lost(e.message));
-    session.on('end', () => lost('the connection ended'));
+    session.on('error', (e) => this.sessionLost(session, e.message));
+    session.on('end', () => this.sessionLost(session, 'the connection ended'));
     this.session = session;
+  }
+
+  /** The session is the leases: once it ends, every lease is someone else's to take. */
+  private sessionLost(session: Client, why: string): void {
+    if (this.session !== session || this.sessionGone.has(session)) return;
+    this.sessionGone.add(session);
+    this.held.clear();
+    for (const listener of this.lostListeners) listener();
+    if (this.closed) return;
+    this.opts.log.error(`coordination session lost (${why}): this instance drives no rollout until it is back`);
+    this.scheduleReconnect();
+  }
+
+  async confirmLeases(): Promise<boolean> {
+    const session = this.session;
+    if (this.sessionGone.has(session)) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), LEASE_CONFIRM_MS)));
+    try {
+      // A session the server still has still holds its advisory locks: no other instance can.
+      const answer = await Promise.race([session.query('SELECT 1'), late]);
+      if (answer !== 'late') return this.session === session;
+      this.sessionLost(session, `it did not answer within ${LEASE_CONFIRM_MS} ms`);
+      // Not awaited: a connection cut off may never close cleanly. Ending it lets the server
+      // drop the locks as soon as it hears, if it has not already.
+      void session.end().catch(() => undefined);
+      return false;
+    } catch (error) {
+      this.sessionLost(session, (error as Error).message);
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private scheduleReconnect(): void {

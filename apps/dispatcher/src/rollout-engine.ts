@@ -263,6 +263,10 @@ export class RolloutEngine {
       if (this.shared) this.driven.add(id);
     } else if (!this.drives(run?.rolloutId ?? first.data.rolloutId))
       throw new RolloutDrivenElsewhereError(run?.rolloutId ?? first.data.rolloutId, undefined);
+    // The lease may have gone with a session this instance can no longer reach (ADR 0025): asked
+    // before each write, so an instance cut off from the database stops deciding within seconds.
+    if (this.shared && !(await this.coordination.confirmLeases()))
+      throw new RolloutDrivenElsewhereError(run?.rolloutId ?? first.data.rolloutId, undefined);
     for (let i = 0; i < decided.length; i += WRITE_CHUNK) {
       const chunk = decided.slice(i, i + WRITE_CHUNK);
       const at = this.now();
