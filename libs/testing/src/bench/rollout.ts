@@ -217,6 +217,8 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       log(
         `${p.name} (pid ${p.pid}) exited (${signal ?? `code ${code}`}) mid-run; its last output:\n${p.output.slice(-4000)}`,
       );
+      // The other services go with it: left running, they took a core from the next run.
+      for (const other of processes) if (other !== p) other.kill('SIGKILL');
       process.exit(1);
     });
   };
