@@ -127,8 +127,10 @@ export class RolloutController implements dispatcher.RolloutServiceController {
   watchRollout(request: dispatcher.WatchRolloutRequest): Observable<dispatcher.WatchRolloutResponse> {
     return new Observable((subscriber) => {
       let first: dispatcher.Rollout;
+      let view: dispatcher.RolloutView;
       try {
-        first = this.rollouts.get(request.rolloutId, request.view);
+        view = requireView(request.view);
+        first = this.rollouts.get(request.rolloutId, view);
       } catch (error) {
         subscriber.error(DISPATCHER_ERRORS.toRpcException(error, 'WatchRollout', this.logger));
         return undefined;
@@ -144,7 +146,7 @@ export class RolloutController implements dispatcher.RolloutServiceController {
           subscriber.next({ rollout, eventType });
           if (FINAL.has(rollout.state)) subscriber.complete();
         },
-        requireView(request.view),
+        view,
       );
       return stop;
     });

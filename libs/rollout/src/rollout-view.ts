@@ -62,21 +62,19 @@ export function rolloutView(
     stateReason: run.statusReason,
     waves: run.waves.map((wave) => {
       const hosts: dispatcher.HostProgress[] = [];
-      const counts = new Map<dispatcher.HostRolloutState, number>();
+      const states: dispatcher.HostRolloutState[] = [];
       let withError = 0;
       for (const id of wave.hostIds) {
         const host = run.hosts.get(id)!;
-        let state: dispatcher.HostRolloutState;
         if (summary) {
-          state = PHASE[hostPhase(run, host, now)];
+          states.push(PHASE[hostPhase(run, host, now)]);
           if (hostError(run, host, now)) withError += 1;
         } else {
           const shown = hostView(run, host, now);
           hosts.push(shown);
-          state = shown.state;
+          states.push(shown.state);
           if (shown.error) withError += 1;
         }
-        counts.set(state, (counts.get(state) ?? 0) + 1);
       }
       return {
         index: wave.index,
@@ -85,7 +83,7 @@ export function rolloutView(
         hosts,
         ...(wave.startedAt !== undefined ? { startedAt: toTimestamp(new Date(wave.startedAt)) } : {}),
         ...(wave.completedAt !== undefined ? { completedAt: toTimestamp(new Date(wave.completedAt)) } : {}),
-        hostCounts: stateCounts(counts),
+        hostCounts: hostStateCounts(states),
       };
     }),
     skippedHostIds: summary ? [] : [...run.skippedHostIds],
@@ -152,9 +150,5 @@ function hostError(run: RolloutRun, host: HostRun, now: number): string | undefi
 export function hostStateCounts(states: Iterable<dispatcher.HostRolloutState>): dispatcher.HostStateCount[] {
   const counts = new Map<dispatcher.HostRolloutState, number>();
   for (const state of states) counts.set(state, (counts.get(state) ?? 0) + 1);
-  return stateCounts(counts);
-}
-
-function stateCounts(counts: ReadonlyMap<dispatcher.HostRolloutState, number>): dispatcher.HostStateCount[] {
   return [...counts].sort(([a], [b]) => a - b).map(([state, hosts]) => ({ state, hosts }));
 }
