@@ -246,8 +246,8 @@ class SeenRing {
 
   get(seq: number): Seen | undefined {
     const at = (seq % this.size) * SEEN_SLOT;
-    // An empty slot reads seq 0, which no event has (chains start at 1).
-    if (this.slots.readDoubleLE(at) !== seq) return undefined;
+    // An empty slot reads seq 0, which no event has (chains start at 1): a forged seq 0 finds nothing.
+    if (seq < 1 || this.slots.readDoubleLE(at) !== seq) return undefined;
     return {
       hash: this.slots.subarray(at + 21, at + 21 + this.slots[at + 20]!),
       pos: { partition: this.slots.readInt32LE(at + 16), offset: String(this.slots.readDoubleLE(at + 8)) },
