@@ -604,6 +604,11 @@ describe('the rebootless CLI against the builder, dispatcher and ledger (TLS, to
         return hosts.length === 2 ? hosts : undefined;
       });
       expect(left.map((h: { facts: { hostId: string } }) => h.facts.hostId).sort()).toEqual(['web-01', 'web-03']);
+      // The same figures counted by the ledger, without listing a host.
+      expect(json(await cli(['hosts', 'count', '--patch', 'cli-fleet', '--json']))).toEqual({ hosts: 2 });
+      const prod = await cli(['hosts', 'count', '--patch', 'cli-fleet', '--label', 'env=prod']);
+      expect(prod).toMatchObject({ code: 0, stdout: '1 host(s)\n' });
+      expect(json(await cli(['hosts', 'count', '--json']))).toEqual({ hosts: 3 });
     });
 
     it('rollout list and rollout show --timeline: both rollouts, and the events behind one', async () => {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { telemetryStatus, withSpan } from '@rebootless/telemetry';
 import { parseArgs, helpText, type ParsedCommand } from './args';
-import { audit, hostsList, hostsShow, ledgerVerify, reportPci, reportVex } from './ledger-commands';
+import { audit, hostsCount, hostsList, hostsShow, ledgerVerify, reportPci, reportVex } from './ledger-commands';
 import { buildList, buildShow, buildSubmit, buildWatch, patchList, patchRetract } from './build-commands';
 import { CLI } from './commands';
 import { CommandContext, type Output, type TerminalOutput } from './context';
@@ -53,6 +53,7 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   'rollout list': rolloutList,
   'rollout show': rolloutShow,
   'hosts list': hostsList,
+  'hosts count': hostsCount,
   'hosts show': hostsShow,
   'hosts check': hostsCheck,
   'hosts clear-quarantine': hostsClearQuarantine,

@@ -231,6 +231,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     ],
   },
   {
+    path: ['hosts', 'count'],
+    summary: 'how many hosts match, counted by the ledger (no host is listed)',
+    positionals: [],
+    flags: [
+      { name: 'kernel', value: 'RELEASE', help: 'only hosts running this kernel release' },
+      { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'only hosts carrying this label' },
+      { name: 'patch', value: 'PATCH_ID', help: 'only hosts with this patch enabled' },
+      { name: 'exposed-to', value: 'CVE-ID', help: 'only hosts this CVE affects and no enabled patch fixes' },
+    ],
+    examples: ['rebootless hosts count --patch lp-cve-2026-1234 --label site=bnl'],
+  },
+  {
     path: ['upgrade'],
     summary:
       'bring the selected hosts up to date: one rollout per published, non-retracted patch version they miss, in waves, with the usual approvals',

@@ -50,6 +50,17 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item:
   return results;
 }
 
+export async function hostsCount(ctx: CommandContext): Promise<ExitCode> {
+  const { hosts } = await ctx.calls.unary<ledger.CountHostsResponse>('ledger', 'CountHosts', {
+    kernelRelease: str(ctx.flags, 'kernel') ?? '',
+    labels: parseLabels(list(ctx.flags, 'label')),
+    carriesPatchId: str(ctx.flags, 'patch') ?? '',
+    exposedToCveId: str(ctx.flags, 'exposed-to') ?? '',
+  });
+  ctx.answer(`${hosts} host(s)`, () => ({ hosts }));
+  return ExitCode.Ok;
+}
+
 export async function hostsList(ctx: CommandContext): Promise<ExitCode> {
   const at = instantFlag(ctx, 'at');
   const hosts = await allPages(undefined, async (pageToken, pageSize) => {

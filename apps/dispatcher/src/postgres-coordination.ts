@@ -3,7 +3,7 @@
 // moment that session ends, so an instance SIGKILLed loses its leases as its socket closes, and
 // no timer decides anything. The same session is the instance's liveness: presence rows of an
 // instance whose session is gone count for nothing.
-import { Client } from 'pg';
+import { Client, type QueryResult, type QueryResultRow } from 'pg';
 import type { Coordination, PeerPresence } from './coordination';
 
 /** Presence changes are written together at most this often. */
@@ -153,7 +153,7 @@ export class PostgresCoordination implements Coordination {
     const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), LEASE_CONFIRM_MS)));
     try {
       // A session the server still has still holds its advisory locks: no other instance can.
-      const answer = await Promise.race([session.query('SELECT 1'), late]);
+      const answer = await Promise.race([serially(session, 'SELECT 1'), late]);
       if (answer !== 'late') return this.session === session;
       this.sessionLost(session, `it did not answer within ${LEASE_CONFIRM_MS} ms`);
       // Not awaited: a connection cut off may never close cleanly. Ending it lets the server
@@ -182,7 +182,8 @@ export class PostgresCoordination implements Coordination {
   async claim(rolloutId: string): Promise<boolean> {
     if (this.held.has(rolloutId)) return true;
     const session = this.session;
-    const { rows } = await session.query<{ ok: boolean }>(
+    const { rows } = await serially<{ ok: boolean }>(
+      session,
       'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok',
       [rolloutLockKey(rolloutId)],
     );
@@ -193,11 +194,12 @@ export class PostgresCoordination implements Coordination {
 
   async release(rolloutId: string): Promise<void> {
     if (!this.held.delete(rolloutId)) return;
-    await this.session.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [rolloutLockKey(rolloutId)]);
+    await serially(this.session, 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', [rolloutLockKey(rolloutId)]);
   }
 
   async holderOf(rolloutId: string): Promise<string | undefined> {
-    const { rows } = await this.reader.query<{ instance: string }>(
+    const { rows } = await serially<{ instance: string }>(
+      this.reader,
       `SELECT i.instance FROM pg_locks l
          JOIN dispatcher_instances i ON i.pid = l.pid
         WHERE l.locktype = 'advisory' AND l.granted
@@ -235,7 +237,8 @@ export class PostgresCoordination implements Coordination {
       try {
         // An attach wins over any detach (the agent is here now, whenever the old instance noticed
         // its stream gone) and over an older attach; an instance detaches only its own streams.
-        await this.reader.query(
+        await serially(
+          this.reader,
           `INSERT INTO dispatcher_agent_presence AS p (host_id, instance, connected, since, xid)
              SELECT h, $4, c, to_timestamp(t / 1000.0), pg_current_xact_id()
                FROM unnest($1::text[], $2::boolean[], $3::float8[]) AS u(h, c, t)
@@ -255,7 +258,8 @@ export class PostgresCoordination implements Coordination {
   }
 
   private async poll(): Promise<void> {
-    const instances = await this.reader.query<{ instance: string; alive: boolean }>(
+    const instances = await serially<{ instance: string; alive: boolean }>(
+      this.reader,
       `SELECT i.instance, a.pid IS NOT NULL AS alive FROM dispatcher_instances i
          LEFT JOIN pg_stat_activity a ON a.pid = i.pid AND a.backend_start = i.backend_start`,
     );
@@ -270,13 +274,14 @@ export class PostgresCoordination implements Coordination {
     // One statement, one snapshot: the rows written by transactions not older than the last
     // read's xmin, and this snapshot's xmin for the next read. A transaction still running now
     // has an xid at least that xmin, so whenever it commits, the next reads see its rows.
-    const changed = await this.reader.query<{
+    const changed = await serially<{
       read_from: string;
       host_id: string | null;
       instance: string;
       connected: boolean;
       since: number;
     }>(
+      this.reader,
       `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS read_from, p.host_id, p.instance, p.connected,
               (extract(epoch FROM p.since) * 1000)::float8 AS since
          FROM (SELECT 1) AS one
@@ -301,4 +306,19 @@ export class PostgresCoordination implements Coordination {
     // Ending the session lets every lease go at once.
     await this.session.end().catch(() => undefined);
   }
+}
+
+const lastQuery = new WeakMap<Client, Promise<unknown>>();
+
+/**
+ * A query on a client once its previous one has answered: the flush, the poll and a lease's
+ * confirmation come from separate timers, and pg has deprecated queuing queries itself.
+ */
+function serially<R extends QueryResultRow>(client: Client, text: string, params?: unknown[]): Promise<QueryResult<R>> {
+  const run = (lastQuery.get(client) ?? Promise.resolve()).then(() => client.query<R>(text, params));
+  lastQuery.set(
+    client,
+    run.catch(() => undefined),
+  );
+  return run;
 }

@@ -10,6 +10,7 @@ import {
   hostStateCounts,
   pause,
   planRollout,
+  requestedView,
   requireRolloutId,
   resume,
   rollBack,
@@ -163,11 +164,7 @@ function dryRunView(created: events.RolloutCreated, actor: events.Actor): dispat
 
 /** The view a request asked for (unset: the full one); a value this server does not know is refused. */
 export function requireView(view: dispatcher.RolloutView | undefined): dispatcher.RolloutView {
-  const V = dispatcher.RolloutView;
-  if (view === undefined || view === V.ROLLOUT_VIEW_UNSPECIFIED) return V.ROLLOUT_VIEW_FULL;
-  if (view === V.ROLLOUT_VIEW_FULL || view === V.ROLLOUT_VIEW_SUMMARY) return view;
-  throw new InvalidRequestError(
-    'view',
-    `${String(view)} is not a RolloutView (ROLLOUT_VIEW_FULL or ROLLOUT_VIEW_SUMMARY)`,
-  );
+  const asked = requestedView(view);
+  if ('problem' in asked) throw new InvalidRequestError('view', asked.problem);
+  return asked.view;
 }

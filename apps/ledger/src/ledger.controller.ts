@@ -29,6 +29,10 @@ export class LedgerController implements ledger.LedgerServiceController {
     return this.answer('ListHosts', () => this.rt.queries.listHosts(request));
   }
 
+  countHosts(request: ledger.CountHostsRequest): Promise<ledger.CountHostsResponse> {
+    return this.answer('CountHosts', () => this.rt.queries.countHosts(request));
+  }
+
   getHostStackAt(request: ledger.GetHostStackAtRequest): Promise<ledger.GetHostStackAtResponse> {
     return this.answer('GetHostStackAt', () => this.rt.queries.getHostStackAt(request.hostId, request.at));
   }
@@ -42,7 +46,7 @@ export class LedgerController implements ledger.LedgerServiceController {
   }
 
   getRollout(request: ledger.GetRolloutRequest): Promise<ledger.GetRolloutResponse> {
-    return this.answer('GetRollout', () => this.rt.queries.getRollout(request.rolloutId));
+    return this.answer('GetRollout', () => this.rt.queries.getRollout(request.rolloutId, request.view));
   }
 
   queryAudit(request: ledger.QueryAuditRequest): Observable<ledger.QueryAuditResponse> {

@@ -39,6 +39,7 @@ describe('the gRPC contracts as the runtime loader sees them', () => {
     ledger: [
       'GetHost',
       'ListHosts',
+      'CountHosts',
       'GetHostStackAt',
       'GetHostHistory',
       'ListPatches',

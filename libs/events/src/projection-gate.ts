@@ -168,15 +168,17 @@ export class ProjectionGate<T> {
   /** Refused epochs and commands learned since the last checkpoint. */
   private newUntrusted: string[] = [];
   private newCommands: [string, string][] = [];
+  /** False: never checkpointed, so nothing is kept for a checkpoint. */
+  private readonly checkpointed: boolean;
 
   constructor(private readonly opts: ProjectionGateOptions) {
-    const checkpointed = opts.checkpointed !== false;
-    this.agentKeys = new AgentKeyBook(checkpointed);
+    this.checkpointed = opts.checkpointed !== false;
+    this.agentKeys = new AgentKeyBook(this.checkpointed);
     this.verifier = new ChainVerifier(
       new BoundAgentTrust(opts.trust, this.agentKeys),
       opts.verdicts,
       (producerId, epoch, from, to) => this.sealed(chainOf(producerId, epoch), from, to),
-      checkpointed,
+      this.checkpointed,
     );
   }
 
@@ -344,7 +346,7 @@ export class ProjectionGate<T> {
    * written once when they come and dropped once when they go, not every batch.
    */
   checkpoint<S>(partitions: Iterable<number>, itemState: (r: GateRecord<T>) => S): GateCheckpoint<S> {
-    if (this.opts.checkpointed === false) throw new Error('this gate was made never to be checkpointed');
+    if (!this.checkpointed) throw new Error('this gate was made never to be checkpointed');
     const cp: GateCheckpoint<S> = {
       chains: this.verifier.takeChanged(),
       agentKeys: this.agentKeys.takeChanged(),
@@ -460,7 +462,7 @@ export class ProjectionGate<T> {
     // A key event keeps where its seal lies: a checkpoint names the records that prove it. The
     // dispatcher's bindings come thirty to a seal: their paths are suffixes of one list, and
     // share its positions.
-    if (this.opts.checkpointed !== false) {
+    if (this.checkpointed) {
       let tail: [number, string][] | undefined;
       /** The last seq of the sealed stretch not held here: a path through it cannot be given. */
       let gap = from;
@@ -490,7 +492,7 @@ export class ProjectionGate<T> {
 
   /** An epoch nobody vouches for: what of it already waits is rejected with it. */
   private distrust(chain: string): void {
-    if (this.opts.checkpointed !== false && !this.untrusted.has(chain)) this.newUntrusted.push(chain);
+    if (this.checkpointed && !this.untrusted.has(chain)) this.newUntrusted.push(chain);
     this.untrusted.add(chain);
     for (const h of this.waiting.get(chain)?.values() ?? []) h.verdict = 'rejected';
     this.waiting.delete(chain);
@@ -543,7 +545,7 @@ export class ProjectionGate<T> {
   private learn(h: Held<T>, pos: RecordPosition): boolean {
     const body = h.record.body;
     if (!body) return true;
-    const source = this.opts.checkpointed === false ? undefined : keyEventSource(h);
+    const source = this.checkpointed ? keyEventSource(h) : undefined;
     if (body.agentKeyBound) {
       const why = this.agentKeys.bind(body.agentKeyBound, source);
       if (why)
@@ -617,7 +619,7 @@ export class ProjectionGate<T> {
           h.record.body?.quarantineClearRequested;
         if (cmd?.commandId) {
           // A checkpoint stores each command once (its first host), as the table keeps the first row.
-          if (this.opts.checkpointed !== false && !this.commandHosts.has(cmd.commandId))
+          if (this.checkpointed && !this.commandHosts.has(cmd.commandId))
             this.newCommands.push([cmd.commandId, cmd.hostId]);
           this.commandHosts.set(cmd.commandId, cmd.hostId);
         }

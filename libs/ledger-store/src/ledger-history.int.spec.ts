@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
-import { events, ledger, toTimestamp } from '@rebootless/contracts';
+import { dispatcher, events, ledger, toTimestamp } from '@rebootless/contracts';
 import { ChainedEvent, EventDraft, chainHash, encodeEnvelope, generateSigningKey, signHash } from '@rebootless/events';
 import { freshEventsTopic, testKafka } from '@rebootless/testing';
 import { LedgerDatabase } from './database';
@@ -715,6 +715,22 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
       { carriesPatchId: 'cumulative' },
     ])
       expect(await paged(req)).toEqual(await ids(req));
+    // CountHosts counts what ListHosts lists, for every filter alone and together.
+    const count = async (req: Partial<ledger.CountHostsRequest>) =>
+      (await q.countHosts({ kernelRelease: '', labels: {}, carriesPatchId: '', exposedToCveId: '', ...req })).hosts;
+    for (const req of [
+      {},
+      { kernelRelease: K419 },
+      { labels: { role: 'web' } },
+      { labels: { role: 'web', nope: 'x' } },
+      { exposedToCveId: 'CVE-2024-1086' },
+      { carriesPatchId: 'cumulative' },
+      { carriesPatchId: 'cumulative', labels: { role: 'web' } },
+      { carriesPatchId: 'no-such-patch' },
+      { exposedToCveId: 'CVE-2024-1086', labels: { role: 'web' } },
+    ])
+      expect({ req, hosts: await count(req) }).toEqual({ req, hosts: (await ids(req)).length });
+    expect(await count({})).toBe(5);
     await expect(
       q.listHosts({
         pageSize: 1,
@@ -813,6 +829,23 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
       'HostApplyRequested',
       'PatchApplied',
     ]);
+    // The summary: the same hosts counted, none listed, and only the rollout's own events.
+    const summary = await q.getRollout('r-nft', dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY);
+    expect(summary.rollout?.waves.map((w) => [w.hosts, w.hostCounts])).toEqual([
+      [
+        [],
+        [
+          { state: 1 /* PENDING */, hosts: 1 },
+          { state: 3 /* SUCCEEDED */, hosts: 1 },
+        ],
+      ],
+    ]);
+    expect(summary.rollout?.waves.map((w) => w.hostCounts)).toEqual(rollout?.waves.map((w) => w.hostCounts));
+    expect(summary.rollout?.skippedHosts).toBe(rollout?.skippedHosts);
+    expect(summary.timeline.map((r) => r.body?.type)).toEqual(['RolloutCreated', 'WaveStarted']);
+    await expect(q.getRollout('r-nft', 7 as dispatcher.RolloutView)).rejects.toThrow(
+      /^view: 7 is not a RolloutView \(ROLLOUT_VIEW_FULL or ROLLOUT_VIEW_SUMMARY\)$/,
+    );
 
     const { patches } = await q.listPatches({
       pageSize: 0,

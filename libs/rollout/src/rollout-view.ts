@@ -148,7 +148,33 @@ function hostError(run: RolloutRun, host: HostRun, now: number): string | undefi
 
 /** How many hosts are in each state, in the states' order (those with none left out). */
 export function hostStateCounts(states: Iterable<dispatcher.HostRolloutState>): dispatcher.HostStateCount[] {
-  const counts = new Map<dispatcher.HostRolloutState, number>();
-  for (const state of states) counts.set(state, (counts.get(state) ?? 0) + 1);
-  return [...counts].sort(([a], [b]) => a - b).map(([state, hosts]) => ({ state, hosts }));
+  const ones = function* () {
+    for (const state of states) yield [state, 1] as const;
+  };
+  return hostStateTotals(ones());
+}
+
+/** hostStateCounts from counts already taken (a database's GROUP BY), summed per state. */
+export function hostStateTotals(
+  counts: Iterable<readonly [dispatcher.HostRolloutState, number]>,
+): dispatcher.HostStateCount[] {
+  const totals = new Map<dispatcher.HostRolloutState, number>();
+  for (const [state, n] of counts) totals.set(state, (totals.get(state) ?? 0) + n);
+  return [...totals]
+    .filter(([, hosts]) => hosts > 0)
+    .sort(([a], [b]) => a - b)
+    .map(([state, hosts]) => ({ state, hosts }));
+}
+
+/**
+ * The view a request asks for (unset: FULL), or a sentence saying why it is none, for the
+ * service to refuse as an invalid `view`.
+ */
+export function requestedView(
+  view: dispatcher.RolloutView | undefined,
+): { view: dispatcher.RolloutView } | { problem: string } {
+  const V = dispatcher.RolloutView;
+  if (view === undefined || view === V.ROLLOUT_VIEW_UNSPECIFIED) return { view: V.ROLLOUT_VIEW_FULL };
+  if (view === V.ROLLOUT_VIEW_FULL || view === V.ROLLOUT_VIEW_SUMMARY) return { view };
+  return { problem: `${String(view)} is not a RolloutView (ROLLOUT_VIEW_FULL or ROLLOUT_VIEW_SUMMARY)` };
 }

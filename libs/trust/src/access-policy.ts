@@ -55,6 +55,7 @@ export const ACCESS_RULES: Readonly<Record<string, AccessRule>> = {
 
   '/rebootless.ledger.v1.LedgerService/GetHost': { ...READ, services: ['dispatcher'] },
   '/rebootless.ledger.v1.LedgerService/ListHosts': { ...READ, services: ['dispatcher'] },
+  '/rebootless.ledger.v1.LedgerService/CountHosts': { ...READ, services: ['dispatcher'] },
   '/rebootless.ledger.v1.LedgerService/GetHostStackAt': READ,
   '/rebootless.ledger.v1.LedgerService/GetHostHistory': READ,
   '/rebootless.ledger.v1.LedgerService/ListPatches': READ,

@@ -1,4 +1,4 @@
-import { Timestamp, events, ledger } from '@rebootless/contracts';
+import { Timestamp, dispatcher, events, ledger } from '@rebootless/contracts';
 import { num } from '../database';
 import type { LedgerDatabase } from '../database';
 import { InvalidArgumentError, NotFoundError } from '../errors';
@@ -85,8 +85,8 @@ export class LedgerQueries {
     return listPatches(this.db, req);
   }
 
-  getRollout(rolloutId: string): Promise<ledger.GetRolloutResponse> {
-    return getRollout(this.db, rolloutId);
+  getRollout(rolloutId: string, view?: dispatcher.RolloutView): Promise<ledger.GetRolloutResponse> {
+    return getRollout(this.db, rolloutId, view);
   }
 
   /** Audit records matching the query, oldest first, fetched a page at a time. */
@@ -326,41 +326,11 @@ export class LedgerQueries {
    */
   async listHosts(req: ledger.ListHostsRequest): Promise<ledger.ListHostsResponse> {
     const size = pageSize(req.pageSize);
-    let after = decodeAfterToken(req.pageToken);
-    const where: string[] = [];
-    const params: unknown[] = [];
-    const p = (v: unknown) => {
-      params.push(v);
-      return `$${params.length}`;
-    };
-    if (req.kernelRelease) where.push(`kernel_release = ${p(req.kernelRelease)}`);
-    if (req.carriesPatchId)
-      where.push(
-        `host_id IN (SELECT host_id FROM stack_intervals WHERE patch_id = ${p(req.carriesPatchId)} AND removed_at IS NULL AND enabled = 1)`,
-      );
-    const labels = Object.entries(req.labels);
-    // Labels and exposure are judged here, so hosts are read a chunk at a time until the page
-    // is full and one more host shows whether another page follows.
-    const chunk = Math.max(size + 1, 200);
     const found: HostRow[] = [];
-    for (let more = true; more && found.length <= size;) {
-      const rows = await this.db.query(
-        `SELECT * FROM hosts WHERE ${[...where, `host_id > ${p(after)}`].join(' AND ')} ORDER BY host_id LIMIT ${chunk}`,
-        params,
-      );
-      params.pop();
-      more = rows.length === chunk;
-      let matching = rows.map(hostFromRow).filter((h) => labels.every(([k, v]) => h.labels[k] === v));
-      if (req.exposedToCveId && matching.length > 0) {
-        const exposed = new Set(
-          (await this.exposures(matching, this.now()))
-            .filter((e) => e.cveId === req.exposedToCveId && e.exposedUntil === null)
-            .map((e) => e.hostId),
-        );
-        matching = matching.filter((h) => exposed.has(h.hostId));
-      }
+    // One more host than the page shows whether another page follows.
+    for await (const matching of this.hostsMatching(req, decodeAfterToken(req.pageToken), Math.max(size + 1, 200))) {
       found.push(...matching);
-      if (rows.length > 0) after = hostFromRow(rows[rows.length - 1]!).hostId;
+      if (found.length > size) break;
     }
     const page = found.slice(0, size);
     const patches = await this.patchMap();
@@ -383,6 +353,48 @@ export class LedgerQueries {
       );
     }
     return { hosts, nextPageToken: found.length > size ? encodeAfterToken(page[page.length - 1]!.hostId) : '' };
+  }
+
+  /** ListHosts' filters counted, a chunk of rows at a time: no stacks, verdicts or messages built. */
+  async countHosts(req: ledger.CountHostsRequest): Promise<ledger.CountHostsResponse> {
+    if (Object.keys(req.labels).length === 0 && !req.exposedToCveId) {
+      const { where, params } = hostFilter(req);
+      const rows = await this.db.query(
+        `SELECT COUNT(*) AS n FROM hosts${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}`,
+        params,
+      );
+      return { hosts: num(rows[0]!['n']) };
+    }
+    let hosts = 0;
+    for await (const matching of this.hostsMatching(req, '', 5000)) hosts += matching.length;
+    return { hosts };
+  }
+
+  /**
+   * The hosts after a host id that match every filter, in host id order, a chunk of rows at a
+   * time: labels and exposure are judged here, not in SQL.
+   */
+  private async *hostsMatching(req: HostFilterRequest, after: string, chunk: number): AsyncGenerator<HostRow[]> {
+    const { where, params } = hostFilter(req);
+    const labels = Object.entries(req.labels);
+    for (let more = true; more;) {
+      const rows = await this.db.query(
+        `SELECT * FROM hosts WHERE ${[...where, `host_id > $${params.length + 1}`].join(' AND ')} ORDER BY host_id LIMIT ${chunk}`,
+        [...params, after],
+      );
+      more = rows.length === chunk;
+      let matching = rows.map(hostFromRow).filter((h) => labels.every(([k, v]) => h.labels[k] === v));
+      if (req.exposedToCveId && matching.length > 0) {
+        const exposed = new Set(
+          (await this.exposures(matching, this.now()))
+            .filter((e) => e.cveId === req.exposedToCveId && e.exposedUntil === null)
+            .map((e) => e.hostId),
+        );
+        matching = matching.filter((h) => exposed.has(h.hostId));
+      }
+      if (rows.length > 0) after = hostFromRow(rows[rows.length - 1]!).hostId;
+      yield matching;
+    }
   }
 
   async getHostStackAt(hostId: string, atTs: Timestamp | undefined): Promise<ledger.GetHostStackAtResponse> {
@@ -457,4 +469,24 @@ export class LedgerQueries {
   async hosts(): Promise<HostRow[]> {
     return (await this.db.query('SELECT * FROM hosts ORDER BY host_id')).map(hostFromRow);
   }
+}
+
+/** What ListHosts and CountHosts filter on. */
+type HostFilterRequest = Pick<ledger.ListHostsRequest, 'kernelRelease' | 'labels' | 'carriesPatchId' | 'exposedToCveId'>;
+
+/** The filters SQL can judge, as conditions on the hosts table and their parameters. */
+function hostFilter(req: HostFilterRequest): { where: string[]; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (req.kernelRelease) {
+    params.push(req.kernelRelease);
+    where.push(`kernel_release = $${params.length}`);
+  }
+  if (req.carriesPatchId) {
+    params.push(req.carriesPatchId);
+    where.push(
+      `host_id IN (SELECT host_id FROM stack_intervals WHERE patch_id = $${params.length} AND removed_at IS NULL AND enabled = 1)`,
+    );
+  }
+  return { where, params };
 }

@@ -101,24 +101,16 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs: num
   }
 }
 
-/** Hosts of the bench fleet the ledger lists (optionally only those carrying a patch). */
+/** Hosts of the bench fleet the ledger counts (optionally only those carrying a patch). */
 async function countLedgerHosts(
   client: ReturnType<typeof serviceClient>,
   filter: { carriesPatchId?: string },
 ): Promise<number> {
-  let count = 0;
-  let pageToken = '';
-  do {
-    const page = await unary<ledger.ListHostsResponse>(client, 'listHosts', {
-      pageSize: 1000,
-      pageToken,
-      labels: { fleet: 'bench' },
-      ...filter,
-    });
-    count += page.hosts.length;
-    pageToken = page.nextPageToken;
-  } while (pageToken);
-  return count;
+  const counted = await unary<ledger.CountHostsResponse>(client, 'countHosts', {
+    labels: { fleet: 'bench' },
+    ...filter,
+  });
+  return counted.hosts;
 }
 
 function log(line: string): void {
@@ -390,9 +382,8 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
     const ledgerWatch = ledgerClient
       ? (async (lc) => {
           await until(async () => !watching || allSentSeconds !== undefined, 'every command sent', 900_000, 250);
-          // Every host's stack as the ledger answers it. (Not the ledger's GetRollout: at 100,000
-          // hosts it answers every host and the rollout's whole timeline, 300,000 records, and a
-          // poll of it every half second exhausted the ledger's heap.)
+          // Every host's stack as the ledger counts it: what the agents reported, not what the
+          // dispatcher asked for.
           await until(
             async () => !watching || (await countLedgerHosts(lc, { carriesPatchId: patch.patchId })) === hosts,
             'the ledger shows the patch on every host',

@@ -10,7 +10,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { GrpcMethod, GrpcStreamMethod } from "@nestjs/microservices";
 import { Observable } from "rxjs";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { Rollout } from "../../dispatcher/v1/rollout";
+import { Rollout, RolloutView } from "../../dispatcher/v1/rollout";
 import { PublishedArtifact } from "../../events/v1/builder_events";
 import { Actor, Cve, HostFacts, PatchedFunction, PatchRef, Severity } from "../../events/v1/common";
 import { HostSelector } from "../../events/v1/dispatcher_events";
@@ -295,6 +295,29 @@ export interface ListHostsResponse {
   nextPageToken: string;
 }
 
+/** The request of LedgerService.CountHosts: the filters of ListHostsRequest, all of which must match. */
+export interface CountHostsRequest {
+  /** Hosts on this kernel release; empty: any. */
+  kernelRelease: string;
+  /** Hosts carrying every one of these labels. */
+  labels: { [key: string]: string };
+  /** Hosts whose stack has this patch id enabled. */
+  carriesPatchId: string;
+  /** Hosts whose kernel the CVE affects and no enabled patch fixes. */
+  exposedToCveId: string;
+}
+
+export interface CountHostsRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+/** The answer of LedgerService.CountHosts. */
+export interface CountHostsResponse {
+  /** Hosts matching every filter. */
+  hosts: number;
+}
+
 /** Where one event sits in the log, so an auditor can fetch and re-verify it. */
 export interface EventPosition {
   /** The producer whose chain holds the event. */
@@ -427,6 +450,11 @@ export interface ListPatchesResponse {
 export interface GetRolloutRequest {
   /** The rollout. */
   rolloutId: string;
+  /**
+   * Unspecified or FULL: every host and every event. SUMMARY: counts of hosts per wave, no host
+   * lists, and a timeline of the events about the rollout itself (none about one host).
+   */
+  view: RolloutView;
 }
 
 /** The answer of RolloutService.GetRollout. */
@@ -1656,6 +1684,191 @@ export const ListHostsResponse: MessageFns<ListHostsResponse> = {
   },
 };
 
+function createBaseCountHostsRequest(): CountHostsRequest {
+  return { kernelRelease: "", labels: {}, carriesPatchId: "", exposedToCveId: "" };
+}
+
+export const CountHostsRequest: MessageFns<CountHostsRequest> = {
+  encode(message: CountHostsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kernelRelease !== "") {
+      writer.uint32(10).string(message.kernelRelease);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      CountHostsRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.carriesPatchId !== "") {
+      writer.uint32(26).string(message.carriesPatchId);
+    }
+    if (message.exposedToCveId !== "") {
+      writer.uint32(34).string(message.exposedToCveId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountHostsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountHostsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kernelRelease = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = CountHostsRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.labels[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.carriesPatchId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.exposedToCveId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCountHostsRequest_LabelsEntry(): CountHostsRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const CountHostsRequest_LabelsEntry: MessageFns<CountHostsRequest_LabelsEntry> = {
+  encode(message: CountHostsRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountHostsRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountHostsRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseCountHostsResponse(): CountHostsResponse {
+  return { hosts: 0 };
+}
+
+export const CountHostsResponse: MessageFns<CountHostsResponse> = {
+  encode(message: CountHostsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hosts !== 0) {
+      writer.uint32(8).uint32(message.hosts);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountHostsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountHostsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.hosts = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
 function createBaseEventPosition(): EventPosition {
   return { producerId: "", epoch: 0, seq: "0", partition: 0, offset: "0" };
 }
@@ -2425,13 +2638,16 @@ export const ListPatchesResponse: MessageFns<ListPatchesResponse> = {
 };
 
 function createBaseGetRolloutRequest(): GetRolloutRequest {
-  return { rolloutId: "" };
+  return { rolloutId: "", view: 0 };
 }
 
 export const GetRolloutRequest: MessageFns<GetRolloutRequest> = {
   encode(message: GetRolloutRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.rolloutId !== "") {
       writer.uint32(10).string(message.rolloutId);
+    }
+    if (message.view !== 0) {
+      writer.uint32(16).int32(message.view);
     }
     return writer;
   },
@@ -2455,6 +2671,14 @@ export const GetRolloutRequest: MessageFns<GetRolloutRequest> = {
             }
 
             message.rolloutId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.view = reader.int32() as any;
             continue;
           }
         }
@@ -3999,6 +4223,14 @@ export interface LedgerServiceClient {
   listHosts(request: ListHostsRequest, metadata?: Metadata): Observable<ListHostsResponse>;
 
   /**
+   * How many hosts ListHosts would list with the same filters, counted where they are stored: a
+   * fleet's figure (hosts carrying a patch, exposed to a CVE) without paging through every host.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
+  countHosts(request: CountHostsRequest, metadata?: Metadata): Observable<CountHostsResponse>;
+
+  /**
    * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
    * Access: a token with role auditor, operator or approver.
    */
@@ -4021,6 +4253,8 @@ export interface LedgerServiceClient {
 
   /**
    * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * The summary view counts hosts per wave and keeps only the rollout's own events in the
+   * timeline (QueryAudit with the rollout's correlation id gives each host's).
    * Access: a token with role auditor, operator or approver.
    */
 
@@ -4096,6 +4330,17 @@ export interface LedgerServiceController {
   ): Promise<ListHostsResponse> | Observable<ListHostsResponse> | ListHostsResponse;
 
   /**
+   * How many hosts ListHosts would list with the same filters, counted where they are stored: a
+   * fleet's figure (hosts carrying a patch, exposed to a CVE) without paging through every host.
+   * Access: a token with role auditor, operator or approver; or the dispatcher service's certificate.
+   */
+
+  countHosts(
+    request: CountHostsRequest,
+    metadata?: Metadata,
+  ): Promise<CountHostsResponse> | Observable<CountHostsResponse> | CountHostsResponse;
+
+  /**
    * The stack as of the last event at or before the instant (NOT_FOUND if the host was not enrolled yet).
    * Access: a token with role auditor, operator or approver.
    */
@@ -4127,6 +4372,8 @@ export interface LedgerServiceController {
 
   /**
    * The rollout as the log tells it, with its timeline of approvals, pauses and outcomes.
+   * The summary view counts hosts per wave and keeps only the rollout's own events in the
+   * timeline (QueryAudit with the rollout's correlation id gives each host's).
    * Access: a token with role auditor, operator or approver.
    */
 
@@ -4189,6 +4436,7 @@ export function LedgerServiceControllerMethods() {
     const grpcMethods: string[] = [
       "getHost",
       "listHosts",
+      "countHosts",
       "getHostStackAt",
       "getHostHistory",
       "listPatches",
