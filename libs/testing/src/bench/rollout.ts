@@ -164,7 +164,9 @@ async function main(): Promise<void> {
       );
   }
   RELEASE ||= await currentDebianCloudRelease();
-  const started = { date: new Date().toISOString(), load_average: loadAverage() };
+  // Measured before the services start and again at the end: this kind of machine's speed
+  // drifts by up to half between minutes (its neighbours), and a ratio across runs needs both.
+  const started = { date: new Date().toISOString(), load_average: loadAverage(), machine: machineFacts() };
   const runs: Record<string, unknown>[] = [];
   for (const hosts of SIZES) {
     log(`--- ${hosts} hosts (load average ${loadAverage().join(' ')})`);
@@ -173,7 +175,8 @@ async function main(): Promise<void> {
   const result = {
     benchmark: 'rollout',
     date: started.date,
-    machine: machineFacts(),
+    machine: started.machine,
+    calibration_at_end: machineFacts().calibration,
     load_average_at_start: started.load_average,
     load_average_at_end: loadAverage(),
     sizes: SIZES,
