@@ -25,6 +25,14 @@ export const GLOBAL_FLAGS: readonly FlagSpec[] = [
   { name: 'help', help: 'show this help' },
 ];
 
+/** The ledger's host filters, as `hosts list` and `hosts count` take them. */
+const HOST_FILTER_FLAGS: readonly FlagSpec[] = [
+  { name: 'kernel', value: 'RELEASE', help: 'only hosts running this kernel release' },
+  { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'only hosts carrying this label' },
+  { name: 'patch', value: 'PATCH_ID', help: 'only hosts with this patch enabled' },
+  { name: 'exposed-to', value: 'CVE-ID', help: 'only hosts this CVE affects and no enabled patch fixes' },
+];
+
 const SELECTOR_FLAGS: readonly FlagSpec[] = [
   { name: 'kernel', value: 'RELEASE', repeatable: true, help: 'hosts running this kernel release' },
   { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'hosts carrying this label (all must match)' },
@@ -218,10 +226,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'hosts and their live patches, now or at an instant',
     positionals: [],
     flags: [
-      { name: 'kernel', value: 'RELEASE', help: 'only hosts running this kernel release' },
-      { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'only hosts carrying this label' },
-      { name: 'patch', value: 'PATCH_ID', help: 'only hosts with this patch enabled' },
-      { name: 'exposed-to', value: 'CVE-ID', help: 'only hosts this CVE affects and no enabled patch fixes' },
+      ...HOST_FILTER_FLAGS,
       { name: 'at', value: 'INSTANT', help: 'each host’s stack as it was then (RFC 3339, now, -2h)' },
       {
         name: 'deadline-days',
@@ -234,12 +239,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     path: ['hosts', 'count'],
     summary: 'how many hosts match, counted by the ledger (no host is listed)',
     positionals: [],
-    flags: [
-      { name: 'kernel', value: 'RELEASE', help: 'only hosts running this kernel release' },
-      { name: 'label', value: 'KEY=VALUE', repeatable: true, help: 'only hosts carrying this label' },
-      { name: 'patch', value: 'PATCH_ID', help: 'only hosts with this patch enabled' },
-      { name: 'exposed-to', value: 'CVE-ID', help: 'only hosts this CVE affects and no enabled patch fixes' },
-    ],
+    flags: [...HOST_FILTER_FLAGS],
     examples: ['rebootless hosts count --patch lp-cve-2026-1234 --label site=bnl'],
   },
   {

@@ -113,6 +113,28 @@ async function countLedgerHosts(
   return counted.hosts;
 }
 
+/** What reading the result back from the ledger costs once it is all there (milliseconds, one call each). */
+async function timeLedgerReads(
+  client: ReturnType<typeof serviceClient>,
+  rolloutId: string,
+  patchId: string,
+): Promise<Record<string, number>> {
+  const timed = async (work: () => Promise<unknown>) => {
+    const t0 = performance.now();
+    await work();
+    return Math.round(performance.now() - t0);
+  };
+  return {
+    count_hosts_carrying_patch: await timed(() => countLedgerHosts(client, { carriesPatchId: patchId })),
+    get_rollout_summary: await timed(() =>
+      unary<ledger.GetRolloutResponse>(client, 'getRollout', {
+        rolloutId,
+        view: dispatcher.RolloutView.ROLLOUT_VIEW_SUMMARY,
+      }),
+    ),
+  };
+}
+
 function log(line: string): void {
   process.stderr.write(`[bench:rollout] ${line}\n`);
 }
@@ -439,6 +461,10 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
     log(`rollout completed in ${appliedSeconds.toFixed(1)} s (${succeeded} hosts succeeded)`);
 
     await ledgerWatch;
+    const ledgerReads =
+      ledgerClient && ledgerSeconds !== null
+        ? await timeLedgerReads(ledgerClient, rolloutId, patch.patchId)
+        : undefined;
     ledgerClient?.close();
     client.close();
 
@@ -481,6 +507,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,
       seconds_create_to_all_in_ledger: ledgerSeconds === null ? null : Math.round(ledgerSeconds * 100) / 100,
       ...(ledgerNote ? { ledger_note: ledgerNote } : {}),
+      ...(ledgerReads ? { ledger_reads_ms: ledgerReads } : {}),
       dispatcher_instances: DISPATCHERS,
       dispatcher_heap_limit_mib: DISPATCHER_HEAP_MIB,
       ledger_heap_limit_mib: LEDGER_HEAP_MIB,
