@@ -148,10 +148,9 @@ function hostError(run: RolloutRun, host: HostRun, now: number): string | undefi
 
 /** How many hosts are in each state, in the states' order (those with none left out). */
 export function hostStateCounts(states: Iterable<dispatcher.HostRolloutState>): dispatcher.HostStateCount[] {
-  const ones = function* () {
-    for (const state of states) yield [state, 1] as const;
-  };
-  return hostStateTotals(ones());
+  const totals = new Map<dispatcher.HostRolloutState, number>();
+  for (const state of states) totals.set(state, (totals.get(state) ?? 0) + 1);
+  return inStateOrder(totals);
 }
 
 /** hostStateCounts from counts already taken (a database's GROUP BY), summed per state. */
@@ -160,6 +159,10 @@ export function hostStateTotals(
 ): dispatcher.HostStateCount[] {
   const totals = new Map<dispatcher.HostRolloutState, number>();
   for (const [state, n] of counts) totals.set(state, (totals.get(state) ?? 0) + n);
+  return inStateOrder(totals);
+}
+
+function inStateOrder(totals: Map<dispatcher.HostRolloutState, number>): dispatcher.HostStateCount[] {
   return [...totals]
     .filter(([, hosts]) => hosts > 0)
     .sort(([a], [b]) => a - b)
