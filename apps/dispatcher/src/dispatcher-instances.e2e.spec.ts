@@ -14,6 +14,7 @@ import { dispatcher, events, grpcServices, ledger } from '@rebootless/contracts'
 import { decodeEvent } from '@rebootless/events';
 import { currentDebianCloudRelease } from '@rebootless/kernel-toolchain';
 import {
+  REPO_ROOT,
   SimulatedFleet,
   buildPatch,
   freePort,
@@ -86,14 +87,23 @@ function operator(): grpc.ChannelCredentials {
 
 const TLS = () => ({ REBOOTLESS_PKI_DIR: pki, REBOOTLESS_INSECURE: '' });
 
+/** Where the test holds a write of instance A (libs/testing/src/faults/held-command-write.ts). */
+const holdDir = () => path.join(root, 'hold-a');
+const HELD_WRITE_FAULT = path.join(REPO_ROOT, 'libs', 'testing', 'dist', 'faults', 'held-command-write.js');
+
 async function startInstance(name: string, others: string[]): Promise<void> {
   const dataDir = path.join(root, `dispatcher-${name}`);
+  // A carries the fault that can hold one of its writes, inert until the test arms it.
+  const fault = name === 'a';
+  if (fault) fs.mkdirSync(holdDir(), { recursive: true });
   const { process: proc, address } = await startDispatcher({
     topic,
     brokers,
     dataDir,
+    ...(fault ? { nodeArgs: ['--require', HELD_WRITE_FAULT] } : {}),
     extra: {
       ...TLS(),
+      ...(fault ? { FAULT_HOLD_DIR: holdDir() } : {}),
       DISPATCHER_INSTANCE: name,
       DISPATCHER_DATABASE_URL: databaseUrl,
       // The builder's key and the other instances' (their chains are dispatchers' too).
@@ -409,6 +419,87 @@ describe('an agent that reconnects to the other instance in the middle of an app
         });
         expect(history.records.filter((r) => r.body?.type === 'PatchApplyFailed').map((r) => r.summary)).toEqual([]);
       }
+    } finally {
+      ledgerClient.close();
+    }
+  });
+});
+
+describe('a write of the driving instance held until after it lost its lease', () => {
+  it('names the same commands as the instance that took over: each host asked once, patched once, every reader agreeing', async () => {
+    // All on B, so that every command A decides reaches its host through B.
+    const fleet = await fleetOn('late', 6, [instance('b').address]);
+    // A holds its second write of commands (the wave after the canary), after confirming its lease.
+    fs.writeFileSync(path.join(holdDir(), 'armed'), '2');
+    const created = await createOn('a', 'late', 6);
+    await until(() => fs.existsSync(path.join(holdDir(), 'held')), 'A holds the write of the next wave');
+    const held = JSON.parse(fs.readFileSync(path.join(holdDir(), 'held'), 'utf8')) as string[];
+    expect(held).toHaveLength(2);
+
+    // A's session ends on the server (a network cut, a DBA): the lease is B's to take, and B
+    // decides the wave from a log without A's write in it.
+    await pg((c) =>
+      c.query(
+        `SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+          WHERE a.pid IN (SELECT pid FROM dispatcher_instances WHERE instance = 'a')`,
+      ),
+    );
+    await instance('b').process.waitFor(`driving rollout ${created.rolloutId}`, 60_000);
+    await until(
+      async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
+      'B completed the rollout',
+      180_000,
+    );
+
+    // Then A's write goes on, late: it lands after B's.
+    fs.writeFileSync(path.join(holdDir(), 'release'), '');
+    await until(
+      async () =>
+        (await logOf(created.rolloutId)).applyRequests.filter((b) => b.producer?.producerId === 'dispatcher/a')
+          .length ===
+        2 + held.length,
+      "A's held write reached the log",
+    );
+    const records = await readWholeTopic(kafka, topic);
+    const requests = records
+      .map((r) => ({ r, body: decodeEvent(r.value!).body }))
+      .filter(({ body }) => body.hostApplyRequested?.rolloutId === created.rolloutId);
+    for (const id of held) {
+      const copies = requests.filter(({ body }) => body.hostApplyRequested!.commandId === id);
+      // B named the command A had decided: one command, written twice, B's copy first.
+      expect(copies.map(({ body }) => body.producer?.producerId)).toEqual(['dispatcher/b', 'dispatcher/a']);
+      expect(copies[0]!.r.partition).toBe(copies[1]!.r.partition);
+    }
+    // Each host was asked one command, answered it once, and loaded the module once.
+    const idsPerHost = new Map<string, Set<string>>();
+    for (const { body } of requests) {
+      const { hostId, commandId } = body.hostApplyRequested!;
+      idsPerHost.set(hostId, (idsPerHost.get(hostId) ?? new Set()).add(commandId));
+    }
+    expect([...idsPerHost.values()].map((ids) => ids.size)).toEqual(Array(6).fill(1));
+    const { applied } = await logOf(created.rolloutId);
+    expect([...countBy(applied, (b) => b.patchApplied!.commandId).values()]).toEqual(Array(6).fill(1));
+    for (const host of fleet.hosts.values())
+      expect([host.spec.hostId, host.kernel.loads]).toEqual([host.spec.hostId, [patch.moduleName]]);
+
+    // A, having folded its late copy, agrees with B: nothing undone, nothing to ask again.
+    await until(async () => {
+      const r = await get('a', created.rolloutId);
+      return r.waves.flatMap((w) => w.hosts).every((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED);
+    }, 'A shows every host succeeded');
+    expect((await get('a', created.rolloutId)).state).toBe(R.ROLLOUT_STATE_COMPLETED);
+    // So does the ledger, which finds every chain whole.
+    const ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress, operator());
+    try {
+      await until(async () => {
+        const r = await unary<ledger.GetRolloutResponse>(ledgerClient, 'getRollout', {
+          rolloutId: created.rolloutId,
+        }).catch(() => undefined);
+        const hosts = r?.rollout?.waves.flatMap((w) => w.hosts) ?? [];
+        return hosts.length === 6 && hosts.every((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED);
+      }, 'the ledger shows every host succeeded');
+      const verified = await unary<ledger.VerifyIntegrityResponse>(ledgerClient, 'verifyIntegrity', { producerId: '' });
+      expect(verified.findings).toEqual([]);
     } finally {
       ledgerClient.close();
     }

@@ -11,7 +11,6 @@ import {
   keyFingerprint,
   payloadOf,
   producerOf,
-  uuidv7,
   type EventDraft,
   type EventPayload,
 } from '@rebootless/events';
@@ -282,11 +281,11 @@ export class RolloutEngine {
       const contexts = this.traces?.contextsFor(chunk);
       if (!contexts) await this.opts.publisher.publish(drafts);
       else await this.publishIn(contexts, drafts);
-      for (const e of chunk) {
-        this.book.evolve(e, { at, actor: by });
-        this.noteCommand(e);
-      }
-      for (const [j, e] of chunk.entries()) this.carryOut(e, contexts?.[j]);
+      // A command the fold already holds came from the instance that took this rollout over while
+      // this write was on its way (same id, ADR 0025): that instance's copy was sent, this is not.
+      const folded = chunk.map((e) => this.book.evolve(e, { at, actor: by }) !== undefined);
+      for (const e of chunk) this.noteCommand(e);
+      for (const [j, e] of chunk.entries()) if (folded[j]) this.carryOut(e, contexts?.[j]);
       this.traces?.written(chunk);
       for (const type of new Set(chunk.map((e) => e.type))) this.changed(run?.rolloutId ?? rolloutId, type);
     }
@@ -521,7 +520,6 @@ export class RolloutEngine {
         const artifact = patch.artifacts.get(host.kernelRelease);
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
       },
-      newCommandId: uuidv7,
       silenceGraceMs: this.opts.silenceGraceMs,
       retraction: (run) => this.catalog.find(run.patchId, run.version)?.retracted,
     };
@@ -597,9 +595,14 @@ export class RolloutEngine {
   private foldPeerRolloutEvent(e: FollowedEvent): void {
     const payload = payloadOf(e.body) as RolloutEvent | undefined;
     if (!payload || producerOf(e.body.producer?.producerId ?? '').kind !== 'dispatcher') return;
-    this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+    const run = this.book.evolve(payload, {
+      at: occurredAt(e.body),
+      ...(e.body.actor ? { actor: e.body.actor } : {}),
+    });
     this.noteCommand(payload);
-    if (this.book.get(payload.data.rolloutId)) this.carryOut(payload);
+    // Not folded: a step read before its rollout, or a command already sent under the same id.
+    if (!run) return;
+    this.carryOut(payload);
     this.changed(payload.data.rolloutId, payload.type);
   }
 

@@ -6,6 +6,7 @@ export * from './maintenance-window';
 export * from './wave-planner';
 export * from './rollout-state';
 export * from './rollout-decider';
+export * from './command-id';
 export * from './rollout-planner';
 export * from './rollout-view';
 export * from './first-wave-approval';

@@ -1,7 +1,9 @@
 // Decisions: what the dispatcher writes next for a rollout, from its folded state, the clock and
-// which agents are connected. Pure: time, ids and connectivity come in as arguments, and the
-// result is events to write (each written before its effect, e.g. the command it describes).
+// which agents are connected. Pure: time and connectivity come in as arguments, command ids are
+// derived from the fold, and the result is events to write (each written before its effect, e.g.
+// the command it describes).
 import { events, toTimestamp } from '@rebootless/contracts';
+import { commandIdFor } from './command-id';
 import { RolloutForbiddenError, RolloutInputError, RolloutPreconditionError } from './errors';
 import { insideWindow, isWindowSet, parseWindow } from './maintenance-window';
 import {
@@ -31,7 +33,6 @@ export interface TickContext {
     hostId: string,
     patch?: { patchId: string; version: string },
   ): { kernelRelease: string; artifactDigest: string } | undefined;
-  newCommandId(): string;
   /** How long a host that applied may stay disconnected before it counts as gone silent. */
   silenceGraceMs: number;
   /** Why the rollout's patch version was retracted, if it was. */
@@ -193,7 +194,12 @@ function applyRequest(run: RolloutRun, host: HostRun, ctx: TickContext): Rollout
     data: {
       rolloutId: run.rolloutId,
       hostId: host.hostId,
-      commandId: ctx.newCommandId(),
+      commandId: commandIdFor(run, host, {
+        type: 'HostApplyRequested',
+        patchId: run.patchId,
+        version: run.version,
+        undoStep: 0,
+      }),
       patchId: run.patchId,
       version: run.version,
       artifactDigest: artifact.artifactDigest,
@@ -223,7 +229,12 @@ function undoRequest(run: RolloutRun, host: HostRun, ctx: TickContext): RolloutE
         data: {
           rolloutId: run.rolloutId,
           hostId: host.hostId,
-          commandId: ctx.newCommandId(),
+          commandId: commandIdFor(run, host, {
+            type: 'HostRevertRequested',
+            patchId: step.patchId || run.patchId,
+            version: step.version || run.version,
+            undoStep: index,
+          }),
           patchId: step.patchId || run.patchId,
           version: step.version || run.version,
           moduleName: step.moduleName,
@@ -241,7 +252,12 @@ function undoRequest(run: RolloutRun, host: HostRun, ctx: TickContext): RolloutE
         data: {
           rolloutId: run.rolloutId,
           hostId: host.hostId,
-          commandId: ctx.newCommandId(),
+          commandId: commandIdFor(run, host, {
+            type: 'HostApplyRequested',
+            patchId: step.patchId,
+            version: step.version,
+            undoStep: index,
+          }),
           patchId: step.patchId,
           version: step.version,
           artifactDigest: artifact.artifactDigest,
@@ -347,7 +363,12 @@ function rollBackStep(run: RolloutRun, ctx: TickContext): RolloutEvent[] {
       data: {
         rolloutId: run.rolloutId,
         hostId: host.hostId,
-        commandId: ctx.newCommandId(),
+        commandId: commandIdFor(run, host, {
+          type: 'HostRevertRequested',
+          patchId: run.patchId,
+          version: run.version,
+          undoStep: 0,
+        }),
         patchId: run.patchId,
         version: run.version,
         moduleName: host.applyOutcome?.kind === 'applied' ? host.applyOutcome.moduleName : '',

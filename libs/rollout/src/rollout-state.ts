@@ -227,6 +227,14 @@ export class RolloutBook {
       this.leftoverChanges.add(`early/${event.data.rolloutId}`);
       return undefined;
     }
+    // A command already folded, written again by a driver that had lost its lease without knowing
+    // it (its id is derived from the same fold, docs/adr/0025): one command, folded once, so a
+    // late copy cannot undo its answer.
+    if (
+      (event.type === 'HostApplyRequested' || event.type === 'HostRevertRequested') &&
+      this.commands.has(event.data.commandId)
+    )
+      return undefined;
     // A step that waited for its rollout is folded after later ones: the latest stays latest.
     run.updatedAt = Math.max(run.updatedAt, meta.at);
     switch (event.type) {
@@ -235,7 +243,8 @@ export class RolloutBook {
         break;
       case 'WaveStarted': {
         const wave = run.waves[event.data.waveIndex];
-        if (wave) wave.startedAt = meta.at;
+        // The first start stands (a late driver's copy of the step says nothing new).
+        if (wave) wave.startedAt ??= meta.at;
         break;
       }
       case 'HostApplyRequested': {
@@ -281,7 +290,7 @@ export class RolloutBook {
       }
       case 'WaveCompleted': {
         const wave = run.waves[event.data.waveIndex];
-        if (wave) wave.completedAt = meta.at;
+        if (wave) wave.completedAt ??= meta.at;
         break;
       }
       case 'RolloutPaused':

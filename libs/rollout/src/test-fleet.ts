@@ -111,7 +111,6 @@ export class RolloutDriver {
   readonly facts: { fact: HostFactEvent; at: number }[] = [];
   now = T0;
   offline = new Map<string, number>();
-  private ids = 0;
 
   constructor(
     readonly fleet: Fleet,
@@ -141,7 +140,6 @@ export class RolloutDriver {
           host && patch && patch.retracted === undefined ? patch.artifacts.get(host.kernelRelease) : undefined;
         return artifact && { kernelRelease: artifact.kernelRelease, artifactDigest: artifact.artifactDigest };
       },
-      newCommandId: () => `cmd-${++this.ids}`,
       silenceGraceMs: 30_000,
       retraction: (run) => this.catalog.find(run.patchId, run.version)?.retracted,
     };

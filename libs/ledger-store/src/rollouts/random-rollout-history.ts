@@ -51,9 +51,8 @@ export function randomScenario(rng: Prng, s: number, log: Entry[], end: RolloutS
   const driver = new RolloutDriver(fleetOf(ids), catalogWith());
   driver.now += s * 3_600_000;
   const rollouts: string[] = [];
-  // Command ids unique in the whole log, as the dispatcher's are (each driver counts from 1).
-  let commands = 0;
-  const context = () => ({ ...driver.context, newCommandId: () => `s${s}-cmd-${++commands}` });
+  // Command ids are derived from rollout and host ids, which are unique in the whole log.
+  const context = () => driver.context;
   let logged = 0;
   let observed = 0;
   const record = () => {

@@ -1,0 +1,38 @@
+// A fault loaded into a real dispatcher process with `node --require` (the dispatcher-instances
+// e2e test): it holds one write of commands after the instance confirmed its leases, as a
+// stalled process or a slow network would, until the test lets it go. No service loads it.
+//
+// FAULT_HOLD_DIR names a directory: once `armed` exists there (its text: which write carrying
+// commands, counted from then, to hold), that write waits; `held` is written with its command
+// ids when it starts waiting, and the write goes on once `release` exists.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { EventPublisher as EventPublisherType } from '@rebootless/kafka';
+
+const dir = process.env['FAULT_HOLD_DIR'];
+
+async function hold(commandIds: string[]): Promise<void> {
+  fs.writeFileSync(path.join(dir!, 'held'), JSON.stringify(commandIds));
+  while (!fs.existsSync(path.join(dir!, 'release'))) await new Promise((r) => setTimeout(r, 20));
+}
+
+function install(): void {
+  // Required here, after the service's main module loaded it (its tracing patches come first).
+  const { EventPublisher } = require('@rebootless/kafka') as typeof import('@rebootless/kafka');
+  const publish = EventPublisher.prototype.publish;
+  let counted = 0;
+  EventPublisher.prototype.publish = async function (this: EventPublisherType, drafts) {
+    const list = Array.isArray(drafts) ? drafts : [drafts];
+    const commandIds = list.flatMap((d) =>
+      d.payload.type === 'HostApplyRequested' ? [d.payload.data.commandId as string] : [],
+    );
+    const armed = path.join(dir!, 'armed');
+    if (commandIds.length > 0 && fs.existsSync(armed)) {
+      counted += 1;
+      if (counted === Number(fs.readFileSync(armed, 'utf8'))) await hold(commandIds);
+    }
+    return publish.call(this, drafts);
+  };
+}
+
+if (dir) setImmediate(install);
