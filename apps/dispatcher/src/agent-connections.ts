@@ -14,8 +14,8 @@ export interface AgentStream {
 export class AgentConnections {
   private readonly streams = new Map<string, AgentStream>();
   private readonly away = new Map<string, number>();
-  /** Commands outside rollouts whose caller waits for the agent's answer, by command id. */
-  private readonly waiting = new Map<string, (result: dispatcher.CommandResult) => void>();
+  /** Commands outside rollouts whose caller waits for the agent's answer: by command id, with the host asked. */
+  private readonly waiting = new Map<string, { hostId: string; resolve: (result: dispatcher.CommandResult) => void }>();
 
   get connected(): number {
     return this.streams.size;
@@ -63,26 +63,33 @@ export class AgentConnections {
   }
 
   /**
-   * The agent's final answer to `commandId` (ACCEPTED is not one), or undefined after
+   * The final answer (ACCEPTED is not one) of `hostId`'s agent to `commandId`, or undefined after
    * `timeoutMs`. Call before sending the command, so a quick answer is not missed.
    */
-  answerTo(commandId: string, timeoutMs: number): Promise<dispatcher.CommandResult | undefined> {
+  answerTo(hostId: string, commandId: string, timeoutMs: number): Promise<dispatcher.CommandResult | undefined> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.waiting.delete(commandId);
         resolve(undefined);
       }, timeoutMs);
-      this.waiting.set(commandId, (result) => {
-        clearTimeout(timer);
-        this.waiting.delete(commandId);
-        resolve(result);
+      this.waiting.set(commandId, {
+        hostId,
+        resolve: (result) => {
+          clearTimeout(timer);
+          this.waiting.delete(commandId);
+          resolve(result);
+        },
       });
     });
   }
 
-  /** An agent's CommandResult arrived (rollout commands are judged by their events instead). */
-  answered(result: dispatcher.CommandResult): void {
+  /**
+   * `hostId`'s agent answered (over its stream, or by its fact in the log); rollout commands are
+   * judged by their events instead. Another host's answer to the command counts for nothing.
+   */
+  answered(hostId: string, result: dispatcher.CommandResult): void {
     if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_ACCEPTED) return;
-    this.waiting.get(result.commandId)?.(result);
+    const waiter = this.waiting.get(result.commandId);
+    if (waiter?.hostId === hostId) waiter.resolve(result);
   }
 }

@@ -218,7 +218,8 @@ export class AgentGatewayController {
       if (request.commandResult) {
         // The outcome that counts is the agent's signed event in the log; this is its echo.
         const r = request.commandResult;
-        this.engine.agents.answered(r);
+        this.engine.agents.answered(host, r);
+        this.engine.hostCommandAnswered(host, r);
         if (r.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED) {
           this.logger.warn(`${host} refused command ${r.commandId} at ${r.stage}: ${r.error}`);
         }
@@ -232,13 +233,20 @@ export class AgentGatewayController {
             // The gateway vouches for the agent's epoch key (docs/adr/0012): its binding goes on the
             // host's stream, sealed, before the epoch start it names, so readers meet it first.
             this.relay.check(host, envelopes, (body) => this.engine.relayRefusal(host, body));
-            const bindings = agentKeyBindings(host, envelopes, {
+            // Already in the log (written by an instance that died before it acknowledged them):
+            // written again they would be copies, which every reader reports. Acknowledged as written.
+            const fresh = envelopes.filter((e) => !this.engine.alreadyInLog(e));
+            if (fresh.length < envelopes.length)
+              this.logger.log(
+                `${host}: ${envelopes.length - fresh.length} event(s) sent again are in the log already; not written twice`,
+              );
+            const bindings = agentKeyBindings(host, fresh, {
               certificateFingerprint,
               certificateIdentity: certified?.kind === 'host' ? certified.id : '',
             });
             if (bindings.length > 0) await this.events.publish(bindings);
             // The agent's traceparent (the work that recorded these events): the producer spans join it.
-            await this.relay.relay(host, envelopes, request);
+            await this.relay.relay(host, fresh, request);
             ack(request.messageId);
           } catch (error) {
             if (error instanceof PermissionError)

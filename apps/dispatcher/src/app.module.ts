@@ -128,11 +128,17 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
     },
     {
       provide: QuarantineOperation,
-      useFactory: (engine: RolloutEngine, publisher: EventPublisher) =>
-        new QuarantineOperation(engine.agents, publisher, (commandId, hostId) =>
-          engine.noteHostCommand(commandId, hostId),
+      useFactory: (engine: RolloutEngine, publisher: EventPublisher, coordination: Coordination) =>
+        new QuarantineOperation(
+          engine.agents,
+          publisher,
+          (commandId, hostId) => engine.noteHostCommand(commandId, hostId),
+          {
+            holds: (hostId) => coordination.elsewhere(hostId)?.online === true,
+            answerOf: (commandId) => coordination.answerOf(commandId),
+          },
         ),
-      inject: [RolloutEngine, EVENT_PUBLISHER],
+      inject: [RolloutEngine, EVENT_PUBLISHER, COORDINATION],
     },
     { provide: SITE_ARTIFACTS, useFactory: siteArtifactsFor, inject: [SERVICE_CONFIG, RolloutEngine] },
     {

@@ -3,6 +3,15 @@
 // instance driving a rollout knows a host is reachable through another instance, which delivers
 // the command it finds in the log). One instance alone needs neither: it drives everything.
 
+/** An agent's answer to a command, as one instance keeps it for another. */
+export interface CommandAnswer {
+  commandId: string;
+  /** dispatcher.v1.CommandOutcome. */
+  outcome: number;
+  stage: string;
+  error: string;
+}
+
 /** Where a host's agent is, as seen from the other instances. */
 export interface PeerPresence {
   /** Connected now to another live instance. */
@@ -28,6 +37,14 @@ export interface Coordination {
    * in time, as when the network cut this instance off from the database but not from Kafka.
    */
   confirmLeases(): Promise<boolean>;
+  /**
+   * Keeps an agent's answer to a command another instance wrote (a ClearQuarantine whose host is
+   * connected here), for that instance to tell its caller. Only answers that are no proof are
+   * taken from here: a success counts when the agent's own sealed fact is read in the log.
+   */
+  recordAnswer(result: CommandAnswer): Promise<void>;
+  /** The answer another instance kept for the command, if there is one yet. */
+  answerOf(commandId: string): Promise<CommandAnswer | undefined>;
   agentAttached(hostId: string, at: number): void;
   agentDetached(hostId: string, at: number): void;
   /** Where the host's agent is on the other instances; undefined when they know nothing of it. */
@@ -52,6 +69,13 @@ export class SoleInstance implements Coordination {
   }
   confirmLeases(): Promise<boolean> {
     return Promise.resolve(true);
+  }
+  recordAnswer(): Promise<void> {
+    // Alone, every command's agent answers here.
+    return Promise.resolve();
+  }
+  answerOf(): Promise<CommandAnswer | undefined> {
+    return Promise.resolve(undefined);
   }
   agentAttached(): void {
     // No other instance asks where agents are.

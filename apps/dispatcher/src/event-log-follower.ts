@@ -15,6 +15,7 @@ import {
   ProjectionGate,
   decodeEvent,
   scanEnvelope,
+  textAt,
   type DecodedEvent,
   type Finding,
   type GateOutput,
@@ -59,6 +60,7 @@ class FollowerKeyTrust implements KeyTrust {
 }
 
 const layout = new EnvelopeLayout();
+const relayLayout = new EnvelopeLayout();
 
 function bodyOf(value: Buffer): events.EventBody | undefined {
   try {
@@ -78,7 +80,27 @@ export class EventLogFollower {
     private readonly kafka: Kafka,
     private readonly topic: string,
     private readonly readTo: ReadonlyMap<number, bigint>,
+    private readonly gate: ProjectionGate<Buffer>,
   ) {}
+
+  /**
+   * Whether this envelope is already in the log as read so far (same producer, epoch, seq and
+   * hash): an agent re-sends what an instance wrote just before it died without acknowledging.
+   */
+  holds(envelope: Uint8Array): boolean {
+    let l: EnvelopeLayout;
+    try {
+      l = scanEnvelope(envelope, relayLayout);
+    } catch {
+      return false; // the readers report it
+    }
+    return this.gate.holds(
+      textAt(envelope, l.producerIdStart, l.producerIdEnd),
+      l.epoch,
+      l.seq,
+      envelope.subarray(l.hashStart, l.hashEnd),
+    );
+  }
 
   /**
    * Resolves once every partition is read up to the end it had when called: what any instance
@@ -209,6 +231,7 @@ export class EventLogFollower {
       opts.kafka,
       opts.topic,
       readTo,
+      gate,
     );
     return follower;
   }

@@ -4,7 +4,7 @@
 // no timer decides anything. The same session is the instance's liveness: presence rows of an
 // instance whose session is gone count for nothing.
 import { Client, type QueryResult, type QueryResultRow } from 'pg';
-import type { Coordination, PeerPresence } from './coordination';
+import type { CommandAnswer, Coordination, PeerPresence } from './coordination';
 
 /** Presence changes are written together at most this often. */
 const PRESENCE_FLUSH_MS = 100;
@@ -37,6 +37,17 @@ const SCHEMA = `
   ALTER TABLE dispatcher_agent_presence DROP COLUMN IF EXISTS seq;
   DROP SEQUENCE IF EXISTS dispatcher_presence_seq;
   CREATE INDEX IF NOT EXISTS dispatcher_agent_presence_xid ON dispatcher_agent_presence (xid);
+  -- An agent's answer to a command another instance wrote, for that instance's caller.
+  CREATE TABLE IF NOT EXISTS dispatcher_command_answers (
+    command_id text PRIMARY KEY,
+    instance text NOT NULL,
+    outcome integer NOT NULL,
+    stage text NOT NULL,
+    error text NOT NULL,
+    answered_at timestamptz NOT NULL DEFAULT now()
+  );
+  -- Their callers waited seconds: a day's answers are more than enough to keep.
+  DELETE FROM dispatcher_command_answers WHERE answered_at < now() - interval '1 day';
 `;
 
 /** Namespaces the advisory lock keys (hashtextextended of the text) so they meet nobody else's. */
@@ -211,6 +222,25 @@ export class PostgresCoordination implements Coordination {
 
   onLeasesLost(listener: () => void): void {
     this.lostListeners.push(listener);
+  }
+
+  async recordAnswer(answer: CommandAnswer): Promise<void> {
+    await serially(
+      this.reader,
+      `INSERT INTO dispatcher_command_answers (command_id, instance, outcome, stage, error)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING`,
+      [answer.commandId, this.instance, answer.outcome, answer.stage, answer.error],
+    );
+  }
+
+  async answerOf(commandId: string): Promise<CommandAnswer | undefined> {
+    const { rows } = await serially<{ outcome: number; stage: string; error: string }>(
+      this.reader,
+      'SELECT outcome, stage, error FROM dispatcher_command_answers WHERE command_id = $1',
+      [commandId],
+    );
+    const row = rows[0];
+    return row && { commandId, outcome: row.outcome, stage: row.stage, error: row.error };
   }
 
   agentAttached(hostId: string, at: number): void {

@@ -3,7 +3,8 @@ import type { EventDraft } from '@rebootless/events';
 import type { EventPublisher } from '@rebootless/kafka';
 import { AgentConnections } from './agent-connections';
 import { AgentNoAnswerError, HostPreconditionError, InvalidRequestError } from './dispatcher-errors';
-import { QuarantineOperation } from './quarantine-operation';
+import type { CommandAnswer } from './coordination';
+import { QuarantineOperation, type PeerInstances } from './quarantine-operation';
 
 const ALICE: events.Actor = { kind: events.ActorKind.ACTOR_KIND_USER, id: 'alice', origin: '10.0.0.7' };
 const REQUEST: dispatcher.ClearQuarantineRequest = {
@@ -16,7 +17,11 @@ const REQUEST: dispatcher.ClearQuarantineRequest = {
 /** What happened, in order: events written, commands noted for the gateway, commands sent. */
 type Step = { written: EventDraft[] } | { noted: [string, string] } | { sent: dispatcher.ConnectResponse };
 
-function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => dispatcher.CommandResult | undefined) {
+function given(
+  agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => dispatcher.CommandResult | undefined,
+  peers?: PeerInstances,
+  answeringHost = 'web-17',
+) {
   const steps: Step[] = [];
   const agents = new AgentConnections();
   const publisher = {
@@ -30,7 +35,7 @@ function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => di
       send: (message) => {
         steps.push({ sent: message });
         const answer = message.clearQuarantine && agentAnswers(message.clearQuarantine);
-        if (answer) setImmediate(() => agents.answered(answer));
+        if (answer) setImmediate(() => agents.answered(answeringHost, answer));
       },
       replaced: () => undefined,
     });
@@ -38,7 +43,10 @@ function given(agentAnswers?: (command: dispatcher.ClearQuarantineCommand) => di
   const noteCommand = (commandId: string, hostId: string) => void steps.push({ noted: [commandId, hostId] });
   return {
     steps,
-    operation: new QuarantineOperation(agents, publisher, noteCommand, 50, () => Date.parse('2026-12-06T08:00:00Z')),
+    agents,
+    operation: new QuarantineOperation(agents, publisher, noteCommand, peers, 600, () =>
+      Date.parse('2026-12-06T08:00:00Z'),
+    ),
   };
 }
 
@@ -92,11 +100,11 @@ describe('QuarantineOperation.clear', () => {
     expect(steps).toEqual([]);
   });
 
-  it('Given the host’s agent is not connected, Then it is refused at once and nothing is written', async () => {
-    const { steps, operation } = given();
+  it('Given the host’s agent is connected to no instance, Then it is refused at once and nothing is written', async () => {
+    const { steps, operation } = given(undefined, { holds: () => false, answerOf: () => Promise.resolve(undefined) });
     await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(
       new HostPreconditionError(
-        'the agent of web-17 is not connected to this dispatcher: only the agent can clear its quarantine; try again once it is',
+        'the agent of web-17 is not connected to any dispatcher instance: only the agent can clear its quarantine; try again once it is',
       ),
     );
     expect(steps).toEqual([]);
@@ -111,10 +119,72 @@ describe('QuarantineOperation.clear', () => {
     );
   });
 
+  it('Given another host answers the command, Then that answer counts for nothing', async () => {
+    const { operation } = given(
+      (c) => answer(c, dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED),
+      undefined,
+      'db-3',
+    );
+    await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(AgentNoAnswerError);
+  });
+
   it('Given the agent does not answer, Then the caller is told to look at the audit log', async () => {
     const { operation } = given(() => undefined);
     const refusal = operation.clear(REQUEST, ALICE);
     await expect(refusal).rejects.toThrow(AgentNoAnswerError);
     await expect(refusal).rejects.toThrow(/rebootless audit --host web-17 shows whether it cleared the quarantine$/);
+  });
+
+  describe('Given the agent is connected to another instance', () => {
+    const elsewhere = (kept?: (commandId: string) => CommandAnswer | undefined): PeerInstances => ({
+      holds: (hostId) => hostId === 'web-17',
+      answerOf: (commandId) => Promise.resolve(kept?.(commandId)),
+    });
+
+    it('Then the request is written for that instance to carry, none is sent from here, and the agent’s fact in the log answers', async () => {
+      const { steps, agents, operation } = given(undefined, elsewhere());
+      const cleared = operation.clear(REQUEST, ALICE);
+      await new Promise((r) => setTimeout(r, 50));
+      const [noted] = steps.filter((s): s is { noted: [string, string] } => 'noted' in s);
+      // Its PatchQuarantineCleared, read in the log, is the host's answer.
+      agents.answered('web-17', {
+        commandId: noted!.noted[0],
+        outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED,
+        stage: 'done',
+        error: '',
+        forced: false,
+        stack: [],
+      });
+      await expect(cleared).resolves.toEqual({ commandId: noted!.noted[0] });
+      expect(steps.map((s) => Object.keys(s)[0])).toEqual(['written', 'noted']);
+    });
+
+    it('Then a refusal kept by that instance reaches the caller in the agent’s words', async () => {
+      const { operation } = given(
+        undefined,
+        elsewhere((commandId) => ({
+          commandId,
+          outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_REJECTED,
+          stage: 'verify',
+          error: 'patch crashy 1 is not quarantined on this host',
+        })),
+      );
+      await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(
+        new HostPreconditionError('the agent of web-17 refused: patch crashy 1 is not quarantined on this host'),
+      );
+    });
+
+    it('Then a success kept in the database is no answer: only the agent’s fact is', async () => {
+      const { operation } = given(
+        undefined,
+        elsewhere((commandId) => ({
+          commandId,
+          outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED,
+          stage: 'done',
+          error: '',
+        })),
+      );
+      await expect(operation.clear(REQUEST, ALICE)).rejects.toThrow(AgentNoAnswerError);
+    });
   });
 });

@@ -61,7 +61,16 @@ const HOST_FACTS = new Set<string>([
 const KEY_EVENTS = new Set<string>(['AgentKeyBound', 'AgentKeyRevoked']);
 /** Commands to a host outside rollouts: only the host they went to may answer them. */
 const HOST_COMMANDS = new Set<string>(['QuarantineClearRequested']);
-const FOLLOWED = new Set([...ROLLOUT_EVENTS, ...PATCH_EVENTS, ...HOST_FACTS, ...KEY_EVENTS, ...HOST_COMMANDS]);
+/** The agent's own record that it carried such a command out: the caller's proof, whichever instance it is on. */
+const HOST_COMMAND_DONE = new Set<string>(['PatchQuarantineCleared']);
+const FOLLOWED = new Set([
+  ...ROLLOUT_EVENTS,
+  ...PATCH_EVENTS,
+  ...HOST_FACTS,
+  ...KEY_EVENTS,
+  ...HOST_COMMANDS,
+  ...HOST_COMMAND_DONE,
+]);
 /** Command ids an agent makes up itself (re-applying after a boot): they answer no dispatcher command. */
 const AGENT_OWN_COMMAND = 'at-start/';
 /** The facts a rollout's hosts are judged by (HostEnrolled only feeds the fleet). */
@@ -107,6 +116,8 @@ export class RolloutEngine {
   readonly agentKeys = new AgentKeyBook(false);
   /** The host each command was sent to: an agent may answer only its own host's commands. */
   private readonly commandHosts = new Map<string, string>();
+  /** Commands to a host another instance wrote, carried by this one to the agent connected here. */
+  private readonly carriedForPeers = new Set<string>();
   private readonly now: () => number;
   private readonly producerId: string;
   private follower?: EventLogFollower;
@@ -355,6 +366,14 @@ export class RolloutEngine {
       this.commandHosts.set(e.data.commandId, e.data.hostId);
   }
 
+  /**
+   * Whether the log already holds this agent envelope (as read so far): an agent re-sends what
+   * it was not told was written, as when the instance that wrote it died before answering.
+   */
+  alreadyInLog(envelope: Uint8Array): boolean {
+    return this.follower?.holds(envelope) ?? false;
+  }
+
   /** A command sent to a host outside a rollout (a quarantine to clear): its answer is the host's to give. */
   noteHostCommand(commandId: string, hostId: string): void {
     this.commandHosts.set(commandId, hostId);
@@ -364,6 +383,58 @@ export class RolloutEngine {
     const clear = body.quarantineClearRequested;
     if (clear && producerOf(body.producer?.producerId ?? '').kind === 'dispatcher')
       this.noteHostCommand(clear.commandId, clear.hostId);
+  }
+
+  /**
+   * Another instance's command to a host whose agent is connected here, read live: this instance
+   * carries it to the agent (commands go through the log, ADR 0025). The agent's answer is kept
+   * for that instance (`hostCommandAnswered`); its sealed fact reaches it through the log.
+   */
+  private carryPeerHostCommand(body: events.EventBody): void {
+    const clear = body.quarantineClearRequested;
+    const by = body.producer?.producerId ?? '';
+    if (!clear || by === this.producerId || producerOf(by).kind !== 'dispatcher') return;
+    const { commandId, hostId, patchId, version, reason } = clear;
+    if (!this.agents.isOnline(hostId)) return;
+    this.carriedForPeers.add(commandId);
+    this.agents.send(hostId, {
+      clearQuarantine: {
+        commandId,
+        patchId,
+        version,
+        reason,
+        ...(clear.expiresAt ? { expiresAt: clear.expiresAt } : {}),
+      },
+    });
+  }
+
+  /**
+   * An agent connected here answered a command: one another instance wrote is kept for it when
+   * it is not a success (a refusal leaves no event; a success is proved by the agent's fact).
+   */
+  hostCommandAnswered(hostId: string, result: dispatcher.CommandResult): void {
+    if (!this.carriedForPeers.has(result.commandId) || this.commandHosts.get(result.commandId) !== hostId) return;
+    if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_ACCEPTED) return;
+    this.carriedForPeers.delete(result.commandId);
+    if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED) return;
+    const { commandId, outcome, stage, error } = result;
+    this.coordination
+      .recordAnswer({ commandId, outcome, stage, error })
+      .catch((e: unknown) => this.opts.log.warn(`cannot keep the answer to command ${commandId}: ${String(e)}`));
+  }
+
+  /** The agent's sealed record that it carried a host command out: its caller's answer, wherever the agent is. */
+  private hostCommandDone(body: events.EventBody): void {
+    const cleared = body.patchQuarantineCleared;
+    if (!cleared || this.commandHosts.get(cleared.commandId) !== cleared.hostId) return;
+    this.agents.answered(cleared.hostId, {
+      commandId: cleared.commandId,
+      outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED,
+      stage: 'done',
+      error: '',
+      forced: false,
+      stack: [],
+    });
   }
 
   private foldKey(body: events.EventBody): void {
@@ -584,6 +655,11 @@ export class RolloutEngine {
       }
       if (HOST_COMMANDS.has(e.body.type)) {
         this.foldHostCommand(e.body);
+        this.carryPeerHostCommand(e.body);
+        continue;
+      }
+      if (HOST_COMMAND_DONE.has(e.body.type)) {
+        this.hostCommandDone(e.body);
         continue;
       }
       this.foldFact(e);
@@ -622,7 +698,7 @@ export class RolloutEngine {
         if (producerOf(e.body.producer?.producerId ?? '').kind === 'dispatcher') own.push(e);
       } else if (KEY_EVENTS.has(e.body.type)) keys.push(e);
       else if (HOST_COMMANDS.has(e.body.type)) this.foldHostCommand(e.body);
-      else facts.push(e);
+      else if (!HOST_COMMAND_DONE.has(e.body.type)) facts.push(e);
     }
     const chainOrder = (a: FollowedEvent, b: FollowedEvent) =>
       a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq);

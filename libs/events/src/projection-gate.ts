@@ -182,6 +182,11 @@ export class ProjectionGate<T> {
     );
   }
 
+  /** Whether this very record (producer, epoch, seq and hash) was already read from the log. */
+  holds(producerId: string, epoch: number, seq: number, hash: Uint8Array): boolean {
+    return this.verifier.holds(producerId, epoch, seq, hash);
+  }
+
   /** The raw key the verifier checks the epoch's seals with, once vouched for. */
   keyOf(producerId: string, epoch: number): Uint8Array | undefined {
     return this.verifier.keyOf(producerId, epoch);

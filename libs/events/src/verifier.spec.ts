@@ -109,6 +109,24 @@ describe('ChainVerifier', () => {
     });
   });
 
+  describe('asked whether it holds a record (a relay about to write it again)', () => {
+    it('says yes only for the very record read: same seq and hash, read or waiting for an earlier one', () => {
+      const v = new ChainVerifier(trust);
+      // Seqs 1-12 read, 14 waiting for 13.
+      [...chain.slice(0, 12), chain[13]!].forEach((e, i) => v.ingest(e.envelope, { partition: 0, offset: String(i) }));
+      const holds = (e: ChainedEvent, seq = e.seq) => v.holds('builder', 1, seq, e.hash);
+      expect(holds(chain[5]!)).toBe(true);
+      expect(holds(chain[13]!)).toBe(true);
+      // Not read yet, another event's hash at that seq, another producer or epoch.
+      expect(holds(chain[12]!)).toBe(false);
+      expect(holds(chain[20]!)).toBe(false);
+      const other = writeChain(key, 'builder', 10, 10);
+      expect(holds(other[5]!)).toBe(false);
+      expect(v.holds('builder', 2, 6, chain[5]!.hash)).toBe(false);
+      expect(v.holds('agent/web-1', 1, 6, chain[5]!.hash)).toBe(false);
+    });
+  });
+
   describe('when records of one partition are swapped', () => {
     it('names the reorder, and the chain still verifies', () => {
       const swapped = [...chain];

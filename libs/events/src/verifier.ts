@@ -415,6 +415,17 @@ export class ChainVerifier {
   }
 
   /**
+   * Whether the chain already holds this very record (same seq, same hash) from the log: a
+   * relay that would write it again writes a copy, which every reader reports.
+   */
+  holds(producerId: string, epoch: number, seq: number, hash: Uint8Array): boolean {
+    const t = this.tracks.get(`${producerId}\u0000${epoch}`);
+    if (!t) return false;
+    const earlier = seq < t.next ? t.seen.get(seq) : t.pending.get(seq);
+    return earlier !== undefined && sameBytes(earlier.hash, hash);
+  }
+
+  /**
    * Gives up on what a chain holds beyond its last sealed event: the unsealed tail and the
    * records waiting past a hole. The chain rolls back to its last sealed event, so a genuine
    * event written there later takes its place (an unsealed record is no part of the chain).

@@ -2,9 +2,10 @@
 // e2e test): it holds one write of commands after the instance confirmed its leases, as a
 // stalled process or a slow network would, until the test lets it go. No service loads it.
 //
-// FAULT_HOLD_DIR names a directory: once `armed` exists there (its text: which write carrying
-// commands, counted from then, to hold), that write waits; `held` is written with its command
-// ids when it starts waiting, and the write goes on once `release` exists.
+// FAULT_HOLD_DIR names a directory: once `armed` exists there (its text: "<n> <host id prefix>",
+// which write carrying commands to hosts of that prefix, counted from then, to hold), that write
+// waits; `held` is written with its command ids when it starts waiting, and the write goes on
+// once `release` exists.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { EventPublisher as EventPublisherType } from '@rebootless/kafka';
@@ -22,14 +23,16 @@ function install(): void {
   const publish = EventPublisher.prototype.publish;
   let counted = 0;
   EventPublisher.prototype.publish = async function (this: EventPublisherType, drafts) {
-    const list = Array.isArray(drafts) ? drafts : [drafts];
-    const commandIds = list.flatMap((d) =>
-      d.payload.type === 'HostApplyRequested' ? [d.payload.data.commandId as string] : [],
-    );
     const armed = path.join(dir!, 'armed');
-    if (commandIds.length > 0 && fs.existsSync(armed)) {
-      counted += 1;
-      if (counted === Number(fs.readFileSync(armed, 'utf8'))) await hold(commandIds);
+    if (fs.existsSync(armed)) {
+      const [nth, prefix = ''] = fs.readFileSync(armed, 'utf8').trim().split(' ');
+      const list = Array.isArray(drafts) ? drafts : [drafts];
+      const commandIds = list.flatMap((d) =>
+        d.payload.type === 'HostApplyRequested' && d.payload.data.hostId.startsWith(prefix)
+          ? [d.payload.data.commandId]
+          : [],
+      );
+      if (commandIds.length > 0 && ++counted === Number(nth)) await hold(commandIds);
     }
     return publish.call(this, drafts);
   };

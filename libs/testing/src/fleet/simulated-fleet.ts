@@ -141,6 +141,20 @@ export class SimulatedFleet {
     );
   }
 
+  /**
+   * The host goes down and boots again: its agent stops without a clean stop, as when the host
+   * dies, the kernel reboots (its live patches gone), and a new agent starts on the same data
+   * dir (its crash-loop guard judges the boot).
+   */
+  async crash(hostId: string): Promise<void> {
+    const h = this.get(hostId);
+    if (h.running) await h.agent.stop({ clean: false });
+    h.running = false;
+    h.kernel.reboot();
+    h.agent = this.agentFor(h.spec, h.kernel);
+    await this.start([hostId]);
+  }
+
   connectedCount(): number {
     return [...this.hosts.values()].filter((h) => h.running && h.agent.connected).length;
   }
