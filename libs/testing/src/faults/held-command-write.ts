@@ -7,10 +7,12 @@
 // waits; `held` is written with its command ids when it starts waiting, and the write goes on
 // once `release` exists.
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import type { EventPublisher as EventPublisherType } from '@rebootless/kafka';
 
 const dir = process.env['FAULT_HOLD_DIR'];
+const KAFKA_LIB = '@rebootless/kafka';
 
 async function hold(commandIds: string[]): Promise<void> {
   fs.writeFileSync(path.join(dir!, 'held'), JSON.stringify(commandIds));
@@ -18,8 +20,9 @@ async function hold(commandIds: string[]): Promise<void> {
 }
 
 function install(): void {
-  // Required here, after the service's main module loaded it (its tracing patches come first).
-  const { EventPublisher } = require('@rebootless/kafka') as typeof import('@rebootless/kafka');
+  // The service's own EventPublisher, the one its main module loaded (after its tracing
+  // patches); through createRequire, as a test harness's lookup rather than a dependency.
+  const { EventPublisher } = createRequire(__filename)(KAFKA_LIB) as { EventPublisher: typeof EventPublisherType };
   const publish = EventPublisher.prototype.publish;
   let counted = 0;
   EventPublisher.prototype.publish = async function (this: EventPublisherType, drafts) {
