@@ -2506,10 +2506,11 @@ export interface RolloutServiceClient {
   /**
    * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
    * the host went down soon after applying it), so a later rollout may apply it again. Written
-   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
-   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
-   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
-   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * as QuarantineClearRequested with the caller and reason, carried to the agent (by whichever
+   * dispatcher instance it is connected to, from the log), which records PatchQuarantineCleared;
+   * answers once the agent did. FAILED_PRECONDITION when the host's agent is connected to no
+   * instance or the patch is not quarantined there; UNAVAILABLE when the agent did not answer in
+   * time (the audit log then says whether it cleared it).
    * Access: a token with role operator.
    */
 
@@ -2635,10 +2636,11 @@ export interface RolloutServiceController {
   /**
    * Takes a patch out of a host's quarantine (the agent's crash-loop guard put it there after
    * the host went down soon after applying it), so a later rollout may apply it again. Written
-   * as QuarantineClearRequested with the caller and reason, carried to the connected agent,
-   * which records PatchQuarantineCleared; answers once the agent did. FAILED_PRECONDITION when
-   * the host's agent is not connected or the patch is not quarantined there; UNAVAILABLE when
-   * the agent did not answer in time (the audit log then says whether it cleared it).
+   * as QuarantineClearRequested with the caller and reason, carried to the agent (by whichever
+   * dispatcher instance it is connected to, from the log), which records PatchQuarantineCleared;
+   * answers once the agent did. FAILED_PRECONDITION when the host's agent is connected to no
+   * instance or the patch is not quarantined there; UNAVAILABLE when the agent did not answer in
+   * time (the audit log then says whether it cleared it).
    * Access: a token with role operator.
    */
 
