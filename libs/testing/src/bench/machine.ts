@@ -55,7 +55,9 @@ function calibration() {
 export function reportBenchResult(name: string, result: { date: string }): string {
   const dir = path.join(REPO_ROOT, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${name}-${result.date.replace(/[:.]/g, '-')}.json`);
+  // A run with a profiler in its processes is named so: its times are not figures.
+  const profiled = Object.entries(process.env).some(([k, v]) => k.endsWith('NODE_ARGS') && v?.includes('--cpu-prof'));
+  const file = path.join(dir, `${name}-${result.date.replace(/[:.]/g, '-')}${profiled ? '-cpu-prof' : ''}.json`);
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   process.stdout.write(JSON.stringify(result) + '\n');
   return file;
