@@ -246,6 +246,14 @@ async function get(name: string, rolloutId: string): Promise<dispatcher.Rollout>
   return (await unary<dispatcher.GetRolloutResponse>(instance(name).client, 'getRollout', { rolloutId })).rollout!;
 }
 
+/** As `get`, undefined while the instance has not read the rollout's creation in the log yet. */
+async function getOnceKnown(name: string, rolloutId: string): Promise<dispatcher.Rollout | undefined> {
+  return get(name, rolloutId).catch((e: grpc.ServiceError) => {
+    if (e.code === grpc.status.NOT_FOUND) return undefined;
+    throw e;
+  });
+}
+
 /** Every record of the rollout and its hosts' answers, decoded. */
 async function logOf(rolloutId: string) {
   const records = await readWholeTopic(kafka, topic);
@@ -338,7 +346,7 @@ describe('two live dispatcher instances', () => {
     expect(refused?.details).toContain('driven by dispatcher instance "a"');
 
     await until(
-      async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
+      async () => (await getOnceKnown('b', created.rolloutId))?.state === R.ROLLOUT_STATE_COMPLETED,
       'the rollout completed (as B sees it)',
     );
     const done = await get('a', created.rolloutId);
@@ -609,8 +617,8 @@ describe('the driving instance SIGKILLed mid-wave', () => {
     // Mid-wave: the wave after the canary is running, some of its hosts have answered and some not.
     await until(
       async () => {
-        const r = await get('b', created.rolloutId);
-        const wave = r.waves[1];
+        // B may not have read the rollout's creation (written by A a moment ago) yet.
+        const wave = (await getOnceKnown('b', created.rolloutId))?.waves[1];
         if (!wave || wave.state !== dispatcher.WaveState.WAVE_STATE_RUNNING) return false;
         const succeeded = wave.hosts.filter((h) => h.state === H.HOST_ROLLOUT_STATE_SUCCEEDED).length;
         return succeeded > 0 && succeeded < wave.hosts.length;
