@@ -43,13 +43,22 @@ function canaryAnswered(): RolloutDriver {
   return a;
 }
 
+/**
+ * The first driver decides the wave after the canary but its write is late (`late`); the second,
+ * a replica of the log without it, decides the same wave 5 s later (`taken`, folded into `b`).
+ */
+function decidedTwice() {
+  const a = canaryAnswered();
+  const b = replica(a);
+  const late = a.settle();
+  b.now += 5_000;
+  const taken = b.settle();
+  return { a, b, late, taken };
+}
+
 describe('a command decided twice (a late write of a driver that lost its lease)', () => {
   it('has the same id from both drivers, though they decided at different times', () => {
-    const a = canaryAnswered();
-    const b = replica(a);
-    const late = a.settle();
-    b.now += 5_000;
-    const taken = b.settle();
+    const { late, taken } = decidedTwice();
 
     expect(commands(late)).toHaveLength(5);
     expect(commands(taken)).toEqual(commands(late));
@@ -59,11 +68,7 @@ describe('a command decided twice (a late write of a driver that lost its lease)
   });
 
   it('is folded once by a reader that sees the late copy after the answers: nothing is asked again, no answer undone', () => {
-    const a = canaryAnswered();
-    const b = replica(a);
-    const late = a.settle();
-    b.now += 5_000;
-    b.settle();
+    const { b, late } = decidedTwice();
     b.answerAll();
 
     // The late copy lands after the new driver's commands were answered.
@@ -84,11 +89,7 @@ describe('a command decided twice (a late write of a driver that lost its lease)
   });
 
   it('is folded the same by a reader that sees the late copy first', () => {
-    const a = canaryAnswered();
-    const b = replica(a);
-    const late = a.settle();
-    b.now += 5_000;
-    const taken = b.settle();
+    const { a, b, late, taken } = decidedTwice();
 
     const first = replica(a);
     for (const e of late) first.write(e);
