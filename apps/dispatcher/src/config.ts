@@ -1,3 +1,4 @@
+import { SEAL_LANDS_WITHIN_MS } from '@rebootless/kafka';
 import {
   hostPort,
   integer,
@@ -94,9 +95,10 @@ export const dispatcherSettings = {
   unsealedTailTimeoutMs: setting({
     env: 'DISPATCHER_UNSEALED_TAIL_TIMEOUT_MS',
     parser: integer(100, 600_000),
-    default: '5000',
+    default: String(SEAL_LANDS_WITHIN_MS),
     description:
-      'how long events of a chain not yet sealed wait for their seal before they are a finding, never acted on',
+      'how long events of a chain not yet sealed wait for their seal before they are a finding, never acted on ' +
+      "(shorter than a producer's re-send after a broker lost mid-send, genuine events are ignored)",
   }),
   instance: setting({
     env: 'DISPATCHER_INSTANCE',

@@ -14,7 +14,7 @@ import {
   type EventDraft,
   type EventPayload,
 } from '@rebootless/events';
-import type { EventPublisher } from '@rebootless/kafka';
+import { SEAL_LANDS_WITHIN_MS, type EventPublisher } from '@rebootless/kafka';
 import {
   Fleet,
   PatchCatalog,
@@ -215,7 +215,7 @@ export class RolloutEngine {
         keys.set(this.producerId, [...(keys.get(this.producerId) ?? []), this.opts.publisher.key.rawPublicKey]);
         return keys;
       },
-      unsealedTailTimeoutMs: this.opts.unsealedTailTimeoutMs ?? 5_000,
+      unsealedTailTimeoutMs: this.opts.unsealedTailTimeoutMs ?? SEAL_LANDS_WITHIN_MS,
       onEvents: (batch) => this.onEvents(batch),
       onError: (error) => this.opts.log.warn(String(error)),
       onFinding: (f) => this.opts.log.warn(`event log: ${f.kind}: ${f.detail}; not acted on`),

@@ -1,4 +1,4 @@
-import { serviceKeysFrom } from '@rebootless/ledger-store';
+import { DEFAULT_UNSEALED_TAIL_TIMEOUT_MS, serviceKeysFrom } from '@rebootless/ledger-store';
 import {
   ConfigError,
   integer,
@@ -121,9 +121,10 @@ export const ledgerSettings = {
   unsealedTailTimeoutMs: setting({
     env: 'LEDGER_UNSEALED_TAIL_TIMEOUT_MS',
     parser: integer(100, 600_000),
-    default: '5000',
+    default: String(DEFAULT_UNSEALED_TAIL_TIMEOUT_MS),
     description:
-      'how long events of a chain not yet sealed wait for their seal; then they are an unsealed finding, never a fact',
+      'how long events of a chain not yet sealed wait for their seal; then they are an unsealed finding, never a fact ' +
+      "(shorter than a producer's re-send after a broker lost mid-send, genuine events are lost)",
   }),
   kernelDisableOrders: setting({
     env: 'LEDGER_KERNEL_DISABLE_ORDER',

@@ -66,7 +66,17 @@ export class PublishError extends Error {
 // How far around a pending batch's send time its records can be in the log.
 const SETTLE_BEFORE_MS = 10_000;
 const SETTLE_AFTER_MS = 120_000;
-const DEFAULT_SETTLE_GRACE_MS = 15_000;
+export const DEFAULT_SETTLE_GRACE_MS = 15_000;
+/** kafkajs' request timeout, which the services' clients keep: how long a send to a lost broker can hang. */
+const CLIENT_REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * How long after a batch's first records reach the log its seal may still land while its producer
+ * lives: a send only partly answered takes up to the client's request timeout to fail, and the
+ * records missing are re-sent once the settle grace has passed since the send. A reader that
+ * calls a tail unsealed sooner loses a live producer's genuine records whenever a broker dies
+ * mid-send (docs/adr/0012, addendum); the rest is margin for the re-send's own failover.
+ */
+export const SEAL_LANDS_WITHIN_MS = CLIENT_REQUEST_TIMEOUT_MS + DEFAULT_SETTLE_GRACE_MS + 15_000;
 const DEFAULT_SETTLE_FOR_MS = 120_000;
 /** Gathered calls make batches of up to this many events (one call's batch may be bigger). */
 const GATHERED_EVENTS = 1_000;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import { Consumer, IHeaders, Kafka } from 'kafkajs';
-import { readRecordsAt, replayLag } from '@rebootless/kafka';
+import { SEAL_LANDS_WITHIN_MS, readRecordsAt, replayLag } from '@rebootless/kafka';
 import { events } from '@rebootless/contracts';
 import {
   AgentKeyState,
@@ -36,8 +36,11 @@ export class LedgerKeyTrust implements KeyTrust {
   }
 }
 
-/** How long a chain's unsealed tail waits for its seal before it becomes a finding, by default. */
-export const DEFAULT_UNSEALED_TAIL_TIMEOUT_MS = 5_000;
+/**
+ * How long a chain's unsealed tail waits for its seal before it becomes a finding, by default: as
+ * long as a live producer's seal can take to land when a broker dies mid-send (60 s).
+ */
+export const DEFAULT_UNSEALED_TAIL_TIMEOUT_MS = SEAL_LANDS_WITHIN_MS;
 
 /** A record read from the log, as the gate hands it back once it may be projected. */
 interface LogRecord {
@@ -71,7 +74,8 @@ export interface LedgerConsumerOptions {
   sessionTimeoutMs?: number;
   /**
    * How long records of a chain not yet sealed wait for their seal; then they are an `unsealed`
-   * finding and never reach the read models (docs/adr/0012). Default 5 s.
+   * finding and never reach the read models (docs/adr/0012). Default DEFAULT_UNSEALED_TAIL_TIMEOUT_MS;
+   * shorter, a broker lost mid-send makes genuine records findings.
    */
   unsealedTailTimeoutMs?: number;
   /** Called after every committed batch. */
