@@ -20,6 +20,9 @@ import { EventRelay } from './event-relay';
 import { RolloutEngine } from './rollout-engine';
 import { SERVE_SLOTS, SITE_ARTIFACTS, type ServeSlots } from './site-artifacts';
 
+/** How long events an agent sent before wait for the log to be read to its end, before they are refused for now. */
+const SENT_BEFORE_LOG_WAIT_MS = 10_000;
+
 /**
  * Serves rebootless.dispatcher.v1.AgentGateway: one long-lived stream per agent. The agent says
  * hello first; every message it sends is acknowledged by id once what it carried is durable
@@ -226,13 +229,22 @@ export class AgentGatewayController {
         return ack(request.messageId);
       }
       if (request.relayEvents) {
-        const envelopes = request.relayEvents.envelopes;
+        const { envelopes, sentBefore } = request.relayEvents;
         relaying = relaying.then(async () => {
           if (ended) return;
           try {
             // The gateway vouches for the agent's epoch key (docs/adr/0012): its binding goes on the
             // host's stream, sealed, before the epoch start it names, so readers meet it first.
             this.relay.check(host, envelopes, (body) => this.engine.relayRefusal(host, body));
+            // Sent before without an answer: the instance that wrote them may have died just after,
+            // and this one's follower may not have read that yet. The log is read to its end first.
+            if (sentBefore && !(await this.engine.logReadToNow(SENT_BEFORE_LOG_WAIT_MS))) {
+              return refuse(
+                status.UNAVAILABLE,
+                'EVENT_LOG_BEHIND',
+                `events sent before were not written: the dispatcher could not read the event log to its end within ${SENT_BEFORE_LOG_WAIT_MS} ms to see which of them it holds; send them again`,
+              );
+            }
             // Already in the log (written by an instance that died before it acknowledged them):
             // written again they would be copies, which every reader reports. Acknowledged as written.
             const fresh = envelopes.filter((e) => !this.engine.alreadyInLog(e));

@@ -73,6 +73,9 @@ function bodyOf(value: Buffer): events.EventBody | undefined {
 
 export class EventLogFollower {
   private stopped = false;
+  /** A gathered readToNow() not started yet: callers meanwhile share it (see readToNowGathered). */
+  private nextRead: Promise<void> | undefined;
+  private readUnderWay: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly stopConsumer: () => Promise<void>,
@@ -119,6 +122,21 @@ export class EventLogFollower {
     while (!this.stopped && ends.some((e) => e.high > 0n && (this.readTo.get(e.partition) ?? 0n) < e.high)) {
       await new Promise((r) => setTimeout(r, pollMs));
     }
+  }
+
+  /**
+   * readToNow() for many callers at once (thousands of agents re-sending after an instance died):
+   * those who call while one is under way share the next, whose ends are read after all their
+   * calls, so one read of the ends serves them all.
+   */
+  readToNowGathered(): Promise<void> {
+    this.nextRead ??= this.readUnderWay.then(() => {
+      this.nextRead = undefined;
+      const read = this.readToNow();
+      this.readUnderWay = read.catch(() => undefined);
+      return read;
+    });
+    return this.nextRead;
   }
 
   static async start(opts: EventLogFollowerOptions): Promise<EventLogFollower> {

@@ -374,6 +374,23 @@ export class RolloutEngine {
     return this.follower?.holds(envelope) ?? false;
   }
 
+  /**
+   * Whether the log was read up to the end it has now within `timeoutMs`: then alreadyInLog()
+   * knows everything written before this call, an instance that died since included.
+   */
+  async logReadToNow(timeoutMs: number): Promise<boolean> {
+    if (!this.follower) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      return await Promise.race([this.follower.readToNowGathered().then(() => true), late]);
+    } catch {
+      return false; // Kafka could not say where the log ends
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** A command sent to a host outside a rollout (a quarantine to clear): its answer is the host's to give. */
   noteHostCommand(commandId: string, hostId: string): void {
     this.commandHosts.set(commandId, hostId);

@@ -131,7 +131,7 @@ export class Agent {
    * reports drift, then connects. Resolves once the agent's start facts are in its outbox.
    */
   async start(): Promise<void> {
-    const { outbox } = EventOutbox.open({
+    const { outbox, epoch } = EventOutbox.open({
       // The same place as the services' chains, so tools find every producer key alike.
       dir: path.join(this.options.dataDir, 'chain'),
       producerId: this.producerId,
@@ -146,6 +146,9 @@ export class Agent {
       relay: () => this.gateway,
       tracing: this.tracing,
       log: (m) => this.log(m),
+      // A new epoch holds only its start, never sent; an outbox opened where it stood may hold
+      // what the last run sent without hearing back.
+      sentBefore: epoch === undefined,
     });
     this.running = true;
     const k = this.options.kernel;

@@ -20,6 +20,8 @@ export interface OutboxDeliveryOptions {
   /** Spans are exported in this process: facts keep their trace to be sent under it. */
   readonly tracing: boolean;
   readonly log: (message: string) => void;
+  /** What the outbox holds now may have been sent by an earlier run (default false). */
+  readonly sentBefore?: boolean;
 }
 
 export class OutboxDelivery {
@@ -28,9 +30,16 @@ export class OutboxDelivery {
   private flushing = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private failures = 0;
+  /**
+   * The last seq handed to a delivery that did not answer: up to it, the log may hold them
+   * already (the dispatcher wrote them and died before saying so), and the next delivery says
+   * so; as does what an earlier run may have sent (`sentBefore`).
+   */
+  private unansweredTo: number;
 
   constructor(private readonly options: OutboxDeliveryOptions) {
     this.stream = `host/${options.hostId}`;
+    this.unansweredTo = options.sentBefore ? (options.outbox.pending().at(-1)?.seq ?? 0) : 0;
   }
 
   get pendingCount(): number {
@@ -92,11 +101,13 @@ export class OutboxDelivery {
     this.flushing = true;
     const relay = this.options.relay() ?? { relay: () => Promise.reject(new Error('no dispatcher configured')) };
     const last = batch[batch.length - 1]!.seq;
+    const sentBefore = batch[0]!.seq <= this.unansweredTo;
     withTraceContext(trace, () =>
       this.options.sink.deliver(
         this.options.hostId,
         batch.map((r) => r.envelope),
         relay,
+        sentBefore,
       ),
     ).then(
       () => {
@@ -107,6 +118,7 @@ export class OutboxDelivery {
       },
       (error: unknown) => {
         this.flushing = false;
+        this.unansweredTo = Math.max(this.unansweredTo, last);
         this.failures += 1;
         if (this.failures === 1) this.options.log(`events not delivered, kept in the outbox: ${String(error)}`);
         if (!this.running) return;

@@ -6,23 +6,27 @@ import { traceFields, withTraceContext, type TraceFields } from '@rebootless/tel
 
 /** The agent's gateway stream, as a sink sees it. */
 export interface GatewayRelay {
-  /** Sends RelayEvents; resolves on the dispatcher's Ack (the bytes are in Kafka), rejects when the stream drops. */
-  relay(envelopes: readonly Buffer[]): Promise<void>;
+  /**
+   * Sends RelayEvents; resolves on the dispatcher's Ack (the bytes are in Kafka), rejects when the
+   * stream drops. `sentBefore`: some were sent before without an answer, so may be in the log.
+   */
+  relay(envelopes: readonly Buffer[], sentBefore?: boolean): Promise<void>;
 }
 
 export interface EventSink {
   /**
    * Writes one host's envelopes, in chain order, to the log; resolves once the log holds all of
-   * them. A rejection means "try again later": the agent keeps them in its outbox.
+   * them. A rejection means "try again later": the agent keeps them in its outbox. `sentBefore`:
+   * some were handed to a delivery that never answered (they may have reached the log).
    */
-  deliver(hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay): Promise<void>;
+  deliver(hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay, sentBefore?: boolean): Promise<void>;
   close(): Promise<void>;
 }
 
 /** Through the dispatcher: for hosts that cannot reach Kafka. */
 export class GatewayRelaySink implements EventSink {
-  deliver(_hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay): Promise<void> {
-    return gateway.relay(envelopes);
+  deliver(_hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay, sentBefore = false): Promise<void> {
+    return gateway.relay(envelopes, sentBefore);
   }
 
   /** Nothing to release: the stream belongs to the agent. */

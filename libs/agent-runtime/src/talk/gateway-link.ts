@@ -111,11 +111,11 @@ export class GatewayLink implements GatewayRelay {
     return this.enqueue(payload, true);
   }
 
-  relay(envelopes: readonly Buffer[]): Promise<void> {
+  relay(envelopes: readonly Buffer[], sentBefore = false): Promise<void> {
     if (!this.ready) return Promise.reject(new StreamDroppedError('not connected to the dispatcher'));
     // The active trace (the outbox sends under the span that recorded the events): the
     // dispatcher writes them to Kafka under it.
-    return this.enqueue({ relayEvents: { envelopes: [...envelopes] }, ...traceFields() }, false);
+    return this.enqueue({ relayEvents: { envelopes: [...envelopes], sentBefore }, ...traceFields() }, false);
   }
 
   /** Inventory is only worth sending while connected: each connection starts with a fresh one. */

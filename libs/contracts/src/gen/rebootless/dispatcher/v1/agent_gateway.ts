@@ -89,6 +89,13 @@ export interface CommandResult {
 export interface RelayEvents {
   /** Each is an encoded rebootless.events.v1.Envelope, kept as bytes so the relay cannot alter it. */
   envelopes: Uint8Array[];
+  /**
+   * Some of these were sent before, on a stream or by a run of the agent that ended before the
+   * dispatcher acknowledged them: they may be in the log already. The dispatcher then reads the
+   * log up to its end before it writes any, so what is there is not written twice (a copy every
+   * reader reports). Unset on a first sending.
+   */
+  sentBefore: boolean;
 }
 
 /** The request of AgentGateway.Connect. */
@@ -542,13 +549,16 @@ export const CommandResult: MessageFns<CommandResult> = {
 };
 
 function createBaseRelayEvents(): RelayEvents {
-  return { envelopes: [] };
+  return { envelopes: [], sentBefore: false };
 }
 
 export const RelayEvents: MessageFns<RelayEvents> = {
   encode(message: RelayEvents, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.envelopes) {
       writer.uint32(10).bytes(v!);
+    }
+    if (message.sentBefore !== false) {
+      writer.uint32(16).bool(message.sentBefore);
     }
     return writer;
   },
@@ -572,6 +582,14 @@ export const RelayEvents: MessageFns<RelayEvents> = {
             }
 
             message.envelopes.push(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sentBefore = reader.bool();
             continue;
           }
         }
