@@ -221,7 +221,13 @@ export class EventLogFollower {
         for (const m of batch.messages) {
           const body = m.value ? bodyOf(m.value) : undefined;
           const value = m.value ?? Buffer.alloc(0);
-          handOn(gate.offer({ partition: batch.partition, offset: m.offset, value: m.value, body, item: value }, now));
+          const writtenAt = Number(m.timestamp);
+          handOn(
+            gate.offer(
+              { partition: batch.partition, offset: m.offset, value: m.value, body, item: value, writtenAt },
+              now,
+            ),
+          );
         }
         const end = ends.get(batch.partition);
         const last = batch.messages.at(-1);

@@ -54,7 +54,7 @@ class Reader {
     this.released.length = 0;
   }
 
-  offer(e: ChainedEvent | Uint8Array, partition = 0, now = 0): this {
+  offer(e: ChainedEvent | Uint8Array, partition = 0, now = 0, writtenAt?: number): this {
     const value = e instanceof Uint8Array ? e : e.envelope;
     const offset = this.offsets.get(partition) ?? 0;
     this.offsets.set(partition, offset + 1);
@@ -65,7 +65,8 @@ class Reader {
       body = undefined;
     }
     const label = body ? `${body.producer?.producerId}#${body.producer?.seq}` : `raw@${partition}/${offset}`;
-    return this.take(this.gate.offer({ partition, offset: String(offset), value, body, item: label }, now));
+    const record = { partition, offset: String(offset), value, body, item: label };
+    return this.take(this.gate.offer(writtenAt === undefined ? record : { ...record, writtenAt }, now));
   }
 
   /** The next records of `partition` come from `offset` again, as after a rebalance. */
@@ -74,8 +75,8 @@ class Reader {
     return this;
   }
 
-  expire(now: number): this {
-    return this.take(this.gate.expire(now));
+  expire(now: number, liveSince?: number): this {
+    return this.take(this.gate.expire(now, liveSince));
   }
 
   private take(out: GateOutput<string>): this {
@@ -167,6 +168,39 @@ describe('ProjectionGate', () => {
       chain.slice(10, 20).forEach((e) => r.offer(e, 0, 7_000));
       expect(r.released).toEqual(labels(chain.slice(0, 20)));
       expect(r.findings).toHaveLength(1);
+    });
+  });
+
+  describe('when an unsealed record was written long before the reader reads it (a replay, a restart)', () => {
+    it('judges it as soon as the reader is caught up: a seal still coming would have come by now', () => {
+      const r = new Reader();
+      chain.slice(0, 10).forEach((e) => r.offer(e));
+      const head: ChainHead = { producerId: 'builder', epoch: 1, seq: 10, hash: chain[9]!.hash };
+      // Written at 1,000, read at 100,000 by a reader caught up with the log at 100,000
+      r.offer(forgeAfter(head, [serviceStarted(666)]), 0, 100_000, 1_000);
+      expect(r.gate.hasDue(100_000, 100_000)).toBe(true);
+      r.expire(100_000, 100_000);
+      expect(r.findings[0]!.detail).toBe(
+        'builder epoch 1: seq 11 (1 record(s), the first at partition 0 offset 10) waited 99000 ms for a valid seal covering them and are kept out of the read models',
+      );
+    });
+
+    it('gives one written "in the future" no longer wait: the wait runs from its arrival', () => {
+      const r = new Reader();
+      chain.slice(0, 10).forEach((e) => r.offer(e));
+      const head: ChainHead = { producerId: 'builder', epoch: 1, seq: 10, hash: chain[9]!.hash };
+      r.offer(forgeAfter(head, [serviceStarted(666)]), 0, 1_000, Number.MAX_SAFE_INTEGER);
+      expect(r.gate.hasDue(1_000 + TIMEOUT - 1)).toBe(false);
+      expect(r.gate.hasDue(1_000 + TIMEOUT)).toBe(true);
+    });
+
+    it('waits the whole timeout for one written just now, however long the reader took to come to it', () => {
+      const r = new Reader();
+      chain.slice(0, 10).forEach((e) => r.offer(e));
+      const head: ChainHead = { producerId: 'builder', epoch: 1, seq: 10, hash: chain[9]!.hash };
+      r.offer(forgeAfter(head, [serviceStarted(666)]), 0, 50_000, 49_000);
+      expect(r.gate.hasDue(49_000 + TIMEOUT - 1, 50_000)).toBe(false);
+      expect(r.gate.hasDue(49_000 + TIMEOUT, 50_000)).toBe(true);
     });
   });
 

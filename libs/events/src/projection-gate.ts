@@ -48,6 +48,13 @@ export interface GateRecord<T> {
   body: events.EventBody | undefined;
   /** What the caller wants back on release. */
   item: T;
+  /**
+   * When the record was written (its Kafka timestamp, ms), if known. A seal still in flight lands
+   * within the wait after its batch was written, so a record written longer ago than the wait
+   * (a replay, a restart) is judged as soon as the reader has read the log to its end; a
+   * timestamp in the future counts for nothing (the wait then runs from arrival, as without one).
+   */
+  writtenAt?: number;
 }
 
 export interface GateOutput<T> {
@@ -197,6 +204,16 @@ export class ProjectionGate<T> {
     return this.verifier.report();
   }
 
+  /**
+   * Since when a held record counts as waiting for its seal: from its arrival, or from when the
+   * reader caught up with the log if later, but never later than when it was written.
+   */
+  private waitingSince(h: Held<T>, liveSince: number): number {
+    const since = Math.max(h.arrivedAt, liveSince);
+    const written = h.record.writtenAt;
+    return written !== undefined && Number.isFinite(written) && written < since ? written : since;
+  }
+
   /** Feeds one record (in its partition's order); returns what is released and found. */
   offer(record: GateRecord<T>, now: number): GateOutput<T> {
     // An offset this partition has already given is a re-delivery, not a copy: a consumer group
@@ -260,7 +277,7 @@ export class ProjectionGate<T> {
     for (const queue of this.queues.values()) {
       for (let i = queue.head; i < queue.items.length; i++) {
         const h = queue.items[i]!;
-        if (h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs)
+        if (h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs)
           return true;
       }
     }
@@ -273,12 +290,12 @@ export class ProjectionGate<T> {
     for (const queue of this.queues.values()) {
       for (let i = queue.head; i < queue.items.length; i++) {
         const h = queue.items[i]!;
-        if (h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs)
+        if (h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs)
           stale.add(h.chain);
       }
     }
     const due = (h: Held<T>) =>
-      h.verdict === 'waiting' && now - Math.max(h.arrivedAt, liveSince) >= this.opts.unsealedTimeoutMs;
+      h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs;
     for (const chain of stale) {
       // A chain judged before this one may have let through what this one waited for.
       if (![...(this.waiting.get(chain)?.values() ?? [])].some(due)) continue;
@@ -289,7 +306,7 @@ export class ProjectionGate<T> {
           (m, h) => (!m || h.seq < m.seq ? h : m),
           undefined,
         );
-        const waited = first ? now - Math.max(first.arrivedAt, liveSince) : this.opts.unsealedTimeoutMs;
+        const waited = first ? now - this.waitingSince(first, liveSince) : this.opts.unsealedTimeoutMs;
         const key = this.verifier.keyOf(agentId, Number(agentEpoch));
         this.out.push(
           ...this.verifier.refuseKey(
@@ -314,7 +331,7 @@ export class ProjectionGate<T> {
       const first = records[0]!;
       const last = records[records.length - 1]!;
       const span = first.seq === last.seq ? `seq ${first.seq}` : `seq ${first.seq} to ${last.seq}`;
-      const waited = now - Math.max(first.arrivedAt, liveSince);
+      const waited = now - this.waitingSince(first, liveSince);
       this.out.push({
         kind: 'unsealed',
         producerId,
@@ -390,7 +407,7 @@ export class ProjectionGate<T> {
    * Continues from a checkpoint (every row of it, merged): the gate then stands as it stood when
    * the checkpoint was taken, and the caller reads each partition on from its `nextOffset`.
    * `record` rebuilds each held record from what `checkpoint` kept of it. Held records wait
-   * their whole timeout again from `now`.
+   * their whole timeout again from `now`, or from when they were written if `record` says.
    *
    * The checkpoint vouches for no key by itself (docs/adr/0028): a chain it says is vouched must
    * be signed by a key configured for the service, or bound to the agent's epoch by the agent

@@ -327,7 +327,14 @@ export class LedgerConsumer {
             cp,
             (partition, offset, item: HeldItem) => {
               const value = item.value === null ? null : Buffer.from(item.value, 'base64');
-              return { partition, offset, value, body: decodeBody(value), item: { value, timestamp: item.timestamp } };
+              return {
+                partition,
+                offset,
+                value,
+                body: decodeBody(value),
+                item: { value, timestamp: item.timestamp },
+                writtenAt: Number(item.timestamp),
+              };
             },
             Date.now(),
           ),
@@ -489,7 +496,7 @@ export class LedgerConsumer {
       const m = messages[i]!;
       this.stats.records += 1;
       const body = bodies[i];
-      const record = { partition, offset: m.offset, value: m.value, body, item: m };
+      const record = { partition, offset: m.offset, value: m.value, body, item: m, writtenAt: Number(m.timestamp) };
       projected += this.applyReleased(this.gate.offer(record, now), moved);
     }
     this.seenTo.set(partition, BigInt(messages[messages.length - 1]!.offset) + 1n);

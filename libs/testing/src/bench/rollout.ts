@@ -468,6 +468,27 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
     ledgerClient?.close();
     client.close();
 
+    // A dispatcher instance keeps no checkpoint: one started (or restarted) now reads the whole
+    // log this run wrote before it serves. How long that takes, beside how long the log is.
+    const logRecords = await recordsInLog(kafka, topic);
+    const startedAt = performance.now();
+    const late = await startDispatcher({
+      ...env,
+      dataDir: path.join(root, 'dispatcher-late'),
+      nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`],
+      extra: {
+        DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...dispatcherDirs].join(','),
+        LOG_LEVEL: 'warn',
+        ...(DISPATCHERS > 1 ? { DISPATCHER_INSTANCE: 'late', DISPATCHER_DATABASE_URL: databaseUrl! } : {}),
+      },
+    });
+    const lateStartSeconds = (performance.now() - startedAt) / 1000;
+    const lateRss = peakRssMiB(late.process.pid) ?? null;
+    await late.process.stop();
+    log(
+      `a dispatcher instance started on the log (${logRecords} records) served after ${lateStartSeconds.toFixed(1)} s`,
+    );
+
     // Where the module came from: the builder's count of full serves per digest, the cache's work.
     const digest = patch.artifacts[RELEASE]!;
     const builderServes = await countersBy(builderMetrics, 'rebootless_artifacts_served_total', 'digest');
@@ -526,6 +547,12 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
           ? dispatcherCpu.map((c) => Math.round(c * 100) / 100)
           : Math.round(dispatcherCpu[0]! * 100) / 100,
       ...(DISPATCHERS > 1 ? { agents_per_dispatcher: await agentsPerInstance(databaseUrl!) } : {}),
+      // Another instance started once the ledger had it all: it reads the whole log before serving.
+      dispatcher_start_on_log: {
+        log_records: logRecords,
+        seconds_to_serving: Math.round(lateStartSeconds * 100) / 100,
+        peak_rss_mib: lateRss,
+      },
       cpu_seconds_create_to_all_applied: partsCpu,
       // Runnable tasks on the machine (all users): at CreateRollout, and when every host had applied.
       load_average_at_create: loadAtCreate,
@@ -568,6 +595,17 @@ async function dropDatabase(url: string): Promise<void> {
 }
 
 /** How many agents each instance held when the rollout completed (they spread by host id). */
+/** How many records the topic holds (the sum of its partitions' ends). */
+async function recordsInLog(kafka: ReturnType<typeof kafkaClient>, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return (await admin.fetchTopicOffsets(topic)).reduce((n, w) => n + Number(w.high) - Number(w.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 async function agentsPerInstance(url: string): Promise<Record<string, number>> {
   const c = new PgClient({ connectionString: url });
   await c.connect();
