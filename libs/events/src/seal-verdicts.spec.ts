@@ -1,6 +1,6 @@
 import { ChainedEvent, appendToChain } from './chain';
 import { SealWorker } from './seal-verdicts';
-import { SigningKey, generateSigningKey } from './signing';
+import { SigningKey, generateSigningKey, signHash } from './signing';
 import { serviceStarted, writeChain } from './test-chain';
 import { ChainVerifier, StaticKeyTrust } from './verifier';
 import { readEnvelope } from './wire';
@@ -46,6 +46,25 @@ describe('SealWorker', () => {
     expect(verifyWith(seals, chain)).toEqual(['bad-signature 20', 'unsealed 11']);
     await seals.check(jobsFor(chain, key));
     expect(verifyWith(seals, chain)).toEqual(['bad-signature 20', 'unsealed 11']);
+  });
+
+  it('shared among several workers, gives each seal its own verdict, a bad one among good ones included', async () => {
+    const pool = new SealWorker(3);
+    try {
+      const chain = writeChain(key, 'builder', 400, 1);
+      const jobs = jobsFor(chain, key);
+      // One seal of the middle worker's share signed by another key
+      const forger = generateSigningKey();
+      const bad = { ...jobs[200]!, signature: signHash(forger, jobs[200]!.hash) };
+      await pool.check([...jobs.slice(0, 200), bad, ...jobs.slice(201)]);
+      const verdicts = [...jobs.slice(0, 200), bad, ...jobs.slice(201)].map((j) =>
+        pool.take(j.key, j.hash, j.signature),
+      );
+      expect(verdicts.filter((v) => v === true)).toHaveLength(399);
+      expect(verdicts[200]).toBe(false);
+    } finally {
+      await pool.close();
+    }
   });
 
   it('once closed, checks nothing: the verifier verifies in place', async () => {

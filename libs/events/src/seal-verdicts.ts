@@ -1,4 +1,6 @@
 import { Worker } from 'node:worker_threads';
+import type { events } from '@rebootless/contracts';
+import { EnvelopeLayout, scanEnvelope } from './wire';
 
 /** One seal to check ahead: the raw Ed25519 key expected to have signed, the hash, the signature. */
 export interface SealJob {
@@ -49,44 +51,60 @@ interface Verdict {
  * that failed, a key known only later), so its findings are the same with or without it.
  */
 export class SealWorker implements SealVerdicts {
-  private readonly worker: Worker;
+  private readonly workers: Worker[];
   private readonly verdicts = new Map<string, Verdict>();
   private readonly waiting = new Map<number, { jobs: SealJob[]; done: () => void }>();
   private nextId = 0;
   private failed = false;
 
-  constructor() {
-    this.worker = new Worker(WORKER_CODE, { eval: true });
-    this.worker.unref();
-    this.worker.on('message', ({ id, out }: { id: number; out: Uint8Array }) => {
-      const w = this.waiting.get(id);
-      if (!w) return;
-      this.waiting.delete(id);
-      w.jobs.forEach((j, i) => this.verdicts.set(sigKey(j.signature), { key: j.key, hash: j.hash, ok: out[i] === 1 }));
-      w.done();
+  /** `threads`: workers to share each check among (a start reading a whole log uses every core). */
+  constructor(threads = 1) {
+    this.workers = Array.from({ length: Math.max(1, threads) }, () => {
+      const worker = new Worker(WORKER_CODE, { eval: true });
+      worker.unref();
+      worker.on('message', ({ id, out }: { id: number; out: Uint8Array }) => {
+        const w = this.waiting.get(id);
+        if (!w) return;
+        this.waiting.delete(id);
+        w.jobs.forEach((j, i) =>
+          this.verdicts.set(sigKey(j.signature), { key: j.key, hash: j.hash, ok: out[i] === 1 }),
+        );
+        w.done();
+      });
+      worker.on('error', () => this.fail());
+      worker.on('exit', () => this.fail());
+      return worker;
     });
-    this.worker.on('error', () => this.fail());
-    this.worker.on('exit', () => this.fail());
   }
 
   /** Checks the seals given; resolves once their verdicts are in (never rejects: a miss is verified in place). */
   check(jobs: SealJob[]): Promise<void> {
     const valid = jobs.filter((j) => j.key.length === 32 && j.hash.length === 32 && j.signature.length === 64);
     if (this.failed || valid.length === 0) return Promise.resolve();
-    const data = new Uint8Array(valid.length * 128);
-    valid.forEach((j, i) => {
-      data.set(j.key, i * 128);
-      data.set(j.hash, i * 128 + 32);
-      data.set(j.signature, i * 128 + 64);
-    });
     // Verdicts nobody asked for (a duplicate's seal, a chain whose key was refused) are dropped
     // now and then, so none piles up.
     if (this.verdicts.size > MAX_VERDICTS) this.verdicts.clear();
-    const id = this.nextId++;
-    return new Promise<void>((done) => {
-      this.waiting.set(id, { jobs: valid, done });
-      this.worker.postMessage({ id, data, count: valid.length }, [data.buffer]);
-    });
+    // Shared among the workers, none given fewer than a few dozen (a hand-off costs too).
+    const parts = Math.min(this.workers.length, Math.ceil(valid.length / 32));
+    const size = Math.ceil(valid.length / parts);
+    const checked: Promise<void>[] = [];
+    for (let w = 0; w < parts; w++) {
+      const part = valid.slice(w * size, (w + 1) * size);
+      const data = new Uint8Array(part.length * 128);
+      part.forEach((j, i) => {
+        data.set(j.key, i * 128);
+        data.set(j.hash, i * 128 + 32);
+        data.set(j.signature, i * 128 + 64);
+      });
+      const id = this.nextId++;
+      checked.push(
+        new Promise<void>((done) => {
+          this.waiting.set(id, { jobs: part, done });
+          this.workers[w]!.postMessage({ id, data, count: part.length }, [data.buffer]);
+        }),
+      );
+    }
+    return Promise.all(checked).then(() => undefined);
   }
 
   take(key: Uint8Array, hash: Uint8Array, signature: Uint8Array): boolean | undefined {
@@ -100,7 +118,7 @@ export class SealWorker implements SealVerdicts {
 
   async close(): Promise<void> {
     this.failed = true;
-    await this.worker.terminate();
+    await Promise.all(this.workers.map((w) => w.terminate()));
     this.fail();
   }
 
@@ -114,3 +132,37 @@ export class SealWorker implements SealVerdicts {
 const MAX_VERDICTS = 100_000;
 
 const sigKey = (signature: Uint8Array) => Buffer.from(signature.buffer, signature.byteOffset, 64).toString('latin1');
+
+const jobLayout = new EnvelopeLayout();
+
+/**
+ * The seals among a batch of records, each with the key the verifier will check it with: the
+ * epoch's key `keyOf` gives, or the one an epoch start earlier in the batch carries. A guess that
+ * proves wrong costs nothing but the worker's time: the verifier takes a verdict only for its own key.
+ */
+export function sealJobsOf(
+  values: readonly (Uint8Array | null)[],
+  bodies: readonly (events.EventBody | undefined)[],
+  keyOf: (producerId: string, epoch: number) => Uint8Array | undefined,
+): SealJob[] {
+  const jobs: SealJob[] = [];
+  const started = new Map<string, Uint8Array>();
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    const body = bodies[i];
+    if (!value || !body?.producer) continue;
+    const { producerId, epoch } = body.producer;
+    const id = `${producerId}\u0000${epoch}`;
+    if (body.chainEpochStarted) started.set(id, body.chainEpochStarted.publicKey);
+    const l = scanEnvelope(value, jobLayout);
+    if (l.signatureEnd <= l.signatureStart) continue;
+    const key = started.get(id) ?? keyOf(producerId, epoch);
+    if (!key) continue;
+    jobs.push({
+      key,
+      hash: value.subarray(l.hashStart, l.hashEnd),
+      signature: value.subarray(l.signatureStart, l.signatureEnd),
+    });
+  }
+  return jobs;
+}

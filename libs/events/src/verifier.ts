@@ -389,8 +389,8 @@ const at = (p: RecordPosition | undefined): string =>
  */
 export class ChainVerifier {
   private readonly tracks = new Map<string, ChainTrack>();
-  /** Epochs waiting for a binding of their key: a binding looks only at these, not every chain. */
-  private readonly awaitingKeys = new Set<ChainTrack>();
+  /** Epochs waiting for a binding of their key, by producer: a binding looks only at its producer's. */
+  private readonly awaitingKeys = new AwaitingKeys();
   private readonly findings: Finding[] = [];
   private records = 0;
   /** The chain of the previous record: consecutive records mostly share one. */
@@ -462,8 +462,8 @@ export class ChainVerifier {
    */
   keyVouched(producerId: string): Finding[] {
     const before = this.findings.length;
-    for (const t of [...this.awaitingKeys]) {
-      if (t.producerId !== producerId || !t.awaiting || !t.keyRaw) continue;
+    for (const t of this.awaitingKeys.of(producerId)) {
+      if (!t.awaiting || !t.keyRaw) continue;
       const raw = t.keyRaw;
       if (!this.trust.keysFor(producerId, t.epoch).some((k) => Buffer.from(k).equals(raw))) continue;
       this.changed?.add(t);
@@ -986,4 +986,31 @@ function where(t: ChainTrack, a: Arrival): Pick<Finding, 'producerId' | 'epoch' 
 
 function span(from: number, to: number): string {
   return from === to ? `seq ${from} is` : `seq ${from} to ${to} are`;
+}
+
+/**
+ * Epochs waiting for a binding, by producer. At a replay thousands of agents' epochs wait at
+ * once, and each binding looked through all of them (a dispatcher restarted on the log of 10,000
+ * hosts spent a tenth of its start there).
+ */
+class AwaitingKeys {
+  private readonly byProducer = new Map<string, Set<ChainTrack>>();
+
+  add(t: ChainTrack): void {
+    let set = this.byProducer.get(t.producerId);
+    if (!set) this.byProducer.set(t.producerId, (set = new Set()));
+    set.add(t);
+  }
+
+  delete(t: ChainTrack): void {
+    const set = this.byProducer.get(t.producerId);
+    if (!set?.delete(t)) return;
+    if (set.size === 0) this.byProducer.delete(t.producerId);
+  }
+
+  /** The producer's waiting epochs, as a list (the caller may delete while going through it). */
+  of(producerId: string): ChainTrack[] {
+    const set = this.byProducer.get(producerId);
+    return set ? [...set] : [];
+  }
 }

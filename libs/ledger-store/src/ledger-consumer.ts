@@ -10,12 +10,12 @@ import {
   GateOutput,
   KeyTrust,
   ProjectionGate,
-  SealJob,
   SealVerdicts,
   SealWorker,
   agentKeyStateProblems,
   keyEventPositions,
   scanEnvelope,
+  sealJobsOf,
 } from '@rebootless/events';
 import { ATTR, SPAN, telemetryStatus, withSpanFromSync } from '@rebootless/telemetry';
 import { CheckpointSigner, CheckpointStore, HeldItem, LEDGER_PRODUCER } from './checkpoint-store';
@@ -218,7 +218,11 @@ export class LedgerConsumer {
     this.stopped = false;
     this.owning = undefined;
     // Unsealed tails are judged on the clock, even when no record comes to move things on.
-    this.expiry ??= setInterval(() => void this.expireUnsealed(), Math.max(50, this.unsealedTimeoutMs / 4));
+    // At least each second: a tail written long ago is due as soon as the log is read to its end.
+    this.expiry ??= setInterval(
+      () => void this.expireUnsealed(),
+      Math.min(1_000, Math.max(50, this.unsealedTimeoutMs / 4)),
+    );
     this.expiry.unref();
     this.seals ??= new SealWorker();
     const { kafka, topic } = this.opts;
@@ -462,7 +466,13 @@ export class LedgerConsumer {
   ): Promise<void> {
     const bodies = messages.map((m) => decodeBody(m.value));
     // The batch's seals go to the worker first; meanwhile the other partition's batch projects.
-    const jobs = this.seals ? this.sealJobs(messages, bodies) : [];
+    const jobs = this.seals
+      ? sealJobsOf(
+          messages.map((m) => m.value),
+          bodies,
+          (producerId, epoch) => this.gate.keyOf(producerId, epoch),
+        )
+      : [];
     if (jobs.length > 0 && this.seals) {
       await this.seals.check(jobs);
       if (this.failure) throw this.failure; // a write refused meanwhile: recovery reads this batch again
@@ -616,34 +626,6 @@ export class LedgerConsumer {
     } catch {
       return false;
     }
-  }
-
-  /**
-   * The seals of a batch with the key the verifier will check them with: the epoch's key it
-   * holds, or the one an epoch start earlier in the batch carries. A guess that proves wrong
-   * costs nothing but the worker's time: the verifier uses a verdict only for its own key.
-   */
-  private sealJobs(messages: { value: Buffer | null }[], bodies: (events.EventBody | undefined)[]): SealJob[] {
-    const jobs: SealJob[] = [];
-    const started = new Map<string, Uint8Array>();
-    for (let i = 0; i < messages.length; i++) {
-      const value = messages[i]!.value;
-      const body = bodies[i];
-      if (!value || !body?.producer) continue;
-      const { producerId, epoch } = body.producer;
-      const id = `${producerId}\u0000${epoch}`;
-      if (body.chainEpochStarted) started.set(id, body.chainEpochStarted.publicKey);
-      const l = scanEnvelope(value, bodyLayout);
-      if (l.signatureEnd <= l.signatureStart) continue;
-      const key = started.get(id) ?? this.gate.keyOf(producerId, epoch);
-      if (!key) continue;
-      jobs.push({
-        key,
-        hash: value.subarray(l.hashStart, l.hashEnd),
-        signature: value.subarray(l.signatureStart, l.signatureEnd),
-      });
-    }
-    return jobs;
   }
 
   private recordFinding(f: Finding): void {
