@@ -5,12 +5,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
 import { ChainVerifier, StaticKeyTrust, readEnvelope } from '@rebootless/events';
 import { EventPublisher } from './publisher';
 import { LogRecord, readRange } from './log-reader';
 import { EventsTopicMismatchError, ensureEventsTopic } from './topic';
-import { type TestCluster, startTestCluster } from '@rebootless/testing';
+import { type TestCluster, faultTestClient, startTestCluster } from '@rebootless/testing';
 
 jest.setTimeout(600_000);
 
@@ -20,17 +19,7 @@ let brokers: string[];
 let dir: string;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Short client timeouts, so a frozen broker outlasts them (5 s requests against a 12 s freeze). */
-function client(id: string): Kafka {
-  return new Kafka({
-    clientId: id,
-    brokers,
-    logLevel: logLevel.NOTHING,
-    requestTimeout: 5_000,
-    connectionTimeout: 2_000,
-    retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 3_000 },
-  });
-}
+const client = (id: string) => faultTestClient(brokers, id);
 
 function draft(n: number) {
   const hostId = `h${n % 40}`;

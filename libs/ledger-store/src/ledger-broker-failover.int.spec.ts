@@ -7,10 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel } from 'kafkajs';
 import { EventDraft } from '@rebootless/events';
 import { EventPublisher, ensureEventsTopic, replayLag } from '@rebootless/kafka';
-import { type TestCluster, startTestCluster } from '@rebootless/testing';
+import { type TestCluster, faultTestClient, startTestCluster } from '@rebootless/testing';
 import { LedgerDatabase } from './database';
 import { verifyLog } from './integrity';
 import { LedgerConsumer } from './ledger-consumer';
@@ -21,17 +20,6 @@ const TOPIC = 'test.ledger-failover';
 let cluster: TestCluster;
 let dir: string;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function client(brokers: string[], id: string): Kafka {
-  return new Kafka({
-    clientId: id,
-    brokers,
-    logLevel: logLevel.NOTHING,
-    requestTimeout: 5_000,
-    connectionTimeout: 2_000,
-    retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 3_000 },
-  });
-}
 
 /** A build requested: each on its own stream, so one batch spans the topic's partitions. */
 function buildRequested(n: number): EventDraft {
@@ -71,7 +59,7 @@ it('a ledger following the log while brokers die projects every acknowledged rec
   await ensureEventsTopic({ brokers, topic: TOPIC, durability: 'replicated', partitions: 12 });
   const settles: string[] = [];
   const builder = await EventPublisher.open({
-    kafka: client(brokers, 'failover-builder'),
+    kafka: faultTestClient(brokers, 'failover-builder'),
     producerId: 'builder',
     stateDir: path.join(dir, 'builder'),
     topic: TOPIC,
@@ -80,7 +68,12 @@ it('a ledger following the log while brokers die projects every acknowledged rec
   const serviceKeys = new Map([['builder', [builder.key.rawPublicKey]]]);
   const db = await LedgerDatabase.open({ sqliteFile: path.join(dir, `ledger-${randomUUID()}.sqlite`) });
   // The ledger's defaults: its unsealed-tail wait is the one under test.
-  const ledger = new LedgerConsumer({ kafka: client(brokers, 'failover-ledger'), db, topic: TOPIC, serviceKeys });
+  const ledger = new LedgerConsumer({
+    kafka: faultTestClient(brokers, 'failover-ledger'),
+    db,
+    topic: TOPIC,
+    serviceKeys,
+  });
   await ledger.start();
 
   // Given a producer writing batches of 20 across the partitions, and the ledger keeping up
@@ -117,7 +110,7 @@ it('a ledger following the log while brokers die projects every acknowledged rec
   await builder.close();
 
   // Then the ledger, once caught up, has projected what `ledger verify` folds from the log
-  const kafka = client(brokers, 'failover-check');
+  const kafka = faultTestClient(brokers, 'failover-check');
   const deadline = Date.now() + 180_000;
   while ((await replayLag(kafka, TOPIC, ledger.positions)).behind > 0n) {
     if (Date.now() > deadline) throw new Error(`the ledger did not catch up: ${JSON.stringify([...ledger.positions])}`);

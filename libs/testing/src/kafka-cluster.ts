@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
 import { REPO_ROOT } from './process';
 
 interface ClusterRuntime {
@@ -56,4 +57,19 @@ export async function startTestCluster(): Promise<TestCluster> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A client for the fault tests: short timeouts, so that a frozen broker outlasts them (5 s
+ * requests against a 12 s freeze) and a dead one is given up on quickly, and quiet.
+ */
+export function faultTestClient(brokers: string[], clientId: string): Kafka {
+  return new Kafka({
+    clientId,
+    brokers,
+    logLevel: logLevel.NOTHING,
+    requestTimeout: 5_000,
+    connectionTimeout: 2_000,
+    retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 3_000 },
+  });
 }

@@ -120,7 +120,13 @@ export async function startBuilder(
 }
 
 export async function startDispatcher(
-  env: ServiceEnv & { address?: string; extra?: Record<string, string>; nodeArgs?: string[] },
+  env: ServiceEnv & {
+    address?: string;
+    extra?: Record<string, string>;
+    nodeArgs?: string[];
+    /** How long it may take to read the log before it serves (default 60 s). */
+    readyWithinMs?: number;
+  },
 ): Promise<{ process: ServiceProcess; address: string }> {
   const address = env.address ?? `127.0.0.1:${await freePort()}`;
   const service = new ServiceProcess(
@@ -135,7 +141,7 @@ export async function startDispatcher(
     },
     [...(env.nodeArgs ?? []), ...nodeArgs('DISPATCHER_NODE_ARGS')],
   );
-  await service.waitFor(`dispatcher ready on ${address}`);
+  await service.waitFor(`dispatcher ready on ${address}`, env.readyWithinMs);
   return { process: service, address };
 }
 
