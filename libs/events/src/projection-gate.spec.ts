@@ -185,6 +185,22 @@ describe('ProjectionGate', () => {
       );
     });
 
+    it("does not judge a genuine tail sooner because a forger's record beside it is dated in the past", () => {
+      const r = new Reader();
+      chain.slice(0, 10).forEach((e) => r.offer(e));
+      // Genuine seq 11..19, written and read at 50,000; their seal (seq 20) is still on its way
+      chain.slice(10, 19).forEach((e) => r.offer(e, 0, 50_000, 50_000));
+      // A forger's record of the same chain, dated 0, in another partition
+      const head: ChainHead = { producerId: 'builder', epoch: 1, seq: 19, hash: chain[18]!.hash };
+      r.offer(forgeAfter(head, [serviceStarted(666)], 5), 1, 50_000, 0);
+      expect(r.gate.hasDue(50_000 + TIMEOUT - 1, 50_000)).toBe(false);
+      r.expire(50_000 + TIMEOUT - 1, 50_000);
+      // The seal lands within the wait: the genuine records are released
+      r.offer(chain[19]!, 0, 50_000 + TIMEOUT - 1, 50_000 + TIMEOUT - 1);
+      expect(r.released).toEqual(labels(chain.slice(0, 20)));
+      expect(r.findings).toEqual([]);
+    });
+
     it('gives one written "in the future" no longer wait: the wait runs from its arrival', () => {
       const r = new Reader();
       chain.slice(0, 10).forEach((e) => r.offer(e));

@@ -266,39 +266,37 @@ export class ProjectionGate<T> {
     return this.drain();
   }
 
-  /**
-   * Abandons every chain whose oldest waiting record has waited longer than the timeout: its
-   * records become one `unsealed` finding and are dropped. Call periodically, and only while the
-   * reader is caught up with the log (`liveSince`: since when): a reader still replaying has not
-   * read the seals that exist yet, and its own slowness must not turn genuine records into findings.
-   */
-  /** Whether expire() would judge anything now: a record has waited its whole timeout. */
+  /** Whether expire() would judge anything now: a chain's waiting records have waited their whole timeout. */
   hasDue(now: number, liveSince = -Infinity): boolean {
-    for (const queue of this.queues.values()) {
-      for (let i = queue.head; i < queue.items.length; i++) {
-        const h = queue.items[i]!;
-        if (h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs)
-          return true;
-      }
-    }
+    for (const chain of this.waiting.keys()) if (this.chainDue(chain, now, liveSince)) return true;
     return false;
   }
 
+  /**
+   * Whether a chain's waiting records are given up on now: one of them has waited the whole
+   * timeout since it came (whatever it is dated), or every one of them was written longer ago
+   * than that (a replay). A record a forger dates in the past does not hasten the judging of the
+   * genuine records beside it; one it keeps appending does not put it off.
+   */
+  private chainDue(chain: string, now: number, liveSince: number): boolean {
+    const held = [...(this.waiting.get(chain)?.values() ?? [])].filter((h) => h.verdict === 'waiting');
+    const waited = (since: number) => now - since >= this.opts.unsealedTimeoutMs;
+    if (held.some((h) => waited(Math.max(h.arrivedAt, liveSince)))) return true;
+    return held.length > 0 && held.every((h) => waited(this.waitingSince(h, liveSince)));
+  }
+
+  /**
+   * Abandons every chain whose waiting records are due (chainDue): they become one `unsealed`
+   * finding and are dropped. Call periodically, and only while the reader is caught up with the
+   * log (`liveSince`: since when): a reader still replaying has not read the seals that exist yet,
+   * and its own slowness must not turn genuine records into findings.
+   */
   expire(now: number, liveSince = -Infinity): GateOutput<T> {
     const released: GateRecord<T>[] = [];
-    const stale = new Set<string>();
-    for (const queue of this.queues.values()) {
-      for (let i = queue.head; i < queue.items.length; i++) {
-        const h = queue.items[i]!;
-        if (h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs)
-          stale.add(h.chain);
-      }
-    }
-    const due = (h: Held<T>) =>
-      h.verdict === 'waiting' && now - this.waitingSince(h, liveSince) >= this.opts.unsealedTimeoutMs;
+    const stale = [...this.waiting.keys()].filter((chain) => this.chainDue(chain, now, liveSince));
     for (const chain of stale) {
       // A chain judged before this one may have let through what this one waited for.
-      if (![...(this.waiting.get(chain)?.values() ?? [])].some(due)) continue;
+      if (!this.chainDue(chain, now, liveSince)) continue;
       const [agentId = '', agentEpoch = '0'] = chain.split('\u0000');
       if (this.verifier.awaitingKey(agentId, Number(agentEpoch))) {
         // Not a missing seal: nobody bound the key. The epoch is refused whole, as an unvouched key is.
