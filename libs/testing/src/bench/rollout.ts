@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dispatcher, grpcServices, ledger } from '@rebootless/contracts';
-import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
+import { ensureEventsTopic, kafkaBrokersFromEnv, kafkaClient, replayLag } from '@rebootless/kafka';
 import { devTopicDurability } from '../kafka';
 import {
   buildPatch,
@@ -470,7 +470,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
 
     // A dispatcher instance keeps no checkpoint: one started (or restarted) now reads the whole
     // log this run wrote before it serves. How long that takes, beside how long the log is.
-    const logRecords = await recordsInLog(kafka, topic);
+    const logRecords = Number((await replayLag(kafka, topic, new Map())).end);
     const startedAt = performance.now();
     let lateStartSeconds: number | null = null;
     let lateRss: number | null = null;
@@ -606,17 +606,6 @@ async function dropDatabase(url: string): Promise<void> {
 }
 
 /** How many agents each instance held when the rollout completed (they spread by host id). */
-/** How many records the topic holds (the sum of its partitions' ends). */
-async function recordsInLog(kafka: ReturnType<typeof kafkaClient>, topic: string): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    return (await admin.fetchTopicOffsets(topic)).reduce((n, w) => n + Number(w.high) - Number(w.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
 async function agentsPerInstance(url: string): Promise<Record<string, number>> {
   const c = new PgClient({ connectionString: url });
   await c.connect();

@@ -141,7 +141,14 @@ export async function startDispatcher(
     },
     [...(env.nodeArgs ?? []), ...nodeArgs('DISPATCHER_NODE_ARGS')],
   );
-  await service.waitFor(`dispatcher ready on ${address}`, env.readyWithinMs);
+  try {
+    await service.waitFor(`dispatcher ready on ${address}`, env.readyWithinMs);
+  } catch (error) {
+    // Not left running behind the caller's back (it may be stuck before it handles SIGTERM).
+    service.kill('SIGKILL');
+    await service.exited;
+    throw error;
+  }
   return { process: service, address };
 }
 
