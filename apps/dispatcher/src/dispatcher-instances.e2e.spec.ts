@@ -483,7 +483,17 @@ describe("an operator's ClearQuarantine called on an instance the host's agent i
     );
 
     // Called on A: quar-00's agent, on B, clears it; A answers once the agent's fact is in the log.
-    const { commandId } = await clear('quar-00', 'the host lost power, not the patch');
+    // quar-00 came back to B after quar-01 did, and A may learn that a poll later: until then A
+    // refuses at once, writing nothing, and says to try again (asserted for quar-01 below).
+    let cleared: dispatcher.ClearQuarantineResponse | undefined;
+    await until(async () => {
+      cleared = await clear('quar-00', 'the host lost power, not the patch').catch((e: grpc.ServiceError) => {
+        if (e.details.includes('not connected to any dispatcher instance')) return undefined;
+        throw e;
+      });
+      return cleared !== undefined;
+    }, 'A cleared quar-00 through B');
+    const { commandId } = cleared!;
     expect((await fleet.get('quar-00').agent.status()).quarantined).toEqual([]);
     const bodies = (await readWholeTopic(kafka, topic)).map((r) => decodeEvent(r.value!).body);
     expect(

@@ -76,7 +76,7 @@ function bodyOf(value: Buffer): events.EventBody | undefined {
 
 export class EventLogFollower {
   private stopped = false;
-  /** A gathered readToNow() not started yet: callers meanwhile share it (see readToNowGathered). */
+  /** A read of the log's ends not started yet: the callers of readToNow() meanwhile share it. */
   private nextRead: Promise<void> | undefined;
   private readUnderWay: Promise<void> = Promise.resolve();
 
@@ -111,9 +111,23 @@ export class EventLogFollower {
   /**
    * Resolves once every partition is read up to the end it had when called: what any instance
    * wrote before the call is folded (a rollout taken over is decided only on everything its last
-   * driver wrote). Writes after the call are not waited for, so a busy log does not hold it up.
+   * driver wrote; an agent's events sent again are known if they are in the log). Writes after the
+   * call are not waited for, so a busy log does not hold it up. Callers who come while a read of
+   * the ends is under way share the next one, read after all their calls: thousands of agents
+   * re-sending after an instance died cost one.
    */
-  async readToNow(pollMs = 20): Promise<void> {
+  readToNow(): Promise<void> {
+    this.nextRead ??= this.readUnderWay.then(() => {
+      this.nextRead = undefined;
+      const read = this.readToEnds();
+      this.readUnderWay = read.catch(() => undefined);
+      return read;
+    });
+    return this.nextRead;
+  }
+
+  /** Reads the partitions' ends now, then waits until the follower has read up to them. */
+  private async readToEnds(pollMs = 20): Promise<void> {
     const admin = this.kafka.admin();
     await admin.connect();
     let ends: { partition: number; high: bigint }[];
@@ -125,21 +139,6 @@ export class EventLogFollower {
     while (!this.stopped && ends.some((e) => e.high > 0n && (this.readTo.get(e.partition) ?? 0n) < e.high)) {
       await new Promise((r) => setTimeout(r, pollMs));
     }
-  }
-
-  /**
-   * readToNow() for many callers at once (thousands of agents re-sending after an instance died):
-   * those who call while one is under way share the next, whose ends are read after all their
-   * calls, so one read of the ends serves them all.
-   */
-  readToNowGathered(): Promise<void> {
-    this.nextRead ??= this.readUnderWay.then(() => {
-      this.nextRead = undefined;
-      const read = this.readToNow();
-      this.readUnderWay = read.catch(() => undefined);
-      return read;
-    });
-    return this.nextRead;
   }
 
   static async start(opts: EventLogFollowerOptions): Promise<EventLogFollower> {

@@ -383,7 +383,7 @@ export class RolloutEngine {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
     try {
-      return await Promise.race([this.follower.readToNowGathered().then(() => true), late]);
+      return await Promise.race([this.follower.readToNow().then(() => true), late]);
     } catch {
       return false; // Kafka could not say where the log ends
     } finally {
