@@ -473,9 +473,10 @@ describe('the agent gateway', () => {
     return { gateway, call, received, failed: () => failure };
   }
 
-  function signedEnvelopes(producerId: string, hostId: string): Buffer[] {
+  /** A new epoch of `producerId` on the host's stream: its key, its head, and its start as relayed. */
+  function epochStarted(producerId: string, hostId: string) {
     const key = generateSigningKey();
-    const { events: chained } = appendToChain(
+    const { events: chained, head } = appendToChain(
       startEpoch(producerId, 1),
       [
         {
@@ -488,8 +489,10 @@ describe('the agent gateway', () => {
       ],
       key,
     );
-    return chained.map((e) => Buffer.from(e.envelope));
+    return { key, head, envelopes: chained.map((e) => Buffer.from(e.envelope)) };
   }
+
+  const signedEnvelopes = (producerId: string, hostId: string): Buffer[] => epochStarted(producerId, hostId).envelopes;
 
   it('writes relayed envelopes to the log byte for byte under host/<id>, then acknowledges them', async () => {
     const { gateway, call, received } = openStream();
@@ -511,7 +514,6 @@ describe('the agent gateway', () => {
     // Given an agent connected to this instance, and 2,000 of its events another instance has
     // just written to the log and died before acknowledging: the agent's last 200 come to this
     // instance again at once, marked as sent before
-    const key = generateSigningKey();
     const drift = (n: number) => ({
       stream: 'host/gw-3',
       payload: {
@@ -519,21 +521,9 @@ describe('the agent gateway', () => {
         data: { hostId: 'gw-3', kind: 'e2e', detail: `drift ${n}`, expected: [], observed: [] },
       },
     });
-    const started = appendToChain(
-      startEpoch('agent/gw-3', 1),
-      [
-        {
-          stream: 'host/gw-3',
-          payload: {
-            type: 'ChainEpochStarted',
-            data: { publicKey: key.rawPublicKey, previousEpoch: 0, reason: 1, detail: 'gateway e2e' },
-          },
-        },
-      ],
-      key,
-    );
+    const { key, head, envelopes: started } = epochStarted('agent/gw-3', 'gw-3');
     const chain = appendToChain(
-      started.head,
+      head,
       Array.from({ length: 2_000 }, (_, i) => drift(i)),
       key,
     ).events.map((e) => Buffer.from(e.envelope));
@@ -543,7 +533,7 @@ describe('the agent gateway', () => {
       hello: { facts: { hostId: 'gw-3', kernelRelease: RELEASE, labels: {} }, agentPublicKey: key.rawPublicKey },
     });
     // The epoch's start goes through this instance, which binds the agent's key
-    call.write({ messageId: '2', relayEvents: { envelopes: started.events.map((e) => Buffer.from(e.envelope)) } });
+    call.write({ messageId: '2', relayEvents: { envelopes: started } });
     await until(() => received.some((m) => m.ack?.messageId === '2'), 'the epoch start was acknowledged');
     const writer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await writer.connect();
