@@ -110,6 +110,13 @@ export const agentSettings = {
     description:
       'a patch transition still running after this long is reversed (never forced without the command saying so)',
   }),
+  startedHoldMs: setting({
+    env: 'AGENT_STARTED_HOLD_MS',
+    parser: integer(0, 60_000),
+    default: '2000',
+    description:
+      'PatchApplyStarted waits this long, on disk, for the fact that ends the apply, to share its seal and delivery (docs/adr/0030); 0 sends it at once',
+  }),
   kernelSocket: setting({
     env: 'AGENT_KERNEL_SOCKET',
     parser: path(),

@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     sink,
     ...(credentials ? { credentials } : {}),
     reapply: config.reapply,
-    timeouts: { transitionMs: config.transitionTimeoutMs },
+    timeouts: { transitionMs: config.transitionTimeoutMs, startedHoldMs: config.startedHoldMs },
     log: line,
   });
   if (!config.builderPublicKey || (!config.builderAddress && !config.dispatcherAddress)) {

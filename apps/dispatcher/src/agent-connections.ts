@@ -54,6 +54,11 @@ export class AgentConnections {
     return this.away.get(hostId);
   }
 
+  /** The hosts that were connected here and are not now. */
+  awayHosts(): Iterable<string> {
+    return this.away.keys();
+  }
+
   /** False when the host is not connected: the command waits for its next connection. */
   send(hostId: string, message: dispatcher.ConnectResponse): boolean {
     const stream = this.streams.get(hostId);

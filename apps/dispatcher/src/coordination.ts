@@ -49,6 +49,8 @@ export interface Coordination {
   agentDetached(hostId: string, at: number): void;
   /** Where the host's agent is on the other instances; undefined when they know nothing of it. */
   elsewhere(hostId: string): PeerPresence | undefined;
+  /** Every host `elsewhere` may call offline (more is fine, none may be missing). */
+  awayElsewhere(): Iterable<string>;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,9 @@ export class SoleInstance implements Coordination {
   }
   elsewhere(): PeerPresence | undefined {
     return undefined;
+  }
+  awayElsewhere(): Iterable<string> {
+    return [];
   }
   close(): Promise<void> {
     return Promise.resolve();

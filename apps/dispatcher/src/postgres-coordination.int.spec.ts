@@ -181,8 +181,11 @@ describe("agents' presence", () => {
   it('tells the other instances where an agent is, and that it is offline once its instance is gone', async () => {
     const a = await open('presence-a');
     const b = await open('presence-b');
+    // The hosts a decider asks about for silence: those elsewhere() may call offline, and no others.
+    const away = (c: PostgresCoordination) => [...c.awayElsewhere()].sort();
     a.agentAttached('web-01', Date.now());
     await until(() => b.elsewhere('web-01')?.online === true, 'b sees web-01 on a');
+    expect(away(b)).toEqual([]);
     // An instance does not count its own agents as elsewhere.
     expect(a.elsewhere('web-01')).toBeUndefined();
 
@@ -206,14 +209,17 @@ describe("agents' presence", () => {
     await until(() => b.elsewhere('web-02')?.online === true, 'b sees web-02 on a');
     a.agentDetached('web-02', t + 5);
     await until(() => b.elsewhere('web-02')?.online === false, 'b sees web-02 gone from a');
+    expect(away(b)).toEqual(['web-02']);
     b.agentAttached('web-02', t);
     await until(() => a.elsewhere('web-02')?.online === true, 'a sees web-02 on b');
+    expect(away(a)).toEqual([]);
 
     // b dies: its agents are offline from when a noticed.
     const before = Date.now();
     await killSessionsOf('presence-b');
     await until(() => a.elsewhere('web-01')?.online === false, 'a sees web-01 offline');
     expect(a.elsewhere('web-01')?.offlineSince).toBeGreaterThanOrEqual(before - 1_000);
+    expect(away(a)).toEqual(['web-01', 'web-02']);
   });
 
   it('sees a change whose transaction commits after a later one was read (no full reread to wait for)', async () => {

@@ -79,6 +79,9 @@ export class PostgresCoordination implements Coordination {
   private readonly lostListeners: (() => void)[] = [];
   private readonly pending = new Map<string, { connected: boolean; at: number }>();
   private readonly presence = new Map<string, PresenceRow>();
+  /** Other instances' hosts whose row says disconnected, and those connected, by instance: what awayElsewhere gives. */
+  private readonly disconnected = new Set<string>();
+  private readonly connectedTo = new Map<string, Set<string>>();
   private readonly alive = new Set<string>();
   /** When an instance was first seen dead: its agents are offline since then. */
   private readonly deadSince = new Map<string, number>();
@@ -259,6 +262,27 @@ export class PostgresCoordination implements Coordination {
     return { online: false, offlineSince: Math.max(row.since, this.deadSince.get(row.instance) ?? row.since) };
   }
 
+  *awayElsewhere(): Iterable<string> {
+    yield* this.disconnected;
+    for (const [instance, hosts] of this.connectedTo) if (!this.alive.has(instance)) yield* hosts;
+  }
+
+  private remember(hostId: string, row: PresenceRow): void {
+    const before = this.presence.get(hostId);
+    if (before) {
+      this.disconnected.delete(hostId);
+      this.connectedTo.get(before.instance)?.delete(hostId);
+    }
+    this.presence.set(hostId, row);
+    if (row.instance === this.instance) return;
+    if (!row.connected) this.disconnected.add(hostId);
+    else {
+      let hosts = this.connectedTo.get(row.instance);
+      if (!hosts) this.connectedTo.set(row.instance, (hosts = new Set()));
+      hosts.add(hostId);
+    }
+  }
+
   private flush(): Promise<void> {
     if (this.pending.size === 0) return this.flushing;
     const batch = [...this.pending];
@@ -320,7 +344,7 @@ export class PostgresCoordination implements Coordination {
     );
     for (const r of changed.rows) {
       if (r.host_id === null) continue; // no row changed: the one line carries read_from alone
-      this.presence.set(r.host_id, { instance: r.instance, connected: r.connected, since: Number(r.since) });
+      this.remember(r.host_id, { instance: r.instance, connected: r.connected, since: Number(r.since) });
       this.presenceRowsRead += 1;
     }
     this.readFrom = changed.rows[0]?.read_from ?? this.readFrom;

@@ -76,6 +76,17 @@ const AGENT_OWN_COMMAND = 'at-start/';
 /** The facts a rollout's hosts are judged by (HostEnrolled only feeds the fleet). */
 const ROLLOUT_FACTS = new Set<string>([...HOST_FACTS].filter((t) => t !== 'HostEnrolled'));
 
+/** What the rebuild keeps to fold in order once the log is read to where it stood at start. */
+interface Backlog {
+  /** The dispatcher instances' rollout events. */
+  readonly rollouts: events.EventBody[];
+  readonly keys: events.EventBody[];
+  /** The agents' facts, folded by when they happened. */
+  readonly facts: events.EventBody[];
+  /** Events read while rebuilding, folded at once or kept. */
+  read: number;
+}
+
 /** Events written in one Kafka batch at most (a wave of thousands of hosts goes in several). */
 const WRITE_CHUNK = 1000;
 /** Watchers get at most one update per rollout in this time. */
@@ -121,8 +132,11 @@ export class RolloutEngine {
   private readonly now: () => number;
   private readonly producerId: string;
   private follower?: EventLogFollower;
-  /** Events read before the log was caught up, folded in one go once it is. */
-  private backlog: FollowedEvent[] | undefined = [];
+  /**
+   * What the rebuild folds once the log is read to where it stood at start (undefined after):
+   * bodies only, not their envelopes, and nothing it could fold as it read (ADR 0029).
+   */
+  private backlog: Backlog | undefined = { rollouts: [], keys: [], facts: [], read: 0 };
   private lock: Promise<unknown> = Promise.resolve();
   private readonly dirty = new Set<string>();
   private tickQueued = false;
@@ -221,12 +235,12 @@ export class RolloutEngine {
       onFinding: (f) => this.opts.log.warn(`event log: ${f.kind}: ${f.detail}; not acted on`),
     });
     await this.follower.caughtUp;
-    const backlog = this.backlog ?? [];
+    const backlog = this.backlog!;
     this.backlog = undefined;
     this.foldBacklog(backlog);
     const runs = [...this.book.all()];
     this.opts.log.log(
-      `rebuilt from the event log in ${this.now() - began} ms: ${backlog.length} events, ${runs.length} rollout(s) ` +
+      `rebuilt from the event log in ${this.now() - began} ms: ${backlog.read} events, ${runs.length} rollout(s) ` +
         `(${runs.filter((r) => r.status === 'running' || r.status === 'rolling-back').length} active), ` +
         `${this.fleet.size} host(s)`,
     );
@@ -601,6 +615,8 @@ export class RolloutEngine {
         const there = elsewhere?.offlineSince;
         return here === undefined ? there : there === undefined ? here : Math.max(here, there);
       },
+      // Away from here, or from the instance that held them: as few as are away, not every host.
+      awayHosts: () => [...this.agents.awayHosts(), ...this.coordination.awayElsewhere()],
       artifactFor: (run, hostId, which = run) => {
         const host = this.fleet.get(hostId);
         const patch = this.catalog.find(which.patchId, which.version);
@@ -656,7 +672,7 @@ export class RolloutEngine {
 
   private onEvents(batch: FollowedEvent[]): void {
     if (this.backlog) {
-      for (const e of batch) this.backlog.push(e);
+      for (const e of batch) this.keepForRebuild(this.backlog, e.body);
       return;
     }
     for (const e of batch) {
@@ -679,7 +695,7 @@ export class RolloutEngine {
         this.hostCommandDone(e.body);
         continue;
       }
-      this.foldFact(e);
+      this.foldFact(e.body);
     }
     this.scheduleTick();
   }
@@ -701,50 +717,48 @@ export class RolloutEngine {
 
   /**
    * Partitions interleave arbitrarily, so the rebuild does not trust the read order: patches and
-   * facts first, then the dispatchers' events (each instance's in its chain order: epoch and seq),
-   * then the agents' answers in the order they happened.
+   * enrolments as they are read, then the dispatchers' events (each instance's in its chain order:
+   * epoch and seq), then the agents' answers in the order they happened.
    */
-  private foldBacklog(backlog: FollowedEvent[]): void {
-    const own: FollowedEvent[] = [];
-    const keys: FollowedEvent[] = [];
-    const facts: FollowedEvent[] = [];
-    for (const e of backlog) {
-      if (PATCH_EVENTS.has(e.body.type) || e.body.type === 'HostEnrolled') this.foldFact(e);
-      else if (ROLLOUT_EVENTS.has(e.body.type)) {
-        // Every dispatcher instance's (ADR 0025), not just this one's.
-        if (producerOf(e.body.producer?.producerId ?? '').kind === 'dispatcher') own.push(e);
-      } else if (KEY_EVENTS.has(e.body.type)) keys.push(e);
-      else if (HOST_COMMANDS.has(e.body.type)) this.foldHostCommand(e.body);
-      else if (!HOST_COMMAND_DONE.has(e.body.type)) facts.push(e);
-    }
-    const chainOrder = (a: FollowedEvent, b: FollowedEvent) =>
-      a.body.producer!.epoch - b.body.producer!.epoch || Number(a.body.producer!.seq) - Number(b.body.producer!.seq);
+  private keepForRebuild(backlog: Backlog, body: events.EventBody): void {
+    backlog.read += 1;
+    if (PATCH_EVENTS.has(body.type) || body.type === 'HostEnrolled') this.foldFact(body);
+    else if (ROLLOUT_EVENTS.has(body.type)) {
+      // Every dispatcher instance's (ADR 0025), not just this one's.
+      if (producerOf(body.producer?.producerId ?? '').kind === 'dispatcher') backlog.rollouts.push(body);
+    } else if (KEY_EVENTS.has(body.type)) backlog.keys.push(body);
+    else if (HOST_COMMANDS.has(body.type)) this.foldHostCommand(body);
+    else if (!HOST_COMMAND_DONE.has(body.type)) backlog.facts.push(body);
+  }
+
+  private foldBacklog({ rollouts: own, keys, facts }: Backlog): void {
+    const chainOrder = (a: events.EventBody, b: events.EventBody) =>
+      a.producer!.epoch - b.producer!.epoch || Number(a.producer!.seq) - Number(b.producer!.seq);
     // One instance's chain in its order (as ever); several instances' by time, then chain (a
     // rollout's next driver wrote only after reading what the last one wrote; ADR 0025).
-    const producers = new Set(own.map((e) => e.body.producer!.producerId));
+    const producers = new Set(own.map((b) => b.producer!.producerId));
     if (producers.size <= 1) own.sort(chainOrder);
     else
       own.sort(
         (a, b) =>
-          occurredAt(a.body) - occurredAt(b.body) ||
-          a.body.producer!.producerId.localeCompare(b.body.producer!.producerId) ||
+          occurredAt(a) - occurredAt(b) ||
+          a.producer!.producerId.localeCompare(b.producer!.producerId) ||
           chainOrder(a, b),
       );
-    for (const e of own) {
-      const payload = payloadOf(e.body) as RolloutEvent | undefined;
+    for (const body of own) {
+      const payload = payloadOf(body) as RolloutEvent | undefined;
       if (!payload) continue;
-      this.book.evolve(payload, { at: occurredAt(e.body), ...(e.body.actor ? { actor: e.body.actor } : {}) });
+      this.book.evolve(payload, { at: occurredAt(body), ...(body.actor ? { actor: body.actor } : {}) });
       this.noteCommand(payload);
     }
     // Bindings and revocations in the order the gateway wrote them (a revocation after its binding).
     keys.sort(chainOrder);
-    for (const e of keys) this.foldKey(e.body);
-    facts.sort((a, b) => occurredAt(a.body) - occurredAt(b.body));
-    for (const e of facts) this.foldFact(e);
+    for (const body of keys) this.foldKey(body);
+    facts.sort((a, b) => occurredAt(a) - occurredAt(b));
+    for (const body of facts) this.foldFact(body);
   }
 
-  private foldFact(e: FollowedEvent): void {
-    const body = e.body;
+  private foldFact(body: events.EventBody): void {
     const at = occurredAt(body);
     switch (body.type) {
       case 'BuildSucceeded':

@@ -21,6 +21,11 @@ export interface AgentTimeouts {
   pollMs?: number;
   /** A transition the agent did not start, still running after this long, is drift. Default 5 min. */
   stuckTransitionMs?: number;
+  /**
+   * How long PatchApplyStarted waits (on disk) for the fact that ends the apply, to share its
+   * seal and delivery (docs/adr/0030). Default 2 s; 0 sends it at once.
+   */
+  startedHoldMs?: number;
 }
 
 export interface AgentOptions {
@@ -101,8 +106,11 @@ export interface AgentContext {
   builderClient(): Client;
   /** The client of the dispatcher the agent is linked to; undefined without one. */
   dispatcherClient(): Client | undefined;
-  /** Signs the facts into the outbox (durable on return), then starts delivering them. */
-  record(payloads: EventPayload[], cause?: CommandCause): void;
+  /**
+   * Chains the facts into the outbox (durable on return), then starts delivering them; `holdMs`
+   * holds them back for the fact that closes them (OutboxDelivery.record).
+   */
+  record(payloads: EventPayload[], cause?: CommandCause, holdMs?: number): void;
   /** The command's result, sent to the dispatcher after the state is on disk; then the inventory. */
   answer(commandId: string, body: ResultBody, stack?: events.LivePatchState[]): dispatcher.CommandResult;
   /** A result on the way (ACCEPTED), no inventory after it. */

@@ -80,6 +80,7 @@ export class Agent {
       fetchMs: 60_000,
       pollMs: 100,
       stuckTransitionMs: 300_000,
+      startedHoldMs: 2_000,
       ...options.timeouts,
     };
     this.credentials = options.credentials ?? insecureCredentials();
@@ -97,7 +98,7 @@ export class Agent {
       kernelVersion: () => this.kernelVersion,
       builderClient: () => (this.builder ??= sharedClient(options.builderAddress, this.credentials)).client,
       dispatcherClient: () => this.gateway?.client,
-      record: (payloads, cause) => this.record(payloads, cause),
+      record: (payloads, cause, holdMs) => this.delivery.record(payloads, cause, holdMs),
       answer: (commandId, body, stack) => this.answer(commandId, body, stack),
       sendResult: (commandId, body, stack) => this.sendResult(commandId, body, stack),
       answerAgain: (commandId) => this.answerAgain(commandId),

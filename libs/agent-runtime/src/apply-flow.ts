@@ -129,6 +129,8 @@ export class ApplyFlow {
         },
       ],
       cmd,
+      // Nobody acts on it: it waits for PatchApplied or PatchApplyFailed to share their seal.
+      this.ctx.timeouts.startedHoldMs,
     );
     this.ctx.state.update((s) => {
       s.applying = {

@@ -1,10 +1,11 @@
 // What the agent tells the dispatcher about a delivery: whether it may be in the log already
 // (sent before without an answer), so the dispatcher reads the log to its end before it writes
-// again (docs/adr/0025, "events sent again"). A relay of the test's own stands for the stream.
+// again (docs/adr/0025, "events sent again"); and facts held back to share the seal of the one
+// that closes them (docs/adr/0030). A relay of the test's own stands for the stream.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readEnvelope } from '@rebootless/events';
+import { readEnvelope, sealEnvelope, verifyHash } from '@rebootless/events';
 import { OutboxDelivery } from './outbox-delivery';
 import { EventOutbox } from './state/event-outbox';
 import { GatewayRelaySink, type GatewayRelay } from './talk/event-sink';
@@ -17,10 +18,10 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** Answers each relay as told (true: acknowledged), and remembers what it was sent. */
 function relayAnswering(answers: boolean[]) {
-  const sent: { seqs: number[]; sentBefore: boolean }[] = [];
+  const sent: { seqs: number[]; sentBefore: boolean; envelopes: Uint8Array[] }[] = [];
   const relay: GatewayRelay = {
     relay(envelopes, sentBefore = false) {
-      sent.push({ seqs: envelopes.map((e) => readEnvelope(e).seq), sentBefore });
+      sent.push({ seqs: envelopes.map((e) => readEnvelope(e).seq), sentBefore, envelopes: [...envelopes] });
       return answers.shift() === false ? Promise.reject(new Error('the stream dropped')) : Promise.resolve();
     },
   };
@@ -65,7 +66,7 @@ it('marks a delivery sent before only for what went out once without an answer',
   await until(() => outbox.pendingCount === 0);
   d.stop();
   // Then only the second sending of seq 1-2 says it was sent before
-  expect(sent).toEqual([
+  expect(sent.map(({ seqs, sentBefore }) => ({ seqs, sentBefore }))).toEqual([
     { seqs: [1, 2], sentBefore: false },
     { seqs: [1, 2], sentBefore: true },
     { seqs: [3], sentBefore: false },
@@ -90,8 +91,94 @@ it('marks what an earlier run left in the outbox as sent before', async () => {
   await until(() => sent.length === 2 && again.outbox.pendingCount === 0);
   d.stop();
   // Then what it left goes out marked; what this run recorded does not
-  expect(sent).toEqual([
+  expect(sent.map(({ seqs, sentBefore }) => ({ seqs, sentBefore }))).toEqual([
     { seqs: [1, 2], sentBefore: true },
     { seqs: [3], sentBefore: false },
   ]);
+});
+
+/** Which envelopes of a delivery carry a seal, each checked against the agent's key. */
+function seals(outbox: EventOutbox, envelopes: readonly Uint8Array[]): boolean[] {
+  return envelopes.map((e) => {
+    const v = readEnvelope(e);
+    if (v.signature.length === 0) return false;
+    expect(verifyHash(outbox.key.publicKey, v.hash, v.signature)).toBe(true);
+    return true;
+  });
+}
+
+describe('a fact held back for the one that closes it', () => {
+  it('goes out with it, under its one seal', async () => {
+    // Given an agent whose epoch start is delivered
+    const { outbox } = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+    const { relay, sent } = relayAnswering([]);
+    const d = delivery(outbox, relay, false);
+    d.flush();
+    await until(() => outbox.pendingCount === 0);
+    // When a fact is recorded held back for 60 s
+    d.record([drift(1)], undefined, 60_000);
+    await new Promise((r) => setTimeout(r, 200));
+    // Then it is on disk and not sent
+    expect(sent).toHaveLength(1);
+    expect(
+      EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false })
+        .outbox.pending()
+        .map((r) => r.seq),
+    ).toEqual([2]);
+    // When the fact that closes it is recorded
+    d.record([drift(2)]);
+    await until(() => outbox.pendingCount === 0);
+    d.stop();
+    // Then both go in one delivery, and only the last carries a seal, which verifies
+    expect(sent.map((s) => s.seqs)).toEqual([[1], [2, 3]]);
+    expect(seals(outbox, sent[1]!.envelopes)).toEqual([false, true]);
+  });
+
+  it('goes out alone, sealed, when nothing closes it in time', async () => {
+    const { outbox } = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+    const { relay, sent } = relayAnswering([]);
+    const d = delivery(outbox, relay, false);
+    const heldAt = Date.now();
+    d.record([drift(1)], undefined, 300);
+    // The epoch start goes at once; the held fact once its 300 ms are up
+    await until(() => outbox.pendingCount === 0);
+    d.stop();
+    expect(Date.now() - heldAt).toBeGreaterThanOrEqual(300);
+    expect(sent.map((s) => s.seqs)).toEqual([[1], [2]]);
+    expect(seals(outbox, sent[1]!.envelopes)).toEqual([true]);
+  });
+
+  it('is sealed by the next run when the agent stopped while it was held, to the bytes a seal at once gives', async () => {
+    // Given a run that held a fact and stopped
+    const first = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+    const earlier = delivery(first.outbox, relayAnswering([]).relay, false);
+    earlier.record([drift(1)], undefined, 60_000);
+    await until(() => first.outbox.pendingCount === 1);
+    earlier.stop();
+    first.outbox.close();
+    // When the agent starts again: nothing is held after a restart
+    const again = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+    const [left] = again.outbox.pending();
+    expect(left).toMatchObject({ seq: 2, unsealed: true });
+    const { relay, sent } = relayAnswering([]);
+    const d = delivery(again.outbox, relay, true);
+    d.flush();
+    await until(() => again.outbox.pendingCount === 0);
+    d.stop();
+    // Then it goes out sealed, as the same bytes sealing its envelope on disk gives
+    expect(sent.map((s) => s.seqs)).toEqual([[2]]);
+    expect(seals(again.outbox, sent[0]!.envelopes)).toEqual([true]);
+    expect(Buffer.from(sent[0]!.envelopes[0]!)).toEqual(sealEnvelope(left!.envelope, again.outbox.key));
+  });
+
+  it('goes out at once when a delivery is asked for now (the agent stops, or has just connected)', async () => {
+    const { outbox } = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+    const { relay, sent } = relayAnswering([]);
+    const d = delivery(outbox, relay, false);
+    d.record([drift(1)], undefined, 60_000);
+    await d.drain(5_000);
+    d.stop();
+    expect(sent.flatMap((s) => s.seqs)).toEqual([1, 2]);
+    expect(seals(outbox, sent.at(-1)!.envelopes).at(-1)).toBe(true);
+  });
 });

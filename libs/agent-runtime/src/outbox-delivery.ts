@@ -1,12 +1,13 @@
-// Outbox delivery: every fact is signed into the agent's outbox (durable on return) before
+// Outbox delivery: every fact is chained into the agent's outbox (durable on return) before
 // anything is answered, then delivered to the event sink one batch at a time, oldest first,
-// under the trace it was recorded in; after a failure, retried with backoff until it goes.
+// under the trace it was recorded in, each batch sealed at its last record (docs/adr/0030);
+// after a failure, retried with backoff until it goes.
 import { events } from '@rebootless/contracts';
 import type { EventDraft, EventPayload } from '@rebootless/events';
 import { traceFields, withTraceContext, type TraceFields } from '@rebootless/telemetry';
 import type { CommandCause } from './agent-context';
 import { deliveryBackoffMs } from './rules/host-rules';
-import type { EventOutbox } from './state/event-outbox';
+import type { EventOutbox, OutboxRecord } from './state/event-outbox';
 import type { EventSink, GatewayRelay } from './talk/event-sink';
 
 const BATCH = 200;
@@ -29,6 +30,8 @@ export class OutboxDelivery {
   private running = true;
   private flushing = false;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** Wakes the delivery when what is held back is due (a fact that closes it comes sooner). */
+  private holdTimer: NodeJS.Timeout | undefined;
   private failures = 0;
   /**
    * The last seq handed to a delivery that did not answer: up to it, the log may hold them
@@ -46,8 +49,12 @@ export class OutboxDelivery {
     return this.options.outbox.pendingCount;
   }
 
-  /** Signs the facts about this host into the outbox, then starts delivering them. */
-  record(payloads: EventPayload[], cause?: CommandCause): void {
+  /**
+   * Chains the facts about this host into the outbox, then starts delivering them. `holdMs`: facts
+   * that open a change (PatchApplyStarted) wait up to that long for the fact that closes it, to
+   * share one seal and one delivery with it (docs/adr/0030).
+   */
+  record(payloads: EventPayload[], cause?: CommandCause, holdMs?: number): void {
     const hostId = this.options.hostId;
     const drafts: EventDraft[] = payloads.map((payload) => ({
       stream: this.stream,
@@ -56,7 +63,8 @@ export class OutboxDelivery {
       ...(cause?.commandId ? { causationId: cause.commandId } : {}),
       payload,
     }));
-    this.options.outbox.append(drafts, this.options.tracing ? activeTrace() : undefined);
+    const trace = this.options.tracing ? activeTrace() : undefined;
+    this.options.outbox.append(drafts, { ...(trace ? { trace } : {}), ...(holdMs ? { holdMs } : {}) });
     this.flush();
   }
 
@@ -80,15 +88,22 @@ export class OutboxDelivery {
   stop(): void {
     this.running = false;
     if (this.flushTimer) clearTimeout(this.flushTimer);
+    if (this.holdTimer) clearTimeout(this.holdTimer);
     this.flushTimer = undefined;
+    this.holdTimer = undefined;
   }
 
-  /** One delivery at a time, oldest first; `now` skips a pending backoff (e.g. just connected). */
+  /**
+   * One delivery at a time, oldest first; `now` skips a pending backoff (e.g. just connected) and
+   * sends what is held back too.
+   */
   flush(now = false): void {
     if (now && this.flushTimer) {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;
     }
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     if (this.flushing || !this.running || this.flushTimer) return;
     const outbox = this.options.outbox;
     let batch = outbox.pending(BATCH);
@@ -98,6 +113,17 @@ export class OutboxDelivery {
     const trace = batch[0]!.trace;
     const cut = batch.findIndex((r) => r.trace?.traceparent !== trace?.traceparent);
     if (cut > 0) batch = batch.slice(0, cut);
+    // What is held back at the end waits for the fact that closes it, or for its time.
+    const heldFrom = now ? batch.length : heldTail(batch, Date.now());
+    if (heldFrom === 0) {
+      const due = Math.max(0, batch[0]!.heldUntil! - Date.now());
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = undefined;
+        this.flush();
+      }, due);
+      return;
+    }
+    if (heldFrom < batch.length) batch = batch.slice(0, heldFrom);
     this.flushing = true;
     const relay = this.options.relay() ?? { relay: () => Promise.reject(new Error('no dispatcher configured')) };
     const last = batch[batch.length - 1]!.seq;
@@ -105,7 +131,8 @@ export class OutboxDelivery {
     withTraceContext(trace, () =>
       this.options.sink.deliver(
         this.options.hostId,
-        batch.map((r) => r.envelope),
+        // Every delivery ends with a seal: readers believe nothing a seal does not cover.
+        batch.map((r, i) => (i === batch.length - 1 ? outbox.sealed(r) : r.envelope)),
         relay,
         sentBefore,
       ),
@@ -129,6 +156,13 @@ export class OutboxDelivery {
       },
     );
   }
+}
+
+/** Where the run of records still held back at the batch's end begins (its length if none). */
+function heldTail(batch: readonly OutboxRecord[], now: number): number {
+  let from = batch.length;
+  while (from > 0 && (batch[from - 1]!.heldUntil ?? 0) > now) from -= 1;
+  return from;
 }
 
 /** The span the facts are recorded in (agent verify, agent transition), kept with them. */

@@ -1,4 +1,4 @@
-import { GENESIS_HASH, appendToChain, chainHash, decodeEvent, startEpoch } from './chain';
+import { GENESIS_HASH, appendToChain, chainHash, decodeEvent, sealEnvelope, startEpoch } from './chain';
 import { generateSigningKey, verifyHash } from './signing';
 import { epochStart, serviceStarted } from './test-chain';
 import { readEnvelope } from './wire';
@@ -54,6 +54,24 @@ describe('appending events to a producer chain', () => {
     const v = readEnvelope(second.events[0]!.envelope);
     expect(v.seq).toBe(2);
     expect(Buffer.from(v.prevHash)).toEqual(first.head.hash);
+  });
+
+  it('seals later to the very bytes a seal at append gives, and leaves a sealed envelope as it is', () => {
+    // Given the same event appended sealed, and appended unsealed (a producer sealing it when it sends)
+    const draft = { ...serviceStarted(1), eventId: '0190f0f0-0000-7000-8000-000000000001' };
+    const at = () => 1_700_000_000_123;
+    const [sealedNow] = appendToChain(startEpoch('x', 1), [draft], key, at).events;
+    const [unsealed] = appendToChain(startEpoch('x', 1), [draft], key, at, false).events;
+    expect(unsealed!.sealed).toBe(false);
+    expect(readEnvelope(unsealed!.envelope).signature.length).toBe(0);
+    // When the unsealed one is sealed
+    const sealedLater = sealEnvelope(unsealed!.envelope, key);
+    // Then it is byte for byte the one sealed at append: same place, same hash, a signature that verifies
+    expect(sealedLater).toEqual(sealedNow!.envelope);
+    const v = readEnvelope(sealedLater);
+    expect(verifyHash(key.publicKey, v.hash, v.signature)).toBe(true);
+    // And sealing what is sealed changes nothing, even with another key
+    expect(sealEnvelope(sealedNow!.envelope, generateSigningKey())).toEqual(sealedNow!.envelope);
   });
 
   it('refuses an event without a stream and an epoch out of range', () => {

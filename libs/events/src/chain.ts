@@ -6,6 +6,7 @@ import { ProtoWriter, varintSize } from './proto-writer';
 import { sha256Binary } from './sha256';
 import { SigningKey, signHash } from './signing';
 import { uuidv7 } from './uuidv7';
+import { readEnvelope } from './wire';
 
 /** prev_hash of the first event of every epoch. */
 export const GENESIS_HASH: Buffer = Buffer.alloc(32);
@@ -63,14 +64,16 @@ const NO_SIGNATURE = Buffer.alloc(0);
 
 /**
  * Appends drafts to a chain. The last event is sealed (signed); the chain makes that one
- * signature vouch for every earlier event (docs/adr/0003-seals.md). Pure apart from the clock and
- * random ids, which may be passed in.
+ * signature vouch for every earlier event (docs/adr/0003-event-chain.md). Pure apart from the clock and
+ * random ids, which may be passed in. `sealLast` false leaves the batch unsealed, for a producer
+ * that seals later what it sends (sealEnvelope; the agent's outbox, docs/adr/0030).
  */
 export function appendToChain(
   head: ChainHead,
   drafts: readonly EventDraft[],
   key: SigningKey,
   now: () => number = Date.now,
+  sealLast = true,
 ): { events: ChainedEvent[]; head: ChainHead } {
   drafts.forEach((draft, i) => {
     if (!isEventType(draft.payload.type))
@@ -99,7 +102,7 @@ export function appendToChain(
       payloadAt = end;
     }
     const digest = sha256Binary(scratch.buf.subarray(0, scratch.pos)); // the hash, as 32 char codes
-    const sealed = i === drafts.length - 1;
+    const sealed = sealLast && i === drafts.length - 1;
     const signature = sealed ? signHash(key, Buffer.from(digest, 'latin1')) : NO_SIGNATURE;
 
     // Envelope { body = 1; hash = 2; signature = 3 }, whole in one buffer. When the batch's
@@ -132,6 +135,22 @@ export function appendToChain(
   }
   // A copy, so that a chain head does not keep a whole batch's buffer alive.
   return { events: written, head: { ...head, seq, hash: written.length > 0 ? Buffer.from(prevHash) : head.hash } };
+}
+
+/**
+ * The envelope with its seal: a signature over the hash it carries, which the chain already
+ * fixed (the signature is outside what is hashed, so sealing later changes no event's place).
+ * Ed25519 signs deterministically: the same envelope sealed twice gives the same bytes.
+ */
+export function sealEnvelope(envelope: Uint8Array, key: SigningKey): Buffer {
+  const view = readEnvelope(envelope);
+  if (view.signature.length > 0) return Buffer.from(envelope);
+  if (view.hash.length !== 32) throw new Error(`envelope ${view.eventId} has no 32-byte hash to seal`);
+  const signature = signHash(key, view.hash);
+  const out = new ProtoWriter(envelope.length + 2 + signature.length);
+  out.raw(envelope, 0, envelope.length);
+  out.bytes(3, signature); // the envelope's last field (body = 1, hash = 2, signature = 3)
+  return Buffer.from(out.buf.subarray(0, out.pos));
 }
 
 /** The payloads of a batch, each as its EventBody oneof field, back to back. */

@@ -25,6 +25,11 @@ export interface TickContext {
   /** Since when (ms) a host has been disconnected; undefined while connected or never seen. */
   offlineSince(hostId: string): number | undefined;
   /**
+   * Every host that may be disconnected now (more is fine, none may be missing): only these can
+   * have gone silent, so a tick asks about them, not about every host that applied.
+   */
+  awayHosts(): Iterable<string>;
+  /**
    * The artifact the host's kernel needs for this rollout's patch (or, for an undo's apply step,
    * the patch the step loads); undefined if none was built.
    */
@@ -294,13 +299,22 @@ interface Breach {
 function budgetBreach(run: RolloutRun, ctx: TickContext): Breach | undefined {
   const current = currentWave(run);
   const failures: { hostId: string; wave: number; why: string }[] = [];
+  const failed = new Set<string>();
   for (const host of run.hosts.values()) {
     const failure = hostFailure(run, host, ctx.now);
+    if (!failure) continue;
+    failed.add(host.hostId);
     // A failure the operator accepted by resuming after it no longer counts.
-    if (failure && forgiven(run, failure)) continue;
-    let why = failure?.why;
-    if (!why && current && host.wave === current.index) why = silence(run, host, ctx);
-    if (why) failures.push({ hostId: host.hostId, wave: host.wave, why });
+    if (!forgiven(run, failure)) failures.push({ hostId: host.hostId, wave: host.wave, why: failure.why });
+  }
+  // A host of the current wave that failed in no other way may have gone silent.
+  if (current) {
+    for (const hostId of new Set(ctx.awayHosts())) {
+      const host = run.hosts.get(hostId);
+      if (!host || host.wave !== current.index || failed.has(hostId)) continue;
+      const why = silence(run, host, ctx);
+      if (why) failures.push({ hostId, wave: host.wave, why });
+    }
   }
   if (failures.length === 0) return undefined;
   const inWave = current ? failures.filter((f) => f.wave === current.index) : [];

@@ -745,13 +745,22 @@ function undoPlansOf(d: events.RolloutCreated): Map<string, readonly events.Undo
 }
 
 /** Why a host counts against the failure budget, or undefined when it does not. */
-export function failureOf(run: RolloutRun, host: HostRun, now: number): string | undefined {
-  return hostFailure(run, host, now)?.why;
+export function failureOf(
+  run: RolloutRun,
+  host: HostRun,
+  now: number,
+  phase: HostPhase = hostPhase(run, host, now),
+): string | undefined {
+  return hostFailure(run, host, now, phase)?.why;
 }
 
 /** A host's failure: why it counts against the budget, and since when (the fact or expiry that made it one). */
-export function hostFailure(run: RolloutRun, host: HostRun, now: number): { why: string; since: number } | undefined {
-  const phase = hostPhase(run, host, now);
+export function hostFailure(
+  run: RolloutRun,
+  host: HostRun,
+  now: number,
+  phase: HostPhase = hostPhase(run, host, now),
+): { why: string; since: number } | undefined {
   if (phase === 'failed' && host.revertOutcome?.kind === 'revert-failed') {
     const o = host.revertOutcome;
     return { why: `revert failed at ${o.stage}: ${o.error}`, since: o.at };

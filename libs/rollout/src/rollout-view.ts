@@ -62,19 +62,23 @@ export function rolloutView(
     stateReason: run.statusReason,
     waves: run.waves.map((wave) => {
       const hosts: dispatcher.HostProgress[] = [];
-      const states: dispatcher.HostRolloutState[] = [];
+      // Counted as they come: a summary of 100,000 hosts is asked for every few seconds.
+      const totals = new Map<dispatcher.HostRolloutState, number>();
       let withError = 0;
       for (const id of wave.hostIds) {
         const host = run.hosts.get(id)!;
+        let state: dispatcher.HostRolloutState;
         if (summary) {
-          states.push(PHASE[hostPhase(run, host, now)]);
-          if (hostError(run, host, now)) withError += 1;
+          const phase = hostPhase(run, host, now);
+          state = PHASE[phase];
+          if (hostError(run, host, now, phase)) withError += 1;
         } else {
           const shown = hostView(run, host, now);
           hosts.push(shown);
-          states.push(shown.state);
+          state = shown.state;
           if (shown.error) withError += 1;
         }
+        totals.set(state, (totals.get(state) ?? 0) + 1);
       }
       return {
         index: wave.index,
@@ -83,7 +87,7 @@ export function rolloutView(
         hosts,
         ...(wave.startedAt !== undefined ? { startedAt: toTimestamp(new Date(wave.startedAt)) } : {}),
         ...(wave.completedAt !== undefined ? { completedAt: toTimestamp(new Date(wave.completedAt)) } : {}),
-        hostCounts: hostStateCounts(states),
+        hostCounts: inStateOrder(totals),
       };
     }),
     skippedHostIds: summary ? [] : [...run.skippedHostIds],
@@ -131,19 +135,24 @@ export function hostView(run: RolloutRun, host: HostRun, now: number): dispatche
     hostId: host.hostId,
     state: PHASE[phase],
     commandId: host.revert?.commandId ?? host.apply?.commandId ?? '',
-    error: hostError(run, host, now) ?? '',
+    error: hostError(run, host, now, phase) ?? '',
     forced: host.applyOutcome?.kind === 'applied' && host.applyOutcome.forced,
     ...(updated > 0 ? { updatedAt: toTimestamp(new Date(updated)) } : {}),
   };
 }
 
 /** What went wrong for the host at `now`, as its view says it: its revert's failure, else its own. */
-function hostError(run: RolloutRun, host: HostRun, now: number): string | undefined {
+function hostError(
+  run: RolloutRun,
+  host: HostRun,
+  now: number,
+  phase: HostPhase = hostPhase(run, host, now),
+): string | undefined {
   if (host.revertOutcome?.kind === 'revert-failed')
     return `revert failed at ${host.revertOutcome.stage}: ${host.revertOutcome.error}`;
   if (host.revert && !host.revertOutcome && now > host.revert.expiresAt)
     return 'no answer to the revert before it expired';
-  return failureOf(run, host, now);
+  return failureOf(run, host, now, phase);
 }
 
 /** How many hosts are in each state, in the states' order (those with none left out). */

@@ -132,6 +132,7 @@ export class RolloutDriver {
       now: this.now,
       isOnline: (id) => !this.offline.has(id),
       offlineSince: (id) => this.offline.get(id),
+      awayHosts: () => this.offline.keys(),
       artifactFor: (run, id, which = run) => {
         const host = this.fleet.get(id);
         const patch = this.catalog.find(which.patchId, which.version);

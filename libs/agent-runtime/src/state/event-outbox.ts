@@ -1,6 +1,8 @@
 // The agent's own signed event chain and the durable outbox its envelopes wait in until the log
 // confirms them (brief: "keeps every signed envelope in a durable on-disk outbox"). The agent
-// signs without Kafka: appending only touches its data dir.
+// signs without Kafka: appending only touches its data dir. Records are chained (hashed) as they
+// are appended and sealed as they are sent: a delivery seals the last record it carries, so what
+// one delivery carries costs one signature (docs/adr/0030).
 //
 // Files in the data dir:
 //   chain-agent_<host>.key    its Ed25519 key (ChainStateFile's format, so tools find it)
@@ -16,6 +18,7 @@ import { events } from '@rebootless/contracts';
 import {
   appendToChain,
   readEnvelope,
+  sealEnvelope,
   startEpoch,
   type ChainHead,
   type ChainedEvent,
@@ -35,6 +38,19 @@ export interface OutboxRecord {
   readonly envelope: Buffer;
   /** The trace the event was recorded in, to send it under (memory only: tracing is best effort). */
   readonly trace?: TraceFields;
+  /** Not sealed yet (every record this version appends): the delivery that sends it last seals it (sealed()). */
+  readonly unsealed?: true;
+  /**
+   * Held back until then (ms) for the fact that follows it to share its seal and its delivery
+   * (memory only: after a restart nothing is held). docs/adr/0030.
+   */
+  readonly heldUntil?: number;
+}
+
+export interface AppendOptions {
+  readonly trace?: TraceFields;
+  /** Hold the batch back this long (ms); see OutboxRecord.heldUntil. */
+  readonly holdMs?: number;
 }
 
 export interface EventOutboxOptions {
@@ -130,10 +146,14 @@ export class EventOutbox {
     return this.key.rawPublicKey;
   }
 
-  /** Signs the drafts onto the chain and makes them durable before returning. */
-  append(drafts: readonly EventDraft[], trace?: TraceFields): ChainedEvent[] {
+  /**
+   * Chains the drafts and makes them durable before returning; they are sealed when they are
+   * sent (sealed()), held back or not.
+   */
+  append(drafts: readonly EventDraft[], options: AppendOptions = {}): ChainedEvent[] {
     if (drafts.length === 0) return [];
-    const { events: chained, head } = appendToChain(this.chainHead, drafts, this.key, this.now);
+    const { trace, holdMs } = options;
+    const { events: chained, head } = appendToChain(this.chainHead, drafts, this.key, this.now, false);
     const parts: Buffer[] = [];
     for (const event of chained) {
       const len = Buffer.alloc(4);
@@ -150,9 +170,15 @@ export class EventOutbox {
       this.close();
       throw error;
     }
+    const heldUntil = holdMs !== undefined && holdMs > 0 ? this.now() + holdMs : undefined;
     for (const event of chained) {
-      const envelope = Buffer.from(event.envelope);
-      this.records.push(trace ? { seq: event.seq, envelope, trace } : { seq: event.seq, envelope });
+      this.records.push({
+        seq: event.seq,
+        envelope: Buffer.from(event.envelope),
+        ...(trace ? { trace } : {}),
+        ...(event.sealed ? {} : { unsealed: true as const }),
+        ...(heldUntil !== undefined ? { heldUntil } : {}),
+      });
       this.logBytes += 4 + event.envelope.length;
     }
     this.chainHead = head;
@@ -173,6 +199,19 @@ export class EventOutbox {
 
   get pendingCount(): number {
     return this.records.length;
+  }
+
+  /**
+   * The pending record's envelope as a delivery that ends with it must send it: sealed. The seal
+   * is kept in memory for a retry; the log on disk keeps the unsealed bytes, and a run after a
+   * restart seals them again to the same bytes (Ed25519 is deterministic).
+   */
+  sealed(record: OutboxRecord): Buffer {
+    if (!record.unsealed) return record.envelope;
+    const i = this.records.indexOf(record);
+    const envelope = sealEnvelope(record.envelope, this.key);
+    if (i >= 0) this.records[i] = { seq: record.seq, envelope, ...(record.trace ? { trace: record.trace } : {}) };
+    return envelope;
   }
 
   /** The log holds everything up to `seq`: those leave the outbox, and never go out again. */
@@ -205,13 +244,13 @@ function readLog(file: string): { records: OutboxRecord[]; validBytes: number; t
     const len = raw.readUInt32BE(at);
     if (at + 4 + len > raw.length) break;
     const envelope = Buffer.from(raw.subarray(at + 4, at + 4 + len));
-    let seq: number;
+    let view;
     try {
-      seq = readEnvelope(envelope).seq;
+      view = readEnvelope(envelope);
     } catch {
       break; // a torn write: everything after it was never acknowledged to anyone
     }
-    records.push({ seq, envelope });
+    records.push(view.signature.length > 0 ? { seq: view.seq, envelope } : { seq: view.seq, envelope, unsealed: true });
     at += 4 + len;
   }
   return { records, validBytes: at, tornBytes: raw.length - at };

@@ -55,6 +55,8 @@ const DISPATCHERS = Number(process.env['BENCH_DISPATCHERS'] ?? 1);
 const PG_ADMIN = process.env['DATABASE_ADMIN_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const SHARED_DOWNLOADS = process.env['BENCH_SHARED_DOWNLOADS'] !== 'off';
 const HOLD_MS = Number(process.env['BENCH_HOLD_MS'] ?? 0);
+/** The agents' hold of PatchApplyStarted for the seal of PatchApplied (ADR 0030); unset: the agent's default. */
+const STARTED_HOLD_MS = process.env['BENCH_STARTED_HOLD_MS'];
 // V8's heap limits, as docs/deploy.md sets them for production: left to itself, V8 sizes the old
 // space from the machine's memory (about 4 GiB here) and lets garbage grow to it; at 100,000 hosts
 // two dispatchers, the ledger and the fleet then pass this machine's 24 GiB and the kernel kills one.
@@ -313,6 +315,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       syncWrites: false,
       agentFetchTimeoutMs: 600_000,
       sharedArtifacts: SHARED_DOWNLOADS,
+      ...(STARTED_HOLD_MS !== undefined ? { startedHoldMs: Number(STARTED_HOLD_MS) } : {}),
     };
     const specs = Array.from({ length: hosts }, (_, i) => ({
       hostId: `bench-${String(i).padStart(6, '0')}`,
@@ -533,6 +536,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
           ? 'per process one module store and one FetchArtifact (to the dispatcher) per digest'
           : 'each agent fetching its own copy from the dispatcher') +
         ', each agent verifying the manifest with its pinned key and hashing the module itself',
+      agent_started_hold_ms: STARTED_HOLD_MS === undefined ? 'the agent default (2000)' : Number(STARTED_HOLD_MS),
       hosts_succeeded: succeeded,
       seconds_create_to_last_command_sent: allSentSeconds === undefined ? null : Math.round(allSentSeconds * 100) / 100,
       seconds_create_to_all_applied: Math.round(appliedSeconds * 100) / 100,

@@ -30,6 +30,8 @@ export interface SimulatedFleetOptions {
   /** How long one artifact fetch may take (thousands of agents in one process fetch slowly). */
   agentFetchTimeoutMs?: number;
   syncWrites?: boolean;
+  /** How long PatchApplyStarted waits to share the seal of the fact that ends the apply (the agent's default when absent). */
+  startedHoldMs?: number;
   /**
    * One content-addressed module store and one FetchArtifact per digest (SharedArtifactDownloads)
    * for every agent of the process instead of one each: each agent still verifies the signed
@@ -106,6 +108,7 @@ export class SimulatedFleet {
         transitionMs: this.options.agentTransitionTimeoutMs ?? 30_000,
         fetchMs: this.options.agentFetchTimeoutMs ?? 60_000,
         pollMs: 50,
+        ...(this.options.startedHoldMs !== undefined ? { startedHoldMs: this.options.startedHoldMs } : {}),
       },
       facts: { hostname: spec.hostId, machineId: spec.hostId.padEnd(32, '0').slice(0, 32), distro: 'debian' },
       log: () => undefined,
