@@ -58,8 +58,11 @@ export function reportBenchResult(name: string, result: { date: string }): strin
   // A run with a profiler in its processes is named so: its times are not figures.
   const profiled = Object.entries(process.env).some(([k, v]) => k.endsWith('NODE_ARGS') && v?.includes('--cpu-prof'));
   const file = path.join(dir, `${name}-${result.date.replace(/[:.]/g, '-')}${profiled ? '-cpu-prof' : ''}.json`);
-  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
-  process.stdout.write(JSON.stringify(result) + '\n');
+  // The services' extra node arguments (a GC setting, say) say what was measured as much as the code.
+  const nodeArgs = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => k.endsWith('_NODE_ARGS') && v));
+  const written = Object.keys(nodeArgs).length > 0 ? { ...result, node_args: nodeArgs } : result;
+  fs.writeFileSync(file, JSON.stringify(written, null, 2) + '\n');
+  process.stdout.write(JSON.stringify(written) + '\n');
   return file;
 }
 

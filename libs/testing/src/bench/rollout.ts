@@ -62,6 +62,9 @@ const STARTED_HOLD_MS = process.env['BENCH_STARTED_HOLD_MS'];
 // two dispatchers, the ledger and the fleet then pass this machine's 24 GiB and the kernel kills one.
 const DISPATCHER_HEAP_MIB = Number(process.env['BENCH_DISPATCHER_HEAP_MIB'] ?? 1536);
 const LEDGER_HEAP_MIB = Number(process.env['BENCH_LEDGER_HEAP_MIB'] ?? 2048);
+/** V8's young generation per semi-space, as the units set it (ADR 0029's second addendum); 0: V8's default. */
+const SEMI_SPACE_MIB = Number(process.env['BENCH_SEMI_SPACE_MIB'] ?? 64);
+const SEMI_SPACE_ARGS = SEMI_SPACE_MIB > 0 ? [`--max-semi-space-size=${SEMI_SPACE_MIB}`] : [];
 
 /** A counter's samples summed by one label, from a service's /metrics. */
 async function countersBy(address: string, name: string, label: string): Promise<Record<string, number>> {
@@ -268,7 +271,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       const started = await startDispatcher({
         ...env,
         dataDir: dispatcherDirs[i]!,
-        nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`],
+        nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`, ...SEMI_SPACE_ARGS],
         extra: {
           DISPATCHER_LEDGER_ADDRESS: ledgerAddress,
           DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...others].join(','),
@@ -296,7 +299,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
           dataDir: path.join(root, 'ledger'),
           address: ledgerAddress,
           trustedDataDirs: [builderDir, ...dispatcherDirs],
-          nodeArgs: [`--max-old-space-size=${LEDGER_HEAP_MIB}`],
+          nodeArgs: [`--max-old-space-size=${LEDGER_HEAP_MIB}`, ...SEMI_SPACE_ARGS],
         });
         watch(led.process);
         ledgerClient = serviceClient(grpcServices.ledger, ledgerAddress);
@@ -324,12 +327,10 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
     }));
     fleet =
       fleetWorkers > 0
-        ? new ForkedFleet(
-            fleetOptions,
-            specs,
-            fleetWorkers,
-            (process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
-          )
+        ? new ForkedFleet(fleetOptions, specs, fleetWorkers, [
+            ...SEMI_SPACE_ARGS,
+            ...(process.env['FLEET_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
+          ])
         : new SimulatedFleet(fleetOptions, specs);
     const startAt = Date.now();
     if (fleet instanceof ForkedFleet) await fleet.start(200);
@@ -482,7 +483,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       const late = await startDispatcher({
         ...env,
         dataDir: path.join(root, 'dispatcher-late'),
-        nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`],
+        nodeArgs: [`--max-old-space-size=${DISPATCHER_HEAP_MIB}`, ...SEMI_SPACE_ARGS],
         readyWithinMs: 900_000,
         extra: {
           DISPATCHER_TRUSTED_DATA_DIRS: [builderDir, ...dispatcherDirs].join(','),
@@ -546,6 +547,7 @@ async function runSize(hosts: number): Promise<Record<string, unknown>> {
       dispatcher_instances: DISPATCHERS,
       dispatcher_heap_limit_mib: DISPATCHER_HEAP_MIB,
       ledger_heap_limit_mib: LEDGER_HEAP_MIB,
+      semi_space_mib: SEMI_SPACE_MIB || 'the V8 default',
       // With several instances: the first (which drives the rollout), then the others.
       dispatcher_peak_rss_mib:
         DISPATCHERS > 1
