@@ -134,8 +134,13 @@ describe('a fact held back for the one that closes it', () => {
     expect(seals(outbox, sent[1]!.envelopes)).toEqual([false, true]);
   });
 
-  it('goes out alone, sealed, when nothing closes it in time', async () => {
-    const { outbox } = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+  it('goes out alone, sealed, when nothing closes it in time (held on the real clock, whatever dates the events)', async () => {
+    const { outbox } = EventOutbox.open({
+      dir,
+      producerId: 'agent/h1',
+      syncWrites: false,
+      now: () => Date.UTC(2020, 0, 1),
+    });
     const { relay, sent } = relayAnswering([]);
     const d = delivery(outbox, relay, false);
     const heldAt = Date.now();

@@ -170,7 +170,8 @@ export class EventOutbox {
       this.close();
       throw error;
     }
-    const heldUntil = holdMs !== undefined && holdMs > 0 ? this.now() + holdMs : undefined;
+    // The delivery's timers run on the real clock, whatever clock dates the events.
+    const heldUntil = holdMs !== undefined && holdMs > 0 ? Date.now() + holdMs : undefined;
     for (const event of chained) {
       this.records.push({
         seq: event.seq,
