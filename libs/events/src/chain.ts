@@ -140,11 +140,12 @@ export function appendToChain(
 /**
  * The envelope with its seal: a signature over the hash it carries, which the chain already
  * fixed (the signature is outside what is hashed, so sealing later changes no event's place).
- * Ed25519 signs deterministically: the same envelope sealed twice gives the same bytes.
+ * Ed25519 signs deterministically: the same envelope sealed twice gives the same bytes. One sealed
+ * already is returned as it is.
  */
 export function sealEnvelope(envelope: Uint8Array, key: SigningKey): Buffer {
   const view = readEnvelope(envelope);
-  if (view.signature.length > 0) return Buffer.from(envelope);
+  if (view.signature.length > 0) return Buffer.isBuffer(envelope) ? envelope : Buffer.from(envelope);
   if (view.hash.length !== 32) throw new Error(`envelope ${view.eventId} has no 32-byte hash to seal`);
   const signature = signHash(key, view.hash);
   const out = new ProtoWriter(envelope.length + 2 + signature.length);

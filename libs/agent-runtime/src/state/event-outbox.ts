@@ -38,8 +38,6 @@ export interface OutboxRecord {
   readonly envelope: Buffer;
   /** The trace the event was recorded in, to send it under (memory only: tracing is best effort). */
   readonly trace?: TraceFields;
-  /** Not sealed yet (every record this version appends): the delivery that sends it last seals it (sealed()). */
-  readonly unsealed?: true;
   /**
    * Held back until then (ms) for the fact that follows it to share its seal and its delivery
    * (memory only: after a restart nothing is held). docs/adr/0030.
@@ -177,7 +175,6 @@ export class EventOutbox {
         seq: event.seq,
         envelope: Buffer.from(event.envelope),
         ...(trace ? { trace } : {}),
-        ...(event.sealed ? {} : { unsealed: true as const }),
         ...(heldUntil !== undefined ? { heldUntil } : {}),
       });
       this.logBytes += 4 + event.envelope.length;
@@ -208,9 +205,9 @@ export class EventOutbox {
    * restart seals them again to the same bytes (Ed25519 is deterministic).
    */
   sealed(record: OutboxRecord): Buffer {
-    if (!record.unsealed) return record.envelope;
-    const i = this.records.indexOf(record);
     const envelope = sealEnvelope(record.envelope, this.key);
+    if (envelope === record.envelope) return envelope; // sealed already (an earlier version's outbox)
+    const i = this.records.indexOf(record);
     if (i >= 0) this.records[i] = { seq: record.seq, envelope, ...(record.trace ? { trace: record.trace } : {}) };
     return envelope;
   }
@@ -251,7 +248,7 @@ function readLog(file: string): { records: OutboxRecord[]; validBytes: number; t
     } catch {
       break; // a torn write: everything after it was never acknowledged to anyone
     }
-    records.push(view.signature.length > 0 ? { seq: view.seq, envelope } : { seq: view.seq, envelope, unsealed: true });
+    records.push({ seq: view.seq, envelope });
     at += 4 + len;
   }
   return { records, validBytes: at, tornBytes: raw.length - at };
