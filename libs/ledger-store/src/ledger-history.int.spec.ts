@@ -288,7 +288,8 @@ async function writeHistory(writer: LogWriter) {
   const web1 = new Agent('web-1', K61, { role: 'web', dc: 'fra' });
   const web2 = new Agent('web-2', K419, { role: 'db' });
   const web3 = new Agent('web-3', K61, { role: 'web' });
-  const web4 = new Agent('web-4', K61, { role: 'batch' });
+  // A label key JSON paths would misread: the filter must take it as a key, nothing else.
+  const web4 = new Agent('web-4', K61, { role: 'batch', 'rack."$[0]': 'b 7' });
   const web9 = new Agent('web-9', K61);
 
   await writer.send(builder.start(day(0)));
@@ -676,6 +677,10 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
       ).hosts.map((h) => h.facts?.hostId);
     expect(await ids({ kernelRelease: K419 })).toEqual(['web-2']);
     expect(await ids({ labels: { role: 'web' } })).toEqual(['web-1', 'web-3']);
+    expect(await ids({ labels: { role: 'web', dc: 'fra' } })).toEqual(['web-1']);
+    expect(await ids({ labels: { role: 'we' } })).toEqual([]);
+    expect(await ids({ labels: { 'rack."$[0]': 'b 7' } })).toEqual(['web-4']);
+    expect(await ids({ labels: { rack: 'b 7' } })).toEqual([]);
     expect(await ids({ carriesPatchId: 'cumulative' })).toEqual(['web-1']);
     expect(await ids({ exposedToCveId: 'CVE-2024-1086' })).toEqual(['web-3', 'web-4', 'web-9']);
     const page = await q.listHosts({
@@ -723,6 +728,7 @@ describe.each(['sqlite', 'postgres'] as const)('the ledger on %s, replaying a sc
       { kernelRelease: K419 },
       { labels: { role: 'web' } },
       { labels: { role: 'web', nope: 'x' } },
+      { labels: { 'rack."$[0]': 'b 7' } },
       { exposedToCveId: 'CVE-2024-1086' },
       { carriesPatchId: 'cumulative' },
       { carriesPatchId: 'cumulative', labels: { role: 'web' } },
