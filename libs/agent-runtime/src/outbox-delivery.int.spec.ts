@@ -19,7 +19,8 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 /** Answers each relay as told (true: acknowledged), and remembers what it was sent. */
 function relayAnswering(answers: boolean[]) {
   const sent: { seqs: number[]; sentBefore: boolean; envelopes: Uint8Array[] }[] = [];
-  const relay: GatewayRelay = {
+  const relay: GatewayRelay & { connected: boolean } = {
+    connected: true,
     relay(envelopes, sentBefore = false) {
       sent.push({ seqs: envelopes.map((e) => readEnvelope(e).seq), sentBefore, envelopes: [...envelopes] });
       return answers.shift() === false ? Promise.reject(new Error('the stream dropped')) : Promise.resolve();
@@ -106,6 +107,28 @@ function seals(outbox: EventOutbox, envelopes: readonly Uint8Array[]): boolean[]
     return true;
   });
 }
+
+it('tries nothing while the stream is down, and sends what waited under one seal once it is up', async () => {
+  // Given a new agent whose stream to the dispatcher is not up yet
+  const { outbox } = EventOutbox.open({ dir, producerId: 'agent/h1', syncWrites: false });
+  const { relay, sent } = relayAnswering([]);
+  relay.connected = false;
+  const d = delivery(outbox, relay, false);
+  // When it records its start facts one after the other
+  d.record([drift(1)]);
+  d.record([drift(2)]);
+  await new Promise((r) => setTimeout(r, 200));
+  // Then nothing was tried
+  expect(sent).toHaveLength(0);
+  // When the stream comes up (the link flushes on connecting)
+  relay.connected = true;
+  d.flush(true);
+  await until(() => outbox.pendingCount === 0);
+  d.stop();
+  // Then everything went in one delivery, and only its last record carries a seal
+  expect(sent.map((s) => s.seqs)).toEqual([[1, 2, 3]]);
+  expect(seals(outbox, sent[0]!.envelopes)).toEqual([false, false, true]);
+});
 
 describe('a fact held back for the one that closes it', () => {
   it('goes out with it, under its one seal', async () => {

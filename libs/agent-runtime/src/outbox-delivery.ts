@@ -105,6 +105,10 @@ export class OutboxDelivery {
     if (this.holdTimer) clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
     if (this.flushing || !this.running || this.flushTimer) return;
+    const link = this.options.relay();
+    // Not tried while the stream is down: the attempt would seal its last record for nothing
+    // (the delivery that goes once connected then carries two seals), and connecting flushes.
+    if (this.options.sink.throughGateway && !link?.connected) return;
     const outbox = this.options.outbox;
     let batch = outbox.pending(BATCH);
     if (batch.length === 0) return;
@@ -125,7 +129,10 @@ export class OutboxDelivery {
     }
     if (heldFrom < batch.length) batch = batch.slice(0, heldFrom);
     this.flushing = true;
-    const relay = this.options.relay() ?? { relay: () => Promise.reject(new Error('no dispatcher configured')) };
+    const relay = link ?? {
+      connected: false,
+      relay: () => Promise.reject(new Error('no dispatcher configured')),
+    };
     const last = batch[batch.length - 1]!.seq;
     const sentBefore = batch[0]!.seq <= this.unansweredTo;
     withTraceContext(trace, () =>

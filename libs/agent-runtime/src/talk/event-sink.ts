@@ -6,6 +6,8 @@ import { traceFields, withTraceContext, type TraceFields } from '@rebootless/tel
 
 /** The agent's gateway stream, as a sink sees it. */
 export interface GatewayRelay {
+  /** The stream is up: a relay sent now is on its way, not refused at once. */
+  readonly connected: boolean;
   /**
    * Sends RelayEvents; resolves on the dispatcher's Ack (the bytes are in Kafka), rejects when the
    * stream drops. `sentBefore`: some were sent before without an answer, so may be in the log.
@@ -20,11 +22,15 @@ export interface EventSink {
    * some were handed to a delivery that never answered (they may have reached the log).
    */
   deliver(hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay, sentBefore?: boolean): Promise<void>;
+  /** Deliveries go through the gateway stream: while it is down, none is tried. */
+  readonly throughGateway?: boolean;
   close(): Promise<void>;
 }
 
 /** Through the dispatcher: for hosts that cannot reach Kafka. */
 export class GatewayRelaySink implements EventSink {
+  readonly throughGateway = true;
+
   deliver(_hostId: string, envelopes: readonly Buffer[], gateway: GatewayRelay, sentBefore = false): Promise<void> {
     return gateway.relay(envelopes, sentBefore);
   }
