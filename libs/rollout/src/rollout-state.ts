@@ -535,23 +535,42 @@ export class RolloutBook {
    * boot: the same rule as supersededOn, over the commands and answers waiting for that rollout.
    */
   private supersededWhileWaiting(hostId: string, run: RolloutRun, appliedAt: number, bootedAt: number): boolean {
+    const between = (at: number) => at >= appliedAt && at < bootedAt;
     for (const hosts of this.early.values()) {
-      const commands = new Map<string, RolloutEvent>();
+      // As the rollout will hold it once created: the host's last apply and last revert, each
+      // with the first answer to that command (a later command of it sets its answer aside).
+      let apply: { command: RolloutEvent; outcome?: CommandOutcome } | undefined;
+      let revert: { command: RolloutEvent; outcome?: CommandOutcome } | undefined;
       for (const w of hosts.get(hostId) ?? []) {
-        if ('event' in w && 'commandId' in w.event.data) commands.set(w.event.data.commandId, w.event);
-        if (!('outcome' in w) || w.outcome.at < appliedAt || w.outcome.at >= bootedAt) continue;
-        const command = commands.get(w.commandId);
-        if (!command || command.data.rolloutId === run.rolloutId) continue;
-        if (command.type === 'HostRevertRequested' && command.data.undoStep > 0 && w.outcome.kind === 'reverted') {
-          if (command.data.patchId === run.patchId) return true;
-        } else if (
-          command.type === 'HostApplyRequested' &&
-          command.data.undoStep === 0 &&
-          w.outcome.kind === 'applied'
-        ) {
-          if (w.outcome.replace || command.data.patchId === run.patchId) return true;
+        if ('event' in w) {
+          if (w.event.type === 'HostApplyRequested') apply = { command: w.event };
+          else if (w.event.type === 'HostRevertRequested') revert = { command: w.event };
+        } else if ('outcome' in w) {
+          for (const c of [apply, revert])
+            if (c && !c.outcome && 'commandId' in c.command.data && c.command.data.commandId === w.commandId)
+              c.outcome = w.outcome;
         }
       }
+      const command = (apply ?? revert)?.command;
+      if (!command || command.data.rolloutId === run.rolloutId) continue;
+      const reverted = revert?.outcome;
+      if (
+        revert?.command.type === 'HostRevertRequested' &&
+        revert.command.data.undoStep > 0 &&
+        reverted?.kind === 'reverted' &&
+        between(reverted.at) &&
+        revert.command.data.patchId === run.patchId
+      )
+        return true;
+      const applied = apply?.outcome;
+      if (
+        apply?.command.type === 'HostApplyRequested' &&
+        apply.command.data.undoStep === 0 &&
+        applied?.kind === 'applied' &&
+        between(applied.at) &&
+        (applied.replace || apply.command.data.patchId === run.patchId)
+      )
+        return true;
     }
     return false;
   }

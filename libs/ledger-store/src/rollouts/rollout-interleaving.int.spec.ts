@@ -16,10 +16,16 @@ import { createScratchDatabase } from '../scripted-log';
 import { END_STATES, Entry, bodyOf, randomScenario } from './random-rollout-history';
 import { Prng } from '../stacks/random-host-history';
 
-const SEED = Number(process.env['LEDGER_PROPERTY_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+const RANDOM_SEED = Number(process.env['LEDGER_PROPERTY_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+/**
+ * Seeds that once found a difference, run every time: 1901788370, a host's apply in one rollout
+ * taken over by another rollout's command that was read before that rollout's creation.
+ */
+const FOUND = [1901788370];
+const SEEDS = process.env['LEDGER_PROPERTY_SEED'] ? [RANDOM_SEED] : [RANDOM_SEED, ...FOUND];
 const SCENARIOS = 60;
 const PARTITIONS = 4;
-process.stderr.write(`rollout-interleaving property test: LEDGER_PROPERTY_SEED=${SEED}\n`);
+process.stderr.write(`rollout-interleaving property test: LEDGER_PROPERTY_SEED=${RANDOM_SEED}\n`);
 
 interface Placed {
   partition: number;
@@ -92,7 +98,7 @@ async function sqlite(): Promise<LedgerDatabase> {
   return LedgerDatabase.open({ sqliteFile: path.join(dir, 'ledger.sqlite') });
 }
 
-describe(`the ledger's read models whatever order it reads the partitions in (seed ${SEED})`, () => {
+describe.each(SEEDS)(`the ledger's read models whatever order it reads the partitions in (seed %i)`, (SEED) => {
   let written: LedgerDatabase;
   let drop: (() => Promise<void>) | undefined;
   const others: [string, LedgerDatabase][] = [];
