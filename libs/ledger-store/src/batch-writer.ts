@@ -71,21 +71,42 @@ export class TableWriter {
       return { table, run: (q) => runAll(q, statements) };
     }
     const statements: Statement[] = [];
-    for (let i = 0; i < rows.length; i += this.rowsPerStatement) {
-      const chunk = rows.slice(i, i + this.rowsPerStatement);
-      const params: unknown[] = [];
-      const tuples: string[] = [];
-      for (const row of chunk) {
-        for (const v of row) params.push(v);
-        tuples.push(`(${row.map(() => '?').join(',')})`);
+    let i = 0;
+    for (const size of this.chunkSizes) {
+      for (; rows.length - i >= size; i += size) {
+        const params: unknown[] = [];
+        for (let r = i; r < i + size; r++) for (const v of rows[r]!) params.push(v);
+        statements.push([this.insertOf(size), params]);
       }
-      statements.push([
-        `INSERT INTO ${table} (${this.columns.join(',')}) VALUES ${tuples.join(',')}` +
-          (this.onConflict === 'append' ? '' : ` ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`),
-        params,
-      ]);
     }
     return { table, run: (q) => runAll(q, statements) };
+  }
+
+  /**
+   * SQLite: rows go in statements of a few sizes (powers of 4), never of the batch's own: the
+   * driver keeps each text compiled, where a size per batch was compiled again for each batch.
+   */
+  private get chunkSizes(): number[] {
+    if (!this.sizes) {
+      this.sizes = [];
+      for (let size = 1; size <= this.rowsPerStatement; size *= 4) this.sizes.unshift(size);
+    }
+    return this.sizes;
+  }
+
+  private sizes: number[] | undefined;
+  private readonly inserts = new Map<number, string>();
+
+  private insertOf(rows: number): string {
+    let sql = this.inserts.get(rows);
+    if (!sql) {
+      const tuple = `(${this.columns.map(() => '?').join(',')})`;
+      sql =
+        `INSERT INTO ${this.table} (${this.columns.join(',')}) VALUES ${Array(rows).fill(tuple).join(',')}` +
+        (this.onConflict === 'append' ? '' : ` ON CONFLICT (${this.key.join(',')}) ${this.conflictClause()}`);
+      this.inserts.set(rows, sql);
+    }
+    return sql;
   }
 
   /** Deletes the rows with these keys (the table's key is one column), in the caller's transaction. */

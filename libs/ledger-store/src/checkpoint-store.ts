@@ -98,21 +98,28 @@ export class CheckpointStore {
 
   /** A row replacing the one with the same key (or the first): the digest takes the new one. */
   private put(key: string, row: string): void {
-    const old = this.elements.get(key);
-    if (old) this.digest.remove(old);
-    const e = SetDigest.element(row);
-    this.digest.add(e);
-    this.elements.set(key, e);
+    const e = this.replace(this.elements.get(key), row);
+    if (e) this.elements.set(key, e);
   }
 
   private putHeld(partition: number, offset: string, row: string): void {
     const held = this.heldElements.get(partition) ?? new Map<string, Buffer>();
     this.heldElements.set(partition, held);
-    const old = held.get(offset);
-    if (old) this.digest.remove(old);
+    const e = this.replace(held.get(offset), row);
+    if (e) held.set(offset, e);
+  }
+
+  /**
+   * The digest takes `row` for `old`, and the new element is returned; undefined when the row is
+   * the one there already (a partition's position that did not move): its element is expanded
+   * twice for nothing otherwise.
+   */
+  private replace(old: Buffer | undefined, row: string): Buffer | undefined {
     const e = SetDigest.element(row);
+    if (old?.equals(e)) return undefined;
+    if (old) this.digest.remove(old);
     this.digest.add(e);
-    held.set(offset, e);
+    return e;
   }
 
   /** Held rows below `from` leave the digest as they leave the table. */

@@ -61,6 +61,8 @@ export class LedgerDatabase {
         migrations: MIGRATIONS,
         migrationsTableName: 'ledger_migrations',
         enableWAL: true,
+        // Each table's inserts come in a few fixed sizes (batch-writer.ts): kept compiled, all of them.
+        statementCacheSize: 400,
         // NORMAL with WAL: a commit survives a process kill (the WAL is written before commit
         // returns); only an OS crash may lose the last transactions, which a replay redoes.
         prepareDatabase: (db: { pragma(s: string): unknown }) => {

@@ -5,16 +5,40 @@ import type { ActorRow } from '../audit/columns';
 
 /**
  * JSON with every object's keys in order: the fold sets a run's fields in the order its events
- * came, which differs between readers that interleaved the partitions differently.
+ * came, which differs between readers that interleaved the partitions differently. Written out
+ * here, as JSON.stringify would write the sorted object, without building that object (this runs
+ * for every host a batch touches).
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(
-          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
-        )
-      : v,
-  );
+  return canonical(value) as string;
+}
+
+function canonical(v: unknown): string | undefined {
+  if (v === null) return 'null';
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isFinite(v) ? String(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'bigint':
+      throw new TypeError('a bigint has no JSON');
+    case 'object': {
+      const toJSON = (v as { toJSON?: () => unknown }).toJSON;
+      if (typeof toJSON === 'function') return canonical(toJSON.call(v));
+      if (Array.isArray(v)) return `[${v.map((x: unknown) => canonical(x) ?? 'null').join(',')}]`;
+      const o = v as Record<string, unknown>;
+      const parts: string[] = [];
+      for (const k of Object.keys(o).sort()) {
+        const text = canonical(o[k]);
+        if (text !== undefined) parts.push(`${JSON.stringify(k)}:${text}`);
+      }
+      return `{${parts.join(',')}}`;
+    }
+    default:
+      return undefined; // undefined, a function or a symbol: left out, as JSON.stringify does
+  }
 }
 
 const json = canonicalJson;
