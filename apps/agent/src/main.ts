@@ -140,6 +140,12 @@ async function main(): Promise<void> {
       'AGENT_BUILDER_PUBLIC_KEY is unset, or neither AGENT_DISPATCHER_ADDRESS nor AGENT_BUILDER_ADDRESS is: every apply command will be refused',
     );
   }
+  if (config.eventSink === 'gateway' && !config.dispatcherAddress) {
+    // Nothing is tried without a stream to relay through: say so once, here.
+    log.warn(
+      'AGENT_EVENT_SINK is gateway and AGENT_DISPATCHER_ADDRESS is unset: events stay in the outbox until a dispatcher is configured',
+    );
+  }
   await agent.start();
   startMetrics(SERVICE_NAME);
   const meter = rebootlessMeter();
