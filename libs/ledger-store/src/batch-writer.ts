@@ -13,7 +13,12 @@ import { LedgerDatabase } from './database';
  * (docs/adr/0005).
  */
 export class TableWriter {
-  private readonly rowsPerStatement: number;
+  /**
+   * SQLite: rows go in statements of a few sizes (powers of 4, largest first), never of the
+   * batch's own: the driver keeps each text compiled, where a size per batch was compiled again.
+   */
+  private readonly chunkSizes: number[] = [];
+  private readonly inserts = new Map<number, string>();
 
   constructor(
     readonly table: string,
@@ -28,7 +33,8 @@ export class TableWriter {
     private readonly db: LedgerDatabase,
   ) {
     // SQLite allows 32766 parameters a statement.
-    this.rowsPerStatement = Math.max(1, Math.min(2000, Math.floor(30_000 / columns.length)));
+    const rowsPerStatement = Math.max(1, Math.min(2000, Math.floor(30_000 / columns.length)));
+    for (let size = 1; size <= rowsPerStatement; size *= 4) this.chunkSizes.unshift(size);
     const types = db.columnTypes.get(table);
     if (db.dialect === 'postgres') {
       if (!types) throw new Error(`table ${table} is missing from the database`);
@@ -81,21 +87,6 @@ export class TableWriter {
     }
     return { table, run: (q) => runAll(q, statements) };
   }
-
-  /**
-   * SQLite: rows go in statements of a few sizes (powers of 4), never of the batch's own: the
-   * driver keeps each text compiled, where a size per batch was compiled again for each batch.
-   */
-  private get chunkSizes(): number[] {
-    if (!this.sizes) {
-      this.sizes = [];
-      for (let size = 1; size <= this.rowsPerStatement; size *= 4) this.sizes.unshift(size);
-    }
-    return this.sizes;
-  }
-
-  private sizes: number[] | undefined;
-  private readonly inserts = new Map<number, string>();
 
   private insertOf(rows: number): string {
     let sql = this.inserts.get(rows);

@@ -536,41 +536,27 @@ export class RolloutBook {
    */
   private supersededWhileWaiting(hostId: string, run: RolloutRun, appliedAt: number, bootedAt: number): boolean {
     const between = (at: number) => at >= appliedAt && at < bootedAt;
-    for (const hosts of this.early.values()) {
-      // As the rollout will hold it once created: the host's last apply and last revert, each
-      // with the first answer to that command (a later command of it sets its answer aside).
-      let apply: { command: RolloutEvent; outcome?: CommandOutcome } | undefined;
-      let revert: { command: RolloutEvent; outcome?: CommandOutcome } | undefined;
+    for (const [rolloutId, hosts] of this.early) {
+      if (rolloutId === run.rolloutId) continue;
+      // As that rollout will hold them once created: the host's last apply and last revert, each
+      // with the first answer to that command (a later command sets an earlier answer aside).
+      let apply: { data: events.HostApplyRequested; outcome?: CommandOutcome } | undefined;
+      let revert: { data: events.HostRevertRequested; outcome?: CommandOutcome } | undefined;
       for (const w of hosts.get(hostId) ?? []) {
         if ('event' in w) {
-          if (w.event.type === 'HostApplyRequested') apply = { command: w.event };
-          else if (w.event.type === 'HostRevertRequested') revert = { command: w.event };
+          if (w.event.type === 'HostApplyRequested') apply = { data: w.event.data };
+          else if (w.event.type === 'HostRevertRequested') revert = { data: w.event.data };
         } else if ('outcome' in w) {
           for (const c of [apply, revert])
-            if (c && !c.outcome && 'commandId' in c.command.data && c.command.data.commandId === w.commandId)
-              c.outcome = w.outcome;
+            if (c && !c.outcome && c.data.commandId === w.commandId) c.outcome = w.outcome;
         }
       }
-      const command = (apply ?? revert)?.command;
-      if (!command || command.data.rolloutId === run.rolloutId) continue;
-      const reverted = revert?.outcome;
-      if (
-        revert?.command.type === 'HostRevertRequested' &&
-        revert.command.data.undoStep > 0 &&
-        reverted?.kind === 'reverted' &&
-        between(reverted.at) &&
-        revert.command.data.patchId === run.patchId
-      )
+      const reverted = revert?.outcome?.kind === 'reverted' ? revert.outcome : undefined;
+      if (reverted && revert!.data.undoStep > 0 && revert!.data.patchId === run.patchId && between(reverted.at))
         return true;
-      const applied = apply?.outcome;
-      if (
-        apply?.command.type === 'HostApplyRequested' &&
-        apply.command.data.undoStep === 0 &&
-        applied?.kind === 'applied' &&
-        between(applied.at) &&
-        (applied.replace || apply.command.data.patchId === run.patchId)
-      )
-        return true;
+      const applied = apply?.outcome?.kind === 'applied' ? apply.outcome : undefined;
+      const samePatch = applied?.replace || apply?.data.patchId === run.patchId;
+      if (applied && apply!.data.undoStep === 0 && samePatch && between(applied.at)) return true;
     }
     return false;
   }

@@ -355,7 +355,10 @@ export class LedgerQueries {
     return { hosts, nextPageToken: found.length > size ? encodeAfterToken(page[page.length - 1]!.hostId) : '' };
   }
 
-  /** ListHosts' filters counted, a chunk of rows at a time: no stacks, verdicts or messages built. */
+  /**
+   * ListHosts' filters counted: one SQL count, or a chunk of rows at a time when exposure to a CVE
+   * is asked (judged here); no stacks, verdicts or messages built.
+   */
   async countHosts(req: ledger.CountHostsRequest): Promise<ledger.CountHostsResponse> {
     if (!req.exposedToCveId) {
       const { where, params } = hostFilter(req, this.db.dialect);
