@@ -132,7 +132,7 @@ class DispatcherLifecycle implements OnModuleInit, OnApplicationShutdown {
         new QuarantineOperation(
           engine.agents,
           publisher,
-          (commandId, hostId) => engine.noteHostCommand(commandId, hostId),
+          (commandId, hostId, sentHere) => engine.noteHostCommand(commandId, hostId, sentHere),
           {
             holds: (hostId) => coordination.elsewhere(hostId)?.online === true,
             answerOf: (commandId) => coordination.answerOf(commandId),

@@ -440,23 +440,24 @@ describe('an agent that reconnects to the other instance in the middle of an app
 
 describe("an operator's ClearQuarantine called on an instance the host's agent is not connected to", () => {
   it('reaches the agent through the log: the clear is done, a refusal comes back in its words, a host connected nowhere is refused', async () => {
-    const fleet = await fleetOn('quar', 2, [instance('b').address]);
-    const created = await createOn('b', 'quar', 2);
+    const fleet = await fleetOn('quar', 3, [instance('b').address]);
+    const created = await createOn('b', 'quar', 3);
     await until(
       async () => (await get('b', created.rolloutId)).state === R.ROLLOUT_STATE_COMPLETED,
-      'the patch is on both hosts',
+      'the patch is on the three hosts',
     );
-    // quar-00 goes down moments later: at the next boot its agent quarantines the patch.
-    await fleet.crash('quar-00');
-    await until(
-      async () => (await fleet.get('quar-00').agent.status()).quarantined.length === 1,
-      'the agent of quar-00 quarantined the patch',
-    );
-    await until(
-      async () =>
-        fleet.get('quar-00').agent.connected && ((await agentsByInstance()).get('b') ?? []).includes('quar-00'),
-      'quar-00 is connected to B again',
-    );
+    // quar-00 and quar-02 go down moments later: at the next boot their agents quarantine the patch.
+    for (const hostId of ['quar-00', 'quar-02']) {
+      await fleet.crash(hostId);
+      await until(
+        async () => (await fleet.get(hostId).agent.status()).quarantined.length === 1,
+        `the agent of ${hostId} quarantined the patch`,
+      );
+      await until(
+        async () => fleet.get(hostId).agent.connected && ((await agentsByInstance()).get('b') ?? []).includes(hostId),
+        `${hostId} is connected to B again`,
+      );
+    }
     const clear = (hostId: string, reason: string) =>
       unary<dispatcher.ClearQuarantineResponse>(instance('a').client, 'clearQuarantine', {
         hostId,
@@ -502,6 +503,37 @@ describe("an operator's ClearQuarantine called on an instance the host's agent i
     expect(
       bodies.filter((b) => b.patchQuarantineCleared?.commandId === commandId).map((b) => b.producer?.producerId),
     ).toEqual(['agent/quar-00']);
+
+    // Called on A while quar-02 is on B, but its agent goes away before A's request is in the log
+    // (A's write held until then): B reads it with the agent gone, and sends it when the agent
+    // comes back, within the command's five minutes.
+    fs.writeFileSync(path.join(holdDir(), 'armed'), '1 quar-02');
+    const moving = clear('quar-02', 'the host lost power, not the patch').then(
+      (response) => ({ response }),
+      (error: grpc.ServiceError) => ({ error }),
+    );
+    try {
+      await until(() => fs.existsSync(path.join(holdDir(), 'held')), "A holds the write of quar-02's clear");
+      await fleet.stop(['quar-02']);
+      await until(
+        async () => !((await agentsByInstance()).get('b') ?? []).includes('quar-02'),
+        'B saw the agent of quar-02 go',
+      );
+      fs.writeFileSync(path.join(holdDir(), 'release'), '');
+      await until(
+        async () =>
+          (await readWholeTopic(kafka, topic)).some(
+            (r) => decodeEvent(r.value!).body.quarantineClearRequested?.hostId === 'quar-02',
+          ),
+        "A's request to quar-02 is in the log",
+      );
+    } finally {
+      for (const file of ['armed', 'held', 'release']) fs.rmSync(path.join(holdDir(), file), { force: true });
+    }
+    await fleet.start(['quar-02']);
+    const moved = await moving;
+    expect(moved).toEqual({ response: { commandId: expect.any(String) } });
+    expect((await fleet.get('quar-02').agent.status()).quarantined).toEqual([]);
 
     // An agent connected to no instance: refused at once, nothing written. (Until A learns the
     // agent left, a request is written and waits for an answer that cannot come.)

@@ -36,8 +36,11 @@ export class QuarantineOperation {
   constructor(
     private readonly agents: AgentConnections,
     private readonly publisher: EventPublisher,
-    /** Told each command sent, so the gateway relays the agent's answer to it (and only that host's). */
-    private readonly noteCommand: (commandId: string, hostId: string) => void,
+    /**
+     * Told each command written, so the gateway relays the agent's answer to it (and only that
+     * host's); `sentHere`: this operation sends it (else the instance holding the agent does).
+     */
+    private readonly noteCommand: (commandId: string, hostId: string, sentHere: boolean) => void,
     private readonly peers: PeerInstances = ALONE,
     private readonly answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS,
     private readonly now: () => number = Date.now,
@@ -77,7 +80,7 @@ export class QuarantineOperation {
         occurredAt: new Date(at),
       },
     ]);
-    this.noteCommand(commandId, hostId);
+    this.noteCommand(commandId, hostId, here);
     // Here: the agent answers over its stream. Elsewhere: its fact in the log answers, or the
     // refusal its instance kept.
     const answer = this.agents.answerTo(hostId, commandId, this.answerTimeoutMs);

@@ -33,6 +33,7 @@ import { SoleInstance, type Coordination } from './coordination';
 import { AgentKeyNotFoundError, RolloutDrivenElsewhereError } from './dispatcher-errors';
 import { EventLogFollower, type FollowedEvent } from './event-log-follower';
 import { RolloutTraces } from './rollout-traces';
+import { UnansweredHostCommands, type UnansweredHostCommand } from './unanswered-host-commands';
 
 const ROLLOUT_EVENTS = new Set<string>([
   'RolloutCreated',
@@ -129,6 +130,10 @@ export class RolloutEngine {
   private readonly commandHosts = new Map<string, string>();
   /** Commands to a host another instance wrote, carried by this one to the agent connected here. */
   private readonly carriedForPeers = new Set<string>();
+  /** Host commands not answered yet, any instance's: sent whenever their agent connects here. */
+  private readonly unansweredHostCommands = new UnansweredHostCommands();
+  /** This instance's host commands its operation sent to the agent itself (then connected here). */
+  private readonly sentByOperation = new Set<string>();
   private readonly now: () => number;
   private readonly producerId: string;
   private follower?: EventLogFollower;
@@ -405,30 +410,25 @@ export class RolloutEngine {
     }
   }
 
-  /** A command sent to a host outside a rollout (a quarantine to clear): its answer is the host's to give. */
-  noteHostCommand(commandId: string, hostId: string): void {
-    this.commandHosts.set(commandId, hostId);
-  }
-
-  private foldHostCommand(body: events.EventBody): void {
-    const clear = body.quarantineClearRequested;
-    if (clear && producerOf(body.producer?.producerId ?? '').kind === 'dispatcher')
-      this.noteHostCommand(clear.commandId, clear.hostId);
-  }
-
   /**
-   * Another instance's command to a host whose agent is connected here, read live: this instance
-   * carries it to the agent (commands go through the log, ADR 0025). The agent's answer is kept
-   * for that instance (`hostCommandAnswered`); its sealed fact reaches it through the log.
+   * A command sent to a host outside a rollout (a quarantine to clear): its answer is the host's
+   * to give. `sentHere`: the operation sent it to the agent, connected here when it was written.
    */
-  private carryPeerHostCommand(body: events.EventBody): void {
+  noteHostCommand(commandId: string, hostId: string, sentHere = false): void {
+    this.commandHosts.set(commandId, hostId);
+    if (sentHere) this.sentByOperation.add(commandId);
+  }
+
+  /** A dispatcher instance's host command, read from the log: kept until its agent answers it. */
+  private foldHostCommand(body: events.EventBody): UnansweredHostCommand | undefined {
     const clear = body.quarantineClearRequested;
     const by = body.producer?.producerId ?? '';
-    if (!clear || by === this.producerId || producerOf(by).kind !== 'dispatcher') return;
+    if (!clear || producerOf(by).kind !== 'dispatcher') return undefined;
     const { commandId, hostId, patchId, version, reason } = clear;
-    if (!this.agents.isOnline(hostId)) return;
-    this.carriedForPeers.add(commandId);
-    this.agents.send(hostId, {
+    this.noteHostCommand(commandId, hostId);
+    const command: UnansweredHostCommand = {
+      hostId,
+      byPeer: by !== this.producerId,
       clearQuarantine: {
         commandId,
         patchId,
@@ -436,7 +436,27 @@ export class RolloutEngine {
         reason,
         ...(clear.expiresAt ? { expiresAt: clear.expiresAt } : {}),
       },
-    });
+    };
+    this.unansweredHostCommands.add(command, this.now());
+    return command;
+  }
+
+  /**
+   * A host command read live whose agent is connected here: this instance carries it (commands
+   * go through the log, ADR 0025), unless the operation that wrote it here already sent it. The
+   * agent may have moved here since it was written, or from here: whoever holds it sends it.
+   */
+  private carryHostCommand(command: UnansweredHostCommand | undefined): void {
+    if (!command) return;
+    const { commandId } = command.clearQuarantine;
+    if (this.sentByOperation.delete(commandId) || !this.agents.isOnline(command.hostId)) return;
+    this.sendHostCommand(command);
+  }
+
+  /** A peer's command is answered to it through the log or, when refused, the coordination database. */
+  private sendHostCommand(command: UnansweredHostCommand): void {
+    if (command.byPeer) this.carriedForPeers.add(command.clearQuarantine.commandId);
+    this.agents.send(command.hostId, { clearQuarantine: command.clearQuarantine });
   }
 
   /**
@@ -444,8 +464,10 @@ export class RolloutEngine {
    * it is not a success (a refusal leaves no event; a success is proved by the agent's fact).
    */
   hostCommandAnswered(hostId: string, result: dispatcher.CommandResult): void {
-    if (!this.carriedForPeers.has(result.commandId) || this.commandHosts.get(result.commandId) !== hostId) return;
+    if (this.commandHosts.get(result.commandId) !== hostId) return;
     if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_ACCEPTED) return;
+    this.unansweredHostCommands.settle(result.commandId);
+    if (!this.carriedForPeers.has(result.commandId)) return;
     this.carriedForPeers.delete(result.commandId);
     if (result.outcome === dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED) return;
     const { commandId, outcome, stage, error } = result;
@@ -458,6 +480,7 @@ export class RolloutEngine {
   private hostCommandDone(body: events.EventBody): void {
     const cleared = body.patchQuarantineCleared;
     if (!cleared || this.commandHosts.get(cleared.commandId) !== cleared.hostId) return;
+    this.unansweredHostCommands.settle(cleared.commandId);
     this.agents.answered(cleared.hostId, {
       commandId: cleared.commandId,
       outcome: dispatcher.CommandOutcome.COMMAND_OUTCOME_SUCCEEDED,
@@ -515,6 +538,7 @@ export class RolloutEngine {
       }
       this.dirty.add(run.rolloutId);
     }
+    for (const command of this.unansweredHostCommands.of(hostId, now)) this.sendHostCommand(command);
     this.scheduleTick();
   }
 
@@ -687,8 +711,7 @@ export class RolloutEngine {
         continue;
       }
       if (HOST_COMMANDS.has(e.body.type)) {
-        this.foldHostCommand(e.body);
-        this.carryPeerHostCommand(e.body);
+        this.carryHostCommand(this.foldHostCommand(e.body));
         continue;
       }
       if (HOST_COMMAND_DONE.has(e.body.type)) {
@@ -728,7 +751,9 @@ export class RolloutEngine {
       if (producerOf(body.producer?.producerId ?? '').kind === 'dispatcher') backlog.rollouts.push(body);
     } else if (KEY_EVENTS.has(body.type)) backlog.keys.push(body);
     else if (HOST_COMMANDS.has(body.type)) this.foldHostCommand(body);
-    else if (!HOST_COMMAND_DONE.has(body.type)) backlog.facts.push(body);
+    // After its command: both on the host's stream, in one partition.
+    else if (HOST_COMMAND_DONE.has(body.type)) this.hostCommandDone(body);
+    else backlog.facts.push(body);
   }
 
   private foldBacklog({ rollouts: own, keys, facts }: Backlog): void {

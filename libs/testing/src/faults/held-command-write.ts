@@ -5,7 +5,7 @@
 // FAULT_HOLD_DIR names a directory: once `armed` exists there (its text: "<n> <host id prefix>",
 // which write carrying commands to hosts of that prefix, counted from then, to hold), that write
 // waits; `held` is written with its command ids when it starts waiting, and the write goes on
-// once `release` exists.
+// once `release` exists. Commands: a rollout's applies, an operator's quarantine clears.
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
@@ -27,11 +27,13 @@ function install(): void {
   let counted = 0;
   EventPublisher.prototype.publish = async function (this: EventPublisherType, drafts) {
     const armed = path.join(dir!, 'armed');
-    if (fs.existsSync(armed)) {
+    if (!fs.existsSync(armed)) counted = 0;
+    else {
       const [nth, prefix = ''] = fs.readFileSync(armed, 'utf8').trim().split(' ');
       const list = Array.isArray(drafts) ? drafts : [drafts];
       const commandIds = list.flatMap((d) =>
-        d.payload.type === 'HostApplyRequested' && d.payload.data.hostId.startsWith(prefix)
+        (d.payload.type === 'HostApplyRequested' || d.payload.type === 'QuarantineClearRequested') &&
+        d.payload.data.hostId.startsWith(prefix)
           ? [d.payload.data.commandId]
           : [],
       );
