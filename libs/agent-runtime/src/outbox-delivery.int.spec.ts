@@ -103,7 +103,7 @@ function seals(outbox: EventOutbox, envelopes: readonly Uint8Array[]): boolean[]
   return envelopes.map((e) => {
     const v = readEnvelope(e);
     if (v.signature.length === 0) return false;
-    expect(verifyHash(outbox.key.publicKey, v.hash, v.signature)).toBe(true);
+    expect(verifyHash(outbox.key.rawPublicKey, v.hash, v.signature)).toBe(true);
     return true;
   });
 }

@@ -3,10 +3,10 @@
 // the signature (FetchArtifact's header, BuildSucceeded) and every verifier checks the signature
 // over exactly them. Nobody re-encodes a decoded manifest to check it: a protobuf map may be
 // re-encoded in another order, which would break a signature over the original.
-import { createHash, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { events } from '@rebootless/contracts';
-import { keyFingerprint, publicKeyFromRaw, rawPublicKey, type SigningKey } from '@rebootless/events';
+import { keyFingerprint, rawPublicKey, signHash, verifyHash, type SigningKey } from '@rebootless/events';
 
 export type PatchManifest = events.PatchManifest;
 
@@ -85,7 +85,7 @@ export function signManifest(manifest: PatchManifest, key: SigningKey): SignedMa
   const problems = manifestProblems(manifest);
   if (problems.length > 0) throw new ManifestError(problems);
   const bytes = encodeManifest(manifest);
-  return { manifest, bytes, signature: sign(null, bytes, key.privateKey) };
+  return { manifest, bytes, signature: signHash(key, bytes) };
 }
 
 export type ManifestRefusal =
@@ -105,11 +105,15 @@ export class ManifestVerificationError extends Error {
 /** The builder key an agent pins: a KeyObject or the raw 32-byte Ed25519 public key. */
 export type PinnedKey = KeyObject | Uint8Array;
 
-// The fingerprint is only for the refusal message: a KeyObject's needs a DER export, which cost
-// more than the verification itself when thousands of agents check one manifest each.
-function asPublicKey(key: PinnedKey): { key: KeyObject; fingerprint: () => string } {
-  if (key instanceof Uint8Array) return { key: publicKeyFromRaw(key), fingerprint: () => keyFingerprint(key) };
-  return { key, fingerprint: () => keyFingerprint(rawPublicKey(key)) };
+// A KeyObject's raw bytes need a DER export, which costs more than the verification itself when
+// thousands of agents check one manifest each with the same pinned key: exported once per key.
+const rawOfKeyObject = new WeakMap<KeyObject, Uint8Array>();
+
+function rawKey(key: PinnedKey): Uint8Array {
+  if (key instanceof Uint8Array) return key;
+  let raw = rawOfKeyObject.get(key);
+  if (!raw) rawOfKeyObject.set(key, (raw = rawPublicKey(key)));
+  return raw;
 }
 
 /**
@@ -121,7 +125,7 @@ export function verifyManifest(
   signature: Uint8Array | undefined,
   pinnedBuilderKey: PinnedKey,
 ): PatchManifest {
-  const { key, fingerprint } = asPublicKey(pinnedBuilderKey);
+  const key = rawKey(pinnedBuilderKey);
   if (signature === undefined || signature.length === 0) {
     throw new ManifestVerificationError('missing-signature', 'the manifest carries no signature');
   }
@@ -131,10 +135,10 @@ export function verifyManifest(
       `the manifest signature has ${signature.length} bytes; an Ed25519 signature has 64`,
     );
   }
-  if (bytes.length === 0 || !verify(null, bytes, key, signature)) {
+  if (bytes.length === 0 || !verifyHash(key, bytes, signature)) {
     throw new ManifestVerificationError(
       'bad-signature',
-      `the manifest signature does not verify with the pinned builder key ${fingerprint()}: ` +
+      `the manifest signature does not verify with the pinned builder key ${keyFingerprint(key)}: ` +
         'signed by another key, or the manifest or its signature was altered',
     );
   }

@@ -29,7 +29,7 @@ describe('appending events to a producer chain', () => {
     // And only the last one is sealed, with a signature that verifies
     expect(written.map((e) => e.sealed)).toEqual([false, false, true]);
     const last = readEnvelope(written[2]!.envelope);
-    expect(verifyHash(key.publicKey, last.hash, last.signature)).toBe(true);
+    expect(verifyHash(key.rawPublicKey, last.hash, last.signature)).toBe(true);
     expect(after).toMatchObject({ producerId: 'builder', epoch: 1, seq: 3, hash: written[2]!.hash });
   });
 
@@ -69,7 +69,7 @@ describe('appending events to a producer chain', () => {
     // Then it is byte for byte the one sealed at append: same place, same hash, a signature that verifies
     expect(sealedLater).toEqual(sealedNow!.envelope);
     const v = readEnvelope(sealedLater);
-    expect(verifyHash(key.publicKey, v.hash, v.signature)).toBe(true);
+    expect(verifyHash(key.rawPublicKey, v.hash, v.signature)).toBe(true);
     // And sealing what is sealed changes nothing, even with another key
     expect(sealEnvelope(sealedNow!.envelope, generateSigningKey())).toEqual(sealedNow!.envelope);
   });

@@ -2,7 +2,7 @@ import { events } from '@rebootless/contracts';
 import { AgentKeyState, KeyEventSource } from './agent-key-book';
 import { chainHash } from './chain';
 import { authorityViolation } from './producer-authority';
-import { keyFingerprint, publicKeyFromRaw, verifyHash } from './signing';
+import { keyFingerprint, verifyHash } from './signing';
 import { KeyTrust } from './verifier';
 
 /**
@@ -81,7 +81,7 @@ export function readKeyEvent(
   if (signature.length === 0)
     return { why: `no seal covers the record at ${at(source.partition, source.offset)} among the records named` };
   const keys = services.keysFor(producerId);
-  if (!keys.some((k) => verifyHash(publicKeyFromRaw(k), prev!.hash, signature)))
+  if (!keys.some((k) => verifyHash(k, prev!.hash, signature)))
     return {
       why: `the seal over the record at ${at(source.partition, source.offset)} verifies with no key configured for ${producerId}`,
     };

@@ -1,10 +1,9 @@
-import { KeyObject } from 'node:crypto';
 import { events } from '@rebootless/contracts';
 import { GENESIS_HASH } from './chain';
 import { EVENT_TYPES, isEventType, payloadFieldNumber } from './event-types';
 import { SealVerdicts } from './seal-verdicts';
 import { chainHashMatches } from './sha256';
-import { keyFingerprint, publicKeyFromRaw, verifyHash } from './signing';
+import { keyFingerprint, verifyHash } from './signing';
 import { EnvelopeLayout, WireError, asBuffer, scanEnvelope, textAt } from './wire';
 
 export type FindingKind =
@@ -351,8 +350,8 @@ interface ChainTrack {
    * or null right after a gap, where the link cannot be checked.
    */
   linkTo: Arrival | 'genesis' | null;
-  /** undefined: not known yet; null: nobody vouches for it (reported once). */
-  key: KeyObject | null | undefined;
+  /** The raw Ed25519 key vouched for; undefined: not known yet; null: nobody vouches for it (reported once). */
+  key: Uint8Array | null | undefined;
   keyRaw?: Uint8Array;
   /** The epoch's key waits for a binding: seals met meanwhile are checked once it comes. */
   awaiting?: { seals: { a: Arrival; fromSeq: number }[] };
@@ -470,7 +469,7 @@ export class ChainVerifier {
       const { seals } = t.awaiting;
       t.awaiting = undefined;
       this.awaitingKeys.delete(t);
-      t.key = publicKeyFromRaw(raw);
+      t.key = raw;
       for (const { a, fromSeq } of seals) {
         // Checked ahead on the worker when it could guess the key (the epoch start it read).
         const ok = this.verdicts?.take(raw, a.hash, a.signature) ?? verifyHash(t.key, a.hash, a.signature);
@@ -626,7 +625,7 @@ export class ChainVerifier {
         epoch: s.epoch,
         next: s.next,
         linkTo: s.linkTo === 'genesis' || s.linkTo === null ? s.linkTo : records[s.linkTo]!,
-        key: s.key === 'vouched' && keyRaw ? publicKeyFromRaw(keyRaw) : s.key === 'refused' ? null : undefined,
+        key: s.key === 'vouched' && keyRaw ? keyRaw : s.key === 'refused' ? null : undefined,
         ...(keyRaw ? { keyRaw } : {}),
         ...(s.awaiting
           ? { awaiting: { seals: s.awaiting.map((w) => ({ a: records[w.record]!, fromSeq: w.fromSeq })) } }
@@ -827,7 +826,7 @@ export class ChainVerifier {
     const raw = ownBytes(started.publicKey);
     t.keyRaw = raw;
     const vouched = this.trust.keysFor(t.producerId, t.epoch).some((k) => Buffer.from(k).equals(raw));
-    if (vouched) t.key = publicKeyFromRaw(raw);
+    if (vouched) t.key = raw;
     else if (this.trust.awaitsBinding?.(t.producerId)) {
       t.awaiting = { seals: [] };
       this.awaitingKeys.add(t);
@@ -856,10 +855,10 @@ export class ChainVerifier {
     }
     if (t.key === undefined) {
       // No epoch start seen: accept a key vouched for the producer directly, if one verifies.
-      const match = this.trust.keysFor(t.producerId).find((k) => verifyHash(publicKeyFromRaw(k), hash, signature));
+      const match = this.trust.keysFor(t.producerId).find((k) => verifyHash(k, hash, signature));
       if (!match) return this.rejectKey(t, pos, 'has no ChainEpochStarted and no vouched key verifies its seal');
       t.keyRaw = match;
-      t.key = publicKeyFromRaw(match);
+      t.key = match;
     }
     if (t.key === null) return;
     const ok = this.verdicts?.take(t.keyRaw!, hash, signature) ?? verifyHash(t.key, hash, signature);

@@ -5,7 +5,6 @@ import {
   GateCheckpoint,
   SetDigest,
   SigningKey,
-  publicKeyFromRaw,
   signHash,
   verifyHash,
 } from '@rebootless/events';
@@ -153,7 +152,7 @@ export class CheckpointStore {
     if (keys.length === 0) return `checkpoint_seal: its signer ${signer} is no ledger whose key is configured here`;
     const signature = Buffer.from(String(seal['signature']), 'hex');
     const stored = Buffer.from(String(seal['digest']), 'hex');
-    if (!keys.some((k) => verifyHash(publicKeyFromRaw(k), sealMessage(this.topic, stored), signature)))
+    if (!keys.some((k) => verifyHash(k, sealMessage(this.topic, stored), signature)))
       return `checkpoint_seal: the signature does not verify with the key of ${signer}`;
     if (!stored.equals(digest))
       return (

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Kafka } from 'kafkajs';
 import { REPO_ROOT } from '../process';
+import { signHash, signingKeyFromPem, verifyHash } from '@rebootless/events';
 
 /** What a benchmark result must say about where it ran. */
 export function machineFacts() {
@@ -40,10 +41,16 @@ function calibration() {
   };
   const sign = perOp(500, () => crypto.sign(null, hash, privateKey));
   const verify = perOp(500, () => crypto.verify(null, hash, publicKey, signature));
+  // What the services and agents use since ADR 0031 (the two above: OpenSSL, as results before it).
+  const key = signingKeyFromPem(privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
+  const sodiumSign = perOp(500, () => signHash(key, hash));
+  const sodiumVerify = perOp(500, () => verifyHash(key.rawPublicKey, hash, signature));
   const sha = perOp(40, () => crypto.createHash('sha256').update(module).digest());
   return {
     ed25519_sign_us: sign,
     ed25519_verify_us: verify,
+    ed25519_sign_libsodium_us: sodiumSign,
+    ed25519_verify_libsodium_us: sodiumVerify,
     sha256_mib_per_s: Math.round(256 / 1024 / (sha / 1e6)),
   };
 }
