@@ -212,8 +212,9 @@ export class Agent {
     this.gateway = undefined;
     this.builder?.release();
     this.builder = undefined;
-    if (options.clean ?? true) this.state.update((s) => void (s.cleanStop = true));
-    this.outbox.close();
+    const clean = options.clean ?? true;
+    if (clean) this.state.update((s) => void (s.cleanStop = true));
+    this.outbox.close({ markDelivered: clean });
   }
 
   /**

@@ -28,11 +28,12 @@ describe('the agent outbox', () => {
     expect(Buffer.from(body.chainEpochStarted!.publicKey)).toEqual(outbox.publicKey);
   });
 
-  it('Given events appended and some confirmed, When reopened, Then only the unconfirmed remain and the chain continues', () => {
+  it('Given events appended and some confirmed, When reopened after a stop, Then only the unconfirmed remain and the chain continues', () => {
     const first = open().outbox;
     first.append([draft(1), draft(2)]);
     first.confirm(2);
     const head = first.head;
+    first.close();
     const again = open();
     expect(again.epoch).toBeUndefined();
     expect(again.outbox.pending().map((r) => r.seq)).toEqual([3]);
@@ -40,6 +41,35 @@ describe('the agent outbox', () => {
     const [next] = again.outbox.append([draft(3)]);
     expect(next!.seq).toBe(4);
     expect(Buffer.from(readEnvelope(next!.envelope).prevHash)).toEqual(head.hash);
+  });
+
+  it('Given deliveries confirmed and then a crash, When reopened, Then at most the last 31 delivered come again, and nothing delivered before them', () => {
+    const first = open().outbox;
+    // The epoch start (seq 1) and 69 more, delivered one by one.
+    for (let n = 2; n <= 70; n += 1) {
+      first.append([draft(n)]);
+      first.confirm(n);
+    }
+    expect(first.pendingCount).toBe(0);
+    // No close: the process died.
+    const again = open().outbox;
+    const resent = again.pending().map((r) => r.seq);
+    // The mark was written at 32 and 64 delivered records: 65 to 70 go again (the gateway finds them in the log).
+    expect(resent).toEqual([65, 66, 67, 68, 69, 70]);
+    // A stop that is not a crash writes the mark: nothing goes again.
+    again.confirm(70);
+    again.close();
+    expect(open().outbox.pendingCount).toBe(0);
+    // A stop said to be a crash leaves the mark where it was.
+    const third = open().outbox;
+    third.append([draft(71)]);
+    third.confirm(71);
+    third.close({ markDelivered: false });
+    expect(
+      open()
+        .outbox.pending()
+        .map((r) => r.seq),
+    ).toEqual([71]);
   });
 
   it('Given a write torn by a crash, When reopened, Then the torn bytes are dropped and nothing before them is lost', () => {

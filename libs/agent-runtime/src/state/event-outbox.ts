@@ -9,7 +9,8 @@
 //   chain-agent_<host>.state  the chain head as of the last time the outbox was emptied
 //   outbox.log                the envelopes, delivered or not: [u32 BE length][envelope]...; emptied
 //                             once all are delivered and it has grown past COMPACT_AT_BYTES
-//   outbox.confirmed          the last seq delivered: the log's records up to it are done
+//   outbox.confirmed          a seq delivered: the log's records up to it are done. It may lag
+//                             the deliveries by up to MARK_EVERY records (see there)
 // The head is the last envelope of outbox.log when it has any, else the state file's: a crash
 // between an append and anything else can neither fork nor rewind the chain.
 import * as fs from 'node:fs';
@@ -32,6 +33,14 @@ const LOG_FILE = 'outbox.log';
 const CONFIRMED_FILE = 'outbox.confirmed';
 /** Delivered envelopes stay in the log until it is this large: emptying it costs two fsyncs. */
 const COMPACT_AT_BYTES = 256 * 1024;
+/**
+ * Records delivered since the confirmed mark was last written, at most, before it is written
+ * again. A mark per delivery was a quarter of an agent's file work in an apply; a lagging one
+ * costs nothing but resending: after a crash the records delivered since the mark go again,
+ * said to be sent before, and the gateway finds them in the log and does not write them twice
+ * (as when an instance died before acknowledging). A clean stop writes the mark.
+ */
+const MARK_EVERY = 32;
 
 export interface OutboxRecord {
   readonly seq: number;
@@ -73,6 +82,9 @@ export class EventOutbox {
   private records: OutboxRecord[] = [];
   private logBytes = 0;
   private fd: number | undefined;
+  /** The last seq delivered, and how many records were delivered since the mark on disk said so. */
+  private confirmedSeq = 0;
+  private unmarked = 0;
 
   private constructor(
     private readonly state: ChainStateFile,
@@ -183,8 +195,12 @@ export class EventOutbox {
     return chained;
   }
 
-  /** Releases the log's file descriptor (the next append opens it again). */
-  close(): void {
+  /**
+   * Releases the log's file descriptor (the next append opens it again). `markDelivered: false`
+   * leaves the confirmed mark as it is, as a crash does.
+   */
+  close(options: { markDelivered?: boolean } = {}): void {
+    if ((options.markDelivered ?? true) && this.unmarked > 0) this.writeMark();
     if (this.fd === undefined) return;
     fs.closeSync(this.fd);
     this.fd = undefined;
@@ -212,19 +228,27 @@ export class EventOutbox {
     return envelope;
   }
 
-  /** The log holds everything up to `seq`: those leave the outbox, and never go out again. */
+  /** The log holds everything up to `seq`: those leave the outbox (after a crash some may go again: MARK_EVERY). */
   confirm(seq: number): void {
     const before = this.records.length;
     this.records = this.records.filter((r) => r.seq > seq);
     if (this.records.length === before) return;
-    writeSmallFile(this.confirmedPath, String(seq), this.syncWrites);
-    if (this.records.length === 0 && this.logBytes >= COMPACT_AT_BYTES) {
+    this.confirmedSeq = seq;
+    this.unmarked += before - this.records.length;
+    const compact = this.records.length === 0 && this.logBytes >= COMPACT_AT_BYTES;
+    if (compact || this.unmarked >= MARK_EVERY) this.writeMark();
+    if (compact) {
       // Empty and grown: the head goes to the state file, then the log is emptied. A crash in
       // between leaves delivered records in the log that the confirmed mark still filters out.
       this.state.save(this.chainHead);
       fs.truncateSync(this.logPath, 0);
       this.logBytes = 0;
     }
+  }
+
+  private writeMark(): void {
+    writeSmallFile(this.confirmedPath, String(this.confirmedSeq), this.syncWrites);
+    this.unmarked = 0;
   }
 }
 
