@@ -1,4 +1,4 @@
-import { KeyObject, createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
 import * as sodium from 'sodium-native';
 
 // Ed25519 signatures are made and checked with libsodium (docs/adr/0031): about twice as fast
@@ -16,9 +16,26 @@ export interface SigningKey {
   readonly secretKey: Buffer;
 }
 
+/**
+ * A new key from libsodium, made a KeyObject by import. Not generateKeyPairSync: Node 20 can
+ * deadlock exporting a generated key while a garbage collection finalizes its generation job
+ * (both take the key's mutex; seen in a fleet worker starting 16,000 agents, main thread parked
+ * in ExportJWKEdKey under ~KeyGenJob).
+ */
 export function generateSigningKey(): SigningKey {
-  const { privateKey } = generateKeyPairSync('ed25519');
-  return signingKeyFrom(privateKey);
+  const rawPublicKey = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES);
+  const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
+  sodium.crypto_sign_keypair(rawPublicKey, secretKey);
+  const privateKey = createPrivateKey({
+    key: {
+      kty: 'OKP',
+      crv: 'Ed25519',
+      d: secretKey.subarray(0, sodium.crypto_sign_SEEDBYTES).toString('base64url'),
+      x: rawPublicKey.toString('base64url'),
+    },
+    format: 'jwk',
+  });
+  return { privateKey, publicKey: createPublicKey(privateKey), rawPublicKey, secretKey };
 }
 
 export function signingKeyFromPem(pem: string): SigningKey {
@@ -35,12 +52,22 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
   }
   const publicKey = createPublicKey(privateKey);
   const raw = rawPublicKey(publicKey);
-  const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
+  const seed = ed25519Seed(privateKey);
   const derived = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES);
   const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
   sodium.crypto_sign_seed_keypair(derived, secretKey, seed);
   if (!derived.equals(raw)) throw new Error('libsodium derived another public key from this Ed25519 private key');
   return { privateKey, publicKey, rawPublicKey: raw, secretKey };
+}
+
+/** PKCS#8 of an Ed25519 key (RFC 8410): a fixed 16-byte prefix, then the 32-byte seed. */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+function ed25519Seed(privateKey: KeyObject): Buffer {
+  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  if (der.length !== 48 || !der.subarray(0, 16).equals(PKCS8_ED25519_PREFIX))
+    throw new Error('this Ed25519 private key does not export as a plain PKCS#8 seed');
+  return Buffer.from(der.subarray(16));
 }
 
 export function rawPublicKey(key: KeyObject): Buffer {
