@@ -15,17 +15,17 @@ import {
   EnvelopeLayout,
   ProjectionGate,
   SealWorker,
-  decodeEvent,
   scanEnvelope,
   sealJobsOf,
   textAt,
-  type DecodedEvent,
   type Finding,
   type GateOutput,
   type KeyTrust,
 } from '@rebootless/events';
 
-export interface FollowedEvent extends DecodedEvent {
+/** A record the gate released: its body as the gate read it (decoded once, not again here). */
+export interface FollowedEvent {
+  body: events.EventBody;
   partition: number;
   offset: string;
 }
@@ -182,11 +182,7 @@ export class EventLogFollower {
       const decoded: FollowedEvent[] = [];
       for (const r of out.released) {
         if (!r.body || !opts.types.has(r.body.type)) continue;
-        try {
-          decoded.push({ ...decodeEvent(r.item), partition: r.partition, offset: r.offset });
-        } catch (error) {
-          opts.onError(new Error(`unreadable record at ${r.partition}/${r.offset}: ${String(error)}`));
-        }
+        decoded.push({ body: r.body, partition: r.partition, offset: r.offset });
       }
       if (decoded.length > 0) opts.onEvents(decoded);
     };

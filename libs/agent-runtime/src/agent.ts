@@ -35,7 +35,7 @@ import {
 } from './rules/host-rules';
 import { AgentStateFile, type DesiredPatch } from './state/agent-state';
 import { CommandRefused, checkCommand } from './verification';
-import { EventOutbox } from './state/event-outbox';
+import { EventOutbox, GATEWAY_MARK_EVERY } from './state/event-outbox';
 import { ArtifactFetchError } from './talk/artifact-fetch';
 import { GatewayLink } from './talk/gateway-link';
 import { insecureCredentials, sharedClient } from './talk/grpc-clients';
@@ -138,6 +138,7 @@ export class Agent {
       producerId: this.producerId,
       syncWrites: this.options.syncWrites ?? true,
       now: this.now,
+      ...(this.options.sink.throughGateway ? { markEvery: GATEWAY_MARK_EVERY } : {}),
     });
     this.outbox = outbox;
     this.delivery = new OutboxDelivery({

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { events } from '@rebootless/contracts';
 import { decodeEvent, readEnvelope, type EventDraft } from '@rebootless/events';
-import { EventOutbox } from './event-outbox';
+import { EventOutbox, GATEWAY_MARK_EVERY } from './event-outbox';
 
 const draft = (n: number): EventDraft => ({
   stream: 'host/h1',
@@ -43,7 +43,8 @@ describe('the agent outbox', () => {
     expect(Buffer.from(readEnvelope(next!.envelope).prevHash)).toEqual(head.hash);
   });
 
-  it('Given deliveries confirmed and then a crash, When reopened, Then at most the last 31 delivered come again, and nothing delivered before them', () => {
+  it('Given deliveries through the gateway confirmed and then a crash, When reopened, Then at most the last 31 delivered come again, and nothing delivered before them', () => {
+    const open = () => EventOutbox.open({ dir, producerId: 'agent/h1', markEvery: GATEWAY_MARK_EVERY });
     const first = open().outbox;
     // The epoch start (seq 1) and 69 more, delivered one by one.
     for (let n = 2; n <= 70; n += 1) {
@@ -70,6 +71,15 @@ describe('the agent outbox', () => {
         .outbox.pending()
         .map((r) => r.seq),
     ).toEqual([71]);
+  });
+
+  it('Given deliveries straight to Kafka confirmed and then a crash, When reopened, Then none comes again (copies would land in the log)', () => {
+    const first = open().outbox;
+    for (let n = 2; n <= 5; n += 1) {
+      first.append([draft(n)]);
+      first.confirm(n);
+    }
+    expect(open().outbox.pendingCount).toBe(0);
   });
 
   it('Given a write torn by a crash, When reopened, Then the torn bytes are dropped and nothing before them is lost', () => {

@@ -9,8 +9,8 @@
 //   chain-agent_<host>.state  the chain head as of the last time the outbox was emptied
 //   outbox.log                the envelopes, delivered or not: [u32 BE length][envelope]...; emptied
 //                             once all are delivered and it has grown past COMPACT_AT_BYTES
-//   outbox.confirmed          a seq delivered: the log's records up to it are done. It may lag
-//                             the deliveries by up to MARK_EVERY records (see there)
+//   outbox.confirmed          a seq delivered: the log's records up to it are done. Through the
+//                             gateway it may lag the deliveries (EventOutboxOptions.markEvery)
 // The head is the last envelope of outbox.log when it has any, else the state file's: a crash
 // between an append and anything else can neither fork nor rewind the chain.
 import * as fs from 'node:fs';
@@ -34,13 +34,14 @@ const CONFIRMED_FILE = 'outbox.confirmed';
 /** Delivered envelopes stay in the log until it is this large: emptying it costs two fsyncs. */
 const COMPACT_AT_BYTES = 256 * 1024;
 /**
- * Records delivered since the confirmed mark was last written, at most, before it is written
- * again. A mark per delivery was a quarter of an agent's file work in an apply; a lagging one
- * costs nothing but resending: after a crash the records delivered since the mark go again,
- * said to be sent before, and the gateway finds them in the log and does not write them twice
- * (as when an instance died before acknowledging). A clean stop writes the mark.
+ * How many delivered records the confirmed mark may lag when the sink finds records sent again
+ * in the log (the dispatcher's gateway): a mark per delivery was a quarter of an agent's file
+ * work in an apply, and a lagging one costs nothing but resending. After a crash the records
+ * delivered since the mark go again, said to be sent before, and the gateway does not write them
+ * twice (as when an instance died before acknowledging). A clean stop writes the mark. Written
+ * straight to Kafka, records sent again would be copies: there the mark follows every delivery.
  */
-const MARK_EVERY = 32;
+export const GATEWAY_MARK_EVERY = 32;
 
 export interface OutboxRecord {
   readonly seq: number;
@@ -66,6 +67,8 @@ export interface EventOutboxOptions {
   /** fsync every append (the default). Off only for benchmarks of many agents on one disk. */
   readonly syncWrites?: boolean;
   readonly now?: () => number;
+  /** Delivered records between two writes of the confirmed mark (default 1; see GATEWAY_MARK_EVERY). */
+  readonly markEvery?: number;
 }
 
 /** Why a new epoch began, when opening the outbox began one. */
@@ -79,6 +82,7 @@ export class EventOutbox {
   private readonly confirmedPath: string;
   private readonly syncWrites: boolean;
   private readonly now: () => number;
+  private readonly markEvery: number;
   private records: OutboxRecord[] = [];
   private logBytes = 0;
   private fd: number | undefined;
@@ -96,6 +100,7 @@ export class EventOutbox {
     this.confirmedPath = path.join(options.dir, CONFIRMED_FILE);
     this.syncWrites = options.syncWrites ?? true;
     this.now = options.now ?? Date.now;
+    this.markEvery = options.markEvery ?? 1;
   }
 
   /**
@@ -228,7 +233,7 @@ export class EventOutbox {
     return envelope;
   }
 
-  /** The log holds everything up to `seq`: those leave the outbox (after a crash some may go again: MARK_EVERY). */
+  /** The log holds everything up to `seq`: those leave the outbox (after a crash some may go again: markEvery). */
   confirm(seq: number): void {
     const before = this.records.length;
     this.records = this.records.filter((r) => r.seq > seq);
@@ -236,7 +241,7 @@ export class EventOutbox {
     this.confirmedSeq = seq;
     this.unmarked += before - this.records.length;
     const compact = this.records.length === 0 && this.logBytes >= COMPACT_AT_BYTES;
-    if (compact || this.unmarked >= MARK_EVERY) this.writeMark();
+    if (compact || this.unmarked >= this.markEvery) this.writeMark();
     if (compact) {
       // Empty and grown: the head goes to the state file, then the log is emptied. A crash in
       // between leaves delivered records in the log that the confirmed mark still filters out.
