@@ -15,17 +15,42 @@ export interface SealVerdicts {
 }
 
 // The worker's code, inline: no file to locate, whether run from dist or from sources under Jest.
-// libsodium, as signing.ts (docs/adr/0031), found where this module finds it.
+// libsodium where this module finds it, as signing.ts (docs/adr/0031); OpenSSL where it cannot.
+function sodiumPath(): string | undefined {
+  try {
+    return require.resolve('sodium-native');
+  } catch {
+    return undefined;
+  }
+}
+
 const WORKER_CODE = `
 const { parentPort } = require('node:worker_threads');
-const sodium = require(${JSON.stringify(require.resolve('sodium-native'))});
+const { createPublicKey, verify } = require('node:crypto');
+const at = ${JSON.stringify(sodiumPath() ?? null)};
+let sodium;
+try {
+  sodium = at ? require(at) : undefined;
+} catch {
+  sodium = undefined;
+}
+const keys = new Map();
+function check(key, hash, signature) {
+  if (sodium) return sodium.crypto_sign_verify_detached(signature, hash, key);
+  const x = Buffer.from(key).toString('base64url');
+  let k = keys.get(x);
+  if (!k) {
+    k = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' });
+    if (keys.size > 4096) keys.clear();
+    keys.set(x, k);
+  }
+  return verify(null, hash, k, signature);
+}
 parentPort.on('message', ({ id, data, count }) => {
-  const buf = data;
   const out = new Uint8Array(count);
   for (let i = 0; i < count; i++) {
-    const at = i * 128;
-    const key = buf.subarray(at, at + 32);
-    out[i] = sodium.crypto_sign_verify_detached(buf.subarray(at + 64, at + 128), buf.subarray(at + 32, at + 64), key) ? 1 : 0;
+    const o = i * 128;
+    out[i] = check(data.subarray(o, o + 32), data.subarray(o + 32, o + 64), data.subarray(o + 64, o + 128)) ? 1 : 0;
   }
   parentPort.postMessage({ id, out }, [out.buffer]);
 });

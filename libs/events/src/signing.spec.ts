@@ -36,3 +36,21 @@ describe('Ed25519 through libsodium', () => {
     expect(verifyHash(Buffer.alloc(32), hash, signature)).toBe(false);
   });
 });
+
+describe('Ed25519 where the native addon cannot load (a single-file bundle)', () => {
+  it('signs and verifies through OpenSSL, the same signatures and verdicts', () => {
+    jest.isolateModules(() => {
+      jest.doMock('sodium-native', () => {
+        throw new Error('no addon in this bundle');
+      });
+      const openssl = require('./signing') as typeof import('./signing');
+      expect(openssl.ED25519_IMPLEMENTATION).toBe('openssl');
+      const key = openssl.generateSigningKey();
+      const signature = openssl.signHash(key, hash);
+      expect(signature.equals(signHash(signingKeyFromPem(openssl.signingKeyToPem(key)), hash))).toBe(true);
+      expect(openssl.verifyHash(key.rawPublicKey, hash, signature)).toBe(true);
+      expect(verifyHash(key.rawPublicKey, hash, signature)).toBe(true);
+      expect(openssl.verifyHash(generateSigningKey().rawPublicKey, hash, signature)).toBe(false);
+    });
+  });
+});

@@ -1,41 +1,46 @@
-import { KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
-import * as sodium from 'sodium-native';
+import { KeyObject, createPrivateKey, createPublicKey, randomBytes, sign, verify } from 'node:crypto';
 
 // Ed25519 signatures are made and checked with libsodium (docs/adr/0031): about twice as fast
 // as OpenSSL's here, and a fleet's seals are most of what the services and agents compute.
 // Ed25519 is deterministic, so libsodium's signature is byte for byte OpenSSL's; libsodium also
 // refuses a few keys and signatures OpenSSL takes (small-order points), none of which an honest
-// producer makes. Keys stay KeyObjects on disk and in PEM, as before.
+// producer makes. Keys stay KeyObjects on disk and in PEM, as before. Where the native addon
+// cannot load (a single-file bundle, as the agent in the kernel lab's guest), OpenSSL does the
+// same work: same signatures, same verdicts on every honest signature.
+
+type Sodium = typeof import('sodium-native');
+
+function loadSodium(): Sodium | undefined {
+  try {
+    return require('sodium-native') as Sodium;
+  } catch {
+    return undefined;
+  }
+}
+
+const sodium = loadSodium();
+
+/** Which implementation signs and verifies in this process. */
+export const ED25519_IMPLEMENTATION: 'libsodium' | 'openssl' = sodium ? 'libsodium' : 'openssl';
 
 /** An Ed25519 key pair; the raw public key is what events carry and configs pin. */
 export interface SigningKey {
   readonly privateKey: KeyObject;
   readonly publicKey: KeyObject;
   readonly rawPublicKey: Buffer;
-  /** libsodium's form of the private key (seed and public key), for signing. */
-  readonly secretKey: Buffer;
+  /** libsodium's form of the private key (seed and public key), when libsodium signs. */
+  readonly secretKey?: Buffer;
 }
 
 /**
- * A new key from libsodium, made a KeyObject by import. Not generateKeyPairSync: Node 20 can
+ * A new key from 32 random bytes, imported as PKCS#8. Not generateKeyPairSync: Node 20 can
  * deadlock exporting a generated key while a garbage collection finalizes its generation job
  * (both take the key's mutex; seen in a fleet worker starting 16,000 agents, main thread parked
  * in ExportJWKEdKey under ~KeyGenJob).
  */
 export function generateSigningKey(): SigningKey {
-  const rawPublicKey = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES);
-  const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
-  sodium.crypto_sign_keypair(rawPublicKey, secretKey);
-  const privateKey = createPrivateKey({
-    key: {
-      kty: 'OKP',
-      crv: 'Ed25519',
-      d: secretKey.subarray(0, sodium.crypto_sign_SEEDBYTES).toString('base64url'),
-      x: rawPublicKey.toString('base64url'),
-    },
-    format: 'jwk',
-  });
-  return { privateKey, publicKey: createPublicKey(privateKey), rawPublicKey, secretKey };
+  const der = Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]);
+  return signingKeyFrom(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
 }
 
 export function signingKeyFromPem(pem: string): SigningKey {
@@ -52,10 +57,10 @@ function signingKeyFrom(privateKey: KeyObject): SigningKey {
   }
   const publicKey = createPublicKey(privateKey);
   const raw = rawPublicKey(publicKey);
-  const seed = ed25519Seed(privateKey);
+  if (!sodium) return { privateKey, publicKey, rawPublicKey: raw };
   const derived = Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES);
   const secretKey = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
-  sodium.crypto_sign_seed_keypair(derived, secretKey, seed);
+  sodium.crypto_sign_seed_keypair(derived, secretKey, ed25519Seed(privateKey));
   if (!derived.equals(raw)) throw new Error('libsodium derived another public key from this Ed25519 private key');
   return { privateKey, publicKey, rawPublicKey: raw, secretKey };
 }
@@ -98,6 +103,7 @@ export function publicKeyFromRaw(raw: Uint8Array): KeyObject {
 
 /** Signs a message (a chain's hash, a manifest's bytes) with the producer's key. */
 export function signHash(key: SigningKey, hash: Uint8Array): Buffer {
+  if (!sodium || !key.secretKey) return sign(null, hash, key.privateKey);
   const signature = Buffer.alloc(sodium.crypto_sign_BYTES);
   sodium.crypto_sign_detached(signature, hash, key.secretKey);
   return signature;
@@ -105,8 +111,8 @@ export function signHash(key: SigningKey, hash: Uint8Array): Buffer {
 
 /** Whether `signature` is the raw 32-byte Ed25519 key's over the message; false for malformed input. */
 export function verifyHash(publicKey: Uint8Array, hash: Uint8Array, signature: Uint8Array): boolean {
-  if (signature.length !== sodium.crypto_sign_BYTES || publicKey.length !== sodium.crypto_sign_PUBLICKEYBYTES)
-    return false;
+  if (signature.length !== 64 || publicKey.length !== 32) return false;
+  if (!sodium) return verify(null, hash, publicKeyFromRaw(publicKey), signature);
   return sodium.crypto_sign_verify_detached(signature, hash, publicKey);
 }
 
