@@ -123,6 +123,12 @@ export interface AgentContext {
   answerAgain(commandId: string): Promise<dispatcher.CommandResult | undefined>;
   /** Staged with the next state change: the command id is never accepted again (the replay window). */
   rememberCommand(commandId: string, expiresAt: dispatcher.ApplyCommand['expiresAt']): void;
+  /**
+   * The PatchApplied or PatchApplyFailed the outbox holds for this command, undelivered: an apply
+   * records its end before the state write that closes it, so after a crash between the two the
+   * fact is there and the state is behind (ApplyFlow.catchUpRecordedEnd).
+   */
+  recordedEnd(commandId: string): events.EventBody | undefined;
   /** Resolves true once the module's transition is over, false when it outlasts `transitionMs`. */
   waitForTransition(moduleName: string): Promise<boolean>;
   log(message: string): void;

@@ -413,6 +413,52 @@ describe('Agent on the simulated kernel', () => {
     });
   });
 
+  it('dies after recording the end of an apply, before the state write that closes it: on restart the state catches up from the outbox, and nothing is recorded twice', async () => {
+    // Its events stay in the outbox (the sink's broker is a port where nothing listens), and the
+    // state write after the kernel loaded the module fails (a directory where its temp file goes),
+    // as if the process died between recording PatchApplied and writing its state.
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const deadSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-dead', 0), topic });
+    const simulated = new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 });
+    const host = newHost(simulated, { sink: deadSink, dispatcherAddress: undefined });
+    const blockStateWrites = () => fs.mkdirSync(path.join(host.dataDir, `agent-state.json.${process.pid}.tmp`));
+    const failing = new Proxy(simulated, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (prop !== 'loadModule' || typeof value !== 'function') return value;
+        return async (...args: unknown[]) => {
+          await (value as (...a: unknown[]) => Promise<void>).apply(target, args);
+          blockStateWrites();
+        };
+      },
+    });
+    const first = host.make(failing);
+    await first.start();
+    const artifact = await publish({ patchId: 'end-first', version: '1' });
+    const cmd = applyCommand(artifact);
+    await expect(first.handle({ apply: cmd })).rejects.toThrow(/EISDIR|directory/);
+    await first.stop({ clean: false });
+    await deadSink.close();
+    fs.rmdirSync(path.join(host.dataDir, `agent-state.json.${process.pid}.tmp`));
+    const onDisk = JSON.parse(fs.readFileSync(path.join(host.dataDir, 'agent-state.json'), 'utf8'));
+    expect(onDisk.applying?.commandId).toBe(cmd.commandId);
+
+    const logged: string[] = [];
+    const { kernel, changes } = recordingKernel(simulated);
+    const second = host.make(kernel, { sink, log: (m) => logged.push(m) });
+    await second.start();
+    expect(logged.some((m) => m.includes(`PatchApplied of command ${cmd.commandId} was recorded before`))).toBe(true);
+    expect(second.desiredPatches().map((p) => [p.patchId, p.version])).toEqual([['end-first', '1']]);
+    // Sent again: the answer the fact gave, nothing done again.
+    expect((await second.handle({ apply: cmd })).outcome).toBe(Outcome.COMMAND_OUTCOME_SUCCEEDED);
+    expect(changes).toEqual([]);
+    const mine = (await hostEvents(second)).filter((e) => e.causationId === cmd.commandId);
+    expect(mine.map((e) => e.type)).toEqual(['PatchApplyStarted', 'PatchApplied']);
+  });
+
   it('after a reboot reports HostBooted and re-applies the desired patches (policy at-start)', async () => {
     const host = newHost();
     const first = host.make();

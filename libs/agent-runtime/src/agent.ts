@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { ChannelCredentials, Client } from '@grpc/grpc-js';
 import { ArtifactStore } from '@rebootless/artifacts';
 import { agent as agentApi, dispatcher, events, fromTimestamp, toTimestamp } from '@rebootless/contracts';
-import type { EventDraft, EventPayload } from '@rebootless/events';
+import { decodeEvent, type EventDraft, type EventPayload } from '@rebootless/events';
 import { telemetryStatus } from '@rebootless/telemetry';
 import {
   Outcome,
@@ -103,6 +103,7 @@ export class Agent {
       sendResult: (commandId, body, stack) => this.sendResult(commandId, body, stack),
       answerAgain: (commandId) => this.answerAgain(commandId),
       rememberCommand: (commandId, expiresAt) => this.rememberCommand(commandId, expiresAt),
+      recordedEnd: (commandId) => recordedEnd(this.outbox.pending(), commandId),
       waitForTransition: (moduleName) => this.waitForTransition(moduleName),
       log: (message) => this.log(message),
     };
@@ -183,6 +184,8 @@ export class Agent {
       this.record([{ type: 'HostEnrolled', data: { facts, agentPublicKey: this.outbox.publicKey } }]);
       this.state.update((s) => void (s.enrolled = true));
     }
+    // Before the boot is looked at: the crash-loop guard reads the last apply, written by the catch-up.
+    await this.applies.catchUpRecordedEnd();
     const previousBootId = this.state.data.lastBootId;
     if (previousBootId !== this.bootId) {
       await this.onNewBoot(previousBootId);
@@ -509,6 +512,17 @@ function fromTimestampMs(t: NonNullable<dispatcher.ApplyCommand['expiresAt']>): 
 }
 
 export { ArtifactFetchError };
+
+const END_OF_APPLY = new Set(['PatchApplied', 'PatchApplyFailed']);
+
+/** The undelivered fact that ended the command's apply, if the outbox holds one. */
+function recordedEnd(pending: readonly { envelope: Buffer }[], commandId: string): events.EventBody | undefined {
+  for (let i = pending.length - 1; i >= 0; i--) {
+    const { body } = decodeEvent(pending[i]!.envelope);
+    if (body.causationId === commandId && END_OF_APPLY.has(body.type)) return body;
+  }
+  return undefined;
+}
 
 /** A stable small number from the host id (FNV-1a): which dispatcher instance it tries first. */
 function spreadIndex(hostId: string): number {

@@ -9,7 +9,7 @@ import { dispatcher, events, fromTimestamp } from '@rebootless/contracts';
 import { isKernelError } from '@rebootless/kernel-model';
 import { SPAN, withSpanFrom, type TraceFields } from '@rebootless/telemetry';
 import { MODULE_ATTR, Outcome, applyFailedFact, settle, spanAttributes, type AgentContext } from './agent-context';
-import { desiredAfterApply, liveVersionOf, supersededBy, wasSeen } from './rules/host-rules';
+import { desiredAfterApply, liveVersionOf, rememberAnswer, supersededBy, wasSeen } from './rules/host-rules';
 import type { DesiredPatch } from './state/agent-state';
 import { ArtifactFetchError, fetchArtifact } from './talk/artifact-fetch';
 import type { ArtifactSourceKind } from './talk/grpc-clients';
@@ -204,8 +204,9 @@ export class ApplyFlow {
   ): Promise<dispatcher.CommandResult> {
     const kernel = this.ctx.kernel;
     const before = this.ctx.state.data.desired;
-    // Staged with the end of the apply below: until then `applying` stays on disk, and a crash
-    // in between is finished on restart by coming through here again.
+    // Staged, and written with the answer after the fact is recorded: until then `applying` stays
+    // on disk. A crash before the fact is finished on restart by coming through here again; one
+    // after it, by catchUpRecordedEnd.
     this.rememberDesired(manifest, cmd.artifactDigest);
     // Modules the new patch superseded (replace, or an older version of the same patch) go away.
     const superseded = supersededBy(before, manifest);
@@ -222,7 +223,7 @@ export class ApplyFlow {
       }
     }
     const stack = await kernel.listPatches();
-    this.ctx.state.update((s) => {
+    this.ctx.state.stage((s) => {
       s.applying = undefined;
       s.lastApplied = {
         patchId: manifest.patchId,
@@ -268,7 +269,8 @@ export class ApplyFlow {
     reverted: boolean,
   ): Promise<dispatcher.CommandResult> {
     const stack = await this.ctx.kernel.listPatches();
-    this.ctx.state.update((s) => {
+    // Written with the answer, after the fact (as in finishApplied).
+    this.ctx.state.stage((s) => {
       s.applying = undefined;
       s.reported = stack;
     });
@@ -277,6 +279,49 @@ export class ApplyFlow {
       cmd,
     );
     return this.ctx.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_FAILED, stage, error }, stack);
+  }
+
+  /**
+   * An apply records its end (PatchApplied or PatchApplyFailed) first, then writes the state that
+   * closes it and the answer in one write (one file write per apply fewer than a write before the
+   * fact and one after). An agent that died between the two finds the fact in its outbox and
+   * `applying` still set: the state catches up from the fact, and nothing is done or recorded
+   * again (a second end of one command would be in the log). Before this order, a crash between
+   * the state write and the fact lost the fact.
+   */
+  async catchUpRecordedEnd(): Promise<void> {
+    const applying = this.ctx.state.data.applying;
+    if (!applying) return;
+    const end = this.ctx.recordedEnd(applying.commandId);
+    if (!end) return;
+    const applied = end.patchApplied;
+    if (applied) {
+      const manifest = await this.ctx.store.open(applying.artifactDigest).then(
+        (artifact) => artifact.manifest,
+        () => undefined,
+      );
+      if (manifest) this.rememberDesired(manifest, applying.artifactDigest);
+      else this.ctx.log(`the kept artifact of ${applying.moduleName} cannot be read: not re-applied at boot`);
+      const at = end.occurredAt ? fromTimestamp(end.occurredAt).getTime() : applying.startedAt;
+      this.ctx.state.stage((s) => {
+        s.lastApplied = { patchId: applied.patchId, version: applied.version, bootId: applying.bootId, at };
+        s.reported = applied.stack;
+        s.cleanStop = false;
+      });
+    }
+    const answer = applied
+      ? { outcome: Outcome.COMMAND_OUTCOME_SUCCEEDED, stage: 'done', error: '', forced: applied.forced }
+      : {
+          outcome: Outcome.COMMAND_OUTCOME_FAILED,
+          stage: end.patchApplyFailed?.stage ?? '',
+          error: end.patchApplyFailed?.error ?? '',
+          forced: false,
+        };
+    this.ctx.state.update((s) => {
+      s.applying = undefined;
+      s.seenCommands = rememberAnswer(s.seenCommands, applying.commandId, answer);
+    });
+    this.ctx.log(`${end.type} of command ${applying.commandId} was recorded before the agent stopped: state caught up`);
   }
 
   async reapply(patch: DesiredPatch): Promise<void> {
