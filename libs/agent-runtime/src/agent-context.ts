@@ -111,10 +111,8 @@ export interface AgentContext {
    * holds them back for the fact that closes them (OutboxDelivery.record).
    */
   record(payloads: EventPayload[], cause?: CommandCause, holdMs?: number): void;
-  /** The command's result, sent to the dispatcher after the state is on disk; then the inventory. */
+  /** The command's result (ACCEPTED on the way, or the final one), sent to the dispatcher after the state is on disk. */
   answer(commandId: string, body: ResultBody, stack?: events.LivePatchState[]): dispatcher.CommandResult;
-  /** A result on the way (ACCEPTED), no inventory after it. */
-  sendResult(commandId: string, body: ResultBody, stack: events.LivePatchState[]): dispatcher.CommandResult;
   /**
    * The command came before and was answered: the same answer goes again, with the stack the
    * kernel shows now, and nothing is done or recorded. Undefined when it is new (or was never

@@ -100,7 +100,6 @@ export class Agent {
       dispatcherClient: () => this.gateway?.client,
       record: (payloads, cause, holdMs) => this.delivery.record(payloads, cause, holdMs),
       answer: (commandId, body, stack) => this.answer(commandId, body, stack),
-      sendResult: (commandId, body, stack) => this.sendResult(commandId, body, stack),
       answerAgain: (commandId) => this.answerAgain(commandId),
       rememberCommand: (commandId, expiresAt) => this.rememberCommand(commandId, expiresAt),
       recordedEnd: (commandId) => recordedEnd(this.outbox.pending(), commandId),
@@ -458,15 +457,13 @@ export class Agent {
     this.delivery.record(payloads, cause);
   }
 
+  /**
+   * No inventory follows an answer: the stack a command left is in its signed fact (PatchApplied,
+   * PatchReverted), which every dispatcher instance folds into its view of the fleet; an unsigned
+   * copy after each answer was a message and an acknowledgement more per host and command.
+   */
   private answer(commandId: string, body: ResultBody, stack: events.LivePatchState[] = []): dispatcher.CommandResult {
-    const result = this.sendResult(commandId, body, stack);
-    if (body.outcome !== Outcome.COMMAND_OUTCOME_REJECTED && this.gateway?.connected) {
-      void this.inventory().then(
-        (inventory) => this.gateway?.sendInventory(inventory),
-        () => undefined,
-      );
-    }
-    return result;
+    return this.sendResult(commandId, body, stack);
   }
 
   /** See AgentContext.answerAgain. */

@@ -143,7 +143,7 @@ export class ApplyFlow {
         startedAt: this.ctx.now(),
       };
     });
-    this.ctx.sendResult(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_ACCEPTED, stage: 'load', error: '' }, []);
+    this.ctx.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_ACCEPTED, stage: 'load', error: '' }, []);
 
     const startedAt = Date.now();
     try {

@@ -96,7 +96,7 @@ export class RevertFlow {
     failed: RevertFailed,
   ): Promise<dispatcher.CommandResult> {
     const kernel = this.ctx.kernel;
-    this.ctx.sendResult(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_ACCEPTED, stage: 'disable', error: '' }, []);
+    this.ctx.answer(cmd.commandId, { outcome: Outcome.COMMAND_OUTCOME_ACCEPTED, stage: 'disable', error: '' }, []);
     const startedAt = Date.now();
     const live = (await kernel.listPatches()).find((p) => p.moduleName === moduleName);
     if (live?.enabled) {
