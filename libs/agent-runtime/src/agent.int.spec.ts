@@ -119,6 +119,15 @@ async function send(hostId: string, command: dispatcher.ConnectResponse): Promis
     .commandResult!;
 }
 
+/** A loopback port nothing listens on (one the kernel just handed out and took back). */
+async function unusedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 /** The host's events in the topic, decoded, in log order. */
 async function hostEvents(agent: Agent): Promise<events.EventBody[]> {
   await agent.drain();
@@ -417,10 +426,7 @@ describe('Agent on the simulated kernel', () => {
     // Its events stay in the outbox (the sink's broker is a port where nothing listens), and the
     // state write after the kernel loaded the module fails (a directory where its temp file goes),
     // as if the process died between recording PatchApplied and writing its state.
-    const closed = net.createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as net.AddressInfo).port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const port = await unusedPort();
     const deadSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-dead', 0), topic });
     const simulated = new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 });
     const host = newHost(simulated, { sink: deadSink, dispatcherAddress: undefined });
@@ -690,10 +696,7 @@ describe('Agent events with Kafka unreachable', () => {
   it('keeps them in the outbox and delivers them once Kafka is reachable, in order, none lost, none doubled', async () => {
     // The sink's seed broker is a port where nothing listens yet; later a TCP relay to the real
     // broker opens there (the broker then advertises its own address, as a real cluster does).
-    const relay = net.createServer();
-    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-    const port = (relay.address() as net.AddressInfo).port;
-    await new Promise<void>((resolve) => relay.close(() => resolve()));
+    const port = await unusedPort();
     const lateSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-late', 0), topic });
     const host = newHost(undefined, { sink: lateSink, dispatcherAddress: undefined });
     const agent = host.make();
