@@ -9,7 +9,7 @@ import { dispatcher, events, toTimestamp } from '@rebootless/contracts';
 import { decodeEvent, generateSigningKey, readEnvelope } from '@rebootless/events';
 import { kafkaBrokersFromEnv, kafkaClient } from '@rebootless/kafka';
 import { SimulatedKernel } from '@rebootless/kernel-model';
-import { freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
+import { freePort, freshEventsTopic, readWholeTopic, testKafka } from '@rebootless/testing';
 import { Agent, type AgentOptions } from './agent';
 import { GatewayRelaySink, KafkaEventSink } from './talk/event-sink';
 import { SharedArtifactDownloads } from './talk/shared-artifact-downloads';
@@ -117,15 +117,6 @@ async function send(hostId: string, command: dispatcher.ConnectResponse): Promis
     .received(hostId)
     .find((m) => m.commandResult?.commandId === id && m.commandResult.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED)!
     .commandResult!;
-}
-
-/** A loopback port nothing listens on (one the kernel just handed out and took back). */
-async function unusedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** The host's events in the topic, decoded, in log order. */
@@ -426,7 +417,7 @@ describe('Agent on the simulated kernel', () => {
     // Its events stay in the outbox (the sink's broker is a port where nothing listens), and the
     // state write after the kernel loaded the module fails (a directory where its temp file goes),
     // as if the process died between recording PatchApplied and writing its state.
-    const port = await unusedPort();
+    const port = await freePort();
     const deadSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-dead', 0), topic });
     const simulated = new SimulatedKernel({ release: TEST_RELEASE, transitionMs: 10 });
     const host = newHost(simulated, { sink: deadSink, dispatcherAddress: undefined });
@@ -696,7 +687,7 @@ describe('Agent events with Kafka unreachable', () => {
   it('keeps them in the outbox and delivers them once Kafka is reachable, in order, none lost, none doubled', async () => {
     // The sink's seed broker is a port where nothing listens yet; later a TCP relay to the real
     // broker opens there (the broker then advertises its own address, as a real cluster does).
-    const port = await unusedPort();
+    const port = await freePort();
     const lateSink = new KafkaEventSink({ kafka: kafkaClient([`127.0.0.1:${port}`], 'agent-late', 0), topic });
     const host = newHost(undefined, { sink: lateSink, dispatcherAddress: undefined });
     const agent = host.make();
