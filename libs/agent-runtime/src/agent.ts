@@ -299,7 +299,7 @@ export class Agent {
       if (command.apply) return this.applies.apply(command.apply, command);
       if (command.revert) return this.reverts.revert(command.revert, command);
       if (command.clearQuarantine) return this.clearQuarantine(command.clearQuarantine);
-      return this.sendResult(
+      return this.answer(
         '',
         { outcome: Outcome.COMMAND_OUTCOME_REJECTED, stage: 'verify', error: 'empty command' },
         [],
@@ -457,15 +457,6 @@ export class Agent {
     this.delivery.record(payloads, cause);
   }
 
-  /**
-   * No inventory follows an answer: the stack a command left is in its signed fact (PatchApplied,
-   * PatchReverted), which every dispatcher instance folds into its view of the fleet; an unsigned
-   * copy after each answer was a message and an acknowledgement more per host and command.
-   */
-  private answer(commandId: string, body: ResultBody, stack: events.LivePatchState[] = []): dispatcher.CommandResult {
-    return this.sendResult(commandId, body, stack);
-  }
-
   /** See AgentContext.answerAgain. */
   private async answerAgain(commandId: string): Promise<dispatcher.CommandResult | undefined> {
     const first = answerOf(this.state.data.seenCommands, commandId);
@@ -473,10 +464,16 @@ export class Agent {
     this.log(
       `command ${commandId} came again: answered as the first time (${Outcome[first.outcome] ?? first.outcome})`,
     );
-    return this.sendResult(commandId, first, await this.options.kernel.listPatches());
+    return this.answer(commandId, first, await this.options.kernel.listPatches());
   }
 
-  private sendResult(commandId: string, body: ResultBody, stack: events.LivePatchState[]): dispatcher.CommandResult {
+  /**
+   * See AgentContext.answer. No inventory follows an answer: the stack a command left is in its
+   * signed fact (PatchApplied, PatchReverted), which every dispatcher instance folds into its view
+   * of the fleet; an unsigned copy after each answer was a message and an acknowledgement more per
+   * host and command (ADR 0032).
+   */
+  private answer(commandId: string, body: ResultBody, stack: events.LivePatchState[] = []): dispatcher.CommandResult {
     if (commandId !== '' && body.outcome !== Outcome.COMMAND_OUTCOME_ACCEPTED) {
       // Kept with the command's id: the same command sent again gets this answer again.
       const answer = { outcome: body.outcome, stage: body.stage, error: body.error, forced: body.forced ?? false };

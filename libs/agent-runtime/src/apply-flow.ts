@@ -295,6 +295,8 @@ export class ApplyFlow {
     const end = this.ctx.recordedEnd(applying.commandId);
     if (!end) return;
     const applied = end.patchApplied;
+    // What the end would have kept as reported: the fact's stack, or the kernel's (a failure's fact has none).
+    const reported = applied ? applied.stack : await this.ctx.kernel.listPatches();
     if (applied) {
       const manifest = await this.ctx.store.open(applying.artifactDigest).then(
         (artifact) => artifact.manifest,
@@ -305,7 +307,6 @@ export class ApplyFlow {
       const at = end.occurredAt ? fromTimestamp(end.occurredAt).getTime() : applying.startedAt;
       this.ctx.state.stage((s) => {
         s.lastApplied = { patchId: applied.patchId, version: applied.version, bootId: applying.bootId, at };
-        s.reported = applied.stack;
         s.cleanStop = false;
       });
     }
@@ -319,6 +320,7 @@ export class ApplyFlow {
         };
     this.ctx.state.update((s) => {
       s.applying = undefined;
+      s.reported = reported;
       s.seenCommands = rememberAnswer(s.seenCommands, applying.commandId, answer);
     });
     this.ctx.log(`${end.type} of command ${applying.commandId} was recorded before the agent stopped: state caught up`);
